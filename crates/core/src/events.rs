@@ -1,0 +1,84 @@
+//! Progress events and the [`Reporter`] trait that receives them.
+//!
+//! Workers never draw or print: they send events to the thread that called
+//! [`Pool::run`](crate::Pool::run), which hands each one to the reporter in order. A reporter
+//! therefore needs no locking and output never interleaves. The terminal reporters all three
+//! tools share live in [`reporters`](crate::reporters).
+
+use std::time::Duration;
+
+use crate::TaskError;
+use crate::pool::Strategy;
+use crate::result::{Outcome, Summary};
+
+/// Something that happened in a batch.
+#[derive(Debug)]
+pub enum Event<'a, T> {
+    /// The batch is about to start `total` tasks with at most `max_workers` at once.
+    BatchStarted {
+        total: usize,
+        max_workers: usize,
+        strategy: Strategy,
+    },
+    /// A task's attempt number `attempt` (1-based) started.
+    TaskStarted {
+        index: usize,
+        name: &'a str,
+        attempt: u32,
+    },
+    /// Attempt number `attempt` failed and another follows after `delay`.
+    TaskRetrying {
+        index: usize,
+        name: &'a str,
+        attempt: u32,
+        delay: Duration,
+        error: &'a TaskError,
+    },
+    /// A task reached its final state. `finished` counts finished tasks, this one included.
+    TaskFinished {
+        outcome: &'a Outcome<T>,
+        finished: usize,
+        total: usize,
+    },
+    /// Every task has an outcome.
+    BatchFinished { summary: &'a Summary },
+}
+
+/// Receives the events of a batch, one at a time, on the thread that runs the batch.
+///
+/// Any `FnMut(&Event<T>)` closure is a reporter, so callers can stream results (parallamr
+/// writes each CSV row from here) or count events in tests.
+pub trait Reporter<T> {
+    fn report(&mut self, event: &Event<'_, T>);
+}
+
+impl<T, F: FnMut(&Event<'_, T>)> Reporter<T> for F {
+    fn report(&mut self, event: &Event<'_, T>) {
+        self(event);
+    }
+}
+
+/// Sends every event to each reporter in turn.
+pub struct Tee<'r, T>(pub Vec<&'r mut dyn Reporter<T>>);
+
+impl<T> std::fmt::Debug for Tee<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tee({} reporters)", self.0.len())
+    }
+}
+
+impl<T> Reporter<T> for Tee<'_, T> {
+    fn report(&mut self, event: &Event<'_, T>) {
+        for r in &mut self.0 {
+            r.report(event);
+        }
+    }
+}
+
+/// A reporter that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl<T> Reporter<T> for Silent {
+    fn report(&mut self, _event: &Event<'_, T>) {}
+}

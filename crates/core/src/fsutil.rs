@@ -1,0 +1,149 @@
+//! Atomic file writes: a file a user reads is never half-written.
+//!
+//! Content goes to a temporary file in the target's folder (same file system, so the rename is
+//! atomic), is flushed and fsynced, then renamed over the target; the folder is fsynced so the
+//! rename itself survives a crash. A reader sees the old file or the new one, never a mix, and a
+//! writer killed midway leaves the old file untouched.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// A failed atomic write, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("could not write {}: {source}", path.display())]
+pub struct AtomicWriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Write `contents` to `path` atomically, creating missing parent folders.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AtomicWriteError> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(contents).map_err(|e| file.error(e))?;
+    file.commit()
+}
+
+/// A file being written atomically: write to it like any file, then [`commit`](Self::commit).
+/// Dropping it without committing leaves the target as it was and removes the temporary file.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: NamedTempFile,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// Start writing `path`: creates a temporary file beside it.
+    pub fn create(path: &Path) -> Result<Self, AtomicWriteError> {
+        let err = |source| AtomicWriteError {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = parent_dir(path);
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(err)?;
+        Ok(AtomicFile {
+            tmp,
+            target: path.to_owned(),
+        })
+    }
+
+    /// Flush, fsync, rename over the target, fsync the folder.
+    pub fn commit(mut self) -> Result<(), AtomicWriteError> {
+        self.tmp.flush().map_err(|e| self.error(e))?;
+        self.tmp.as_file().sync_all().map_err(|e| self.error(e))?;
+        let target = self.target.clone();
+        self.tmp.persist(&target).map_err(|e| AtomicWriteError {
+            path: target.clone(),
+            source: e.error,
+        })?;
+        // Make the rename durable. Some file systems refuse to fsync a folder; the rename has
+        // happened either way, so that is not an error.
+        if let Ok(dir) = File::open(parent_dir(&target)) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The target path.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    fn error(&self, source: io::Error) -> AtomicWriteError {
+        AtomicWriteError {
+            path: self.target.clone(),
+            source,
+        }
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replace_the_file_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/report.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("report.json")]);
+    }
+
+    #[test]
+    fn an_uncommitted_write_leaves_the_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("page.html");
+        write_atomic(&path, b"old").unwrap();
+        {
+            let mut f = AtomicFile::create(&path).unwrap();
+            f.write_all(b"new but abandoned").unwrap();
+            // dropped without commit: as if the writer died
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let err = write_atomic(&blocker.join("below-a-file.txt"), b"x").unwrap_err();
+        assert!(err.to_string().contains("below-a-file.txt"), "{err}");
+    }
+}

@@ -1,0 +1,298 @@
+//! Finding and killing a job's whole process tree.
+//!
+//! Why an environment cookie: a job's descendants may leave its process group and session (as
+//! `uv run` and marimo's kernel do with `setsid`), so neither the child's pid nor its process
+//! group reaches them. Every descendant inherits the environment, though, and Linux shows each
+//! process's initial environment in `/proc/<pid>/environ` to its owner without privileges. So
+//! each job gets a variable `FANOUT_JOB_<session>=<seq>` and a kill finds the tree by it (the
+//! technique of Jenkins' process-tree killer). The variable's name carries the session so that
+//! a nested fanout tool adds its own variable instead of overwriting ours.
+//!
+//! Why a child subreaper: when a job's main process exits, its orphans are re-parented to us
+//! instead of init, so they stay reapable by us (no zombies left to init) and so that a leftover
+//! is cheap to notice: it shows up among our own children.
+//!
+//! Why not a cgroup per job: it needs delegation from systemd or root, which CI machines and
+//! laptops rarely give an ordinary user; the cookie works everywhere on Linux. The cookie's
+//! limit: a process that re-executes itself with an emptied environment (`env -i`) escapes.
+
+use std::collections::HashSet;
+use std::fs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, WaitOptions};
+
+/// Prefix of the environment variable that marks every process of a job.
+pub const JOB_ENV_PREFIX: &str = "FANOUT_JOB_";
+
+/// Process-wide state of the runner: the session cookie and which pids are the direct
+/// children of running jobs (those belong to duct, which reaps them; we must not).
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// `FANOUT_JOB_<pid>_<nanos>`.
+    pub(crate) var: String,
+    seq: AtomicU64,
+    /// Spawning takes it shared; reaping orphans takes it exclusively, so a just-spawned child
+    /// cannot be mistaken for an orphan before it is registered.
+    spawn_lock: RwLock<()>,
+    direct: Mutex<HashSet<i32>>,
+    subreaper: bool,
+}
+
+static SESSION: OnceLock<Session> = OnceLock::new();
+
+pub(crate) fn session() -> &'static Session {
+    SESSION.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let pid = std::process::id();
+        Session {
+            var: format!("{JOB_ENV_PREFIX}{pid}_{nanos:x}"),
+            seq: AtomicU64::new(1),
+            spawn_lock: RwLock::new(()),
+            direct: Mutex::new(HashSet::new()),
+            subreaper: rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+                .is_ok(),
+        }
+    })
+}
+
+/// The marker of one job: `NAME=VALUE`.
+#[derive(Debug, Clone)]
+pub(crate) struct Cookie {
+    pub(crate) name: String,
+    pub(crate) value: String,
+}
+
+impl Cookie {
+    /// `NAME=VALUE\0` as it appears in an environ block.
+    fn entry(&self) -> Vec<u8> {
+        format!("{}={}\0", self.name, self.value).into_bytes()
+    }
+}
+
+impl Session {
+    pub(crate) fn next_cookie(&self) -> Cookie {
+        Cookie {
+            name: self.var.clone(),
+            value: self.seq.fetch_add(1, Ordering::SeqCst).to_string(),
+        }
+    }
+
+    /// Run `spawn` so that the orphan reaper cannot run between the spawn and the registration
+    /// of the new direct child.
+    pub(crate) fn spawn_registered<T>(
+        &self,
+        spawn: impl FnOnce() -> std::io::Result<T>,
+        pid_of: impl Fn(&T) -> Option<i32>,
+    ) -> std::io::Result<T> {
+        let _shared = self.spawn_lock.read().expect("spawn lock");
+        let spawned = spawn()?;
+        if let Some(pid) = pid_of(&spawned) {
+            self.direct.lock().expect("registry").insert(pid);
+        }
+        Ok(spawned)
+    }
+
+    /// Forget a direct child once duct has reaped it.
+    pub(crate) fn unregister(&self, pid: i32) {
+        self.direct.lock().expect("registry").remove(&pid);
+    }
+
+    /// After a job's main process exited on its own: are any of its processes left? If so,
+    /// kill them (the job is over; leftovers would hold our pipes and outlive the tool).
+    /// Returns how many processes were killed. Cheap when nothing is left: one signal-0 to the
+    /// process group and a read of our own children lists.
+    pub(crate) fn kill_leftovers(&self, cookie: &Cookie, pgid: i32, grace: Duration) -> usize {
+        let group_alive = Pid::from_raw(pgid)
+            .is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok());
+        let adopted_with_cookie = match self.adopted_orphans() {
+            Some(orphans) => {
+                let entry = cookie.entry();
+                orphans.iter().any(|&pid| environ_has(pid, &entry))
+            }
+            // No subreaper or no children lists: fall back to the full scan.
+            None => !find(&cookie.entry()).is_empty(),
+        };
+        if group_alive || adopted_with_cookie {
+            self.kill_tree(cookie, pgid, grace)
+        } else {
+            0
+        }
+    }
+
+    /// SIGTERM every process of the job (its group and everything carrying its cookie), wait up
+    /// to `grace` for them to exit, then SIGKILL whatever is left, repeating until nothing
+    /// carries the cookie (a process may fork while we kill). Returns how many were signalled.
+    ///
+    /// SIGTERM first because tools like uv and marimo clean up temporary files and kernels on
+    /// it; SIGKILL after the grace period because a job that ignores SIGTERM must still die.
+    pub(crate) fn kill_tree(&self, cookie: &Cookie, pgid: i32, grace: Duration) -> usize {
+        let entry = cookie.entry();
+        let group = Pid::from_raw(pgid);
+        let mut seen: HashSet<i32> = HashSet::new();
+        let signal_all = |sig: Signal, seen: &mut HashSet<i32>| -> usize {
+            // Scan before signalling the group, so the count includes the group's members.
+            let pids = find(&entry);
+            if let Some(g) = group {
+                let _ = rustix::process::kill_process_group(g, sig);
+            }
+            for &pid in &pids {
+                if let Some(p) = Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(p, sig);
+                }
+                seen.insert(pid);
+            }
+            pids.len()
+        };
+        // Liveness comes from the cookie scan, not from signal 0 to the group: an unreaped
+        // zombie (the job's main process, until duct waits for it) still counts as a group
+        // member, and waiting for it to "exit" would burn the whole grace period.
+        let alive = || !find(&entry).is_empty();
+
+        signal_all(Signal::TERM, &mut seen);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && alive() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..200 {
+            if !alive() {
+                break;
+            }
+            signal_all(Signal::KILL, &mut seen);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reap_orphans();
+        seen.len()
+    }
+
+    /// SIGKILL every process of every job of this session. For the second Ctrl-C.
+    pub(crate) fn kill_all(&self) {
+        let prefix = format!("{}=", self.var).into_bytes();
+        for _ in 0..20 {
+            let pids = find(&prefix);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                if let Some(p) = Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(p, Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Our children that are not the direct children of running jobs: orphans we adopted as
+    /// subreaper. `None` when that cannot be known here.
+    fn adopted_orphans(&self) -> Option<Vec<i32>> {
+        if !self.subreaper {
+            return None;
+        }
+        let children = own_children()?;
+        let direct = self.direct.lock().expect("registry");
+        Some(
+            children
+                .into_iter()
+                .filter(|p| !direct.contains(p))
+                .collect(),
+        )
+    }
+
+    /// Reap adopted orphans that have exited (zombies). Never touches a running job's direct
+    /// child: duct reaps those, and reaping one here would make its wait fail.
+    pub(crate) fn reap_orphans(&self) {
+        if !self.subreaper {
+            return;
+        }
+        let _exclusive = self.spawn_lock.write().expect("spawn lock");
+        let Some(orphans) = self.adopted_orphans() else {
+            return;
+        };
+        for pid in orphans {
+            if is_zombie(pid)
+                && let Some(p) = Pid::from_raw(pid)
+            {
+                let _ = rustix::process::waitpid(Some(p), WaitOptions::NOHANG);
+            }
+        }
+    }
+}
+
+/// Pids of our own children, from `/proc/self/task/*/children` (orphans are re-parented to
+/// any thread of the subreaper, so every thread's list is read).
+fn own_children() -> Option<Vec<i32>> {
+    let mut pids = Vec::new();
+    for task in fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let text = fs::read_to_string(task.path().join("children")).ok()?;
+        pids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(pids)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// Whether `entry` (`NAME=VALUE\0`, or a `NAME=` prefix) is in the process's environment.
+fn environ_has(pid: i32, entry: &[u8]) -> bool {
+    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| contains_entry(&env, entry))
+}
+
+fn contains_entry(environ: &[u8], entry: &[u8]) -> bool {
+    // Entries are NUL-separated; match only at the start of an entry.
+    environ.split(|b| *b == 0).any(|var| {
+        let var_nul = var.len() < entry.len() && entry.last() == Some(&0);
+        if var_nul {
+            var.len() + 1 == entry.len() && entry[..var.len()] == *var
+        } else {
+            var.starts_with(entry)
+        }
+    })
+}
+
+/// Every live process (zombies have no environment) whose environment has `entry`.
+fn find(entry: &[u8]) -> Vec<i32> {
+    let me = std::process::id().cast_signed();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && environ_has(pid, entry))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_matching_is_exact() {
+        let env = b"PATH=/bin\0FANOUT_JOB_1_a=12\0HOME=/root\0";
+        assert!(contains_entry(env, b"FANOUT_JOB_1_a=12\0"));
+        assert!(!contains_entry(env, b"FANOUT_JOB_1_a=1\0"), "1 is not 12");
+        assert!(!contains_entry(env, b"FANOUT_JOB_1_a=123\0"));
+        assert!(contains_entry(env, b"FANOUT_JOB_1_a="), "prefix form");
+        assert!(!contains_entry(
+            b"XFANOUT_JOB_1_a=12\0",
+            b"FANOUT_JOB_1_a=12\0"
+        ));
+        // The last entry may lack its trailing NUL.
+        assert!(contains_entry(
+            b"A=1\0FANOUT_JOB_1_a=12",
+            b"FANOUT_JOB_1_a=12\0"
+        ));
+    }
+}

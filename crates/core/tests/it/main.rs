@@ -1,0 +1,86 @@
+//! Integration tests of the fanout core: one test binary (as uv and nextest do).
+#![expect(
+    clippy::print_stderr,
+    reason = "helper tests explain themselves on stderr"
+)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests start helper processes directly, to watch the runner from outside"
+)]
+
+mod pool;
+mod process;
+mod reporting;
+
+/// Not a test of its own: the entry point of child processes that other tests start from this
+/// binary (`--exact helper` with `FANOUT_TEST_HELPER` set), to observe behaviour that needs a
+/// separate process: being killed with SIGKILL, or reading its own environment at start-up.
+#[test]
+fn helper() {
+    let Ok(role) = std::env::var("FANOUT_TEST_HELPER") else {
+        return;
+    };
+    match role.as_str() {
+        "hold-job" => {
+            let dir = std::env::var_os("FANOUT_TEST_DIR").expect("FANOUT_TEST_DIR");
+            let cmd = fanout::Command::shell(
+                "echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; exec sleep 300",
+            )
+            .current_dir(dir);
+            let _ = fanout::ProcessRunner::new().run(&cmd, &fanout::CancelToken::new());
+            eprintln!("helper: the job ended before the helper was killed");
+        }
+        "strategy-from-env" => {
+            let config = fanout::PoolConfig::new(fanout::MaxWorkers::one()).with_env_overrides();
+            // The marker lets the parent find this line among the test harness's output.
+            match config {
+                Ok(c) => eprintln!("HELPER-RESULT ok {}", c.strategy.as_str()),
+                Err(e) => eprintln!("HELPER-RESULT error {e}"),
+            }
+        }
+        other => panic!("unknown helper role {other}"),
+    }
+}
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A counter that tasks can wait on, with a time limit so a broken pool fails the test instead of
+/// hanging it.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    value: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Gauge {
+    pub fn add(&self, delta: isize) -> usize {
+        let mut v = self.value.lock().unwrap();
+        *v = v.checked_add_signed(delta).unwrap();
+        self.changed.notify_all();
+        *v
+    }
+
+    pub fn get(&self) -> usize {
+        *self.value.lock().unwrap()
+    }
+
+    /// Wait until `pred(value)` holds; false if it did not within 20 s.
+    pub fn wait_for(&self, pred: impl Fn(usize) -> bool) -> bool {
+        self.wait_within(Duration::from_secs(20), pred)
+    }
+
+    /// Wait until `pred(value)` holds; false if it did not within `limit`.
+    pub fn wait_within(&self, limit: Duration, pred: impl Fn(usize) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut v = self.value.lock().unwrap();
+        while !pred(*v) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            v = self.changed.wait_timeout(v, deadline - now).unwrap().0;
+        }
+        true
+    }
+}

@@ -1,0 +1,574 @@
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fanout::{
+    CancelReason, CancelToken, Event, FailurePolicy, MaxWorkers, Pool, PoolConfig, PoolError,
+    RetryPolicy, Silent, Status, Strategy, Task, TaskError, TaskKind,
+};
+use proptest::prelude::*;
+
+use crate::Gauge;
+
+const PARALLEL: [Strategy; 2] = [Strategy::Threads, Strategy::Rayon];
+const ALL: [Strategy; 4] = [
+    Strategy::Serial,
+    Strategy::Threads,
+    Strategy::Rayon,
+    Strategy::Auto,
+];
+
+fn pool(workers: usize, strategy: Strategy) -> Pool {
+    Pool::new(PoolConfig::new(MaxWorkers::new(workers, 64).unwrap()).strategy(strategy))
+}
+
+fn tasks(n: usize) -> Vec<Task<usize>> {
+    (0..n).map(|i| Task::new(format!("t{i}"), i)).collect()
+}
+
+#[test]
+fn results_come_back_in_input_order_whatever_the_completion_order() {
+    for strategy in PARALLEL {
+        let n: usize = 6;
+        // Task i may finish only after task i+1 has: completion order is the reverse of input.
+        let next_to_finish = Gauge::default();
+        next_to_finish.add(n.cast_signed() - 1);
+        let finished_order = Mutex::new(Vec::new());
+        let result = pool(n, strategy)
+            .run(&tasks(n), &CancelToken::new(), &mut Silent, |&i, _| {
+                assert!(
+                    next_to_finish.wait_for(|v| v == i),
+                    "task {i} never got its turn"
+                );
+                finished_order.lock().unwrap().push(i);
+                if i > 0 {
+                    next_to_finish.add(-1);
+                }
+                Ok(i * 10)
+            })
+            .unwrap();
+        assert_eq!(*finished_order.lock().unwrap(), vec![5, 4, 3, 2, 1, 0]);
+        let values: Vec<_> = result.outcomes.iter().map(|o| o.value.unwrap()).collect();
+        assert_eq!(values, vec![0, 10, 20, 30, 40, 50], "{strategy:?}");
+        let indexes: Vec<_> = result.outcomes.iter().map(|o| o.index).collect();
+        assert_eq!(indexes, (0..n).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn never_more_than_max_workers_at_once_and_the_bound_is_reached() {
+    for strategy in PARALLEL {
+        for workers in [1, 2, 3] {
+            let running = Gauge::default();
+            let peak = AtomicUsize::new(0);
+            let result = pool(workers, strategy)
+                .run(&tasks(12), &CancelToken::new(), &mut Silent, |_, _| {
+                    let now = running.add(1);
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // Hold the slot until the pool is full (or, at the tail of the batch, until
+                    // a short wait shows nobody else is coming).
+                    running.wait_within(Duration::from_millis(300), |v| v >= workers);
+                    std::thread::yield_now();
+                    running.add(-1);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(result.summary.succeeded, 12);
+            assert_eq!(
+                peak.load(Ordering::SeqCst),
+                workers,
+                "{strategy:?} with {workers} workers"
+            );
+        }
+    }
+}
+
+#[test]
+fn stop_soon_starts_nothing_new_after_a_failure() {
+    for strategy in [Strategy::Serial, Strategy::Threads] {
+        let started = Mutex::new(Vec::new());
+        let failure_reported = Gauge::default();
+        let task1_started = Gauge::default();
+        let pool = Pool::new(
+            PoolConfig::new(MaxWorkers::new(2, 8).unwrap())
+                .strategy(strategy)
+                .failure_policy(FailurePolicy::StopSoon),
+        );
+        let mut reporter = |e: &Event<'_, ()>| {
+            if let Event::TaskFinished { outcome, .. } = e
+                && outcome.index == 0
+            {
+                failure_reported.add(1);
+            }
+        };
+        let result = pool
+            .run(&tasks(8), &CancelToken::new(), &mut reporter, |&i, _| {
+                started.lock().unwrap().push(i);
+                task1_started.add(isize::from(i == 1));
+                match i {
+                    0 => {
+                        if strategy != Strategy::Serial {
+                            assert!(task1_started.wait_for(|v| v == 1));
+                        }
+                        Err(TaskError::failed("boom"))
+                    }
+                    // Task 1 runs alongside task 0 (in parallel mode) and finishes only after
+                    // the failure is known: it must complete, and nothing after it may start.
+                    1 if strategy != Strategy::Serial => {
+                        assert!(failure_reported.wait_for(|v| v == 1));
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        let statuses: Vec<Status> = result.outcomes.iter().map(|o| o.status).collect();
+        let expected_started = if strategy == Strategy::Serial {
+            vec![0]
+        } else {
+            vec![0, 1]
+        };
+        let mut got = started.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, expected_started, "{strategy:?}");
+        assert_eq!(statuses[0], Status::Failed);
+        let skipped = statuses.iter().filter(|s| **s == Status::Skipped).count();
+        assert_eq!(skipped, 8 - expected_started.len(), "{statuses:?}");
+        let never_started = &result.outcomes[2];
+        assert_eq!(never_started.attempts, 0);
+        assert!(
+            never_started
+                .error_message()
+                .unwrap()
+                .contains("an earlier task failed")
+        );
+    }
+}
+
+#[test]
+fn stop_now_cancels_running_tasks() {
+    let pool = Pool::new(
+        PoolConfig::new(MaxWorkers::new(2, 8).unwrap())
+            .strategy(Strategy::Threads)
+            .failure_policy(FailurePolicy::StopNow),
+    );
+    let task1_running = Gauge::default();
+    let outer = CancelToken::new();
+    let result = pool
+        .run(&tasks(5), &outer, &mut Silent, |&i, ctx| match i {
+            0 => {
+                assert!(task1_running.wait_for(|v| v == 1));
+                Err(TaskError::failed("boom"))
+            }
+            1 => {
+                task1_running.add(1);
+                if ctx.cancel_token().sleep(Duration::from_secs(60)) {
+                    Ok(())
+                } else {
+                    Err(TaskError::Cancelled)
+                }
+            }
+            _ => Ok(()),
+        })
+        .unwrap();
+    let statuses: Vec<Status> = result.outcomes.iter().map(|o| o.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            Status::Failed,
+            Status::Cancelled,
+            Status::Skipped,
+            Status::Skipped,
+            Status::Skipped
+        ]
+    );
+    assert!(
+        !outer.is_cancelled(),
+        "stopping a batch must not cancel the caller's token"
+    );
+}
+
+#[test]
+fn a_cancelled_batch_reports_cancelled_tasks() {
+    for strategy in ALL {
+        let token = CancelToken::new();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let result = pool(2, strategy)
+            .run(&tasks(10), &token, &mut Silent, |_, ctx| {
+                if first.swap(false, Ordering::SeqCst) {
+                    // Simulates Ctrl-C arriving while the batch runs.
+                    token.cancel(CancelReason::Interrupted);
+                }
+                // Running tasks notice the cancel and stop.
+                if ctx.cancel_token().sleep(Duration::from_secs(20)) {
+                    Ok(())
+                } else {
+                    Err(TaskError::Cancelled)
+                }
+            })
+            .unwrap();
+        let s = &result.summary;
+        assert_eq!(
+            (s.total, s.cancelled, s.skipped),
+            (10, 10, 0),
+            "{strategy:?}: {s:?}"
+        );
+        let never_started = result.outcomes.iter().filter(|o| o.attempts == 0).count();
+        assert!(never_started >= 8, "{strategy:?}: {never_started}");
+        assert!(!s.all_ok());
+    }
+}
+
+#[test]
+fn a_panic_fails_that_task_only() {
+    for strategy in ALL {
+        let result = pool(3, strategy)
+            .run(&tasks(7), &CancelToken::new(), &mut Silent, |&i, _| {
+                assert!(i != 3, "boom in task {i}");
+                Ok(i)
+            })
+            .unwrap();
+        assert_eq!(result.summary.failed, 1, "{strategy:?}");
+        assert_eq!(result.summary.succeeded, 6);
+        let failed = &result.outcomes[3];
+        assert_eq!(failed.status, Status::Failed);
+        assert!(
+            failed
+                .error_message()
+                .unwrap()
+                .contains("task panicked: boom in task 3"),
+            "{:?}",
+            failed.error
+        );
+    }
+}
+
+#[test]
+fn invalid_max_workers_names_the_allowed_range() {
+    for bad in [0, 17, 1000] {
+        let err = MaxWorkers::new(bad, 16).unwrap_err();
+        assert_eq!(
+            err,
+            PoolError::MaxWorkersOutOfRange {
+                value: bad,
+                cap: 16
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("max_workers must be between 1 and 16, got {bad}")
+        );
+    }
+    assert_eq!(MaxWorkers::new(16, 16).unwrap().get(), 16);
+    let default = MaxWorkers::available(16).get();
+    assert!((1..=16).contains(&default));
+    assert_eq!(
+        MaxWorkers::available(1).get(),
+        1,
+        "the cap bounds the default"
+    );
+}
+
+#[test]
+fn unknown_strategy_values_are_errors_naming_the_choices() {
+    let err = Strategy::parse("fast", "FANOUT_STRATEGY").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "FANOUT_STRATEGY=\"fast\" is not a strategy; expected one of: serial, threads, rayon, auto"
+    );
+    assert_eq!(
+        Strategy::parse(" Rayon ", "x").unwrap(),
+        Strategy::Rayon,
+        "case and spaces are forgiven"
+    );
+}
+
+#[test]
+fn auto_picks_serial_for_one_task_or_one_worker_and_otherwise_follows_the_kind() {
+    let w = |n| MaxWorkers::new(n, 64).unwrap();
+    let auto = Strategy::Auto;
+    assert_eq!(auto.resolve(TaskKind::Cpu, 1, w(8)), Strategy::Serial);
+    assert_eq!(auto.resolve(TaskKind::Blocking, 0, w(8)), Strategy::Serial);
+    assert_eq!(auto.resolve(TaskKind::Blocking, 50, w(1)), Strategy::Serial);
+    assert_eq!(
+        auto.resolve(TaskKind::Blocking, 50, w(4)),
+        Strategy::Threads
+    );
+    assert_eq!(auto.resolve(TaskKind::Cpu, 50, w(4)), Strategy::Rayon);
+    assert_eq!(
+        Strategy::Threads.resolve(TaskKind::Cpu, 1, w(4)),
+        Strategy::Threads,
+        "an explicit strategy is obeyed"
+    );
+}
+
+#[test]
+fn retryable_errors_are_retried_with_events_until_success() {
+    let attempts = AtomicUsize::new(0);
+    let mut retry_events = Vec::new();
+    let policy = RetryPolicy::retries(3)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_jitter(0.0);
+    let pool = Pool::new(PoolConfig::new(MaxWorkers::one()).retry(policy));
+    let result = pool
+        .run(
+            &tasks(1),
+            &CancelToken::new(),
+            &mut |e: &Event<'_, usize>| {
+                if let Event::TaskRetrying { attempt, error, .. } = e {
+                    retry_events.push((*attempt, error.to_string()));
+                }
+            },
+            |_, ctx| {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt() < 3 {
+                    Err(TaskError::retryable(format!(
+                        "503 on attempt {}",
+                        ctx.attempt()
+                    )))
+                } else {
+                    Ok(ctx.attempt() as usize)
+                }
+            },
+        )
+        .unwrap();
+    let o = &result.outcomes[0];
+    assert_eq!(o.status, Status::Succeeded);
+    assert_eq!(o.attempts, 3);
+    assert_eq!(o.value, Some(3));
+    assert_eq!(
+        retry_events,
+        vec![
+            (1, "503 on attempt 1".to_owned()),
+            (2, "503 on attempt 2".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn non_retryable_errors_and_exhausted_retries_fail() {
+    let pool = Pool::new(
+        PoolConfig::new(MaxWorkers::new(2, 4).unwrap())
+            .retry(RetryPolicy::retries(2).with_initial_backoff(Duration::from_millis(1))),
+    );
+    let result = pool
+        .run(&tasks(2), &CancelToken::new(), &mut Silent, |&i, _| {
+            Err::<(), _>(if i == 0 {
+                TaskError::failed("404 not found")
+            } else {
+                TaskError::retryable("503")
+            })
+        })
+        .unwrap();
+    assert_eq!(result.outcomes[0].attempts, 1);
+    assert_eq!(result.outcomes[1].attempts, 3);
+    assert_eq!(result.summary.failed, 2);
+}
+
+#[test]
+fn a_task_can_carry_its_own_retry_policy() {
+    let pool = Pool::new(PoolConfig::new(MaxWorkers::one()));
+    let retrying = Task::new("flaky", 0).with_retry(
+        RetryPolicy::retries(1)
+            .with_initial_backoff(Duration::from_millis(1))
+            .retry_if(|_| true),
+    );
+    let result = pool
+        .run(&[retrying], &CancelToken::new(), &mut Silent, |_, ctx| {
+            if ctx.attempt() == 1 {
+                Err(TaskError::failed("first try fails"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    assert_eq!(result.outcomes[0].status, Status::Succeeded);
+    assert_eq!(result.outcomes[0].attempts, 2);
+}
+
+#[test]
+fn cancelling_during_backoff_stops_at_once() {
+    let token = CancelToken::new();
+    let pool = Pool::new(
+        PoolConfig::new(MaxWorkers::one())
+            .retry(RetryPolicy::retries(5).with_initial_backoff(Duration::from_secs(600))),
+    );
+    let mut reporter = |e: &Event<'_, ()>| {
+        if matches!(e, Event::TaskRetrying { .. }) {
+            token.cancel(CancelReason::Interrupted);
+        }
+    };
+    let t = token.clone();
+    // The reporter runs on this thread, so the cancel must come from elsewhere while the worker
+    // sleeps: run the batch on a helper thread, cancel from the reporter there.
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            pool.run(&tasks(1), &t, &mut reporter, |_, _| {
+                Err::<(), _>(TaskError::retryable("503"))
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+    });
+    assert_eq!(result.outcomes[0].status, Status::Cancelled);
+    assert_eq!(result.outcomes[0].attempts, 1);
+}
+
+#[test]
+fn events_arrive_in_a_sensible_order() {
+    for strategy in ALL {
+        let mut log: Vec<String> = Vec::new();
+        let result = pool(3, strategy)
+            .run(
+                &tasks(5),
+                &CancelToken::new(),
+                &mut |e: &Event<'_, usize>| {
+                    log.push(match e {
+                        Event::BatchStarted { total, .. } => format!("batch {total}"),
+                        Event::TaskStarted { index, .. } => format!("start {index}"),
+                        Event::TaskFinished {
+                            outcome, finished, ..
+                        } => format!("finish {} #{finished}", outcome.index),
+                        Event::BatchFinished { summary } => format!("done {}", summary.total),
+                        Event::TaskRetrying { .. } => "retry".to_owned(),
+                    });
+                },
+                |&i, _| Ok(i),
+            )
+            .unwrap();
+        assert_eq!(log.first().unwrap(), "batch 5");
+        assert_eq!(log.last().unwrap(), "done 5");
+        for i in 0..5 {
+            let s = log.iter().position(|l| *l == format!("start {i}")).unwrap();
+            let f = log
+                .iter()
+                .position(|l| l.starts_with(&format!("finish {i} ")))
+                .unwrap();
+            assert!(s < f, "{strategy:?}: {log:?}");
+        }
+        let counters: Vec<_> = log.iter().filter_map(|l| l.split('#').nth(1)).collect();
+        assert_eq!(counters, vec!["1", "2", "3", "4", "5"]);
+        assert_ne!(
+            result.summary.strategy,
+            Strategy::Auto,
+            "the summary names what ran"
+        );
+    }
+}
+
+#[test]
+fn summary_counts_statuses_and_measures_utilization() {
+    let result = pool(2, Strategy::Threads)
+        .run(
+            &tasks(6),
+            &CancelToken::new(),
+            &mut Silent,
+            |&i, _| match i % 3 {
+                0 => Ok(()),
+                1 => Err(TaskError::failed("no")),
+                _ => Err(TaskError::skipped("up to date")),
+            },
+        )
+        .unwrap();
+    let s = &result.summary;
+    assert_eq!((s.total, s.succeeded, s.failed, s.skipped), (6, 2, 2, 2));
+    assert_eq!(s.max_workers, 2);
+    assert_eq!(s.strategy, Strategy::Threads);
+    assert!((0.0..=1.0).contains(&s.utilization), "{}", s.utilization);
+    assert!(s.effective_parallelism <= 2.0 + 1e-9);
+    assert!(s.wall > Duration::ZERO);
+    assert!(
+        s.one_line()
+            .starts_with("6 tasks: 2 succeeded, 2 failed, 2 skipped in ")
+    );
+    assert_eq!(result.failures().count(), 2);
+}
+
+#[test]
+fn an_empty_batch_is_fine() {
+    let result = pool(4, Strategy::Auto)
+        .run(&tasks(0), &CancelToken::new(), &mut Silent, |&i, _| Ok(i))
+        .unwrap();
+    assert_eq!(result.summary.total, 0);
+    assert!(result.all_ok());
+    assert_eq!(
+        result.summary.one_line().split(':').nth(1).unwrap().trim(),
+        "nothing to do in 0ms (4 workers, 0% busy)"
+    );
+}
+
+fn run_with(
+    strategy: Strategy,
+    workers: usize,
+    inputs: &[(u32, bool)],
+) -> Vec<(Status, Option<u64>, Option<String>)> {
+    let tasks: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| Task::new(format!("t{i}"), *input))
+        .collect();
+    let pool = Pool::new(
+        PoolConfig::new(MaxWorkers::new(workers, 64).unwrap())
+            .strategy(strategy)
+            .kind(TaskKind::Cpu),
+    );
+    pool.run(&tasks, &CancelToken::new(), &mut Silent, |&(n, fail), _| {
+        if fail {
+            Err(TaskError::failed(format!("{n} failed")))
+        } else {
+            Ok((0..u64::from(n % 500)).map(|k| k * k).sum::<u64>())
+        }
+    })
+    .unwrap()
+    .outcomes
+    .into_iter()
+    .map(|o| (o.status, o.value, o.error_message()))
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Parallel execution is an optimisation: any strategy, any worker count, same outcomes.
+    #[test]
+    fn parallel_results_equal_serial_results(
+        inputs in proptest::collection::vec((any::<u32>(), proptest::bool::weighted(0.2)), 0..60),
+        workers in 1usize..9,
+    ) {
+        let serial = run_with(Strategy::Serial, 1, &inputs);
+        for strategy in [Strategy::Threads, Strategy::Rayon, Strategy::Auto] {
+            prop_assert_eq!(&run_with(strategy, workers, &inputs), &serial);
+        }
+    }
+}
+
+fn strategy_seen_with_env(value: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper", "--nocapture"])
+        .env("FANOUT_TEST_HELPER", "strategy-from-env")
+        .env(fanout::STRATEGY_ENV, value)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("HELPER-RESULT "))
+        .unwrap_or_else(|| panic!("no result from the helper: {stderr}"))
+        .to_owned()
+}
+
+#[test]
+fn the_strategy_environment_variable_overrides_and_rejects_unknown_values() {
+    assert_eq!(strategy_seen_with_env("serial"), "ok serial");
+    assert_eq!(strategy_seen_with_env("RAYON"), "ok rayon");
+    assert_eq!(
+        strategy_seen_with_env(""),
+        "ok auto",
+        "empty counts as unset"
+    );
+    assert_eq!(
+        strategy_seen_with_env("turbo"),
+        "error FANOUT_STRATEGY=\"turbo\" is not a strategy; expected one of: serial, threads, rayon, auto"
+    );
+}

@@ -1,0 +1,121 @@
+//! Shared fixtures for the end-to-end tests of `export-nb`, `lorchestra` and `parallamr`.
+//!
+//! Each binary's end-to-end tests live in its own crate (`crates/<tool>/tests/it/`), because
+//! cargo hands a test the path of a binary (`env!("CARGO_BIN_EXE_<name>")`) only inside the
+//! package that owns it. What those tests share lives here: running a binary and reading what
+//! it did, writing stand-in tools onto a `PATH`, temporary projects.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests run the real binaries and stand-in tools directly, from outside the core"
+)]
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// What a finished run of a binary left: exit code and both streams as text.
+#[derive(Debug)]
+pub struct Run {
+    /// `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A command for `bin` with stdin from /dev/null and `NO_COLOR` set, so output is plain.
+pub fn command(bin: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.stdin(Stdio::null()).env("NO_COLOR", "1");
+    cmd
+}
+
+/// Run `bin` with `args` in `dir` and collect what it printed.
+pub fn run_in(bin: impl AsRef<OsStr>, dir: &Path, args: &[&str]) -> Run {
+    command(bin)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+        .into()
+}
+
+/// Write an executable script `name` into `dir` (a stand-in tool for a `PATH`), return its path.
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the script executable");
+    path
+}
+
+/// `dir` prepended to this process's `PATH`, for a child's environment.
+pub fn path_with(dir: &Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).expect("a valid PATH")
+}
+
+/// The command-line contract every tool keeps: `--help` explains usage and every exit code,
+/// `--version` prints `NAME VERSION`, an unknown flag is a usage error (exit 2) naming the flag.
+pub fn assert_cli_contract(bin: &str, name: &str, version: &str) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let help = run_in(bin, dir.path(), &["--help"]);
+    assert_eq!(help.code, Some(0), "{}", help.stderr);
+    assert!(
+        help.stdout.contains(&format!("Usage: {name}")),
+        "{}",
+        help.stdout
+    );
+    for code in ["0 ", "1 ", "2 ", "130 "] {
+        assert!(
+            help.stdout.contains(&format!("\n  {code}")),
+            "exit code {code} is not documented in --help:\n{}",
+            help.stdout
+        );
+    }
+
+    let ver = run_in(bin, dir.path(), &["--version"]);
+    assert_eq!(ver.code, Some(0));
+    assert_eq!(ver.stdout.trim(), format!("{name} {version}"));
+
+    let bad = run_in(bin, dir.path(), &["--no-such-flag"]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("--no-such-flag"), "{}", bad.stderr);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_script_runs_from_path_and_reports_its_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        write_script(
+            dir.path(),
+            "fake-tool",
+            "#!/bin/sh\necho \"fake $1\"\necho oops >&2\nexit 4\n",
+        );
+        let out: Run = command("fake-tool")
+            .arg("hello")
+            .env("PATH", path_with(dir.path()))
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(out.code, Some(4));
+        assert_eq!(out.stdout, "fake hello\n");
+        assert_eq!(out.stderr, "oops\n");
+    }
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask <task>`: the project's automation, in Rust (the rust-analyzer convention).
+//!
+//! - `cargo xtask test`: install what the tests need, then run the whole test suite.
+//! - `cargo xtask demo`: run the main job on the bundled examples.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "xtask drives cargo, pip and the built tools directly; it is not part of the product"
+)]
+#![expect(
+    clippy::print_stderr,
+    reason = "xtask is a command-line tool talking to a developer"
+)]
+
+mod demo;
+mod tasks;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: cargo xtask <task>
+
+Tasks:
+  test    install what the tests need (uv), then run `cargo test --workspace`
+  demo    build the tools and run the main job on the bundled examples";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("-h" | "--help") | None => {
+            eprintln!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
