@@ -68,6 +68,16 @@ pub fn path_with(dir: &Path) -> std::ffi::OsString {
     std::env::join_paths(paths).expect("a valid PATH")
 }
 
+/// Send SIGINT to a running child, as Ctrl-C in its terminal would (to it alone: a terminal
+/// would signal its whole process group, but the tools put their jobs in groups of their own).
+pub fn interrupt(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "could not signal {}", child.id());
+}
+
 /// The command-line contract every tool keeps: `--help` explains usage and every exit code,
 /// `--version` prints `NAME VERSION`, an unknown flag is a usage error (exit 2) naming the flag.
 pub fn assert_cli_contract(bin: &str, name: &str, version: &str) {

@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the main job on bundled examples.
+//! `cargo xtask demo`: the main job on bundled examples — export-nb exports the bundled marimo
+//! notebooks to a static site in `target/demo/site`.
 
 use std::process::Command;
 
@@ -7,24 +8,27 @@ use anyhow::Result;
 use crate::tasks;
 
 pub(crate) fn run(extra: &[String]) -> Result<()> {
-    // A batch of real subprocesses through the core pool: progress, a failure, a timeout whose
-    // escaped grandchild is killed, and the shared JSON report. A failing task is part of the
-    // show, so exit code 1 from the example is expected.
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "fanout",
-            "--example",
-            "batch",
-        ])
-        .args(extra)
-        .current_dir(tasks::root())
-        .status()?;
+    tasks::ensure_uv()?;
+    tasks::run(Command::new(env!("CARGO")).args(["build", "--release", "-p", "export-nb"]))?;
+    let root = tasks::root();
+    let site = root.join("target/demo/site");
+    let report = root.join("target/demo/export-report.json");
+    tasks::run(
+        Command::new(root.join("target/release/export-nb"))
+            .arg("crates/export-cli/examples/notebooks")
+            .arg("--output")
+            .arg(&site)
+            .arg("--title")
+            .arg("export-nb demo")
+            .arg("--report")
+            .arg(&report)
+            .args(extra),
+    )?;
     eprintln!(
-        "xtask: the example batch exited with {status} (1: it contains a failing and a hanging job on purpose)"
+        "\nxtask: the site is in {} (open index.html); the run's report is {}.\n\
+         xtask: run the demo again: nothing changed, so nothing is exported again.",
+        site.display(),
+        report.display()
     );
     Ok(())
 }

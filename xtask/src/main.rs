@@ -22,7 +22,7 @@ Usage: cargo xtask <task>
 
 Tasks:
   test    install what the tests need (uv), then run `cargo test --workspace`
-  demo    build the tools and run the main job on the bundled examples";
+  demo    build export-nb and export the bundled notebooks to target/demo/site";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

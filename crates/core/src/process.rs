@@ -312,7 +312,7 @@ pub fn kill_all_jobs() {
 }
 
 /// Runs commands as jobs whose whole process tree it owns (the local launcher).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ProcessRunner;
 
 /// How long to wait for a stream to close after the process tree is gone before giving up on

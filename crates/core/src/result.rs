@@ -84,7 +84,7 @@ pub enum TaskError {
     #[error("cancelled")]
     Cancelled,
     /// The task decided not to run (its output is up to date, say).
-    #[error("skipped: {reason}")]
+    #[error("{reason}")]
     Skipped { reason: String },
 }
 
@@ -298,7 +298,9 @@ impl Summary {
         self.failed == 0 && self.timed_out == 0 && self.cancelled == 0
     }
 
-    /// One line for humans: `10 tasks: 8 succeeded, 2 failed in 3.2s (4 workers, 78% busy)`.
+    /// One line for humans:
+    /// `10 tasks: 8 succeeded, 2 failed in 3.2s (4 workers, speedup 3.1x, 78% busy)`.
+    /// Speedup is busy time over wall time: how much faster than one task at a time.
     pub fn one_line(&self) -> String {
         let parts: Vec<String> = Status::ALL
             .iter()
@@ -307,7 +309,7 @@ impl Summary {
             .collect();
         let noun = if self.total == 1 { "task" } else { "tasks" };
         format!(
-            "{} {noun}: {} in {} ({} worker{}, {:.0}% busy)",
+            "{} {noun}: {} in {} ({} worker{}, speedup {:.1}x, {:.0}% busy)",
             self.total,
             if parts.is_empty() {
                 "nothing to do".to_owned()
@@ -317,6 +319,7 @@ impl Summary {
             crate::fmt_duration(self.wall),
             self.max_workers,
             if self.max_workers == 1 { "" } else { "s" },
+            self.effective_parallelism,
             self.utilization * 100.0
         )
     }

@@ -494,7 +494,7 @@ fn an_empty_batch_is_fine() {
     assert!(result.all_ok());
     assert_eq!(
         result.summary.one_line().split(':').nth(1).unwrap().trim(),
-        "nothing to do in 0ms (4 workers, 0% busy)"
+        "nothing to do in 0ms (4 workers, speedup 0.0x, 0% busy)"
     );
 }
 

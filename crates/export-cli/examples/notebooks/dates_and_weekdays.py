@@ -1,0 +1,34 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["marimo"]
+# ///
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import marimo as mo
+    return (mo,)
+
+
+@app.cell
+def _():
+    import datetime
+
+    start = datetime.date(2026, 1, 1)
+    firsts = [datetime.date(2026, m, 1) for m in range(1, 13)]
+    return (firsts,)
+
+
+@app.cell
+def _(firsts, mo):
+    mo.ui.table([{"month": d.strftime("%B"), "starts on": d.strftime("%A")} for d in firsts])
+    return
+
+
+if __name__ == "__main__":
+    app.run()

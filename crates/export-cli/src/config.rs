@@ -1,0 +1,344 @@
+//! Flags + `[tool.export-nb]` in `pyproject.toml` → validated [`Settings`]. Every error about
+//! input is raised here, naming the flag, file, line or value; nothing has run yet.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use fanout::{MaxWorkers, ProgressMode};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use crate::cli::Cli;
+
+/// The most exports that may run at once: each is a CPU-heavy Python process.
+pub(crate) const MAX_WORKERS_CAP: usize = 16;
+
+/// How a folder's notebooks are exported, and where their pages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Category {
+    /// Static HTML: `marimo export html`.
+    Notebooks,
+    /// WebAssembly apps: `marimo export html-wasm --mode run --no-show-code`.
+    Apps,
+    /// Interactive WebAssembly notebooks: `marimo export html-wasm --mode edit`.
+    Wasm,
+}
+
+impl Category {
+    pub(crate) const ALL: [Category; 3] = [Category::Notebooks, Category::Apps, Category::Wasm];
+
+    /// The output sub-folder (marimushka's names, so existing sites keep their URLs).
+    pub(crate) fn dir(self) -> &'static str {
+        match self {
+            Category::Notebooks => "notebooks",
+            Category::Apps => "apps",
+            Category::Wasm => "notebooks_wasm",
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Category::Notebooks => "Notebooks",
+            Category::Apps => "Apps",
+            Category::Wasm => "Interactive notebooks",
+        }
+    }
+
+    /// `marimo export` arguments for this category, after `export`.
+    pub(crate) fn export_args(self) -> &'static [&'static str] {
+        match self {
+            Category::Notebooks => &["html"],
+            Category::Apps => &["html-wasm", "--mode", "run", "--no-show-code"],
+            Category::Wasm => &["html-wasm", "--mode", "edit"],
+        }
+    }
+}
+
+/// A folder to export and how.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) folder: PathBuf,
+    pub(crate) category: Category,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) sources: Vec<Source>,
+    pub(crate) output: PathBuf,
+    pub(crate) max_workers: MaxWorkers,
+    pub(crate) timeout: Duration,
+    pub(crate) sandbox: bool,
+    /// As given (`uvx` or a path); resolved only when an export will run.
+    pub(crate) uvx: PathBuf,
+    pub(crate) marimo_version: Option<String>,
+    pub(crate) template: Option<PathBuf>,
+    pub(crate) title: String,
+    pub(crate) exclude: GlobSet,
+    pub(crate) force: bool,
+    pub(crate) dry_run: bool,
+    pub(crate) report: Option<PathBuf>,
+    pub(crate) progress: ProgressMode,
+    pub(crate) verbose: bool,
+}
+
+/// `[tool.export-nb]`: the long flag names, in kebab case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSettings {
+    folders: Option<Vec<PathBuf>>,
+    apps: Option<Vec<PathBuf>>,
+    wasm: Option<Vec<PathBuf>>,
+    output: Option<PathBuf>,
+    max_workers: Option<usize>,
+    timeout: Option<u64>,
+    sandbox: Option<bool>,
+    uvx: Option<PathBuf>,
+    marimo_version: Option<String>,
+    template: Option<PathBuf>,
+    title: Option<String>,
+    exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pyproject {
+    tool: Option<Tools>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tools {
+    #[serde(rename = "export-nb")]
+    export_nb: Option<FileSettings>,
+}
+
+/// Read `[tool.export-nb]` from `dir/pyproject.toml`, if there is one.
+fn read_pyproject(dir: &Path) -> Result<(FileSettings, Option<PathBuf>)> {
+    let path = dir.join("pyproject.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((FileSettings::default(), None));
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let doc: Pyproject = toml::from_str(&text)
+        .with_context(|| format!("{} is not valid for export-nb", path.display()))?;
+    let settings = doc.tool.and_then(|t| t.export_nb);
+    let found = settings.is_some().then_some(path);
+    Ok((settings.unwrap_or_default(), found))
+}
+
+impl Settings {
+    /// Merge the flags with `./pyproject.toml` (flags win) and validate.
+    pub(crate) fn from_cli(cli: Cli) -> Result<Self> {
+        Self::from_cli_in(cli, Path::new("."))
+    }
+
+    fn from_cli_in(cli: Cli, dir: &Path) -> Result<Self> {
+        let (file, file_path) = read_pyproject(dir)?;
+        let sandbox_flag = cli.sandbox_flag();
+        let from_file = |key: &str| match &file_path {
+            Some(p) => format!("{} [tool.export-nb] {key}", p.display()),
+            None => String::new(),
+        };
+
+        let pick = |flag: Vec<PathBuf>, file: Option<Vec<PathBuf>>| {
+            if flag.is_empty() {
+                file.unwrap_or_default()
+            } else {
+                flag
+            }
+        };
+        let folders = pick(cli.folders, file.folders);
+        let apps = pick(cli.apps, file.apps);
+        let wasm = pick(cli.wasm, file.wasm);
+        let sources = sources(folders, apps, wasm)?;
+
+        let max_workers = if cli.sequential {
+            MaxWorkers::one()
+        } else if let Some(n) = cli.max_workers {
+            MaxWorkers::new(n, MAX_WORKERS_CAP).context("--max-workers")?
+        } else if let Some(n) = file.max_workers {
+            MaxWorkers::new(n, MAX_WORKERS_CAP).with_context(|| from_file("max-workers"))?
+        } else {
+            MaxWorkers::available(MAX_WORKERS_CAP)
+        };
+
+        let timeout = match cli.timeout.or(file.timeout) {
+            Some(0) => bail!("the timeout must be at least 1 second, got 0"),
+            Some(secs) => Duration::from_secs(secs),
+            None => Duration::from_secs(300),
+        };
+
+        let patterns = if cli.exclude.is_empty() {
+            file.exclude.unwrap_or_default()
+        } else {
+            cli.exclude
+        };
+        let mut globs = GlobSetBuilder::new();
+        for p in &patterns {
+            globs
+                .add(Glob::new(p).with_context(|| format!("--exclude {p:?} is not a valid glob"))?);
+        }
+
+        let template = cli.template.or(file.template);
+        if let Some(t) = &template
+            && !t.is_file()
+        {
+            bail!("the index template {} does not exist", t.display());
+        }
+        if let Some(v) = cli.marimo_version.as_ref().or(file.marimo_version.as_ref())
+            && (v.is_empty() || v.contains(char::is_whitespace))
+        {
+            bail!("--marimo-version {v:?} is not a version");
+        }
+
+        let progress = if cli.quiet {
+            ProgressMode::Quiet
+        } else if cli.no_progress {
+            ProgressMode::Plain
+        } else {
+            ProgressMode::Auto
+        };
+
+        Ok(Settings {
+            sources,
+            output: cli.output.or(file.output).unwrap_or_else(|| "_site".into()),
+            max_workers,
+            timeout,
+            sandbox: sandbox_flag.or(file.sandbox).unwrap_or(true),
+            uvx: cli.uvx.or(file.uvx).unwrap_or_else(|| "uvx".into()),
+            marimo_version: cli.marimo_version.or(file.marimo_version),
+            template,
+            title: cli
+                .title
+                .or(file.title)
+                .unwrap_or_else(|| "Notebooks".to_owned()),
+            exclude: globs.build().context("building the --exclude patterns")?,
+            force: cli.force,
+            dry_run: cli.dry_run,
+            report: cli.report,
+            progress,
+            verbose: cli.verbose,
+        })
+    }
+
+    /// The uvx to run, checked: a path must exist; a bare name must be on `PATH`.
+    pub(crate) fn resolve_uvx(&self) -> Result<PathBuf> {
+        if self.uvx.components().count() > 1 {
+            if self.uvx.is_file() {
+                return Ok(self.uvx.clone());
+            }
+            bail!("--uvx {} does not exist", self.uvx.display());
+        }
+        which::which(&self.uvx).with_context(|| {
+            format!(
+                "`{}` is not on PATH: install uv (`pip install uv`, or see https://docs.astral.sh/uv/) \
+                 or pass --uvx PATH",
+                self.uvx.display()
+            )
+        })
+    }
+}
+
+/// The folders to export with their categories. With none named anywhere, `notebooks`.
+fn sources(folders: Vec<PathBuf>, apps: Vec<PathBuf>, wasm: Vec<PathBuf>) -> Result<Vec<Source>> {
+    let named = !(folders.is_empty() && apps.is_empty() && wasm.is_empty());
+    let folders = if named {
+        folders
+    } else {
+        vec![PathBuf::from("notebooks")]
+    };
+    let mut sources = Vec::new();
+    for (list, category) in [
+        (folders, Category::Notebooks),
+        (apps, Category::Apps),
+        (wasm, Category::Wasm),
+    ] {
+        for folder in list {
+            if !folder.is_dir() {
+                if named {
+                    bail!(
+                        "the folder {} does not exist (or is not a folder)",
+                        folder.display()
+                    );
+                }
+                bail!(
+                    "nothing to export: there is no ./notebooks folder; name the folders to \
+                     export, e.g. `export-nb path/to/notebooks`"
+                );
+            }
+            sources.push(Source { folder, category });
+        }
+    }
+    Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn settings(dir: &Path, args: &[&str]) -> Result<Settings> {
+        let cli = Cli::try_parse_from(std::iter::once("export-nb").chain(args.iter().copied()))?;
+        Settings::from_cli_in(cli, dir)
+    }
+
+    #[test]
+    fn flags_win_over_pyproject() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("nbs")).unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"x\"\n\n[tool.export-nb]\nmax-workers = 3\ntitle = \"From file\"\nsandbox = false\n",
+        )
+        .unwrap();
+        let nbs = dir.path().join("nbs");
+        let s = settings(dir.path(), &[nbs.to_str().unwrap()]).unwrap();
+        assert_eq!(s.max_workers.get(), 3);
+        assert_eq!(s.title, "From file");
+        assert!(!s.sandbox);
+        let s = settings(dir.path(), &[nbs.to_str().unwrap(), "-j", "2", "--sandbox"]).unwrap();
+        assert_eq!(s.max_workers.get(), 2);
+        assert!(s.sandbox);
+    }
+
+    #[test]
+    fn an_unknown_pyproject_key_names_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[tool.export-nb]\ntitle = \"x\"\nmax_worker = 3\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", settings(dir.path(), &[]).unwrap_err());
+        assert!(err.contains("pyproject.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("max_worker"), "{err}");
+    }
+
+    #[test]
+    fn worker_counts_outside_the_range_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        for bad in ["0", "17"] {
+            let err = format!("{:#}", settings(dir.path(), &[d, "-j", bad]).unwrap_err());
+            assert_eq!(
+                err,
+                format!("--max-workers: max_workers must be between 1 and 16, got {bad}")
+            );
+        }
+    }
+
+    #[test]
+    fn missing_folders_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!(
+            "{:#}",
+            settings(dir.path(), &["/no/such/folder"]).unwrap_err()
+        );
+        assert!(err.contains("/no/such/folder does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Finding notebooks: every `.py` under each folder, recursively, in a stable order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use globset::GlobSet;
+use walkdir::WalkDir;
+
+use crate::config::{Category, Source};
+
+/// One `.py` file found in a source folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// The file, as reachable from the current folder (`notebooks/sub/intro.py`).
+    pub(crate) source: PathBuf,
+    pub(crate) category: Category,
+    /// Where its page goes, relative to the output folder (`notebooks/sub/intro.html`).
+    pub(crate) page: PathBuf,
+    /// `None` for a marimo notebook, else why it is not exported.
+    pub(crate) not_a_notebook: Option<String>,
+}
+
+impl Found {
+    /// The name people read: the file stem with underscores as spaces (as marimushka does).
+    pub(crate) fn display_name(&self) -> String {
+        self.source
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('_', " "))
+            .unwrap_or_default()
+    }
+}
+
+/// Folders never descended into: hidden ones (`.venv`, `.git`), caches, and the output folder.
+fn skip_dir(path: &Path, name: &str, output: Option<&Path>) -> bool {
+    name.starts_with('.')
+        || name == "__pycache__"
+        || name == "__marimo__"
+        || name == "node_modules"
+        || output.is_some_and(|o| path.canonicalize().is_ok_and(|p| p == o))
+}
+
+/// Every `.py` file of every source: the notebooks sorted by page, then the other Python files;
+/// excluded ones left out.
+pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> Result<Vec<Found>> {
+    let output = output.canonicalize().ok();
+    let mut by_page: BTreeMap<PathBuf, Found> = BTreeMap::new();
+    let mut others = Vec::new();
+    for src in sources {
+        let walker = WalkDir::new(&src.folder)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0
+                    || !e.file_type().is_dir()
+                    || !skip_dir(
+                        e.path(),
+                        &e.file_name().to_string_lossy(),
+                        output.as_deref(),
+                    )
+            });
+        for entry in walker {
+            let entry = entry.with_context(|| format!("reading {}", src.folder.display()))?;
+            let path = entry.path();
+            if !entry.file_type().is_file() || path.extension().is_none_or(|e| e != "py") {
+                continue;
+            }
+            let rel = path.strip_prefix(&src.folder).unwrap_or(path);
+            if exclude.is_match(rel) || exclude.is_match(path) {
+                continue;
+            }
+            let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
+            let found = Found {
+                source: path.to_path_buf(),
+                category: src.category,
+                page: page.clone(),
+                not_a_notebook: not_a_notebook(path)?,
+            };
+            if found.not_a_notebook.is_some() {
+                // Never exported, so it claims no page.
+                others.push(found);
+                continue;
+            }
+            if let Some(other) = by_page.get(&page) {
+                bail!(
+                    "{} and {} would both be exported to {}: rename one, or --exclude one",
+                    other.source.display(),
+                    found.source.display(),
+                    page.display()
+                );
+            }
+            by_page.insert(page, found);
+        }
+    }
+    Ok(by_page.into_values().chain(others).collect())
+}
+
+/// A marimo notebook creates a `marimo.App`; any other Python file is skipped with the reason.
+fn not_a_notebook(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok((!text.contains("marimo.App")).then(|| "not a marimo notebook (no marimo.App)".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use globset::{Glob, GlobSetBuilder};
+
+    use super::*;
+
+    #[test]
+    fn finds_notebooks_recursively_skipping_hidden_and_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        let nb = dir.path().join("nbs");
+        for (path, body) in [
+            ("a_first.py", "import marimo\napp = marimo.App()\n"),
+            ("sub/b.py", "import marimo\napp = marimo.App()\n"),
+            ("helpers.py", "def f(): pass\n"),
+            (".venv/lib/x.py", "import marimo\napp = marimo.App()\n"),
+            ("drafts/wip.py", "import marimo\napp = marimo.App()\n"),
+            ("readme.md", "# no"),
+        ] {
+            let p = nb.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        let exclude = GlobSetBuilder::new()
+            .add(Glob::new("drafts/**").unwrap())
+            .build()
+            .unwrap();
+        let sources = [Source {
+            folder: nb.clone(),
+            category: Category::Notebooks,
+        }];
+        let found = discover(&sources, &exclude, &dir.path().join("_site")).unwrap();
+        let pages: Vec<_> = found.iter().map(|f| f.page.to_str().unwrap()).collect();
+        assert_eq!(
+            pages,
+            [
+                "notebooks/a_first.html",
+                "notebooks/sub/b.html",
+                "notebooks/helpers.html"
+            ]
+        );
+        assert_eq!(found[0].display_name(), "a first");
+        assert!(found[0].not_a_notebook.is_none());
+        assert_eq!(
+            found[2].not_a_notebook.as_deref(),
+            Some("not a marimo notebook (no marimo.App)")
+        );
+    }
+
+    #[test]
+    fn two_notebooks_for_one_page_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("same.py"), "marimo.App").unwrap();
+        }
+        let sources: Vec<_> = ["x", "y"]
+            .iter()
+            .map(|d| Source {
+                folder: dir.path().join(d),
+                category: Category::Notebooks,
+            })
+            .collect();
+        let err = discover(&sources, &GlobSet::empty(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x/same.py") && err.contains("y/same.py"),
+            "{err}"
+        );
+        assert!(err.contains("notebooks/same.html"), "{err}");
+    }
+}

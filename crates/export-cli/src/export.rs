@@ -1,0 +1,193 @@
+//! One notebook export: the `uvx marimo export` command, what its result means, and putting
+//! the page in place atomically.
+
+use std::path::{Path, PathBuf};
+
+use fanout::process::{Ending, ProcessOutput};
+use fanout::{CancelToken, Command, ProcessRunner, Sink, TaskError};
+
+use crate::config::Settings;
+use crate::discover::Found;
+use crate::manifest::STATE_DIR;
+
+/// What marimo prints when it exported a page but a cell raised (it exits 1).
+const CELLS_FAILED: &str = "some cells failed to execute";
+/// What marimo prints when the file is not a notebook it can load (it exits 0, blank page).
+const NOT_VALID: &str = "is not a valid marimo notebook";
+
+/// The export command for `found`, writing into `dest` (a file in a private temporary folder).
+pub(crate) fn command(settings: &Settings, uvx: &Path, found: &Found, dest: &Path) -> Command {
+    let marimo = match &settings.marimo_version {
+        Some(v) => format!("marimo@{v}"),
+        None => "marimo".to_owned(),
+    };
+    Command::new(uvx)
+        .arg(marimo)
+        .arg("export")
+        .args(found.category.export_args().iter().copied())
+        // -f: overwrite without asking; an explicit sandbox flag: marimo otherwise prompts.
+        .arg("-f")
+        .arg(if settings.sandbox {
+            "--sandbox"
+        } else {
+            "--no-sandbox"
+        })
+        .arg(&found.source)
+        .arg("-o")
+        .arg(dest)
+        .timeout(Some(settings.timeout))
+        .stdout(Sink::Capture {
+            max_bytes: 16 * 1024,
+        })
+        .stderr(Sink::Capture {
+            max_bytes: 64 * 1024,
+        })
+}
+
+/// Where a notebook's export is written before it is moved into place.
+pub(crate) fn temp_dir(output: &Path, index: usize) -> PathBuf {
+    output.join(STATE_DIR).join("tmp").join(index.to_string())
+}
+
+/// Export one notebook: run marimo into a private folder, judge the result, move the page (and,
+/// for WebAssembly, its assets) into place. Returns the page's path in the output.
+pub(crate) fn export(
+    settings: &Settings,
+    uvx: &Path,
+    runner: &ProcessRunner,
+    found: &Found,
+    index: usize,
+    cancel: &CancelToken,
+) -> Result<PathBuf, TaskError> {
+    let tmp = temp_dir(&settings.output, index);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| TaskError::failed(format!("could not create {}: {e}", tmp.display())))?;
+    let file_name = found.page.file_name().expect("pages have file names");
+    let dest = tmp.join(file_name);
+    let result = runner
+        .run(&command(settings, uvx, found, &dest), cancel)
+        .map_err(TaskError::from)
+        .and_then(|out| judge(out, &dest))
+        .and_then(|()| {
+            let target_dir = settings
+                .output
+                .join(found.page.parent().unwrap_or(Path::new("")));
+            install(&tmp, &target_dir).map_err(|e| {
+                TaskError::failed(format!(
+                    "could not move the page into {}: {e}",
+                    target_dir.display()
+                ))
+            })
+        });
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|()| settings.output.join(&found.page))
+}
+
+/// What marimo's exit means. Exit 0 is not enough: marimo exits 0 with a blank page for a file
+/// it cannot load, and exits 1 with a page when a cell raises.
+fn judge(out: ProcessOutput, page: &Path) -> Result<(), TaskError> {
+    let stderr = out.stderr.text().into_owned();
+    let tail = || {
+        if out.stderr.bytes.is_empty() {
+            out.stdout.tail_lines(25)
+        } else {
+            out.stderr.tail_lines(25)
+        }
+    };
+    match out.ending {
+        Ending::Exited(0) if stderr.contains(NOT_VALID) => Err(TaskError::failed(
+            "marimo could not load it: not a valid marimo notebook",
+        )
+        .with_detail(tail())),
+        Ending::Exited(0) if !page.is_file() || page.metadata().is_ok_and(|m| m.len() == 0) => {
+            Err(TaskError::failed("marimo reported success but wrote no page").with_detail(tail()))
+        }
+        Ending::Exited(0) => Ok(()),
+        Ending::Exited(_) if stderr.contains(CELLS_FAILED) => Err(TaskError::failed(format!(
+            "a cell raised an error{}",
+            first_error_line(&stderr)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default()
+        ))
+        .with_detail(tail())),
+        Ending::Exited(code) => {
+            Err(TaskError::failed(format!("marimo exited with code {code}")).with_detail(tail()))
+        }
+        Ending::Signaled(_) | Ending::TimedOut(_) | Ending::Cancelled => {
+            out.into_result().map(|_| ())
+        }
+    }
+}
+
+/// The most telling line of a marimo error report: the first `SomethingError: message` line.
+fn first_error_line(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.split_once(": ")
+                .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
+        })
+        .find(|l| !l.starts_with("Error:"))
+}
+
+/// Move every file of `from` into `to`, keeping relative paths, each by an atomic rename (the
+/// temporary folder is inside the output, so on the same file system). A WebAssembly export's
+/// shared assets are merged: the same names with the same content.
+fn install(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from).min_depth(1) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(from).expect("below the root");
+        let target = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_telling_error_line_is_found() {
+        let stderr = "Traceback (most recent call last):\n  File \"x\", line 1\n\
+                      MarimoExceptionRaisedError: this cell fails on purpose\n\
+                      Error: Export was successful, but some cells failed to execute.\n";
+        assert_eq!(
+            first_error_line(stderr),
+            Some("MarimoExceptionRaisedError: this cell fails on purpose")
+        );
+        assert_eq!(first_error_line("nothing here"), None);
+    }
+
+    #[test]
+    fn install_merges_into_existing_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("tmp");
+        let to = dir.path().join("site/apps");
+        std::fs::create_dir_all(from.join("assets")).unwrap();
+        std::fs::write(from.join("app.html"), "page").unwrap();
+        std::fs::write(from.join("assets/a.js"), "new").unwrap();
+        std::fs::create_dir_all(to.join("assets")).unwrap();
+        std::fs::write(to.join("assets/a.js"), "old").unwrap();
+        std::fs::write(to.join("assets/keep.js"), "other app's").unwrap();
+        install(&from, &to).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(to.join("app.html")).unwrap(),
+            "page"
+        );
+        assert_eq!(
+            std::fs::read_to_string(to.join("assets/a.js")).unwrap(),
+            "new"
+        );
+        assert!(to.join("assets/keep.js").exists());
+    }
+}

@@ -1,0 +1,336 @@
+//! `export-nb`: export folders of marimo notebooks to a static site, many at once.
+//!
+//! The flow: [`Settings`](config::Settings) from flags and `pyproject.toml` → discover notebooks
+//! → compare with the output's manifest → one pool batch of exports (the up-to-date and the
+//! non-notebooks pass through as `skipped`) → manifest, index page, report → exit status.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the tool's own messages; progress goes through fanout's reporters"
+)]
+
+pub mod cli;
+mod config;
+mod discover;
+mod export;
+mod index;
+mod manifest;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use fanout::{
+    BatchResult, ExitStatus, Outcome, Pool, PoolConfig, ProcessRunner, Status, Task, TaskError,
+};
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::config::Settings;
+use crate::discover::Found;
+use crate::index::{Context as IndexContext, NotebookView, Template};
+use crate::manifest::{Entry, Manifest, STATE_DIR};
+
+/// What a run does with one discovered file.
+#[derive(Debug)]
+enum Action {
+    Export { key: String },
+    UpToDate,
+    NotANotebook(String),
+}
+
+#[derive(Debug)]
+struct Job {
+    found: Found,
+    action: Action,
+}
+
+/// Everything decided before any export starts.
+#[derive(Debug)]
+struct Plan {
+    settings: Settings,
+    template: Template,
+    manifest: Manifest,
+    tasks: Vec<Task<Job>>,
+}
+
+/// Run export-nb with parsed arguments; returns the exit status. Errors are printed here.
+pub fn run(cli: Cli) -> ExitStatus {
+    let plan = match Plan::prepare(cli) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("export-nb: error: {e:#}");
+            return ExitStatus::Usage;
+        }
+    };
+    if plan.settings.dry_run {
+        plan.print_commands();
+        return ExitStatus::Success;
+    }
+    match plan.execute() {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("export-nb: error: {e:#}");
+            e.downcast_ref::<UsageError>()
+                .map_or(ExitStatus::TaskFailed, |_| ExitStatus::Usage)
+        }
+    }
+}
+
+/// An error found before anything ran, raised after planning (uvx missing).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+impl Plan {
+    fn prepare(cli: Cli) -> Result<Self> {
+        let settings = Settings::from_cli(cli)?;
+        let template = Template::load(settings.template.as_deref())?;
+        // Render once with sample data, so a broken custom template stops us before an hour
+        // of exports rather than after.
+        template.check()?;
+        let found = discover::discover(&settings.sources, &settings.exclude, &settings.output)?;
+        let manifest = Manifest::load(&settings.output);
+        let mut tasks = Vec::with_capacity(found.len());
+        for found in found {
+            let action = if let Some(reason) = &found.not_a_notebook {
+                Action::NotANotebook(reason.clone())
+            } else {
+                let key = manifest::key(&found, &settings)?;
+                if !settings.force && manifest.is_up_to_date(&found, &key, &settings.output) {
+                    Action::UpToDate
+                } else {
+                    Action::Export { key }
+                }
+            };
+            let name = found.source.display().to_string();
+            tasks.push(Task::new(name, Job { found, action }));
+        }
+        Ok(Plan {
+            settings,
+            template,
+            manifest,
+            tasks,
+        })
+    }
+
+    fn exports(&self) -> impl Iterator<Item = (usize, &Job)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t.input.action, Action::Export { .. }))
+            .map(|(i, t)| (i, &t.input))
+    }
+
+    fn print_commands(&self) {
+        for task in &self.tasks {
+            match &task.input.action {
+                Action::Export { .. } => {}
+                Action::UpToDate => eprintln!("# up to date: {}", task.name),
+                Action::NotANotebook(reason) => eprintln!("# skipped {}: {reason}", task.name),
+            }
+        }
+        for (i, job) in self.exports() {
+            let dest = export::temp_dir(&self.settings.output, i)
+                .join(job.found.page.file_name().expect("pages have file names"));
+            let cmd = export::command(&self.settings, &self.settings.uvx, &job.found, &dest);
+            println!("{}", cmd.display());
+        }
+    }
+
+    fn execute(mut self) -> Result<ExitStatus> {
+        let uvx = if self.exports().next().is_some() {
+            self.settings
+                .resolve_uvx()
+                .map_err(|e| UsageError(format!("{e:#}")))?
+        } else {
+            self.settings.uvx.clone()
+        };
+        let output = self.settings.output.clone();
+        std::fs::create_dir_all(&output)
+            .with_context(|| format!("creating the output folder {}", output.display()))?;
+        // Left by a run that was killed: never installed, safe to drop.
+        let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
+
+        let interrupt = fanout::install_interrupt_handler()?;
+        let pool = Pool::new(PoolConfig::new(self.settings.max_workers).with_env_overrides()?);
+        let runner = ProcessRunner::new();
+        let mut reporter = self.settings.progress.reporter();
+        let settings = &self.settings;
+        let result = pool.run(
+            &self.tasks,
+            &interrupt,
+            reporter.as_mut(),
+            |job: &Job, ctx| match &job.action {
+                Action::NotANotebook(reason) => Err(TaskError::skipped(reason.clone())),
+                Action::UpToDate => Err(TaskError::skipped("up to date")),
+                Action::Export { .. } => export::export(
+                    settings,
+                    &uvx,
+                    &runner,
+                    &job.found,
+                    ctx.index(),
+                    ctx.cancel_token(),
+                ),
+            },
+        )?;
+
+        let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
+        self.update_manifest(&result)?;
+        let index = self.template.write(&self.index_context(&result), &output)?;
+        if let Some(path) = &self.settings.report {
+            write_report(&result, &self.tasks, path)?;
+        }
+        if self.settings.verbose {
+            print_failure_details(&result);
+        } else if result.failures().next().is_some() {
+            eprintln!("(run with -v to see marimo's output for the failures)");
+        }
+        if self.settings.progress != fanout::ProgressMode::Silent {
+            eprintln!("index: {}", index.display());
+        }
+        Ok(ExitStatus::of_batch(&result.summary, &interrupt))
+    }
+
+    /// Record exported pages, forget failed ones (so they are retried), and remove the pages of
+    /// notebooks that are gone.
+    fn update_manifest(&mut self, result: &BatchResult<PathBuf>) -> Result<()> {
+        let output = &self.settings.output;
+        let current: std::collections::HashSet<&Path> = self
+            .tasks
+            .iter()
+            .filter(|t| t.input.found.not_a_notebook.is_none())
+            .map(|t| t.input.found.page.as_path())
+            .collect();
+        let gone: Vec<PathBuf> = self
+            .manifest
+            .pages
+            .keys()
+            .filter(|p| !current.contains(p.as_path()))
+            .cloned()
+            .collect();
+        for page in gone {
+            let _ = std::fs::remove_file(output.join(&page));
+            self.manifest.pages.remove(&page);
+        }
+        for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
+            let found = &task.input.found;
+            match (&task.input.action, outcome.status) {
+                (Action::Export { key }, Status::Succeeded) => {
+                    self.manifest.pages.insert(
+                        found.page.clone(),
+                        Entry {
+                            source: found.source.clone(),
+                            key: key.clone(),
+                        },
+                    );
+                }
+                (Action::Export { .. }, _) => {
+                    self.manifest.pages.remove(&found.page);
+                }
+                _ => {}
+            }
+        }
+        self.manifest.template = Some(self.template.hash.clone());
+        self.manifest.save(output)
+    }
+
+    fn index_context(&self, result: &BatchResult<PathBuf>) -> IndexContext {
+        let items = self
+            .tasks
+            .iter()
+            .zip(&result.outcomes)
+            .filter(|(t, _)| t.input.found.not_a_notebook.is_none())
+            .map(|(t, o)| (t.input.found.category, notebook_view(&t.input, o)))
+            .collect();
+        IndexContext::new(&self.settings.title, items)
+    }
+}
+
+fn notebook_view(job: &Job, outcome: &Outcome<PathBuf>) -> NotebookView {
+    let up_to_date = matches!(job.action, Action::UpToDate);
+    let status = match outcome.status {
+        Status::Succeeded => "ok",
+        Status::Skipped if up_to_date => "ok",
+        Status::TimedOut => "timed_out",
+        Status::Cancelled => "cancelled",
+        Status::Failed | Status::Skipped => "failed",
+    };
+    NotebookView {
+        name: job.found.display_name(),
+        source: job.found.source.display().to_string(),
+        href: (status == "ok").then(|| url_path(&job.found.page)),
+        status,
+        up_to_date,
+        duration_seconds: outcome.duration.as_secs_f64(),
+        error: (status != "ok").then(|| outcome.error_message()).flatten(),
+    }
+}
+
+/// A relative URL for a page path: `/` separators, unsafe characters percent-encoded.
+fn url_path(page: &Path) -> String {
+    page.components()
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[derive(Serialize)]
+struct ReportExtra {
+    source: String,
+    category: &'static str,
+    page: Option<String>,
+}
+
+fn write_report(result: &BatchResult<PathBuf>, tasks: &[Task<Job>], path: &Path) -> Result<()> {
+    result
+        .report_with(|o| {
+            let found = &tasks[o.index].input.found;
+            ReportExtra {
+                source: found.source.display().to_string(),
+                category: found.category.dir(),
+                page: o.value.as_ref().map(|p| p.display().to_string()),
+            }
+        })
+        .write_json(path)?;
+    Ok(())
+}
+
+fn print_failure_details(result: &BatchResult<PathBuf>) {
+    for o in result.failures() {
+        let detail = o.error.as_ref().and_then(TaskError::detail).unwrap_or("");
+        eprintln!(
+            "--- {} ({}): {}",
+            o.name,
+            o.status,
+            o.error_message().unwrap_or_default()
+        );
+        if !detail.is_empty() {
+            eprintln!("{detail}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_relative_and_encoded() {
+        assert_eq!(
+            url_path(Path::new("notebooks/sub dir/a#b.html")),
+            "notebooks/sub%20dir/a%23b.html"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The output folder's memory of what it holds: `<out>/.export-nb/manifest.json`.
+//!
+//! For each page, a key hashing everything the page depends on: the notebook's bytes, the export
+//! format and flags, and the marimo version pin. A notebook whose key matches and whose page
+//! exists is up to date and is not exported again. Pages the manifest knows but no current
+//! notebook produces belong to deleted notebooks and are removed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+use crate::discover::Found;
+
+/// Bumped when the key's recipe changes, so old manifests simply miss.
+const FORMAT: u32 = 1;
+
+/// The folder inside the output that export-nb owns.
+pub(crate) const STATE_DIR: &str = ".export-nb";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub(crate) format: u32,
+    /// Hash of the index template in use (the index is re-rendered on every run regardless).
+    pub(crate) template: Option<String>,
+    /// Page (relative to the output folder) → what produced it.
+    pub(crate) pages: BTreeMap<PathBuf, Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) source: PathBuf,
+    pub(crate) key: String,
+}
+
+impl Manifest {
+    pub(crate) fn path(output: &Path) -> PathBuf {
+        output.join(STATE_DIR).join("manifest.json")
+    }
+
+    /// The manifest in `output`, or an empty one if there is none or it is unreadable (then
+    /// everything is exported again, which is always correct).
+    pub(crate) fn load(output: &Path) -> Self {
+        std::fs::read(Self::path(output))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
+            .filter(|m| m.format == FORMAT)
+            .unwrap_or_else(|| Manifest {
+                format: FORMAT,
+                ..Manifest::default()
+            })
+    }
+
+    pub(crate) fn save(&self, output: &Path) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).expect("manifests serialize");
+        json.push(b'\n');
+        fanout::fsutil::write_atomic(&Self::path(output), &json)?;
+        Ok(())
+    }
+
+    /// Whether `found`'s page is current: same key, and the page is still there.
+    pub(crate) fn is_up_to_date(&self, found: &Found, key: &str, output: &Path) -> bool {
+        self.pages.get(&found.page).is_some_and(|e| e.key == key)
+            && output.join(&found.page).is_file()
+    }
+}
+
+/// The key of a notebook's page under these settings.
+pub(crate) fn key(found: &Found, settings: &Settings) -> Result<String> {
+    let bytes = std::fs::read(&found.source)
+        .with_context(|| format!("reading {}", found.source.display()))?;
+    let mut h = Sha256::new();
+    h.update(FORMAT.to_le_bytes());
+    for arg in found.category.export_args() {
+        h.update(arg.as_bytes());
+        h.update([0]);
+    }
+    h.update([u8::from(settings.sandbox)]);
+    h.update(settings.marimo_version.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(&bytes);
+    Ok(hex(&h.finalize()))
+}
+
+/// Hash of a template's text.
+pub(crate) fn template_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,589 @@
+//! Fast end-to-end tests with a stand-in `uvx` on `PATH`. The stand-in logs every call and how
+//! many ran at once, and behaves like marimo according to markers in the notebook.
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::Run;
+
+use crate::{Project, notebook};
+
+/// The stand-in: `uvx marimo export <format...> -f --sandbox|--no-sandbox NB -o OUT`.
+const FAKE_UVX: &str = r#"#!/bin/sh
+log="$FAKE_UVX_LOG"; out=""; nb=""; prev=""
+for a in "$@"; do
+  [ "$prev" = "-o" ] && out="$a"
+  case "$a" in *.py) nb="$a";; esac
+  prev="$a"
+done
+echo "start $*" >> "$log"
+if grep -q FAKE_HANG "$nb"; then
+  setsid sh -c "echo \$\$ > '$FAKE_UVX_DIR/hang.pid'; exec sleep 300" &
+  sleep 300
+fi
+sleep "${FAKE_UVX_DELAY:-0}"
+finish() { echo "end $nb" >> "$log"; exit "$1"; }
+if grep -q FAKE_RAISE "$nb"; then
+  echo "<html>half</html>" > "$out"
+  echo "Traceback (most recent call last):" >&2
+  echo "ValueError: boom in $nb" >&2
+  echo "Error: Export was successful, but some cells failed to execute." >&2
+  finish 1
+fi
+if grep -q FAKE_INVALID "$nb"; then
+  echo "<html></html>" > "$out"
+  echo "[E 261123 01:14:35 load:204] Notebook $nb is not a valid marimo notebook." >&2
+  finish 0
+fi
+grep -q FAKE_NOPAGE "$nb" && finish 0
+echo "<html><body>page of $nb</body></html>" > "$out"
+case "$*" in *html-wasm*)
+  mkdir -p "$(dirname "$out")/assets" && echo "js" > "$(dirname "$out")/assets/app.js";;
+esac
+finish 0
+"#;
+
+impl Project {
+    fn with_fake_uvx() -> Self {
+        let p = Project::create();
+        testkit::write_script(&p.path().join("bin"), "uvx", FAKE_UVX);
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_delay(args, "0")
+    }
+
+    fn run_delay(&self, args: &[&str], delay: &str) -> Run {
+        let path = testkit::path_with(&self.path().join("bin"));
+        let log = self.path().join("calls.log");
+        self.run_with(
+            args,
+            &[
+                ("PATH", path.as_os_str()),
+                ("FAKE_UVX_LOG", log.as_os_str()),
+                ("FAKE_UVX_DIR", self.path().as_os_str()),
+                ("FAKE_UVX_DELAY", OsStr::new(delay)),
+            ],
+        )
+    }
+
+    /// The stand-in's calls so far (argument lists), and forget them.
+    fn take_calls(&self) -> Vec<String> {
+        let log = self.path().join("calls.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let (mut running, mut peak) = (0, 0);
+        let mut calls = Vec::new();
+        for line in text.lines() {
+            if let Some(args) = line.strip_prefix("start ") {
+                running += 1;
+                peak = std::cmp::max(peak, running);
+                calls.push(args.to_owned());
+            } else {
+                running -= 1;
+            }
+        }
+        self.peak.set(peak);
+        calls
+    }
+}
+
+fn report(p: &Project) -> Value {
+    serde_json::from_str(&p.read("report.json")).unwrap()
+}
+
+fn statuses(report: &Value) -> Vec<(String, String)> {
+    report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn exports_a_folder_recursively_into_a_site_with_an_index() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/intro.py", &notebook("ok"));
+    p.write("notebooks/deep/dive/analysis_two.py", &notebook("ok"));
+    let out = p.run(&["-j", "2"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        p.read("_site/notebooks/intro.html")
+            .contains("page of notebooks/intro.py")
+    );
+    assert!(p.exists("_site/notebooks/deep/dive/analysis_two.html"));
+    assert!(p.exists("_site/.nojekyll"));
+    let index = p.read("_site/index.html");
+    assert!(
+        index.contains(r#"<a href="notebooks/intro.html">intro</a>"#),
+        "{index}"
+    );
+    assert!(index.contains(r#"<a href="notebooks/deep/dive/analysis_two.html">analysis two</a>"#));
+    let calls = p.take_calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("marimo export html -f --sandbox notebooks/intro.py -o ")),
+        "{calls:?}"
+    );
+    assert!(
+        out.stderr.contains("2 tasks: 2 succeeded in "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("index: _site/index.html"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !p.exists("_site/.export-nb/tmp"),
+        "temporary exports are cleaned up"
+    );
+}
+
+#[test]
+fn apps_and_wasm_folders_use_their_formats_and_share_one_pool() {
+    let p = Project::with_fake_uvx();
+    for i in 0..3 {
+        p.write(&format!("notebooks/n{i}.py"), &notebook("ok"));
+        p.write(&format!("apps/a{i}.py"), &notebook("ok"));
+        p.write(&format!("wasm/w{i}.py"), &notebook("ok"));
+    }
+    let out = p.run_delay(
+        &[
+            "notebooks",
+            "--apps",
+            "apps",
+            "--wasm",
+            "wasm",
+            "-j",
+            "2",
+            "--no-sandbox",
+        ],
+        "0.2",
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let calls = p.take_calls();
+    assert_eq!(calls.len(), 9);
+    assert_eq!(
+        p.peak.get(),
+        2,
+        "one pool of 2 workers across all categories"
+    );
+    assert!(calls.iter().any(|c| c.starts_with(
+        "marimo export html-wasm --mode run --no-show-code -f --no-sandbox apps/a0.py -o "
+    )));
+    assert!(calls.iter().any(|c| {
+        c.starts_with("marimo export html-wasm --mode edit -f --no-sandbox wasm/w1.py -o ")
+    }));
+    assert!(p.exists("_site/apps/a2.html"));
+    assert!(
+        p.exists("_site/apps/assets/app.js"),
+        "wasm assets are installed beside pages"
+    );
+    assert!(p.exists("_site/notebooks_wasm/w0.html"));
+    let index = p.read("_site/index.html");
+    let pos = |s: &str| index.find(s).unwrap_or_else(|| panic!("{s} missing"));
+    assert!(pos(">Notebooks</h2>") < pos(">Apps</h2>"));
+    assert!(pos(">Apps</h2>") < pos(">Interactive notebooks</h2>"));
+}
+
+#[test]
+fn failures_are_reported_not_linked_and_do_not_stop_the_others() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/good.py", &notebook("ok"));
+    p.write("notebooks/raises.py", &notebook("FAKE_RAISE"));
+    p.write("notebooks/invalid.py", &notebook("FAKE_INVALID"));
+    p.write("notebooks/nopage.py", &notebook("FAKE_NOPAGE"));
+    p.write("notebooks/helpers.py", "def helper():\n    return 1\n");
+    let out = p.run(&["--report", "report.json", "-j", "2"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+
+    let r = report(&p);
+    let mut st = statuses(&r);
+    st.sort();
+    assert_eq!(
+        st,
+        [
+            ("notebooks/good.py".into(), "succeeded".into()),
+            ("notebooks/helpers.py".into(), "skipped".into()),
+            ("notebooks/invalid.py".into(), "failed".into()),
+            ("notebooks/nopage.py".into(), "failed".into()),
+            ("notebooks/raises.py".into(), "failed".into()),
+        ]
+    );
+    let task = |name: &str| {
+        r["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        task("notebooks/raises.py")["error"],
+        "a cell raised an error: ValueError: boom in notebooks/raises.py"
+    );
+    assert!(
+        task("notebooks/raises.py")["error_detail"]
+            .as_str()
+            .unwrap()
+            .contains("some cells failed to execute")
+    );
+    assert_eq!(
+        task("notebooks/invalid.py")["error"],
+        "marimo could not load it: not a valid marimo notebook"
+    );
+    assert_eq!(
+        task("notebooks/nopage.py")["error"],
+        "marimo reported success but wrote no page"
+    );
+    assert_eq!(
+        task("notebooks/helpers.py")["error"],
+        "not a marimo notebook (no marimo.App)"
+    );
+    assert_eq!(
+        task("notebooks/good.py")["page"],
+        "_site/notebooks/good.html"
+    );
+    assert_eq!(task("notebooks/good.py")["category"], "notebooks");
+
+    assert!(
+        !p.exists("_site/notebooks/raises.html"),
+        "a failed export installs no page"
+    );
+    assert!(!p.exists("_site/notebooks/invalid.html"));
+    let index = p.read("_site/index.html");
+    assert!(!index.contains("raises.html") && !index.contains("invalid.html"));
+    assert!(index.contains("export failed"));
+    assert!(!index.contains("helpers"), "non-notebooks are not listed");
+    assert!(out.stderr.contains("run with -v"), "{}", out.stderr);
+
+    let verbose = p.run(&["-v"]);
+    assert!(
+        verbose.stderr.contains("ValueError: boom"),
+        "{}",
+        verbose.stderr
+    );
+}
+
+#[test]
+fn an_unchanged_rerun_makes_no_export_call_and_changes_are_picked_up() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook("a"));
+    p.write("notebooks/b.py", &notebook("b"));
+    p.write("notebooks/c.py", &notebook("c"));
+    assert_eq!(p.run(&[]).code, Some(0));
+    assert_eq!(p.take_calls().len(), 3);
+
+    let start = Instant::now();
+    let again = p.run(&["--report", "report.json"]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(p.take_calls().is_empty(), "nothing changed: no export");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(statuses(&report(&p)).iter().all(|(_, s)| s == "skipped"));
+    assert!(
+        p.read("_site/index.html")
+            .contains(r#"href="notebooks/a.html""#),
+        "still linked"
+    );
+
+    // Edit one, delete one: only the edited one is exported, the deleted one's page goes.
+    p.write("notebooks/a.py", &notebook("a, edited"));
+    std::fs::remove_file(p.path().join("notebooks/c.py")).unwrap();
+    assert_eq!(p.run(&[]).code, Some(0));
+    let calls = p.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("notebooks/a.py"));
+    assert!(!p.exists("_site/notebooks/c.html"));
+    assert!(!p.read("_site/index.html").contains("c.html"));
+
+    // Other flags make other pages: everything is exported again; so does --force.
+    assert_eq!(p.run(&["--no-sandbox"]).code, Some(0));
+    assert_eq!(p.take_calls().len(), 2);
+    assert_eq!(p.run(&["--no-sandbox", "--force"]).code, Some(0));
+    assert_eq!(p.take_calls().len(), 2);
+    // A deleted page is exported again even if the notebook is unchanged.
+    std::fs::remove_file(p.path().join("_site/notebooks/b.html")).unwrap();
+    assert_eq!(p.run(&["--no-sandbox"]).code, Some(0));
+    assert_eq!(
+        p.take_calls(),
+        vec![format!(
+            "marimo export html -f --no-sandbox notebooks/b.py -o {}",
+            p.path()
+                .join("_site/.export-nb/tmp/1/b.html")
+                .strip_prefix(p.path())
+                .unwrap()
+                .display()
+        )]
+    );
+}
+
+#[test]
+fn parallel_exports_are_faster_and_bounded() {
+    let p = Project::with_fake_uvx();
+    for i in 0..8 {
+        p.write(&format!("notebooks/nb{i}.py"), &notebook("ok"));
+    }
+    let start = Instant::now();
+    assert_eq!(p.run_delay(&["-j", "4", "--force"], "1").code, Some(0));
+    let parallel = start.elapsed();
+    p.take_calls();
+    assert_eq!(p.peak.get(), 4);
+
+    let start = Instant::now();
+    assert_eq!(p.run_delay(&["--sequential", "--force"], "1").code, Some(0));
+    let serial = start.elapsed();
+    p.take_calls();
+    assert_eq!(p.peak.get(), 1);
+    // Serial cannot take less than 8 x 1 s; four at a time needs about 2 s. The ratio itself
+    // is measured by the benchmark suite, not here.
+    assert!(serial >= Duration::from_secs(8));
+    assert!(
+        parallel < serial / 2,
+        "parallel {parallel:?}, serial {serial:?}"
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_export_and_its_escaped_processes() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/hangs.py", &notebook("FAKE_HANG"));
+    p.write("notebooks/fine.py", &notebook("ok"));
+    let start = Instant::now();
+    let out = p.run(&["--timeout", "1", "--report", "report.json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let r = report(&p);
+    let mut st = statuses(&r);
+    st.sort();
+    assert_eq!(
+        st,
+        [
+            ("notebooks/fine.py".into(), "succeeded".into()),
+            ("notebooks/hangs.py".into(), "timed_out".into())
+        ]
+    );
+    let pid: i32 = p.read("hang.pid").trim().parse().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap()
+                .is_empty(),
+        "the escaped grandchild {pid} survived"
+    );
+    assert!(p.read("_site/index.html").contains("export timed out"));
+}
+
+#[test]
+fn dry_run_prints_the_commands_and_writes_nothing() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/one.py", &notebook("ok"));
+    p.write("notebooks/util.py", "x = 1\n");
+    let out = p.run(&["--dry-run", "--marimo-version", "0.9.1", "--no-sandbox"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "uvx marimo@0.9.1 export html -f --no-sandbox notebooks/one.py -o _site/.export-nb/tmp/0/one.html\n"
+    );
+    assert!(
+        out.stderr
+            .contains("# skipped notebooks/util.py: not a marimo notebook")
+    );
+    assert!(p.take_calls().is_empty());
+    assert!(!p.exists("_site"));
+}
+
+#[test]
+fn excluded_notebooks_are_left_out() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/keep.py", &notebook("ok"));
+    p.write("notebooks/drafts/wip.py", &notebook("ok"));
+    p.write("notebooks/scratch_test.py", &notebook("ok"));
+    let out = p.run(&["--exclude", "drafts/**", "--exclude", "*_test.py"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let calls = p.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("notebooks/keep.py"));
+}
+
+#[test]
+fn settings_come_from_pyproject_and_flags_win() {
+    let p = Project::with_fake_uvx();
+    p.write("docs/nb.py", &notebook("ok"));
+    p.write(
+        "pyproject.toml",
+        "[project]\nname = \"demo\"\n\n[tool.export-nb]\nfolders = [\"docs\"]\noutput = \"public\"\ntitle = \"Team notebooks\"\nsandbox = false\n",
+    );
+    let out = p.run(&[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(p.exists("public/notebooks/nb.html"));
+    assert!(
+        p.read("public/index.html")
+            .contains("<title>Team notebooks</title>")
+    );
+    assert!(p.take_calls()[0].contains("--no-sandbox"));
+
+    let out = p.run(&["--title", "From the flag", "--sandbox"]);
+    assert_eq!(out.code, Some(0));
+    assert!(
+        p.read("public/index.html")
+            .contains("<title>From the flag</title>")
+    );
+    assert!(p.take_calls()[0].contains(" --sandbox "));
+}
+
+#[test]
+fn a_custom_template_gets_the_documented_context() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/alpha.py", &notebook("ok"));
+    p.write("notebooks/beta.py", &notebook("FAKE_RAISE"));
+    p.write(
+        "site.html",
+        "<h1>{{ title }}</h1>{{ summary.total }}/{{ summary.ok }}/{{ summary.failed }}\n\
+         {% for c in categories %}[{{ c.key }}:{{ c.label }}]{% for n in c.notebooks %}\n\
+         {{ n.name }}|{{ n.source }}|{{ n.href }}|{{ n.status }}|{{ n.up_to_date }}|{{ n.error }}{% endfor %}{% endfor %}\n",
+    );
+    let out = p.run(&["--template", "site.html", "--title", "T"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let index = p.read("_site/index.html");
+    assert!(
+        index.starts_with("<h1>T</h1>2/1/1\n[notebooks:Notebooks]"),
+        "{index}"
+    );
+    assert!(
+        index.contains("\nalpha|notebooks/alpha.py|notebooks/alpha.html|ok|False|None"),
+        "{index}"
+    );
+    assert!(
+        index.contains("\nbeta|notebooks/beta.py|None|failed|False|a cell raised an error"),
+        "{index}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_usage_error_before_anything_runs() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook("ok"));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["-j", "0"],
+            "max_workers must be between 1 and 16, got 0",
+        ),
+        (
+            vec!["-j", "17"],
+            "max_workers must be between 1 and 16, got 17",
+        ),
+        (
+            vec!["missing-folder"],
+            "the folder missing-folder does not exist",
+        ),
+        (
+            vec!["--template", "nope.html"],
+            "the index template nope.html does not exist",
+        ),
+        (
+            vec!["--uvx", "/opt/none/uvx"],
+            "--uvx /opt/none/uvx does not exist",
+        ),
+        (
+            vec!["--timeout", "0"],
+            "the timeout must be at least 1 second",
+        ),
+        (
+            vec!["--exclude", "a[b"],
+            "--exclude \"a[b\" is not a valid glob",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = p.run(&args);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+    p.write("bad.html", "{% if %}");
+    let out = p.run(&["--template", "bad.html"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("template error in bad.html line 1"),
+        "{}",
+        out.stderr
+    );
+
+    p.write("pyproject.toml", "[tool.export-nb]\nmax_workers = 2\n");
+    let out = p.run(&[]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("pyproject.toml") && out.stderr.contains("line 2"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(p.path().join("pyproject.toml")).unwrap();
+
+    // uvx neither on PATH nor given.
+    let out = p.run_with(&[], &[("PATH", OsStr::new("/usr/bin:/bin"))]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`uvx` is not on PATH"),
+        "{}",
+        out.stderr
+    );
+    assert!(p.take_calls().is_empty(), "nothing ran");
+    assert!(!p.exists("_site/notebooks"), "nothing was written");
+
+    let empty = Project::with_fake_uvx();
+    std::fs::remove_dir(empty.path().join("notebooks")).unwrap();
+    let out = empty.run(&[]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("there is no ./notebooks folder"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn ctrl_c_stops_exports_writes_the_report_and_exits_130() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/hangs.py", &notebook("FAKE_HANG"));
+    let path = testkit::path_with(&p.path().join("bin"));
+    let log = p.path().join("calls.log");
+    let mut child = testkit::command(crate::BIN)
+        .args(["--report", "report.json"])
+        .current_dir(p.path())
+        .env("PATH", path)
+        .env("FAKE_UVX_LOG", &log)
+        .env("FAKE_UVX_DIR", p.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.exists("hang.pid") {
+        assert!(Instant::now() < deadline, "the export never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    testkit::interrupt(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(
+        statuses(&report(&p)),
+        [("notebooks/hangs.py".into(), "cancelled".into())]
+    );
+    let pid: i32 = p.read("hang.pid").trim().parse().unwrap();
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .is_empty(),
+        "the export's escaped process {pid} survived Ctrl-C"
+    );
+}
