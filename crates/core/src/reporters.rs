@@ -113,7 +113,8 @@ impl<W: Write> Plain<W> {
         }
     }
 
-    /// Print only tasks that did not succeed, and the summary.
+    /// Print only tasks that failed, timed out or were cancelled, and the summary (skips, such
+    /// as up-to-date outputs, are not news).
     pub fn failures_only(mut self) -> Self {
         self.failures_only = true;
         self
@@ -133,11 +134,16 @@ impl<T, W: Write> Reporter<T> for Plain<W> {
                 outcome,
                 finished,
                 total,
-            } if !self.failures_only || outcome.status != Status::Succeeded => writeln!(
-                self.out,
-                "{}",
-                task_line(outcome, *finished, *total, self.color)
-            ),
+            } if !self.failures_only
+                || outcome.status.is_failure()
+                || outcome.status == Status::Cancelled =>
+            {
+                writeln!(
+                    self.out,
+                    "{}",
+                    task_line(outcome, *finished, *total, self.color)
+                )
+            }
             Event::TaskRetrying {
                 name,
                 attempt,

@@ -14,6 +14,8 @@ use crate::config::{Category, Source};
 pub(crate) struct Found {
     /// The file, as reachable from the current folder (`notebooks/sub/intro.py`).
     pub(crate) source: PathBuf,
+    /// The file within its folder (`sub/intro.py`).
+    pub(crate) rel: PathBuf,
     pub(crate) category: Category,
     /// Where its page goes, relative to the output folder (`notebooks/sub/intro.html`).
     pub(crate) page: PathBuf,
@@ -73,6 +75,7 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
             let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
             let found = Found {
                 source: path.to_path_buf(),
+                rel: rel.to_path_buf(),
                 category: src.category,
                 page: page.clone(),
                 not_a_notebook: not_a_notebook(path)?,

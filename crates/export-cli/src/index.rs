@@ -37,7 +37,10 @@ pub(crate) struct CategoryView {
 #[derive(Debug, Serialize)]
 pub(crate) struct NotebookView {
     pub(crate) name: String,
+    /// The notebook's path as found (`docs/notebooks/sub/intro.py`).
     pub(crate) source: String,
+    /// Its path within its folder (`sub/intro.py`).
+    pub(crate) file: String,
     /// Link relative to the index; `None` when there is no working page.
     pub(crate) href: Option<String>,
     /// `ok`, `failed`, `timed_out` or `cancelled`.
@@ -116,6 +119,7 @@ impl Template {
         let sample = |name: &str, status: &'static str| NotebookView {
             name: name.to_owned(),
             source: format!("notebooks/{name}.py"),
+            file: format!("{name}.py"),
             href: (status == "ok").then(|| format!("notebooks/{name}.html")),
             status,
             up_to_date: false,
@@ -203,6 +207,7 @@ mod tests {
         NotebookView {
             name: name.to_owned(),
             source: format!("nbs/{name}.py"),
+            file: format!("{name}.py"),
             href: href.map(str::to_owned),
             status,
             up_to_date: false,

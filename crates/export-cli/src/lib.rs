@@ -258,6 +258,7 @@ fn notebook_view(job: &Job, outcome: &Outcome<PathBuf>) -> NotebookView {
     NotebookView {
         name: job.found.display_name(),
         source: job.found.source.display().to_string(),
+        file: job.found.rel.display().to_string(),
         href: (status == "ok").then(|| url_path(&job.found.page)),
         status,
         up_to_date,

@@ -453,7 +453,7 @@ fn a_custom_template_gets_the_documented_context() {
         "site.html",
         "<h1>{{ title }}</h1>{{ summary.total }}/{{ summary.ok }}/{{ summary.failed }}\n\
          {% for c in categories %}[{{ c.key }}:{{ c.label }}]{% for n in c.notebooks %}\n\
-         {{ n.name }}|{{ n.source }}|{{ n.href }}|{{ n.status }}|{{ n.up_to_date }}|{{ n.error }}{% endfor %}{% endfor %}\n",
+         {{ n.name }}|{{ n.source }}|{{ n.file }}|{{ n.href }}|{{ n.status }}|{{ n.up_to_date }}|{{ n.error }}{% endfor %}{% endfor %}\n",
     );
     let out = p.run(&["--template", "site.html", "--title", "T"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
@@ -463,11 +463,11 @@ fn a_custom_template_gets_the_documented_context() {
         "{index}"
     );
     assert!(
-        index.contains("\nalpha|notebooks/alpha.py|notebooks/alpha.html|ok|False|None"),
+        index.contains("\nalpha|notebooks/alpha.py|alpha.py|notebooks/alpha.html|ok|False|None"),
         "{index}"
     );
     assert!(
-        index.contains("\nbeta|notebooks/beta.py|None|failed|False|a cell raised an error"),
+        index.contains("\nbeta|notebooks/beta.py|beta.py|None|failed|False|a cell raised an error"),
         "{index}"
     );
 }

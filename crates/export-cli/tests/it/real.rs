@@ -7,74 +7,36 @@ use serde_json::Value;
 
 use crate::Project;
 
-const GOOD: &str = r##"import marimo
+/// A marimo notebook with one cell per body (each body indented as a cell's).
+fn notebook(cells: &[&str]) -> String {
+    let mut text = String::from("import marimo\n\napp = marimo.App()\n");
+    for body in cells {
+        text.push_str("\n\n@app.cell\ndef _():\n");
+        text.push_str(body);
+        text.push_str("\n    return\n");
+    }
+    text.push_str("\n\nif __name__ == \"__main__\":\n    app.run()\n");
+    text
+}
 
-app = marimo.App()
+fn good() -> String {
+    notebook(&[
+        "    import marimo as mo\n    mo.md(\"# A good notebook\")",
+        "    answer = 6 * 7\n    print(answer)",
+    ])
+}
 
+fn raises() -> String {
+    notebook(&["    raise ValueError(\"this cell fails on purpose\")"])
+}
 
-@app.cell
-def _():
-    import marimo as mo
-    mo.md("# A good notebook")
-    return (mo,)
+fn syntax_error() -> String {
+    notebook(&["    x = (1 +"])
+}
 
-
-@app.cell
-def _():
-    answer = 6 * 7
-    answer
-    return (answer,)
-
-
-if __name__ == "__main__":
-    app.run()
-"##;
-
-const RAISES: &str = r#"import marimo
-
-app = marimo.App()
-
-
-@app.cell
-def _():
-    raise ValueError("this cell fails on purpose")
-    return
-
-
-if __name__ == "__main__":
-    app.run()
-"#;
-
-const SYNTAX_ERROR: &str = r#"import marimo
-
-app = marimo.App()
-
-
-@app.cell
-def _():
-    x = (1 +
-    return
-
-
-if __name__ == "__main__":
-    app.run()
-"#;
-
-const SLOW: &str = r#"import marimo
-
-app = marimo.App()
-
-
-@app.cell
-def _():
-    import time
-    time.sleep(600)
-    return
-
-
-if __name__ == "__main__":
-    app.run()
-"#;
+fn slow() -> String {
+    notebook(&["    import time\n    time.sleep(600)"])
+}
 
 fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tasks"]
@@ -100,9 +62,9 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn real_marimo_exports_good_notebooks_and_reports_the_bad_ones() {
     let p = Project::create();
-    p.write("notebooks/good.py", GOOD);
-    p.write("notebooks/raises.py", RAISES);
-    p.write("notebooks/syntax_error.py", SYNTAX_ERROR);
+    p.write("notebooks/good.py", &good());
+    p.write("notebooks/raises.py", &raises());
+    p.write("notebooks/syntax_error.py", &syntax_error());
     p.write("notebooks/plain_script.py", "print('not a notebook')\n");
     let out = p.run_with(&["-j", "2", "--no-sandbox", "--report", "report.json"], &[]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
@@ -148,7 +110,7 @@ fn real_marimo_exports_good_notebooks_and_reports_the_bad_ones() {
 #[test]
 fn real_marimo_timeout_leaves_no_process_behind() {
     let p = Project::create();
-    p.write("notebooks/slow.py", SLOW);
+    p.write("notebooks/slow.py", &slow());
     let start = Instant::now();
     let out = p.run_with(
         &["--timeout", "20", "--no-sandbox", "--report", "report.json"],
