@@ -37,14 +37,26 @@ pub enum ProgressMode {
 impl ProgressMode {
     /// The reporter for this mode, writing to stderr.
     pub fn reporter<T>(self) -> Box<dyn Reporter<T> + Send> {
+        self.reporter_with_detail(0)
+    }
+
+    /// The reporter for this mode, writing to stderr; under each failed task, the last
+    /// `detail_lines` lines of its error's detail (a log or stderr tail).
+    pub fn reporter_with_detail<T>(self, detail_lines: usize) -> Box<dyn Reporter<T> + Send> {
         let color = color_enabled(std::io::stderr().is_terminal());
         match self {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(Bar::stderr(color)),
-            ProgressMode::Bar => Box::new(Bar::stderr(color)),
-            ProgressMode::Auto | ProgressMode::Plain => {
-                Box::new(Plain::new(std::io::stderr(), color))
+            ProgressMode::Auto if std::io::stderr().is_terminal() => {
+                Box::new(Bar::stderr(color).with_detail(detail_lines))
             }
-            ProgressMode::Quiet => Box::new(Plain::new(std::io::stderr(), color).failures_only()),
+            ProgressMode::Bar => Box::new(Bar::stderr(color).with_detail(detail_lines)),
+            ProgressMode::Auto | ProgressMode::Plain => {
+                Box::new(Plain::new(std::io::stderr(), color).with_detail(detail_lines))
+            }
+            ProgressMode::Quiet => Box::new(
+                Plain::new(std::io::stderr(), color)
+                    .failures_only()
+                    .with_detail(detail_lines),
+            ),
             ProgressMode::JsonLines => Box::new(JsonLines::new(std::io::stderr())),
             ProgressMode::Silent => Box::new(Silent),
         }
@@ -96,12 +108,26 @@ pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: 
     line
 }
 
+/// `line`, then for a failed task the last `lines` lines of its error's detail, indented.
+fn with_detail<T>(mut line: String, outcome: &Outcome<T>, lines: usize) -> String {
+    let detail = outcome.error.as_ref().and_then(crate::TaskError::detail);
+    if let (true, Some(detail)) = (lines > 0 && outcome.status != Status::Succeeded, detail) {
+        let all: Vec<&str> = detail.trim_end().lines().collect();
+        for l in &all[all.len().saturating_sub(lines)..] {
+            line.push_str("\n    | ");
+            line.push_str(l);
+        }
+    }
+    line
+}
+
 /// One line per finished task and a summary at the end. For logs: every task shows up.
 #[derive(Debug)]
 pub struct Plain<W> {
     out: W,
     color: bool,
     failures_only: bool,
+    detail_lines: usize,
 }
 
 impl<W: Write> Plain<W> {
@@ -110,7 +136,14 @@ impl<W: Write> Plain<W> {
             out,
             color,
             failures_only: false,
+            detail_lines: 0,
         }
+    }
+
+    /// Print the last `lines` lines of a failed task's detail under its line.
+    pub fn with_detail(mut self, lines: usize) -> Self {
+        self.detail_lines = lines;
+        self
     }
 
     /// Print only tasks that failed, timed out or were cancelled, and the summary (skips, such
@@ -141,7 +174,11 @@ impl<T, W: Write> Reporter<T> for Plain<W> {
                 writeln!(
                     self.out,
                     "{}",
-                    task_line(outcome, *finished, *total, self.color)
+                    with_detail(
+                        task_line(outcome, *finished, *total, self.color),
+                        outcome,
+                        self.detail_lines
+                    )
                 )
             }
             Event::TaskRetrying {
@@ -167,6 +204,7 @@ pub struct Bar {
     progress: ProgressBar,
     color: bool,
     running: usize,
+    detail_lines: usize,
 }
 
 impl Bar {
@@ -193,7 +231,14 @@ impl Bar {
             progress: bar,
             color,
             running: 0,
+            detail_lines: 0,
         }
+    }
+
+    /// Print the last `lines` lines of a failed task's detail under its line.
+    pub fn with_detail(mut self, lines: usize) -> Self {
+        self.detail_lines = lines;
+        self
     }
 }
 
@@ -229,8 +274,11 @@ impl<T> Reporter<T> for Bar {
                     self.running = self.running.saturating_sub(1);
                 }
                 if outcome.status != Status::Succeeded {
-                    self.progress
-                        .println(task_line(outcome, *finished, *total, self.color));
+                    self.progress.println(with_detail(
+                        task_line(outcome, *finished, *total, self.color),
+                        outcome,
+                        self.detail_lines,
+                    ));
                 }
                 self.progress.set_position(*finished as u64);
                 self.progress

@@ -183,3 +183,14 @@ fn quiet_mode_does_not_print_skips() {
     );
     assert_eq!(text.lines().count(), 1, "{text}");
 }
+
+#[test]
+fn failure_details_can_be_shown_under_the_line() {
+    let mut plain = Plain::new(Vec::new(), false).with_detail(1);
+    mixed_batch(&mut plain);
+    let text = String::from_utf8(plain.into_inner()).unwrap();
+    assert!(
+        text.contains(": bad input\n    | line 3: oops\n"),
+        "the last detail line follows the failure: {text}"
+    );
+}

@@ -1,8 +1,600 @@
-//! End-to-end tests of the real `lorchestra` binary.
+//! End-to-end tests of the real `lorchestra` binary on temporary projects.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::Run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lorchestra");
 
 #[test]
 fn keeps_the_command_line_contract() {
     testkit::assert_cli_contract(BIN, "lorchestra", env!("CARGO_PKG_VERSION"));
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn create(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Project { dir };
+        for (rel, text) in files {
+            p.write(rel, text);
+        }
+        p
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = testkit::command(BIN);
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_remove("LORCHESTRA_MAX_WORKERS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap().into()
+    }
+
+    /// The newest run's record.
+    fn last_record(&self) -> Value {
+        let runs = self.path().join(".lorchestra/runs");
+        let mut ids: Vec<_> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        ids.sort();
+        let text =
+            std::fs::read_to_string(runs.join(ids.last().unwrap()).join("run.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The most jobs that were running at once, from the `+`/`-` lines jobs append to `events`.
+    fn peak(&self) -> usize {
+        let text = std::fs::read_to_string(self.path().join("events")).unwrap_or_default();
+        let (mut running, mut peak) = (0i64, 0i64);
+        for l in text.lines() {
+            running += if l == "+" { 1 } else { -1 };
+            peak = peak.max(running);
+        }
+        peak as usize
+    }
+}
+
+/// Job `id`: append `+`, sleep, append `-`.
+fn sleeper(id: &str, secs: &str) -> String {
+    format!("[jobs.{id}]\ncommand = \"echo + >> events; sleep {secs}; echo - >> events\"\n")
+}
+
+fn four_sleepers(secs: &str) -> String {
+    let mut t =
+        String::from("[[stages]]\nname = \"ingest\"\njobs = [\"a\", \"b\", \"c\", \"d\"]\n");
+    for id in ["a", "b", "c", "d"] {
+        t.push_str(&sleeper(id, secs));
+    }
+    t
+}
+
+fn statuses(record: &Value) -> Vec<(String, String, String)> {
+    record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["jobs"].as_array().unwrap().iter().map(move |j| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    j["job_id"].as_str().unwrap().to_owned(),
+                    j["status"].as_str().unwrap().to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        state != Some("Z") && state != Some("X")
+    })
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stage_runs_its_jobs_in_parallel_up_to_max_workers() {
+    let p = Project::create(&[("pipelines/ingest.toml", &four_sleepers("1"))]);
+    let start = Instant::now();
+    let out = p.run(&["pipeline", "ingest", "--max-workers", "4"]);
+    let parallel = start.elapsed();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.peak(), 4);
+
+    std::fs::remove_file(p.path().join("events")).unwrap();
+    let start = Instant::now();
+    let out = p.run(&["pipeline", "ingest"]);
+    let serial = start.elapsed();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.peak(), 1, "one at a time by default");
+    // Loose ordering only: 4 x 1 s one at a time cannot take less than 4 s; the ratio is the
+    // benchmark's business.
+    assert!(serial >= Duration::from_secs(4));
+    assert!(parallel < Duration::from_secs(3), "{parallel:?}");
+
+    let r = p.last_record();
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["max_workers"], 1);
+    let job = &r["stages"][0]["jobs"][0];
+    for key in [
+        "job_id",
+        "status",
+        "attempts",
+        "exit_code",
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+        "log",
+    ] {
+        assert!(job.get(key).is_some(), "job record lacks {key}: {job}");
+    }
+    assert_eq!(job["exit_code"], 0);
+    assert_eq!(job["log"], "logs/a.log");
+}
+
+#[test]
+fn the_worker_count_comes_from_the_environment_too() {
+    let p = Project::create(&[("pipelines/ingest.toml", &four_sleepers("0.5"))]);
+    let out = p.run_env(&["pipeline", "ingest"], &[("LORCHESTRA_MAX_WORKERS", "2")]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.peak(), 2);
+    assert_eq!(p.last_record()["max_workers"], 2);
+
+    let out = p.run_env(
+        &["pipeline", "ingest"],
+        &[("LORCHESTRA_MAX_WORKERS", "lots")],
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr
+            .contains("LORCHESTRA_MAX_WORKERS=\"lots\" is not a whole number"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn jobs_get_their_env_folder_and_log() {
+    let p = Project::create(&[
+        (
+            "pipelines/p.toml",
+            "[[stages]]\nname = \"s\"\njobs = [\"show\", \"argv\"]\n\
+             [jobs.show]\ncommand = \"echo $ACCOUNT in $(basename $(pwd)); echo oops >&2\"\nenv = { ACCOUNT = \"7\" }\ncwd = \"scripts\"\n\
+             [jobs.argv]\ncommand = [\"printf\", \"%s|\", \"two words\", \"$HOME\"]\n",
+        ),
+        ("scripts/.keep", ""),
+    ]);
+    let out = p.run(&["pipeline", "p"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let r = p.last_record();
+    let run_dir = p
+        .path()
+        .join(".lorchestra/runs")
+        .join(r["run_id"].as_str().unwrap());
+    let log = std::fs::read_to_string(run_dir.join("logs/show.log")).unwrap();
+    assert!(log.contains("=== lorchestra: show attempt 1"), "{log}");
+    assert!(
+        log.contains("7 in scripts\noops\n"),
+        "stdout and stderr in one log: {log}"
+    );
+    let log = std::fs::read_to_string(run_dir.join("logs/argv.log")).unwrap();
+    assert!(
+        log.contains("two words|$HOME|"),
+        "an array runs without a shell: {log}"
+    );
+}
+
+#[test]
+fn stop_on_failure_skips_later_stages_and_shows_the_log_tail() {
+    let pipeline = "[[stages]]\nname = \"first\"\njobs = [\"bad\", \"good\"]\n\
+                    [[stages]]\nname = \"second\"\njobs = [\"later\"]\n\
+                    [jobs.bad]\ncommand = \"echo reading input; echo 'parse error on line 3' >&2; exit 3\"\n\
+                    [jobs.good]\ncommand = \"true\"\n[jobs.later]\ncommand = \"touch later-ran\"\n";
+    let p = Project::create(&[("pipelines/p.toml", pipeline)]);
+    let out = p.run(&["pipeline", "p", "-j", "2"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED    bad"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("    | parse error on line 3"),
+        "log tail shown: {}",
+        out.stderr
+    );
+    assert!(!p.path().join("later-ran").exists());
+    let r = p.last_record();
+    assert_eq!(r["status"], "failed");
+    assert_eq!(
+        statuses(&r),
+        [
+            ("first".into(), "bad".into(), "failed".into()),
+            ("first".into(), "good".into(), "succeeded".into()),
+            ("second".into(), "later".into(), "skipped".into()),
+        ]
+    );
+    assert_eq!(r["stages"][0]["jobs"][0]["exit_code"], 3);
+
+    // Without stop_on_failure every stage runs, and the exit code still says it failed.
+    p.write(
+        "pipelines/p.toml",
+        &format!("stop_on_failure = false\n{pipeline}"),
+    );
+    let out = p.run(&["pipeline", "p"]);
+    assert_eq!(out.code, Some(1));
+    assert!(p.path().join("later-ran").exists());
+}
+
+#[test]
+fn halt_now_kills_running_jobs_of_the_failed_stage() {
+    let p = Project::create(&[(
+        "pipelines/p.toml",
+        "[[stages]]\nname = \"s\"\njobs = [\"slow\", \"bad\", \"queued\"]\n\
+         [jobs.slow]\ncommand = \"sleep 300\"\n[jobs.bad]\ncommand = \"sleep 0.3; exit 1\"\n\
+         [jobs.queued]\ncommand = \"true\"\n",
+    )]);
+    let start = Instant::now();
+    let out = p.run(&["pipeline", "p", "-j", "2", "--halt", "now"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert_eq!(
+        statuses(&p.last_record()),
+        [
+            ("s".into(), "slow".into(), "cancelled".into()),
+            ("s".into(), "bad".into(), "failed".into()),
+            ("s".into(), "queued".into(), "skipped".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_jobs_setsid_grandchild() {
+    let p = Project::create(&[(
+        "pipelines/p.toml",
+        "[[stages]]\nname = \"s\"\njobs = [\"hang\"]\n[jobs.hang]\n\
+         command = \"setsid sh -c 'echo $$ > gc.pid; exec sleep 300' & sleep 300\"\ntimeout = 1\n",
+    )]);
+    let out = p.run(&["pipeline", "p"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let r = p.last_record();
+    assert_eq!(r["stages"][0]["jobs"][0]["status"], "timed_out");
+    let pid: i32 = std::fs::read_to_string(p.path().join("gc.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(pid), "grandchild {pid} survived the timeout");
+}
+
+#[test]
+fn retries_rerun_a_failing_job() {
+    let p = Project::create(&[(
+        "pipelines/p.toml",
+        "[[stages]]\nname = \"s\"\njobs = [\"flaky\"]\n[jobs.flaky]\n\
+         command = \"echo x >> tries; [ $(wc -l < tries) -ge 2 ]\"\nretries = 2\n",
+    )]);
+    let out = p.run(&["pipeline", "p"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let job = &p.last_record()["stages"][0]["jobs"][0];
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempts"], 2);
+}
+
+#[test]
+fn kill_9_leaves_a_valid_record_and_resume_runs_exactly_the_unfinished_jobs() {
+    // Three quick jobs, and one that waits for a file; every job appends its name to `ran`.
+    let mut pipeline = String::from(
+        "[[stages]]\nname = \"s\"\njobs = [\"q1\", \"q2\", \"q3\", \"waits\"]\n\
+         [[stages]]\nname = \"after\"\njobs = [\"last\"]\n",
+    );
+    for id in ["q1", "q2", "q3", "last"] {
+        let _ = write!(pipeline, "[jobs.{id}]\ncommand = \"echo {id} >> ran\"\n");
+    }
+    pipeline.push_str(
+        "[jobs.waits]\ncommand = \"echo waits >> ran; echo $$ > waits.pid; \
+         while [ ! -f go ]; do sleep 0.05; done\"\n",
+    );
+    let p = Project::create(&[("pipelines/p.toml", &pipeline)]);
+    let mut child = testkit::command(BIN)
+        .args(["pipeline", "p", "-j", "4", "--no-progress"])
+        .current_dir(p.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let record_says_three_succeeded = || {
+        let runs = p.path().join(".lorchestra/runs");
+        std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| {
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(e.ok()?.path().join("run.json")).ok()?)
+                        .ok()?;
+                Some(statuses(&v).iter().filter(|s| s.2 == "succeeded").count() == 3)
+            })
+            == Some(true)
+    };
+    wait_for(
+        "three jobs recorded as succeeded",
+        record_says_three_succeeded,
+    );
+    let job_pid: i32 = std::fs::read_to_string(p.path().join("waits.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // The record is valid JSON and says what was done.
+    let r = p.last_record();
+    assert_eq!(r["status"], "running");
+    let st = statuses(&r);
+    assert_eq!(st[3], ("s".into(), "waits".into(), "running".into()));
+    assert_eq!(st[4], ("after".into(), "last".into(), "pending".into()));
+    // The job did not outlive lorchestra.
+    wait_for("the killed run's job to die", || !alive(job_pid));
+
+    std::fs::write(p.path().join("ran"), "").unwrap();
+    std::fs::write(p.path().join("go"), "").unwrap();
+    let run_id = r["run_id"].as_str().unwrap().to_owned();
+    let out = p.run(&["pipeline", "p", "--resume", &run_id, "-j", "4"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let ran = std::fs::read_to_string(p.path().join("ran")).unwrap();
+    let mut ran: Vec<&str> = ran.lines().collect();
+    ran.sort_unstable();
+    assert_eq!(
+        ran,
+        ["last", "waits"],
+        "only the jobs not recorded as succeeded ran again"
+    );
+    let r = p.last_record();
+    assert_eq!(r["run_id"], run_id.as_str(), "the same run, resumed");
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["resumes"], 1);
+    assert!(statuses(&r).iter().all(|s| s.2 == "succeeded"));
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_exits_130() {
+    let p = Project::create(&[(
+        "pipelines/p.toml",
+        "[[stages]]\nname = \"s\"\njobs = [\"long\"]\n[[stages]]\nname = \"t\"\njobs = [\"never\"]\n\
+         [jobs.long]\ncommand = \"echo $$ > long.pid; sleep 300\"\n[jobs.never]\ncommand = \"true\"\n",
+    )]);
+    let mut child = testkit::command(BIN)
+        .args(["pipeline", "p"])
+        .current_dir(p.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the job to start", || p.path().join("long.pid").exists());
+    testkit::interrupt(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let r = p.last_record();
+    assert_eq!(r["status"], "cancelled");
+    assert_eq!(
+        statuses(&r),
+        [
+            ("s".into(), "long".into(), "cancelled".into()),
+            ("t".into(), "never".into(), "cancelled".into()),
+        ]
+    );
+}
+
+#[test]
+fn nested_pipelines_run_as_one_job() {
+    let p = Project::create(&[
+        (
+            "pipelines/outer.toml",
+            "[[stages]]\nname = \"s\"\njobs = [\"pipeline.inner\"]\n",
+        ),
+        (
+            "pipelines/inner.yaml",
+            "stages:\n  - name: in\n    jobs: [hello]\n",
+        ),
+        ("jobs/hello.toml", "command = \"echo hello > hello.txt\"\n"),
+    ]);
+    let out = p.run(&["pipeline", "outer"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(p.path().join("hello.txt").exists());
+}
+
+#[test]
+fn bad_input_is_refused_before_any_job_starts() {
+    let ok_job = "[jobs.a]\ncommand = \"touch ran\"\n";
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        (
+            "[[stages]]\nname = \"s\"\njobs = [\"a\"\n".into(),
+            vec![],
+            "pipelines/p.toml: TOML parse error at line 3, column",
+        ),
+        (
+            format!("[[stages]]\nname = \"s\"\njobs = [\"a\", \"nope\"]\n{ok_job}"),
+            vec![],
+            "stage \"s\" names the job \"nope\"",
+        ),
+        (
+            format!(
+                "[[stages]]\nname = \"s\"\njobs = [\"a\"]\n[[stages]]\nname = \"s\"\njobs = [\"b\"]\n{ok_job}[jobs.b]\ncommand = \"x\"\n"
+            ),
+            vec![],
+            "two stages are named \"s\"",
+        ),
+        (
+            format!("[[stages]]\nname = \"s\"\njobs = []\n{ok_job}"),
+            vec![],
+            "stage \"s\" has no jobs",
+        ),
+        (
+            format!("[[stages]]\nname = \"s\"\njobs = [\"a\"]\n{ok_job}"),
+            vec!["-j", "0"],
+            "max_workers must be between 1 and 64, got 0",
+        ),
+        (
+            format!("[[stages]]\nname = \"s\"\njobs = [\"a\"]\n{ok_job}"),
+            vec!["-j", "65"],
+            "max_workers must be between 1 and 64, got 65",
+        ),
+        (
+            "[[stages]]\nname = \"s\"\njobs = [\"pipeline.p\"]\n".into(),
+            vec![],
+            "nested pipelines form a cycle: p -> p",
+        ),
+    ];
+    for (text, extra, expected) in cases {
+        let p = Project::create(&[("pipelines/p.toml", &text)]);
+        let mut args = vec!["pipeline", "p"];
+        args.extend(extra);
+        let out = p.run(&args);
+        assert_eq!(out.code, Some(2), "{expected}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "expected {expected:?} in {}",
+            out.stderr
+        );
+        assert!(!p.path().join("ran").exists(), "nothing ran");
+        assert!(
+            !p.path().join(".lorchestra").exists(),
+            "no run was recorded"
+        );
+    }
+
+    let p = Project::create(&[("pipelines/alpha.toml", "x"), ("pipelines/beta.yaml", "x")]);
+    let out = p.run(&["pipeline", "gamma"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("the pipelines there: alpha, beta"),
+        "{}",
+        out.stderr
+    );
+
+    let p = Project::create(&[("pipelines/y.yaml", "stages:\n  - name: s\n    jobs: [a\n")]);
+    let out = p.run(&["validate", "y"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("pipelines/y.yaml at line"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn validate_jobs_runs_status_and_report_describe_the_project() {
+    let p = Project::create(&[
+        (
+            "pipelines/p.toml",
+            &format!("description = \"demo\"\n{}", four_sleepers("0.1")),
+        ),
+        ("jobs/shared.toml", "command = [\"echo\", \"hi\"]\n"),
+    ]);
+    let out = p.run(&["validate", "p"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "pipelines/p.toml is valid: 1 stage, 4 jobs\n");
+
+    let out = p.run(&["jobs"]);
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("shared") && l.ends_with("echo hi")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.lines().count(), 5, "{}", out.stdout);
+
+    let out = p.run(&["pipeline", "p", "--dry-run", "-j", "3"]);
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout.contains("up to 3 jobs at once") && out.stdout.contains("  a: echo + >> events"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !p.path().join(".lorchestra").exists(),
+        "a dry run records nothing"
+    );
+
+    assert_eq!(p.run(&["pipeline", "p", "-j", "2"]).code, Some(0));
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(p.run(&["pipeline", "p", "-j", "2"]).code, Some(0));
+    let out = p.run(&["runs"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let newest = lines[1].split_whitespace().next().unwrap();
+    let older = lines[2].split_whitespace().next().unwrap();
+    assert!(newest > older, "newest first");
+    assert!(
+        lines[1].contains("succeeded") && lines[1].ends_with("4/4"),
+        "{}",
+        lines[1]
+    );
+
+    let out = p.run(&["status", newest]);
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.contains("stage ingest"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("a ") && l.contains("succeeded")),
+        "{}",
+        out.stdout
+    );
+
+    let out = p.run(&["report", newest, "-o", "timeline.html"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let html = std::fs::read_to_string(p.path().join("timeline.html")).unwrap();
+    assert_eq!(
+        html.matches("<g class=\"job\">").count(),
+        4,
+        "one bar per job"
+    );
+    assert!(
+        html.contains("<title>a (ingest): succeeded, started "),
+        "tooltips give times"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("<script"),
+        "self-contained"
+    );
+
+    let out = p.run(&["status", "no-such-run"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("no run \"no-such-run\"") && out.stderr.contains("lorchestra runs"),
+        "{}",
+        out.stderr
+    );
 }

@@ -1,0 +1,622 @@
+//! Pipeline files → a validated [`Pipeline`]. Every error about input is raised here, naming the
+//! file, line, stage or job; nothing has run yet.
+//!
+//! Layout of a project folder:
+//! - `pipelines/<NAME>.toml` (or `.yaml`/`.yml`, the Python lorchestra's layout),
+//! - `jobs/<JOB_ID>.toml`: jobs shared by several pipelines.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+/// Prefix of a stage entry that runs another pipeline as one job.
+pub(crate) const NESTED_PREFIX: &str = "pipeline.";
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Pipeline {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) description: Option<String>,
+    pub(crate) stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Stage {
+    pub(crate) name: String,
+    pub(crate) stop_on_failure: bool,
+    pub(crate) jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub(crate) id: String,
+    pub(crate) run: Run,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) env: BTreeMap<String, String>,
+    /// Relative to the project folder.
+    pub(crate) cwd: Option<PathBuf>,
+    /// Where it was defined, for `lorchestra jobs`.
+    pub(crate) defined_in: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Run {
+    /// A string: run with `sh -c`.
+    Shell(String),
+    /// An array: run directly.
+    Argv(Vec<String>),
+    /// `pipeline.<name>`: another pipeline, as one job.
+    Pipeline(String),
+}
+
+impl Run {
+    pub(crate) fn display(&self) -> String {
+        match self {
+            Run::Shell(s) => s.clone(),
+            Run::Argv(a) => fanout::Command::new(&a[0]).args(&a[1..]).display(),
+            Run::Pipeline(name) => format!("lorchestra pipeline {name}"),
+        }
+    }
+}
+
+// ---- the files, as written ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    /// The Python lorchestra's YAML names the pipeline here; the file name wins.
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "accepted so existing YAML files load; the file name names it"
+    )]
+    pipeline_id: Option<String>,
+    description: Option<String>,
+    stop_on_failure: Option<bool>,
+    #[serde(default)]
+    stages: Vec<RawStage>,
+    #[serde(default)]
+    jobs: BTreeMap<String, RawJob>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    #[serde(default)]
+    jobs: Vec<String>,
+    stop_on_failure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    command: CommandSpec,
+    /// Seconds.
+    timeout: Option<f64>,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+}
+
+/// `command = "string"` or `command = ["argv", ...]`, with a clear error otherwise (not
+/// `serde(untagged)`, whose message would name neither form).
+#[derive(Debug, Clone)]
+enum CommandSpec {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for CommandSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CommandSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command: a string (run with sh -c) or an array of arguments")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CommandSpec, E> {
+                Ok(CommandSpec::Shell(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CommandSpec, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(CommandSpec::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---- loading ----
+
+/// A project folder: where pipelines, jobs and runs live.
+#[derive(Debug, Clone)]
+pub(crate) struct Project {
+    pub(crate) dir: PathBuf,
+}
+
+impl Project {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Project { dir }
+    }
+
+    /// `rel` inside the project (without a leading `./` for the current folder, so messages
+    /// show the paths people type).
+    pub(crate) fn at(&self, rel: impl AsRef<Path>) -> PathBuf {
+        if self.dir == Path::new(".") {
+            rel.as_ref().to_path_buf()
+        } else {
+            self.dir.join(rel)
+        }
+    }
+
+    pub(crate) fn pipelines_dir(&self) -> PathBuf {
+        self.at("pipelines")
+    }
+
+    pub(crate) fn jobs_dir(&self) -> PathBuf {
+        self.at("jobs")
+    }
+
+    /// Names of the pipelines in `pipelines/`, sorted.
+    pub(crate) fn pipeline_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.pipelines_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                let ext = p.extension()?.to_str()?;
+                matches!(ext, "toml" | "yaml" | "yml")
+                    .then(|| p.file_stem()?.to_str().map(str::to_owned))?
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The file of pipeline `name_or_file`: a path to a file, or a name in `pipelines/`.
+    pub(crate) fn find(&self, name_or_file: &str) -> Result<PathBuf> {
+        let as_path = Path::new(name_or_file);
+        if as_path
+            .extension()
+            .is_some_and(|e| e == "toml" || e == "yaml" || e == "yml")
+            || name_or_file.contains('/')
+        {
+            if as_path.is_file() {
+                return Ok(as_path.to_path_buf());
+            }
+            bail!("the pipeline file {name_or_file} does not exist");
+        }
+        for ext in ["toml", "yaml", "yml"] {
+            let p = self.pipelines_dir().join(format!("{name_or_file}.{ext}"));
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        let names = self.pipeline_names();
+        if names.is_empty() {
+            bail!(
+                "no pipeline named {name_or_file:?}: {} has no pipelines (pipelines/<NAME>.toml)",
+                self.dir.display()
+            );
+        }
+        bail!(
+            "no pipeline named {name_or_file:?} in {}; the pipelines there: {}",
+            self.pipelines_dir().display(),
+            names.join(", ")
+        )
+    }
+
+    /// Load and validate a pipeline and, through `pipeline.<name>` entries, every pipeline it
+    /// runs; refuses cycles.
+    pub(crate) fn load(&self, name_or_file: &str) -> Result<Pipeline> {
+        let mut stack = Vec::new();
+        let mut done = HashMap::new();
+        self.load_inner(name_or_file, &mut stack, &mut done)
+    }
+
+    fn load_inner(
+        &self,
+        name_or_file: &str,
+        stack: &mut Vec<String>,
+        done: &mut HashMap<String, Pipeline>,
+    ) -> Result<Pipeline> {
+        let file = self.find(name_or_file)?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(p) = done.get(&name) {
+            return Ok(p.clone());
+        }
+        if let Some(pos) = stack.iter().position(|n| *n == name) {
+            let mut cycle = stack[pos..].to_vec();
+            cycle.push(name);
+            bail!("nested pipelines form a cycle: {}", cycle.join(" -> "));
+        }
+        stack.push(name.clone());
+        let raw = read_pipeline(&file)?;
+        let pipeline = self.validate(name.clone(), &file, raw)?;
+        for stage in &pipeline.stages {
+            for job in &stage.jobs {
+                if let Run::Pipeline(nested) = &job.run {
+                    self.load_inner(nested, stack, done).with_context(|| {
+                        format!(
+                            "{}: stage {:?} runs the pipeline {nested:?}",
+                            file.display(),
+                            stage.name
+                        )
+                    })?;
+                }
+            }
+        }
+        stack.pop();
+        done.insert(name, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    fn validate(&self, name: String, file: &Path, raw: RawPipeline) -> Result<Pipeline> {
+        let at = file.display();
+        if raw.stages.is_empty() {
+            bail!("{at}: the pipeline has no stages ([[stages]] with a name and jobs)");
+        }
+        let default_stop = raw.stop_on_failure.unwrap_or(true);
+        let mut seen_stages = HashSet::new();
+        let mut seen_jobs: HashMap<&str, &str> = HashMap::new();
+        let mut stages = Vec::new();
+        for stage in &raw.stages {
+            if !seen_stages.insert(stage.name.as_str()) {
+                bail!(
+                    "{at}: two stages are named {:?}; stage names must differ",
+                    stage.name
+                );
+            }
+            if stage.jobs.is_empty() {
+                bail!("{at}: stage {:?} has no jobs", stage.name);
+            }
+            let mut jobs = Vec::new();
+            for id in &stage.jobs {
+                if let Some(other) = seen_jobs.insert(id, &stage.name) {
+                    bail!(
+                        "{at}: the job {id:?} appears twice (stage {other:?} and stage {:?}); \
+                         a job runs once per pipeline",
+                        stage.name
+                    );
+                }
+                jobs.push(self.job(id, &stage.name, file, &raw.jobs)?);
+            }
+            stages.push(Stage {
+                name: stage.name.clone(),
+                stop_on_failure: stage.stop_on_failure.unwrap_or(default_stop),
+                jobs,
+            });
+        }
+        Ok(Pipeline {
+            name,
+            file: file.to_path_buf(),
+            description: raw.description,
+            stages,
+        })
+    }
+
+    fn job(
+        &self,
+        id: &str,
+        stage: &str,
+        file: &Path,
+        inline: &BTreeMap<String, RawJob>,
+    ) -> Result<Job> {
+        if let Some(nested) = id.strip_prefix(NESTED_PREFIX) {
+            if nested.is_empty() {
+                bail!(
+                    "{}: stage {stage:?} names {id:?}: which pipeline?",
+                    file.display()
+                );
+            }
+            return Ok(Job {
+                id: id.to_owned(),
+                run: Run::Pipeline(nested.to_owned()),
+                timeout: None,
+                retries: 0,
+                env: BTreeMap::new(),
+                cwd: None,
+                defined_in: file.to_path_buf(),
+            });
+        }
+        let (raw, defined_in) = if let Some(raw) = inline.get(id) {
+            (raw.clone(), file.to_path_buf())
+        } else {
+            let shared = self.jobs_dir().join(format!("{id}.toml"));
+            if !shared.is_file() {
+                bail!(
+                    "{}: stage {stage:?} names the job {id:?}, which is defined neither in the \
+                     pipeline's [jobs.{id}] table nor in {}",
+                    file.display(),
+                    shared.display()
+                );
+            }
+            let text = std::fs::read_to_string(&shared)
+                .with_context(|| format!("reading {}", shared.display()))?;
+            let raw: RawJob = toml::from_str(&text)
+                .map_err(|e| anyhow!("{}: {}", shared.display(), e.to_string().trim_end()))?;
+            (raw, shared)
+        };
+        let run = match raw.command {
+            CommandSpec::Shell(s) if s.trim().is_empty() => {
+                bail!(
+                    "{}: the job {id:?} has an empty command",
+                    defined_in.display()
+                )
+            }
+            CommandSpec::Argv(a) if a.is_empty() => {
+                bail!(
+                    "{}: the job {id:?} has an empty command",
+                    defined_in.display()
+                )
+            }
+            CommandSpec::Shell(s) => Run::Shell(s),
+            CommandSpec::Argv(a) => Run::Argv(a),
+        };
+        let timeout = match raw.timeout {
+            Some(t) if !(t > 0.0 && t.is_finite()) => bail!(
+                "{}: the job {id:?} has timeout = {t}; it must be a positive number of seconds",
+                defined_in.display()
+            ),
+            Some(t) => Some(Duration::from_secs_f64(t)),
+            None => None,
+        };
+        Ok(Job {
+            id: id.to_owned(),
+            run,
+            timeout,
+            retries: raw.retries,
+            env: raw.env,
+            cwd: raw.cwd,
+            defined_in,
+        })
+    }
+
+    /// Every job the project defines: `jobs/*.toml` and each pipeline's `[jobs]` tables.
+    pub(crate) fn all_jobs(&self) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        let mut shared: Vec<PathBuf> = std::fs::read_dir(self.jobs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        shared.sort();
+        for path in shared {
+            let id = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            jobs.push(self.job(&id, "-", &path, &BTreeMap::new())?);
+        }
+        for name in self.pipeline_names() {
+            let file = self.find(&name)?;
+            let raw = read_pipeline(&file)?;
+            for id in raw.jobs.keys() {
+                jobs.push(self.job(id, "-", &file, &raw.jobs)?);
+            }
+        }
+        Ok(jobs)
+    }
+}
+
+/// Parse a pipeline file; errors name the file, line and column.
+fn read_pipeline(file: &Path) -> Result<RawPipeline> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let is_yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    if is_yaml {
+        serde_saphyr::from_str(&text).map_err(|e| {
+            let place = e
+                .location()
+                .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            anyhow!("{}{place}: {}", file.display(), first_line(&e.to_string()))
+        })
+    } else {
+        toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", file.display(), e.to_string().trim_end()))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Project) {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let project = Project::new(dir.path().to_path_buf());
+        (dir, project)
+    }
+
+    fn err(files: &[(&str, &str)], name: &str) -> String {
+        let (_d, p) = project(files);
+        format!("{:#}", p.load(name).unwrap_err())
+    }
+
+    const OK: &str = r#"
+description = "Ingest all accounts"
+[[stages]]
+name = "ingest"
+jobs = ["a", "b"]
+[[stages]]
+name = "canonize"
+jobs = ["shared"]
+stop_on_failure = false
+[jobs.a]
+command = "echo a"
+timeout = 600
+retries = 2
+env = { ACCOUNT = "1" }
+cwd = "scripts"
+[jobs.b]
+command = ["echo", "b"]
+"#;
+
+    #[test]
+    fn a_pipeline_with_inline_and_shared_jobs_loads() {
+        let (_d, p) = project(&[
+            ("pipelines/ingest.toml", OK),
+            ("jobs/shared.toml", "command = \"true\"\n"),
+        ]);
+        let pl = p.load("ingest").unwrap();
+        assert_eq!(pl.stages.len(), 2);
+        assert!(pl.stages[0].stop_on_failure, "true by default");
+        assert!(!pl.stages[1].stop_on_failure, "a stage may override it");
+        let a = &pl.stages[0].jobs[0];
+        assert_eq!(a.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(a.retries, 2);
+        assert_eq!(a.env["ACCOUNT"], "1");
+        assert!(matches!(&pl.stages[0].jobs[1].run, Run::Argv(v) if v == &["echo", "b"]));
+        assert!(
+            pl.stages[1].jobs[0]
+                .defined_in
+                .ends_with("jobs/shared.toml")
+        );
+    }
+
+    #[test]
+    fn the_python_yaml_layout_is_read() {
+        let (_d, p) = project(&[
+            (
+                "pipelines/daily.yaml",
+                "pipeline_id: pipeline.daily\nstop_on_failure: false\nstages:\n  - name: one\n    jobs: [x]\n",
+            ),
+            ("jobs/x.toml", "command = \"true\"\n"),
+        ]);
+        let pl = p.load("daily").unwrap();
+        assert_eq!(pl.name, "daily");
+        assert!(!pl.stages[0].stop_on_failure);
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        let e = err(
+            &[(
+                "pipelines/p.toml",
+                "[[stages]]\nname = \"x\"\njobs = [\"a\"\n",
+            )],
+            "p",
+        );
+        assert!(
+            e.contains("pipelines/p.toml") && e.contains("line 3"),
+            "{e}"
+        );
+        assert!(e.contains("column"), "{e}");
+        let e = err(
+            &[("pipelines/y.yaml", "stages:\n  - name: one\n    jobs: [x\n")],
+            "y",
+        );
+        assert!(e.contains("pipelines/y.yaml at line"), "{e}");
+        assert!(e.contains("column"), "{e}");
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_with_the_culprit_named() {
+        let stage = |body: &str| format!("[[stages]]\nname = \"s\"\njobs = [\"a\"]\n{body}");
+        let cases = [
+            (
+                stage(""),
+                "stage \"s\" names the job \"a\", which is defined neither",
+            ),
+            (
+                format!(
+                    "{}[jobs.a]\ncommand = \"x\"\n[[stages]]\nname = \"s\"\njobs = [\"b\"]\n[jobs.b]\ncommand = \"y\"\n",
+                    stage("")
+                ),
+                "two stages are named \"s\"",
+            ),
+            (
+                "[[stages]]\nname = \"s\"\njobs = []\n".to_owned(),
+                "stage \"s\" has no jobs",
+            ),
+            (
+                "description = \"x\"\n".to_owned(),
+                "the pipeline has no stages",
+            ),
+            (
+                stage("[jobs.a]\ncommand = \"\"\n"),
+                "the job \"a\" has an empty command",
+            ),
+            (
+                stage("[jobs.a]\ncommand = 3\n"),
+                "a string (run with sh -c) or an array",
+            ),
+            (
+                stage("[jobs.a]\ncommand = \"x\"\ntimeout = 0\n"),
+                "it must be a positive number",
+            ),
+            (
+                stage("[jobs.a]\ncommand = \"x\"\nretry = 2\n"),
+                "unknown field `retry`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = err(&[("pipelines/p.toml", &text)], "p");
+            assert!(e.contains(expected), "expected {expected:?} in: {e}");
+            assert!(e.contains("pipelines/p.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_pipeline_lists_the_ones_that_exist() {
+        let e = err(
+            &[("pipelines/alpha.toml", "x"), ("pipelines/beta.yaml", "x")],
+            "gamma",
+        );
+        assert!(e.contains("no pipeline named \"gamma\""), "{e}");
+        assert!(e.contains("the pipelines there: alpha, beta"), "{e}");
+    }
+
+    #[test]
+    fn nested_pipeline_cycles_are_found_before_anything_runs() {
+        let nest =
+            |other: &str| format!("[[stages]]\nname = \"s\"\njobs = [\"pipeline.{other}\"]\n");
+        let e = err(
+            &[
+                ("pipelines/a.toml", &nest("b")),
+                ("pipelines/b.toml", &nest("c")),
+                ("pipelines/c.toml", &nest("a")),
+            ],
+            "a",
+        );
+        assert!(
+            e.contains("nested pipelines form a cycle: a -> b -> c -> a"),
+            "{e}"
+        );
+        let e = err(&[("pipelines/a.toml", &nest("missing"))], "a");
+        assert!(
+            e.contains("runs the pipeline \"missing\"") && e.contains("no pipeline named"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! Running a pipeline: stages in order, the jobs of a stage through the core's pool, every job
+//! transition sent to the run record's writer.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use fanout::{
+    CancelReason, CancelToken, Command, Event, ExitStatus, FailurePolicy, MaxWorkers, Pool,
+    PoolConfig, ProcessRunner, ProgressMode, Reporter, RetryPolicy, Sink, Task, TaskError, Tee,
+};
+
+use crate::cli::Halt;
+use crate::config::{Job, Pipeline, Project, Run};
+use crate::store::{
+    self, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
+};
+
+#[derive(Debug)]
+pub(crate) struct RunOptions {
+    pub(crate) max_workers: MaxWorkers,
+    pub(crate) halt: Halt,
+    pub(crate) resume: Option<String>,
+    pub(crate) progress: ProgressMode,
+}
+
+/// Lines of a failed job's log shown on the terminal.
+const LOG_TAIL_LINES: usize = 15;
+
+/// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
+pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
+    let (record, done) = match &opts.resume {
+        Some(run_id) => resumed_record(project, pipeline, run_id, opts)?,
+        None => (new_record(pipeline, opts), Vec::new()),
+    };
+    let run_id = record.run_id.clone();
+    let run_dir = store::run_dir(&project.at(""), &run_id);
+    std::fs::create_dir_all(run_dir.join("logs"))
+        .with_context(|| format!("creating {}", run_dir.display()))?;
+    let writer = RecordWriter::start(record, store::record_path(&project.at(""), &run_id))?;
+    let interrupt = fanout::install_interrupt_handler()?;
+    let runner = ProcessRunner::new();
+    let start = std::time::Instant::now();
+    eprintln!(
+        "run {run_id}: pipeline {} ({} stage{}, up to {} job{} at once)",
+        pipeline.name,
+        pipeline.stages.len(),
+        plural(pipeline.stages.len()),
+        opts.max_workers.get(),
+        plural(opts.max_workers.get())
+    );
+
+    let mut any_failed = false;
+    let mut halted_by: Option<String> = None;
+    for (si, stage) in pipeline.stages.iter().enumerate() {
+        let todo: Vec<usize> = (0..stage.jobs.len())
+            .filter(|ji| !done.contains(&(si, *ji)))
+            .collect();
+        let reason = if interrupt.is_cancelled() {
+            Some((
+                JobStatus::Cancelled,
+                "not started: the run was interrupted".to_owned(),
+            ))
+        } else {
+            halted_by.as_ref().map(|s| {
+                (
+                    JobStatus::Skipped,
+                    format!("not started: stage {s:?} failed and stops the pipeline"),
+                )
+            })
+        };
+        if let Some((status, why)) = reason {
+            for &ji in &todo {
+                writer.send(not_run(si, ji, status, &why));
+            }
+            continue;
+        }
+        if todo.is_empty() {
+            eprintln!("stage {}: every job succeeded earlier", stage.name);
+            continue;
+        }
+        eprintln!(
+            "stage {} ({} job{})",
+            stage.name,
+            todo.len(),
+            plural(todo.len())
+        );
+        let ctx = StageContext {
+            project,
+            run_dir: &run_dir,
+            run_id: &run_id,
+            max_workers: opts.max_workers,
+        };
+        let summary = run_stage(&ctx, si, stage, &todo, opts, &interrupt, &runner, &writer)?;
+        if summary.failed + summary.timed_out > 0 {
+            any_failed = true;
+            if stage.stop_on_failure {
+                halted_by = Some(stage.name.clone());
+            }
+        }
+    }
+
+    let status = if interrupt.reason() == Some(CancelReason::Interrupted) {
+        RunStatus::Cancelled
+    } else if any_failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    writer.send(Update::RunFinished {
+        status,
+        at: SystemTime::now(),
+    });
+    let (_, record_writes) = writer.finish()?;
+    eprintln!(
+        "run {run_id}: {} in {} ({record_writes} record writes); record: {}",
+        status.as_str(),
+        fanout::fmt_duration(start.elapsed()),
+        store::record_path(&project.at(""), &run_id).display()
+    );
+    if let Some(stage) = halted_by {
+        eprintln!("later stages were skipped: stage {stage:?} failed (stop_on_failure)");
+    }
+    Ok(match status {
+        RunStatus::Cancelled => ExitStatus::Interrupted,
+        RunStatus::Failed => ExitStatus::TaskFailed,
+        RunStatus::Succeeded | RunStatus::Running => ExitStatus::Success,
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn not_run(stage: usize, job: usize, status: JobStatus, why: &str) -> Update {
+    Update::Finished {
+        stage,
+        job,
+        status,
+        attempts: 0,
+        exit_code: None,
+        error: Some(why.to_owned()),
+        duration: std::time::Duration::ZERO,
+        at: SystemTime::now(),
+    }
+}
+
+fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
+    let (started_at, started_at_unix) = store::timestamp(SystemTime::now());
+    RunRecord {
+        run_id: store::new_run_id(),
+        pipeline: pipeline.name.clone(),
+        pipeline_file: pipeline.file.display().to_string(),
+        status: RunStatus::Running,
+        started_at,
+        started_at_unix,
+        finished_at: None,
+        finished_at_unix: None,
+        duration_seconds: None,
+        max_workers: opts.max_workers.get(),
+        resumes: 0,
+        stages: pipeline
+            .stages
+            .iter()
+            .map(|s| StageRecord {
+                name: s.name.clone(),
+                jobs: s.jobs.iter().map(|j| JobRecord::pending(&j.id)).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The record of run `run_id`, rebuilt on the pipeline as it is now: jobs recorded `succeeded`
+/// keep their record and are not run again; every other job is pending again.
+fn resumed_record(
+    project: &Project,
+    pipeline: &Pipeline,
+    run_id: &str,
+    opts: &RunOptions,
+) -> Result<(RunRecord, Vec<(usize, usize)>)> {
+    let old = store::load(&project.at(""), run_id)?;
+    if old.pipeline != pipeline.name {
+        bail!(
+            "run {run_id} ran the pipeline {:?}, not {:?}: resume it with `lorchestra pipeline {} --resume {run_id}`",
+            old.pipeline,
+            pipeline.name,
+            old.pipeline
+        );
+    }
+    let mut record = new_record(pipeline, opts);
+    record.run_id.clone_from(&old.run_id);
+    record.started_at.clone_from(&old.started_at);
+    record.started_at_unix = old.started_at_unix;
+    record.resumes = old.resumes + 1;
+    let mut done = Vec::new();
+    for (si, stage) in record.stages.iter_mut().enumerate() {
+        let Some(old_stage) = old.stages.iter().find(|s| s.name == stage.name) else {
+            continue;
+        };
+        for (ji, job) in stage.jobs.iter_mut().enumerate() {
+            if let Some(prev) = old_stage
+                .jobs
+                .iter()
+                .find(|j| j.job_id == job.job_id && j.status == JobStatus::Succeeded)
+            {
+                *job = prev.clone();
+                done.push((si, ji));
+            }
+        }
+    }
+    Ok((record, done))
+}
+
+struct StageContext<'a> {
+    project: &'a Project,
+    run_dir: &'a Path,
+    run_id: &'a str,
+    max_workers: MaxWorkers,
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one stage's whole context, passed once"
+)]
+fn run_stage(
+    ctx: &StageContext<'_>,
+    si: usize,
+    stage: &crate::config::Stage,
+    todo: &[usize],
+    opts: &RunOptions,
+    interrupt: &CancelToken,
+    runner: &ProcessRunner,
+    writer: &RecordWriter,
+) -> Result<fanout::Summary> {
+    let policy = match (stage.stop_on_failure, opts.halt) {
+        (false, _) => FailurePolicy::KeepGoing,
+        (true, Halt::Soon) => FailurePolicy::StopSoon,
+        (true, Halt::Now) => FailurePolicy::StopNow,
+    };
+    let pool = Pool::new(
+        PoolConfig::new(opts.max_workers)
+            .failure_policy(policy)
+            .with_env_overrides()?,
+    );
+    let tasks: Vec<Task<usize>> = todo
+        .iter()
+        .map(|&ji| {
+            let job = &stage.jobs[ji];
+            Task::new(job.id.clone(), ji).with_retry(
+                RetryPolicy::retries(job.retries).retry_if(|e| {
+                    matches!(e, TaskError::Failed { .. } | TaskError::TimedOut { .. })
+                }),
+            )
+        })
+        .collect();
+    let exit_codes: Mutex<Vec<Option<i32>>> = Mutex::new(vec![None; stage.jobs.len()]);
+
+    let mut progress = opts.progress.reporter_with_detail(LOG_TAIL_LINES);
+    let mut record = |event: &Event<'_, ()>| match event {
+        Event::TaskStarted { index, attempt, .. } => writer.send(Update::Started {
+            stage: si,
+            job: todo[*index],
+            attempt: *attempt,
+            at: SystemTime::now(),
+        }),
+        Event::TaskFinished { outcome, .. } => {
+            let ji = todo[outcome.index];
+            writer.send(Update::Finished {
+                stage: si,
+                job: ji,
+                status: JobStatus::from_task(outcome.status),
+                attempts: outcome.attempts,
+                exit_code: exit_codes.lock().expect("exit codes")[ji],
+                error: outcome.error_message(),
+                duration: outcome.duration,
+                at: SystemTime::now(),
+            });
+        }
+        _ => {}
+    };
+    let mut tee = Tee(vec![
+        &mut record,
+        progress.as_mut() as &mut dyn Reporter<()>,
+    ]);
+    let result = pool.run(&tasks, interrupt, &mut tee, |&ji, tctx| {
+        let job = &stage.jobs[ji];
+        let log = ctx.run_dir.join(store::log_name(&job.id));
+        let out = run_job(ctx, job, &log, tctx.attempt(), runner, tctx.cancel_token())?;
+        if let fanout::process::Ending::Exited(code) = out.ending {
+            exit_codes.lock().expect("exit codes")[ji] = Some(code);
+        }
+        out.into_result().map(drop).map_err(|e| match e {
+            TaskError::Failed { .. } | TaskError::TimedOut { .. } => {
+                e.with_detail(log_tail(&log, LOG_TAIL_LINES))
+            }
+            other => other,
+        })
+    })?;
+    Ok(result.summary)
+}
+
+/// Run one attempt of `job`, its output appended to `log`.
+fn run_job(
+    ctx: &StageContext<'_>,
+    job: &Job,
+    log: &Path,
+    attempt: u32,
+    runner: &ProcessRunner,
+    cancel: &CancelToken,
+) -> Result<fanout::ProcessOutput, TaskError> {
+    let cmd = match &job.run {
+        Run::Shell(script) => Command::shell(script),
+        Run::Argv(argv) => Command::new(&argv[0]).args(&argv[1..]),
+        Run::Pipeline(name) => {
+            let exe = std::env::current_exe()
+                .map_err(|e| TaskError::failed(format!("cannot find lorchestra itself: {e}")))?;
+            Command::new(exe)
+                .arg("pipeline")
+                .arg(name)
+                .arg("--dir")
+                .arg(&ctx.project.dir)
+                .arg("--max-workers")
+                .arg(ctx.max_workers.get().to_string())
+                .arg("--no-progress")
+        }
+    };
+    let cwd = job
+        .cwd
+        .as_ref()
+        .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
+    let mut cmd = cmd
+        .current_dir(cwd)
+        .env("LORCHESTRA_RUN_ID", ctx.run_id)
+        .env("LORCHESTRA_JOB_ID", &job.id)
+        .stdout(Sink::AppendFile(log.to_path_buf()))
+        .stderr_to_stdout()
+        .timeout(job.timeout);
+    for (k, v) in &job.env {
+        cmd = cmd.env(k, v);
+    }
+    // A header per attempt, so a retried job's log reads in order.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(
+            f,
+            "=== lorchestra: {} attempt {attempt} at {}: {}",
+            job.id,
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            job.run.display()
+        );
+    }
+    runner.run(&cmd, cancel).map_err(TaskError::from)
+}
+
+/// The last `lines` lines of a log file (at most 64 KiB are read).
+fn log_tail(log: &Path, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `--dry-run`: what would run, stage by stage.
+pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
+    println!(
+        "pipeline {} ({}), up to {} job{} at once",
+        pipeline.name,
+        pipeline.file.display(),
+        opts.max_workers.get(),
+        plural(opts.max_workers.get())
+    );
+    if let Some(d) = &pipeline.description {
+        println!("  {d}");
+    }
+    for stage in &pipeline.stages {
+        println!(
+            "stage {}{}",
+            stage.name,
+            if stage.stop_on_failure {
+                " (stops the pipeline on failure)"
+            } else {
+                ""
+            }
+        );
+        for job in &stage.jobs {
+            let mut extra = Vec::new();
+            if let Some(t) = job.timeout {
+                extra.push(format!("timeout {}", fanout::fmt_duration(t)));
+            }
+            if job.retries > 0 {
+                extra.push(format!("retries {}", job.retries));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", extra.join(", "))
+            };
+            println!("  {}: {}{extra}", job.id, job.run.display());
+        }
+    }
+}
+
+/// Status of the jobs, for `status` and `report`.
+pub(crate) fn count(record: &RunRecord, status: JobStatus) -> usize {
+    record
+        .stages
+        .iter()
+        .flat_map(|s| &s.jobs)
+        .filter(|j| j.status == status)
+        .count()
+}
