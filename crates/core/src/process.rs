@@ -4,12 +4,16 @@
 //! stderr captured as a bounded tail, written to a file, or dropped), waits for it with an
 //! optional timeout while watching a [`CancelToken`], and returns the exit as data
 //! ([`ProcessOutput`]). A timeout or cancel kills the job's *whole* process tree, including
-//! descendants that started their own session; see [`tree`] for how and why. A job's leftovers
-//! are also killed when its main process exits on its own, and if the tool itself dies its
-//! direct children get SIGKILL from the kernel.
+//! descendants that started their own session; see `tree` for how and why. A job's leftovers
+//! are also killed when its main process exits on its own. If the tool itself dies, its direct
+//! children get SIGKILL from the kernel, and — in tools that call [`init`] first thing in
+//! `main` — a guardian process kills the rest of every job's tree.
 
+mod guardian;
 mod sys;
 mod tree;
+
+pub use guardian::{GUARDIAN_ENV, init};
 
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
@@ -322,7 +326,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 impl ProcessRunner {
-    /// A runner. The first one makes this process a child subreaper (see [`tree`]).
+    /// A runner. The first one makes this process a child subreaper and, if [`init`] was
+    /// called, starts the guardian.
     pub fn new() -> Self {
         tree::session();
         ProcessRunner

@@ -49,8 +49,10 @@ pub(crate) fn session() -> &'static Session {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let pid = std::process::id();
+        let var = format!("{JOB_ENV_PREFIX}{pid}_{nanos:x}");
+        super::guardian::start(&var);
         Session {
-            var: format!("{JOB_ENV_PREFIX}{pid}_{nanos:x}"),
+            var,
             seq: AtomicU64::new(1),
             spawn_lock: RwLock::new(()),
             direct: Mutex::new(HashSet::new()),
@@ -171,19 +173,7 @@ impl Session {
 
     /// SIGKILL every process of every job of this session. For the second Ctrl-C.
     pub(crate) fn kill_all(&self) {
-        let prefix = format!("{}=", self.var).into_bytes();
-        for _ in 0..20 {
-            let pids = find(&prefix);
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                if let Some(p) = Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(p, Signal::KILL);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        kill_all_marked(&self.var);
     }
 
     /// Our children that are not the direct children of running jobs: orphans we adopted as
@@ -219,6 +209,24 @@ impl Session {
                 let _ = rustix::process::waitpid(Some(p), WaitOptions::NOHANG);
             }
         }
+    }
+}
+
+/// SIGKILL every process whose environment has the variable `var` (any value), until none is
+/// left. For the second Ctrl-C and for the guardian.
+pub(crate) fn kill_all_marked(var: &str) {
+    let prefix = format!("{var}=").into_bytes();
+    for _ in 0..50 {
+        let pids = find(&prefix);
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            if let Some(p) = Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, Signal::KILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

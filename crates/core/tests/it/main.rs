@@ -20,11 +20,15 @@ fn helper() {
     let Ok(role) = std::env::var("FANOUT_TEST_HELPER") else {
         return;
     };
+    // The guardian of a helper is this test binary again, filtered to this entry point.
+    fanout::process::init(&["--exact", "helper", "--nocapture"]);
     match role.as_str() {
         "hold-job" => {
             let dir = std::env::var_os("FANOUT_TEST_DIR").expect("FANOUT_TEST_DIR");
+            // The job's main process (sh) and a grandchild (the background sleep).
             let cmd = fanout::Command::shell(
-                "echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; exec sleep 300",
+                "sleep 300 & echo $! > grandchild.pid.tmp && mv grandchild.pid.tmp grandchild.pid; \
+                 echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
             )
             .current_dir(dir);
             let _ = fanout::ProcessRunner::new().run(&cmd, &fanout::CancelToken::new());

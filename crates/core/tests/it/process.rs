@@ -283,7 +283,7 @@ fn pooled_processes_respect_max_workers() {
 }
 
 #[test]
-fn the_direct_child_dies_with_the_tool() {
+fn the_whole_job_dies_with_the_tool() {
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "helper", "--nocapture"])
@@ -293,14 +293,22 @@ fn the_direct_child_dies_with_the_tool() {
         .spawn()
         .unwrap();
     let child = read_pid(&dir.path().join("child.pid"));
-    assert!(alive(child));
-    helper.kill().unwrap(); // SIGKILL: no handler, no cleanup code runs
+    let grandchild = read_pid(&dir.path().join("grandchild.pid"));
+    assert!(alive(child) && alive(grandchild));
+    helper.kill().unwrap(); // SIGKILL: no handler, no cleanup code runs in the helper
     helper.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(child) && Instant::now() < deadline {
+    while (alive(child) || alive(grandchild)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(!alive(child), "job {child} outlived its killed parent");
+    assert!(
+        !alive(child),
+        "the job's process {child} outlived its killed parent"
+    );
+    assert!(
+        !alive(grandchild),
+        "the job's grandchild {grandchild} outlived its killed parent (the guardian's job)"
+    );
 }
 
 #[test]

@@ -119,6 +119,18 @@ fn alive(pid: i32) -> bool {
     })
 }
 
+/// The pid in `path`, waiting for the file to be written.
+fn read_pid(path: &Path) -> i32 {
+    let mut pid = None;
+    wait_for(&format!("{}", path.display()), || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
@@ -290,11 +302,7 @@ fn a_timeout_kills_the_jobs_setsid_grandchild() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let r = p.last_record();
     assert_eq!(r["stages"][0]["jobs"][0]["status"], "timed_out");
-    let pid: i32 = std::fs::read_to_string(p.path().join("gc.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&p.path().join("gc.pid"));
     assert!(!alive(pid), "grandchild {pid} survived the timeout");
 }
 
@@ -323,8 +331,8 @@ fn kill_9_leaves_a_valid_record_and_resume_runs_exactly_the_unfinished_jobs() {
         let _ = write!(pipeline, "[jobs.{id}]\ncommand = \"echo {id} >> ran\"\n");
     }
     pipeline.push_str(
-        "[jobs.waits]\ncommand = \"echo waits >> ran; echo $$ > waits.pid; \
-         while [ ! -f go ]; do sleep 0.05; done\"\n",
+        "[jobs.waits]\ncommand = \"echo waits >> ran; sleep 300 & echo $! > gc.pid; \
+         echo $$ > waits.pid; while [ ! -f go ]; do sleep 0.05; done\"\n",
     );
     let p = Project::create(&[("pipelines/p.toml", &pipeline)]);
     let mut child = testkit::command(BIN)
@@ -350,11 +358,7 @@ fn kill_9_leaves_a_valid_record_and_resume_runs_exactly_the_unfinished_jobs() {
         "three jobs recorded as succeeded",
         record_says_three_succeeded,
     );
-    let job_pid: i32 = std::fs::read_to_string(p.path().join("waits.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let job_pid = read_pid(&p.path().join("waits.pid"));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -364,8 +368,10 @@ fn kill_9_leaves_a_valid_record_and_resume_runs_exactly_the_unfinished_jobs() {
     let st = statuses(&r);
     assert_eq!(st[3], ("s".into(), "waits".into(), "running".into()));
     assert_eq!(st[4], ("after".into(), "last".into(), "pending".into()));
-    // The job did not outlive lorchestra.
+    // The job did not outlive lorchestra: neither its main process nor its grandchild.
+    let gc_pid = read_pid(&p.path().join("gc.pid"));
     wait_for("the killed run's job to die", || !alive(job_pid));
+    wait_for("the killed run's grandchild to die", || !alive(gc_pid));
 
     std::fs::write(p.path().join("ran"), "").unwrap();
     std::fs::write(p.path().join("go"), "").unwrap();
