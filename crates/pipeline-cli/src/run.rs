@@ -346,13 +346,14 @@ fn run_job(
         .append(true)
         .open(log)
     {
-        let _ = writeln!(
-            f,
-            "=== lorchestra: {} attempt {attempt} at {}: {}",
+        let header = format!(
+            "=== lorchestra: {} attempt {attempt} at {}: {}\n",
             job.id,
             humantime::format_rfc3339_seconds(SystemTime::now()),
             job.run.display()
         );
+        // One write call (an unbuffered writeln! makes one per piece).
+        let _ = f.write_all(header.as_bytes());
     }
     runner.run(&cmd, cancel).map_err(TaskError::from)
 }
