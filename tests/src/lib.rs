@@ -9,6 +9,8 @@
     reason = "tests run the real binaries and stand-in tools directly, from outside the core"
 )]
 
+pub mod llm_server;
+
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,529 @@
-//! End-to-end tests of the real `parallamr` binary.
+//! End-to-end tests of the real `parallamr` binary, against a fake LLM server on 127.0.0.1
+//! that the tests start (`testkit::llm_server`).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use testkit::Run;
+use testkit::llm_server::LlmServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parallamr");
+
+const HEADER: &str = "provider,model,topic,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message";
 
 #[test]
 fn keeps_the_command_line_contract() {
     testkit::assert_cli_contract(BIN, "parallamr", env!("CARGO_PKG_VERSION"));
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn create(prompt: &str, experiments: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prompt.txt"), prompt).unwrap();
+        std::fs::write(dir.path().join("experiments.csv"), experiments).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str], server: Option<&LlmServer>) -> std::process::Command {
+        let mut cmd = testkit::command(BIN);
+        cmd.args(args).current_dir(self.path());
+        for var in [
+            "OLLAMA_BASE_URL",
+            "OPENAI_BASE_URL",
+            "OPENAI_API_KEY",
+            "OPENROUTER_API_KEY",
+            "OPENROUTER_BASE_URL",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some(s) = server {
+            cmd.env("OLLAMA_BASE_URL", &s.url)
+                .env("OPENAI_BASE_URL", &s.url);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str], server: Option<&LlmServer>) -> Run {
+        self.command(args, server).output().unwrap().into()
+    }
+
+    fn results(&self) -> Vec<csv::StringRecord> {
+        let mut r = csv::Reader::from_path(self.path().join("out.csv")).unwrap();
+        r.records().map(Result::unwrap).collect()
+    }
+
+    fn header(&self) -> String {
+        std::fs::read_to_string(self.path().join("out.csv"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+fn topics(n: usize, provider: &str, model: &str) -> String {
+    let mut s = String::from("provider,model,topic\n");
+    for i in 0..n {
+        let _ = writeln!(s, "{provider},{model},topic{i}");
+    }
+    s
+}
+
+fn run_run(p: &Project, extra: &[&str], server: Option<&LlmServer>) -> Run {
+    let mut args = vec![
+        "run",
+        "-p",
+        "prompt.txt",
+        "-e",
+        "experiments.csv",
+        "-o",
+        "out.csv",
+    ];
+    args.extend(extra);
+    p.run(&args, server)
+}
+
+#[test]
+fn the_mock_provider_sweeps_and_rows_have_the_documented_columns() {
+    let p = Project::create(
+        "Write about {{ topic }} in a {{ tone }} tone.",
+        "provider,model,topic,tone\nmock,mock,cats,dry\nmock,mock,dogs,\n",
+    );
+    // The second row has an empty tone: defined, so no warning. A third file lacks `tone`.
+    let out = run_run(&p, &["-j", "2"], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let text = std::fs::read_to_string(p.path().join("out.csv")).unwrap();
+    assert!(text.starts_with("provider,model,topic,tone,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message\n"), "{text}");
+    let rows = p.results();
+    let cats = rows.iter().find(|r| &r[2] == "cats").unwrap();
+    assert_eq!(&cats[4], "ok");
+    assert_eq!(&cats[6], "8192");
+    assert!(cats[9].starts_with("MOCK mock: "), "{:?}", &cats[9]);
+    assert!(cats[9].contains("Write about cats in a dry tone."));
+
+    let p = Project::create(
+        "Write about {{ topic }} in a {{ tone }} tone.",
+        &topics(1, "mock", "mock"),
+    );
+    let out = run_run(&p, &[], None);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "a warning is not an error: {}",
+        out.stderr
+    );
+    let rows = p.results();
+    assert_eq!(&rows[0][3], "warning");
+    assert_eq!(
+        &rows[0][9],
+        "the template uses a variable that this row lacks: tone"
+    );
+}
+
+#[test]
+fn the_context_window_is_checked_before_calling() {
+    // mock-small has 256 tokens; ~4 characters per token.
+    let p = Project::create(
+        "{{ topic }}",
+        "provider,model,topic\nmock,mock-small,short\n",
+    );
+    std::fs::write(p.path().join("big.txt"), "x".repeat(4 * 215)).unwrap();
+    std::fs::write(p.path().join("huge.txt"), "x".repeat(4 * 245)).unwrap();
+    let out = run_run(&p, &["-c", "big.txt"], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let rows = p.results();
+    assert_eq!(&rows[0][3], "warning");
+    assert!(
+        rows[0][9].contains("% of the 256-token context window"),
+        "{:?}",
+        &rows[0][9]
+    );
+    assert!(
+        rows[0][8].contains("## Document: big.txt") || rows[0][8].contains("MOCK"),
+        "{:?}",
+        &rows[0][8]
+    );
+
+    std::fs::remove_file(p.path().join("out.csv")).unwrap();
+    let out = run_run(&p, &["-c", "huge.txt"], None);
+    assert_eq!(out.code, Some(1));
+    let rows = p.results();
+    assert_eq!(&rows[0][3], "error");
+    assert!(
+        rows[0][9].contains("over 90%): not sent"),
+        "{:?}",
+        &rows[0][9]
+    );
+    assert_eq!(&rows[0][8], "", "no output: the model was not called");
+}
+
+#[test]
+fn concurrency_is_bounded_by_jobs_and_the_provider_limit() {
+    let server = LlmServer::start(Duration::from_millis(300));
+    let p = Project::create(
+        "Tell me about {{ topic }}",
+        &topics(8, "ollama", "llama-test"),
+    );
+    let out = run_run(&p, &["-j", "4"], Some(&server));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(server.peak(), 1, "ollama's default limit is 1");
+
+    for (args, peak) in [
+        (vec!["-j", "4", "--provider-limit", "ollama=3"], 3),
+        (vec!["-j", "2", "--provider-limit", "ollama=10"], 2),
+    ] {
+        server.reset();
+        std::fs::remove_file(p.path().join("out.csv")).unwrap();
+        let out = run_run(&p, &args, Some(&server));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(server.peak(), peak, "{args:?}");
+        assert_eq!(server.seen().len(), 8);
+    }
+    let rows = p.results();
+    assert_eq!(&rows[0][4], "11", "Ollama's prompt_eval_count");
+    assert_eq!(&rows[0][6], "7", "Ollama's eval_count");
+    assert_eq!(&rows[0][5], "4096", "context length from /api/show");
+}
+
+#[test]
+fn errors_are_rows_and_rate_limits_are_retried() {
+    let server = LlmServer::start(Duration::from_millis(10));
+    let p = Project::create(
+        "About {{ topic }}",
+        "provider,model,topic\nollama,flaky,a\nollama,broken,b\nollama,garbled,c\nollama,nosuchmodel,d\nollama,llama-test,e\n",
+    );
+    let out = run_run(&p, &["--provider-limit", "ollama=5"], Some(&server));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let rows = p.results();
+    let by_topic = |t: &str| rows.iter().find(|r| &r[2] == t).unwrap().clone();
+    assert_eq!(
+        &by_topic("a")[3],
+        "ok",
+        "a 429 is retried after Retry-After"
+    );
+    assert_eq!(
+        server.seen().iter().filter(|s| s.model == "flaky").count(),
+        2
+    );
+    let broken = by_topic("b");
+    assert_eq!(&broken[3], "error");
+    assert!(
+        broken[9].contains("500") && broken[9].contains("the GPU caught fire"),
+        "{:?}",
+        &broken[9]
+    );
+    assert_eq!(
+        server.seen().iter().filter(|s| s.model == "broken").count(),
+        1,
+        "a 500 is not retried"
+    );
+    assert!(
+        by_topic("c")[9].starts_with("malformed answer from ollama"),
+        "{:?}",
+        &by_topic("c")[9]
+    );
+    let unknown = by_topic("d");
+    assert!(
+        unknown[9].contains("unknown model \"nosuchmodel\""),
+        "{:?}",
+        &unknown[9]
+    );
+    assert_eq!(&by_topic("e")[3], "ok");
+}
+
+#[test]
+fn an_unreachable_server_is_called_unreachable() {
+    let p = Project::create("About {{ topic }}", &topics(1, "ollama", "llama-test"));
+    let out = p
+        .command(
+            &[
+                "run",
+                "-p",
+                "prompt.txt",
+                "-e",
+                "experiments.csv",
+                "-o",
+                "out.csv",
+                "--retries",
+                "1",
+            ],
+            None,
+        )
+        .env("OLLAMA_BASE_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let out: Run = out.into();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let rows = p.results();
+    assert!(rows[0][9].contains("is unreachable"), "{:?}", &rows[0][9]);
+    assert!(!rows[0][9].contains("not found"));
+}
+
+#[test]
+fn openai_compatible_servers_report_usage() {
+    let server = LlmServer::start(Duration::from_millis(5));
+    let p = Project::create("About {{ topic }}", &topics(2, "openai", "llama-test"));
+    let out = run_run(&p, &[], Some(&server));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let rows = p.results();
+    assert_eq!((&rows[0][4], &rows[0][6]), ("12", "5"));
+    assert_eq!(&rows[0][5], "4096", "context length from /models");
+    assert_eq!(server.seen()[0].api, "openai");
+    assert!(rows[0][8].starts_with("answer from llama-test to: About topic"));
+}
+
+#[test]
+fn rows_stream_and_a_killed_sweep_resumes_with_only_the_missing_rows() {
+    let server = LlmServer::start(Duration::from_millis(250));
+    let p = Project::create("About {{ topic }}", &topics(12, "ollama", "llama-test"));
+    let mut child = p
+        .command(
+            &[
+                "run",
+                "-p",
+                "prompt.txt",
+                "-e",
+                "experiments.csv",
+                "-o",
+                "out.csv",
+            ],
+            Some(&server),
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = std::fs::read_to_string(p.path().join("out.csv"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if lines >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows did not stream");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "rows arrived while the sweep was still running"
+    );
+    child.kill().unwrap(); // SIGKILL mid-sweep
+    child.wait().unwrap();
+
+    assert_eq!(p.header(), HEADER);
+    let before = p.results(); // parses: a valid CSV
+    assert!((3..12).contains(&before.len()), "{}", before.len());
+    assert!(before.iter().all(|r| r.len() == 10 && &r[3] == "ok"));
+
+    server.reset();
+    let out = run_run(&p, &["--resume"], Some(&server));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        server.seen().len(),
+        12 - before.len(),
+        "only the missing rows ran"
+    );
+    let after = p.results();
+    let mut topics: Vec<String> = after.iter().map(|r| r[2].to_owned()).collect();
+    topics.sort();
+    let mut expected: Vec<String> = (0..12).map(|i| format!("topic{i}")).collect();
+    expected.sort();
+    assert_eq!(topics, expected, "every experiment exactly once");
+}
+
+#[test]
+fn the_command_provider_runs_a_program_per_row() {
+    let p = Project::create(
+        "unused",
+        "provider,model,lr\ncommand,small,0.1\ncommand,large,0.01\n",
+    );
+    let out = run_run(
+        &p,
+        &["--command", "echo lr={{ lr }} model={{ model }}"],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Rows are written as they complete, so in any order.
+    let mut outputs: Vec<String> = p.results().iter().map(|r| r[8].to_owned()).collect();
+    outputs.sort();
+    assert_eq!(outputs, ["lr=0.01 model=large", "lr=0.1 model=small"]);
+
+    std::fs::remove_file(p.path().join("out.csv")).unwrap();
+    let out = run_run(&p, &[], None);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("no --command was given"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn experiments_can_come_from_stdin_and_results_go_to_stdout() {
+    let p = Project::create("About {{ topic }}", "");
+    let mut child = p
+        .command(&["run", "-p", "prompt.txt", "-e", "-"], None)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(topics(2, "mock", "mock").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(text.lines().next().unwrap(), HEADER);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_before_anything_runs() {
+    let cases = [
+        (
+            "model,topic\nmock,a\n",
+            vec![],
+            "experiments.csv: the header has no provider column",
+        ),
+        (
+            "provider,model,topic\nopenia,m,a\n",
+            vec![],
+            "experiments.csv line 2: unknown provider \"openia\"; the known providers: mock, ollama, openrouter, openai, command",
+        ),
+        (
+            "provider,model,topic\nmock,m,a\nmock,m\n",
+            vec![],
+            "experiments.csv line 3: the row has 2 fields, but the header has 3",
+        ),
+        (
+            "provider,model,topic\nmock,m,a\n",
+            vec!["-p", "missing.txt"],
+            "cannot read the prompt file missing.txt",
+        ),
+        (
+            "provider,model,topic\nmock,m,a\n",
+            vec!["--provider-limit", "ollama"],
+            "is not NAME=N",
+        ),
+        (
+            "provider,model,topic\nopenai,gpt,a\n",
+            vec![],
+            "OPENAI_API_KEY is not set",
+        ),
+    ];
+    for (experiments, extra, expected) in cases {
+        let p = Project::create("About {{ topic }}", experiments);
+        let mut args = vec!["run", "-e", "experiments.csv", "-o", "out.csv"];
+        if !extra.contains(&"-p") {
+            args.extend(["-p", "prompt.txt"]);
+        }
+        args.extend(extra.iter().copied());
+        let out = p.run(&args, None);
+        assert_eq!(out.code, Some(2), "{expected}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "expected {expected:?} in {}",
+            out.stderr
+        );
+        assert!(!p.path().join("out.csv").exists(), "nothing was written");
+    }
+    // Existing results are never overwritten.
+    let p = Project::create("About {{ topic }}", &topics(1, "mock", "mock"));
+    std::fs::write(p.path().join("out.csv"), "precious\n").unwrap();
+    let out = run_run(&p, &[], None);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("out.csv already exists: pass --resume"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("out.csv")).unwrap(),
+        "precious\n"
+    );
+}
+
+#[test]
+fn providers_models_init_and_validate_only() {
+    let p = Project::create("About {{ topic }}", &topics(3, "mock", "mock"));
+    let out = p.run(&["providers"], None);
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("ollama") && l.contains(" 1 ")),
+        "{}",
+        out.stdout
+    );
+    let out = p.run(&["models", "mock"], None);
+    assert!(
+        out.stdout.contains("mock-small") && out.stdout.contains("256 tokens"),
+        "{}",
+        out.stdout
+    );
+    let server = LlmServer::start(Duration::ZERO);
+    let out = p.run(&["models", "ollama"], Some(&server));
+    assert!(
+        out.stdout.contains("tiny-ctx") && out.stdout.contains("40 tokens"),
+        "{}",
+        out.stdout
+    );
+
+    let out = p.run(
+        &[
+            "run",
+            "-p",
+            "prompt.txt",
+            "-e",
+            "experiments.csv",
+            "--validate-only",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("3 experiments for mock"),
+        "{}",
+        out.stderr
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let init = |dir: &Path| -> Run { testkit::run_in(BIN, dir, &["init"]) };
+    assert_eq!(init(empty.path()).code, Some(0));
+    for f in ["prompt.txt", "experiments.csv", "PARALLAMR.md"] {
+        assert!(empty.path().join(f).exists(), "{f}");
+    }
+    let again = init(empty.path());
+    assert_eq!(again.code, Some(2));
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    // And the example runs.
+    let out = testkit::run_in(
+        BIN,
+        empty.path(),
+        &[
+            "run",
+            "-p",
+            "prompt.txt",
+            "-e",
+            "experiments.csv",
+            "-o",
+            "r.csv",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
 }

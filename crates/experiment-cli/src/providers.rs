@@ -1,0 +1,259 @@
+//! Providers: where a rendered prompt goes. All HTTP goes through one shared `ureq` agent
+//! (connection pooling); errors are mapped once, here, to what a user can act on and to whether
+//! the core's retry policy should try again.
+
+mod command;
+mod mock;
+mod ollama;
+mod openai;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use fanout::{CancelToken, TaskError};
+
+pub(crate) use command::CommandProvider;
+
+/// The provider names, as written in the experiments file.
+pub(crate) const KNOWN: &[&str] = &["mock", "ollama", "openrouter", "openai", "command"];
+
+/// Default limit of requests in flight per provider (`--provider-limit NAME=N` overrides).
+pub(crate) fn default_limit(provider: &str, max_workers: usize) -> usize {
+    match provider {
+        "openrouter" | "openai" => 10,
+        "ollama" => 1,
+        "mock" => 50,
+        _ => max_workers,
+    }
+}
+
+/// What a model answered.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub(crate) text: String,
+    /// Token counts as the provider reported them, if it did.
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
+}
+
+/// A model served by a provider.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelInfo {
+    pub(crate) name: String,
+    pub(crate) context_window: Option<u64>,
+}
+
+pub(crate) trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Settings shown by `parallamr providers`.
+    fn settings(&self) -> String;
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &str,
+        vars: &[(String, String)],
+        cancel: &CancelToken,
+    ) -> Result<Answer, TaskError>;
+    /// The model's context window in tokens, when the provider says.
+    fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError>;
+    fn models(&self) -> Result<Vec<ModelInfo>, TaskError>;
+}
+
+/// Settings shared by every HTTP provider.
+#[derive(Debug, Clone)]
+pub(crate) struct Http {
+    pub(crate) agent: ureq::Agent,
+}
+
+impl Http {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            // We read error bodies ourselves: they carry the server's explanation.
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Http { agent }
+    }
+}
+
+/// Make every provider the experiments need. Missing API keys for public endpoints are
+/// configuration errors, raised before anything runs.
+pub(crate) fn build(
+    names: &[&str],
+    http: &Http,
+    command: Option<&CommandProvider>,
+) -> Result<HashMap<String, Box<dyn Provider>>> {
+    let mut out: HashMap<String, Box<dyn Provider>> = HashMap::new();
+    for &name in names {
+        let provider: Box<dyn Provider> = match name {
+            "mock" => Box::new(mock::Mock),
+            "ollama" => Box::new(ollama::Ollama::from_env(http.clone())),
+            "openai" => Box::new(openai::OpenAi::from_env(
+                openai::Flavor::OpenAi,
+                http.clone(),
+            )?),
+            "openrouter" => Box::new(openai::OpenAi::from_env(
+                openai::Flavor::OpenRouter,
+                http.clone(),
+            )?),
+            "command" => match command {
+                Some(c) => Box::new(c.clone()),
+                None => bail!(
+                    "the experiments use the command provider, but no --command was given \
+                     (e.g. --command 'python train.py --lr {{{{lr}}}}')"
+                ),
+            },
+            other => bail!(
+                "unknown provider {other:?}; the known providers: {}",
+                KNOWN.join(", ")
+            ),
+        };
+        out.insert(name.to_owned(), provider);
+    }
+    Ok(out)
+}
+
+/// One provider by name, for `parallamr models`.
+pub(crate) fn one(name: &str, http: &Http) -> Result<Box<dyn Provider>> {
+    if name == "command" {
+        bail!("the command provider runs programs; it serves no models");
+    }
+    let mut all = build(&[name], http, None)?;
+    Ok(all.remove(name).expect("built"))
+}
+
+/// A JSON request to `url`; maps the transport and HTTP status to what the run should do.
+pub(crate) fn post_json(
+    http: &Http,
+    provider: &str,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, TaskError> {
+    let mut req = http
+        .agent
+        .post(url)
+        .header("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let resp = req.send(body.to_string().as_bytes());
+    read_json(provider, url, resp)
+}
+
+pub(crate) fn get_json(
+    http: &Http,
+    provider: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<serde_json::Value, TaskError> {
+    let mut req = http.agent.get(url);
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    read_json(provider, url, req.call())
+}
+
+fn read_json(
+    provider: &str,
+    url: &str,
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<serde_json::Value, TaskError> {
+    let mut resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Timeout(_)) => {
+            return Err(TaskError::failed(format!(
+                "{provider} at {url} did not answer in time"
+            )));
+        }
+        Err(
+            e @ (ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound),
+        ) => {
+            // A server that is down or restarting may be back soon: retry, then say so.
+            return Err(TaskError::retryable(format!(
+                "{provider} at {url} is unreachable: {e}"
+            )));
+        }
+        Err(e) => {
+            return Err(TaskError::failed(format!(
+                "request to {provider} at {url} failed: {e}"
+            )));
+        }
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    let says = || server_message(&body);
+    match status {
+        200..=299 => serde_json::from_str(&body).map_err(|e| {
+            TaskError::failed(format!("malformed answer from {provider}: {e}"))
+                .with_detail(body.chars().take(500).collect::<String>())
+        }),
+        429 | 502 | 503 | 504 => {
+            let e = TaskError::retryable(format!("{provider} answered {status}{}", says()));
+            Err(match retry_after {
+                Some(d) => e.with_retry_after(d),
+                None => e,
+            })
+        }
+        401 | 403 => Err(TaskError::failed(format!(
+            "{provider} refused the credentials ({status}){}; check the API key",
+            says()
+        ))),
+        404 => Err(TaskError::failed(format!(
+            "{provider}: not found (404){}",
+            says()
+        ))),
+        _ => Err(TaskError::failed(format!(
+            "{provider} answered {status}{}",
+            says()
+        ))),
+    }
+}
+
+/// `: <message>` from an error body (`{"error": "..."}` or `{"error": {"message": "..."}}`).
+fn server_message(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let msg = v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .map_or_else(|| body.trim().chars().take(200).collect(), str::to_owned);
+    if msg.is_empty() {
+        String::new()
+    } else {
+        format!(": {msg}")
+    }
+}
+
+/// A per-model cache of context windows (looked up once per run).
+#[derive(Debug, Default)]
+pub(crate) struct WindowCache(Mutex<HashMap<String, Option<u64>>>);
+
+impl WindowCache {
+    pub(crate) fn get_or(
+        &self,
+        model: &str,
+        lookup: impl FnOnce() -> Result<Option<u64>, TaskError>,
+    ) -> Result<Option<u64>, TaskError> {
+        if let Some(w) = self.0.lock().expect("cache").get(model) {
+            return Ok(*w);
+        }
+        let w = lookup()?;
+        self.0.lock().expect("cache").insert(model.to_owned(), w);
+        Ok(w)
+    }
+}
+
+/// Characters / 4: the usual estimate when a provider gives no count.
+pub(crate) fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}

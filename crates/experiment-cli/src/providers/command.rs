@@ -1,0 +1,71 @@
+//! `command`: each row runs a command template through the core's subprocess runner; stdout is
+//! the output. The same sweep machinery for experiments that are programs, not prompts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanout::{CancelToken, Command, ProcessRunner, Sink, TaskError};
+
+use super::{Answer, ModelInfo, Provider};
+use crate::experiments::Template;
+
+#[derive(Debug, Clone)]
+pub(crate) struct CommandProvider {
+    template: Arc<Template>,
+    timeout: Duration,
+    runner: ProcessRunner,
+}
+
+impl CommandProvider {
+    pub(crate) fn new(template: Template, timeout: Duration) -> Self {
+        CommandProvider {
+            template: Arc::new(template),
+            timeout,
+            runner: ProcessRunner::new(),
+        }
+    }
+}
+
+impl Provider for CommandProvider {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn settings(&self) -> String {
+        "--command TEMPLATE, rendered per row with its variables and {{model}}, run with sh -c"
+            .to_owned()
+    }
+
+    fn generate(
+        &self,
+        model: &str,
+        _prompt: &str,
+        vars: &[(String, String)],
+        cancel: &CancelToken,
+    ) -> Result<Answer, TaskError> {
+        let (script, _) = self
+            .template
+            .render(vars, &[("model", model)])
+            .map_err(TaskError::failed)?;
+        let cmd = Command::shell(script)
+            .timeout(Some(self.timeout))
+            .stdout(Sink::Capture {
+                max_bytes: 1024 * 1024,
+            })
+            .stderr(Sink::tail());
+        let out = self.runner.run(&cmd, cancel)?.into_result()?;
+        Ok(Answer {
+            text: out.stdout.text().trim_end().to_owned(),
+            input_tokens: None,
+            output_tokens: None,
+        })
+    }
+
+    fn context_window(&self, _model: &str) -> Result<Option<u64>, TaskError> {
+        Ok(None)
+    }
+
+    fn models(&self) -> Result<Vec<ModelInfo>, TaskError> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,100 @@
+//! `ollama`: `POST /api/generate` (not streamed), `/api/tags`, `/api/show` for the context length.
+
+use fanout::{CancelToken, TaskError};
+use serde_json::json;
+
+use super::{Answer, Http, ModelInfo, Provider, WindowCache, get_json, post_json};
+
+#[derive(Debug)]
+pub(crate) struct Ollama {
+    base: String,
+    http: Http,
+    windows: WindowCache,
+}
+
+impl Ollama {
+    pub(crate) fn from_env(http: Http) -> Self {
+        let base = std::env::var("OLLAMA_BASE_URL")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "http://localhost:11434".to_owned());
+        Ollama {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            windows: WindowCache::default(),
+        }
+    }
+
+    fn show(&self, model: &str) -> Result<Option<u64>, TaskError> {
+        let url = format!("{}/api/show", self.base);
+        let v = post_json(&self.http, "ollama", &url, None, &json!({ "model": model }))
+            .map_err(|e| unknown_model(e, model))?;
+        // The key is `<architecture>.context_length`.
+        Ok(v["model_info"].as_object().and_then(|info| {
+            info.iter()
+                .find(|(k, _)| k.ends_with(".context_length"))
+                .and_then(|(_, v)| v.as_u64())
+        }))
+    }
+}
+
+/// A 404 from Ollama means it does not have the model: say that, with the way to get it.
+fn unknown_model(e: TaskError, model: &str) -> TaskError {
+    match &e {
+        TaskError::Failed { message, .. } if message.contains("(404)") => TaskError::failed(
+            format!("unknown model {model:?}: ollama does not have it (`ollama pull {model}`)"),
+        ),
+        _ => e,
+    }
+}
+
+impl Provider for Ollama {
+    fn name(&self) -> &'static str {
+        "ollama"
+    }
+
+    fn settings(&self) -> String {
+        format!("OLLAMA_BASE_URL = {}", self.base)
+    }
+
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &str,
+        _vars: &[(String, String)],
+        _cancel: &CancelToken,
+    ) -> Result<Answer, TaskError> {
+        let url = format!("{}/api/generate", self.base);
+        let body = json!({ "model": model, "prompt": prompt, "stream": false });
+        let v = post_json(&self.http, "ollama", &url, None, &body)
+            .map_err(|e| unknown_model(e, model))?;
+        let text = v["response"].as_str().ok_or_else(|| {
+            TaskError::failed("malformed answer from ollama: no \"response\" field")
+                .with_detail(v.to_string().chars().take(500).collect::<String>())
+        })?;
+        Ok(Answer {
+            text: text.to_owned(),
+            input_tokens: v["prompt_eval_count"].as_u64(),
+            output_tokens: v["eval_count"].as_u64(),
+        })
+    }
+
+    fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError> {
+        self.windows.get_or(model, || self.show(model))
+    }
+
+    fn models(&self) -> Result<Vec<ModelInfo>, TaskError> {
+        let url = format!("{}/api/tags", self.base);
+        let v = get_json(&self.http, "ollama", &url, None)?;
+        let mut out = Vec::new();
+        for m in v["models"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap_or_default().to_owned();
+            let context_window = self.context_window(&name).ok().flatten();
+            out.push(ModelInfo {
+                name,
+                context_window,
+            });
+        }
+        Ok(out)
+    }
+}

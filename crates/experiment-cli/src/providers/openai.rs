@@ -1,0 +1,159 @@
+//! OpenAI-compatible chat completions: `openai` (also vLLM, llama.cpp server, LM Studio... via
+//! `OPENAI_BASE_URL`) and `openrouter`. `POST /chat/completions`, `GET /models`.
+
+use std::sync::OnceLock;
+
+use anyhow::{Result, bail};
+use fanout::{CancelToken, TaskError};
+use serde_json::json;
+
+use super::{Answer, Http, ModelInfo, Provider, get_json, post_json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    OpenAi,
+    OpenRouter,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::OpenAi => "openai",
+            Flavor::OpenRouter => "openrouter",
+        }
+    }
+
+    fn vars(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Flavor::OpenAi => (
+                "OPENAI_API_KEY",
+                "OPENAI_BASE_URL",
+                "https://api.openai.com/v1",
+            ),
+            Flavor::OpenRouter => (
+                "OPENROUTER_API_KEY",
+                "OPENROUTER_BASE_URL",
+                "https://openrouter.ai/api/v1",
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenAi {
+    flavor: Flavor,
+    base: String,
+    key: Option<String>,
+    http: Http,
+    /// `/models`, fetched once.
+    models: OnceLock<Result<Vec<ModelInfo>, TaskError>>,
+}
+
+impl OpenAi {
+    /// From the environment. The public endpoints need a key; a local server usually not.
+    pub(crate) fn from_env(flavor: Flavor, http: Http) -> Result<Self> {
+        let (key_var, base_var, default_base) = flavor.vars();
+        let get = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+        let base = get(base_var).unwrap_or_else(|| default_base.to_owned());
+        let key = get(key_var);
+        if key.is_none() && base == default_base {
+            bail!(
+                "the experiments use {}, but {key_var} is not set (set it, or point {base_var} \
+                 at a server that needs no key)",
+                flavor.name()
+            );
+        }
+        Ok(OpenAi {
+            flavor,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http,
+            models: OnceLock::new(),
+        })
+    }
+
+    fn list(&self) -> Result<Vec<ModelInfo>, TaskError> {
+        self.models
+            .get_or_init(|| {
+                let url = format!("{}/models", self.base);
+                let v = get_json(&self.http, self.flavor.name(), &url, self.key.as_deref())?;
+                Ok(v["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| ModelInfo {
+                        name: m["id"].as_str().unwrap_or_default().to_owned(),
+                        // OpenRouter says context_length; vLLM says max_model_len.
+                        context_window: m["context_length"]
+                            .as_u64()
+                            .or_else(|| m["max_model_len"].as_u64()),
+                    })
+                    .collect())
+            })
+            .clone()
+    }
+}
+
+impl Provider for OpenAi {
+    fn name(&self) -> &'static str {
+        self.flavor.name()
+    }
+
+    fn settings(&self) -> String {
+        let (key_var, base_var, _) = self.flavor.vars();
+        format!(
+            "{base_var} = {}, {key_var} {}",
+            self.base,
+            if self.key.is_some() { "set" } else { "not set" }
+        )
+    }
+
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &str,
+        _vars: &[(String, String)],
+        _cancel: &CancelToken,
+    ) -> Result<Answer, TaskError> {
+        let url = format!("{}/chat/completions", self.base);
+        let body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
+        let v = post_json(&self.http, self.flavor.name(), &url, self.key.as_deref(), &body)
+            .map_err(|e| match &e {
+                TaskError::Failed { message, .. } if message.contains("(404)") => {
+                    TaskError::failed(format!(
+                        "unknown model {model:?}: {} does not serve it (`parallamr models {}` lists them)",
+                        self.flavor.name(),
+                        self.flavor.name()
+                    ))
+                }
+                _ => e,
+            })?;
+        let text = v["choices"][0]["message"]["content"]
+            .as_str()
+            .ok_or_else(|| {
+                TaskError::failed(format!(
+                    "malformed answer from {}: no choices[0].message.content",
+                    self.flavor.name()
+                ))
+                .with_detail(v.to_string().chars().take(500).collect::<String>())
+            })?;
+        Ok(Answer {
+            text: text.to_owned(),
+            input_tokens: v["usage"]["prompt_tokens"].as_u64(),
+            output_tokens: v["usage"]["completion_tokens"].as_u64(),
+        })
+    }
+
+    fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError> {
+        // A server that lists no models (or no windows) does not stop the run: no check then.
+        Ok(self
+            .list()
+            .ok()
+            .and_then(|l| l.into_iter().find(|m| m.name == model))
+            .and_then(|m| m.context_window))
+    }
+
+    fn models(&self) -> Result<Vec<ModelInfo>, TaskError> {
+        self.list()
+    }
+}

@@ -1,0 +1,459 @@
+//! `parallamr run`: validate everything, then one pool batch over the experiments; each row is
+//! written by the owner thread as its experiment completes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fanout::{
+    CancelReason, CancelToken, Event, ExitStatus, MaxWorkers, Pool, PoolConfig, ProgressMode,
+    Reporter, RetryPolicy, Task, TaskError, Tee,
+};
+
+use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
+use crate::providers::{self, CommandProvider, Http, Provider, estimate_tokens};
+use crate::writer::{self, Row, RowWriter};
+
+/// Share of the context window above which a row warns, and above which it is not sent.
+const WARN_SHARE: f64 = 0.8;
+const ERROR_SHARE: f64 = 0.9;
+
+#[derive(Debug)]
+pub(crate) struct RunArgs {
+    pub(crate) prompt: PathBuf,
+    pub(crate) experiments: PathBuf,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) contexts: Vec<PathBuf>,
+    pub(crate) max_workers: MaxWorkers,
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+    pub(crate) limits: Vec<(String, usize)>,
+    pub(crate) command: Option<String>,
+    pub(crate) validate_only: bool,
+    pub(crate) resume: bool,
+    pub(crate) report: Option<PathBuf>,
+    pub(crate) progress: ProgressMode,
+}
+
+/// A counting semaphore: at most `n` requests in flight to one provider.
+#[derive(Debug)]
+struct Limit {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Limit {
+    fn new(n: usize) -> Self {
+        Limit {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Wait for a slot; `None` if cancelled while waiting.
+    fn acquire<'a>(&'a self, cancel: &CancelToken) -> Option<LimitGuard<'a>> {
+        let mut free = self.free.lock().expect("limit");
+        while *free == 0 {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            free = self
+                .freed
+                .wait_timeout(free, Duration::from_millis(50))
+                .expect("limit")
+                .0;
+        }
+        *free -= 1;
+        Some(LimitGuard(self))
+    }
+}
+
+struct LimitGuard<'a>(&'a Limit);
+
+impl Drop for LimitGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("limit") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What a row knows besides the answer (filled in by the work function).
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    input_tokens: Option<u64>,
+    context_window: Option<u64>,
+    warning: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Done {
+    text: String,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+/// The validated inputs of a run.
+struct Inputs {
+    experiments: Experiments,
+    template: Template,
+    providers: HashMap<String, Box<dyn Provider>>,
+    /// The providers the experiments use, sorted.
+    used: Vec<String>,
+}
+
+/// Read and check everything; `None` for `--validate-only` (which prints its summary).
+fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
+    if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
+        bail!("only one of the prompt (-p) and the experiments (-e) can come from standard input");
+    }
+    let prompt_text = read_input(&args.prompt, "prompt")?;
+    let mut contexts = Vec::new();
+    for c in &args.contexts {
+        let name = c.file_name().map_or_else(
+            || c.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        contexts.push((name, read_input(c, "context")?));
+    }
+    let exp_name = args.experiments.display().to_string();
+    let exp_text = read_input(&args.experiments, "experiments")?;
+    let experiments = Experiments::parse(&exp_text, &exp_name, providers::KNOWN)?;
+    let template = Template::new(
+        &args.prompt.display().to_string(),
+        join_prompt(&prompt_text, &contexts),
+    )?;
+    for (name, n) in &args.limits {
+        if !providers::KNOWN.contains(&name.as_str()) {
+            bail!(
+                "--provider-limit {name}={n}: unknown provider; the known providers: {}",
+                providers::KNOWN.join(", ")
+            );
+        }
+    }
+    let http = Http::new(args.timeout);
+    let command = match &args.command {
+        Some(c) => Some(CommandProvider::new(
+            Template::new("--command", c.clone())?,
+            args.timeout,
+        )),
+        None => None,
+    };
+    let mut used: Vec<&str> = experiments
+        .rows
+        .iter()
+        .map(|e| e.provider.as_str())
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let providers = providers::build(&used, &http, command.as_ref())?;
+    let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
+
+    if args.validate_only {
+        eprintln!(
+            "{}: {} experiment{} for {} ({} variable{}: {}); the prompt uses: {}; all valid",
+            experiments.source,
+            experiments.rows.len(),
+            if experiments.rows.len() == 1 { "" } else { "s" },
+            used.join(", "),
+            experiments.var_names.len(),
+            if experiments.var_names.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            experiments.var_names.join(", "),
+            template.uses.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(None);
+    }
+    Ok(Some(Inputs {
+        experiments,
+        template,
+        providers,
+        used,
+    }))
+}
+
+pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
+    let Some(Inputs {
+        experiments,
+        template,
+        providers,
+        used,
+    }) = prepare(args)?
+    else {
+        return Ok(ExitStatus::Success);
+    };
+    let (mut out, todo) = open_output(args, &experiments)?;
+    let limits: HashMap<&str, Limit> = used
+        .iter()
+        .map(|p| {
+            let n = args.limits.iter().find(|(name, _)| name == p).map_or_else(
+                || providers::default_limit(p, args.max_workers.get()),
+                |(_, n)| *n,
+            );
+            (p.as_str(), Limit::new(n))
+        })
+        .collect();
+    let facts: Vec<Mutex<Facts>> = todo.iter().map(|_| Mutex::new(Facts::default())).collect();
+    let tasks: Vec<Task<&Experiment>> = todo
+        .iter()
+        .map(|e| Task::new(format!("{} line {}", experiments.source, e.line), *e))
+        .collect();
+    let interrupt = fanout::install_interrupt_handler()?;
+    let pool = Pool::new(
+        PoolConfig::new(args.max_workers)
+            .retry(
+                RetryPolicy::retries(args.retries).with_initial_backoff(Duration::from_millis(500)),
+            )
+            .with_env_overrides()?,
+    );
+
+    let mut write_error: Option<anyhow::Error> = None;
+    let mut error_rows = 0usize;
+    let mut rows = |event: &Event<'_, Done>| {
+        let Event::TaskFinished { outcome, .. } = event else {
+            return;
+        };
+        let e = todo[outcome.index];
+        let f = facts[outcome.index].lock().expect("facts").clone();
+        let row = row_for(e, outcome, f);
+        if row.status == "error" {
+            error_rows += 1;
+        }
+        if write_error.is_none()
+            && let Err(err) = out.write(&row)
+        {
+            write_error = Some(err);
+        }
+    };
+    let mut progress = args.progress.reporter::<Done>();
+    let mut tee = Tee(vec![
+        &mut rows,
+        progress.as_mut() as &mut dyn Reporter<Done>,
+    ]);
+    let started = Instant::now();
+    let result = pool.run(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
+        let provider = &providers[e.provider.as_str()];
+        let limit = &limits[e.provider.as_str()];
+        let f = &facts[ctx.index()];
+        run_one(
+            e,
+            provider.as_ref(),
+            limit,
+            &template,
+            f,
+            ctx.cancel_token(),
+        )
+    })?;
+    drop(tee);
+    if let Some(e) = write_error {
+        return Err(e.context("the results could not be written"));
+    }
+    if let Some(path) = &args.report {
+        result.write_report(path)?;
+    }
+    if let Some(path) = &args.output {
+        eprintln!(
+            "results: {} ({} rows in {})",
+            path.display(),
+            todo.len(),
+            fanout::fmt_duration(started.elapsed())
+        );
+    }
+    Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
+        ExitStatus::Interrupted
+    } else if error_rows > 0 {
+        ExitStatus::TaskFailed
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// The results writer, and the experiments still to run (all, unless resuming).
+fn open_output<'e>(
+    args: &RunArgs,
+    experiments: &'e Experiments,
+) -> Result<(RowWriter, Vec<&'e Experiment>)> {
+    let header = writer::header(&experiments.var_names);
+    let (out, mut done) = match (&args.output, args.resume) {
+        (Some(path), true) if path.exists() => RowWriter::resume(path, &header)?,
+        (Some(path), _) => (RowWriter::create(path, &header)?, HashMap::new()),
+        (None, true) => bail!("--resume needs the results file (-o FILE) to complete"),
+        (None, false) => (RowWriter::stdout(&header)?, HashMap::new()),
+    };
+    // With --resume, an experiment already done (as often as it appears) is not run again.
+    let todo: Vec<&Experiment> = experiments
+        .rows
+        .iter()
+        .filter(|e| match done.get_mut(&e.key()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if args.resume {
+        eprintln!(
+            "resuming: {} of {} experiments already have a result",
+            experiments.rows.len() - todo.len(),
+            experiments.rows.len()
+        );
+    }
+
+    Ok((out, todo))
+}
+
+/// The result row of a finished experiment.
+fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done>, f: Facts) -> Row {
+    match (&outcome.value, &outcome.error) {
+        (Some(d), _) => Row {
+            key: e.key(),
+            status: if f.warning.is_some() { "warning" } else { "ok" },
+            input_tokens: d.input_tokens.or(f.input_tokens),
+            context_window: f.context_window,
+            output_tokens: d.output_tokens,
+            duration_seconds: outcome.duration.as_secs_f64(),
+            output: d.text.clone(),
+            error_message: f.warning.unwrap_or_default(),
+        },
+        (None, err) => Row {
+            key: e.key(),
+            status: "error",
+            input_tokens: f.input_tokens,
+            context_window: f.context_window,
+            output_tokens: None,
+            duration_seconds: outcome.duration.as_secs_f64(),
+            output: String::new(),
+            error_message: err.as_ref().map(ToString::to_string).unwrap_or_default(),
+        },
+    }
+}
+
+/// One experiment: render, check the context window, call (within the provider's limit).
+fn run_one(
+    e: &Experiment,
+    provider: &dyn Provider,
+    limit: &Limit,
+    template: &Template,
+    facts: &Mutex<Facts>,
+    cancel: &CancelToken,
+) -> Result<Done, TaskError> {
+    let (prompt, missing) = if provider.name() == "command" {
+        (String::new(), Vec::new())
+    } else {
+        template.render(&e.vars, &[]).map_err(TaskError::failed)?
+    };
+    let input_tokens = estimate_tokens(&prompt);
+    let mut warning = (!missing.is_empty()).then(|| {
+        format!(
+            "the template uses {} that this row lacks: {}",
+            if missing.len() == 1 {
+                "a variable"
+            } else {
+                "variables"
+            },
+            missing.join(", ")
+        )
+    });
+    let _slot = limit.acquire(cancel).ok_or(TaskError::Cancelled)?;
+    let window = provider.context_window(&e.model)?;
+    if let Some(w) = window.filter(|w| *w > 0) {
+        let share = input_tokens as f64 / w as f64;
+        let pct = (share * 100.0).round();
+        if share > ERROR_SHARE {
+            store(facts, Some(input_tokens), window, warning);
+            return Err(TaskError::failed(format!(
+                "the prompt is about {input_tokens} tokens, {pct}% of {}'s {w}-token context \
+                 window (over 90%): not sent",
+                e.model
+            )));
+        }
+        if share > WARN_SHARE {
+            let w_msg = format!("the prompt fills {pct}% of the {w}-token context window");
+            warning = Some(warning.map_or(w_msg.clone(), |m| format!("{m}; {w_msg}")));
+        }
+    }
+    store(
+        facts,
+        Some(input_tokens).filter(|_| provider.name() != "command"),
+        window,
+        warning,
+    );
+    let answer = provider.generate(&e.model, &prompt, &e.vars, cancel)?;
+    Ok(Done {
+        input_tokens: answer.input_tokens,
+        output_tokens: answer
+            .output_tokens
+            .or_else(|| (provider.name() != "command").then(|| estimate_tokens(&answer.text))),
+        text: answer.text,
+    })
+}
+
+fn store(
+    facts: &Mutex<Facts>,
+    input_tokens: Option<u64>,
+    window: Option<u64>,
+    warning: Option<String>,
+) {
+    *facts.lock().expect("facts") = Facts {
+        input_tokens,
+        context_window: window,
+        warning,
+    };
+}
+
+/// `--provider-limit NAME=N`.
+pub(crate) fn parse_limit(s: &str) -> Result<(String, usize), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=N (e.g. ollama=4)"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {n:?} is not a whole number"))?;
+    if n == 0 {
+        return Err(format!("{s:?}: a provider limit must be at least 1"));
+    }
+    Ok((name.trim().to_owned(), n))
+}
+
+/// `parallamr init`: example files, refusing to overwrite.
+pub(crate) fn init(dir: &std::path::Path) -> Result<()> {
+    let files = [
+        (
+            "prompt.txt",
+            "Write one sentence about {{ topic }} in a {{ tone }} tone.\n",
+        ),
+        (
+            "experiments.csv",
+            "provider,model,topic,tone\nmock,mock,octopuses,cheerful\nmock,mock,glaciers,solemn\nmock,mock-small,volcanoes,dry\n",
+        ),
+        (
+            "PARALLAMR.md",
+            "## Experiments with parallamr\n\n```sh\nparallamr run -p prompt.txt -e experiments.csv -o results.csv -j 8\n```\n\n\
+             Each row of `experiments.csv` names a provider and a model; every other column is a\n\
+             variable for `prompt.txt` (`{{ topic }}`). Results stream into `results.csv`; after an\n\
+             interruption, `--resume` runs only the experiments without a result.\n",
+        ),
+    ];
+    for (name, _) in &files {
+        let p = dir.join(name);
+        if p.exists() {
+            bail!(
+                "{} already exists; init writes nothing over existing files",
+                p.display()
+            );
+        }
+    }
+    for (name, text) in &files {
+        let p = dir.join(name);
+        fanout::fsutil::write_atomic(&p, text.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
