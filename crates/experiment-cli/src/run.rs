@@ -213,10 +213,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
 
     let mut write_error: Option<anyhow::Error> = None;
     let mut error_rows = 0usize;
+    let mut written = 0usize;
     let mut rows = |event: &Event<'_, Done>| {
         let Event::TaskFinished { outcome, .. } = event else {
             return;
         };
+        // An interrupted experiment has no result: no row, so --resume runs it.
+        if outcome.status == fanout::Status::Cancelled {
+            return;
+        }
+        written += 1;
         let e = todo[outcome.index];
         let f = facts[outcome.index].lock().expect("facts").clone();
         let row = row_for(e, outcome, f);
@@ -257,7 +263,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     }
     if let Some(path) = &args.output {
         eprintln!(
-            "results: {} ({} rows in {})",
+            "results: {} ({written} of {} rows written in {})",
             path.display(),
             todo.len(),
             fanout::fmt_duration(started.elapsed())

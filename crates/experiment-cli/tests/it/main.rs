@@ -344,6 +344,50 @@ fn rows_stream_and_a_killed_sweep_resumes_with_only_the_missing_rows() {
 }
 
 #[test]
+fn ctrl_c_stops_the_sweep_writes_no_rows_for_unrun_experiments_and_exits_130() {
+    let server = LlmServer::start(Duration::from_millis(200));
+    let p = Project::create("About {{ topic }}", &topics(30, "ollama", "llama-test"));
+    let child = p
+        .command(
+            &[
+                "run",
+                "-p",
+                "prompt.txt",
+                "-e",
+                "experiments.csv",
+                "-o",
+                "out.csv",
+            ],
+            Some(&server),
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(p.path().join("out.csv"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "no rows");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    testkit::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let rows = p.results();
+    assert!(rows.len() < 30, "the sweep stopped early");
+    assert!(
+        rows.iter().all(|r| &r[3] == "ok"),
+        "no rows for experiments that did not run"
+    );
+    let out = run_run(&p, &["--resume", "-q"], Some(&server));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.results().len(), 30);
+}
+
+#[test]
 fn the_command_provider_runs_a_program_per_row() {
     let p = Project::create(
         "unused",
