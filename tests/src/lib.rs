@@ -80,6 +80,40 @@ pub fn interrupt(child: &std::process::Child) {
     assert!(status.success(), "could not signal {}", child.id());
 }
 
+/// Whether a process is alive (a zombie counts as dead: it runs no code).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        state != Some("Z") && state != Some("X")
+    })
+}
+
+/// Wait up to 30 s for `cond`; panics naming `what` if it never holds.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The pid written in `path`, waiting for the file to be written.
+pub fn read_pid(path: &Path) -> i32 {
+    let mut pid = None;
+    wait_for(&path.display().to_string(), || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.expect("waited for")
+}
+
 /// The command-line contract every tool keeps: `--help` explains usage and every exit code,
 /// `--version` prints `NAME VERSION`, an unknown flag is a usage error (exit 2) naming the flag.
 pub fn assert_cli_contract(bin: &str, name: &str, version: &str) {

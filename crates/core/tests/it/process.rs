@@ -8,37 +8,10 @@ use fanout::{
     CancelReason, CancelToken, Command, MaxWorkers, Pool, PoolConfig, ProcessRunner, Silent, Sink,
     Status, Strategy, Task, TaskError,
 };
+use testkit::{alive, read_pid};
 
 fn run(cmd: &Command) -> fanout::ProcessOutput {
     ProcessRunner::new().run(cmd, &CancelToken::new()).unwrap()
-}
-
-/// Whether a process is alive (a zombie counts as dead: it runs no code).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        state != Some("Z") && state != Some("X")
-    })
-}
-
-/// Wait up to 20 s for a file with a pid in it.
-fn read_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn session_of(pid: i32) -> Option<i32> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::Run;
+use testkit::{Run, alive, read_pid, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lorchestra");
 
@@ -108,35 +108,6 @@ fn statuses(record: &Value) -> Vec<(String, String, String)> {
             })
         })
         .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        state != Some("Z") && state != Some("X")
-    })
-}
-
-/// The pid in `path`, waiting for the file to be written.
-fn read_pid(path: &Path) -> i32 {
-    let mut pid = None;
-    wait_for(&format!("{}", path.display()), || {
-        pid = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
-        pid.is_some()
-    });
-    pid.unwrap()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
