@@ -56,7 +56,8 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
         .chain(record.finished_at_unix)
         .fold(t0, f64::max);
     let span = (end - t0).max(0.001);
-    let plot = WIDTH - LABEL_WIDTH - 10.0;
+    // Room on the right for the last tick label, centred on the end of the axis.
+    let plot = WIDTH - LABEL_WIDTH - 30.0;
     let x_of = |t: f64| LABEL_WIDTH + (t - t0) / span * plot;
 
     let mut rows = Vec::new();
