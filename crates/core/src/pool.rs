@@ -166,6 +166,8 @@ pub struct PoolConfig {
     pub failure_policy: FailurePolicy,
     /// Retry policy for tasks that do not carry their own.
     pub retry: RetryPolicy,
+    /// What the tasks are called in summaries (singular, plural): `("notebook", "notebooks")`.
+    pub noun: (&'static str, &'static str),
 }
 
 impl PoolConfig {
@@ -177,6 +179,7 @@ impl PoolConfig {
             kind: TaskKind::Blocking,
             failure_policy: FailurePolicy::KeepGoing,
             retry: RetryPolicy::none(),
+            noun: ("task", "tasks"),
         }
     }
 
@@ -192,6 +195,12 @@ impl PoolConfig {
 
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
+        self
+    }
+
+    /// Call the tasks this in summaries: `noun("job", "jobs")`.
+    pub fn noun(mut self, singular: &'static str, plural: &'static str) -> Self {
+        self.noun = (singular, plural);
         self
     }
 
@@ -561,13 +570,14 @@ impl Pool {
             .into_iter()
             .map(|o| o.expect("every task reports an outcome"))
             .collect();
-        let summary = Summary::compute(
+        let mut summary = Summary::compute(
             &outcomes,
             shared.start.elapsed(),
             max_workers.get(),
             strategy,
             started_at,
         );
+        summary.noun = self.config.noun;
         owner
             .reporter
             .report(&Event::BatchFinished { summary: &summary });

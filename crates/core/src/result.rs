@@ -244,6 +244,9 @@ pub struct Summary {
     pub effective_parallelism: f64,
     /// Wall-clock time the batch started, as seconds since the Unix epoch.
     pub started_at_unix: f64,
+    /// What the tasks are called in [`one_line`](Self::one_line) (singular, plural).
+    #[serde(skip)]
+    pub noun: (&'static str, &'static str),
 }
 
 impl Summary {
@@ -279,6 +282,7 @@ impl Summary {
             started_at_unix: started_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            noun: ("task", "tasks"),
         }
     }
 
@@ -307,7 +311,11 @@ impl Summary {
             .filter(|s| self.count(**s) > 0)
             .map(|s| format!("{} {}", self.count(*s), s.as_str().replace('_', " ")))
             .collect();
-        let noun = if self.total == 1 { "task" } else { "tasks" };
+        let noun = if self.total == 1 {
+            self.noun.0
+        } else {
+            self.noun.1
+        };
         format!(
             "{} {noun}: {} in {} ({} worker{}, speedup {:.1}x, {:.0}% busy)",
             self.total,

@@ -205,6 +205,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     let interrupt = fanout::install_interrupt_handler()?;
     let pool = Pool::new(
         PoolConfig::new(args.max_workers)
+            .noun("experiment", "experiments")
             .retry(
                 RetryPolicy::retries(args.retries).with_initial_backoff(Duration::from_millis(500)),
             )

@@ -152,7 +152,11 @@ impl Plan {
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
 
         let interrupt = fanout::install_interrupt_handler()?;
-        let pool = Pool::new(PoolConfig::new(self.settings.max_workers).with_env_overrides()?);
+        let pool = Pool::new(
+            PoolConfig::new(self.settings.max_workers)
+                .noun("notebook", "notebooks")
+                .with_env_overrides()?,
+        );
         let runner = ProcessRunner::new();
         let mut reporter = self.settings.progress.reporter();
         let settings = &self.settings;

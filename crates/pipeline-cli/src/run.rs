@@ -241,6 +241,7 @@ fn run_stage(
     };
     let pool = Pool::new(
         PoolConfig::new(opts.max_workers)
+            .noun("job", "jobs")
             .failure_policy(policy)
             .with_env_overrides()?,
     );

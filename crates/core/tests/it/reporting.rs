@@ -167,7 +167,7 @@ fn json_lines_are_one_valid_object_per_event() {
 fn quiet_mode_does_not_print_skips() {
     let tasks = [Task::new("fresh", 0), Task::new("stale", 1)];
     let mut quiet = Plain::new(Vec::new(), false).failures_only();
-    Pool::new(PoolConfig::new(MaxWorkers::one()))
+    Pool::new(PoolConfig::new(MaxWorkers::one()).noun("page", "pages"))
         .run(&tasks, &CancelToken::new(), &mut quiet, |&i, _| {
             if i == 0 {
                 Err(TaskError::skipped("up to date"))
@@ -178,7 +178,7 @@ fn quiet_mode_does_not_print_skips() {
         .unwrap();
     let text = String::from_utf8(quiet.into_inner()).unwrap();
     assert!(
-        text.starts_with("2 tasks: 1 succeeded, 1 skipped in "),
+        text.starts_with("2 pages: 1 succeeded, 1 skipped in "),
         "{text}"
     );
     assert_eq!(text.lines().count(), 1, "{text}");

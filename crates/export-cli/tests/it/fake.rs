@@ -136,7 +136,7 @@ fn exports_a_folder_recursively_into_a_site_with_an_index() {
         "{calls:?}"
     );
     assert!(
-        out.stderr.contains("2 tasks: 2 succeeded in "),
+        out.stderr.contains("2 notebooks: 2 succeeded in "),
         "{}",
         out.stderr
     );
