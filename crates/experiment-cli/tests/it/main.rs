@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::Run;
 use testkit::llm_server::LlmServer;
@@ -78,6 +78,35 @@ fn topics(n: usize, provider: &str, model: &str) -> String {
         let _ = writeln!(s, "{provider},{model},topic{i}");
     }
     s
+}
+
+/// Start a sweep writing `out.csv` in the background, and wait until `lines` lines (header
+/// included) have been written: rows stream while the sweep runs.
+fn start_sweep(p: &Project, server: &LlmServer, lines: usize) -> std::process::Child {
+    let child = p
+        .command(
+            &[
+                "run",
+                "-p",
+                "prompt.txt",
+                "-e",
+                "experiments.csv",
+                "-o",
+                "out.csv",
+            ],
+            Some(server),
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("rows to stream", || {
+        std::fs::read_to_string(p.path().join("out.csv"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= lines
+    });
+    child
 }
 
 fn run_run(p: &Project, extra: &[&str], server: Option<&LlmServer>) -> Run {
@@ -287,34 +316,7 @@ fn openai_compatible_servers_report_usage() {
 fn rows_stream_and_a_killed_sweep_resumes_with_only_the_missing_rows() {
     let server = LlmServer::start(Duration::from_millis(250));
     let p = Project::create("About {{ topic }}", &topics(12, "ollama", "llama-test"));
-    let mut child = p
-        .command(
-            &[
-                "run",
-                "-p",
-                "prompt.txt",
-                "-e",
-                "experiments.csv",
-                "-o",
-                "out.csv",
-            ],
-            Some(&server),
-        )
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = std::fs::read_to_string(p.path().join("out.csv"))
-            .unwrap_or_default()
-            .lines()
-            .count();
-        if lines >= 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "rows did not stream");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_sweep(&p, &server, 4);
     assert!(
         child.try_wait().unwrap().is_none(),
         "rows arrived while the sweep was still running"
@@ -347,32 +349,7 @@ fn rows_stream_and_a_killed_sweep_resumes_with_only_the_missing_rows() {
 fn ctrl_c_stops_the_sweep_writes_no_rows_for_unrun_experiments_and_exits_130() {
     let server = LlmServer::start(Duration::from_millis(200));
     let p = Project::create("About {{ topic }}", &topics(30, "ollama", "llama-test"));
-    let child = p
-        .command(
-            &[
-                "run",
-                "-p",
-                "prompt.txt",
-                "-e",
-                "experiments.csv",
-                "-o",
-                "out.csv",
-            ],
-            Some(&server),
-        )
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(p.path().join("out.csv"))
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < 3
-    {
-        assert!(Instant::now() < deadline, "no rows");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = start_sweep(&p, &server, 3);
     testkit::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
