@@ -11,6 +11,17 @@ use testkit::llm_server::LlmServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_parallamr");
 
+/// `parallamr run` on the project's prompt and experiments, results to `out.csv`.
+const RUN: [&str; 7] = [
+    "run",
+    "-p",
+    "prompt.txt",
+    "-e",
+    "experiments.csv",
+    "-o",
+    "out.csv",
+];
+
 const HEADER: &str = "provider,model,topic,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message";
 
 #[test]
@@ -84,18 +95,7 @@ fn topics(n: usize, provider: &str, model: &str) -> String {
 /// included) have been written: rows stream while the sweep runs.
 fn start_sweep(p: &Project, server: &LlmServer, lines: usize) -> std::process::Child {
     let child = p
-        .command(
-            &[
-                "run",
-                "-p",
-                "prompt.txt",
-                "-e",
-                "experiments.csv",
-                "-o",
-                "out.csv",
-            ],
-            Some(server),
-        )
+        .command(&RUN, Some(server))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -110,15 +110,7 @@ fn start_sweep(p: &Project, server: &LlmServer, lines: usize) -> std::process::C
 }
 
 fn run_run(p: &Project, extra: &[&str], server: Option<&LlmServer>) -> Run {
-    let mut args = vec![
-        "run",
-        "-p",
-        "prompt.txt",
-        "-e",
-        "experiments.csv",
-        "-o",
-        "out.csv",
-    ];
+    let mut args = RUN.to_vec();
     args.extend(extra);
     p.run(&args, server)
 }
@@ -275,20 +267,7 @@ fn errors_are_rows_and_rate_limits_are_retried() {
 fn an_unreachable_server_is_called_unreachable() {
     let p = Project::create("About {{ topic }}", &topics(1, "ollama", "llama-test"));
     let out = p
-        .command(
-            &[
-                "run",
-                "-p",
-                "prompt.txt",
-                "-e",
-                "experiments.csv",
-                "-o",
-                "out.csv",
-                "--retries",
-                "1",
-            ],
-            None,
-        )
+        .command(&[&RUN[..], &["--retries", "1"]].concat(), None)
         .env("OLLAMA_BASE_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
