@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use globset::GlobSet;
+use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
 use crate::config::{Category, Source};
@@ -21,6 +22,8 @@ pub(crate) struct Found {
     pub(crate) page: PathBuf,
     /// `None` for a marimo notebook, else why it is not exported.
     pub(crate) not_a_notebook: Option<String>,
+    /// SHA-256 of the file's content, taken when it was read for the check above.
+    pub(crate) content_hash: Vec<u8>,
 }
 
 impl Found {
@@ -73,12 +76,14 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                 continue;
             }
             let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
+            let (not_a_notebook, content_hash) = inspect(path)?;
             let found = Found {
                 source: path.to_path_buf(),
                 rel: rel.to_path_buf(),
                 category: src.category,
                 page: page.clone(),
-                not_a_notebook: not_a_notebook(path)?,
+                not_a_notebook,
+                content_hash,
             };
             if found.not_a_notebook.is_some() {
                 // Never exported, so it claims no page.
@@ -100,10 +105,13 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
 }
 
 /// A marimo notebook creates a `marimo.App`; any other Python file is skipped with the reason.
-fn not_a_notebook(path: &Path) -> Result<Option<String>> {
+/// Read the file once: whether it is a notebook, and a digest of its content for the manifest.
+fn inspect(path: &Path) -> Result<(Option<String>, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes);
-    Ok((!text.contains("marimo.App")).then(|| "not a marimo notebook (no marimo.App)".to_owned()))
+    let not_a_notebook =
+        (!text.contains("marimo.App")).then(|| "not a marimo notebook (no marimo.App)".to_owned());
+    Ok((not_a_notebook, Sha256::digest(&bytes).to_vec()))
 }
 
 #[cfg(test)]

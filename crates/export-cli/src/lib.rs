@@ -95,7 +95,7 @@ impl Plan {
             let action = if let Some(reason) = &found.not_a_notebook {
                 Action::NotANotebook(reason.clone())
             } else {
-                let key = manifest::key(&found, &settings)?;
+                let key = manifest::key(&found, &settings);
                 if !settings.force && manifest.is_up_to_date(&found, &key, &settings.output) {
                     Action::UpToDate
                 } else {

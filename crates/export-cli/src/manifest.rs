@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::discover::Found;
 
 /// Bumped when the key's recipe changes, so old manifests simply miss.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The folder inside the output that export-nb owns.
 pub(crate) const STATE_DIR: &str = ".export-nb";
@@ -69,9 +69,7 @@ impl Manifest {
 }
 
 /// The key of a notebook's page under these settings.
-pub(crate) fn key(found: &Found, settings: &Settings) -> Result<String> {
-    let bytes = std::fs::read(&found.source)
-        .with_context(|| format!("reading {}", found.source.display()))?;
+pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT.to_le_bytes());
     for arg in found.category.export_args() {
@@ -81,8 +79,8 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> Result<String> {
     h.update([u8::from(settings.sandbox)]);
     h.update(settings.marimo_version.as_deref().unwrap_or("").as_bytes());
     h.update([0]);
-    h.update(&bytes);
-    Ok(hex(&h.finalize()))
+    h.update(&found.content_hash);
+    hex(&h.finalize())
 }
 
 /// Hash of a template's text.
