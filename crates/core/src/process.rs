@@ -5,9 +5,9 @@
 //! optional timeout while watching a [`CancelToken`], and returns the exit as data
 //! ([`ProcessOutput`]). A timeout or cancel kills the job's *whole* process tree, including
 //! descendants that started their own session; see `tree` for how and why. A job's leftovers
-//! are also killed when its main process exits on its own. If the tool itself dies, its direct
-//! children get SIGKILL from the kernel, and — in tools that call [`init`] first thing in
-//! `main` — a guardian process kills the rest of every job's tree.
+//! are also killed when its main process exits on its own. If the tool itself dies, a guardian
+//! process kills every job's whole tree (in tools that call [`init`] first thing in `main`);
+//! without one, the kernel's parent-death signal kills at least the direct children.
 
 mod guardian;
 mod sys;
@@ -16,12 +16,14 @@ mod tree;
 pub use guardian::{GUARDIAN_ENV, init};
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 pub use tree::JOB_ENV_PREFIX;
@@ -389,10 +391,9 @@ impl ProcessRunner {
             return Err(ProcessError::Wait { program, source });
         }
         if forced.is_none() {
-            killed_processes = session.kill_leftovers(&cookie, group, cmd.grace);
+            killed_processes = session.finish(&cookie, group, cmd.grace);
         }
         let duration = start.elapsed();
-        session.reap_orphans();
 
         let (stdout, stderr) = streams.collect();
         let ending = forced.unwrap_or_else(|| {
@@ -419,7 +420,10 @@ impl ProcessRunner {
     reason = "this module is the one place that starts subprocesses"
 )]
 fn base_expression(cmd: &Command) -> duct::Expression {
-    let mut expr = duct::cmd(&cmd.program, &cmd.args)
+    let program = resolve(cmd).map_or(Cow::Borrowed(cmd.program.as_os_str()), |p| {
+        Cow::Owned(p.into_os_string())
+    });
+    let mut expr = duct::cmd(&*program, &cmd.args)
         .stdin_null()
         .unchecked()
         .before_spawn(sys::configure_child);
@@ -433,6 +437,43 @@ fn base_expression(cmd: &Command) -> duct::Expression {
         expr = expr.env(name, value);
     }
     expr
+}
+
+/// The absolute path of a program named without a `/`, looked up on `PATH` once per program and
+/// remembered. `None` leaves the lookup to the spawn: when the command sets or removes `PATH`,
+/// when `PATH` has a relative entry (which depends on the child's working folder), or when the
+/// program is not found (so the spawn reports the error).
+///
+/// Why: std starts a child with `posix_spawn` (a `vfork`) only when it needs no `PATH` search
+/// of its own under a modified environment, and every job's environment is modified (the
+/// cookie). Otherwise it forks, and the fork's page-table copy cost more than the job itself
+/// for short jobs; searching `PATH` in the child also cost one failed `execve` per entry.
+fn resolve(cmd: &Command) -> Option<PathBuf> {
+    static CACHE: OnceLock<Mutex<HashMap<(OsString, OsString), PathBuf>>> = OnceLock::new();
+    let program = &cmd.program;
+    if program.as_bytes().contains(&b'/') || program.is_empty() {
+        return None;
+    }
+    let touches_path = |name: &OsString| name == "PATH";
+    if cmd.env.iter().any(|(name, _)| touches_path(name)) || cmd.env_remove.iter().any(touches_path)
+    {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    if std::env::split_paths(&path).any(|dir| !dir.is_absolute()) {
+        return None;
+    }
+    let cache = CACHE.get_or_init(Mutex::default);
+    let key = (program.clone(), path);
+    if let Some(found) = cache.lock().expect("program cache").get(&key) {
+        return Some(found.clone());
+    }
+    let found = which::which_in(program, Some(&key.1), "/").ok()?;
+    cache
+        .lock()
+        .expect("program cache")
+        .insert(key, found.clone());
+    Some(found)
 }
 
 /// The reading side of a job's captured streams.
@@ -632,5 +673,36 @@ mod tests {
     fn display_quotes_what_a_shell_would_split() {
         let c = Command::new("uvx").args(["marimo", "export", "my notebook.py", "it's"]);
         assert_eq!(c.display(), r"uvx marimo export 'my notebook.py' 'it'\''s'");
+    }
+
+    #[test]
+    fn programs_on_path_are_looked_up_once_unless_the_job_sets_its_own_path() {
+        let sh = resolve(&Command::new("sh")).expect("sh is on PATH");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        // Paths, unknown programs and commands with their own PATH are left to the spawn.
+        assert_eq!(resolve(&Command::new("/bin/sh")), None);
+        assert_eq!(resolve(&Command::new("./run.sh")), None);
+        assert_eq!(resolve(&Command::new("no-such-program-fanout")), None);
+        assert_eq!(resolve(&Command::new("sh").env("PATH", "/nowhere")), None);
+        assert_eq!(resolve(&Command::new("sh").env_remove("PATH")), None);
+    }
+
+    #[test]
+    fn a_job_with_its_own_path_runs_the_program_found_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("sh");
+        std::fs::write(&script, "#!/bin/sh\necho from-job-path\n").expect("write script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let runner = ProcessRunner::new();
+        let cancel = CancelToken::new();
+        // Look `sh` up on our PATH first, so a cached answer would be wrong for the second job.
+        runner
+            .run(&Command::new("sh").arg("-c").arg("true"), &cancel)
+            .expect("sh runs");
+        let out = runner
+            .run(&Command::new("sh").env("PATH", dir.path()), &cancel)
+            .expect("the job's own sh runs");
+        assert_eq!(out.stdout.text().trim(), "from-job-path");
     }
 }

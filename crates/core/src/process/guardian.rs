@@ -36,16 +36,13 @@ pub fn init(args: &[&str]) {
 }
 
 /// Start the guardian for the session whose cookie variable is `var`, if `init` enabled it.
-pub(crate) fn start(var: &str) {
-    let Some(args) = ENABLED.lock().expect("guardian lock").clone() else {
-        return;
-    };
+/// Returns its pid.
+pub(crate) fn start(var: &str) -> Option<i32> {
+    let args = ENABLED.lock().expect("guardian lock").clone()?;
     if STARTED.swap(true, Ordering::SeqCst) {
-        return;
+        return None;
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
+    let exe = std::env::current_exe().ok()?;
     #[expect(
         clippy::disallowed_methods,
         reason = "the guardian is started by the process module, like every other process"
@@ -59,11 +56,17 @@ pub(crate) fn start(var: &str) {
         // Its own group: the terminal's Ctrl-C must not take the guardian down before us.
         .process_group(0)
         .spawn();
-    if let Ok(mut child) = spawned {
-        *PIPE.lock().expect("guardian lock") = child.stdin.take();
-        // The child handle is dropped without waiting: the guardian outlives us by design;
-        // if it ends first, the orphan reaper collects it.
-    }
+    let mut child = spawned.ok()?;
+    *PIPE.lock().expect("guardian lock") = child.stdin.take();
+    // The child handle is dropped without waiting: the guardian outlives us by design. It ends
+    // first only if killed; then it stays a zombie until we exit.
+    Some(child.id().cast_signed())
+}
+
+/// Whether a guardian watches this process's jobs (then it, not the parent-death signal, is
+/// what kills them if the tool dies).
+pub(crate) fn running() -> bool {
+    PIPE.lock().expect("guardian lock").is_some()
 }
 
 /// The guardian's work: wait for end-of-file on stdin, then kill every process of the session.

@@ -5,7 +5,8 @@ use std::process::Command;
 
 use rustix::process::Signal;
 
-/// Put the child in its own process group and have the kernel SIGKILL it if we die.
+/// Put the child in its own process group and, unless a guardian watches our jobs, have the
+/// kernel SIGKILL it if we die.
 ///
 /// Own process group: the terminal's Ctrl-C goes to the foreground group, which must be us
 /// alone, so that the first Ctrl-C is a graceful cancel that we turn into SIGTERM; and the group
@@ -14,12 +15,21 @@ use rustix::process::Signal;
 /// Parent-death signal: if the tool is killed (even with SIGKILL), its direct children die with
 /// it instead of running on unsupervised. The kernel ties it to the spawning *thread*, which is
 /// fine here: a worker thread always waits for its child before it moves on.
+///
+/// Why only without a guardian: any `pre_exec` hook makes std start the child with `fork`
+/// instead of `posix_spawn` (a `vfork`), and copying our page tables then took a third of the
+/// cost of running `/bin/true` (measured by `cargo xtask bench`, dispatch scenario). The guardian
+/// kills every process of every job, direct children included, so it covers what the signal
+/// did; library users who do not call [`init`](super::init) keep the signal.
 #[expect(
     clippy::unnecessary_wraps,
     reason = "the signature duct requires of a before_spawn hook"
 )]
 pub(crate) fn configure_child(cmd: &mut Command) -> std::io::Result<()> {
     cmd.process_group(0);
+    if super::guardian::running() {
+        return Ok(());
+    }
     let parent = rustix::process::getpid();
     #[expect(
         unsafe_code,

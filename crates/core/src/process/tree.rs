@@ -38,6 +38,8 @@ pub(crate) struct Session {
     /// cannot be mistaken for an orphan before it is registered.
     spawn_lock: RwLock<()>,
     direct: Mutex<HashSet<i32>>,
+    /// The guardian is our child for our whole life, not an orphan to look at after each job.
+    guardian: Option<i32>,
     subreaper: bool,
 }
 
@@ -50,8 +52,9 @@ pub(crate) fn session() -> &'static Session {
             .map_or(0, |d| d.subsec_nanos());
         let pid = std::process::id();
         let var = format!("{JOB_ENV_PREFIX}{pid}_{nanos:x}");
-        super::guardian::start(&var);
+        let guardian = super::guardian::start(&var);
         Session {
+            guardian,
             var,
             seq: AtomicU64::new(1),
             spawn_lock: RwLock::new(()),
@@ -105,13 +108,14 @@ impl Session {
     }
 
     /// After a job's main process exited on its own: are any of its processes left? If so,
-    /// kill them (the job is over; leftovers would hold our pipes and outlive the tool).
-    /// Returns how many processes were killed. Cheap when nothing is left: one signal-0 to the
-    /// process group and a read of our own children lists.
-    pub(crate) fn kill_leftovers(&self, cookie: &Cookie, pgid: i32, grace: Duration) -> usize {
+    /// kill them (the job is over; leftovers would hold our pipes and outlive the tool). Then
+    /// reap whatever orphans have exited. Returns how many processes were killed. Cheap when
+    /// nothing is left: one signal-0 to the process group and one read of our children lists.
+    pub(crate) fn finish(&self, cookie: &Cookie, pgid: i32, grace: Duration) -> usize {
         let group_alive = Pid::from_raw(pgid)
             .is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok());
-        let adopted_with_cookie = match self.adopted_orphans() {
+        let orphans = self.adopted_orphans();
+        let adopted_with_cookie = match &orphans {
             Some(orphans) => {
                 let entry = cookie.entry();
                 orphans.iter().any(|&pid| environ_has(pid, &entry))
@@ -120,10 +124,12 @@ impl Session {
             None => !find(&cookie.entry()).is_empty(),
         };
         if group_alive || adopted_with_cookie {
-            self.kill_tree(cookie, pgid, grace)
-        } else {
-            0
+            return self.kill_tree(cookie, pgid, grace);
         }
+        if orphans.is_some_and(|o| !o.is_empty()) {
+            self.reap_orphans();
+        }
+        0
     }
 
     /// SIGTERM every process of the job (its group and everything carrying its cookie), wait up
@@ -187,7 +193,7 @@ impl Session {
         Some(
             children
                 .into_iter()
-                .filter(|p| !direct.contains(p))
+                .filter(|p| !direct.contains(p) && Some(*p) != self.guardian)
                 .collect(),
         )
     }
