@@ -415,6 +415,77 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("task panicked: {text}")
 }
 
+/// A worker's messages to the owner. Each goes at once while tasks take long enough to watch;
+/// while they are tiny (a message per task would cost more than the task, and the owner would
+/// be the bottleneck), they are batched and sent every [`Outbox::MAX_HOLD`] or
+/// [`Outbox::MAX_BATCH`] messages. What is left goes when the outbox is dropped. So events of
+/// tiny tasks reach the reporter late by at most `MAX_HOLD` plus the length of the worker's next
+/// task (a long task after tiny ones flushes their messages when it ends).
+struct Outbox<T> {
+    tx: mpsc::Sender<Vec<Msg<T>>>,
+    held: Vec<Msg<T>>,
+    since: Instant,
+    /// The last task this worker ran was tiny.
+    tiny: bool,
+}
+
+impl<T> Outbox<T> {
+    /// A task shorter than this counts as tiny.
+    const TINY: Duration = Duration::from_micros(50);
+    const MAX_HOLD: Duration = Duration::from_millis(20);
+    const MAX_BATCH: usize = 1024;
+
+    fn new(tx: mpsc::Sender<Vec<Msg<T>>>) -> Self {
+        Outbox {
+            tx,
+            held: Vec::new(),
+            since: Instant::now(),
+            tiny: false,
+        }
+    }
+
+    fn run<I, F>(&mut self, shared: &Shared<'_, I, F>, index: usize)
+    where
+        F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
+    {
+        let outcome = shared.run_one(index, &mut |m| self.push(m));
+        self.tiny = outcome.duration < Self::TINY;
+        self.push(Msg::Finished(outcome));
+    }
+
+    fn push(&mut self, msg: Msg<T>) {
+        if self.held.is_empty() {
+            self.since = Instant::now();
+        }
+        self.held.push(msg);
+        if !self.tiny
+            || self.held.len() >= Self::MAX_BATCH
+            || self.since.elapsed() >= Self::MAX_HOLD
+        {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.held.is_empty() {
+            drop(self.tx.send(std::mem::take(&mut self.held)));
+        }
+    }
+}
+
+impl<T> Clone for Outbox<T> {
+    /// For rayon's `for_each_with`: each split of the work gets an empty outbox.
+    fn clone(&self) -> Self {
+        Outbox::new(self.tx.clone())
+    }
+}
+
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The single owner of the batch's state: turns messages into events and outcomes.
 struct Owner<'r, T> {
     reporter: &'r mut dyn Reporter<T>,
@@ -525,7 +596,7 @@ impl Pool {
                 owner.handle(Msg::Finished(outcome));
             }
         } else {
-            let (tx, rx) = mpsc::channel::<Msg<T>>();
+            let (tx, rx) = mpsc::channel::<Vec<Msg<T>>>();
             let shared = &shared;
             let next = &AtomicUsize::new(0);
             std::thread::scope(|scope| {
@@ -533,15 +604,14 @@ impl Pool {
                     scope.spawn(move || {
                         use rayon::prelude::*;
                         rayon.install(|| {
-                            (0..total).into_par_iter().for_each_with(tx, |tx, i| {
-                                let outcome = shared.run_one(i, &mut |m| drop(tx.send(m)));
-                                drop(tx.send(Msg::Finished(outcome)));
-                            });
+                            (0..total)
+                                .into_par_iter()
+                                .for_each_with(Outbox::new(tx), |outbox, i| outbox.run(shared, i));
                         });
                     });
                 } else {
                     for w in 0..max_workers.get().min(total) {
-                        let tx = tx.clone();
+                        let mut outbox = Outbox::new(tx.clone());
                         std::thread::Builder::new()
                             .name(format!("fanout-worker-{w}"))
                             .spawn_scoped(scope, move || {
@@ -550,8 +620,7 @@ impl Pool {
                                     if i >= total {
                                         break;
                                     }
-                                    let outcome = shared.run_one(i, &mut |m| drop(tx.send(m)));
-                                    drop(tx.send(Msg::Finished(outcome)));
+                                    outbox.run(shared, i);
                                 }
                             })
                             .expect("spawn a worker thread");
@@ -559,8 +628,10 @@ impl Pool {
                     drop(tx);
                 }
                 // The owner loop: ends when every sender is gone, i.e. every worker is done.
-                for msg in rx {
-                    owner.handle(msg);
+                for batch in rx {
+                    for msg in batch {
+                        owner.handle(msg);
+                    }
                 }
             });
         }
