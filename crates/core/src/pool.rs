@@ -415,6 +415,35 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("task panicked: {text}")
 }
 
+/// See [`Pool::samples_first`].
+const SAMPLE_MIN_TASKS_PER_WORKER: usize = 64;
+/// A mean task time under this is too short to hand tasks to other threads: the messages and
+/// the owner's work per task cost as much as the task (the bench's in-process scenario).
+const TINY_TASK: Duration = Duration::from_micros(50);
+
+/// `Auto` for large in-process batches: run tasks on the calling thread while they stay tiny
+/// (their mean under [`TINY_TASK`], none over a millisecond). Returns how many ran; the rest go
+/// to the parallel strategy.
+fn sample_serially<I, T, F>(shared: &Shared<'_, I, F>, owner: &mut Owner<'_, T>) -> usize
+where
+    F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
+{
+    let mut busy = Duration::ZERO;
+    let mut ran = 0;
+    while ran < shared.tasks.len() {
+        let outcome = shared.run_one(ran, &mut |m| owner.handle(m));
+        let took = outcome.duration;
+        owner.handle(Msg::Finished(outcome));
+        ran += 1;
+        busy += took;
+        let mean = busy / u32::try_from(ran).unwrap_or(u32::MAX);
+        if mean >= TINY_TASK || took >= Duration::from_millis(1) {
+            break;
+        }
+    }
+    ran
+}
+
 /// A worker's messages to the owner. Each goes at once while tasks take long enough to watch;
 /// while they are tiny (a message per task would cost more than the task, and the owner would
 /// be the bottleneck), they are batched and sent every [`Outbox::MAX_HOLD`] or
@@ -430,8 +459,6 @@ struct Outbox<T> {
 }
 
 impl<T> Outbox<T> {
-    /// A task shorter than this counts as tiny.
-    const TINY: Duration = Duration::from_micros(50);
     const MAX_HOLD: Duration = Duration::from_millis(20);
     const MAX_BATCH: usize = 1024;
 
@@ -449,7 +476,7 @@ impl<T> Outbox<T> {
         F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
     {
         let outcome = shared.run_one(index, &mut |m| self.push(m));
-        self.tiny = outcome.duration < Self::TINY;
+        self.tiny = outcome.duration < TINY_TASK;
         self.push(Msg::Finished(outcome));
     }
 
@@ -590,15 +617,24 @@ impl Pool {
             finished: 0,
         };
 
+        // Where the parallel part starts: after whatever ran on this thread.
+        let mut first = 0;
+        let mut ran = strategy;
         if strategy == Strategy::Serial || total == 0 {
             for i in 0..total {
                 let outcome = shared.run_one(i, &mut |m| owner.handle(m));
                 owner.handle(Msg::Finished(outcome));
             }
-        } else {
+        } else if self.samples_first(tasks.len()) {
+            first = sample_serially(&shared, &mut owner);
+            if first == total {
+                ran = Strategy::Serial;
+            }
+        }
+        if first < total && strategy != Strategy::Serial {
             let (tx, rx) = mpsc::channel::<Vec<Msg<T>>>();
             let shared = &shared;
-            let next = &AtomicUsize::new(0);
+            let next = &AtomicUsize::new(first);
             std::thread::scope(|scope| {
                 if let Some(rayon) = rayon {
                     scope.spawn(move || {
@@ -610,7 +646,7 @@ impl Pool {
                         });
                     });
                 } else {
-                    for w in 0..max_workers.get().min(total) {
+                    for w in 0..max_workers.get().min(total - first) {
                         let mut outbox = Outbox::new(tx.clone());
                         std::thread::Builder::new()
                             .name(format!("fanout-worker-{w}"))
@@ -645,7 +681,7 @@ impl Pool {
             &outcomes,
             shared.start.elapsed(),
             max_workers.get(),
-            strategy,
+            ran,
             started_at,
         );
         summary.noun = self.config.noun;
@@ -653,6 +689,16 @@ impl Pool {
             .reporter
             .report(&Event::BatchFinished { summary: &summary });
         Ok(BatchResult { outcomes, summary })
+    }
+
+    /// Whether `Auto` first runs tasks on the calling thread to see how long they take: for
+    /// in-process work in batches large enough (64 tasks per worker) that running the first
+    /// one alone costs at most a few percent even when tasks are long.
+    fn samples_first(&self, tasks: usize) -> bool {
+        self.config.strategy == Strategy::Auto
+            && self.config.kind == TaskKind::Cpu
+            && self.config.max_workers.get() > 1
+            && tasks >= SAMPLE_MIN_TASKS_PER_WORKER * self.config.max_workers.get()
     }
 
     fn rayon_pool(&self) -> Result<&rayon::ThreadPool, PoolError> {

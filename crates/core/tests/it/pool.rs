@@ -302,6 +302,53 @@ fn auto_picks_serial_for_one_task_or_one_worker_and_otherwise_follows_the_kind()
     );
 }
 
+/// Auto on a large in-process batch: tiny tasks stay on the calling thread (handing them out
+/// costs more than they do); once tasks prove long, the rest run in parallel.
+#[test]
+fn auto_keeps_tiny_cpu_tasks_serial_and_spreads_long_ones() {
+    let cpu_pool = Pool::new(
+        PoolConfig::new(MaxWorkers::new(4, 64).unwrap())
+            .strategy(Strategy::Auto)
+            .kind(TaskKind::Cpu),
+    );
+    let caller = std::thread::current().id();
+    let tiny = cpu_pool
+        .run(&tasks(1000), &CancelToken::new(), &mut Silent, |&i, _| {
+            Ok((i * 2, std::thread::current().id() == caller))
+        })
+        .unwrap();
+    assert_eq!(tiny.summary.strategy, Strategy::Serial);
+    assert!(
+        tiny.outcomes.iter().all(|o| o.value.unwrap().1),
+        "all on the calling thread"
+    );
+    assert_eq!(tiny.outcomes[999].value.unwrap().0, 1998);
+
+    let gauge = Gauge::default();
+    let peak = AtomicUsize::new(0);
+    let long = cpu_pool
+        .run(&tasks(256), &CancelToken::new(), &mut Silent, |&i, _| {
+            peak.fetch_max(gauge.add(1), Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            gauge.add(-1);
+            Ok(i)
+        })
+        .unwrap();
+    assert!(long.all_ok());
+    assert_eq!(long.summary.strategy, Strategy::Rayon);
+    assert!(
+        peak.load(Ordering::SeqCst) > 1,
+        "long tasks ran in parallel"
+    );
+    assert_eq!(
+        long.outcomes
+            .iter()
+            .map(|o| o.value.unwrap())
+            .collect::<Vec<_>>(),
+        (0..256).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn retryable_errors_are_retried_with_events_until_success() {
     let attempts = AtomicUsize::new(0);
