@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask test`: install what the tests need, then run the whole test suite.
 //! - `cargo xtask demo`: run the main job on the bundled examples.
+//! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask drives cargo, pip and the built tools directly; it is not part of the product"
@@ -11,6 +12,7 @@
     reason = "xtask is a command-line tool talking to a developer"
 )]
 
+mod bench;
 mod demo;
 mod tasks;
 mod test;
@@ -22,13 +24,15 @@ Usage: cargo xtask <task>
 
 Tasks:
   test    install what the tests need (uv), then run `cargo test --workspace`
-  demo    build export-nb and export the bundled notebooks to target/demo/site";
+  demo    build export-nb and export the bundled notebooks to target/demo/site
+  bench   the benchmark suite: our tools and the anchors side by side (--help for options)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,607 @@
+//! The scenarios: each measures our tool (or the core) and, where one exists here, the anchor
+//! people would use instead, on the same machine in the same run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::anchors::{Anchors, Availability, MARIMUSHKA};
+use super::measure::{Clock, Figure, Plan, Sample, measure, probe, shell, wall};
+use super::report::{Check, Scenario};
+
+/// Sizes: the issue's, or smaller for `--quick`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub(crate) dispatch_jobs: usize,
+    pub(crate) sleep_seconds: f64,
+    pub(crate) stage_job_seconds: f64,
+    pub(crate) stage_jobs: usize,
+    pub(crate) experiments: usize,
+    pub(crate) memory_jobs: usize,
+    pub(crate) heavy_tasks: usize,
+    pub(crate) runs: usize,
+}
+
+impl Sizes {
+    pub(crate) const FULL: Sizes = Sizes {
+        dispatch_jobs: 2000,
+        sleep_seconds: 0.5,
+        stage_job_seconds: 1.0,
+        stage_jobs: 10_000,
+        experiments: 200,
+        memory_jobs: 100_000,
+        heavy_tasks: 64,
+        runs: 3,
+    };
+    pub(crate) const QUICK: Sizes = Sizes {
+        dispatch_jobs: 500,
+        sleep_seconds: 0.1,
+        stage_job_seconds: 0.25,
+        stage_jobs: 1000,
+        experiments: 50,
+        memory_jobs: 10_000,
+        heavy_tasks: 16,
+        runs: 3,
+    };
+}
+
+/// Everything a scenario needs, and what they produce.
+pub(crate) struct Bench {
+    pub(crate) sizes: Sizes,
+    /// `target/release`: the tools and `examples/probe`.
+    pub(crate) bin: PathBuf,
+    pub(crate) notebooks: PathBuf,
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) anchors: Anchors,
+    pub(crate) scenarios: Vec<Scenario>,
+    pub(crate) checks: Vec<Check>,
+    /// The floor's time per job at 2 workers, once the dispatch scenario has measured it.
+    floor_per_job_j2: Option<f64>,
+    /// Peak RSS of a small dispatch run, the memory scenario's reference.
+    small_rss_kib: Option<u64>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+fn args(words: &[&dyn std::fmt::Display]) -> Vec<String> {
+    words.iter().map(ToString::to_string).collect()
+}
+
+impl Bench {
+    pub(crate) fn new(
+        sizes: Sizes,
+        bin: PathBuf,
+        notebooks: PathBuf,
+        anchors: Anchors,
+    ) -> Result<Self> {
+        Ok(Bench {
+            sizes,
+            bin,
+            notebooks,
+            work: tempfile::Builder::new()
+                .prefix("fanout-bench-")
+                .tempdir()
+                .context("creating the bench's work folder")?,
+            anchors,
+            scenarios: Vec::new(),
+            checks: Vec::new(),
+            floor_per_job_j2: None,
+            small_rss_kib: None,
+        })
+    }
+
+    fn probe_exe(&self) -> PathBuf {
+        self.bin.join("examples/probe")
+    }
+
+    fn plan(&self, warmup: bool) -> Plan {
+        Plan::new(warmup, self.sizes.runs)
+    }
+
+    fn dir(&self, name: &str) -> Result<PathBuf> {
+        let d = self.work.path().join(name);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    }
+
+    /// Measure an anchor's shell command into a copy of `base` per anchor, or note why not.
+    fn with_anchor(
+        &mut self,
+        base: &Scenario,
+        name: &str,
+        availability: &Availability,
+        plan: Plan,
+        script: &str,
+        dir: &Path,
+    ) -> Result<()> {
+        let mut row = base.clone();
+        if base.anchor.is_some() || self.scenarios.iter().any(|s| s.name == row.name) {
+            row.name = format!("{} vs {name}", base.name);
+        }
+        match availability {
+            Ok(_) => {
+                let f = measure(name, plan, || shell(script, dir))?;
+                row.set_anchor(name, f.seconds, f.runs);
+            }
+            Err(why) => {
+                eprintln!("  {name:<48} skipped: {why}");
+                row.skip_anchor(name, why);
+            }
+        }
+        self.scenarios.push(row);
+        Ok(())
+    }
+
+    fn row(group: &str, name: String, ours: String, f: &Figure) -> Scenario {
+        Scenario {
+            name,
+            group: group.to_owned(),
+            ours,
+            ours_seconds: f.seconds,
+            ours_runs: f.runs.clone(),
+            peak_rss_mib: f.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            ..Scenario::default()
+        }
+    }
+
+    /// 1. Jobs of `true` through the core pool against GNU parallel, xargs, a shell loop, and
+    ///    the floor (a bare spawn-and-wait loop on as many threads).
+    pub(crate) fn dispatch(&mut self) -> Result<()> {
+        eprintln!("dispatch overhead");
+        let n = self.sizes.dispatch_jobs;
+        let dir = self.dir("dispatch")?;
+        let exe = self.probe_exe();
+        for j in [1, 2, 8] {
+            let floor = measure(
+                &format!("floor: {n} x true on {j} threads"),
+                self.plan(true),
+                || probe(&exe, &args(&[&"floor", &n, &j]), Clock::Wall),
+            )?;
+            let ours = measure(
+                &format!("fanout pool: {n} x true, -j{j}"),
+                self.plan(true),
+                || probe(&exe, &args(&[&"dispatch", &n, &j]), Clock::Wall),
+            )?;
+            if j == 1 {
+                self.small_rss_kib = ours.peak_rss_kib;
+            }
+            if j == 2 {
+                self.floor_per_job_j2 = Some(floor.seconds / n as f64);
+            }
+            let mut base = Self::row(
+                "dispatch",
+                format!("dispatch {n} x true -j{j}"),
+                format!("fanout pool + process runner, {j} workers"),
+                &ours,
+            );
+            base.jobs = Some(n);
+            base.workers = Some(j);
+            base.ideal_seconds = Some(floor.seconds);
+            base.per_job_us = Some(ours.seconds * 1e6 / n as f64);
+            base.note = Some(format!(
+                "ideal = the floor, {:.0} µs/job",
+                floor.seconds * 1e6 / n as f64
+            ));
+            let anchors = self.anchors_for_dispatch(n, j);
+            for (name, availability, script) in anchors {
+                self.with_anchor(&base, &name, &availability, self.plan(true), &script, &dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn anchors_for_dispatch(&self, n: usize, j: usize) -> Vec<(String, Availability, String)> {
+        if j == 1 {
+            return vec![(
+                "sh loop".to_owned(),
+                Ok("sh".to_owned()),
+                format!("for i in $(seq {n}); do /bin/true; done"),
+            )];
+        }
+        vec![
+            (
+                format!("GNU parallel -j {j}"),
+                self.anchors.parallel.clone(),
+                format!("seq {n} | parallel --will-cite -j {j} true"),
+            ),
+            (
+                format!("xargs -P {j}"),
+                self.anchors.xargs.clone(),
+                format!("seq {n} | xargs -P {j} -n 1 true"),
+            ),
+        ]
+    }
+
+    /// 2. Sixteen `sleep` jobs at 1..16 workers against `ceil(16/j) x t`, and xargs -P.
+    pub(crate) fn io(&mut self) -> Result<()> {
+        eprintln!("I/O-bound speedup");
+        let n = 16;
+        let t = self.sizes.sleep_seconds;
+        let dir = self.dir("io")?;
+        let exe = self.probe_exe();
+        let plan = self.plan(false);
+        for j in [1, 2, 4, 8, 16] {
+            let ours = measure(
+                &format!("fanout pool: {n} x sleep {t}, -j{j}"),
+                plan,
+                || probe(&exe, &args(&[&"sleep", &n, &j, &t]), Clock::Wall),
+            )?;
+            let mut base = Self::row(
+                "io",
+                format!("io {n} x sleep {t} -j{j}"),
+                format!("fanout pool, {j} workers"),
+                &ours,
+            );
+            base.jobs = Some(n);
+            base.workers = Some(j);
+            base.ideal_seconds = Some(n.div_ceil(j) as f64 * t);
+            let xargs = self.anchors.xargs.clone();
+            self.with_anchor(
+                &base,
+                &format!("xargs -P {j}"),
+                &xargs,
+                plan,
+                &format!("yes {t} | head -n {n} | xargs -P {j} -n 1 sleep"),
+                &dir,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// 3. lorchestra: a stage of four sleeping jobs, and a stage of many `true` jobs (with the
+    ///    run record and a log per job), against GNU parallel with its job log.
+    pub(crate) fn pipeline(&mut self) -> Result<()> {
+        eprintln!("pipeline (lorchestra)");
+        let t = self.sizes.stage_job_seconds;
+        let n = self.sizes.stage_jobs;
+        let project = self.dir("pipeline")?;
+        write_pipeline(&project, "four", 4, &["sleep", &t.to_string()])?;
+        write_pipeline(&project, "many", n, &["true"])?;
+        let lorchestra = self.bin.join("lorchestra");
+        let run = |name: &str, j: usize| -> Result<Sample> {
+            wall(
+                Command::new(&lorchestra)
+                    .args(["pipeline", name, "-q", "-j", &j.to_string()])
+                    .current_dir(&project)
+                    .env_remove("LORCHESTRA_MAX_WORKERS"),
+            )
+        };
+
+        let four = measure(
+            &format!("lorchestra: 4 x sleep {t}, -j4"),
+            self.plan(true),
+            || run("four", 4),
+        )?;
+        let mut base = Self::row(
+            "pipeline",
+            format!("pipeline stage 4 x sleep {t} -j4"),
+            "lorchestra pipeline four -j 4".to_owned(),
+            &four,
+        );
+        base.jobs = Some(4);
+        base.workers = Some(4);
+        base.ideal_seconds = Some(t);
+        let parallel = self.anchors.parallel.clone();
+        self.with_anchor(
+            &base,
+            "GNU parallel --joblog -j 4",
+            &parallel,
+            self.plan(true),
+            &format!("parallel --will-cite --joblog four.log -j 4 sleep ::: {t} {t} {t} {t}"),
+            &project,
+        )?;
+
+        // Long runs: no warm-up (the short scenarios above warmed the same binaries).
+        let many = measure(
+            &format!("lorchestra: {n} x true, -j2"),
+            self.plan(false),
+            || run("many", 2),
+        )?;
+        let mut base = Self::row(
+            "pipeline",
+            format!("pipeline stage {n} x true -j2"),
+            "lorchestra pipeline many -j 2".to_owned(),
+            &many,
+        );
+        base.jobs = Some(n);
+        base.workers = Some(2);
+        base.per_job_us = Some(many.seconds * 1e6 / n as f64);
+        base.ideal_seconds = self.floor_per_job_j2.map(|f| f * n as f64);
+        base.note =
+            Some("a log file per job and the run record; ideal = the dispatch floor".to_owned());
+        self.with_anchor(
+            &base,
+            "GNU parallel --joblog -j 2",
+            &parallel,
+            self.plan(false),
+            &format!("seq {n} | parallel --will-cite --joblog many.log -j 2 true"),
+            &project,
+        )?;
+        Ok(())
+    }
+
+    /// 4. parallamr against a loopback OpenAI-compatible server answering after 50 ms, at one
+    ///    and 32 experiments in flight; the anchor is the same requests by curl under xargs -P.
+    pub(crate) fn sweep(&mut self) -> Result<()> {
+        eprintln!("sweeps (parallamr)");
+        let n = self.sizes.experiments;
+        let latency = 0.05;
+        let server = testkit::llm_server::LlmServer::start(Duration::from_secs_f64(latency));
+        let dir = self.dir("sweep")?;
+        std::fs::write(dir.join("prompt.txt"), "Tell me about {{ topic }}.\n")?;
+        let mut csv = String::from("provider,model,topic\n");
+        let bodies = dir.join("bodies");
+        std::fs::create_dir_all(&bodies)?;
+        for i in 0..n {
+            let _ = writeln!(csv, "openai,llama-test,topic{i}");
+            std::fs::write(
+                bodies.join(format!("{i}.json")),
+                serde_json::json!({
+                    "model": "llama-test",
+                    "messages": [{ "role": "user", "content": format!("Tell me about topic{i}.") }]
+                })
+                .to_string(),
+            )?;
+        }
+        std::fs::write(dir.join("experiments.csv"), csv)?;
+        let parallamr = self.bin.join("parallamr");
+        for j in [1, 32] {
+            let out = dir.join(format!("results-{j}.csv"));
+            let ours = measure(
+                &format!("parallamr: {n} experiments, -j{j}"),
+                self.plan(true),
+                || {
+                    let _ = std::fs::remove_file(&out);
+                    wall(
+                        Command::new(&parallamr)
+                            .args(["run", "-p", "prompt.txt", "-e", "experiments.csv", "-q"])
+                            .arg("-o")
+                            .arg(&out)
+                            .args([
+                                "-j",
+                                &j.to_string(),
+                                "--provider-limit",
+                                &format!("openai={j}"),
+                            ])
+                            .current_dir(&dir)
+                            .env("OPENAI_BASE_URL", &server.url)
+                            .env_remove("OPENAI_API_KEY"),
+                    )
+                },
+            )?;
+            let mut base = Self::row(
+                "sweep",
+                format!("sweep {n} experiments, 50 ms server, -j{j}"),
+                format!("parallamr run -j {j} --provider-limit openai={j}"),
+                &ours,
+            );
+            base.jobs = Some(n);
+            base.workers = Some(j);
+            base.ideal_seconds = Some(n.div_ceil(j) as f64 * latency);
+            let curl = self.anchors.curl.clone();
+            let script = format!(
+                "ls bodies | xargs -P {j} -I{{}} curl -sf -o /dev/null \
+                 -H 'Content-Type: application/json' --data @bodies/{{}} {}/chat/completions",
+                server.url
+            );
+            self.with_anchor(
+                &base,
+                &format!("curl under xargs -P {j}"),
+                &curl,
+                self.plan(true),
+                &script,
+                &dir,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// 5. export-nb against marimushka on the bundled notebooks, same workers, warm uv cache;
+    ///    then an unchanged re-run of each.
+    pub(crate) fn export(&mut self) -> Result<()> {
+        eprintln!("notebook export (export-nb vs marimushka)");
+        crate::tasks::ensure_uv()?;
+        let dir = self.dir("export")?;
+        let notebooks = dir.join("notebooks");
+        copy_notebooks(&self.notebooks, &notebooks)?;
+        let count = std::fs::read_dir(&notebooks)?.count();
+        let j = cores();
+        let export_nb = self.bin.join("export-nb");
+        let run_ours = |force: bool| {
+            let mut cmd = Command::new(&export_nb);
+            cmd.args(["notebooks", "-o", "nb_site", "-q", "-j", &j.to_string()])
+                .current_dir(&dir);
+            if force {
+                cmd.arg("--force");
+            }
+            wall(&mut cmd)
+        };
+        let full = measure(
+            &format!("export-nb: {count} notebooks, -j{j}, --force"),
+            self.plan(true),
+            || run_ours(true),
+        )?;
+        let rerun = measure("export-nb: unchanged re-run", self.plan(true), || {
+            run_ours(false)
+        })?;
+
+        let mut full_row = Self::row(
+            "export",
+            format!("export {count} notebooks -j{j}"),
+            format!("export-nb -j {j} --force (sandbox)"),
+            &full,
+        );
+        full_row.jobs = Some(count);
+        full_row.workers = Some(j);
+        let mut rerun_row = Self::row(
+            "export",
+            format!("export {count} notebooks, unchanged re-run"),
+            format!("export-nb -j {j}"),
+            &rerun,
+        );
+        rerun_row.jobs = Some(count);
+        rerun_row.workers = Some(j);
+
+        let availability = self
+            .anchors
+            .marimushka
+            .clone()
+            .unwrap_or_else(|| Err("not looked for".to_owned()));
+        let name = format!("marimushka -w {j}");
+        match &availability {
+            Ok(_) => {
+                let theirs = measure(&name, self.plan(true), || {
+                    wall(
+                        Command::new("uvx")
+                            .args([
+                                MARIMUSHKA,
+                                "export",
+                                "-n",
+                                "notebooks",
+                                "-o",
+                                "mm_site",
+                                "-w",
+                            ])
+                            .arg(j.to_string())
+                            .current_dir(&dir),
+                    )
+                })?;
+                full_row.set_anchor(&name, theirs.seconds, theirs.runs.clone());
+                rerun_row.set_anchor(&name, theirs.seconds, theirs.runs);
+                rerun_row.note = Some(
+                    "marimushka has no incremental mode: its re-run exports everything again \
+                     (its figure is the same runs, each already a re-run of an unchanged folder)"
+                        .to_owned(),
+                );
+            }
+            Err(why) => {
+                eprintln!("  {name:<48} skipped: {why}");
+                full_row.skip_anchor(&name, why);
+                rerun_row.skip_anchor(&name, why);
+            }
+        }
+        self.scenarios.push(full_row);
+        self.scenarios.push(rerun_row);
+        Ok(())
+    }
+
+    /// 6. In-process CPU work under each strategy, against a bare rayon `par_iter`; Auto must be
+    ///    within 10% of the best strategy.
+    pub(crate) fn in_process(&mut self) -> Result<()> {
+        eprintln!("in-process strategies");
+        let exe = self.probe_exe();
+        let plan = Plan::new(true, 5);
+        for (kind, n) in [("tiny", 100_000), ("heavy", self.sizes.heavy_tasks)] {
+            let anchor = measure(&format!("rayon par_iter: {n} {kind} tasks"), plan, || {
+                probe(
+                    &exe,
+                    &args(&[&"cpu", &kind, &n, &"rayon-iter"]),
+                    Clock::Inside,
+                )
+            })?;
+            let mut best: Option<(&str, f64)> = None;
+            let mut auto = f64::NAN;
+            for strategy in ["serial", "threads", "rayon", "auto"] {
+                let f = measure(&format!("{strategy}: {n} {kind} tasks"), plan, || {
+                    probe(&exe, &args(&[&"cpu", &kind, &n, &strategy]), Clock::Inside)
+                })?;
+                let mut row = Self::row(
+                    "in-process",
+                    format!("in-process {n} {kind} tasks, {strategy}"),
+                    format!("Pool, Strategy::{strategy}, {} workers", cores()),
+                    &f,
+                );
+                row.jobs = Some(n);
+                row.workers = Some(cores());
+                row.peak_rss_mib = None;
+                row.per_job_us = Some(f.seconds * 1e6 / n as f64);
+                row.set_anchor("rayon par_iter", anchor.seconds, anchor.runs.clone());
+                self.scenarios.push(row);
+                if strategy == "auto" {
+                    auto = f.seconds;
+                } else if best.is_none_or(|(_, b)| f.seconds < b) {
+                    best = Some((strategy, f.seconds));
+                }
+            }
+            if let Some((name, b)) = best {
+                self.checks.push(Check {
+                    name: format!("Auto within 10% of the best strategy, {n} {kind} tasks"),
+                    passed: auto <= b * 1.10,
+                    detail: format!(
+                        "auto {:.1} ms, best {name} {:.1} ms ({:+.0}%)",
+                        auto * 1e3,
+                        b * 1e3,
+                        (auto / b - 1.0) * 100.0
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// 7. Peak RSS of the pool running many `true` jobs.
+    pub(crate) fn memory(&mut self) -> Result<()> {
+        eprintln!("memory");
+        let n = self.sizes.memory_jobs;
+        let exe = self.probe_exe();
+        let f = measure(
+            &format!("fanout pool: {n} x true, -j2 (peak RSS)"),
+            Plan::new(false, 1),
+            || probe(&exe, &args(&[&"dispatch", &n, &2]), Clock::Wall),
+        )?;
+        let mut row = Self::row(
+            "memory",
+            format!("memory {n} x true -j2"),
+            "fanout pool + process runner, 2 workers".to_owned(),
+            &f,
+        );
+        row.jobs = Some(n);
+        row.workers = Some(2);
+        row.per_job_us = Some(f.seconds * 1e6 / n as f64);
+        if let (Some(peak), Some(small)) = (f.peak_rss_kib, self.small_rss_kib) {
+            row.note = Some(format!(
+                "{:.0} bytes per job above the {}-job run's {:.1} MiB",
+                (peak.saturating_sub(small) * 1024) as f64 / n as f64,
+                self.sizes.dispatch_jobs,
+                small as f64 / 1024.0
+            ));
+        }
+        self.scenarios.push(row);
+        Ok(())
+    }
+}
+
+/// `pipelines/NAME.toml`: one stage of `n` jobs running `command` directly.
+fn write_pipeline(project: &Path, name: &str, n: usize, command: &[&str]) -> Result<()> {
+    let mut toml =
+        format!("description = \"bench: {n} jobs\"\n\n[[stages]]\nname = \"all\"\njobs = [");
+    for i in 0..n {
+        let _ = write!(toml, "{}\"j{i}\"", if i == 0 { "" } else { ", " });
+    }
+    toml.push_str("]\n");
+    let argv: Vec<String> = command.iter().map(|w| format!("{w:?}")).collect();
+    for i in 0..n {
+        let _ = write!(toml, "\n[jobs.j{i}]\ncommand = [{}]\n", argv.join(", "));
+    }
+    let dir = project.join("pipelines");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{name}.toml")), toml)?;
+    Ok(())
+}
+
+/// The bundled notebooks (the `.py` files only: not marimo's caches).
+fn copy_notebooks(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, to.join(path.file_name().expect("a file name")))?;
+        }
+    }
+    Ok(())
+}
