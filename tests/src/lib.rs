@@ -9,6 +9,7 @@
     reason = "tests run the real binaries and stand-in tools directly, from outside the core"
 )]
 
+pub mod browser;
 pub mod llm_server;
 
 use std::ffi::OsStr;
@@ -140,6 +141,11 @@ pub fn assert_cli_contract(bin: &str, name: &str, version: &str) {
     let bad = run_in(bin, dir.path(), &["--no-such-flag"]);
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("--no-such-flag"), "{}", bad.stderr);
+}
+
+/// The full path of `program` on `PATH`, if it is there.
+pub fn which(program: &str) -> Option<PathBuf> {
+    ::which::which(program).ok()
 }
 
 #[cfg(test)]

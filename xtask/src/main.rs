@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: install what the tests need, then run the whole test suite.
 //! - `cargo xtask demo`: run the main job on the bundled examples.
 //! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
+//! - `cargo xtask screenshots`: the generated pages as a browser shows them, into docs/.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask drives cargo, pip and the built tools directly; it is not part of the product"
@@ -14,6 +15,7 @@
 
 mod bench;
 mod demo;
+mod screenshots;
 mod tasks;
 mod test;
 
@@ -25,7 +27,9 @@ Usage: cargo xtask <task>
 Tasks:
   test    install what the tests need (uv), then run `cargo test --workspace`
   demo    build export-nb and export the bundled notebooks to target/demo/site
-  bench   the benchmark suite: our tools and the anchors side by side (--help for options)";
+  bench   the benchmark suite: our tools and the anchors side by side (--help for options)
+  screenshots  the pages export-nb and lorchestra write, in headless Chromium, into
+          docs/screenshots";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("screenshots") => screenshots::run(&args[1..]),
         Some("-h" | "--help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -57,3 +57,46 @@ pub(crate) fn ensure_uv() -> Result<()> {
     }
     Ok(())
 }
+
+/// Install a Debian package with apt-get: directly as root, else through `sudo -n`.
+pub(crate) fn apt_install(package: &str) -> Result<()> {
+    if !available("apt-get") {
+        bail!("no apt-get here to install {package} with");
+    }
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "apt-get"]);
+        sudo
+    };
+    cmd.args(["install", "-y", "-q", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(&mut cmd).or_else(|first| {
+        // A fresh machine may have no package lists yet.
+        eprintln!("xtask: apt-get install failed ({first:#}); updating the package lists");
+        let mut update = if rustix::process::geteuid().is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        run(update.args(["update", "-q"]))?;
+        run(&mut cmd)
+    })
+}
+
+/// Make sure headless Chromium is here for the page tests, installing Debian's `chromium`.
+pub(crate) fn ensure_chromium() -> Result<()> {
+    if std::env::var_os("CHROMIUM").is_some() || available("chromium") {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: chromium not found; installing Debian's chromium package (the page tests need it)"
+    );
+    apt_install("chromium").context(
+        "installing chromium for the browser tests; install it yourself (apt-get install chromium) \
+         or set CHROMIUM to a Chrome or Chromium binary",
+    )
+}

@@ -1,6 +1,7 @@
 //! `lorchestra report`: a run's timeline as one self-contained HTML page with an SVG chart —
-//! one bar per job on a time axis, grouped by stage, coloured by status (and named in words in
-//! each bar's tooltip, the legend and the table, so colour is never the only carrier).
+//! one bar per job on a time axis, grouped by stage, coloured by status. Colour is never the
+//! only carrier: each job's label starts with a status mark, and the legend, each bar's tooltip
+//! and the table name the status in words.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -35,8 +36,31 @@ struct Row {
     y: f64,
     label: String,
     status: &'static str,
+    /// A mark for the status, readable without colour (see [`mark`]).
+    mark: &'static str,
     title: String,
     bar: Option<Bar>,
+}
+
+/// A status in the legend: its class (the colour), mark and words.
+#[derive(Serialize)]
+struct LegendEntry {
+    status: &'static str,
+    mark: &'static str,
+    words: String,
+}
+
+/// Marks that common fonts have (Debian's fonts-dejavu, system UI fonts), distinct in shape.
+fn mark(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Succeeded => "\u{2713}", // check mark
+        JobStatus::Failed => "\u{2717}",    // ballot x
+        JobStatus::TimedOut => "\u{25F7}",  // clock face
+        JobStatus::Cancelled => "\u{2298}", // circled slash
+        JobStatus::Running => "\u{25B6}",   // play
+        JobStatus::Skipped => "\u{2013}",   // en dash
+        JobStatus::Pending => "\u{25CB}",   // circle
+    }
 }
 
 /// Render the page for `record` and write it atomically to `output`.
@@ -68,6 +92,7 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
             y,
             label: stage.name.clone(),
             status: "",
+            mark: "",
             title: String::new(),
             bar: None,
         });
@@ -86,6 +111,7 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
                 y,
                 label: job.job_id.clone(),
                 status: job.status.as_str(),
+                mark: mark(job.status),
                 title,
                 bar,
             });
@@ -101,7 +127,7 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
             }
         })
         .collect::<Vec<_>>();
-    let legend: Vec<&str> = [
+    let legend: Vec<LegendEntry> = [
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::TimedOut,
@@ -118,7 +144,11 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
             .flat_map(|st| &st.jobs)
             .any(|j| j.status == **s)
     })
-    .map(|s| s.as_str())
+    .map(|s| LegendEntry {
+        status: s.as_str(),
+        mark: mark(*s),
+        words: s.as_str().replace('_', " "),
+    })
     .collect();
 
     let mut env = Environment::new();

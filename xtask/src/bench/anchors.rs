@@ -71,22 +71,8 @@ fn gnu_parallel() -> Availability {
     if let Some(v) = version() {
         return Ok(v);
     }
-    if first_line("apt-get", &["--version"]).is_none() {
-        return Err("GNU parallel not found, and no apt-get to install it".to_owned());
-    }
-    let root = rustix::process::geteuid().is_root();
-    let mut install = if root {
-        Command::new("apt-get")
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.args(["-n", "apt-get"]);
-        sudo
-    };
-    install
-        .args(["install", "-y", "-q", "parallel"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
     eprintln!("xtask: GNU parallel not found; installing it from Debian");
-    if let Err(e) = tasks::run(&mut install) {
+    if let Err(e) = tasks::apt_install("parallel") {
         return Err(format!(
             "GNU parallel not found and could not be installed ({e:#}); apt-get install parallel"
         ));

@@ -45,13 +45,13 @@ finish 0
 "#;
 
 impl Project {
-    fn with_fake_uvx() -> Self {
+    pub(crate) fn with_fake_uvx() -> Self {
         let p = Project::create();
         testkit::write_script(&p.path().join("bin"), "uvx", FAKE_UVX);
         p
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_delay(args, "0")
     }
 

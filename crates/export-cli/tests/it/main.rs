@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `export-nb` binary: fast ones with a stand-in `uvx` that the
 //! tests write (`fake`), and a few with the real `uvx` and marimo from PyPI (`real`).
 
+mod browser;
 mod fake;
 mod real;
 

@@ -1,0 +1,125 @@
+//! `lorchestra report`'s timeline in a real headless Chromium, at desktop and phone widths.
+
+use serde_json::Value;
+use testkit::browser::{Browser, screenshot_dir};
+
+use super::Project;
+
+/// Three stages with every ending a user meets: successes, a failure, a timeout.
+const PIPELINE: &str = r#"
+description = "Nightly sales report"
+stop_on_failure = false
+
+[[stages]]
+name = "extract"
+jobs = ["fetch_orders", "fetch_customers", "fetch_refunds"]
+
+[[stages]]
+name = "transform"
+jobs = ["clean_orders", "join_customers"]
+
+[[stages]]
+name = "load"
+jobs = ["publish_dashboard", "archive_raw"]
+
+[jobs.fetch_orders]
+command = "sleep 0.6"
+[jobs.fetch_customers]
+command = "sleep 0.3"
+[jobs.fetch_refunds]
+command = "sleep 0.2; echo 'HTTP 503 from the refunds API' >&2; exit 3"
+[jobs.clean_orders]
+command = "sleep 0.4"
+[jobs.join_customers]
+command = "sleep 0.5"
+[jobs.publish_dashboard]
+command = "sleep 0.3"
+[jobs.archive_raw]
+command = "sleep 30"
+timeout = 0.5
+"#;
+
+#[test]
+fn the_timeline_works_in_a_browser_at_desktop_and_phone_widths() {
+    let p = Project::create(&[("pipelines/nightly.toml", PIPELINE)]);
+    let run = p.run(&["pipeline", "nightly", "-j", "2", "-q"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let record = p.last_record();
+    let run_id = record["run_id"].as_str().unwrap().to_owned();
+    let out = p.run(&["report", &run_id, "-o", "timeline.html"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let expected = jobs_of(&record);
+    assert_eq!(expected.len(), 7);
+
+    let browser = Browser::launch();
+    let shots = screenshot_dir("lorchestra");
+    for (width, name) in [(1280, "desktop"), (390, "phone")] {
+        let page = browser.open(&p.path().join("timeline.html"), width);
+
+        // One bar per job, in the record's order, with its status as the bar's class, a mark
+        // in its label, and a title that names the job, its stage, status and times.
+        let bars: Vec<(String, String, String, f64)> = page.eval(
+            "[...document.querySelectorAll('svg g.job')].map(g => [
+               g.querySelector('rect') ? g.querySelector('rect').getAttribute('class') : '',
+               g.querySelector('text').textContent.trim(),
+               g.querySelector('title').textContent,
+               g.querySelector('rect') ? g.querySelector('rect').getBoundingClientRect().width : 0])",
+        );
+        assert_eq!(bars.len(), expected.len(), "one bar per job: {bars:?}");
+        for ((class, label, title, bar_width), (stage, job, status)) in bars.iter().zip(&expected) {
+            assert_eq!(class, status, "{job}'s bar");
+            assert!(*bar_width > 0.0, "{job}'s bar is drawn");
+            assert!(
+                label.ends_with(job.as_str()) && label.len() > job.len(),
+                "{job}: {label}"
+            );
+            let words = status.replace('_', " ");
+            assert!(
+                title.starts_with(&format!("{job} ({stage}): {words}, started ")),
+                "{job}'s title: {title}"
+            );
+            assert!(
+                title.contains(", finished ") && title.contains(", took "),
+                "{title}"
+            );
+        }
+        let failed = bars.iter().find(|b| b.0 == "failed").unwrap();
+        assert!(failed.2.ends_with("exited with code 3"), "{}", failed.2);
+        // Marks differ by status, so the chart reads without colour.
+        let mark = |status: &str| {
+            let b = bars.iter().find(|b| b.0 == status).unwrap();
+            b.1.chars().next().unwrap()
+        };
+        assert_ne!(mark("succeeded"), mark("failed"));
+        assert_ne!(mark("failed"), mark("timed_out"));
+
+        // The table lists each job with its status in words.
+        let rows: Vec<(String, String, String)> = page.eval(
+            "[...document.querySelectorAll('tbody tr')].map(r =>
+               [...r.cells].slice(0, 3).map(c => c.textContent))",
+        );
+        let want: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(s, j, st)| (s.clone(), j.clone(), st.replace('_', " ")))
+            .collect();
+        assert_eq!(rows, want);
+
+        page.assert_sound();
+        page.screenshot(&shots.join(format!("lorchestra-timeline-{name}.png")));
+    }
+}
+
+/// `(stage, job, status)` of every job in the record, in order.
+fn jobs_of(record: &Value) -> Vec<(String, String, String)> {
+    let mut jobs = Vec::new();
+    for stage in record["stages"].as_array().unwrap() {
+        for job in stage["jobs"].as_array().unwrap() {
+            jobs.push((
+                stage["name"].as_str().unwrap().to_owned(),
+                job["job_id"].as_str().unwrap().to_owned(),
+                job["status"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    jobs
+}
