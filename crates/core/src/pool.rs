@@ -421,23 +421,27 @@ const SAMPLE_MIN_TASKS_PER_WORKER: usize = 64;
 /// the owner's work per task cost as much as the task (the bench's in-process scenario).
 const TINY_TASK: Duration = Duration::from_micros(50);
 
-/// `Auto` for large in-process batches: run tasks on the calling thread while they stay tiny
-/// (their mean under [`TINY_TASK`], none over a millisecond). Returns how many ran; the rest go
-/// to the parallel strategy.
+/// `Auto` for large in-process batches: run tasks on the calling thread while they stay tiny.
+/// Returns how many ran; the rest go to the parallel strategy.
+///
+/// "Stay tiny": the rest go parallel once 3 tasks took [`TINY_TASK`] or longer *and* those are
+/// at least a quarter of the tasks so far. Long tasks switch after 3 (a few percent of a large
+/// batch); a tiny task that the scheduler happened to preempt (a busy machine, a timer tick)
+/// does not switch on its own.
 fn sample_serially<I, T, F>(shared: &Shared<'_, I, F>, owner: &mut Owner<'_, T>) -> usize
 where
     F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
 {
-    let mut busy = Duration::ZERO;
+    let mut long = 0;
     let mut ran = 0;
     while ran < shared.tasks.len() {
         let outcome = shared.run_one(ran, &mut |m| owner.handle(m));
-        let took = outcome.duration;
+        if outcome.duration >= TINY_TASK {
+            long += 1;
+        }
         owner.handle(Msg::Finished(outcome));
         ran += 1;
-        busy += took;
-        let mean = busy / u32::try_from(ran).unwrap_or(u32::MAX);
-        if mean >= TINY_TASK || took >= Duration::from_millis(1) {
+        if long >= 3 && long * 4 >= ran {
             break;
         }
     }
