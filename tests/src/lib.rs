@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod llm_server;
+pub mod slurm;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

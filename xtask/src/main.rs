@@ -4,6 +4,7 @@
 //! - `cargo xtask demo`: run the main job on the bundled examples.
 //! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
 //! - `cargo xtask screenshots`: the generated pages as a browser shows them, into docs/.
+//! - `cargo xtask slurm-up`: a single-node Slurm on this machine, for the Slurm tests.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask drives cargo, pip and the built tools directly; it is not part of the product"
@@ -16,6 +17,7 @@
 mod bench;
 mod demo;
 mod screenshots;
+mod slurm;
 mod tasks;
 mod test;
 
@@ -29,7 +31,9 @@ Tasks:
   demo    build export-nb and export the bundled notebooks to target/demo/site
   bench   the benchmark suite: our tools and the anchors side by side (--help for options)
   screenshots  the pages export-nb and lorchestra write, in headless Chromium, into
-          docs/screenshots";
+          docs/screenshots
+  slurm-up  install, configure and start a single-node Slurm here (root or sudo), for the
+          Slurm tests; cargo xtask test runs it";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("screenshots") => screenshots::run(&args[1..]),
+        Some("slurm-up") => slurm::run(&args[1..]),
         Some("-h" | "--help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -10,6 +10,7 @@ use crate::tasks;
 pub(crate) fn run(extra: &[String]) -> Result<()> {
     tasks::ensure_uv()?;
     tasks::ensure_chromium()?;
+    crate::slurm::ensure()?;
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["test", "--workspace"]).args(extra);
     eprintln!("$ cargo test --workspace {}", extra.join(" "));

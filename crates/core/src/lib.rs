@@ -48,7 +48,7 @@ pub use pool::{
     FailurePolicy, MaxWorkers, Pool, PoolConfig, PoolError, STRATEGY_ENV, Strategy, Task,
     TaskContext, TaskKind,
 };
-pub use process::{Command, ProcessOutput, ProcessRunner, Sink};
+pub use process::{Command, Launcher, ProcessOutput, ProcessRunner, Sink, Slurm, SlurmError};
 pub use reporters::ProgressMode;
 pub use result::{BatchResult, Outcome, Report, Status, Summary, TaskError};
 pub use retry::RetryPolicy;

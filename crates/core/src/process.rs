@@ -10,10 +10,12 @@
 //! without one, the kernel's parent-death signal kills at least the direct children.
 
 mod guardian;
+mod slurm;
 mod sys;
 mod tree;
 
 pub use guardian::{GUARDIAN_ENV, init};
+pub use slurm::{Slurm, SlurmError};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -59,10 +61,58 @@ enum Stderr {
     ToStdout,
 }
 
-/// A command to run: program, arguments, environment, folder, output sinks, time limit.
+/// Where a command runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Launcher {
+    /// Here, as a child process of this program.
+    #[default]
+    Local,
+    /// On a Slurm cluster, as a job step started with `srun` (see [`Slurm`]).
+    Slurm(Slurm),
+}
+
+impl Launcher {
+    /// The values a tool's `--backend` flag takes.
+    pub const NAMES: [&'static str; 2] = ["local", "slurm"];
+
+    /// The launcher a tool's `--backend NAME` and `--slurm-arg ARG...` flags ask for, checked
+    /// before anything runs (see [`Slurm::check`]).
+    ///
+    /// # Errors
+    /// An unknown backend, `--slurm-arg` without `--backend slurm`, or a Slurm that cannot be
+    /// used here.
+    pub fn from_flags(backend: &str, slurm_args: &[String]) -> Result<Launcher, SlurmError> {
+        match backend {
+            "local" if slurm_args.is_empty() => Ok(Launcher::Local),
+            "local" => Err(SlurmError::ArgsWithoutSlurm(slurm_args.join(" "))),
+            "slurm" => {
+                let slurm = Slurm {
+                    args: slurm_args.to_vec(),
+                    ..Slurm::default()
+                };
+                slurm.check()?;
+                Ok(Launcher::Slurm(slurm))
+            }
+            other => Err(SlurmError::UnknownBackend(other.to_owned())),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Launcher::Local => "local",
+            Launcher::Slurm(_) => "slurm",
+        }
+    }
+}
+
+/// A command to run: program, arguments, environment, folder, output sinks, time limit, and
+/// where it runs.
 #[derive(Debug, Clone)]
 pub struct Command {
     program: OsString,
+    /// A name for the job on a cluster; the program's file name when unset.
+    name: Option<String>,
+    launcher: Launcher,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     env_remove: Vec<OsString>,
@@ -79,6 +129,8 @@ impl Command {
     pub fn new(program: impl Into<OsString>) -> Self {
         Command {
             program: program.into(),
+            name: None,
+            launcher: Launcher::Local,
             args: Vec::new(),
             env: Vec::new(),
             env_remove: Vec::new(),
@@ -146,6 +198,30 @@ impl Command {
     pub fn kill_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
+    }
+
+    /// Run it there (default: [`Launcher::Local`]).
+    pub fn launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
+    /// The job's name on a cluster (the task's name, say).
+    pub fn job_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn job_name_or_program(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            Path::new(&self.program)
+                .file_name()
+                .map_or_else(|| "job".to_owned(), |n| n.to_string_lossy().into_owned())
+        })
+    }
+
+    pub fn get_launcher(&self) -> &Launcher {
+        &self.launcher
     }
 
     pub fn program(&self) -> &OsStr {
@@ -226,6 +302,14 @@ pub struct ProcessOutput {
     pub killed_processes: usize,
     /// The command line, for messages.
     pub command: String,
+    /// The Slurm job the command ran as, when it ran on a cluster and Slurm still knew it at
+    /// the end.
+    pub slurm_job_id: Option<u64>,
+    /// Whether it ran through `srun`.
+    pub via_slurm: bool,
+    /// Why `srun` itself failed (the scheduler refused the job, a node failed), read from its
+    /// stderr wherever that went; the task's error then says so instead of "exited with code 1".
+    pub slurm_failure: Option<String>,
 }
 
 impl ProcessOutput {
@@ -246,6 +330,10 @@ impl ProcessOutput {
         };
         match self.ending {
             Ending::Exited(0) => Ok(self),
+            Ending::Exited(_) if self.slurm_failure.is_some() => {
+                let why = self.slurm_failure.clone().unwrap_or_default();
+                Err(TaskError::failed(why).with_detail(detail()))
+            }
             Ending::Exited(code) => {
                 Err(TaskError::failed(format!("exited with code {code}")).with_detail(detail()))
             }
@@ -339,6 +427,16 @@ impl ProcessRunner {
     pub fn run(&self, cmd: &Command, cancel: &CancelToken) -> Result<ProcessOutput, ProcessError> {
         let session = tree::session();
         let cookie = session.next_cookie();
+        let marker = format!("{}={}", cookie.name, cookie.value);
+        let job_name = cmd.job_name_or_program();
+        let slurm_cmd;
+        let (cmd, via_slurm) = match &cmd.launcher {
+            Launcher::Local => (cmd, false),
+            Launcher::Slurm(slurm) => {
+                slurm_cmd = slurm.wrap(cmd, &marker);
+                (&slurm_cmd, true)
+            }
+        };
         let program = cmd.program.to_string_lossy().into_owned();
 
         let base = base_expression(cmd).env(&cookie.name, &cookie.value);
@@ -394,8 +492,21 @@ impl ProcessRunner {
             killed_processes = session.finish(&cookie, group, cmd.grace);
         }
         let duration = start.elapsed();
+        let slurm_job_id = via_slurm
+            .then(|| slurm::job_id(&job_name, &marker))
+            .flatten();
+        if let (Some(id), Some(_)) = (slurm_job_id, &forced) {
+            // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job
+            // was still waiting for resources, make sure the cluster lets go of it too.
+            slurm::cancel(id);
+        }
 
         let (stdout, stderr) = streams.collect();
+        let slurm_failure = if via_slurm && status.is_some_and(|s| !s.success()) {
+            slurm::failure(&stderr_text(cmd, &stderr))
+        } else {
+            None
+        };
         let ending = forced.unwrap_or_else(|| {
             status.map_or(Ending::Signaled(0), |s| match (s.code(), s.signal()) {
                 (Some(code), _) => Ending::Exited(code),
@@ -411,6 +522,9 @@ impl ProcessRunner {
             duration,
             killed_processes,
             command: cmd.display(),
+            slurm_job_id,
+            via_slurm,
+            slurm_failure,
         })
     }
 }
@@ -437,6 +551,27 @@ fn base_expression(cmd: &Command) -> duct::Expression {
         expr = expr.env(name, value);
     }
     expr
+}
+
+/// The end of what the command wrote to stderr: the captured tail, or the end of the file it
+/// went to (also when stderr went with stdout into a file).
+fn stderr_text(cmd: &Command, captured: &Captured) -> String {
+    let file = match (&cmd.stderr, &cmd.stdout) {
+        (Stderr::Sink(Sink::File(p) | Sink::AppendFile(p)), _)
+        | (Stderr::ToStdout, Sink::File(p) | Sink::AppendFile(p)) => Some(p),
+        _ => None,
+    };
+    let Some(path) = file else {
+        return captured.text().into_owned();
+    };
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut tail = Vec::new();
+    let _ = io::Seek::seek(&mut f, io::SeekFrom::Start(len.saturating_sub(16 * 1024)))
+        .and_then(|_| f.read_to_end(&mut tail));
+    String::from_utf8_lossy(&tail).into_owned()
 }
 
 /// The absolute path of a program named without a `/`, looked up on `PATH` once per program and

@@ -11,6 +11,7 @@
 mod pool;
 mod process;
 mod reporting;
+mod slurm;
 
 /// Not a test of its own: the entry point of child processes that other tests start from this
 /// binary (`--exact helper` with `FANOUT_TEST_HELPER` set), to observe behaviour that needs a

@@ -1,0 +1,348 @@
+//! The Slurm launcher: a task's command runs as a Slurm job step, started with `srun`.
+//!
+//! Why `srun` (and not `sbatch` plus polling): `srun` blocks until the step ends, forwards the
+//! step's stdout and stderr, exits with its exit code, and cancels the step when it gets
+//! SIGTERM. So a task on the cluster is, to the rest of the runner, a local process like any
+//! other: the worker pool bounds how many steps run at once, the timeout and cancel paths kill
+//! `srun` (which cancels the step), and output, exit codes, logs and retries work unchanged.
+//! Where `srun` alone cannot cancel (it was killed with SIGKILL after the grace period), the
+//! runner `scancel`s the job by id.
+//!
+//! Each step carries the job's cookie (`FANOUT_JOB_<session>=<n>`) as its Slurm comment, which
+//! is how the runner finds its job id (`squeue --states=all`) to record it and to cancel it.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use super::{Command, Launcher};
+
+/// Where and how big a Slurm job step is. Fields left `None` use the cluster's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Slurm {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// CPUs for the task (`--cpus-per-task`).
+    pub cpus: Option<u32>,
+    /// Memory for the job (`--mem`, e.g. `8G`).
+    pub mem: Option<String>,
+    /// More `srun` options, passed as given (`--gres=gpu:1`, `--qos=short`, ...).
+    pub args: Vec<String>,
+}
+
+/// Why the Slurm launcher cannot be used here; found before any task starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlurmError {
+    #[error(
+        "srun not found on PATH: run this on a Slurm login node, or install Slurm's client \
+         commands (Debian: apt-get install slurm-client)"
+    )]
+    NoSrun,
+    #[error("could not ask Slurm for its partitions (sinfo): {0}")]
+    Sinfo(String),
+    #[error(
+        "no partition given and the cluster has no default partition; name one, e.g. \
+         partition = \"{example}\" (partitions here: {known})"
+    )]
+    NoPartition { example: String, known: String },
+    #[error("unknown Slurm partition `{name}` (partitions here: {known})")]
+    UnknownPartition { name: String, known: String },
+    #[error("--slurm-arg {0}: Slurm options need --backend slurm")]
+    ArgsWithoutSlurm(String),
+    #[error("unknown backend `{0}`; the backends are local and slurm")]
+    UnknownBackend(String),
+}
+
+impl Slurm {
+    /// `self` with every setting `over` has replacing ours; `over`'s extra arguments come
+    /// after ours (so they win where srun takes the last value).
+    #[must_use]
+    pub fn merged_with(&self, over: &Slurm) -> Slurm {
+        Slurm {
+            partition: over.partition.clone().or_else(|| self.partition.clone()),
+            account: over.account.clone().or_else(|| self.account.clone()),
+            cpus: over.cpus.or(self.cpus),
+            mem: over.mem.clone().or_else(|| self.mem.clone()),
+            args: self.args.iter().chain(&over.args).cloned().collect(),
+        }
+    }
+
+    /// The partition the steps will use: the `partition` setting, else a `--partition` or `-p`
+    /// in the extra arguments (the last one wins, as in srun).
+    pub fn effective_partition(&self) -> Option<String> {
+        let mut found = self.partition.clone();
+        let mut args = self.args.iter();
+        while let Some(a) = args.next() {
+            if let Some(v) = a.strip_prefix("--partition=") {
+                found = Some(v.to_owned());
+            } else if a == "--partition" || a == "-p" {
+                found = args.next().cloned().or(found);
+            } else if let Some(v) = a.strip_prefix("-p").filter(|v| !v.is_empty()) {
+                found = Some(v.to_owned());
+            }
+        }
+        found
+    }
+
+    /// Check, before anything runs, that `srun` is here and the partition exists (or that the
+    /// cluster has a default one).
+    ///
+    /// # Errors
+    /// [`SlurmError`], naming what is missing and the partitions that exist.
+    pub fn check(&self) -> Result<(), SlurmError> {
+        if which::which("srun").is_err() {
+            return Err(SlurmError::NoSrun);
+        }
+        let (partitions, default) = partitions()?;
+        let known = || partitions.iter().cloned().collect::<Vec<_>>().join(", ");
+        match self.effective_partition() {
+            Some(name) if !partitions.contains(&name) => Err(SlurmError::UnknownPartition {
+                name,
+                known: known(),
+            }),
+            None if default.is_none() => Err(SlurmError::NoPartition {
+                example: partitions.iter().next().cloned().unwrap_or_default(),
+                known: known(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `cmd` as an `srun` command line: the step's name, one task, the time limit from the
+    /// command's timeout (a minute more: our own timer acts first, the cluster's is a backstop),
+    /// `marker` as the job's comment, the settings, then the program and its arguments.
+    pub(crate) fn wrap(&self, cmd: &Command, marker: &str) -> Command {
+        let mut args: Vec<OsString> = vec![
+            format!("--job-name={}", cmd.job_name_or_program()).into(),
+            "--ntasks=1".into(),
+            "--quit-on-interrupt".into(),
+            format!("--comment={marker}").into(),
+        ];
+        if let Some(limit) = cmd.timeout {
+            args.push(format!("--time={}", minutes(limit) + 1).into());
+        }
+        if let Some(p) = &self.partition {
+            args.push(format!("--partition={p}").into());
+        }
+        if let Some(a) = &self.account {
+            args.push(format!("--account={a}").into());
+        }
+        if let Some(c) = self.cpus {
+            args.push(format!("--cpus-per-task={c}").into());
+        }
+        if let Some(m) = &self.mem {
+            args.push(format!("--mem={m}").into());
+        }
+        args.extend(self.args.iter().map(OsString::from));
+        args.push(cmd.program.clone());
+        args.extend(cmd.args.iter().cloned());
+        let mut wrapped = cmd.clone();
+        wrapped.program = "srun".into();
+        wrapped.args = args;
+        wrapped.launcher = Launcher::Local;
+        wrapped
+    }
+}
+
+impl Slurm {
+    /// The `srun` options `cmd` would run with (the comment left out), for `--dry-run`.
+    pub fn srun_line(&self, cmd: &Command) -> String {
+        let wrapped = self.wrap(cmd, "");
+        let options = wrapped.args.len() - 1 - cmd.args.len();
+        let mut line = Command::new("srun");
+        line.args = wrapped.args[..options]
+            .iter()
+            .filter(|a| *a != "--comment=")
+            .cloned()
+            .collect();
+        line.display()
+    }
+}
+
+fn minutes(d: Duration) -> u64 {
+    d.as_secs().div_ceil(60).max(1)
+}
+
+/// The cluster's partitions, and the default one (sinfo marks it with `*`).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the process module runs Slurm's own commands"
+)]
+fn partitions() -> Result<(BTreeSet<String>, Option<String>), SlurmError> {
+    let out = std::process::Command::new("sinfo")
+        .args(["--noheader", "--format=%P"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| SlurmError::Sinfo(e.to_string()))?;
+    if !out.status.success() {
+        return Err(SlurmError::Sinfo(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    let mut all = BTreeSet::new();
+    let mut default = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.trim();
+        if let Some(d) = name.strip_suffix('*') {
+            default = Some(d.to_owned());
+            all.insert(d.to_owned());
+        } else if !name.is_empty() {
+            all.insert(name.to_owned());
+        }
+    }
+    Ok((all, default))
+}
+
+/// The id of our job named `name` whose comment is `marker`, if Slurm still knows it. The
+/// query is narrowed to our own jobs of that name: on a shared cluster `--states=all` alone
+/// would list everyone's recent jobs.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the process module runs Slurm's own commands"
+)]
+pub(crate) fn job_id(name: &str, marker: &str) -> Option<u64> {
+    let out = std::process::Command::new("squeue")
+        .args(["--noheader", "--states=all", "--me", "--format=%i|%k"])
+        .arg(format!("--name={name}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (id, comment) = l.trim().split_once('|')?;
+        (comment == marker).then(|| id.parse().ok()).flatten()
+    })
+}
+
+/// Cancel job `id` on the cluster (quietly: it may have ended already).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the process module runs Slurm's own commands"
+)]
+pub(crate) fn cancel(id: u64) {
+    let _ = std::process::Command::new("scancel")
+        .args(["--quiet", &id.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Why srun itself failed, from its stderr: the scheduler's refusal or a node failure, as a
+/// message for the task. `None` when the step ran and the program's own exit code stands.
+pub(crate) fn failure(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|l| {
+        let l = l.trim();
+        if let Some(why) = l.strip_prefix("srun: error: Unable to allocate resources: ") {
+            Some(format!("Slurm rejected the job: {why}"))
+        } else if l.contains("Node failure") || l.contains("NODE_FAIL") {
+            Some(format!("Slurm node failure: {l}"))
+        } else if l.starts_with("srun: error: ") && l.contains("invalid") {
+            Some(format!(
+                "Slurm rejected the job: {}",
+                &l["srun: error: ".len()..]
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_comes_from_the_setting_or_the_extra_arguments() {
+        let s = |p: Option<&str>, args: &[&str]| Slurm {
+            partition: p.map(str::to_owned),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Slurm::default()
+        };
+        assert_eq!(s(None, &[]).effective_partition(), None);
+        assert_eq!(
+            s(Some("cpu"), &[]).effective_partition().as_deref(),
+            Some("cpu")
+        );
+        assert_eq!(
+            s(Some("cpu"), &["--partition=gpu"])
+                .effective_partition()
+                .as_deref(),
+            Some("gpu")
+        );
+        assert_eq!(
+            s(None, &["-p", "short"]).effective_partition().as_deref(),
+            Some("short")
+        );
+        assert_eq!(
+            s(None, &["-plong", "--qos=x"])
+                .effective_partition()
+                .as_deref(),
+            Some("long")
+        );
+    }
+
+    #[test]
+    fn merged_settings_take_the_override_and_keep_both_argument_lists() {
+        let base = Slurm {
+            partition: Some("cpu".into()),
+            mem: Some("1G".into()),
+            args: vec!["--qos=a".into()],
+            ..Slurm::default()
+        };
+        let over = Slurm {
+            mem: Some("8G".into()),
+            cpus: Some(4),
+            args: vec!["--qos=b".into()],
+            ..Slurm::default()
+        };
+        let m = base.merged_with(&over);
+        assert_eq!(m.partition.as_deref(), Some("cpu"));
+        assert_eq!(m.mem.as_deref(), Some("8G"));
+        assert_eq!(m.cpus, Some(4));
+        assert_eq!(m.args, ["--qos=a", "--qos=b"]);
+    }
+
+    #[test]
+    fn the_srun_line_names_the_step_limits_it_and_carries_the_command() {
+        let slurm = Slurm {
+            partition: Some("debug".into()),
+            cpus: Some(2),
+            mem: Some("2G".into()),
+            args: vec!["--qos=short".into()],
+            ..Slurm::default()
+        };
+        let cmd = Command::new("python")
+            .args(["train.py", "--lr", "0.1"])
+            .job_name("train lr=0.1")
+            .timeout(Some(Duration::from_secs(90)));
+        let w = slurm.wrap(&cmd, "FANOUT_JOB_1_a=7");
+        assert_eq!(w.program(), "srun");
+        assert_eq!(
+            w.display(),
+            "srun '--job-name=train lr=0.1' --ntasks=1 --quit-on-interrupt \
+             --comment=FANOUT_JOB_1_a=7 --time=3 --partition=debug --cpus-per-task=2 --mem=2G \
+             --qos=short python train.py --lr 0.1"
+        );
+    }
+
+    #[test]
+    fn srun_refusals_and_node_failures_become_the_message() {
+        assert_eq!(
+            failure("srun: error: Memory specification can not be satisfied\nsrun: error: Unable to allocate resources: Requested node configuration is not available\n").as_deref(),
+            Some("Slurm rejected the job: Requested node configuration is not available")
+        );
+        assert!(
+            failure("srun: error: Node failure on node7\n")
+                .unwrap()
+                .contains("node failure")
+        );
+        assert_eq!(
+            failure("srun: error: vm: task 0: Exited with exit code 3\n"),
+            None
+        );
+        assert_eq!(
+            failure("Traceback ...\nValueError: invalid literal\n"),
+            None
+        );
+    }
+}

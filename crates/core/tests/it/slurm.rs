@@ -1,0 +1,166 @@
+//! The Slurm launcher against a real single-node Slurm (`cargo xtask slurm-up` starts it; CI
+//! runs it first). These tests need the cluster: without `srun` they fail, never skip.
+
+use std::time::{Duration, Instant};
+
+use fanout::{
+    CancelToken, Command, Launcher, MaxWorkers, Pool, PoolConfig, ProcessRunner, Silent, Slurm,
+    SlurmError, Status, Task, TaskError,
+};
+
+fn slurm() -> Launcher {
+    Launcher::Slurm(Slurm::default())
+}
+
+use testkit::slurm::{job, processes_with, settled};
+
+#[test]
+fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
+    let out = ProcessRunner::new()
+        .run(
+            &Command::shell("echo out; echo err >&2; echo $SLURM_JOB_ID; exit 3")
+                .job_name("fanout-test step")
+                .launcher(slurm()),
+            &CancelToken::new(),
+        )
+        .unwrap();
+    let id = out.slurm_job_id.expect("the job id is recorded");
+    let stdout = out.stdout.text().into_owned();
+    assert_eq!(
+        stdout,
+        format!("out\n{id}\n"),
+        "the step's own stdout, and it ran as job {id}"
+    );
+    // The step's stderr, and srun's own note about the exit, in either order.
+    assert!(
+        out.stderr.text().lines().any(|l| l == "err"),
+        "{}",
+        out.stderr.text()
+    );
+    assert_eq!(job(id).0, "fanout-test step");
+    let e = out.into_result().unwrap_err();
+    assert_eq!(e.to_string(), "exited with code 3");
+
+    let ok = ProcessRunner::new()
+        .run(&Command::new("true").launcher(slurm()), &CancelToken::new())
+        .unwrap();
+    assert!(ok.success());
+    assert_eq!(job(ok.slurm_job_id.unwrap()).0, "true");
+}
+
+#[test]
+fn a_timeout_cancels_the_step_on_the_cluster() {
+    let token = "fanout-slurm-timeout-61.25";
+    let start = Instant::now();
+    let out = ProcessRunner::new()
+        .run(
+            &Command::shell(format!("exec sleep 61.25 # {token}"))
+                .launcher(slurm())
+                .timeout(Some(Duration::from_secs(1))),
+            &CancelToken::new(),
+        )
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(
+        out.clone().into_result(),
+        Err(TaskError::TimedOut { .. })
+    ));
+    let id = out.slurm_job_id.expect("the job id is recorded");
+    let state = settled(id);
+    assert!(
+        ["CANCELLED", "FAILED"].contains(&state.as_str()),
+        "job {id} ended {state}"
+    );
+    assert_eq!(
+        processes_with("sleep 61.25"),
+        Vec::<i32>::new(),
+        "a process is left on the node"
+    );
+}
+
+#[test]
+fn cancelling_the_batch_cancels_steps_in_flight() {
+    let pool = Pool::new(PoolConfig::new(MaxWorkers::new(3, 8).unwrap()));
+    let tasks: Vec<_> = (0..3).map(|i| Task::new(format!("t{i}"), i)).collect();
+    let cancel = CancelToken::new();
+    let runner = ProcessRunner::new();
+    let ids = std::sync::Mutex::new(Vec::new());
+    let stopper = cancel.clone();
+    let watcher = std::thread::spawn(move || {
+        // Cancel once all three steps are running on the node.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes_with("sleep 62.5").len() < 3 {
+            assert!(Instant::now() < deadline, "the steps did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stopper.cancel(fanout::CancelReason::Interrupted);
+    });
+    let result = pool
+        .run(&tasks, &cancel, &mut Silent, |i, ctx| {
+            let out = runner.run(
+                &Command::shell(format!("exec sleep 62.5{i}"))
+                    .job_name(format!("cancel-{i}"))
+                    .launcher(slurm()),
+                ctx.cancel_token(),
+            )?;
+            ids.lock().unwrap().extend(out.slurm_job_id);
+            out.into_result().map(drop)
+        })
+        .unwrap();
+    watcher.join().unwrap();
+    assert!(
+        result
+            .outcomes
+            .iter()
+            .all(|o| o.status == Status::Cancelled)
+    );
+    let ids = ids.into_inner().unwrap();
+    assert_eq!(ids.len(), 3, "every job id recorded");
+    for id in ids {
+        let state = settled(id);
+        assert!(
+            ["CANCELLED", "FAILED"].contains(&state.as_str()),
+            "job {id} ended {state}"
+        );
+    }
+    assert_eq!(processes_with("sleep 62.5"), Vec::<i32>::new());
+}
+
+#[test]
+fn a_job_the_scheduler_rejects_fails_with_its_reason() {
+    let slurm = Slurm {
+        mem: Some("100000000G".into()),
+        ..Slurm::default()
+    };
+    let e = ProcessRunner::new()
+        .run(
+            &Command::new("true").launcher(Launcher::Slurm(slurm)),
+            &CancelToken::new(),
+        )
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    assert!(e.to_string().starts_with("Slurm rejected the job: "), "{e}");
+}
+
+#[test]
+fn the_check_finds_srun_and_names_the_partitions() {
+    Slurm::default()
+        .check()
+        .expect("the test cluster has srun and a default partition");
+    let bad = Slurm {
+        partition: Some("no-such-partition".into()),
+        ..Slurm::default()
+    };
+    match bad.check() {
+        Err(SlurmError::UnknownPartition { name, known }) => {
+            assert_eq!(name, "no-such-partition");
+            assert!(!known.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
