@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the experiments
-    Run(RunCli),
+    Run(Box<RunCli>),
     /// List the providers, their settings and concurrency limits
     Providers,
     /// List the models a provider serves, with their context windows
@@ -85,6 +85,14 @@ pub struct RunCli {
     /// The command template for the command provider (rendered per row, run with sh -c)
     #[arg(long, value_name = "TEMPLATE")]
     pub command: Option<String>,
+    /// Where the command provider's experiments run: here, or on a Slurm cluster, each as a
+    /// job step started with `srun` (the working folder must be on a file system the nodes share)
+    #[arg(long, value_name = "BACKEND", default_value = "local",
+          value_parser = clap::builder::PossibleValuesParser::new(fanout::Launcher::NAMES))]
+    pub backend: String,
+    /// An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=gpu
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub slurm_arg: Vec<String>,
     /// Check the inputs and configuration, run nothing
     #[arg(long)]
     pub validate_only: bool,

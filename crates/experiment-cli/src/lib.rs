@@ -48,6 +48,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 timeout: Duration::from_secs(r.timeout.max(1)),
                 retries: r.retries,
                 limits: r.provider_limits,
+                backend: r.backend,
+                slurm_args: r.slurm_arg,
                 progress: if r.quiet {
                     ProgressMode::Quiet
                 } else if r.verbose {

@@ -31,6 +31,9 @@ pub(crate) struct RunArgs {
     pub(crate) retries: u32,
     pub(crate) limits: Vec<(String, usize)>,
     pub(crate) command: Option<String>,
+    /// `--backend`: where the command provider's experiments run.
+    pub(crate) backend: String,
+    pub(crate) slurm_args: Vec<String>,
     pub(crate) validate_only: bool,
     pub(crate) resume: bool,
     pub(crate) report: Option<PathBuf>,
@@ -133,10 +136,12 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
         }
     }
     let http = Http::new(args.timeout);
+    let launcher = fanout::Launcher::from_flags(&args.backend, &args.slurm_args)?;
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(
             Template::new("--command", c.clone())?,
             args.timeout,
+            launcher.clone(),
         )),
         None => None,
     };
@@ -147,6 +152,13 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
         .collect();
     used.sort_unstable();
     used.dedup();
+    if matches!(launcher, fanout::Launcher::Slurm(_)) && !used.contains(&"command") {
+        bail!(
+            "--backend slurm runs the command provider's experiments on Slurm, and these \
+             experiments use none (providers: {}); HTTP requests are sent from here",
+            used.join(", ")
+        );
+    }
     let providers = providers::build(&used, &http, command.as_ref())?;
     let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
 

@@ -67,6 +67,16 @@ pub struct Cli {
     #[arg(long, overrides_with = "sandbox")]
     pub no_sandbox: bool,
 
+    /// Where exports run: here, or on a Slurm cluster, each export a job step started with
+    /// `srun`; the notebooks and the output folder must be on a file system the nodes share
+    #[arg(long, value_name = "BACKEND",
+          value_parser = clap::builder::PossibleValuesParser::new(fanout::Launcher::NAMES))]
+    pub backend: Option<String>,
+
+    /// An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=cpu
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub slurm_arg: Vec<String>,
+
     /// The uvx executable [default: uvx on PATH]
     #[arg(long, value_name = "PATH")]
     pub uvx: Option<PathBuf>,

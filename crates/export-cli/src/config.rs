@@ -81,6 +81,9 @@ pub(crate) struct Settings {
     pub(crate) report: Option<PathBuf>,
     pub(crate) progress: ProgressMode,
     pub(crate) verbose: bool,
+    /// `local` or `slurm`, with the Slurm options; checked only when an export will run.
+    pub(crate) backend: String,
+    pub(crate) slurm_args: Vec<String>,
 }
 
 /// `[tool.export-nb]`: the long flag names, in kebab case.
@@ -99,6 +102,8 @@ struct FileSettings {
     template: Option<PathBuf>,
     title: Option<String>,
     exclude: Option<Vec<String>>,
+    backend: Option<String>,
+    slurm_args: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,7 +226,22 @@ impl Settings {
             report: cli.report,
             progress,
             verbose: cli.verbose,
+            backend: cli
+                .backend
+                .or(file.backend)
+                .unwrap_or_else(|| "local".to_owned()),
+            slurm_args: if cli.slurm_arg.is_empty() {
+                file.slurm_args.unwrap_or_default()
+            } else {
+                cli.slurm_arg
+            },
         })
+    }
+
+    /// Where exports run, checked (srun here, the partition known) before any export starts.
+    pub(crate) fn launcher(&self) -> Result<fanout::Launcher> {
+        fanout::Launcher::from_flags(&self.backend, &self.slurm_args)
+            .with_context(|| format!("--backend {}", self.backend))
     }
 
     /// The uvx to run, checked: a path must exist; a bare name must be on `PATH`.

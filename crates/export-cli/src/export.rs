@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use fanout::process::{Ending, ProcessOutput};
-use fanout::{CancelToken, Command, ProcessRunner, Sink, TaskError};
+use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
 
 use crate::config::Settings;
 use crate::discover::Found;
@@ -16,7 +16,13 @@ const CELLS_FAILED: &str = "some cells failed to execute";
 const NOT_VALID: &str = "is not a valid marimo notebook";
 
 /// The export command for `found`, writing into `dest` (a file in a private temporary folder).
-pub(crate) fn command(settings: &Settings, uvx: &Path, found: &Found, dest: &Path) -> Command {
+pub(crate) fn command(
+    settings: &Settings,
+    uvx: &Path,
+    found: &Found,
+    dest: &Path,
+    launcher: &Launcher,
+) -> Command {
     let marimo = match &settings.marimo_version {
         Some(v) => format!("marimo@{v}"),
         None => "marimo".to_owned(),
@@ -36,6 +42,8 @@ pub(crate) fn command(settings: &Settings, uvx: &Path, found: &Found, dest: &Pat
         .arg("-o")
         .arg(dest)
         .timeout(Some(settings.timeout))
+        .launcher(launcher.clone())
+        .job_name(format!("export-nb {}", found.rel.display()))
         .stdout(Sink::Capture {
             max_bytes: 16 * 1024,
         })
@@ -55,6 +63,7 @@ pub(crate) fn export(
     settings: &Settings,
     uvx: &Path,
     runner: &ProcessRunner,
+    launcher: &Launcher,
     found: &Found,
     index: usize,
     cancel: &CancelToken,
@@ -66,7 +75,7 @@ pub(crate) fn export(
     let file_name = found.page.file_name().expect("pages have file names");
     let dest = tmp.join(file_name);
     let result = runner
-        .run(&command(settings, uvx, found, &dest), cancel)
+        .run(&command(settings, uvx, found, &dest, launcher), cancel)
         .map_err(TaskError::from)
         .and_then(|out| judge(out, &dest))
         .and_then(|()| {
@@ -104,6 +113,7 @@ fn judge(out: ProcessOutput, page: &Path) -> Result<(), TaskError> {
             Err(TaskError::failed("marimo reported success but wrote no page").with_detail(tail()))
         }
         Ending::Exited(0) => Ok(()),
+        Ending::Exited(_) if out.slurm_failure.is_some() => out.into_result().map(|_| ()),
         Ending::Exited(_) if stderr.contains(CELLS_FAILED) => Err(TaskError::failed(format!(
             "a cell raised an error{}",
             first_error_line(&stderr)

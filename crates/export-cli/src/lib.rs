@@ -132,18 +132,30 @@ impl Plan {
         for (i, job) in self.exports() {
             let dest = export::temp_dir(&self.settings.output, i)
                 .join(job.found.page.file_name().expect("pages have file names"));
-            let cmd = export::command(&self.settings, &self.settings.uvx, &job.found, &dest);
+            let cmd = export::command(
+                &self.settings,
+                &self.settings.uvx,
+                &job.found,
+                &dest,
+                &fanout::Launcher::Local,
+            );
             println!("{}", cmd.display());
         }
     }
 
     fn execute(mut self) -> Result<ExitStatus> {
-        let uvx = if self.exports().next().is_some() {
-            self.settings
+        let (uvx, launcher) = if self.exports().next().is_some() {
+            let uvx = self
+                .settings
                 .resolve_uvx()
-                .map_err(|e| UsageError(format!("{e:#}")))?
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            let launcher = self
+                .settings
+                .launcher()
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            (uvx, launcher)
         } else {
-            self.settings.uvx.clone()
+            (self.settings.uvx.clone(), fanout::Launcher::Local)
         };
         let output = self.settings.output.clone();
         std::fs::create_dir_all(&output)
@@ -171,6 +183,7 @@ impl Plan {
                     settings,
                     &uvx,
                     &runner,
+                    &launcher,
                     &job.found,
                     ctx.index(),
                     ctx.cancel_token(),

@@ -57,6 +57,15 @@ pub enum Commands {
         /// running jobs (now)
         #[arg(long, value_enum, default_value_t = Halt::Soon)]
         halt: Halt,
+        /// Where jobs run: here, or on a Slurm cluster, each job a job step started with `srun`
+        /// (the project folder must be on a file system the nodes share). A job's or its
+        /// pipeline's `backend = "..."` in the pipeline file wins over this.
+        #[arg(long, value_enum, default_value_t = crate::config::Backend::Local, value_name = "BACKEND")]
+        backend: crate::config::Backend,
+        /// An option for `srun`, for every job run on Slurm; repeatable
+        /// (`--slurm-arg=--partition=gpu --slurm-arg=--qos=short`)
+        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+        slurm_arg: Vec<String>,
         /// Print only failures and summaries
         #[arg(short, long)]
         quiet: bool,

@@ -33,10 +33,25 @@ pub(crate) struct Stage {
     pub(crate) jobs: Vec<Job>,
 }
 
+/// Where jobs run: here, or as Slurm job steps (see `fanout::Slurm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// On this machine.
+    #[default]
+    Local,
+    /// On a Slurm cluster, each job as a job step started with `srun`.
+    Slurm,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     pub(crate) id: String,
     pub(crate) run: Run,
+    /// The job's `backend`, else its pipeline's; `None`: the command line decides.
+    pub(crate) backend: Option<Backend>,
+    /// The pipeline's `slurm` table with the job's over it.
+    pub(crate) slurm: fanout::Slurm,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
     pub(crate) env: BTreeMap<String, String>,
@@ -80,10 +95,36 @@ struct RawPipeline {
     pipeline_id: Option<String>,
     description: Option<String>,
     stop_on_failure: Option<bool>,
+    backend: Option<Backend>,
+    slurm: Option<RawSlurm>,
     #[serde(default)]
     stages: Vec<RawStage>,
     #[serde(default)]
     jobs: BTreeMap<String, RawJob>,
+}
+
+/// `slurm = { partition = "...", account = "...", cpus = 4, mem = "8G", args = ["--qos=x"] }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    partition: Option<String>,
+    account: Option<String>,
+    cpus: Option<u32>,
+    mem: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+impl From<RawSlurm> for fanout::Slurm {
+    fn from(r: RawSlurm) -> Self {
+        fanout::Slurm {
+            partition: r.partition,
+            account: r.account,
+            cpus: r.cpus,
+            mem: r.mem,
+            args: r.args,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +147,8 @@ struct RawJob {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<PathBuf>,
+    backend: Option<Backend>,
+    slurm: Option<RawSlurm>,
 }
 
 /// `command = "string"` or `command = ["argv", ...]`, with a clear error otherwise (not
@@ -275,6 +318,7 @@ impl Project {
             bail!("{at}: the pipeline has no stages ([[stages]] with a name and jobs)");
         }
         let default_stop = raw.stop_on_failure.unwrap_or(true);
+        let pipeline_slurm: fanout::Slurm = raw.slurm.clone().unwrap_or_default().into();
         let mut seen_stages = HashSet::new();
         let mut seen_jobs: HashMap<&str, &str> = HashMap::new();
         let mut stages = Vec::new();
@@ -297,7 +341,12 @@ impl Project {
                         stage.name
                     );
                 }
-                jobs.push(self.job(id, &stage.name, file, &raw.jobs)?);
+                let mut job = self.job(id, &stage.name, file, &raw.jobs)?;
+                if !matches!(job.run, Run::Pipeline(_)) {
+                    job.backend = job.backend.or(raw.backend);
+                    job.slurm = pipeline_slurm.merged_with(&job.slurm);
+                }
+                jobs.push(job);
             }
             stages.push(Stage {
                 name: stage.name.clone(),
@@ -330,6 +379,9 @@ impl Project {
             return Ok(Job {
                 id: id.to_owned(),
                 run: Run::Pipeline(nested.to_owned()),
+                // The nested lorchestra runs here; its own jobs say where they run.
+                backend: Some(Backend::Local),
+                slurm: fanout::Slurm::default(),
                 timeout: None,
                 retries: 0,
                 env: BTreeMap::new(),
@@ -382,6 +434,8 @@ impl Project {
         Ok(Job {
             id: id.to_owned(),
             run,
+            backend: raw.backend,
+            slurm: raw.slurm.unwrap_or_default().into(),
             timeout,
             retries: raw.retries,
             env: raw.env,

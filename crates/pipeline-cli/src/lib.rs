@@ -48,6 +48,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             dry_run,
             resume,
             halt,
+            backend,
+            slurm_arg,
             quiet,
             no_progress,
         } => {
@@ -56,6 +58,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 max_workers: max_workers_from(max_workers)?,
                 halt,
                 resume,
+                backend,
+                slurm_args: slurm_arg,
                 progress: if quiet {
                     ProgressMode::Quiet
                 } else if no_progress {

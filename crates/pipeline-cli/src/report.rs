@@ -188,6 +188,9 @@ fn tooltip(job: &crate::store::JobRecord, stage: &str, t0: f64) -> String {
     if job.attempts > 1 {
         let _ = write!(title, ", {} attempts", job.attempts);
     }
+    if let Some(id) = job.slurm_job_id {
+        let _ = write!(title, ", Slurm job {id}");
+    }
     if let Some(e) = &job.error {
         let _ = write!(title, ": {e}");
     }

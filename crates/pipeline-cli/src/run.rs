@@ -8,12 +8,13 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use fanout::{
-    CancelReason, CancelToken, Command, Event, ExitStatus, FailurePolicy, MaxWorkers, Pool,
-    PoolConfig, ProcessRunner, ProgressMode, Reporter, RetryPolicy, Sink, Task, TaskError, Tee,
+    CancelReason, CancelToken, Command, Event, ExitStatus, FailurePolicy, Launcher, MaxWorkers,
+    Pool, PoolConfig, ProcessRunner, ProgressMode, Reporter, RetryPolicy, Sink, Task, TaskError,
+    Tee,
 };
 
 use crate::cli::Halt;
-use crate::config::{Job, Pipeline, Project, Run};
+use crate::config::{Backend, Job, Pipeline, Project, Run};
 use crate::store::{
     self, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
 };
@@ -24,6 +25,39 @@ pub(crate) struct RunOptions {
     pub(crate) halt: Halt,
     pub(crate) resume: Option<String>,
     pub(crate) progress: ProgressMode,
+    /// Where jobs whose pipeline file does not say run.
+    pub(crate) backend: Backend,
+    /// `--slurm-arg`s, added to every Slurm job's srun options (after the file's).
+    pub(crate) slurm_args: Vec<String>,
+}
+
+/// Where `job` runs: its pipeline file's say, else the command line's.
+pub(crate) fn launcher(job: &Job, opts: &RunOptions) -> Launcher {
+    match job.backend.unwrap_or(opts.backend) {
+        Backend::Local => Launcher::Local,
+        Backend::Slurm => Launcher::Slurm(job.slurm.merged_with(&fanout::Slurm {
+            args: opts.slurm_args.clone(),
+            ..fanout::Slurm::default()
+        })),
+    }
+}
+
+/// Before anything runs: every job bound for Slurm can go there (srun is here, its partition
+/// exists). Each distinct setting is checked once.
+fn check_backends(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
+    let mut checked: Vec<fanout::Slurm> = Vec::new();
+    for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
+        if let Launcher::Slurm(slurm) = launcher(job, opts) {
+            if checked.contains(&slurm) {
+                continue;
+            }
+            slurm
+                .check()
+                .with_context(|| format!("the job {:?} runs on Slurm", job.id))?;
+            checked.push(slurm);
+        }
+    }
+    Ok(())
 }
 
 /// Lines of a failed job's log shown on the terminal.
@@ -31,6 +65,7 @@ const LOG_TAIL_LINES: usize = 15;
 
 /// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
 pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
+    check_backends(pipeline, opts)?;
     let (record, done) = match &opts.resume {
         Some(run_id) => resumed_record(project, pipeline, run_id, opts)?,
         None => (new_record(pipeline, opts), Vec::new()),
@@ -89,6 +124,7 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         );
         let ctx = StageContext {
             project,
+            opts,
             run_dir: &run_dir,
             run_id: &run_id,
             max_workers: opts.max_workers,
@@ -141,6 +177,7 @@ fn not_run(stage: usize, job: usize, status: JobStatus, why: &str) -> Update {
         status,
         attempts: 0,
         exit_code: None,
+        slurm_job_id: None,
         error: Some(why.to_owned()),
         duration: std::time::Duration::ZERO,
         at: SystemTime::now(),
@@ -166,7 +203,11 @@ fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
             .iter()
             .map(|s| StageRecord {
                 name: s.name.clone(),
-                jobs: s.jobs.iter().map(|j| JobRecord::pending(&j.id)).collect(),
+                jobs: s
+                    .jobs
+                    .iter()
+                    .map(|j| JobRecord::pending(&j.id, launcher(j, opts).name()))
+                    .collect(),
             })
             .collect(),
     }
@@ -215,6 +256,7 @@ fn resumed_record(
 
 struct StageContext<'a> {
     project: &'a Project,
+    opts: &'a RunOptions,
     run_dir: &'a Path,
     run_id: &'a str,
     max_workers: MaxWorkers,
@@ -257,6 +299,7 @@ fn run_stage(
         })
         .collect();
     let exit_codes: Mutex<Vec<Option<i32>>> = Mutex::new(vec![None; stage.jobs.len()]);
+    let slurm_ids: Mutex<Vec<Option<u64>>> = Mutex::new(vec![None; stage.jobs.len()]);
 
     let mut progress = opts.progress.reporter_with_detail(LOG_TAIL_LINES);
     let mut record = |event: &Event<'_, ()>| match event {
@@ -274,6 +317,7 @@ fn run_stage(
                 status: JobStatus::from_task(outcome.status),
                 attempts: outcome.attempts,
                 exit_code: exit_codes.lock().expect("exit codes")[ji],
+                slurm_job_id: slurm_ids.lock().expect("slurm ids")[ji],
                 error: outcome.error_message(),
                 duration: outcome.duration,
                 at: SystemTime::now(),
@@ -291,6 +335,9 @@ fn run_stage(
         let out = run_job(ctx, job, &log, tctx.attempt(), runner, tctx.cancel_token())?;
         if let fanout::process::Ending::Exited(code) = out.ending {
             exit_codes.lock().expect("exit codes")[ji] = Some(code);
+        }
+        if out.slurm_job_id.is_some() {
+            slurm_ids.lock().expect("slurm ids")[ji] = out.slurm_job_id;
         }
         out.into_result().map(drop).map_err(|e| match e {
             TaskError::Failed { .. } | TaskError::TimedOut { .. } => {
@@ -317,14 +364,21 @@ fn run_job(
         Run::Pipeline(name) => {
             let exe = std::env::current_exe()
                 .map_err(|e| TaskError::failed(format!("cannot find lorchestra itself: {e}")))?;
-            Command::new(exe)
+            let mut nested = Command::new(exe)
                 .arg("pipeline")
                 .arg(name)
                 .arg("--dir")
                 .arg(&ctx.project.dir)
                 .arg("--max-workers")
                 .arg(ctx.max_workers.get().to_string())
-                .arg("--no-progress")
+                .arg("--no-progress");
+            if ctx.opts.backend == Backend::Slurm {
+                nested = nested.args(["--backend", "slurm"]);
+            }
+            for a in &ctx.opts.slurm_args {
+                nested = nested.arg(format!("--slurm-arg={a}"));
+            }
+            nested
         }
     };
     let cwd = job
@@ -332,6 +386,8 @@ fn run_job(
         .as_ref()
         .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
     let mut cmd = cmd
+        .launcher(launcher(job, ctx.opts))
+        .job_name(&job.id)
         .current_dir(cwd)
         .env("LORCHESTRA_RUN_ID", ctx.run_id)
         .env("LORCHESTRA_JOB_ID", &job.id)
@@ -403,6 +459,10 @@ pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
             }
             if job.retries > 0 {
                 extra.push(format!("retries {}", job.retries));
+            }
+            if let Launcher::Slurm(slurm) = launcher(job, opts) {
+                let srun = slurm.srun_line(&Command::new("job").job_name(&job.id));
+                extra.push(format!("on Slurm: {srun}"));
             }
             let extra = if extra.is_empty() {
                 String::new()

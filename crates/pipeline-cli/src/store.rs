@@ -114,11 +114,23 @@ pub(crate) struct JobRecord {
     /// Relative to the run folder.
     pub(crate) log: String,
     pub(crate) error: Option<String>,
+    /// Where it runs: `local` or `slurm`.
+    #[serde(default = "local")]
+    pub(crate) backend: String,
+    /// The Slurm job of its last attempt, when it ran on Slurm.
+    #[serde(default)]
+    pub(crate) slurm_job_id: Option<u64>,
+}
+
+fn local() -> String {
+    "local".to_owned()
 }
 
 impl JobRecord {
-    pub(crate) fn pending(job_id: &str) -> Self {
+    pub(crate) fn pending(job_id: &str, backend: &str) -> Self {
         JobRecord {
+            backend: backend.to_owned(),
+            slurm_job_id: None,
             job_id: job_id.to_owned(),
             status: JobStatus::Pending,
             attempts: 0,
@@ -210,6 +222,7 @@ pub(crate) enum Update {
         status: JobStatus,
         attempts: u32,
         exit_code: Option<i32>,
+        slurm_job_id: Option<u64>,
         error: Option<String>,
         duration: Duration,
         at: SystemTime,
@@ -247,6 +260,7 @@ fn apply(record: &mut RunRecord, update: Update) {
             status,
             attempts,
             exit_code,
+            slurm_job_id,
             error,
             duration,
             at,
@@ -254,6 +268,7 @@ fn apply(record: &mut RunRecord, update: Update) {
             let j = &mut record.stages[stage].jobs[job];
             j.status = status;
             j.attempts = attempts;
+            j.slurm_job_id = slurm_job_id;
             j.exit_code = exit_code;
             j.error = error;
             if attempts > 0 {
@@ -406,7 +421,7 @@ mod tests {
             stages: vec![StageRecord {
                 name: "s".into(),
                 jobs: (0..jobs)
-                    .map(|i| JobRecord::pending(&format!("j{i}")))
+                    .map(|i| JobRecord::pending(&format!("j{i}"), "local"))
                     .collect(),
             }],
         }
@@ -431,6 +446,7 @@ mod tests {
                 status: JobStatus::Succeeded,
                 attempts: 1,
                 exit_code: Some(0),
+                slurm_job_id: None,
                 error: None,
                 duration: Duration::from_millis(1),
                 at: SystemTime::now(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanout::{CancelToken, Command, ProcessRunner, Sink, TaskError};
+use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
 
 use super::{Answer, ModelInfo, Provider};
 use crate::experiments::Template;
@@ -13,14 +13,16 @@ use crate::experiments::Template;
 pub(crate) struct CommandProvider {
     template: Arc<Template>,
     timeout: Duration,
+    launcher: Launcher,
     runner: ProcessRunner,
 }
 
 impl CommandProvider {
-    pub(crate) fn new(template: Template, timeout: Duration) -> Self {
+    pub(crate) fn new(template: Template, timeout: Duration, launcher: Launcher) -> Self {
         CommandProvider {
             template: Arc::new(template),
             timeout,
+            launcher,
             runner: ProcessRunner::new(),
         }
     }
@@ -32,8 +34,14 @@ impl Provider for CommandProvider {
     }
 
     fn settings(&self) -> String {
-        "--command TEMPLATE, rendered per row with its variables and {{model}}, run with sh -c"
-            .to_owned()
+        format!(
+            "--command TEMPLATE, rendered per row with its variables and {{{{model}}}}, run with \
+             sh -c ({})",
+            match &self.launcher {
+                Launcher::Local => "here".to_owned(),
+                Launcher::Slurm(_) => "on Slurm, with srun".to_owned(),
+            }
+        )
     }
 
     fn generate(
@@ -48,6 +56,8 @@ impl Provider for CommandProvider {
             .render(vars, &[("model", model)])
             .map_err(TaskError::failed)?;
         let cmd = Command::shell(script)
+            .launcher(self.launcher.clone())
+            .job_name(format!("parallamr {model}"))
             .timeout(Some(self.timeout))
             .stdout(Sink::Capture {
                 max_bytes: 1024 * 1024,

@@ -370,6 +370,88 @@ fn the_command_provider_runs_a_program_per_row() {
     );
 }
 
+/// A command sweep through a real single-node Slurm (`cargo xtask slurm-up`): each row a job
+/// step, its output and exit code back in the results.
+#[test]
+fn a_command_sweep_runs_on_slurm() {
+    let mut csv = String::from("provider,model,lr\n");
+    for i in 0..6 {
+        let _ = writeln!(csv, "command,m{i},0.{i}");
+    }
+    csv.push_str("command,broken,1\n");
+    let p = Project::create("unused", &csv);
+    let template = "[ {{ model }} = broken ] && exit 4; \
+                    echo lr={{ lr }} model={{ model }} job=$SLURM_JOB_ID step=$SLURM_STEP_ID";
+    let out = run_run(
+        &p,
+        &[
+            "--command",
+            template,
+            "-j",
+            "4",
+            "--backend",
+            "slurm",
+            "--slurm-arg=--mem=50M",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(1), "one row fails: {}", out.stderr);
+    let rows = p.results();
+    assert_eq!(rows.len(), 7);
+    let mut jobs = std::collections::BTreeSet::new();
+    for r in &rows {
+        if &r[1] == "broken" {
+            assert_eq!(&r[3], "error");
+            assert_eq!(&r[9], "exited with code 4", "{r:?}");
+            continue;
+        }
+        assert_eq!(&r[3], "ok", "{r:?}");
+        let out = &r[8];
+        assert!(
+            out.starts_with(&format!("lr={} model={} job=", &r[2], &r[1])),
+            "{out}"
+        );
+        let job: u64 = out
+            .split("job=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(out.ends_with("step=0"), "ran as a job step: {out}");
+        assert_eq!(testkit::slurm::job(job).0, format!("parallamr {}", &r[1]));
+        jobs.insert(job);
+    }
+    assert_eq!(jobs.len(), 6, "one Slurm job per experiment");
+
+    // Slurm options without the Slurm backend, and the backend for HTTP providers, are errors.
+    let out = run_run(
+        &p,
+        &["--command", "true", "--slurm-arg=--mem=1G", "--resume"],
+        None,
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("Slurm options need --backend slurm"),
+        "{}",
+        out.stderr
+    );
+    let http = Project::create(
+        "About {{ topic }}",
+        "provider,model,topic\nmock,mock,cats\n",
+    );
+    let out = run_run(&http, &["--backend", "slurm"], None);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr
+            .contains("these experiments use none (providers: mock)"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn experiments_can_come_from_stdin_and_results_go_to_stdout() {
     let p = Project::create("About {{ topic }}", "");

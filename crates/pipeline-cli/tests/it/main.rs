@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `lorchestra` binary on temporary projects.
 
 mod browser;
+mod slurm;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
