@@ -9,6 +9,7 @@
     reason = "tests run the real binaries and stand-in tools directly, from outside the core"
 )]
 
+#[cfg(feature = "browser")]
 pub mod browser;
 pub mod llm_server;
 pub mod slurm;
