@@ -50,17 +50,34 @@ pub fn settled(id: u64) -> String {
 }
 
 /// Pids of the live processes on this machine (the test cluster's only node) whose command
-/// line contains `token`.
+/// line, arguments joined by spaces, contains `token`: the step's own process, and the `srun`
+/// and shells whose arguments mention it.
 pub fn processes_with(token: &str) -> Vec<i32> {
+    command_lines()
+        .filter(|(_, line)| line.contains(token))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Pids of the live processes whose command line *starts* with `line`: a step's program once it
+/// runs on the node (`sleep 62.5`), not the `srun` that asked for it.
+pub fn processes_running(line: &str) -> Vec<i32> {
+    command_lines()
+        .filter(|(_, l)| l.starts_with(line))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn command_lines() -> impl Iterator<Item = (i32, String)> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            crate::alive(pid)
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
+        .filter(|&pid| crate::alive(pid))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            Some((pid, line.trim_end().to_owned()))
         })
-        .collect()
 }

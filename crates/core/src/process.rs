@@ -492,7 +492,14 @@ impl ProcessRunner {
             killed_processes = session.finish(&cookie, group, cmd.grace);
         }
         let duration = start.elapsed();
-        let slurm_job_id = via_slurm
+        let (stdout, stderr) = streams.collect();
+        let slurm_failure = if via_slurm && status.is_some_and(|s| !s.success()) {
+            slurm::failure(&stderr_text(cmd, &stderr))
+        } else {
+            None
+        };
+        // A job the scheduler refused never existed: nothing to look up or cancel.
+        let slurm_job_id = (via_slurm && !slurm_failure.as_deref().is_some_and(slurm::refused))
             .then(|| slurm::job_id(&job_name, &marker))
             .flatten();
         if let (Some(id), Some(_)) = (slurm_job_id, &forced) {
@@ -500,13 +507,6 @@ impl ProcessRunner {
             // was still waiting for resources, make sure the cluster lets go of it too.
             slurm::cancel(id);
         }
-
-        let (stdout, stderr) = streams.collect();
-        let slurm_failure = if via_slurm && status.is_some_and(|s| !s.success()) {
-            slurm::failure(&stderr_text(cmd, &stderr))
-        } else {
-            None
-        };
         let ending = forced.unwrap_or_else(|| {
             status.map_or(Ending::Signaled(0), |s| match (s.code(), s.signal()) {
                 (Some(code), _) => Ending::Exited(code),

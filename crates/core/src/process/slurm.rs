@@ -193,24 +193,44 @@ fn partitions() -> Result<(BTreeSet<String>, Option<String>), SlurmError> {
     Ok((all, default))
 }
 
-/// The id of our job named `name` whose comment is `marker`, if Slurm still knows it. The
-/// query is narrowed to our own jobs of that name: on a shared cluster `--states=all` alone
-/// would list everyone's recent jobs.
+/// The id of our job named `name` whose comment is `marker`, if Slurm knows it. The query is
+/// narrowed to our own jobs of that name: on a shared cluster `--states=all` alone would list
+/// everyone's recent jobs. Asked up to 5 times, 100 ms apart: under load squeue sometimes
+/// answers without a job that has just ended (seen on the test cluster with 4 steps ending at
+/// once).
+pub(crate) fn job_id(name: &str, marker: &str) -> Option<u64> {
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(id) = query_job_id(name, marker) {
+            return Some(id);
+        }
+    }
+    None
+}
+
 #[expect(
     clippy::disallowed_methods,
     reason = "the process module runs Slurm's own commands"
 )]
-pub(crate) fn job_id(name: &str, marker: &str) -> Option<u64> {
+fn query_job_id(name: &str, marker: &str) -> Option<u64> {
     let out = std::process::Command::new("squeue")
         .args(["--noheader", "--states=all", "--me", "--format=%i|%k"])
         .arg(format!("--name={name}"))
         .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let (id, comment) = l.trim().split_once('|')?;
         (comment == marker).then(|| id.parse().ok()).flatten()
     })
+}
+
+/// Whether a [`failure`] message says the job was refused (so it never had an id).
+pub(crate) fn refused(message: &str) -> bool {
+    message.starts_with("Slurm rejected the job")
 }
 
 /// Cancel job `id` on the cluster (quietly: it may have ended already).

