@@ -644,7 +644,7 @@ impl Pool {
                     scope.spawn(move || {
                         use rayon::prelude::*;
                         rayon.install(|| {
-                            (0..total)
+                            (first..total)
                                 .into_par_iter()
                                 .for_each_with(Outbox::new(tx), |outbox, i| outbox.run(shared, i));
                         });

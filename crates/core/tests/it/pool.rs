@@ -326,8 +326,10 @@ fn auto_keeps_tiny_cpu_tasks_serial_and_spreads_long_ones() {
 
     let gauge = Gauge::default();
     let peak = AtomicUsize::new(0);
+    let runs = AtomicUsize::new(0);
     let long = cpu_pool
         .run(&tasks(256), &CancelToken::new(), &mut Silent, |&i, _| {
+            runs.fetch_add(1, Ordering::SeqCst);
             peak.fetch_max(gauge.add(1), Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(2));
             gauge.add(-1);
@@ -339,6 +341,11 @@ fn auto_keeps_tiny_cpu_tasks_serial_and_spreads_long_ones() {
     assert!(
         peak.load(Ordering::SeqCst) > 1,
         "long tasks ran in parallel"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        256,
+        "each task runs once: the sampled ones are not run again"
     );
     assert_eq!(
         long.outcomes
