@@ -41,16 +41,15 @@ pub(crate) fn ensure() -> Result<()> {
     }
     start_munge()?;
     let conf = config();
-    let current = std::fs::read_to_string(CONF).unwrap_or_default();
-    if current != conf {
-        privileged(&[
-            "mkdir",
-            "-p",
-            "/etc/slurm",
-            "/var/spool/slurmctld",
-            "/var/spool/slurmd",
-            "/var/log/slurm",
-        ])?;
+    privileged(&[
+        "mkdir",
+        "-p",
+        "/etc/slurm",
+        "/var/spool/slurmctld",
+        "/var/spool/slurmd",
+        "/var/log/slurm",
+    ])?;
+    if std::fs::read_to_string(CONF).unwrap_or_default() != conf {
         write_as_root(CONF, &conf)?;
         // Daemons started with another configuration must read this one.
         for daemon in ["slurmctld", "slurmd"] {
@@ -60,13 +59,6 @@ pub(crate) fn ensure() -> Result<()> {
             }
         }
     }
-    privileged(&[
-        "mkdir",
-        "-p",
-        "/var/spool/slurmctld",
-        "/var/spool/slurmd",
-        "/var/log/slurm",
-    ])?;
     for daemon in ["slurmctld", "slurmd"] {
         if !running(daemon) {
             privileged(&[&format!("/usr/sbin/{daemon}")]).with_context(|| {
@@ -208,15 +200,8 @@ fn running(daemon: &str) -> bool {
 
 /// Run a command as root: directly when we are root, else through `sudo -n`.
 fn privileged(argv: &[&str]) -> Result<()> {
-    let mut cmd = if rustix::process::geteuid().is_root() {
-        Command::new(argv[0])
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.args(["-n", argv[0]]);
-        sudo
-    };
-    cmd.args(&argv[1..]);
-    tasks::run(&mut cmd).context("the test cluster needs root (or sudo without a password)")
+    tasks::run(tasks::as_root(argv[0]).args(&argv[1..]))
+        .context("the test cluster needs root (or sudo without a password)")
 }
 
 fn write_as_root(path: &str, text: &str) -> Result<()> {

@@ -58,31 +58,30 @@ pub(crate) fn ensure_uv() -> Result<()> {
     Ok(())
 }
 
-/// Install a Debian package with apt-get: directly as root, else through `sudo -n`.
+/// `program` to be run as root: directly when we are root, else through `sudo -n` (which fails
+/// at once rather than asking for a password).
+pub(crate) fn as_root(program: &str) -> Command {
+    if rustix::process::geteuid().is_root() {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", program]);
+        sudo
+    }
+}
+
+/// Install a Debian package with apt-get (as root, see [`as_root`]).
 pub(crate) fn apt_install(package: &str) -> Result<()> {
     if !available("apt-get") {
         bail!("no apt-get here to install {package} with");
     }
-    let mut cmd = if rustix::process::geteuid().is_root() {
-        Command::new("apt-get")
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.args(["-n", "apt-get"]);
-        sudo
-    };
+    let mut cmd = as_root("apt-get");
     cmd.args(["install", "-y", "-q", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive");
     run(&mut cmd).or_else(|first| {
         // A fresh machine may have no package lists yet.
         eprintln!("xtask: apt-get install failed ({first:#}); updating the package lists");
-        let mut update = if rustix::process::geteuid().is_root() {
-            Command::new("apt-get")
-        } else {
-            let mut sudo = Command::new("sudo");
-            sudo.args(["-n", "apt-get"]);
-            sudo
-        };
-        run(update.args(["update", "-q"]))?;
+        run(as_root("apt-get").args(["update", "-q"]))?;
         run(&mut cmd)
     })
 }

@@ -106,6 +106,21 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// The last `max_bytes` bytes of a file as text (invalid UTF-8 replaced); empty when it cannot
+/// be read. For the end of a job's log.
+pub fn read_tail(path: &Path, max_bytes: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut tail = Vec::new();
+    let _ = f
+        .seek(SeekFrom::Start(len.saturating_sub(max_bytes)))
+        .and_then(|_| f.read_to_end(&mut tail));
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,10 +220,6 @@ impl Command {
         })
     }
 
-    pub fn get_launcher(&self) -> &Launcher {
-        &self.launcher
-    }
-
     pub fn program(&self) -> &OsStr {
         &self.program
     }
@@ -305,8 +301,6 @@ pub struct ProcessOutput {
     /// The Slurm job the command ran as, when it ran on a cluster and Slurm still knew it at
     /// the end.
     pub slurm_job_id: Option<u64>,
-    /// Whether it ran through `srun`.
-    pub via_slurm: bool,
     /// Why `srun` itself failed (the scheduler refused the job, a node failed), read from its
     /// stderr wherever that went; the task's error then says so instead of "exited with code 1".
     pub slurm_failure: Option<String>,
@@ -427,14 +421,16 @@ impl ProcessRunner {
     pub fn run(&self, cmd: &Command, cancel: &CancelToken) -> Result<ProcessOutput, ProcessError> {
         let session = tree::session();
         let cookie = session.next_cookie();
-        let marker = format!("{}={}", cookie.name, cookie.value);
-        let job_name = cmd.job_name_or_program();
+        // On Slurm: the step's name and its comment (the cookie), to find its job id after.
+        let mut on_slurm: Option<(String, String)> = None;
         let slurm_cmd;
-        let (cmd, via_slurm) = match &cmd.launcher {
-            Launcher::Local => (cmd, false),
+        let cmd = match &cmd.launcher {
+            Launcher::Local => cmd,
             Launcher::Slurm(slurm) => {
+                let marker = format!("{}={}", cookie.name, cookie.value);
                 slurm_cmd = slurm.wrap(cmd, &marker);
-                (&slurm_cmd, true)
+                on_slurm = Some((cmd.job_name_or_program(), marker));
+                &slurm_cmd
             }
         };
         let program = cmd.program.to_string_lossy().into_owned();
@@ -493,15 +489,15 @@ impl ProcessRunner {
         }
         let duration = start.elapsed();
         let (stdout, stderr) = streams.collect();
-        let slurm_failure = if via_slurm && status.is_some_and(|s| !s.success()) {
+        let slurm_failure = if on_slurm.is_some() && status.is_some_and(|s| !s.success()) {
             slurm::failure(&stderr_text(cmd, &stderr))
         } else {
             None
         };
         // A job the scheduler refused never existed: nothing to look up or cancel.
-        let slurm_job_id = (via_slurm && !slurm_failure.as_deref().is_some_and(slurm::refused))
-            .then(|| slurm::job_id(&job_name, &marker))
-            .flatten();
+        let slurm_job_id = on_slurm
+            .filter(|_| !slurm_failure.as_deref().is_some_and(slurm::refused))
+            .and_then(|(name, marker)| slurm::job_id(&name, &marker));
         if let (Some(id), Some(_)) = (slurm_job_id, &forced) {
             // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job
             // was still waiting for resources, make sure the cluster lets go of it too.
@@ -523,7 +519,6 @@ impl ProcessRunner {
             killed_processes,
             command: cmd.display(),
             slurm_job_id,
-            via_slurm,
             slurm_failure,
         })
     }
@@ -556,22 +551,13 @@ fn base_expression(cmd: &Command) -> duct::Expression {
 /// The end of what the command wrote to stderr: the captured tail, or the end of the file it
 /// went to (also when stderr went with stdout into a file).
 fn stderr_text(cmd: &Command, captured: &Captured) -> String {
-    let file = match (&cmd.stderr, &cmd.stdout) {
+    match (&cmd.stderr, &cmd.stdout) {
         (Stderr::Sink(Sink::File(p) | Sink::AppendFile(p)), _)
-        | (Stderr::ToStdout, Sink::File(p) | Sink::AppendFile(p)) => Some(p),
-        _ => None,
-    };
-    let Some(path) = file else {
-        return captured.text().into_owned();
-    };
-    let Ok(mut f) = File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map_or(0, |m| m.len());
-    let mut tail = Vec::new();
-    let _ = io::Seek::seek(&mut f, io::SeekFrom::Start(len.saturating_sub(16 * 1024)))
-        .and_then(|_| f.read_to_end(&mut tail));
-    String::from_utf8_lossy(&tail).into_owned()
+        | (Stderr::ToStdout, Sink::File(p) | Sink::AppendFile(p)) => {
+            crate::fsutil::read_tail(p, 16 * 1024)
+        }
+        _ => captured.text().into_owned(),
+    }
 }
 
 /// The absolute path of a program named without a `/`, looked up on `PATH` once per program and

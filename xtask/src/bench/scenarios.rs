@@ -137,11 +137,20 @@ impl Bench {
         Ok(())
     }
 
-    fn row(group: &str, name: String, ours: String, f: &Figure) -> Scenario {
+    /// A row for our figure `f` of `jobs` jobs at `workers` workers.
+    fn row(
+        group: &str,
+        name: String,
+        ours: String,
+        f: &Figure,
+        (jobs, workers): (usize, usize),
+    ) -> Scenario {
         Scenario {
             name,
             group: group.to_owned(),
             ours,
+            jobs: Some(jobs),
+            workers: Some(workers),
             ours_seconds: f.seconds,
             ours_runs: f.runs.clone(),
             peak_rss_mib: f.peak_rss_kib.map(|k| k as f64 / 1024.0),
@@ -178,9 +187,8 @@ impl Bench {
                 format!("dispatch {n} x true -j{j}"),
                 format!("fanout pool + process runner, {j} workers"),
                 &ours,
+                (n, j),
             );
-            base.jobs = Some(n);
-            base.workers = Some(j);
             base.ideal_seconds = Some(floor.seconds);
             base.per_job_us = Some(ours.seconds * 1e6 / n as f64);
             base.note = Some(format!(
@@ -236,9 +244,8 @@ impl Bench {
                 format!("io {n} x sleep {t} -j{j}"),
                 format!("fanout pool, {j} workers"),
                 &ours,
+                (n, j),
             );
-            base.jobs = Some(n);
-            base.workers = Some(j);
             base.ideal_seconds = Some(n.div_ceil(j) as f64 * t);
             let xargs = self.anchors.xargs.clone();
             self.with_anchor(
@@ -282,9 +289,8 @@ impl Bench {
             format!("pipeline stage 4 x sleep {t} -j4"),
             "lorchestra pipeline four -j 4".to_owned(),
             &four,
+            (4, 4),
         );
-        base.jobs = Some(4);
-        base.workers = Some(4);
         base.ideal_seconds = Some(t);
         let parallel = self.anchors.parallel.clone();
         self.with_anchor(
@@ -307,9 +313,8 @@ impl Bench {
             format!("pipeline stage {n} x true -j2"),
             "lorchestra pipeline many -j 2".to_owned(),
             &many,
+            (n, 2),
         );
-        base.jobs = Some(n);
-        base.workers = Some(2);
         base.per_job_us = Some(many.seconds * 1e6 / n as f64);
         base.ideal_seconds = self.floor_per_job_j2.map(|f| f * n as f64);
         base.note =
@@ -379,9 +384,8 @@ impl Bench {
                 format!("sweep {n} experiments, 50 ms server, -j{j}"),
                 format!("parallamr run -j {j} --provider-limit openai={j}"),
                 &ours,
+                (n, j),
             );
-            base.jobs = Some(n);
-            base.workers = Some(j);
             base.ideal_seconds = Some(n.div_ceil(j) as f64 * latency);
             let curl = self.anchors.curl.clone();
             let script = format!(
@@ -435,17 +439,15 @@ impl Bench {
             format!("export {count} notebooks -j{j}"),
             format!("export-nb -j {j} --force (sandbox)"),
             &full,
+            (count, j),
         );
-        full_row.jobs = Some(count);
-        full_row.workers = Some(j);
         let mut rerun_row = Self::row(
             "export",
             format!("export {count} notebooks, unchanged re-run"),
             format!("export-nb -j {j}"),
             &rerun,
+            (count, j),
         );
-        rerun_row.jobs = Some(count);
-        rerun_row.workers = Some(j);
 
         let availability = self
             .anchors
@@ -515,9 +517,8 @@ impl Bench {
                     format!("in-process {n} {kind} tasks, {strategy}"),
                     format!("Pool, Strategy::{strategy}, {} workers", cores()),
                     &f,
+                    (n, cores()),
                 );
-                row.jobs = Some(n);
-                row.workers = Some(cores());
                 row.peak_rss_mib = None;
                 row.per_job_us = Some(f.seconds * 1e6 / n as f64);
                 row.set_anchor("rayon par_iter", anchor.seconds, anchor.runs.clone());
@@ -559,9 +560,8 @@ impl Bench {
             format!("memory {n} x true -j2"),
             "fanout pool + process runner, 2 workers".to_owned(),
             &f,
+            (n, 2),
         );
-        row.jobs = Some(n);
-        row.workers = Some(2);
         row.per_job_us = Some(f.seconds * 1e6 / n as f64);
         if let (Some(peak), Some(small)) = (f.peak_rss_kib, self.small_rss_kib) {
             row.note = Some(format!(

@@ -108,32 +108,10 @@ impl Slurm {
         }
     }
 
-    /// `cmd` as an `srun` command line: the step's name, one task, the time limit from the
-    /// command's timeout (a minute more: our own timer acts first, the cluster's is a backstop),
-    /// `marker` as the job's comment, the settings, then the program and its arguments.
+    /// `cmd` as an `srun` command line: [`Slurm::srun_options`] with `marker` as the job's
+    /// comment, then the program and its arguments.
     pub(crate) fn wrap(&self, cmd: &Command, marker: &str) -> Command {
-        let mut args: Vec<OsString> = vec![
-            format!("--job-name={}", cmd.job_name_or_program()).into(),
-            "--ntasks=1".into(),
-            "--quit-on-interrupt".into(),
-            format!("--comment={marker}").into(),
-        ];
-        if let Some(limit) = cmd.timeout {
-            args.push(format!("--time={}", minutes(limit) + 1).into());
-        }
-        if let Some(p) = &self.partition {
-            args.push(format!("--partition={p}").into());
-        }
-        if let Some(a) = &self.account {
-            args.push(format!("--account={a}").into());
-        }
-        if let Some(c) = self.cpus {
-            args.push(format!("--cpus-per-task={c}").into());
-        }
-        if let Some(m) = &self.mem {
-            args.push(format!("--mem={m}").into());
-        }
-        args.extend(self.args.iter().map(OsString::from));
+        let mut args = self.srun_options(cmd, Some(marker));
         args.push(cmd.program.clone());
         args.extend(cmd.args.iter().cloned());
         let mut wrapped = cmd.clone();
@@ -142,20 +120,42 @@ impl Slurm {
         wrapped.launcher = Launcher::Local;
         wrapped
     }
-}
 
-impl Slurm {
-    /// The `srun` options `cmd` would run with (the comment left out), for `--dry-run`.
+    /// The `srun` options `cmd` runs with (without the comment), for `--dry-run`.
     pub fn srun_line(&self, cmd: &Command) -> String {
-        let wrapped = self.wrap(cmd, "");
-        let options = wrapped.args.len() - 1 - cmd.args.len();
         let mut line = Command::new("srun");
-        line.args = wrapped.args[..options]
-            .iter()
-            .filter(|a| *a != "--comment=")
-            .cloned()
-            .collect();
+        line.args = self.srun_options(cmd, None);
         line.display()
+    }
+
+    /// The step's name, one task, `marker` as the job's comment, the time limit from the
+    /// command's timeout (a minute more: our own timer acts first, the cluster's is a
+    /// backstop), then the settings and the extra arguments.
+    fn srun_options(&self, cmd: &Command, marker: Option<&str>) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            format!("--job-name={}", cmd.job_name_or_program()).into(),
+            "--ntasks=1".into(),
+            "--quit-on-interrupt".into(),
+        ];
+        if let Some(m) = marker {
+            args.push(format!("--comment={m}").into());
+        }
+        if let Some(limit) = cmd.timeout {
+            args.push(format!("--time={}", minutes(limit) + 1).into());
+        }
+        let settings = [
+            ("--partition", self.partition.clone()),
+            ("--account", self.account.clone()),
+            ("--cpus-per-task", self.cpus.map(|c| c.to_string())),
+            ("--mem", self.mem.clone()),
+        ];
+        for (flag, value) in settings {
+            if let Some(v) = value {
+                args.push(format!("{flag}={v}").into());
+            }
+        }
+        args.extend(self.args.iter().map(OsString::from));
+        args
     }
 }
 
