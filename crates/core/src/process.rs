@@ -9,11 +9,13 @@
 //! process kills every job's whole tree (in tools that call [`init`] first thing in `main`);
 //! without one, the kernel's parent-death signal kills at least the direct children.
 
+mod forkserver;
 mod guardian;
 mod slurm;
 mod sys;
 mod tree;
 
+pub use forkserver::{FORK_SERVER_PY, ForkJob, ForkServer, ForkServerError};
 pub use guardian::{GUARDIAN_ENV, init};
 pub use slurm::{Slurm, SlurmError};
 
@@ -524,18 +526,26 @@ impl ProcessRunner {
     }
 }
 
+fn base_expression(cmd: &Command) -> duct::Expression {
+    expression_with_stdin(cmd, None)
+}
+
+/// The command as a duct expression, its stdin from `stdin` (else `/dev/null`). duct lets the
+/// innermost redirection win, so stdin is chosen here, not wrapped around the result.
 #[expect(
     clippy::disallowed_methods,
     reason = "this module is the one place that starts subprocesses"
 )]
-fn base_expression(cmd: &Command) -> duct::Expression {
+fn expression_with_stdin(cmd: &Command, stdin: Option<os_pipe::PipeReader>) -> duct::Expression {
     let program = resolve(cmd).map_or(Cow::Borrowed(cmd.program.as_os_str()), |p| {
         Cow::Owned(p.into_os_string())
     });
-    let mut expr = duct::cmd(&*program, &cmd.args)
-        .stdin_null()
-        .unchecked()
-        .before_spawn(sys::configure_child);
+    let expr = duct::cmd(&*program, &cmd.args);
+    let expr = match stdin {
+        Some(pipe) => expr.stdin_file(pipe),
+        None => expr.stdin_null(),
+    };
+    let mut expr = expr.unchecked().before_spawn(sys::configure_child);
     if let Some(dir) = &cmd.cwd {
         expr = expr.dir(dir);
     }

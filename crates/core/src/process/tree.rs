@@ -177,6 +177,92 @@ impl Session {
         seen.len()
     }
 
+    /// Kill a job whose main process a fork server of ours forked: it is not our child (we
+    /// cannot wait for it), but we hold a pidfd for it, and it keeps its exit status for us
+    /// until we say so (see `forkserver.rs`), so signalling it never reaches a reused pid.
+    ///
+    /// Its processes: its descendants (it is a child subreaper, so a descendant whose parent
+    /// dies stays below it, even after `setsid`) and whatever carries the job's cookie. Each is
+    /// held by a pidfd from the moment it is seen, so one re-parented away later (its parent
+    /// died) is still reached, and never a process that reused its pid. SIGTERM to all, a grace
+    /// period, then SIGSTOP to all (so none forks again) until no new one appears, then
+    /// SIGKILL. Returns how many processes were signalled.
+    pub(crate) fn kill_forked(
+        &self,
+        pid: i32,
+        pidfd: &rustix::fd::OwnedFd,
+        cookie: &Cookie,
+        grace: Duration,
+    ) -> usize {
+        use rustix::process::{PidfdFlags, pidfd_open, pidfd_send_signal};
+        let entry = cookie.entry();
+        let mut held: std::collections::HashMap<i32, rustix::fd::OwnedFd> =
+            std::collections::HashMap::new();
+        // Adds the processes not held yet; returns how many were new.
+        let discover = |held: &mut std::collections::HashMap<i32, rustix::fd::OwnedFd>| {
+            let mut new = 0;
+            for p in descendants(pid).into_iter().chain(find(&entry)) {
+                if p == pid || held.contains_key(&p) {
+                    continue;
+                }
+                if let Some(fd) =
+                    Pid::from_raw(p).and_then(|q| pidfd_open(q, PidfdFlags::empty()).ok())
+                {
+                    held.insert(p, fd);
+                    new += 1;
+                }
+            }
+            new
+        };
+        let signal_all = |held: &std::collections::HashMap<i32, rustix::fd::OwnedFd>,
+                          sig: Signal| {
+            let _ = pidfd_send_signal(pidfd, sig);
+            for fd in held.values() {
+                let _ = pidfd_send_signal(fd, sig);
+            }
+        };
+        let all_exited = |held: &std::collections::HashMap<i32, rustix::fd::OwnedFd>| {
+            exited(pidfd) && held.values().all(exited)
+        };
+
+        discover(&mut held);
+        signal_all(&held, Signal::TERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            discover(&mut held);
+            if all_exited(&held) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..200 {
+            signal_all(&held, Signal::STOP);
+            if discover(&mut held) == 0 {
+                break;
+            }
+        }
+        for _ in 0..200 {
+            signal_all(&held, Signal::KILL);
+            discover(&mut held);
+            if all_exited(&held) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reap_orphans();
+        held.len() + 1
+    }
+
+    /// After a forked job's main process ended on its own: kill whatever still carries its
+    /// cookie (its descendants were re-parented away when it died). Returns how many.
+    pub(crate) fn finish_forked(&self, cookie: &Cookie, grace: Duration) -> usize {
+        if find(&cookie.entry()).is_empty() {
+            self.reap_orphans();
+            return 0;
+        }
+        self.kill_tree(cookie, 0, grace)
+    }
+
     /// SIGKILL every process of every job of this session. For the second Ctrl-C.
     pub(crate) fn kill_all(&self) {
         kill_all_marked(&self.var);
@@ -248,6 +334,61 @@ fn own_children() -> Option<Vec<i32>> {
         );
     }
     Some(pids)
+}
+
+/// Every live process below `root` in the parent tree, from `/proc/<pid>/stat`.
+pub(crate) fn descendants(root: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name (in parentheses, which may hold anything):
+        // state, then the parent's pid.
+        let mut rest = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace();
+        let state = rest.next();
+        if state == Some("Z") {
+            continue;
+        }
+        if let Some(ppid) = rest.next().and_then(|p| p.parse::<i32>().ok()) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut todo = vec![root];
+    while let Some(parent) = todo.pop() {
+        for &child in children.get(&parent).map_or(&[][..], Vec::as_slice) {
+            found.push(child);
+            todo.push(child);
+        }
+    }
+    found
+}
+
+/// Whether the process behind a pidfd has exited (a zombie counts: it runs no code).
+fn exited(pidfd: &rustix::fd::OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
 }
 
 fn is_zombie(pid: i32) -> bool {

@@ -8,6 +8,7 @@
     reason = "tests start helper processes directly, to watch the runner from outside"
 )]
 
+mod forkserver;
 mod pool;
 mod process;
 mod reporting;
