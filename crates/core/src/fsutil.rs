@@ -121,6 +121,28 @@ pub fn read_tail(path: &Path, max_bytes: u64) -> String {
     String::from_utf8_lossy(&tail).into_owned()
 }
 
+/// An exclusive advisory lock (`flock`) on a file, held until dropped: two processes that
+/// build the same thing in a shared place take turns. The file is created if missing and never
+/// removed (removing it would let a third process lock a new file while the second holds the
+/// old one).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Wait for the lock on `path`.
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(FileLock { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

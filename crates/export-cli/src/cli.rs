@@ -11,8 +11,11 @@ use clap::Parser;
     name = "export-nb",
     version,
     long_about = "Export folders of marimo notebooks to a static HTML site, many at once.\n\n\
-        Each notebook is exported by its own `uvx marimo export` process, all of them through one \
-        bounded worker pool; then an index page links the pages. Unchanged notebooks are not \
+        Each notebook runs in a process of its own, with exactly the packages its inline \
+        (PEP 723) header names, all of them through one bounded worker pool; then an index page \
+        links the pages. Notebooks with the same header share one environment, built once with \
+        uv and kept between runs, and a warm marimo worker per environment forks a process per \
+        notebook, so no notebook pays for starting Python and importing marimo. Unchanged notebooks are not \
         exported again (the output folder keeps a manifest of content hashes), and pages of \
         deleted notebooks are removed.\n\n\
         Settings may also come from [tool.export-nb] in ./pyproject.toml, with the same names as \
@@ -63,7 +66,8 @@ pub struct Cli {
     #[arg(long, overrides_with = "no_sandbox")]
     pub sandbox: bool,
 
-    /// Run notebooks in uvx's marimo environment instead of a sandbox
+    /// Ignore the notebooks' inline dependencies: every notebook runs in one environment with
+    /// marimo alone
     #[arg(long, overrides_with = "sandbox")]
     pub no_sandbox: bool,
 
@@ -77,11 +81,26 @@ pub struct Cli {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub slurm_arg: Vec<String>,
 
-    /// The uvx executable [default: uvx on PATH]
+    /// The uv executable that builds the environments [default: uv on PATH]
     #[arg(long, value_name = "PATH")]
+    pub uv: Option<PathBuf>,
+
+    /// The uvx executable, to find the uv beside it (older name of --uv)
+    #[arg(long, value_name = "PATH", conflicts_with = "uv")]
     pub uvx: Option<PathBuf>,
 
-    /// Pin the marimo version (runs marimo@VER)
+    /// Where the notebooks' environments are kept between runs
+    /// [default: export-nb/ in uv's cache folder, `uv cache dir`]
+    #[arg(long, value_name = "DIR")]
+    pub env_dir: Option<PathBuf>,
+
+    /// Start `python -m marimo export` afresh for each notebook instead of forking it from a
+    /// warm marimo worker (slower; the worker is used only with marimo versions it was tested
+    /// with, and never on Slurm)
+    #[arg(long)]
+    pub no_worker: bool,
+
+    /// Pin the marimo version (adds marimo==VER to every notebook's environment)
     #[arg(long, value_name = "VER")]
     pub marimo_version: Option<String>,
 
@@ -101,7 +120,7 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
-    /// Print the export commands that would run, and run nothing
+    /// Print the environments and export commands that would run, and run nothing
     #[arg(long)]
     pub dry_run: bool,
 

@@ -70,8 +70,14 @@ pub(crate) struct Settings {
     pub(crate) max_workers: MaxWorkers,
     pub(crate) timeout: Duration,
     pub(crate) sandbox: bool,
-    /// As given (`uvx` or a path); resolved only when an export will run.
-    pub(crate) uvx: PathBuf,
+    /// `--uv`, else `--uvx` (the uv beside it), else uv on `PATH`; resolved only when an
+    /// export will run.
+    pub(crate) uv: Option<PathBuf>,
+    pub(crate) uvx: Option<PathBuf>,
+    /// Where environments are kept; `None`: in uv's cache folder.
+    pub(crate) env_dir: Option<PathBuf>,
+    /// Fork notebooks from a warm marimo worker where possible.
+    pub(crate) workers: bool,
     pub(crate) marimo_version: Option<String>,
     pub(crate) template: Option<PathBuf>,
     pub(crate) title: String,
@@ -97,7 +103,10 @@ struct FileSettings {
     max_workers: Option<usize>,
     timeout: Option<u64>,
     sandbox: Option<bool>,
+    uv: Option<PathBuf>,
     uvx: Option<PathBuf>,
+    env_dir: Option<PathBuf>,
+    worker: Option<bool>,
     marimo_version: Option<String>,
     template: Option<PathBuf>,
     title: Option<String>,
@@ -213,7 +222,10 @@ impl Settings {
             max_workers,
             timeout,
             sandbox: sandbox_flag.or(file.sandbox).unwrap_or(true),
-            uvx: cli.uvx.or(file.uvx).unwrap_or_else(|| "uvx".into()),
+            uv: cli.uv.or(file.uv),
+            uvx: cli.uvx.or(file.uvx),
+            env_dir: cli.env_dir.or(file.env_dir),
+            workers: !cli.no_worker && file.worker.unwrap_or(true),
             marimo_version: cli.marimo_version.or(file.marimo_version),
             template,
             title: cli
@@ -244,21 +256,42 @@ impl Settings {
             .with_context(|| format!("--backend {}", self.backend))
     }
 
-    /// The uvx to run, checked: a path must exist; a bare name must be on `PATH`.
-    pub(crate) fn resolve_uvx(&self) -> Result<PathBuf> {
-        if self.uvx.components().count() > 1 {
-            if self.uvx.is_file() {
-                return Ok(self.uvx.clone());
+    /// The uv that builds environments, checked: `--uv` (a path must exist, a name must be on
+    /// `PATH`), else the `uv` beside `--uvx`, else `uv` on `PATH`.
+    pub(crate) fn resolve_uv(&self) -> Result<PathBuf> {
+        if let Some(uv) = &self.uv {
+            if uv.components().count() > 1 {
+                if uv.is_file() {
+                    return Ok(uv.clone());
+                }
+                bail!("--uv {} does not exist", uv.display());
             }
-            bail!("--uvx {} does not exist", self.uvx.display());
+            return which::which(uv)
+                .with_context(|| format!("--uv {}: not found on PATH", uv.display()));
         }
-        which::which(&self.uvx).with_context(|| {
-            format!(
-                "`{}` is not on PATH: install uv (`pip install uv`, or see https://docs.astral.sh/uv/) \
-                 or pass --uvx PATH",
-                self.uvx.display()
-            )
-        })
+        if let Some(uvx) = &self.uvx {
+            let uvx = if uvx.components().count() > 1 {
+                if !uvx.is_file() {
+                    bail!("--uvx {} does not exist", uvx.display());
+                }
+                uvx.clone()
+            } else {
+                which::which(uvx)
+                    .with_context(|| format!("--uvx {}: not found on PATH", uvx.display()))?
+            };
+            let uv = uvx.with_file_name("uv");
+            if uv.is_file() {
+                return Ok(uv);
+            }
+            bail!(
+                "there is no `uv` beside --uvx {}: pass --uv PATH instead",
+                uvx.display()
+            );
+        }
+        which::which("uv").context(
+            "`uv` is not on PATH: install uv (`pip install uv`, or see \
+             https://docs.astral.sh/uv/) or pass --uv PATH",
+        )
     }
 }
 

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
 use crate::config::{Category, Source};
+use crate::pep723::{self, ScriptMetadata};
 
 /// One `.py` file found in a source folder.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub(crate) struct Found {
     pub(crate) not_a_notebook: Option<String>,
     /// SHA-256 of the file's content, taken when it was read for the check above.
     pub(crate) content_hash: Vec<u8>,
+    /// Its inline script metadata (PEP 723), or why it cannot be read.
+    pub(crate) header: Result<Option<ScriptMetadata>, String>,
 }
 
 impl Found {
@@ -76,7 +79,11 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                 continue;
             }
             let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
-            let (not_a_notebook, content_hash) = inspect(path)?;
+            let Inspected {
+                not_a_notebook,
+                content_hash,
+                header,
+            } = inspect(path)?;
             let found = Found {
                 source: path.to_path_buf(),
                 rel: rel.to_path_buf(),
@@ -84,6 +91,7 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                 page: page.clone(),
                 not_a_notebook,
                 content_hash,
+                header,
             };
             if found.not_a_notebook.is_some() {
                 // Never exported, so it claims no page.
@@ -104,14 +112,25 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
     Ok(by_page.into_values().chain(others).collect())
 }
 
+struct Inspected {
+    not_a_notebook: Option<String>,
+    content_hash: Vec<u8>,
+    header: Result<Option<ScriptMetadata>, String>,
+}
+
 /// A marimo notebook creates a `marimo.App`; any other Python file is skipped with the reason.
-/// Read the file once: whether it is a notebook, and a digest of its content for the manifest.
-fn inspect(path: &Path) -> Result<(Option<String>, Vec<u8>)> {
+/// Read the file once: whether it is a notebook, a digest of its content for the manifest, and
+/// its inline script metadata.
+fn inspect(path: &Path) -> Result<Inspected> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes);
     let not_a_notebook =
         (!text.contains("marimo.App")).then(|| "not a marimo notebook (no marimo.App)".to_owned());
-    Ok((not_a_notebook, Sha256::digest(&bytes).to_vec()))
+    Ok(Inspected {
+        header: pep723::parse(&text),
+        not_a_notebook,
+        content_hash: Sha256::digest(&bytes).to_vec(),
+    })
 }
 
 #[cfg(test)]

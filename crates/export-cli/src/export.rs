@@ -1,13 +1,15 @@
-//! One notebook export: the `uvx marimo export` command, what its result means, and putting
-//! the page in place atomically.
+//! One notebook export: in its environment, by the environment's marimo worker (a forked
+//! process) or by `python -m marimo export`; what marimo's result means; putting the page in
+//! place atomically.
 
 use std::path::{Path, PathBuf};
 
-use fanout::process::{Ending, ProcessOutput};
+use fanout::process::{Ending, ForkJob, ProcessOutput};
 use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
 
 use crate::config::Settings;
 use crate::discover::Found;
+use crate::envs::{EnvPool, EnvSpec};
 use crate::manifest::STATE_DIR;
 
 /// What marimo prints when it exported a page but a cell raised (it exits 1).
@@ -15,32 +17,31 @@ const CELLS_FAILED: &str = "some cells failed to execute";
 /// What marimo prints when the file is not a notebook it can load (it exits 0, blank page).
 const NOT_VALID: &str = "is not a valid marimo notebook";
 
-/// The export command for `found`, writing into `dest` (a file in a private temporary folder).
+/// `marimo` arguments that export `found` into `dest`. Always `--no-sandbox`: the environment
+/// the export runs in already is the notebook's sandbox.
+pub(crate) fn marimo_args(found: &Found, dest: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["export".into()];
+    args.extend(found.category.export_args().iter().map(Into::into));
+    // -f: overwrite without asking; an explicit sandbox flag: marimo otherwise prompts.
+    args.extend(["-f".into(), "--no-sandbox".into()]);
+    args.push(found.source.clone().into_os_string());
+    args.push("-o".into());
+    args.push(dest.as_os_str().to_owned());
+    args
+}
+
+/// The export command for `found` with the environment's interpreter `python`, writing into
+/// `dest` (a file in a private temporary folder).
 pub(crate) fn command(
     settings: &Settings,
-    uvx: &Path,
+    python: &Path,
     found: &Found,
     dest: &Path,
     launcher: &Launcher,
 ) -> Command {
-    let marimo = match &settings.marimo_version {
-        Some(v) => format!("marimo@{v}"),
-        None => "marimo".to_owned(),
-    };
-    Command::new(uvx)
-        .arg(marimo)
-        .arg("export")
-        .args(found.category.export_args().iter().copied())
-        // -f: overwrite without asking; an explicit sandbox flag: marimo otherwise prompts.
-        .arg("-f")
-        .arg(if settings.sandbox {
-            "--sandbox"
-        } else {
-            "--no-sandbox"
-        })
-        .arg(&found.source)
-        .arg("-o")
-        .arg(dest)
+    Command::new(python)
+        .args(["-m", "marimo"])
+        .args(marimo_args(found, dest))
         .timeout(Some(settings.timeout))
         .launcher(launcher.clone())
         .job_name(format!("export-nb {}", found.rel.display()))
@@ -57,31 +58,55 @@ pub(crate) fn temp_dir(output: &Path, index: usize) -> PathBuf {
     output.join(STATE_DIR).join("tmp").join(index.to_string())
 }
 
-/// Export one notebook: run marimo into a private folder, judge the result, move the page (and,
-/// for WebAssembly, its assets) into place. Returns the page's path in the output.
-pub(crate) fn export(
-    settings: &Settings,
-    uvx: &Path,
-    runner: &ProcessRunner,
-    launcher: &Launcher,
-    found: &Found,
-    index: usize,
-    cancel: &CancelToken,
-) -> Result<PathBuf, TaskError> {
-    let tmp = temp_dir(&settings.output, index);
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)
-        .map_err(|e| TaskError::failed(format!("could not create {}: {e}", tmp.display())))?;
-    let file_name = found.page.file_name().expect("pages have file names");
-    let dest = tmp.join(file_name);
-    let result = runner
-        .run(&command(settings, uvx, found, &dest, launcher), cancel)
-        .map_err(TaskError::from)
-        .and_then(|out| judge(out, &dest))
-        .and_then(|()| {
-            let target_dir = settings
-                .output
-                .join(found.page.parent().unwrap_or(Path::new("")));
+/// What one export needs besides its notebook.
+#[derive(Debug)]
+pub(crate) struct Exporter<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) envs: &'a EnvPool,
+    pub(crate) runner: &'a ProcessRunner,
+    pub(crate) launcher: &'a Launcher,
+}
+
+impl Exporter<'_> {
+    /// Export one notebook: get its environment, run marimo into a private folder, judge the
+    /// result, move the page (and, for WebAssembly, its assets) into place. Returns the page's
+    /// path in the output.
+    pub(crate) fn export(
+        &self,
+        found: &Found,
+        spec: &EnvSpec,
+        index: usize,
+        cancel: &CancelToken,
+    ) -> Result<PathBuf, TaskError> {
+        let env = self.envs.get(spec, cancel)?;
+        let output = &self.settings.output;
+        let tmp = temp_dir(output, index);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| TaskError::failed(format!("could not create {}: {e}", tmp.display())))?;
+        let file_name = found.page.file_name().expect("pages have file names");
+        let dest = tmp.join(file_name);
+        let logs = [tmp.with_extension("stdout"), tmp.with_extension("stderr")];
+        let args: Option<Vec<String>> = marimo_args(found, &dest)
+            .into_iter()
+            .map(|a| a.into_string().ok())
+            .collect();
+        let ran = match (&env.worker, self.launcher, args) {
+            (Some(worker), Launcher::Local, Some(args)) => {
+                let mut job = ForkJob::new(args, logs[0].clone(), logs[1].clone());
+                job.timeout = Some(self.settings.timeout);
+                worker.run(&job, cancel).map_err(TaskError::from)
+            }
+            _ => self
+                .runner
+                .run(
+                    &command(self.settings, &env.python, found, &dest, self.launcher),
+                    cancel,
+                )
+                .map_err(TaskError::from),
+        };
+        let result = ran.and_then(|out| judge(out, &dest)).and_then(|()| {
+            let target_dir = output.join(found.page.parent().unwrap_or(Path::new("")));
             install(&tmp, &target_dir).map_err(|e| {
                 TaskError::failed(format!(
                     "could not move the page into {}: {e}",
@@ -89,8 +114,12 @@ pub(crate) fn export(
                 ))
             })
         });
-    let _ = std::fs::remove_dir_all(&tmp);
-    result.map(|()| settings.output.join(&found.page))
+        let _ = std::fs::remove_dir_all(&tmp);
+        for log in &logs {
+            let _ = std::fs::remove_file(log);
+        }
+        result.map(|()| output.join(&found.page))
+    }
 }
 
 /// What marimo's exit means. Exit 0 is not enough: marimo exits 0 with a blank page for a file

@@ -12,9 +12,11 @@
 pub mod cli;
 mod config;
 mod discover;
+mod envs;
 mod export;
 mod index;
 mod manifest;
+mod pep723;
 
 use std::path::{Path, PathBuf};
 
@@ -27,13 +29,18 @@ use serde::Serialize;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::discover::Found;
+use crate::envs::{EnvPool, EnvSpec};
 use crate::index::{Context as IndexContext, NotebookView, Template};
 use crate::manifest::{Entry, Manifest, STATE_DIR};
 
 /// What a run does with one discovered file.
 #[derive(Debug)]
 enum Action {
-    Export { key: String },
+    /// Export it in the environment `env` (or fail with why its header cannot be used).
+    Export {
+        key: String,
+        env: Result<EnvSpec, String>,
+    },
     UpToDate,
     NotANotebook(String),
 }
@@ -76,7 +83,32 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
 }
 
-/// An error found before anything ran, raised after planning (uvx missing).
+/// Where environments go when no `--env-dir` is given: `export-nb/` in uv's cache folder.
+fn uv_cache_envs(uv: &Path) -> Result<PathBuf> {
+    let out = ProcessRunner::new()
+        .run(
+            &fanout::Command::new(uv).args(["cache", "dir"]),
+            &fanout::CancelToken::new(),
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|o| o.into_result().map_err(anyhow::Error::from))
+        .with_context(|| {
+            format!(
+                "asking {} for its cache folder (or pass --env-dir DIR)",
+                uv.display()
+            )
+        })?;
+    let dir = out.stdout.text().trim().to_owned();
+    if dir.is_empty() {
+        anyhow::bail!(
+            "{} printed no cache folder: pass --env-dir DIR",
+            uv.display()
+        );
+    }
+    Ok(PathBuf::from(dir).join("export-nb"))
+}
+
+/// An error found before anything ran, raised after planning (uv missing).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
@@ -99,7 +131,15 @@ impl Plan {
                 if !settings.force && manifest.is_up_to_date(&found, &key, &settings.output) {
                     Action::UpToDate
                 } else {
-                    Action::Export { key }
+                    let env = match (&found.header, settings.sandbox) {
+                        (Err(why), true) => Err(why.clone()),
+                        (header, sandbox) => Ok(EnvSpec::for_notebook(
+                            header.as_ref().ok().and_then(Option::as_ref),
+                            sandbox,
+                            settings.marimo_version.as_deref(),
+                        )),
+                    };
+                    Action::Export { key, env }
                 }
             };
             let name = found.source.display().to_string();
@@ -124,17 +164,38 @@ impl Plan {
     fn print_commands(&self) {
         for task in &self.tasks {
             match &task.input.action {
+                Action::Export { env: Err(why), .. } => {
+                    eprintln!("# will fail {}: {why}", task.name);
+                }
                 Action::Export { .. } => {}
                 Action::UpToDate => eprintln!("# up to date: {}", task.name),
                 Action::NotANotebook(reason) => eprintln!("# skipped {}: {reason}", task.name),
             }
         }
+        let root = self
+            .settings
+            .env_dir
+            .clone()
+            .map(|d| std::path::absolute(&d).unwrap_or(d))
+            .or_else(|| {
+                let uv = self.settings.resolve_uv().ok()?;
+                uv_cache_envs(&uv).ok()
+            })
+            .unwrap_or_else(|| PathBuf::from("$(uv cache dir)/export-nb"));
+        let mut described = std::collections::HashSet::new();
         for (i, job) in self.exports() {
+            let Action::Export { env: Ok(spec), .. } = &job.action else {
+                continue;
+            };
+            let dir = EnvPool::dir_of(&root, spec);
+            if described.insert(spec.key()) {
+                eprintln!("# environment {}: {}", dir.display(), spec.describe());
+            }
             let dest = export::temp_dir(&self.settings.output, i)
                 .join(job.found.page.file_name().expect("pages have file names"));
             let cmd = export::command(
                 &self.settings,
-                &self.settings.uvx,
+                &dir.join("bin").join("python"),
                 &job.found,
                 &dest,
                 &fanout::Launcher::Local,
@@ -144,18 +205,23 @@ impl Plan {
     }
 
     fn execute(mut self) -> Result<ExitStatus> {
-        let (uvx, launcher) = if self.exports().next().is_some() {
-            let uvx = self
+        let (envs, launcher) = if self.exports().next().is_some() {
+            let uv = self
                 .settings
-                .resolve_uvx()
+                .resolve_uv()
                 .map_err(|e| UsageError(format!("{e:#}")))?;
             let launcher = self
                 .settings
                 .launcher()
                 .map_err(|e| UsageError(format!("{e:#}")))?;
-            (uvx, launcher)
+            let root = match &self.settings.env_dir {
+                Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+                None => uv_cache_envs(&uv).map_err(|e| UsageError(format!("{e:#}")))?,
+            };
+            let workers = self.settings.workers && launcher == fanout::Launcher::Local;
+            (Some(EnvPool::new(uv, root, workers)), launcher)
         } else {
-            (self.settings.uvx.clone(), fanout::Launcher::Local)
+            (None, fanout::Launcher::Local)
         };
         let output = self.settings.output.clone();
         std::fs::create_dir_all(&output)
@@ -172,6 +238,12 @@ impl Plan {
         let runner = ProcessRunner::new();
         let mut reporter = self.settings.progress.reporter();
         let settings = &self.settings;
+        let exporter = envs.as_ref().map(|envs| export::Exporter {
+            settings,
+            envs,
+            runner: &runner,
+            launcher: &launcher,
+        });
         let result = pool.run(
             &self.tasks,
             &interrupt,
@@ -179,17 +251,17 @@ impl Plan {
             |job: &Job, ctx| match &job.action {
                 Action::NotANotebook(reason) => Err(TaskError::skipped(reason.clone())),
                 Action::UpToDate => Err(TaskError::skipped("up to date")),
-                Action::Export { .. } => export::export(
-                    settings,
-                    &uvx,
-                    &runner,
-                    &launcher,
-                    &job.found,
-                    ctx.index(),
-                    ctx.cancel_token(),
-                ),
+                Action::Export { env: Err(why), .. } => Err(TaskError::failed(format!(
+                    "its inline script metadata cannot be used: {why}"
+                ))),
+                Action::Export { env: Ok(spec), .. } => exporter
+                    .as_ref()
+                    .expect("an export has its environments")
+                    .export(&job.found, spec, ctx.index(), ctx.cancel_token()),
             },
         )?;
+        // Dropping the pool stops the workers.
+        let used = envs.map(|e| e.summary()).unwrap_or_default();
 
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
         self.update_manifest(&result)?;
@@ -198,6 +270,22 @@ impl Plan {
             write_report(&result, &self.tasks, path)?;
         }
         if self.settings.verbose {
+            for env in &used {
+                eprintln!(
+                    "environment {}: marimo {}, {}",
+                    env.python
+                        .parent()
+                        .and_then(Path::parent)
+                        .unwrap_or(&env.python)
+                        .display(),
+                    env.marimo_version.as_deref().unwrap_or("(unknown version)"),
+                    match (&env.worker, &env.no_worker_because) {
+                        (Some(_), _) => "notebooks forked from a warm marimo worker".to_owned(),
+                        (None, Some(why)) => format!("one `python -m marimo` per notebook: {why}"),
+                        (None, None) => "one `python -m marimo` per notebook".to_owned(),
+                    }
+                );
+            }
             print_failure_details(&result);
         } else if result.failures().next().is_some() {
             eprintln!("(run with -v to see marimo's output for the failures)");
@@ -232,7 +320,7 @@ impl Plan {
         for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
             let found = &task.input.found;
             match (&task.input.action, outcome.status) {
-                (Action::Export { key }, Status::Succeeded) => {
+                (Action::Export { key, .. }, Status::Succeeded) => {
                     self.manifest.pages.insert(
                         found.page.clone(),
                         Entry {

@@ -1,5 +1,8 @@
-//! Fast end-to-end tests with a stand-in `uvx` on `PATH`. The stand-in logs every call and how
-//! many ran at once, and behaves like marimo according to markers in the notebook.
+//! Fast end-to-end tests with a stand-in `uv` on `PATH`. Its `uv venv` makes an environment
+//! whose `bin/python` is a stand-in for `python -m marimo` (its marimo version is not one the
+//! worker was tested with, so every export is a `python -m marimo export` process). The
+//! stand-in logs every call and how many ran at once, and behaves like marimo according to
+//! markers in the notebook.
 
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
@@ -9,8 +12,23 @@ use testkit::Run;
 
 use crate::{Project, notebook};
 
-/// The stand-in: `uvx marimo export <format...> -f --sandbox|--no-sandbox NB -o OUT`.
-const FAKE_UVX: &str = r#"#!/bin/sh
+/// The stand-in uv: `uv cache dir`, `uv venv [...] DIR` and `uv pip install [...] -r FILE`.
+const FAKE_UV: &str = r#"#!/bin/sh
+echo "$*" >> "$FAKE_UVX_DIR/uv.log"
+case "$1" in
+  cache) echo "$FAKE_UVX_DIR/uv-cache" ;;
+  venv)
+    for a in "$@"; do dir="$a"; done
+    mkdir -p "$dir/bin" "$dir/lib/python3.11/site-packages/marimo-0.0.0+fake.dist-info"
+    cp "$FAKE_UVX_DIR/bin/fake-python" "$dir/bin/python" ;;
+  pip) ;;
+  *) echo "fake uv: unexpected $*" >&2; exit 2 ;;
+esac
+"#;
+
+/// The stand-in interpreter: `python -m marimo export <format...> -f --no-sandbox NB -o OUT`.
+const FAKE_PYTHON: &str = r#"#!/bin/sh
+[ "$1" = "-m" ] && shift 1
 log="$FAKE_UVX_LOG"; out=""; nb=""; prev=""
 for a in "$@"; do
   [ "$prev" = "-o" ] && out="$a"
@@ -48,7 +66,8 @@ finish 0
 impl Project {
     pub(crate) fn with_fake_uvx() -> Self {
         let p = Project::create();
-        testkit::write_script(&p.path().join("bin"), "uvx", FAKE_UVX);
+        testkit::write_script(&p.path().join("bin"), "uv", FAKE_UV);
+        testkit::write_script(&p.path().join("bin"), "fake-python", FAKE_PYTHON);
         p
     }
 
@@ -133,7 +152,7 @@ fn exports_a_folder_recursively_into_a_site_with_an_index() {
     assert!(
         calls
             .iter()
-            .any(|c| c.starts_with("marimo export html -f --sandbox notebooks/intro.py -o ")),
+            .any(|c| c.starts_with("marimo export html -f --no-sandbox notebooks/intro.py -o ")),
         "{calls:?}"
     );
     assert!(
@@ -394,9 +413,21 @@ fn dry_run_prints_the_commands_and_writes_nothing() {
     p.write("notebooks/util.py", "x = 1\n");
     let out = p.run(&["--dry-run", "--marimo-version", "0.9.1", "--no-sandbox"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(
-        out.stdout,
-        "uvx marimo@0.9.1 export html -f --no-sandbox notebooks/one.py -o _site/.export-nb/tmp/0/one.html\n"
+    let envs = format!("{}/uv-cache/export-nb/", p.path().display());
+    assert!(out.stdout.starts_with(&envs), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with(
+            "/bin/python -m marimo export html -f --no-sandbox notebooks/one.py \
+             -o _site/.export-nb/tmp/0/one.html\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.lines().count(), 1);
+    assert!(
+        out.stderr.contains("# environment ") && out.stderr.contains(": python: marimo==0.9.1"),
+        "{}",
+        out.stderr
     );
     assert!(
         out.stderr
@@ -422,7 +453,7 @@ fn excluded_notebooks_are_left_out() {
 #[test]
 fn settings_come_from_pyproject_and_flags_win() {
     let p = Project::with_fake_uvx();
-    p.write("docs/nb.py", &notebook("ok"));
+    p.write("docs/nb.py", &notebook_with_deps(&["six"]));
     p.write(
         "pyproject.toml",
         "[project]\nname = \"demo\"\n\n[tool.export-nb]\nfolders = [\"docs\"]\noutput = \"public\"\ntitle = \"Team notebooks\"\nsandbox = false\n",
@@ -434,7 +465,11 @@ fn settings_come_from_pyproject_and_flags_win() {
         p.read("public/index.html")
             .contains("<title>Team notebooks</title>")
     );
-    assert!(p.take_calls()[0].contains("--no-sandbox"));
+    assert_eq!(
+        p.environments(),
+        ["marimo"],
+        "no sandbox: the header is ignored"
+    );
 
     let out = p.run(&["--title", "From the flag", "--sandbox"]);
     assert_eq!(out.code, Some(0));
@@ -442,7 +477,7 @@ fn settings_come_from_pyproject_and_flags_win() {
         p.read("public/index.html")
             .contains("<title>From the flag</title>")
     );
-    assert!(p.take_calls()[0].contains(" --sandbox "));
+    assert_eq!(p.environments(), ["marimo", "marimo,six"], "the flag wins");
 }
 
 #[test]
@@ -531,14 +566,10 @@ fn bad_input_is_a_clear_usage_error_before_anything_runs() {
     );
     std::fs::remove_file(p.path().join("pyproject.toml")).unwrap();
 
-    // uvx neither on PATH nor given.
+    // uv neither on PATH nor given.
     let out = p.run_with(&[], &[("PATH", OsStr::new("/usr/bin:/bin"))]);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("`uvx` is not on PATH"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("`uv` is not on PATH"), "{}", out.stderr);
     assert!(p.take_calls().is_empty(), "nothing ran");
     assert!(!p.exists("_site/notebooks"), "nothing was written");
 
@@ -647,4 +678,110 @@ fn exports_run_as_slurm_job_steps_with_backend_slurm() {
         "{}",
         out.stderr
     );
+}
+
+/// A notebook whose PEP 723 header names `deps`.
+fn notebook_with_deps(deps: &[&str]) -> String {
+    let list: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+    format!(
+        "# /// script\n# requires-python = \">=3.10\"\n# dependencies = [{}]\n# ///\n{}",
+        list.join(", "),
+        notebook("ok")
+    )
+}
+
+impl Project {
+    /// The environments built so far: each one's requirements file.
+    fn environments(&self) -> Vec<String> {
+        let root = self.path().join("uv-cache/export-nb");
+        let mut found: Vec<String> = std::fs::read_dir(&root)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| {
+                        std::fs::read_to_string(e.path().join("export-nb-requirements.txt"))
+                            .unwrap_or_default()
+                            .trim()
+                            .replace('\n', ",")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    fn venv_calls(&self) -> usize {
+        let log = self.path().join("uv.log");
+        let n = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("venv "))
+            .count();
+        let _ = std::fs::remove_file(log);
+        n
+    }
+}
+
+#[test]
+fn notebooks_with_the_same_header_share_one_environment_built_once() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook_with_deps(&["marimo", "numpy"]));
+    p.write("notebooks/b.py", &notebook_with_deps(&["numpy", "marimo"]));
+    p.write("notebooks/c.py", &notebook_with_deps(&["marimo"]));
+    p.write("notebooks/d.py", &notebook("no header"));
+    let out = p.run(&["-j", "4"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.take_calls().len(), 4);
+    assert_eq!(
+        p.environments(),
+        ["marimo", "marimo", "marimo,numpy"],
+        "a and b share one; c (python >=3.10) and d (no constraint) differ"
+    );
+    assert_eq!(p.venv_calls(), 3, "each environment is built once");
+
+    // The next run builds nothing; a changed header gets a new environment.
+    assert_eq!(p.run(&["--force"]).code, Some(0));
+    assert_eq!(p.venv_calls(), 0);
+    p.write("notebooks/c.py", &notebook_with_deps(&["marimo", "polars"]));
+    let out = p.run(&[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.venv_calls(), 1);
+    assert!(p.environments().contains(&"marimo,polars".to_owned()));
+
+    // Without the sandbox, headers are ignored: one environment with marimo alone.
+    let plain = Project::with_fake_uvx();
+    plain.write("notebooks/a.py", &notebook_with_deps(&["numpy"]));
+    plain.write("notebooks/b.py", &notebook_with_deps(&["pandas"]));
+    assert_eq!(plain.run(&["--no-sandbox"]).code, Some(0));
+    assert_eq!(plain.environments(), ["marimo"]);
+}
+
+#[test]
+fn a_broken_header_fails_that_notebook_with_its_line() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/good.py", &notebook("ok"));
+    p.write(
+        "notebooks/broken.py",
+        &format!(
+            "# /// script\n# dependencies = [\"numpy\"\n{}",
+            notebook("ok")
+        ),
+    );
+    let out = p.run(&["--report", "report.json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let r = report(&p);
+    let broken = r["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "notebooks/broken.py")
+        .unwrap();
+    assert_eq!(broken["status"], "failed");
+    let error = broken["error"].as_str().unwrap();
+    assert!(
+        error.contains("inline script metadata") && error.contains("line 1"),
+        "{error}"
+    );
+    assert!(p.exists("_site/notebooks/good.html"));
 }

@@ -124,3 +124,162 @@ fn real_marimo_timeout_leaves_no_process_behind() {
     let left = processes_mentioning(&dir);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
 }
+
+/// A notebook with a PEP 723 header naming `deps`, whose page says whether `six` is importable.
+fn reports_six(deps: &[&str]) -> String {
+    let list: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+    format!(
+        "# /// script\n# requires-python = \">=3.10\"\n# dependencies = [{}]\n# ///\n{}",
+        list.join(", "),
+        notebook(&["    import importlib.util\n    import marimo as mo\n    \
+             mo.md('SIX-' + ('PRESENT' if importlib.util.find_spec('six') else 'ABSENT'))"])
+    )
+}
+
+fn environments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count()
+}
+
+#[test]
+fn real_environments_hold_exactly_each_notebooks_packages_and_are_shared() {
+    let p = Project::create();
+    p.write("notebooks/with_six.py", &reports_six(&["marimo", "six"]));
+    p.write("notebooks/without.py", &reports_six(&["marimo"]));
+    p.write("notebooks/same_header.py", &reports_six(&["marimo"]));
+    let envs = p.path().join("envs");
+    let out = p.run_with(&["-j", "2", "-v", "--env-dir", envs.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("notebooks forked from a warm marimo worker"),
+        "marimo {} is tested with the worker: {}",
+        "0.25.2",
+        out.stderr
+    );
+    assert!(
+        p.read("_site/notebooks/with_six.html")
+            .contains("SIX-PRESENT")
+    );
+    assert!(
+        !p.read("_site/notebooks/with_six.html")
+            .contains("SIX-ABSENT")
+    );
+    for page in ["without", "same_header"] {
+        let html = p.read(&format!("_site/notebooks/{page}.html"));
+        assert!(
+            html.contains("SIX-ABSENT"),
+            "{page} sees only its own packages"
+        );
+        assert!(!html.contains("SIX-PRESENT"), "{page}");
+    }
+    assert_eq!(
+        environments(&envs),
+        2,
+        "identical headers share one environment"
+    );
+}
+
+#[test]
+fn real_unknown_marimo_version_exports_with_the_cli() {
+    let p = Project::create();
+    p.write("notebooks/good.py", &good());
+    let envs = p.path().join("envs");
+    let out = p.run_with(
+        &[
+            "-v",
+            "--marimo-version",
+            "0.25.1",
+            "--env-dir",
+            envs.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("marimo 0.25.1, one `python -m marimo` per notebook"),
+        "{}",
+        out.stderr
+    );
+    assert!(p.read("_site/notebooks/good.html").contains("<marimo-"));
+}
+
+/// A notebook that leaves a `setsid` sleeper and hangs, writing its kernel's and the sleeper's
+/// pids into `dir`.
+fn hangs_leaving(dir: &std::path::Path) -> String {
+    notebook(&[&format!(
+        "    import os, subprocess, time\n    \
+         sleeper = subprocess.Popen(['sleep', '600'], start_new_session=True)\n    \
+         open('{d}/sleeper.tmp', 'w').write(str(sleeper.pid))\n    \
+         os.rename('{d}/sleeper.tmp', '{d}/sleeper.pid')\n    \
+         open('{d}/kernel.tmp', 'w').write(str(os.getpid()))\n    \
+         os.rename('{d}/kernel.tmp', '{d}/kernel.pid')\n    \
+         time.sleep(600)",
+        d = dir.display()
+    )])
+}
+
+#[test]
+fn real_forked_export_timeout_kills_its_tree_and_the_worker_exports_the_next() {
+    let p = Project::create();
+    p.write("notebooks/a_hangs.py", &hangs_leaving(p.path()));
+    p.write("notebooks/b_good.py", &good());
+    let start = Instant::now();
+    let out = p.run_with(
+        &[
+            "-j",
+            "1",
+            "-v",
+            "--timeout",
+            "10",
+            "--report",
+            "report.json",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(120));
+    assert!(
+        out.stderr.contains("forked from a warm marimo worker"),
+        "{}",
+        out.stderr
+    );
+    let report: Value = serde_json::from_str(&p.read("report.json")).unwrap();
+    assert_eq!(task(&report, "notebooks/a_hangs.py")["status"], "timed_out");
+    assert_eq!(
+        task(&report, "notebooks/b_good.py")["status"],
+        "succeeded",
+        "the worker exports the next notebook after a kill"
+    );
+    for name in ["kernel.pid", "sleeper.pid"] {
+        let pid = testkit::read_pid(&p.path().join(name));
+        assert!(!testkit::alive(pid), "{name}: {pid} survived the timeout");
+    }
+}
+
+#[test]
+fn real_ctrl_c_during_a_forked_export_kills_its_tree_and_exits_130() {
+    let p = Project::create();
+    p.write("notebooks/hangs.py", &hangs_leaving(p.path()));
+    let mut child = testkit::command(crate::BIN)
+        .args(["--no-progress"])
+        .current_dir(p.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let kernel = testkit::read_pid(&p.path().join("kernel.pid"));
+    let sleeper = testkit::read_pid(&p.path().join("sleeper.pid"));
+    testkit::interrupt(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for (name, pid) in [("kernel", kernel), ("sleeper", sleeper)] {
+        testkit::wait_for(&format!("the {name} {pid} to be gone"), || {
+            !testkit::alive(pid)
+        });
+    }
+}
