@@ -14,6 +14,8 @@ pub(crate) struct Figure {
     pub(crate) runs: Vec<f64>,
     /// The largest peak resident set of the runs, in KiB, when the program reports it.
     pub(crate) peak_rss_kib: Option<u64>,
+    /// The median CPU seconds of the runs, where they were measured.
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
 /// How often to run a workload.
@@ -33,6 +35,22 @@ impl Plan {
 pub(crate) struct Sample {
     pub(crate) seconds: f64,
     pub(crate) peak_rss_kib: Option<u64>,
+    /// CPU time (user + system) of the command and every process it waited for.
+    pub(crate) cpu_seconds: Option<f64>,
+}
+
+/// CPU time of our waited-for children so far (user + system), in seconds: `cutime` and
+/// `cstime` of `/proc/self/stat`, in Linux's user-visible clock ticks (100 a second).
+pub(crate) fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // After the command name: state is field 3, so cutime (16) and cstime (17) are at 13, 14.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
 }
 
 /// Run `once` per `plan` and keep the median. Progress goes to stderr.
@@ -46,11 +64,13 @@ pub(crate) fn measure(
         once().with_context(|| format!("{label} (warm-up)"))?;
     }
     let mut runs = Vec::with_capacity(plan.runs);
+    let mut cpu = Vec::new();
     let mut peak = None;
     for _ in 0..plan.runs.max(1) {
         let s = once().with_context(|| label.to_owned())?;
         eprint!(" {:.3}", s.seconds);
         runs.push(s.seconds);
+        cpu.extend(s.cpu_seconds);
         peak = peak.max(s.peak_rss_kib);
     }
     let seconds = median(&runs);
@@ -59,6 +79,7 @@ pub(crate) fn measure(
         seconds,
         runs,
         peak_rss_kib: peak,
+        cpu_seconds: (!cpu.is_empty()).then(|| median(&cpu)),
     })
 }
 
@@ -76,6 +97,7 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 /// carrying the end of its stderr: a benchmark of a failing command measures nothing.
 pub(crate) fn wall(cmd: &mut Command) -> Result<Sample> {
     let start = Instant::now();
+    let cpu_before = children_cpu();
     let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -96,6 +118,7 @@ pub(crate) fn wall(cmd: &mut Command) -> Result<Sample> {
     Ok(Sample {
         seconds,
         peak_rss_kib: None,
+        cpu_seconds: Some(children_cpu() - cpu_before),
     })
 }
 
@@ -140,6 +163,7 @@ pub(crate) fn probe(exe: &Path, args: &[String], clock: Clock) -> Result<Sample>
             Clock::Inside => line.seconds,
         },
         peak_rss_kib: Some(line.peak_rss_kib),
+        cpu_seconds: None,
     })
 }
 

@@ -405,8 +405,11 @@ impl Bench {
         Ok(())
     }
 
-    /// 5. export-nb against marimushka on the bundled notebooks, same workers, warm uv cache;
-    ///    then an unchanged re-run of each.
+    /// 5. export-nb against marimushka on the bundled notebooks, same workers: a full export
+    ///    with a warm uv cache (each tool warmed up first), a full export with an empty uv cache
+    ///    per run (`UV_CACHE_DIR`, so export-nb's environments and marimushka's sandboxes start
+    ///    from nothing), and an unchanged re-run. CPU seconds per notebook for both, and the
+    ///    pages compared.
     pub(crate) fn export(&mut self) -> Result<()> {
         eprintln!("notebook export (export-nb vs marimushka)");
         crate::tasks::ensure_uv()?;
@@ -416,29 +419,64 @@ impl Bench {
         let count = std::fs::read_dir(&notebooks)?.count();
         let j = cores();
         let export_nb = self.bin.join("export-nb");
-        let run_ours = |force: bool| {
+        let cold_caches = self.dir("export-cold-caches")?;
+        let fresh_cache = || -> Result<PathBuf> {
+            let d = tempfile::Builder::new()
+                .prefix("uv-cache-")
+                .tempdir_in(&cold_caches)?
+                .keep();
+            Ok(d)
+        };
+        let run_ours = |force: bool, cache: Option<&Path>| {
             let mut cmd = Command::new(&export_nb);
             cmd.args(["notebooks", "-o", "nb_site", "-q", "-j", &j.to_string()])
                 .current_dir(&dir);
             if force {
                 cmd.arg("--force");
             }
+            if let Some(c) = cache {
+                cmd.env("UV_CACHE_DIR", c);
+            }
             wall(&mut cmd)
         };
-        let full = measure(
-            &format!("export-nb: {count} notebooks, -j{j}, --force"),
+        let marimushka = |cache: Option<&Path>| {
+            let mut cmd = Command::new("uvx");
+            cmd.args([MARIMUSHKA, "export", "-n", "notebooks", "-o", "mm_site", "-w"])
+                .arg(j.to_string())
+                .current_dir(&dir);
+            if let Some(c) = cache {
+                cmd.env("UV_CACHE_DIR", c);
+            }
+            wall(&mut cmd)
+        };
+        let per_notebook = |f: &Figure| f.cpu_seconds.map(|c| c / count as f64);
+
+        let warm = measure(
+            &format!("export-nb: {count} notebooks, -j{j}, --force, warm"),
             self.plan(true),
-            || run_ours(true),
+            || run_ours(true, None),
+        )?;
+        let cold = measure(
+            &format!("export-nb: {count} notebooks, -j{j}, empty uv cache"),
+            self.plan(false),
+            || run_ours(true, Some(&fresh_cache()?)),
         )?;
         let rerun = measure("export-nb: unchanged re-run", self.plan(true), || {
-            run_ours(false)
+            run_ours(false, None)
         })?;
 
-        let mut full_row = Self::row(
+        let mut warm_row = Self::row(
             "export",
-            format!("export {count} notebooks -j{j}"),
+            format!("export {count} notebooks -j{j}, warm uv cache"),
             format!("export-nb -j {j} --force (sandbox)"),
-            &full,
+            &warm,
+            (count, j),
+        );
+        let mut cold_row = Self::row(
+            "export",
+            format!("export {count} notebooks -j{j}, empty uv cache"),
+            format!("export-nb -j {j} --force (sandbox), UV_CACHE_DIR empty"),
+            &cold,
             (count, j),
         );
         let mut rerun_row = Self::row(
@@ -455,39 +493,51 @@ impl Bench {
             .clone()
             .unwrap_or_else(|| Err("not looked for".to_owned()));
         let name = format!("marimushka -w {j}");
+        let cpu_note = |ours: &Figure, theirs: Option<&Figure>| {
+            let fmt = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |c| format!("{c:.2} s"));
+            format!(
+                "CPU per notebook: ours {}, marimushka {}",
+                fmt(per_notebook(ours)),
+                fmt(theirs.and_then(per_notebook))
+            )
+        };
         match &availability {
             Ok(_) => {
-                let theirs = measure(&name, self.plan(true), || {
-                    wall(
-                        Command::new("uvx")
-                            .args([
-                                MARIMUSHKA,
-                                "export",
-                                "-n",
-                                "notebooks",
-                                "-o",
-                                "mm_site",
-                                "-w",
-                            ])
-                            .arg(j.to_string())
-                            .current_dir(&dir),
-                    )
+                let theirs_warm = measure(&format!("{name}, warm"), self.plan(true), || {
+                    marimushka(None)
                 })?;
-                full_row.set_anchor(&name, theirs.seconds, theirs.runs.clone());
-                rerun_row.set_anchor(&name, theirs.seconds, theirs.runs);
+                let theirs_cold = measure(
+                    &format!("{name}, empty uv cache"),
+                    self.plan(false),
+                    || marimushka(Some(&fresh_cache()?)),
+                )?;
+                warm_row.set_anchor(&name, theirs_warm.seconds, theirs_warm.runs.clone());
+                warm_row.note = Some(format!(
+                    "{}; {}",
+                    cpu_note(&warm, Some(&theirs_warm)),
+                    compare_pages(&dir.join("nb_site"), &dir.join("mm_site"), &notebooks)
+                ));
+                cold_row.set_anchor(&name, theirs_cold.seconds, theirs_cold.runs.clone());
+                cold_row.note = Some(cpu_note(&cold, Some(&theirs_cold)));
+                rerun_row.set_anchor(&name, theirs_warm.seconds, theirs_warm.runs);
                 rerun_row.note = Some(
                     "marimushka has no incremental mode: its re-run exports everything again \
-                     (its figure is the same runs, each already a re-run of an unchanged folder)"
+                     (its figure is the warm full export)"
                         .to_owned(),
                 );
             }
             Err(why) => {
                 eprintln!("  {name:<48} skipped: {why}");
-                full_row.skip_anchor(&name, why);
+                warm_row.note = Some(cpu_note(&warm, None));
+                cold_row.note = Some(cpu_note(&cold, None));
+                warm_row.skip_anchor(&name, why);
+                cold_row.skip_anchor(&name, why);
                 rerun_row.skip_anchor(&name, why);
             }
         }
-        self.scenarios.push(full_row);
+        let _ = std::fs::remove_dir_all(&cold_caches);
+        self.scenarios.push(warm_row);
+        self.scenarios.push(cold_row);
         self.scenarios.push(rerun_row);
         Ok(())
     }
@@ -595,6 +645,46 @@ fn write_pipeline(project: &Path, name: &str, n: usize, command: &[&str]) -> Res
 }
 
 /// The bundled notebooks (the `.py` files only: not marimo's caches).
+/// The two sites' pages, compared: the same notebooks exported, and each page carrying its
+/// cells' outputs (marimo embeds them in the page; a page without them renders blank cells).
+fn compare_pages(ours: &Path, theirs: &Path, notebooks: &Path) -> String {
+    let mut both = 0;
+    let mut differ = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(notebooks)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let p = e.path();
+                    if p.extension()? != "py" {
+                        return None;
+                    }
+                    Some(p.file_stem()?.to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    for name in &names {
+        let page = |site: &Path| std::fs::read_to_string(site.join(format!("notebooks/{name}.html")));
+        match (page(ours), page(theirs)) {
+            (Ok(a), Ok(b)) => {
+                let outputs = |html: &str| html.matches("\"mimetype\"").count();
+                if outputs(&a) > 0 && outputs(&a) == outputs(&b) {
+                    both += 1;
+                } else {
+                    differ.push(format!("{name} ({} vs {} outputs)", outputs(&a), outputs(&b)));
+                }
+            }
+            _ => differ.push(format!("{name} (missing)")),
+        }
+    }
+    if differ.is_empty() {
+        format!("pages: {both} of {} in both sites, same number of cell outputs", names.len())
+    } else {
+        format!("pages differ: {}", differ.join(", "))
+    }
+}
+
 fn copy_notebooks(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
