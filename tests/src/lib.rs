@@ -38,10 +38,13 @@ impl From<Output> for Run {
     }
 }
 
-/// A command for `bin` with stdin from /dev/null and `NO_COLOR` set, so output is plain.
+/// A command for `bin` with stdin from /dev/null and `NO_COLOR` set, so output is plain, and
+/// without the tools' own settings from the environment of whoever runs the tests.
 pub fn command(bin: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.stdin(Stdio::null()).env("NO_COLOR", "1");
+    cmd.stdin(Stdio::null())
+        .env("NO_COLOR", "1")
+        .env_remove("EXPORT_NB_ENV_DIR");
     cmd
 }
 

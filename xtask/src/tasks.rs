@@ -44,16 +44,16 @@ pub(crate) fn available(program: &str) -> bool {
 
 /// Make sure `uv` and `uvx` are on `PATH`, installing them with pip if missing.
 pub(crate) fn ensure_uv() -> Result<()> {
-    if available("uvx") {
+    if available("uv") && available("uvx") {
         return Ok(());
     }
-    eprintln!("xtask: uvx not found; installing uv from PyPI with pip");
+    eprintln!("xtask: uv not found; installing uv from PyPI with pip");
     let pip = if available("pip") { "pip" } else { "pip3" };
     run(Command::new(pip).args(["install", "--quiet", "uv"])).context(
         "installing uv (needed to run marimo); install it yourself with `pip install uv`",
     )?;
-    if !available("uvx") {
-        bail!("pip installed uv, but `uvx` is still not on PATH: add pip's script folder to PATH");
+    if !(available("uv") && available("uvx")) {
+        bail!("pip installed uv, but `uv` is still not on PATH: add pip's script folder to PATH");
     }
     Ok(())
 }

@@ -90,8 +90,8 @@ pub struct Cli {
     pub uvx: Option<PathBuf>,
 
     /// Where the notebooks' environments are kept between runs
-    /// [default: export-nb/ in uv's cache folder, `uv cache dir`]
-    #[arg(long, value_name = "DIR")]
+    /// [default: $XDG_CACHE_HOME/export-nb/envs, else ~/.cache/export-nb/envs]
+    #[arg(long, value_name = "DIR", env = "EXPORT_NB_ENV_DIR")]
     pub env_dir: Option<PathBuf>,
 
     /// Start `python -m marimo export` afresh for each notebook instead of forking it from a

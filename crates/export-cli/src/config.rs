@@ -256,6 +256,25 @@ impl Settings {
             .with_context(|| format!("--backend {}", self.backend))
     }
 
+    /// Where environments are kept: `--env-dir` (made absolute), else `export-nb/envs` in the
+    /// user's cache folder (`$XDG_CACHE_HOME`, else `~/.cache`). Not inside uv's own cache:
+    /// `uv cache prune` (which CI setups run before saving the cache) removes folders it does
+    /// not know.
+    pub(crate) fn env_root(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.env_dir {
+            return Ok(std::path::absolute(d).unwrap_or_else(|_| d.clone()));
+        }
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| Path::new(v).is_absolute())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .context(
+                "neither XDG_CACHE_HOME nor HOME is set: pass --env-dir DIR for the \
+                 notebooks' environments",
+            )?;
+        Ok(cache.join("export-nb").join("envs"))
+    }
+
     /// The uv that builds environments, checked: `--uv` (a path must exist, a name must be on
     /// `PATH`), else the `uv` beside `--uvx`, else `uv` on `PATH`.
     pub(crate) fn resolve_uv(&self) -> Result<PathBuf> {

@@ -7,8 +7,8 @@
 //! marimo's 2,000 modules again on every start. Here a notebook's environment is keyed by what
 //! its PEP 723 header asks for (Python constraint, requirements, marimo pin); it is built once
 //! with `uv venv` + `uv pip install --compile-bytecode` into the environment folder (by default
-//! inside uv's cache, so `uv cache clean` removes it), and kept between runs. Builds of the same
-//! key by concurrent runs are serialized by a lock file.
+//! `~/.cache/export-nb/envs`; uv links the packages from its cache), and kept between runs.
+//! Builds of the same key by concurrent runs are serialized by a lock file.
 //!
 //! Then, for a marimo version we have tested, a worker (a `fanout` fork server) imports marimo
 //! once per environment and forks a process per notebook, which runs marimo's own `export`

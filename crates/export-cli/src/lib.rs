@@ -83,31 +83,6 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
 }
 
-/// Where environments go when no `--env-dir` is given: `export-nb/` in uv's cache folder.
-fn uv_cache_envs(uv: &Path) -> Result<PathBuf> {
-    let out = ProcessRunner::new()
-        .run(
-            &fanout::Command::new(uv).args(["cache", "dir"]),
-            &fanout::CancelToken::new(),
-        )
-        .map_err(anyhow::Error::from)
-        .and_then(|o| o.into_result().map_err(anyhow::Error::from))
-        .with_context(|| {
-            format!(
-                "asking {} for its cache folder (or pass --env-dir DIR)",
-                uv.display()
-            )
-        })?;
-    let dir = out.stdout.text().trim().to_owned();
-    if dir.is_empty() {
-        anyhow::bail!(
-            "{} printed no cache folder: pass --env-dir DIR",
-            uv.display()
-        );
-    }
-    Ok(PathBuf::from(dir).join("export-nb"))
-}
-
 /// An error found before anything ran, raised after planning (uv missing).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -174,14 +149,8 @@ impl Plan {
         }
         let root = self
             .settings
-            .env_dir
-            .clone()
-            .map(|d| std::path::absolute(&d).unwrap_or(d))
-            .or_else(|| {
-                let uv = self.settings.resolve_uv().ok()?;
-                uv_cache_envs(&uv).ok()
-            })
-            .unwrap_or_else(|| PathBuf::from("$(uv cache dir)/export-nb"));
+            .env_root()
+            .unwrap_or_else(|_| PathBuf::from("$EXPORT_NB_ENV_DIR"));
         let mut described = std::collections::HashSet::new();
         for (i, job) in self.exports() {
             let Action::Export { env: Ok(spec), .. } = &job.action else {
@@ -214,10 +183,10 @@ impl Plan {
                 .settings
                 .launcher()
                 .map_err(|e| UsageError(format!("{e:#}")))?;
-            let root = match &self.settings.env_dir {
-                Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
-                None => uv_cache_envs(&uv).map_err(|e| UsageError(format!("{e:#}")))?,
-            };
+            let root = self
+                .settings
+                .env_root()
+                .map_err(|e| UsageError(format!("{e:#}")))?;
             let workers = self.settings.workers && launcher == fanout::Launcher::Local;
             (Some(EnvPool::new(uv, root, workers)), launcher)
         } else {

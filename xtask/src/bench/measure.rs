@@ -49,7 +49,12 @@ pub(crate) fn children_cpu() -> f64 {
         .split_whitespace()
         .collect();
     // After the command name: state is field 3, so cutime (16) and cstime (17) are at 13, 14.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(13) + ticks(14)) / 100.0
 }
 

@@ -410,6 +410,10 @@ impl Bench {
     ///    per run (`UV_CACHE_DIR`, so export-nb's environments and marimushka's sandboxes start
     ///    from nothing), and an unchanged re-run. CPU seconds per notebook for both, and the
     ///    pages compared.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one scenario, read top to bottom: three measurements of ours, two of the anchor"
+    )]
     pub(crate) fn export(&mut self) -> Result<()> {
         eprintln!("notebook export (export-nb vs marimushka)");
         crate::tasks::ensure_uv()?;
@@ -435,17 +439,26 @@ impl Bench {
                 cmd.arg("--force");
             }
             if let Some(c) = cache {
-                cmd.env("UV_CACHE_DIR", c);
+                cmd.env("UV_CACHE_DIR", c.join("uv"))
+                    .env("EXPORT_NB_ENV_DIR", c.join("envs"));
             }
             wall(&mut cmd)
         };
         let marimushka = |cache: Option<&Path>| {
             let mut cmd = Command::new("uvx");
-            cmd.args([MARIMUSHKA, "export", "-n", "notebooks", "-o", "mm_site", "-w"])
-                .arg(j.to_string())
-                .current_dir(&dir);
+            cmd.args([
+                MARIMUSHKA,
+                "export",
+                "-n",
+                "notebooks",
+                "-o",
+                "mm_site",
+                "-w",
+            ])
+            .arg(j.to_string())
+            .current_dir(&dir);
             if let Some(c) = cache {
-                cmd.env("UV_CACHE_DIR", c);
+                cmd.env("UV_CACHE_DIR", c.join("uv"));
             }
             wall(&mut cmd)
         };
@@ -475,7 +488,7 @@ impl Bench {
         let mut cold_row = Self::row(
             "export",
             format!("export {count} notebooks -j{j}, empty uv cache"),
-            format!("export-nb -j {j} --force (sandbox), UV_CACHE_DIR empty"),
+            format!("export-nb -j {j} --force (sandbox), empty UV_CACHE_DIR and env dir"),
             &cold,
             (count, j),
         );
@@ -506,11 +519,10 @@ impl Bench {
                 let theirs_warm = measure(&format!("{name}, warm"), self.plan(true), || {
                     marimushka(None)
                 })?;
-                let theirs_cold = measure(
-                    &format!("{name}, empty uv cache"),
-                    self.plan(false),
-                    || marimushka(Some(&fresh_cache()?)),
-                )?;
+                let theirs_cold =
+                    measure(&format!("{name}, empty uv cache"), self.plan(false), || {
+                        marimushka(Some(&fresh_cache()?))
+                    })?;
                 warm_row.set_anchor(&name, theirs_warm.seconds, theirs_warm.runs.clone());
                 warm_row.note = Some(format!(
                     "{}; {}",
@@ -665,21 +677,29 @@ fn compare_pages(ours: &Path, theirs: &Path, notebooks: &Path) -> String {
         .unwrap_or_default();
     names.sort();
     for name in &names {
-        let page = |site: &Path| std::fs::read_to_string(site.join(format!("notebooks/{name}.html")));
+        let page =
+            |site: &Path| std::fs::read_to_string(site.join(format!("notebooks/{name}.html")));
         match (page(ours), page(theirs)) {
             (Ok(a), Ok(b)) => {
                 let outputs = |html: &str| html.matches("\"mimetype\"").count();
                 if outputs(&a) > 0 && outputs(&a) == outputs(&b) {
                     both += 1;
                 } else {
-                    differ.push(format!("{name} ({} vs {} outputs)", outputs(&a), outputs(&b)));
+                    differ.push(format!(
+                        "{name} ({} vs {} outputs)",
+                        outputs(&a),
+                        outputs(&b)
+                    ));
                 }
             }
             _ => differ.push(format!("{name} (missing)")),
         }
     }
     if differ.is_empty() {
-        format!("pages: {both} of {} in both sites, same number of cell outputs", names.len())
+        format!(
+            "pages: {both} of {} in both sites, same number of cell outputs",
+            names.len()
+        )
     } else {
         format!("pages differ: {}", differ.join(", "))
     }

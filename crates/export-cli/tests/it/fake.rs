@@ -12,11 +12,10 @@ use testkit::Run;
 
 use crate::{Project, notebook};
 
-/// The stand-in uv: `uv cache dir`, `uv venv [...] DIR` and `uv pip install [...] -r FILE`.
+/// The stand-in uv: `uv venv [...] DIR` and `uv pip install [...] -r FILE`.
 const FAKE_UV: &str = r#"#!/bin/sh
 echo "$*" >> "$FAKE_UVX_DIR/uv.log"
 case "$1" in
-  cache) echo "$FAKE_UVX_DIR/uv-cache" ;;
   venv)
     for a in "$@"; do dir="$a"; done
     mkdir -p "$dir/bin" "$dir/lib/python3.11/site-packages/marimo-0.0.0+fake.dist-info"
@@ -78,10 +77,12 @@ impl Project {
     fn run_delay(&self, args: &[&str], delay: &str) -> Run {
         let path = testkit::path_with(&self.path().join("bin"));
         let log = self.path().join("calls.log");
+        let cache = self.path().join("cache");
         self.run_with(
             args,
             &[
                 ("PATH", path.as_os_str()),
+                ("XDG_CACHE_HOME", cache.as_os_str()),
                 ("FAKE_UVX_LOG", log.as_os_str()),
                 ("FAKE_UVX_DIR", self.path().as_os_str()),
                 ("FAKE_UVX_DELAY", OsStr::new(delay)),
@@ -413,7 +414,7 @@ fn dry_run_prints_the_commands_and_writes_nothing() {
     p.write("notebooks/util.py", "x = 1\n");
     let out = p.run(&["--dry-run", "--marimo-version", "0.9.1", "--no-sandbox"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let envs = format!("{}/uv-cache/export-nb/", p.path().display());
+    let envs = format!("{}/cache/export-nb/envs/", p.path().display());
     assert!(out.stdout.starts_with(&envs), "{}", out.stdout);
     assert!(
         out.stdout.ends_with(
@@ -596,6 +597,7 @@ fn ctrl_c_stops_exports_writes_the_report_and_exits_130() {
         .env("PATH", path)
         .env("FAKE_UVX_LOG", &log)
         .env("FAKE_UVX_DIR", p.path())
+        .env("XDG_CACHE_HOME", p.path().join("cache"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -693,7 +695,7 @@ fn notebook_with_deps(deps: &[&str]) -> String {
 impl Project {
     /// The environments built so far: each one's requirements file.
     fn environments(&self) -> Vec<String> {
-        let root = self.path().join("uv-cache/export-nb");
+        let root = self.path().join("cache/export-nb/envs");
         let mut found: Vec<String> = std::fs::read_dir(&root)
             .map(|d| {
                 d.flatten()
