@@ -119,6 +119,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "lorchestra",
         "-p",
         "parallamr",
+        // With a target named (--example), cargo builds only the named targets: the tools'
+        // binaries must be asked for too.
+        "--bins",
     ]))?;
     let started = Instant::now();
     let sizes = if opts.quick {
