@@ -3,6 +3,30 @@
 
 use std::time::{Duration, Instant};
 
+/// The config of the project's test cluster (`cargo xtask slurm-up`).
+pub const PROJECT_CONF: &str = "/var/lib/fanout-test-slurm/slurm.conf";
+
+/// Check that the Slurm commands of this test process reach the cluster meant for the tests:
+/// `SLURM_CONF` names the project's cluster, or the one `FANOUT_TEST_SLURM_CONF` chose on
+/// purpose. Anything else (no `SLURM_CONF`: Slurm's default config, maybe a real cluster)
+/// would send the tests' jobs elsewhere.
+///
+/// # Panics
+/// When it does not, saying how to run the Slurm tests.
+pub fn require_test_cluster() {
+    let conf = std::env::var_os("SLURM_CONF");
+    let chosen = std::env::var_os("FANOUT_TEST_SLURM_CONF");
+    let ok = conf.as_deref().is_some_and(|c| {
+        c == std::ffi::OsStr::new(PROJECT_CONF) || chosen.as_deref() == Some(c)
+    });
+    assert!(
+        ok,
+        "the Slurm tests run on the project's test cluster only: run them with `cargo xtask \
+         test` (it starts the cluster and sets SLURM_CONF), or start it with `cargo xtask \
+         slurm-up` and set SLURM_CONF={PROJECT_CONF}; SLURM_CONF is {conf:?}"
+    );
+}
+
 /// `(name, state)` of Slurm job `id`, from `squeue --states=all`.
 ///
 /// # Panics

@@ -4,7 +4,8 @@
 //! - `cargo xtask demo`: run the main job on the bundled examples.
 //! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
 //! - `cargo xtask screenshots`: the generated pages as a browser shows them, into docs/.
-//! - `cargo xtask slurm-up`: a single-node Slurm on this machine, for the Slurm tests.
+//! - `cargo xtask slurm-up` / `slurm-down`: the project's own single-node Slurm on this machine,
+//!   for the Slurm tests.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask drives cargo, pip and the built tools directly; it is not part of the product"
@@ -32,8 +33,13 @@ Tasks:
   bench   the benchmark suite: our tools and the anchors side by side (--help for options)
   screenshots  the pages export-nb and lorchestra write, in headless Chromium, into
           docs/screenshots
-  slurm-up  install, configure and start a single-node Slurm here (root or sudo), for the
-          Slurm tests; cargo xtask test runs it";
+  slurm-up  install, configure and start the project's single-node Slurm here (root or
+          sudo), for the Slurm tests; its own name, ports and folders (/var/lib/fanout-test-slurm),
+          so it runs beside any other Slurm; cargo xtask test runs it. To run the tests on
+          an existing cluster instead: FANOUT_TEST_SLURM_CONF=/path/to/its/slurm.conf
+  slurm-down  stop the project's Slurm daemons (other Slurm installations are left alone)
+  slurm-check  check slurm-up itself: down/up, idempotence, a stale state, a failing daemon,
+          clients reaching only this cluster; ends with the cluster up (.ci/run runs it)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,7 +48,9 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("screenshots") => screenshots::run(&args[1..]),
-        Some("slurm-up") => slurm::run(&args[1..]),
+        Some("slurm-up") => slurm::up(&args[1..]),
+        Some("slurm-down") => slurm::down(&args[1..]),
+        Some("slurm-check") => slurm::check(&args[1..]),
         Some("-h" | "--help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

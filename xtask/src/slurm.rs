@@ -1,11 +1,21 @@
-//! `cargo xtask slurm-up`: a single-node Slurm on this machine, for the Slurm tests.
+//! `cargo xtask slurm-up` / `slurm-down`: the project's own single-node Slurm, for the Slurm
+//! tests.
 //!
-//! Debian's packages (slurmctld, slurmd, slurm-client, munge), no systemd and no cgroups: munged
-//! runs as the munge user, slurmctld and slurmd as root, one node at 127.0.0.1 with more CPUs
-//! than the machine has (so tests can run several steps at once) and a scheduler that starts
-//! jobs at once. Idempotent: an idle node means there is nothing to do.
+//! The cluster is the project's and nobody else's: its own name (`fanout-test`), its own ports
+//! (6917/6918, not Slurm's 6817/6818), and everything else under [`HOME`]: the config file
+//! (passed to the daemons with `-f` and to the tests' `srun`/`squeue`/`scancel` through
+//! `SLURM_CONF`), the state, spool and log folders, the pid files. So it runs beside another
+//! Slurm on the same machine (a distribution's default one, a site's), never reuses it and
+//! never sends the tests' jobs to it. Debian's packages (slurmctld, slurmd, slurm-client,
+//! munge), no systemd and no cgroups: munged runs as the munge user (shared with any other
+//! cluster here: it only vouches for users), slurmctld and slurmd as root, one node at
+//! 127.0.0.1 with more CPUs than the machine has (so tests can run several steps at once) and a
+//! scheduler that starts jobs at once. Idempotent: an idle node of ours means nothing to do.
+//!
+//! `FANOUT_TEST_SLURM_CONF=/path/to/slurm.conf` points the tests at an existing cluster
+//! instead, on purpose; its shape is checked first (a default partition, enough CPUs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,21 +23,71 @@ use anyhow::{Context, Result, bail};
 
 use crate::tasks;
 
-const CONF: &str = "/etc/slurm/slurm.conf";
+/// Everything of the project's test cluster lives here.
+pub(crate) const HOME: &str = "/var/lib/fanout-test-slurm";
+const CLUSTER: &str = "fanout-test";
+const CTLD_PORT: u16 = 6917;
+const SLURMD_PORT: u16 = 6918;
+/// Names an existing cluster's config to run the tests on instead of the project's.
+pub(crate) const EXISTING_ENV: &str = "FANOUT_TEST_SLURM_CONF";
+/// How many steps the tests run at once, at most (the cancel test runs three, a stage four).
+const CPUS_NEEDED: u32 = 4;
 
-pub(crate) fn run(extra: &[String]) -> Result<()> {
+fn home() -> PathBuf {
+    PathBuf::from(HOME)
+}
+
+/// The config file of the project's cluster.
+pub(crate) fn conf_path() -> PathBuf {
+    home().join("slurm.conf")
+}
+
+fn log_path(daemon: &str) -> PathBuf {
+    home().join("log").join(format!("{daemon}.log"))
+}
+
+fn pid_path(daemon: &str) -> PathBuf {
+    home().join("run").join(format!("{daemon}.pid"))
+}
+
+pub(crate) fn up(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         bail!("`cargo xtask slurm-up` takes no arguments");
     }
-    ensure()
+    let conf = ensure()?;
+    eprintln!("xtask: the tests use SLURM_CONF={}", conf.display());
+    Ok(())
 }
 
-/// Make sure the test cluster is up (install, configure and start what is missing).
-pub(crate) fn ensure() -> Result<()> {
-    if node_state().is_some_and(|s| usable(&s)) && Path::new(CONF).is_file() {
-        return Ok(());
+pub(crate) fn down(extra: &[String]) -> Result<()> {
+    if !extra.is_empty() {
+        bail!("`cargo xtask slurm-down` takes no arguments");
     }
-    eprintln!("xtask: starting a single-node Slurm for the Slurm tests");
+    for daemon in ["slurmd", "slurmctld"] {
+        stop(daemon)?;
+    }
+    eprintln!("xtask: the test cluster is stopped (other Slurm installations were left alone)");
+    Ok(())
+}
+
+/// Make sure a cluster for the tests is up; returns the config the tests must use (their
+/// `SLURM_CONF`).
+pub(crate) fn ensure() -> Result<PathBuf> {
+    if let Some(existing) = std::env::var_os(EXISTING_ENV) {
+        let conf = PathBuf::from(existing);
+        check_existing(&conf)?;
+        return Ok(conf);
+    }
+    let conf = conf_path();
+    let text = config();
+    if std::fs::read_to_string(&conf).is_ok_and(|t| t == text)
+        && running("slurmctld")
+        && running("slurmd")
+        && node_state(&conf).is_some_and(|s| usable(&s))
+    {
+        return Ok(conf);
+    }
+    eprintln!("xtask: starting the project's single-node Slurm ({HOME})");
     for (program, package) in [
         ("munged", "munge"),
         ("slurmctld", "slurmctld"),
@@ -40,47 +100,219 @@ pub(crate) fn ensure() -> Result<()> {
         }
     }
     start_munge()?;
-    let conf = config();
-    privileged(&[
-        "mkdir",
-        "-p",
-        "/etc/slurm",
-        "/var/spool/slurmctld",
-        "/var/spool/slurmd",
-        "/var/log/slurm",
-    ])?;
-    if std::fs::read_to_string(CONF).unwrap_or_default() != conf {
-        write_as_root(CONF, &conf)?;
+    let dirs = ["state", "spool", "log", "run"].map(|d| home().join(d));
+    let mut mkdir = vec!["mkdir", "-p"];
+    mkdir.extend(dirs.iter().map(|d| d.to_str().expect("a UTF-8 path")));
+    privileged(&mkdir)?;
+    if std::fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
         // Daemons started with another configuration must read this one.
-        for daemon in ["slurmctld", "slurmd"] {
-            if running(daemon) {
-                privileged(&["pkill", "-x", daemon])?;
-                wait_until(&format!("{daemon} to stop"), || !running(daemon))?;
-            }
+        for daemon in ["slurmd", "slurmctld"] {
+            stop(daemon)?;
         }
+        write_as_root(&conf, &text)?;
     }
+    forget_other_clusters_state()?;
     for daemon in ["slurmctld", "slurmd"] {
         if !running(daemon) {
-            privileged(&[&format!("/usr/sbin/{daemon}")]).with_context(|| {
-                format!("starting {daemon} (its log: /var/log/slurm/{daemon}.log)")
-            })?;
+            start(daemon, &conf)?;
         }
     }
     let node = hostname();
-    wait_until("the Slurm node to register", || node_state().is_some())?;
-    if node_state().is_some_and(|s| s.starts_with("down") || s.starts_with("drain")) {
-        privileged(&[
+    wait_until("the Slurm node to register", || node_state(&conf).is_some())?;
+    if node_state(&conf).is_some_and(|s| s.starts_with("down") || s.starts_with("drain")) {
+        run_slurm(
+            &conf,
             "scontrol",
-            "update",
-            &format!("nodename={node}"),
-            "state=resume",
-        ])?;
+            &["update", &format!("nodename={node}"), "state=resume"],
+        )?;
     }
     wait_until("the Slurm node to be idle", || {
-        node_state().is_some_and(|s| usable(&s))
+        node_state(&conf).is_some_and(|s| usable(&s))
     })?;
-    eprintln!("xtask: Slurm is up: node {node}, partition debug (sinfo shows it)");
+    eprintln!("xtask: Slurm is up: cluster {CLUSTER}, node {node}, partition debug");
+    Ok(conf)
+}
+
+/// An existing cluster the tests were pointed at: it must answer, have a default partition
+/// and enough CPUs for the tests' steps to run side by side.
+fn check_existing(conf: &Path) -> Result<()> {
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "{EXISTING_ENV}={}: {why}; unset {EXISTING_ENV} to use the project's own test \
+             cluster (cargo xtask slurm-up)",
+            conf.display()
+        )
+    };
+    if !conf.is_file() {
+        return Err(refuse("no such file".to_owned()));
+    }
+    let partitions = slurm_output(conf, "sinfo", &["--noheader", "--format=%P %c"])
+        .map_err(|e| refuse(format!("sinfo does not answer: {e:#}")))?;
+    let default = partitions
+        .lines()
+        .find_map(|l| {
+            let (name, cpus) = l.split_once(' ')?;
+            name.ends_with('*').then(|| cpus.trim().to_owned())
+        })
+        .ok_or_else(|| refuse(format!("it has no default partition ({partitions:?})")))?;
+    let cpus: u32 = default
+        .trim_end_matches('+')
+        .parse()
+        .map_err(|_| refuse(format!("cannot read the CPUs of its nodes ({default:?})")))?;
+    if cpus < CPUS_NEEDED {
+        return Err(refuse(format!(
+            "its default partition's nodes have {cpus} CPUs; the tests run up to {CPUS_NEEDED} \
+             steps at once"
+        )));
+    }
+    eprintln!(
+        "xtask: the tests use the existing cluster of {} ({cpus} CPUs a node)",
+        conf.display()
+    );
     Ok(())
+}
+
+/// A state folder written by a cluster of another name makes slurmctld refuse to start
+/// ("CLUSTER NAME MISMATCH"). The folder is ours alone, so a foreign state is dropped.
+fn forget_other_clusters_state() -> Result<()> {
+    let state = home().join("state");
+    let name = std::fs::read_to_string(state.join("clustername")).unwrap_or_default();
+    if !name.trim().is_empty() && name.trim() != CLUSTER {
+        eprintln!(
+            "xtask: {} holds the state of a cluster named {:?}; starting afresh",
+            state.display(),
+            name.trim()
+        );
+        let s = state.to_str().expect("a UTF-8 path");
+        privileged(&["sh", "-c", &format!("rm -rf {s}/* {s}/.[!.]*")])?;
+    }
+    Ok(())
+}
+
+/// Start a daemon with our config, and say why if it does not come up.
+fn start(daemon: &str, conf: &Path) -> Result<()> {
+    let port = if daemon == "slurmctld" {
+        CTLD_PORT
+    } else {
+        SLURMD_PORT
+    };
+    if let Some(holder) = port_holder(port) {
+        bail!(
+            "{daemon} cannot start: port {port} is taken by {holder}. Another Slurm with this \
+             project's ports? Stop it (cargo xtask slurm-down stops only the project's), or run \
+             the tests on a cluster of your choice with {EXISTING_ENV}=/path/to/its/slurm.conf"
+        );
+    }
+    let log = log_path(daemon);
+    let log_len = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let binary = format!("/usr/sbin/{daemon}");
+    let status = tasks::as_root(&binary)
+        .arg("-f")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {binary}"))?;
+    let failed = |what: String| {
+        let said = String::from_utf8_lossy(&status.stderr).trim().to_owned();
+        anyhow::anyhow!(
+            "{daemon} did not start: {what}\n{}{}\n(its log: {})",
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!("{said}\n")
+            },
+            log_problems(&log, log_len),
+            log.display()
+        )
+    };
+    if !status.status.success() {
+        return Err(failed(format!("it exited with {}", status.status)));
+    }
+    // It forks into the background; a fatal error (a bad state folder, say) ends it a moment
+    // later, possibly after it wrote its pid file. Up = running for a second and, for the
+    // controller, answering.
+    let launched = Instant::now();
+    let mut up_since: Option<Instant> = None;
+    while launched.elapsed() < Duration::from_secs(20) {
+        if running(daemon) {
+            let since = *up_since.get_or_insert_with(Instant::now);
+            let answers = daemon != "slurmctld" || slurm_output(conf, "scontrol", &["ping"]).is_ok();
+            if answers && since.elapsed() >= Duration::from_secs(1) {
+                return Ok(());
+            }
+        } else if up_since.is_some() || launched.elapsed() > Duration::from_secs(3) {
+            return Err(failed("it exited right after starting".to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(failed("it runs but does not answer".to_owned()))
+}
+
+/// The `error:` and `fatal:` lines a daemon logged since `from` (a byte offset), or a note that
+/// there were none.
+fn log_problems(log: &Path, from: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let new = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned();
+    let lines: Vec<&str> = new
+        .lines()
+        .filter(|l| l.contains("error:") || l.contains("fatal:"))
+        .collect();
+    if lines.is_empty() {
+        format!("{} has no error or fatal line", log.display())
+    } else {
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+/// Who listens on a TCP port of this machine (`ss`'s words), if anyone.
+fn port_holder(port: u16) -> Option<String> {
+    let out = Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!text.is_empty()).then(|| {
+        text.split("users:")
+            .nth(1)
+            .map_or_else(|| text.clone(), |u| u.trim().to_owned())
+    })
+}
+
+/// Stop one of our daemons (found by its pid file and its command line naming our config).
+fn stop(daemon: &str) -> Result<()> {
+    let Some(pid) = our_pid(daemon) else {
+        return Ok(());
+    };
+    privileged(&["kill", "-TERM", &pid.to_string()])?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while our_pid(daemon).is_some() {
+        if Instant::now() > deadline {
+            privileged(&["kill", "-KILL", &pid.to_string()])?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The pid of our `daemon`, when it runs: the pid file's process, if its command line is the
+/// daemon's with our config.
+fn our_pid(daemon: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_path(daemon))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let conf = conf_path();
+    (line.contains(daemon) && line.contains(conf.to_str()?)).then_some(pid)
+}
+
+fn running(daemon: &str) -> bool {
+    our_pid(daemon).is_some()
 }
 
 /// A node state in which jobs start.
@@ -90,16 +322,32 @@ fn usable(state: &str) -> bool {
         .any(|s| state.trim_end_matches(['*', '~', '#', '$', '@', '+', '-', '^', '!', '%']) == *s)
 }
 
-/// The first node's state as sinfo shows it (`idle`, `down*`, ...), if Slurm answers.
-fn node_state() -> Option<String> {
-    let out = Command::new("sinfo")
-        .args(["--noheader", "--Node", "--format=%T"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+/// The first node's state as the cluster of `conf` shows it (`idle`, `down*`, ...).
+fn node_state(conf: &Path) -> Option<String> {
+    let text = slurm_output(conf, "sinfo", &["--noheader", "--Node", "--format=%T"]).ok()?;
     let state = text.lines().next()?.trim().to_owned();
-    (out.status.success() && !state.is_empty()).then_some(state)
+    (!state.is_empty()).then_some(state)
+}
+
+/// What a Slurm client command printed, run against the cluster of `conf`.
+fn slurm_output(conf: &Path, program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .env("SLURM_CONF", conf)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_slurm(conf: &Path, program: &str, args: &[&str]) -> Result<()> {
+    tasks::run(tasks::as_root(program).args(args).env("SLURM_CONF", conf))
 }
 
 fn start_munge() -> Result<()> {
@@ -110,7 +358,15 @@ fn start_munge() -> Result<()> {
             "mkdir -p /etc/munge && dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 2>/dev/null && chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key",
         ])?;
     }
-    if running("munged") {
+    let answers = || {
+        Command::new("sh")
+            .args(["-c", "munge -n | unmunge"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if answers() {
         return Ok(());
     }
     // Its runtime folders: systemd would create them.
@@ -120,17 +376,10 @@ fn start_munge() -> Result<()> {
         "mkdir -p /run/munge /var/log/munge /var/lib/munge && chown munge:munge /run/munge /var/log/munge /var/lib/munge && chmod 0755 /run/munge",
     ])?;
     privileged(&["runuser", "-u", "munge", "--", "/usr/sbin/munged"])?;
-    wait_until("munged to answer", || {
-        Command::new("sh")
-            .args(["-c", "munge -n | unmunge"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    wait_until("munged to answer", answers)
 }
 
-/// The slurm.conf of the test cluster: this machine as its only node.
+/// The slurm.conf of the test cluster: this machine as its only node, everything under HOME.
 fn config() -> String {
     let node = hostname();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -143,9 +392,12 @@ fn config() -> String {
         })
         .map_or(4096, |kib| kib / 1024 / 2);
     format!(
-        "# Written by `cargo xtask slurm-up`: a single-node test cluster, no systemd, no cgroups.
-ClusterName=fanout-test
+        "# Written by `cargo xtask slurm-up`: the project's single-node test cluster, no systemd,
+# no cgroups, its own ports and folders so that it runs beside any other Slurm here.
+ClusterName={CLUSTER}
 SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={CTLD_PORT}
+SlurmdPort={SLURMD_PORT}
 AuthType=auth/munge
 SlurmUser=root
 SlurmdUser=root
@@ -159,12 +411,12 @@ SelectTypeParameters=CR_Core
 SchedulerParameters=bf_interval=1,sched_min_interval=0,batch_sched_delay=0
 # More CPUs than the machine has, so tests can run several steps at once.
 SlurmdParameters=config_overrides
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+StateSaveLocation={HOME}/state
+SlurmdSpoolDir={HOME}/spool
+SlurmctldPidFile={HOME}/run/slurmctld.pid
+SlurmdPidFile={HOME}/run/slurmd.pid
+SlurmctldLogFile={HOME}/log/slurmctld.log
+SlurmdLogFile={HOME}/log/slurmd.log
 ReturnToService=2
 MpiDefault=none
 KillWait=5
@@ -183,34 +435,36 @@ fn hostname() -> String {
     )
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
+fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
 
-fn running(daemon: &str) -> bool {
-    Command::new("pgrep")
-        .args(["-x", daemon])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Run a command as root: directly when we are root, else through `sudo -n`.
 fn privileged(argv: &[&str]) -> Result<()> {
-    tasks::run(tasks::as_root(argv[0]).args(&argv[1..]))
-        .context("the test cluster needs root (or sudo without a password)")
+    let root = rustix::process::geteuid().is_root();
+    tasks::run(tasks::as_root(argv[0]).args(&argv[1..])).with_context(|| {
+        if root {
+            format!("running {}", argv.join(" "))
+        } else {
+            "the test cluster needs root (or sudo without a password)".to_owned()
+        }
+    })
 }
 
-fn write_as_root(path: &str, text: &str) -> Result<()> {
+fn write_as_root(path: &Path, text: &str) -> Result<()> {
     if rustix::process::geteuid().is_root() {
-        return std::fs::write(path, text).with_context(|| format!("writing {path}"));
+        return std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
     }
     let tmp = std::env::temp_dir().join("fanout-slurm.conf");
     std::fs::write(&tmp, text)?;
-    privileged(&["cp", tmp.to_str().context("a UTF-8 temp path")?, path])
+    privileged(&[
+        "cp",
+        tmp.to_str().context("a UTF-8 temp path")?,
+        path.to_str().context("a UTF-8 path")?,
+    ])
 }
 
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
@@ -218,11 +472,102 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
     while !ready() {
         if Instant::now() > deadline {
             bail!(
-                "timed out waiting for {what}; see /var/log/slurm/slurmctld.log and \
-                 /var/log/slurm/slurmd.log"
+                "timed out waiting for {what}\n{}\n{}",
+                log_problems(&log_path("slurmctld"), 0),
+                log_problems(&log_path("slurmd"), 0)
             );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     Ok(())
+}
+
+/// `cargo xtask slurm-check`: the test cluster's own checks, run by `.ci/run` before the test
+/// suite (they stop and start the cluster, so they cannot run among the tests). Ends with the
+/// cluster up.
+pub(crate) fn check(extra: &[String]) -> Result<()> {
+    if !extra.is_empty() {
+        bail!("`cargo xtask slurm-check` takes no arguments");
+    }
+    if std::env::var_os(EXISTING_ENV).is_some() {
+        bail!("slurm-check checks the project's own cluster: unset {EXISTING_ENV}");
+    }
+    let conf = conf_path();
+    let step = |what: &str| eprintln!("xtask: slurm-check: {what}");
+
+    step("down, then up");
+    down(&[])?;
+    ensure_up_and_ours(&conf)?;
+
+    step("up again changes nothing (same daemons)");
+    let pids = (our_pid("slurmctld"), our_pid("slurmd"));
+    let began = Instant::now();
+    ensure()?;
+    if (our_pid("slurmctld"), our_pid("slurmd")) != pids {
+        bail!("a second slurm-up restarted the daemons");
+    }
+    eprintln!("xtask: slurm-check:   took {:?}", began.elapsed());
+
+    step("a daemon that fails says why (its log's fatal line)");
+    down(&[])?;
+    write_clustername("another-cluster")?;
+    let err = match start("slurmctld", &conf) {
+        Ok(()) => bail!("slurmctld started on another cluster's state"),
+        Err(e) => format!("{e:#}"),
+    };
+    if !err.contains("fatal:") || !err.to_ascii_uppercase().contains("CLUSTER NAME MISMATCH") {
+        bail!("the failure did not name the daemon's fatal line:\n{err}");
+    }
+    eprintln!(
+        "xtask: slurm-check:   said: {}",
+        err.lines().find(|l| l.contains("fatal:")).unwrap_or("")
+    );
+
+    step("a stale state folder of another cluster does not stop a start");
+    down(&[])?;
+    write_clustername("local")?;
+    ensure_up_and_ours(&conf)?;
+
+    step("the clients reach this cluster through SLURM_CONF, whatever else runs here");
+    let name = slurm_output(&conf, "scontrol", &["show", "config"])?
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "ClusterName").then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    if name != CLUSTER {
+        bail!("SLURM_CONF={} reaches cluster {name:?}", conf.display());
+    }
+    let out = Command::new("srun")
+        .args(["--ntasks=1", "--job-name=slurm-check", "printenv", "SLURM_CLUSTER_NAME"])
+        .env("SLURM_CONF", &conf)
+        .output()
+        .context("running srun")?;
+    let ran_on = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || ran_on != CLUSTER {
+        bail!(
+            "a step ran on {ran_on:?}, not {CLUSTER}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!("xtask: slurm-check: all good; the cluster is up");
+    Ok(())
+}
+
+fn ensure_up_and_ours(conf: &Path) -> Result<()> {
+    ensure()?;
+    if !(running("slurmctld") && running("slurmd")) {
+        bail!("slurm-up returned, but the daemons are not running");
+    }
+    let name = std::fs::read_to_string(home().join("state/clustername")).unwrap_or_default();
+    if name.trim() != CLUSTER {
+        bail!("the state folder belongs to {name:?}, not {CLUSTER}");
+    }
+    node_state(conf).map(|_| ()).context("sinfo does not answer")
+}
+
+fn write_clustername(name: &str) -> Result<()> {
+    let path = home().join("state/clustername");
+    write_as_root(&path, &format!("{name}\n"))
 }

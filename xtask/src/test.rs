@@ -10,9 +10,13 @@ use crate::tasks;
 pub(crate) fn run(extra: &[String]) -> Result<()> {
     tasks::ensure_uv()?;
     tasks::ensure_chromium()?;
-    crate::slurm::ensure()?;
+    let slurm_conf = crate::slurm::ensure()?;
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["test", "--workspace"]).args(extra);
+    // The Slurm tests talk to this cluster and to no other.
+    cmd.args(["test", "--workspace"])
+        .args(extra)
+        .env("SLURM_CONF", &slurm_conf)
+        .env(crate::slurm::EXISTING_ENV, &slurm_conf);
     eprintln!("$ cargo test --workspace {}", extra.join(" "));
     // Pass the output through as it comes, and tally the per-binary results, so the run closes
     // on one line for the whole suite rather than on the last binary's (often doc tests: 0).

@@ -16,6 +16,7 @@ use testkit::slurm::{job, processes_running, processes_with, settled};
 
 #[test]
 fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
+    testkit::slurm::require_test_cluster();
     let out = ProcessRunner::new()
         .run(
             &Command::shell("echo out; echo err >&2; echo $SLURM_JOB_ID; exit 3")
@@ -50,6 +51,7 @@ fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
 
 #[test]
 fn a_timeout_cancels_the_step_on_the_cluster() {
+    testkit::slurm::require_test_cluster();
     let token = "fanout-slurm-timeout-61.25";
     let out = ProcessRunner::new()
         .run(
@@ -78,6 +80,7 @@ fn a_timeout_cancels_the_step_on_the_cluster() {
 
 #[test]
 fn cancelling_the_batch_cancels_steps_in_flight() {
+    testkit::slurm::require_test_cluster();
     let pool = Pool::new(PoolConfig::new(MaxWorkers::new(3, 8).unwrap()));
     let tasks: Vec<_> = (0..3).map(|i| Task::new(format!("t{i}"), i)).collect();
     let cancel = CancelToken::new();
@@ -126,6 +129,7 @@ fn cancelling_the_batch_cancels_steps_in_flight() {
 
 #[test]
 fn a_job_the_scheduler_rejects_fails_with_its_reason() {
+    testkit::slurm::require_test_cluster();
     let slurm = Slurm {
         mem: Some("100000000G".into()),
         ..Slurm::default()
@@ -143,6 +147,7 @@ fn a_job_the_scheduler_rejects_fails_with_its_reason() {
 
 #[test]
 fn the_check_finds_srun_and_names_the_partitions() {
+    testkit::slurm::require_test_cluster();
     Slurm::default()
         .check()
         .expect("the test cluster has srun and a default partition");

@@ -374,6 +374,7 @@ fn the_command_provider_runs_a_program_per_row() {
 /// step, its output and exit code back in the results.
 #[test]
 fn a_command_sweep_runs_on_slurm() {
+    testkit::slurm::require_test_cluster();
     let mut csv = String::from("provider,model,lr\n");
     for i in 0..6 {
         let _ = writeln!(csv, "command,m{i},0.{i}");

@@ -626,6 +626,7 @@ fn ctrl_c_stops_exports_writes_the_report_and_exits_130() {
 /// export a job named after its notebook, a refusal by the scheduler reported per notebook.
 #[test]
 fn exports_run_as_slurm_job_steps_with_backend_slurm() {
+    testkit::slurm::require_test_cluster();
     let p = Project::with_fake_uvx();
     p.write("notebooks/a.py", &notebook("ok"));
     p.write("notebooks/sub/b.py", &notebook("ok"));

@@ -49,6 +49,7 @@ fn shape(record: &Value) -> Vec<JobShape> {
 
 #[test]
 fn a_stage_runs_on_slurm_with_the_same_run_record_as_a_local_run() {
+    testkit::slurm::require_test_cluster();
     let p = Project::create(&[("pipelines/four.toml", FOUR)]);
     let local = p.run(&["pipeline", "four", "-j", "4", "-q"]);
     assert_eq!(local.code, Some(0), "{}", local.stderr);
@@ -103,6 +104,7 @@ fn a_stage_runs_on_slurm_with_the_same_run_record_as_a_local_run() {
 
 #[test]
 fn exit_codes_and_timeouts_come_back_from_the_cluster() {
+    testkit::slurm::require_test_cluster();
     let p = Project::create(&[(
         "pipelines/mixed.toml",
         r#"
@@ -148,6 +150,7 @@ timeout = 1
 
 #[test]
 fn ctrl_c_cancels_the_steps_in_flight() {
+    testkit::slurm::require_test_cluster();
     let p = Project::create(&[(
         "pipelines/long.toml",
         r#"
@@ -208,6 +211,7 @@ command = "exec sleep 64.5"
 
 #[test]
 fn slurm_problems_are_clear_errors_before_anything_runs() {
+    testkit::slurm::require_test_cluster();
     let p = Project::create(&[
         (
             "pipelines/nopart.toml",
