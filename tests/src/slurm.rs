@@ -16,9 +16,9 @@ pub const PROJECT_CONF: &str = "/var/lib/fanout-test-slurm/slurm.conf";
 pub fn require_test_cluster() {
     let conf = std::env::var_os("SLURM_CONF");
     let chosen = std::env::var_os("FANOUT_TEST_SLURM_CONF");
-    let ok = conf.as_deref().is_some_and(|c| {
-        c == std::ffi::OsStr::new(PROJECT_CONF) || chosen.as_deref() == Some(c)
-    });
+    let ok = conf
+        .as_deref()
+        .is_some_and(|c| c == std::ffi::OsStr::new(PROJECT_CONF) || chosen.as_deref() == Some(c));
     assert!(
         ok,
         "the Slurm tests run on the project's test cluster only: run them with `cargo xtask \

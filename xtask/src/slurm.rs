@@ -237,7 +237,8 @@ fn start(daemon: &str, conf: &Path) -> Result<()> {
     while launched.elapsed() < Duration::from_secs(20) {
         if running(daemon) {
             let since = *up_since.get_or_insert_with(Instant::now);
-            let answers = daemon != "slurmctld" || slurm_output(conf, "scontrol", &["ping"]).is_ok();
+            let answers =
+                daemon != "slurmctld" || slurm_output(conf, "scontrol", &["ping"]).is_ok();
             if answers && since.elapsed() >= Duration::from_secs(1) {
                 return Ok(());
             }
@@ -540,7 +541,12 @@ pub(crate) fn check(extra: &[String]) -> Result<()> {
         bail!("SLURM_CONF={} reaches cluster {name:?}", conf.display());
     }
     let out = Command::new("srun")
-        .args(["--ntasks=1", "--job-name=slurm-check", "printenv", "SLURM_CLUSTER_NAME"])
+        .args([
+            "--ntasks=1",
+            "--job-name=slurm-check",
+            "printenv",
+            "SLURM_CLUSTER_NAME",
+        ])
         .env("SLURM_CONF", &conf)
         .output()
         .context("running srun")?;
@@ -564,7 +570,9 @@ fn ensure_up_and_ours(conf: &Path) -> Result<()> {
     if name.trim() != CLUSTER {
         bail!("the state folder belongs to {name:?}, not {CLUSTER}");
     }
-    node_state(conf).map(|_| ()).context("sinfo does not answer")
+    node_state(conf)
+        .map(|_| ())
+        .context("sinfo does not answer")
 }
 
 fn write_clustername(name: &str) -> Result<()> {
