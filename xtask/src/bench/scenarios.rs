@@ -681,14 +681,22 @@ fn compare_pages(ours: &Path, theirs: &Path, notebooks: &Path) -> String {
             |site: &Path| std::fs::read_to_string(site.join(format!("notebooks/{name}.html")));
         match (page(ours), page(theirs)) {
             (Ok(a), Ok(b)) => {
-                let outputs = |html: &str| html.matches("\"mimetype\"").count();
-                if outputs(&a) > 0 && outputs(&a) == outputs(&b) {
+                // marimo embeds each cell's outputs as `"outputs": [{"data": {MIME: ...}}]`:
+                // count the cells with outputs, and the rich (markdown, HTML) ones.
+                let outputs = |html: &str| {
+                    (
+                        html.matches("\"outputs\": [{\"data\"").count(),
+                        html.matches("\"text/markdown\"").count()
+                            + html.matches("\"text/html\"").count(),
+                    )
+                };
+                let (ours, theirs) = (outputs(&a), outputs(&b));
+                if ours.0 > 0 && ours == theirs {
                     both += 1;
                 } else {
                     differ.push(format!(
-                        "{name} ({} vs {} outputs)",
-                        outputs(&a),
-                        outputs(&b)
+                        "{name} ({}/{} vs {}/{} outputs/rich)",
+                        ours.0, ours.1, theirs.0, theirs.1
                     ));
                 }
             }
@@ -697,7 +705,7 @@ fn compare_pages(ours: &Path, theirs: &Path, notebooks: &Path) -> String {
     }
     if differ.is_empty() {
         format!(
-            "pages: {both} of {} in both sites, same number of cell outputs",
+            "pages: {both} of {} in both sites, the same cells with outputs in each",
             names.len()
         )
     } else {

@@ -61,13 +61,27 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn real_marimo_exports_good_notebooks_and_reports_the_bad_ones() {
+    good_and_bad_notebooks(&[], "notebooks forked from a warm marimo worker");
+}
+
+#[test]
+fn real_marimo_without_the_worker_judges_the_same() {
+    good_and_bad_notebooks(&["--no-worker"], "one `python -m marimo` per notebook");
+}
+
+/// Good and bad notebooks, exported by the worker or by `python -m marimo export` (`how` is
+/// what `-v` says of the environment): the same pages and the same judgements either way.
+fn good_and_bad_notebooks(extra: &[&str], how: &str) {
     let p = Project::create();
     p.write("notebooks/good.py", &good());
     p.write("notebooks/raises.py", &raises());
     p.write("notebooks/syntax_error.py", &syntax_error());
     p.write("notebooks/plain_script.py", "print('not a notebook')\n");
-    let out = p.run_with(&["-j", "2", "--no-sandbox", "--report", "report.json"], &[]);
+    let mut args = vec!["-j", "2", "-v", "--no-sandbox", "--report", "report.json"];
+    args.extend_from_slice(extra);
+    let out = p.run_with(&args, &[]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains(how), "{}", out.stderr);
     let report: Value = serde_json::from_str(&p.read("report.json")).unwrap();
 
     assert_eq!(
