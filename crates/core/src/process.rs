@@ -240,7 +240,9 @@ impl Command {
     }
 }
 
-fn shell_quote(word: &str) -> Cow<'_, str> {
+/// `word` as one word for `sh`: as it is when it holds only characters no shell treats
+/// specially, else in single quotes (a `'` inside written `'\''`).
+pub fn shell_quote(word: &str) -> Cow<'_, str> {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
     if !word.is_empty() && word.chars().all(safe) {
         Cow::Borrowed(word)
@@ -456,7 +458,8 @@ impl ProcessRunner {
         let pid = handle.pids().first().copied().unwrap_or(0);
         // The child leads its own process group (see sys.rs), so its pid is the group's id.
         let group = pid.cast_signed();
-        let deadline = cmd.timeout.map(|t| start + t);
+        // A limit too far away to be an instant is no limit (the tools refuse those earlier).
+        let deadline = cmd.timeout.and_then(|t| start.checked_add(t));
 
         let mut killed_processes = 0;
         let mut forced: Option<Ending> = None;

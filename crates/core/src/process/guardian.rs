@@ -22,6 +22,8 @@ static ENABLED: Mutex<Option<Vec<String>>> = Mutex::new(None);
 static STARTED: AtomicBool = AtomicBool::new(false);
 /// The write end of the guardian's stdin, held for the life of the process.
 static PIPE: Mutex<Option<ChildStdin>> = Mutex::new(None);
+/// The running guardian: its pid and a pidfd to notice its death.
+static WATCHED: Mutex<Option<(i32, rustix::fd::OwnedFd)>> = Mutex::new(None);
 
 /// Call first thing in `main`. In a guardian process it does the guardian's work and exits;
 /// otherwise it arranges for the first [`ProcessRunner`](super::ProcessRunner) to start a
@@ -38,10 +40,42 @@ pub fn init(args: &[&str]) {
 /// Start the guardian for the session whose cookie variable is `var`, if `init` enabled it.
 /// Returns its pid.
 pub(crate) fn start(var: &str) -> Option<i32> {
-    let args = ENABLED.lock().expect("guardian lock").clone()?;
     if STARTED.swap(true, Ordering::SeqCst) {
         return None;
     }
+    spawn(var)
+}
+
+/// If the guardian died (killed by someone: `pkill -f`, an OOM kill), start another and tell it
+/// the running jobs' `groups`. Returns the new guardian's pid. Cheap when it lives: one poll.
+pub(crate) fn revive_if_dead(var: &str, groups: impl FnOnce() -> Vec<i32>) -> Option<i32> {
+    let dead = {
+        let watched = WATCHED.lock().expect("guardian lock");
+        let (pid, fd) = watched.as_ref()?;
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero))
+            .is_ok_and(|n| n > 0)
+            .then_some(*pid)
+    }?;
+    // Reap the old one (our child), then replace it.
+    if let Some(p) = rustix::process::Pid::from_raw(dead) {
+        let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG);
+    }
+    *WATCHED.lock().expect("guardian lock") = None;
+    *PIPE.lock().expect("guardian lock") = None;
+    let pid = spawn(var)?;
+    for group in groups() {
+        note_group(group, true);
+    }
+    Some(pid)
+}
+
+fn spawn(var: &str) -> Option<i32> {
+    let args = ENABLED.lock().expect("guardian lock").clone()?;
     let exe = std::env::current_exe().ok()?;
     #[expect(
         clippy::disallowed_methods,
@@ -57,10 +91,14 @@ pub(crate) fn start(var: &str) -> Option<i32> {
         .process_group(0)
         .spawn();
     let mut child = spawned.ok()?;
+    let pid = child.id().cast_signed();
     *PIPE.lock().expect("guardian lock") = child.stdin.take();
+    *WATCHED.lock().expect("guardian lock") = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .map(|fd| (pid, fd));
     // The child handle is dropped without waiting: the guardian outlives us by design. It ends
-    // first only if killed; then it stays a zombie until we exit.
-    Some(child.id().cast_signed())
+    // first only if killed; then a new one replaces it (`revive_if_dead`).
+    Some(pid)
 }
 
 /// Whether a guardian watches this process's jobs (then it, not the parent-death signal, is
@@ -69,17 +107,47 @@ pub(crate) fn running() -> bool {
     PIPE.lock().expect("guardian lock").is_some()
 }
 
-/// The guardian's work: wait for end-of-file on stdin, then kill every process of the session.
+/// Tell the guardian about a job's process group (`+PGID`), or that it ended (`-PGID`): a job
+/// that dropped its environment (`env -i`) carries no cookie, but stays in its group.
+pub(crate) fn note_group(pgid: i32, started: bool) {
+    use std::io::Write;
+    if let Some(pipe) = PIPE.lock().expect("guardian lock").as_mut() {
+        let _ = writeln!(pipe, "{}{pgid}", if started { '+' } else { '-' });
+    }
+}
+
+/// The guardian's work: keep the set of the jobs' process groups the tool reports, and at
+/// end-of-file on stdin (the tool is gone) kill every process of the session and every group.
 fn guard(var: &str) {
-    let mut sink = [0u8; 64];
+    // A name of its own, so that `pkill -9 <tool>` or `killall -9 <tool>`, which match the
+    // process name, kill the tool but not its guardian (which then kills the tool's jobs).
+    // /proc/self/comm is the main thread's name, which is what ps and pkill show, whichever
+    // thread runs this.
+    let _ = std::fs::write("/proc/self/comm", "fanout-guardian");
+    let mut groups: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
     let mut stdin = std::io::stdin().lock();
     loop {
-        match stdin.read(&mut sink) {
+        match stdin.read(&mut chunk) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => {
+                pending.extend_from_slice(&chunk[..n]);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    let line = line.trim();
+                    if let Some(pgid) = line.strip_prefix('+').and_then(|p| p.parse().ok()) {
+                        groups.insert(pgid);
+                    } else if let Some(pgid) = line.strip_prefix('-').and_then(|p| p.parse().ok()) {
+                        groups.remove(&pgid);
+                    }
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
+    super::tree::kill_groups(&groups);
     super::tree::kill_all_marked(var);
 }

@@ -5,8 +5,8 @@ use std::process::Command;
 
 use rustix::process::Signal;
 
-/// Put the child in its own process group and, unless a guardian watches our jobs, have the
-/// kernel SIGKILL it if we die.
+/// Put the child in its own process group (in a terminal: its own session) and, unless a
+/// guardian watches our jobs, have the kernel SIGKILL it if we die.
 ///
 /// Own process group: the terminal's Ctrl-C goes to the foreground group, which must be us
 /// alone, so that the first Ctrl-C is a graceful cancel that we turn into SIGTERM; and the group
@@ -26,27 +26,47 @@ use rustix::process::Signal;
     reason = "the signature duct requires of a before_spawn hook"
 )]
 pub(crate) fn configure_child(cmd: &mut Command) -> std::io::Result<()> {
-    cmd.process_group(0);
-    if super::guardian::running() {
-        return Ok(());
+    let detach = has_controlling_terminal();
+    let guarded = super::guardian::running();
+    if !detach {
+        cmd.process_group(0);
+        if guarded {
+            return Ok(());
+        }
     }
     let parent = rustix::process::getpid();
     #[expect(
         unsafe_code,
         reason = "pre_exec is unsafe because the closure runs between fork and exec; it only makes \
-                  two async-signal-safe syscalls (prctl, getppid) and allocates nothing"
+                  async-signal-safe syscalls (setsid, prctl, getppid) and allocates nothing"
     )]
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            // We may have died between fork and prctl: then nobody would send the signal.
-            if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other(
-                    "parent exited before the child started",
-                ));
+            if detach {
+                // A session of its own: no controlling terminal, so a job that opens /dev/tty
+                // (ssh, git or sudo asking for a password) fails at once instead of being
+                // stopped by SIGTTIN and waiting forever. It also leads its own process group.
+                rustix::process::setsid()?;
+            }
+            if !guarded {
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                // We may have died between fork and prctl: then nobody would send the signal.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(std::io::Error::other(
+                        "parent exited before the child started",
+                    ));
+                }
             }
             Ok(())
         });
     }
     Ok(())
+}
+
+/// Whether this process has a controlling terminal (it runs in someone's terminal, not in CI).
+/// Only then do jobs need a session of their own (and the `fork` that `pre_exec` costs):
+/// without one, a job has no terminal to open anyway. Asked once.
+fn has_controlling_terminal() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| std::fs::File::open("/dev/tty").is_ok())
 }

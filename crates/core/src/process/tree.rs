@@ -38,8 +38,9 @@ pub(crate) struct Session {
     /// cannot be mistaken for an orphan before it is registered.
     spawn_lock: RwLock<()>,
     direct: Mutex<HashSet<i32>>,
-    /// The guardian is our child for our whole life, not an orphan to look at after each job.
-    guardian: Option<i32>,
+    /// The guardian is our child for our whole life (or its replacement's), not an orphan to
+    /// look at after each job. 0: none.
+    guardian: std::sync::atomic::AtomicI32,
     subreaper: bool,
 }
 
@@ -54,7 +55,7 @@ pub(crate) fn session() -> &'static Session {
         let var = format!("{JOB_ENV_PREFIX}{pid}_{nanos:x}");
         let guardian = super::guardian::start(&var);
         Session {
-            guardian,
+            guardian: std::sync::atomic::AtomicI32::new(guardian.unwrap_or(0)),
             var,
             seq: AtomicU64::new(1),
             spawn_lock: RwLock::new(()),
@@ -95,9 +96,22 @@ impl Session {
         pid_of: impl Fn(&T) -> Option<i32>,
     ) -> std::io::Result<T> {
         let _shared = self.spawn_lock.read().expect("spawn lock");
+        let revived = super::guardian::revive_if_dead(&self.var, || {
+            self.direct
+                .lock()
+                .expect("registry")
+                .iter()
+                .copied()
+                .collect()
+        });
+        if let Some(pid) = revived {
+            self.guardian.store(pid, Ordering::SeqCst);
+        }
         let spawned = spawn()?;
         if let Some(pid) = pid_of(&spawned) {
             self.direct.lock().expect("registry").insert(pid);
+            // A direct child leads its own process group (see sys.rs).
+            super::guardian::note_group(pid, true);
         }
         Ok(spawned)
     }
@@ -105,6 +119,7 @@ impl Session {
     /// Forget a direct child once duct has reaped it.
     pub(crate) fn unregister(&self, pid: i32) {
         self.direct.lock().expect("registry").remove(&pid);
+        super::guardian::note_group(pid, false);
     }
 
     /// After a job's main process exited on its own: are any of its processes left? If so,
@@ -156,10 +171,12 @@ impl Session {
             }
             pids.len()
         };
-        // Liveness comes from the cookie scan, not from signal 0 to the group: an unreaped
-        // zombie (the job's main process, until duct waits for it) still counts as a group
-        // member, and waiting for it to "exit" would burn the whole grace period.
-        let alive = || !find(&entry).is_empty();
+        // Liveness: anything carrying the cookie, or a live member of the job's process group
+        // (a process that dropped its environment, `env -i`, has no cookie but stays in the
+        // group). Not signal 0 to the group: an unreaped zombie (the job's main process, until
+        // duct waits for it) still counts as a member, and waiting for it to "exit" would burn
+        // the whole grace period.
+        let alive = || !find(&entry).is_empty() || group_has_live_members(pgid);
 
         signal_all(Signal::TERM, &mut seen);
         let deadline = Instant::now() + grace;
@@ -263,8 +280,11 @@ impl Session {
         self.kill_tree(cookie, 0, grace)
     }
 
-    /// SIGKILL every process of every job of this session. For the second Ctrl-C.
+    /// SIGKILL every process of every job of this session: the running jobs' process groups
+    /// and everything carrying the session's cookie. For the second Ctrl-C.
     pub(crate) fn kill_all(&self) {
+        let groups: HashSet<i32> = self.direct.lock().expect("registry").clone();
+        kill_groups(&groups);
         kill_all_marked(&self.var);
     }
 
@@ -279,7 +299,7 @@ impl Session {
         Some(
             children
                 .into_iter()
-                .filter(|p| !direct.contains(p) && Some(*p) != self.guardian)
+                .filter(|p| !direct.contains(p) && *p != self.guardian.load(Ordering::SeqCst))
                 .collect(),
         )
     }
@@ -301,6 +321,26 @@ impl Session {
                 let _ = rustix::process::waitpid(Some(p), WaitOptions::NOHANG);
             }
         }
+    }
+}
+
+/// SIGKILL every process of each group, until none has a live member.
+pub(crate) fn kill_groups(groups: &HashSet<i32>) {
+    for _ in 0..50 {
+        let live: Vec<i32> = groups
+            .iter()
+            .copied()
+            .filter(|&g| group_has_live_members(g))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        for g in live {
+            if let Some(p) = Pid::from_raw(g) {
+                let _ = rustix::process::kill_process_group(p, Signal::KILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -334,6 +374,29 @@ fn own_children() -> Option<Vec<i32>> {
         );
     }
     Some(pids)
+}
+
+/// Whether a process group has a member that is not a zombie, from `/proc/<pid>/stat`.
+fn group_has_live_members(pgid: i32) -> bool {
+    if pgid <= 0 {
+        return false;
+    }
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let mut rest = stat
+                    .rsplit_once(')')
+                    .map_or("", |(_, r)| r)
+                    .split_whitespace();
+                let state = rest.next();
+                let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
+                state != Some("Z") && pgrp == Some(pgid)
+            })
+        })
 }
 
 /// Every live process below `root` in the parent tree, from `/proc/<pid>/stat`.

@@ -25,6 +25,47 @@ fn helper() {
     // The guardian of a helper is this test binary again, filtered to this entry point.
     fanout::process::init(&["--exact", "helper", "--nocapture"]);
     match role.as_str() {
+        "hold-job-without-env" => {
+            let dir = std::env::var_os("FANOUT_TEST_DIR").expect("FANOUT_TEST_DIR");
+            // As hold-job, but the job drops its environment (and with it the cookie).
+            let cmd = fanout::Command::new("env")
+                .args([
+                    "-i",
+                    "/bin/sh",
+                    "-c",
+                    "sleep 300 & echo $! > grandchild.pid.tmp && mv grandchild.pid.tmp grandchild.pid; \
+                     echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
+                ])
+                .current_dir(dir);
+            let _ = fanout::ProcessRunner::new().run(&cmd, &fanout::CancelToken::new());
+            eprintln!("helper: the job ended before the helper was killed");
+        }
+        "hold-job-after-the-guardian-died" => {
+            let dir = std::path::PathBuf::from(std::env::var_os("FANOUT_TEST_DIR").expect("dir"));
+            let runner = fanout::ProcessRunner::new();
+            let _ = runner.run(&fanout::Command::new("true"), &fanout::CancelToken::new());
+            std::fs::write(dir.join("ready"), "").expect("write ready");
+            while !dir.join("guardian-killed").exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let cmd = fanout::Command::shell(
+                "sleep 300 & echo $! > grandchild.pid.tmp && mv grandchild.pid.tmp grandchild.pid; \
+                 echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
+            )
+            .current_dir(dir);
+            let _ = runner.run(&cmd, &fanout::CancelToken::new());
+        }
+        "tty-job" => {
+            // A job that reads the terminal, run by a tool that has one.
+            let out = fanout::ProcessRunner::new()
+                .run(
+                    &fanout::Command::shell("read line < /dev/tty")
+                        .timeout(Some(std::time::Duration::from_secs(10))),
+                    &fanout::CancelToken::new(),
+                )
+                .expect("the job runs");
+            eprintln!("HELPER-RESULT {:?}", out.ending);
+        }
         "hold-job" => {
             let dir = std::env::var_os("FANOUT_TEST_DIR").expect("FANOUT_TEST_DIR");
             // The job's main process (sh) and a grandchild (the background sleep).

@@ -257,10 +257,94 @@ fn pooled_processes_respect_max_workers() {
 
 #[test]
 fn the_whole_job_dies_with_the_tool() {
+    job_dies_with_the_tool("hold-job");
+}
+
+#[test]
+fn a_job_without_its_environment_dies_with_the_tool() {
+    // No cookie to find it by: the guardian knows its process group.
+    job_dies_with_the_tool("hold-job-without-env");
+}
+
+#[test]
+fn the_guardian_has_a_name_of_its_own() {
+    // `pkill -9 <tool>` and `killall -9 <tool>` match the process name: the guardian must not
+    // die with the tool it guards.
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "helper", "--nocapture"])
         .env("FANOUT_TEST_HELPER", "hold-job")
+        .env("FANOUT_TEST_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    read_pid(&dir.path().join("child.pid"));
+    let helper_pid = helper.id().cast_signed();
+    let guardians = children_named(helper_pid, "fanout-guardian");
+    let own = std::fs::read_to_string(format!("/proc/{}/comm", std::process::id())).unwrap();
+    let namesakes = children_named(helper_pid, own.trim());
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert_eq!(guardians.len(), 1, "one child named fanout-guardian");
+    assert!(
+        namesakes.is_empty(),
+        "a child named like the tool: {namesakes:?}"
+    );
+}
+
+/// The pids of `pid`'s children named `name`.
+fn children_named(pid: i32, name: &str) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|n| n.trim() == name)
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_guardian_is_replaced_before_the_next_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper", "--nocapture"])
+        .env("FANOUT_TEST_HELPER", "hold-job-after-the-guardian-died")
+        .env("FANOUT_TEST_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("the helper to be ready", || {
+        dir.path().join("ready").exists()
+    });
+    let helper_pid = helper.id().cast_signed();
+    let guardians = children_named(helper_pid, "fanout-guardian");
+    assert_eq!(guardians.len(), 1, "{guardians:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &guardians[0].to_string()])
+        .status()
+        .unwrap();
+    testkit::wait_for("the guardian to die", || !alive(guardians[0]));
+    std::fs::write(dir.path().join("guardian-killed"), "").unwrap();
+    let child = read_pid(&dir.path().join("child.pid"));
+    let grandchild = read_pid(&dir.path().join("grandchild.pid"));
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    testkit::wait_for("the job to die with the tool", || {
+        !alive(child) && !alive(grandchild)
+    });
+}
+
+fn job_dies_with_the_tool(role: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper", "--nocapture"])
+        .env("FANOUT_TEST_HELPER", role)
         .env("FANOUT_TEST_DIR", dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -298,6 +382,52 @@ fn a_tree_that_obeys_sigterm_is_not_held_for_the_whole_grace_period() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn a_timeout_holds_for_a_job_that_dropped_its_environment_and_ignores_sigterm() {
+    // No cookie (env -i) and SIGTERM ignored: only its process group tells it is alive.
+    let start = Instant::now();
+    let out = run(&Command::new("env")
+        .args(["-i", "/bin/sh", "-c", "trap '' TERM; sleep 30"])
+        .timeout(Some(Duration::from_millis(500)))
+        .kill_grace(Duration::from_millis(200)));
+    assert!(
+        matches!(out.ending, Ending::TimedOut(_)),
+        "{:?}",
+        out.ending
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the timeout did not hold: {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_job_that_opens_the_terminal_fails_instead_of_waiting_forever() {
+    // The helper runs under `script`, which gives it a controlling terminal, as a person's
+    // shell would. Its job reads /dev/tty: in the tool's session it would be stopped by
+    // SIGTTIN (a background group) and time out; in a session of its own it has no terminal.
+    let helper = std::env::current_exe().unwrap();
+    let line = format!("{} --exact helper --nocapture", helper.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("FANOUT_TEST_HELPER", "tty-job")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let result = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HELPER-RESULT "))
+        .unwrap_or_else(|| panic!("no result from the helper: {text}"));
+    assert!(
+        result.starts_with("Exited("),
+        "the job hung on the terminal: {result}"
+    );
+    assert_ne!(result, "Exited(0)");
 }
 
 #[test]
