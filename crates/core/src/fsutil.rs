@@ -59,9 +59,21 @@ impl AtomicFile {
         })
     }
 
-    /// Flush, fsync, rename over the target, fsync the folder.
+    /// Flush, give it the mode the file should have, fsync, rename over the target, fsync the
+    /// folder.
+    ///
+    /// The mode: the replaced file's, when there is one (a site's pages stay readable by the
+    /// web server that serves them); else what a plain create would give, `0666` less the
+    /// umask. Not the temporary file's own `0600`, which would lock out everyone else.
     pub fn commit(mut self) -> Result<(), AtomicWriteError> {
+        use std::os::unix::fs::PermissionsExt;
         self.tmp.flush().map_err(|e| self.error(e))?;
+        let mode = std::fs::metadata(&self.target)
+            .map_or_else(|_| 0o666 & !umask(), |m| m.permissions().mode() & 0o7777);
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| self.error(e))?;
         self.tmp.as_file().sync_all().map_err(|e| self.error(e))?;
         let target = self.target.clone();
         self.tmp.persist(&target).map_err(|e| AtomicWriteError {
@@ -97,6 +109,20 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> io::Result<()> {
         self.tmp.flush()
     }
+}
+
+/// This process's umask, from `/proc/self/status` (reading it with `umask(2)` means setting
+/// it, which races with other threads creating files); the common `022` when it cannot be read.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -146,6 +172,32 @@ impl FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_files_get_the_umask_mode_or_keep_the_replaced_files_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let new = dir.path().join("index.html");
+        write_atomic(&new, b"page").unwrap();
+        assert_eq!(
+            mode(&new),
+            0o666 & !umask(),
+            "a new file: as a plain create would make it"
+        );
+        if umask() & 0o044 == 0 {
+            assert_ne!(
+                mode(&new) & 0o044,
+                0,
+                "others can read it, not only its owner"
+            );
+        }
+        let kept = dir.path().join("run.json");
+        std::fs::write(&kept, "old").unwrap();
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&kept, b"new").unwrap();
+        assert_eq!(mode(&kept), 0o640, "a replaced file keeps its mode");
+    }
 
     #[test]
     fn writes_replace_the_file_and_leave_no_temporaries() {

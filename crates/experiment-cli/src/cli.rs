@@ -73,8 +73,9 @@ pub struct RunCli {
     /// One experiment at a time (same as -j 1)
     #[arg(long)]
     pub sequential: bool,
-    /// Seconds a request (or command) may take
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    /// Seconds a request (or command) may take, 1 to 31622400 (366 days)
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=fanout::MAX_TIMEOUT.as_secs()))]
     pub timeout: u64,
     /// Retries after rate limits (429), 502/503/504 and connection errors
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -82,7 +83,9 @@ pub struct RunCli {
     /// At most N requests in flight to provider NAME (e.g. ollama=4); repeatable
     #[arg(long = "provider-limit", value_name = "NAME=N", value_parser = crate::run::parse_limit)]
     pub provider_limits: Vec<(String, usize)>,
-    /// The command template for the command provider (rendered per row, run with sh -c)
+    /// The command template for the command provider, rendered per row and run with sh -c.
+    /// Each value is inserted as one shell word, quoted where needed, so a value never runs as
+    /// code: write `--lr {{lr}}`, not `--lr '{{lr}}'`; `{{ var | safe }}` inserts a value raw
     #[arg(long, value_name = "TEMPLATE")]
     pub command: Option<String>,
     /// Where the command provider's experiments run: here, or on a Slurm cluster, each as a

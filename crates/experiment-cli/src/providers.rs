@@ -190,7 +190,8 @@ fn read_json(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
+        // A server may say anything (`1e20`); the retry policy caps the wait anyway.
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     let says = || server_message(&body);
     match status {

@@ -181,7 +181,8 @@ impl Settings {
 
         let timeout = match cli.timeout.or(file.timeout) {
             Some(0) => bail!("the timeout must be at least 1 second, got 0"),
-            Some(secs) => Duration::from_secs(secs),
+            Some(secs) => fanout::timeout_from_secs(secs as f64)
+                .map_err(|why| anyhow::anyhow!("--timeout {secs}: {why}"))?,
             None => Duration::from_secs(300),
         };
 

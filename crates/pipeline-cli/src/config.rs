@@ -424,11 +424,12 @@ impl Project {
             CommandSpec::Argv(a) => Run::Argv(a),
         };
         let timeout = match raw.timeout {
-            Some(t) if !(t > 0.0 && t.is_finite()) => bail!(
-                "{}: the job {id:?} has timeout = {t}; it must be a positive number of seconds",
-                defined_in.display()
-            ),
-            Some(t) => Some(Duration::from_secs_f64(t)),
+            Some(t) => Some(fanout::timeout_from_secs(t).map_err(|why| {
+                anyhow::anyhow!(
+                    "{}: the job {id:?} has timeout = {t}: {why}",
+                    defined_in.display()
+                )
+            })?),
             None => None,
         };
         Ok(Job {
@@ -627,7 +628,7 @@ command = ["echo", "b"]
             ),
             (
                 stage("[jobs.a]\ncommand = \"x\"\ntimeout = 0\n"),
-                "it must be a positive number",
+                "0 is not a positive number of seconds",
             ),
             (
                 stage("[jobs.a]\ncommand = \"x\"\nretry = 2\n"),

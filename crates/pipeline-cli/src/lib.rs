@@ -158,10 +158,8 @@ fn print_runs(project: &Project, limit: usize) {
             r.pipeline,
             r.status.as_str(),
             r.started_at,
-            r.duration_seconds.map_or_else(
-                || "-".to_owned(),
-                |d| fanout::fmt_duration(std::time::Duration::from_secs_f64(d))
-            ),
+            r.duration_seconds
+                .map_or_else(|| "-".to_owned(), fanout::fmt_seconds),
             run::count(r, JobStatus::Succeeded),
         );
     }
@@ -175,10 +173,7 @@ fn print_status(project: &Project, r: &store::RunRecord) {
         "started   {}{}",
         r.started_at,
         r.duration_seconds
-            .map(|d| format!(
-                ", took {}",
-                fanout::fmt_duration(std::time::Duration::from_secs_f64(d))
-            ))
+            .map(|d| format!(", took {}", fanout::fmt_seconds(d)))
             .unwrap_or_default()
     );
     println!("workers   {}", r.max_workers);
@@ -205,10 +200,8 @@ fn print_status(project: &Project, r: &store::RunRecord) {
                 j.attempts,
                 j.exit_code
                     .map_or_else(|| "-".to_owned(), |c| c.to_string()),
-                j.duration_seconds.map_or_else(
-                    || "-".to_owned(),
-                    |d| fanout::fmt_duration(std::time::Duration::from_secs_f64(d))
-                ),
+                j.duration_seconds
+                    .map_or_else(|| "-".to_owned(), fanout::fmt_seconds),
                 run_dir.join(&j.log).display(),
                 j.error
                     .as_ref()

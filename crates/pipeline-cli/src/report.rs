@@ -153,18 +153,20 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
 
     let mut env = Environment::new();
     env.add_template("timeline.html", TEMPLATE)?;
-    let html = env.get_template("timeline.html")?.render(minijinja::context! {
-        run => record,
-        duration => record.duration_seconds.map(|d| fanout::fmt_duration(std::time::Duration::from_secs_f64(d))),
-        span => format!("{span:.1} s"),
-        width => WIDTH,
-        height => y + 4.0,
-        label_width => LABEL_WIDTH,
-        row_height => ROW_HEIGHT,
-        ticks => ticks,
-        rows => rows,
-        legend => legend,
-    })?;
+    let html = env
+        .get_template("timeline.html")?
+        .render(minijinja::context! {
+            run => record,
+            duration => record.duration_seconds.map(fanout::fmt_seconds),
+            span => format!("{span:.1} s"),
+            width => WIDTH,
+            height => y + 4.0,
+            label_width => LABEL_WIDTH,
+            row_height => ROW_HEIGHT,
+            ticks => ticks,
+            rows => rows,
+            legend => legend,
+        })?;
     Ok(html)
 }
 
