@@ -69,7 +69,27 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                     )
             });
         for entry in walker {
-            let entry = entry.with_context(|| format!("reading {}", src.folder.display()))?;
+            let entry = match entry {
+                Ok(e) => e,
+                // A link to nothing (an editor's `.#nb.py` lock file is one) is not a notebook:
+                // skip it, say so, and go on with the others.
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                        && e.path().is_some_and(Path::is_symlink) =>
+                {
+                    eprintln!(
+                        "export-nb: note: skipping {}: a symbolic link to nothing",
+                        e.path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {}", src.folder.display()));
+                }
+            };
             let path = entry.path();
             if !entry.file_type().is_file() || path.extension().is_none_or(|e| e != "py") {
                 continue;
@@ -80,10 +100,18 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
             }
             let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
             let Inspected {
-                not_a_notebook,
+                mut not_a_notebook,
                 content_hash,
                 header,
             } = inspect(path)?;
+            // The manifest, the report and the index are JSON and HTML: text. A name that is not
+            // text is refused here, with the reason, rather than after its export.
+            if path.to_str().is_none() && not_a_notebook.is_none() {
+                not_a_notebook = Some(format!(
+                    "its path is not valid UTF-8 ({}): rename it to export it",
+                    path.display()
+                ));
+            }
             let found = Found {
                 source: path.to_path_buf(),
                 rel: rel.to_path_buf(),
@@ -203,5 +231,33 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("notebooks/same.html"), "{err}");
+    }
+
+    #[test]
+    fn dangling_links_are_skipped_and_names_that_are_not_text_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nb = dir.path().join("nbs");
+        std::fs::create_dir_all(&nb).unwrap();
+        std::fs::write(nb.join("good.py"), "import marimo\napp = marimo.App()\n").unwrap();
+        std::os::unix::fs::symlink(nb.join("gone.py"), nb.join(".#good.py")).unwrap();
+        std::os::unix::fs::symlink(nb.join("nowhere"), nb.join("dangling.py")).unwrap();
+        let latin1 = nb.join(std::ffi::OsStr::from_bytes(b"caf\xe9.py"));
+        std::fs::write(&latin1, "import marimo\napp = marimo.App()\n").unwrap();
+        let sources = [Source {
+            folder: nb.clone(),
+            category: Category::Notebooks,
+        }];
+        let found = discover(&sources, &GlobSet::empty(), &dir.path().join("_site")).unwrap();
+        let names: Vec<String> = found.iter().map(|f| f.rel.display().to_string()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let refused = found.iter().find(|f| f.source == latin1).unwrap();
+        assert!(
+            refused
+                .not_a_notebook
+                .as_deref()
+                .is_some_and(|r| r.contains("not valid UTF-8")),
+            "{refused:?}"
+        );
     }
 }

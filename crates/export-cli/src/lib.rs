@@ -283,7 +283,20 @@ impl Plan {
             .cloned()
             .collect();
         for page in gone {
-            let _ = std::fs::remove_file(output.join(&page));
+            // The manifest is input: an output folder restored from a cache or an artifact may
+            // carry any key. Only a page inside the output folder is ever removed.
+            match manifest::page_inside(output, &page) {
+                Some(path) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                None => eprintln!(
+                    "export-nb: warning: {} names {} as a page; it is not a page inside {}, so \
+                     it is left alone and forgotten",
+                    Manifest::path(output).display(),
+                    page.display(),
+                    output.display()
+                ),
+            }
             self.manifest.pages.remove(&page);
         }
         for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {

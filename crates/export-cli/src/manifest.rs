@@ -68,6 +68,24 @@ impl Manifest {
     }
 }
 
+/// Where the page `page` (a manifest key) is, if it is one export-nb could have written: a
+/// relative path of plain names ending in `.html`, in a folder that really is inside `output`
+/// (not reached through a link to elsewhere). Anything else (`/etc/x.html`, `../x.html`) is
+/// not ours to touch.
+pub(crate) fn page_inside(output: &Path, page: &Path) -> Option<PathBuf> {
+    let plain = page
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || page.extension().is_none_or(|e| e != "html") {
+        return None;
+    }
+    let path = output.join(page);
+    let folder = path.parent()?.canonicalize().ok()?;
+    folder
+        .starts_with(output.canonicalize().ok()?)
+        .then_some(path)
+}
+
 /// The key of a notebook's page under these settings.
 pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     let mut h = Sha256::new();
@@ -94,4 +112,29 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pages_inside_the_output_are_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("site");
+        std::fs::create_dir_all(out.join("notebooks")).unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), out.join("linked")).unwrap();
+        assert!(page_inside(&out, Path::new("notebooks/a.html")).is_some());
+        for bad in [
+            "/etc/passwd.html",
+            "../victim.html",
+            "notebooks/../../victim.html",
+            "notebooks/a.py",
+            "linked/victim.html",
+            "",
+        ] {
+            assert_eq!(page_inside(&out, Path::new(bad)), None, "{bad}");
+        }
+    }
 }

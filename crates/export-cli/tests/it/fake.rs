@@ -788,3 +788,38 @@ fn a_broken_header_fails_that_notebook_with_its_line() {
     );
     assert!(p.exists("_site/notebooks/good.html"));
 }
+
+#[test]
+fn a_manifest_from_elsewhere_never_deletes_outside_the_output() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook("ok"));
+    assert_eq!(p.run(&[]).code, Some(0));
+    let victim = p.write("victim.html", "keep me");
+    let absolute = p.write("outside/abs.html", "keep me too");
+    std::fs::create_dir_all(p.path().join("outside/dir")).unwrap();
+    let linked = p.write("outside/dir/linked.html", "and me");
+    std::os::unix::fs::symlink(p.path().join("outside/dir"), p.path().join("_site/link")).unwrap();
+    // A manifest restored from somewhere else, naming pages of notebooks that are "gone".
+    let manifest = p.path().join("_site/.export-nb/manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    for key in [
+        "../victim.html".to_owned(),
+        absolute.display().to_string(),
+        "link/linked.html".to_owned(),
+    ] {
+        m["pages"][key] = serde_json::json!({"source": "gone.py", "key": "x"});
+    }
+    std::fs::write(&manifest, m.to_string()).unwrap();
+    let out = p.run(&[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for file in [&victim, &absolute, &linked] {
+        assert!(file.exists(), "{} was deleted", file.display());
+    }
+    assert!(
+        out.stderr
+            .contains("is not a page inside _site, so it is left alone"),
+        "{}",
+        out.stderr
+    );
+    assert!(p.exists("_site/notebooks/a.html"));
+}
