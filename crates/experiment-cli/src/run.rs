@@ -139,7 +139,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     let launcher = fanout::Launcher::from_flags(&args.backend, &args.slurm_args)?;
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(
-            Template::new("--command", c.clone())?,
+            Template::for_shell("--command", c.clone())?,
             args.timeout,
             launcher.clone(),
         )),
@@ -245,7 +245,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         if write_error.is_none()
             && let Err(err) = out.write(&row)
         {
+            // Every later row would be lost while its request is still sent (and paid for):
+            // stop the sweep now.
             write_error = Some(err);
+            interrupt.cancel(CancelReason::Requested);
         }
     };
     let mut progress = args.progress.reporter::<Done>();
@@ -269,7 +272,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     })?;
     drop(tee);
     if let Some(e) = write_error {
-        return Err(e.context("the results could not be written"));
+        return Ok(stopped_by(&e, written));
     }
     if let Some(path) = &args.report {
         result.write_report(path)?;
@@ -289,6 +292,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// A results write failed, and the sweep was stopped: experiments ran, so this is not a usage
+/// error. Say why, and fail.
+fn stopped_by(e: &anyhow::Error, written: usize) -> ExitStatus {
+    eprintln!(
+        "parallamr: error: the results could not be written, so the sweep was stopped \
+         ({written} rows done): {e:#}"
+    );
+    ExitStatus::TaskFailed
 }
 
 /// The results writer, and the experiments still to run (all, unless resuming).

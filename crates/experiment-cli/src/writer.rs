@@ -117,11 +117,13 @@ impl RowWriter {
         path: &Path,
         header: &[String],
     ) -> Result<(Self, HashMap<Vec<String>, usize>)> {
-        let text = std::fs::read_to_string(path)
+        // Bytes, not text: a row cut by a crash may end inside a multi-byte character, and
+        // that torn row is dropped below like any other, never a reason to refuse the file.
+        let bytes = std::fs::read(path)
             .with_context(|| format!("reading {} to resume it", path.display()))?;
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
-            .from_reader(text.as_bytes());
+            .from_reader(bytes.as_slice());
         let found: Vec<String> = reader
             .headers()
             .with_context(|| format!("{}: no header row", path.display()))?
@@ -204,9 +206,9 @@ mod tests {
         w.write(&row("dogs", "error")).unwrap();
         w.write(&row("owls", "warning")).unwrap();
         drop(w);
-        // A crash mid-write leaves a torn last line.
+        // A crash mid-write leaves a torn last line, here cut inside a two-byte character.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"mock,m,\"bats,ok").unwrap();
+        f.write_all(b"mock,m,caf\xc3").unwrap();
         drop(f);
 
         assert!(

@@ -64,6 +64,14 @@ impl Provider for CommandProvider {
             })
             .stderr(Sink::tail());
         let out = self.runner.run(&cmd, cancel)?.into_result()?;
+        if out.stdout.dropped_bytes > 0 {
+            // Half an output written as `ok` would be worse than none.
+            return Err(TaskError::failed(format!(
+                "the command wrote more than 1 MiB ({} bytes); a row keeps at most 1 MiB: have \
+                 it write large outputs to a file and print the file's name",
+                out.stdout.dropped_bytes + out.stdout.bytes.len() as u64
+            )));
+        }
         Ok(Answer {
             text: out.stdout.text().trim_end().to_owned(),
             input_tokens: None,

@@ -373,6 +373,97 @@ fn the_command_provider_runs_a_program_per_row() {
 /// A command sweep through a real single-node Slurm (`cargo xtask slurm-up`): each row a job
 /// step, its output and exit code back in the results.
 #[test]
+fn a_results_write_that_fails_stops_the_sweep_and_exits_1() {
+    use std::io::BufRead;
+    let server = LlmServer::start(Duration::from_millis(20));
+    let p = Project::create("About {{ topic }}", &topics(200, "ollama", "llama-test"));
+    // No -o: results go to stdout, which the reader closes after the first lines.
+    let mut child = p
+        .command(
+            &[
+                "run",
+                "-p",
+                "prompt.txt",
+                "-e",
+                "experiments.csv",
+                "-j",
+                "1",
+                "--no-progress",
+            ],
+            Some(&server),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    lines.next().unwrap().unwrap();
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be written"), "{stderr}");
+    let sent = server.seen().len();
+    assert!(
+        sent < 100,
+        "{sent} of 200 requests were still sent after the output closed"
+    );
+}
+
+#[test]
+fn a_command_whose_output_is_cut_is_not_ok() {
+    let p = Project::create("unused", "provider,model\ncommand,m\n");
+    let out = run_run(
+        &p,
+        &["--command", "head -c 2000000 /dev/zero | tr '\\0' x"],
+        None,
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let row = &p.results()[0];
+    assert_eq!(&row[2], "error", "{row:?}");
+    assert!(row[8].contains("more than 1 MiB"), "{row:?}");
+}
+
+#[test]
+fn command_values_are_words_never_code() {
+    let p = Project::create(
+        "unused",
+        "provider,model,text\ncommand,m,hello; touch PWNED\ncommand,m,it's\ncommand,m,$(touch PWNED2)\n",
+    );
+    let out = run_run(
+        &p,
+        &["--command", "printf '%s|' {{ text }} {{ model }}"],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!p.path().join("PWNED").exists(), "a value ran as code");
+    assert!(!p.path().join("PWNED2").exists(), "a value ran as code");
+    let mut outputs: Vec<String> = p.results().iter().map(|r| r[8].to_owned()).collect();
+    outputs.sort();
+    assert_eq!(
+        outputs,
+        ["$(touch PWNED2)|m|", "hello; touch PWNED|m|", "it's|m|"],
+        "each value is one argument, as written"
+    );
+
+    // Raw on request; quotes around a placeholder are refused before anything runs.
+    std::fs::remove_file(p.path().join("out.csv")).unwrap();
+    let raw = Project::create("unused", "provider,model,args\ncommand,m,a b\n");
+    let out = run_run(&raw, &["--command", "printf '%s|' {{ args | safe }}"], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(&raw.results()[0][8], "a|b|");
+    std::fs::remove_file(raw.path().join("out.csv")).unwrap();
+    let out = run_run(&raw, &["--command", "echo '{{ args }}'"], None);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("placeholder inside quotes"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_command_sweep_runs_on_slurm() {
     testkit::slurm::require_test_cluster();
     let mut csv = String::from("provider,model,lr\n");
