@@ -66,6 +66,9 @@ const LOG_TAIL_LINES: usize = 15;
 /// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
 pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
     check_backends(pipeline, opts)?;
+    // Every stage builds its pool from these; a bad FANOUT_STRATEGY is found here, before a
+    // run is recorded, not after.
+    PoolConfig::new(opts.max_workers).with_env_overrides()?;
     let (record, done) = match &opts.resume {
         Some(run_id) => resumed_record(project, pipeline, run_id, opts)?,
         None => (new_record(pipeline, opts), Vec::new()),

@@ -328,6 +328,8 @@ impl RecordWriter {
     }
 
     /// Apply what is queued, write the final record, and return it with the number of writes.
+    /// A writer dropped without `finish` (the run stopped on an error) ends the run as failed:
+    /// a record never stays `running` after its run is gone.
     pub(crate) fn finish(mut self) -> Result<(RunRecord, usize)> {
         drop(self.tx.take());
         let (record, result, writes) = self
@@ -337,6 +339,22 @@ impl RecordWriter {
             .join()
             .expect("the record writer does not panic");
         result.map(|()| (record, writes))
+    }
+}
+
+impl Drop for RecordWriter {
+    fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
+        self.send(Update::RunFinished {
+            status: RunStatus::Failed,
+            at: SystemTime::now(),
+        });
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -412,6 +412,9 @@ fn nested_pipelines_run_as_one_job() {
     assert!(p.path().join("hello.txt").exists());
 }
 
+/// A bad-input case: pipeline file, extra arguments, expected message, environment.
+type Case<'a> = (String, Vec<&'a str>, &'a str, &'a [(&'a str, &'a str)]);
+
 #[test]
 fn bad_input_is_refused_before_any_job_starts() {
     let ok_job = "[jobs.a]\ncommand = \"touch ran\"\n";
@@ -454,11 +457,31 @@ fn bad_input_is_refused_before_any_job_starts() {
             "nested pipelines form a cycle: p -> p",
         ),
     ];
-    for (text, extra, expected) in cases {
+    let ok_pipeline = format!("[[stages]]\nname = \"s\"\njobs = [\"a\"]\n{ok_job}");
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .map(|(t, a, e)| (t, a, e, &[][..]))
+        .chain([
+            (
+                ok_pipeline,
+                vec![],
+                "FANOUT_STRATEGY",
+                &[("FANOUT_STRATEGY", "bogus")][..],
+            ),
+            (
+                "[[stages]]\nname = \"s\"\njobs = [\"a\"]\n[jobs.a]\ncommand = \"x\"\ntimeout = 1e20\n"
+                    .to_owned(),
+                vec![],
+                "timeout = 100000000000000000000: 100000000000000000000 seconds is more than the longest",
+                &[][..],
+            ),
+        ])
+        .collect();
+    for (text, extra, expected, env) in cases {
         let p = Project::create(&[("pipelines/p.toml", &text)]);
         let mut args = vec!["pipeline", "p"];
         args.extend(extra);
-        let out = p.run(&args);
+        let out = p.run_env(&args, env);
         assert_eq!(out.code, Some(2), "{expected}: {}", out.stderr);
         assert!(
             out.stderr.contains(expected),
