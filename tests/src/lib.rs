@@ -79,8 +79,13 @@ pub fn path_with(dir: &Path) -> std::ffi::OsString {
 /// Send SIGINT to a running child, as Ctrl-C in its terminal would (to it alone: a terminal
 /// would signal its whole process group, but the tools put their jobs in groups of their own).
 pub fn interrupt(child: &std::process::Child) {
+    signal(child, "-INT");
+}
+
+/// Send `sig` (`-HUP`, `-TERM`...) to `child` with `kill`.
+pub fn signal(child: &std::process::Child, sig: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([sig, &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success(), "could not signal {}", child.id());

@@ -114,15 +114,18 @@ impl Write for AtomicFile {
 /// This process's umask, from `/proc/self/status` (reading it with `umask(2)` means setting
 /// it, which races with other threads creating files); the common `022` when it cannot be read.
 fn umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
+    own_status("Umask")
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
         .unwrap_or(0o022)
+}
+
+/// A field of `/proc/self/status` (`Umask`, `SigIgn`...), trimmed.
+pub(crate) fn own_status(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        (name == field).then(|| value.trim().to_owned())
+    })
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -300,6 +300,20 @@ enum Msg<T> {
     Finished(Outcome<T>),
 }
 
+/// Stops a batch (its token and stop flag) when dropped during a panic. If the reporter
+/// panics in `Pool::run`'s owner loop, nothing watches the workers any more, yet the thread
+/// scope would wait for them to run every remaining task.
+struct StopOnUnwind<'a>(&'a CancelToken, &'a AtomicBool);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.store(true, Ordering::SeqCst);
+            self.0.cancel(crate::CancelReason::Requested);
+        }
+    }
+}
+
 /// State shared by the workers of one batch.
 struct Shared<'t, I, F> {
     tasks: &'t [Task<I>],
@@ -577,6 +591,10 @@ impl Pool {
     /// A task's `Err` or panic fails that task only. `cancel` stops the batch: unstarted tasks
     /// become `cancelled`, running ones see their [`TaskContext::cancel_token`] cancelled.
     /// Events go to `reporter` on this thread.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "a batch's whole life in one place: strategy, sampling, workers, the owner loop"
+    )]
     pub fn run<I, T, F>(
         &self,
         tasks: &[Task<I>],
@@ -640,6 +658,7 @@ impl Pool {
             let shared = &shared;
             let next = &AtomicUsize::new(first);
             std::thread::scope(|scope| {
+                let _stop_on_panic = StopOnUnwind(&shared.cancel, &shared.stop);
                 if let Some(rayon) = rayon {
                     scope.spawn(move || {
                         use rayon::prelude::*;

@@ -626,3 +626,36 @@ fn the_strategy_environment_variable_overrides_and_rejects_unknown_values() {
         "error FANOUT_STRATEGY=\"turbo\" is not a strategy; expected one of: serial, threads, rayon, auto"
     );
 }
+
+#[test]
+fn a_panicking_reporter_stops_the_batch() {
+    for strategy in PARALLEL {
+        let started = AtomicUsize::new(0);
+        let cancelled_seen = AtomicUsize::new(0);
+        let mut panicking = |event: &Event<'_, usize>| {
+            if matches!(event, Event::TaskFinished { .. }) {
+                panic!("the reporter broke");
+            }
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool(2, strategy).run(
+                &tasks(100),
+                &CancelToken::new(),
+                &mut panicking,
+                |i, ctx| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    if !ctx.cancel_token().sleep(Duration::from_millis(50)) {
+                        cancelled_seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(*i)
+                },
+            )
+        }));
+        assert!(result.is_err(), "the reporter's panic reaches the caller");
+        let n = started.load(Ordering::SeqCst);
+        assert!(
+            n < 20,
+            "{strategy:?}: {n} of 100 tasks ran with nobody watching"
+        );
+    }
+}

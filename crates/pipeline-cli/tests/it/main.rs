@@ -395,6 +395,41 @@ fn ctrl_c_cancels_the_run_and_exits_130() {
 }
 
 #[test]
+fn signals_set_to_be_ignored_stay_ignored() {
+    // `nohup lorchestra ...` ignores SIGHUP; `lorchestra ... &` in a script ignores SIGINT.
+    // The run must go on through them.
+    for (trap, signal) in [("HUP", "-HUP"), ("INT", "-INT")] {
+        let p = Project::create(&[(
+            "pipelines/p.toml",
+            "[[stages]]\nname = \"s\"\njobs = [\"a\"]\n\
+             [jobs.a]\ncommand = \"touch started; sleep 2\"\n",
+        )]);
+        let child = testkit::command("sh")
+            .args([
+                "-c",
+                &format!("trap '' {trap}; exec \"$0\" pipeline p"),
+                BIN,
+            ])
+            .current_dir(p.path())
+            .env_remove("LORCHESTRA_MAX_WORKERS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the job to start", || p.path().join("started").exists());
+        testkit::signal(&child, signal);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "SIG{trap} was ignored, yet: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(p.last_record()["status"], "succeeded");
+    }
+}
+
+#[test]
 fn nested_pipelines_run_as_one_job() {
     let p = Project::create(&[
         (
