@@ -61,6 +61,42 @@ pub(crate) struct Job {
     pub(crate) defined_in: PathBuf,
 }
 
+impl Job {
+    /// A hash of what the job does: its command, environment and folder (not its timeout,
+    /// retries or where it runs). `--resume` runs a job again when this changed since it
+    /// succeeded.
+    pub(crate) fn definition_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |tag: &str, value: &str| {
+            h.update(tag.as_bytes());
+            h.update([0]);
+            h.update(value.as_bytes());
+            h.update([0]);
+        };
+        match &self.run {
+            Run::Shell(s) => field("shell", s),
+            Run::Argv(a) => {
+                for arg in a {
+                    field("arg", arg);
+                }
+            }
+            Run::Pipeline(p) => field("pipeline", p),
+        }
+        for (k, v) in &self.env {
+            field("env", &format!("{k}={v}"));
+        }
+        if let Some(cwd) = &self.cwd {
+            field("cwd", &cwd.to_string_lossy());
+        }
+        h.finalize()[..12].iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum Run {
     /// A string: run with `sh -c`.

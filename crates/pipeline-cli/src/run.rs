@@ -78,6 +78,7 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
     std::fs::create_dir_all(run_dir.join("logs"))
         .with_context(|| format!("creating {}", run_dir.display()))?;
     let writer = RecordWriter::start(record, store::record_path(&project.at(""), &run_id))?;
+    tell_the_parent_run(&run_id)?;
     let interrupt = fanout::install_interrupt_handler()?;
     let runner = ProcessRunner::new();
     let start = std::time::Instant::now();
@@ -209,7 +210,10 @@ fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
                 jobs: s
                     .jobs
                     .iter()
-                    .map(|j| JobRecord::pending(&j.id, launcher(j, opts).name()))
+                    .map(|j| JobRecord {
+                        definition: Some(j.definition_hash()),
+                        ..JobRecord::pending(&j.id, launcher(j, opts).name())
+                    })
                     .collect(),
             })
             .collect(),
@@ -244,14 +248,23 @@ fn resumed_record(
             continue;
         };
         for (ji, job) in stage.jobs.iter_mut().enumerate() {
-            if let Some(prev) = old_stage
+            let Some(prev) = old_stage
                 .jobs
                 .iter()
                 .find(|j| j.job_id == job.job_id && j.status == JobStatus::Succeeded)
-            {
-                *job = prev.clone();
-                done.push((si, ji));
+            else {
+                continue;
+            };
+            // A record of an older version has no hash: its succeeded jobs stay done.
+            if prev.definition.is_some() && prev.definition != job.definition {
+                eprintln!(
+                    "job {} (stage {}) changed since it succeeded: it runs again",
+                    job.job_id, stage.name
+                );
+                continue;
             }
+            *job = prev.clone();
+            done.push((si, ji));
         }
     }
     Ok((record, done))
@@ -352,6 +365,22 @@ fn run_stage(
     Ok(result.summary)
 }
 
+/// Set for a nested pipeline's lorchestra: the file it writes its run id to.
+const NESTED_RUN_FILE: &str = "LORCHESTRA_NESTED_RUN_FILE";
+
+/// Run as a nested pipeline: tell the parent run which run this is, so it can resume it.
+fn tell_the_parent_run(run_id: &str) -> Result<()> {
+    if let Some(file) = std::env::var_os(NESTED_RUN_FILE) {
+        fanout::fsutil::write_atomic(Path::new(&file), run_id.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Where the nested pipeline run by job `job_id` of the run in `run_dir` notes its run id.
+fn nested_run_file(run_dir: &Path, job_id: &str) -> std::path::PathBuf {
+    run_dir.join("nested").join(format!("{job_id}.run-id"))
+}
+
 /// Run one attempt of `job`, its output appended to `log`.
 fn run_job(
     ctx: &StageContext<'_>,
@@ -361,9 +390,12 @@ fn run_job(
     runner: &ProcessRunner,
     cancel: &CancelToken,
 ) -> Result<fanout::ProcessOutput, TaskError> {
+    // Only a nested pipeline's lorchestra gets NESTED_RUN_FILE (set below).
     let cmd = match &job.run {
-        Run::Shell(script) => Command::shell(script),
-        Run::Argv(argv) => Command::new(&argv[0]).args(&argv[1..]),
+        Run::Shell(script) => Command::shell(script).env_remove(NESTED_RUN_FILE),
+        Run::Argv(argv) => Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_remove(NESTED_RUN_FILE),
         Run::Pipeline(name) => {
             let exe = std::env::current_exe()
                 .map_err(|e| TaskError::failed(format!("cannot find lorchestra itself: {e}")))?;
@@ -378,6 +410,20 @@ fn run_job(
             if ctx.opts.backend == Backend::Slurm {
                 nested = nested.args(["--backend", "slurm"]);
             }
+            // The nested run writes its id here; a later attempt, or a resumed outer run,
+            // resumes that run instead of starting the nested pipeline from scratch.
+            let id_file = nested_run_file(ctx.run_dir, &job.id);
+            if let Some(id) = std::fs::read_to_string(&id_file)
+                .ok()
+                .map(|id| id.trim().to_owned())
+                .filter(|id| {
+                    store::load(&ctx.project.at(""), id)
+                        .is_ok_and(|r| r.status != RunStatus::Succeeded)
+                })
+            {
+                nested = nested.arg("--resume").arg(id);
+            }
+            nested = nested.env(NESTED_RUN_FILE, id_file);
             for a in &ctx.opts.slurm_args {
                 nested = nested.arg(format!("--slurm-arg={a}"));
             }

@@ -120,6 +120,10 @@ pub(crate) struct JobRecord {
     /// The Slurm job of its last attempt, when it ran on Slurm.
     #[serde(default)]
     pub(crate) slurm_job_id: Option<u64>,
+    /// A hash of the job's definition when it ran (`Job::definition_hash`): `--resume` runs a
+    /// succeeded job again when it changed. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) definition: Option<String>,
 }
 
 fn local() -> String {
@@ -131,6 +135,7 @@ impl JobRecord {
         JobRecord {
             backend: backend.to_owned(),
             slurm_job_id: None,
+            definition: None,
             job_id: job_id.to_owned(),
             status: JobStatus::Pending,
             attempts: 0,

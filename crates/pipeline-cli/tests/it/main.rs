@@ -368,6 +368,85 @@ fn kill_9_leaves_a_valid_record_and_resume_runs_exactly_the_unfinished_jobs() {
 }
 
 #[test]
+fn resume_runs_a_job_again_when_its_definition_changed() {
+    let pipeline = |a_says: &str| {
+        format!(
+            "[[stages]]\nname = \"s\"\njobs = [\"a\", \"same\", \"fails\"]\n\
+             [jobs.a]\ncommand = \"echo {a_says} >> ran\"\n\
+             [jobs.same]\ncommand = \"echo same >> ran\"\n\
+             [jobs.fails]\ncommand = \"test -f fixed\"\n"
+        )
+    };
+    let p = Project::create(&[("pipelines/p.toml", &pipeline("old"))]);
+    assert_eq!(p.run(&["pipeline", "p"]).code, Some(1));
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    std::fs::write(p.path().join("ran"), "").unwrap();
+    p.write("pipelines/p.toml", &pipeline("new"));
+    p.write("fixed", "");
+    let out = p.run(&["pipeline", "p", "--resume", &run_id]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("ran")).unwrap(),
+        "new\n",
+        "the changed job ran again, the unchanged one did not"
+    );
+    assert!(
+        out.stderr
+            .contains("job a (stage s) changed since it succeeded"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn resuming_a_run_resumes_its_nested_pipeline() {
+    let p = Project::create(&[
+        (
+            "pipelines/outer.toml",
+            "[[stages]]\nname = \"s\"\njobs = [\"pipeline.inner\"]\n",
+        ),
+        (
+            "pipelines/inner.toml",
+            "[[stages]]\nname = \"one\"\njobs = [\"first\"]\n\
+             [[stages]]\nname = \"two\"\njobs = [\"second\"]\n\
+             [jobs.first]\ncommand = \"echo first >> ran\"\n\
+             [jobs.second]\ncommand = \"echo second >> ran; test -f fixed\"\n",
+        ),
+    ]);
+    assert_eq!(p.run(&["pipeline", "outer"]).code, Some(1));
+    let runs = |p: &Project| {
+        std::fs::read_dir(p.path().join(".lorchestra/runs"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(runs(&p), 2, "the outer run and the nested one");
+    let outer = std::fs::read_dir(p.path().join(".lorchestra/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            serde_json::from_slice::<Value>(&std::fs::read(e.path().join("run.json")).unwrap())
+                .unwrap()
+        })
+        .find(|r| r["pipeline"] == "outer")
+        .unwrap();
+    std::fs::write(p.path().join("ran"), "").unwrap();
+    p.write("fixed", "");
+    let out = p.run(&[
+        "pipeline",
+        "outer",
+        "--resume",
+        outer["run_id"].as_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("ran")).unwrap(),
+        "second\n",
+        "the nested run was resumed: its succeeded job did not run again"
+    );
+    assert_eq!(runs(&p), 2, "no new nested run");
+}
+
+#[test]
 fn ctrl_c_cancels_the_run_and_exits_130() {
     let p = Project::create(&[(
         "pipelines/p.toml",
