@@ -3,7 +3,8 @@
 //!
 //! The model name picks the behaviour: `llama-test` answers after the set latency; `tiny-ctx`
 //! too, with a 40-token context window; `flaky` answers 429 with `Retry-After: 1` the first time
-//! it sees a prompt, then normally; `broken` answers 500; `garbled` answers 200 with a body that
+//! it sees a prompt, then normally; `flaky-date` the same with `Retry-After` as an HTTP date two
+//! seconds ahead (three, as dates have whole seconds), `flaky-huge` with `Retry-After: 1e20`; `broken` answers 500; `garbled` answers 200 with a body that
 //! is not JSON; any other model is unknown (404). The server counts the generation requests in
 //! flight and remembers each one.
 
@@ -93,7 +94,7 @@ impl Drop for LlmServer {
 
 fn context_length(model: &str) -> Option<u64> {
     match model {
-        "llama-test" | "flaky" | "broken" | "garbled" => Some(4096),
+        "llama-test" | "flaky" | "flaky-date" | "flaky-huge" | "broken" | "garbled" => Some(4096),
         "tiny-ctx" => Some(40),
         _ => None,
     }
@@ -124,7 +125,8 @@ fn handle(mut req: tiny_http::Request, st: &State) {
         .with_status_code(code)
         .with_header(Header::from_bytes("Content-Type", "application/json").expect("header"));
     if let Some(secs) = retry_after {
-        resp = resp.with_header(Header::from_bytes("Retry-After", secs).expect("header"));
+        resp =
+            resp.with_header(Header::from_bytes("Retry-After", secs.as_bytes()).expect("header"));
     }
     let _ = req.respond(resp);
 }
@@ -134,7 +136,7 @@ fn generate(
     api: &'static str,
     model: &Value,
     prompt: Option<&str>,
-) -> (u16, String, Option<&'static str>) {
+) -> (u16, String, Option<String>) {
     let model = model.as_str().unwrap_or("").to_owned();
     let prompt = prompt.unwrap_or("").to_owned();
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -158,12 +160,27 @@ fn generate(
     }
     .to_string();
     let result = match model.as_str() {
-        "flaky" if st.flaky_seen.lock().expect("flaky").insert(prompt) => (
-            429,
-            json!({ "error": { "message": "rate limited, slow down" } }).to_string(),
-            Some("1"),
-        ),
-        "llama-test" | "tiny-ctx" | "flaky" => (200, ok, None),
+        "flaky" | "flaky-date" | "flaky-huge"
+            if st
+                .flaky_seen
+                .lock()
+                .expect("flaky")
+                .insert(format!("{model}\0{prompt}")) =>
+        {
+            let after = match model.as_str() {
+                "flaky-date" => {
+                    httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3))
+                }
+                "flaky-huge" => "1e20".to_owned(),
+                _ => "1".to_owned(),
+            };
+            (
+                429,
+                json!({ "error": { "message": "rate limited, slow down" } }).to_string(),
+                Some(after),
+            )
+        }
+        "llama-test" | "tiny-ctx" | "flaky" | "flaky-date" | "flaky-huge" => (200, ok, None),
         "broken" => (
             500,
             json!({ "error": "the GPU caught fire" }).to_string(),

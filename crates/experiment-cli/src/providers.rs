@@ -61,6 +61,12 @@ pub(crate) trait Provider: Send + Sync {
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError>;
 }
 
+/// How long a connection may take to open (less when `--timeout` is shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a request in flight looks at its cancel token.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
 /// Settings shared by every HTTP provider.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
@@ -71,6 +77,9 @@ impl Http {
     pub(crate) fn new(timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
+            // A connection that is never accepted (a dropped packet, a dead host) should cost
+            // seconds and a retry, not the whole --timeout.
+            .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT)))
             // We read error bodies ourselves: they carry the server's explanation.
             .http_status_as_error(false)
             .build()
@@ -144,6 +153,77 @@ pub(crate) fn post_json(
     read_json(provider, url, resp)
 }
 
+/// [`post_json`] that gives up at once when `cancel` fires (Ctrl-C): the request goes on a
+/// thread of its own, which finishes (or times out) unobserved. Without this the first Ctrl-C
+/// waited for every request in flight, up to `--timeout`.
+pub(crate) fn post_json_cancellable(
+    http: &Http,
+    provider: &'static str,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+    cancel: &fanout::CancelToken,
+) -> Result<serde_json::Value, TaskError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (http, url, key, body) = (
+        http.clone(),
+        url.to_owned(),
+        key.map(str::to_owned),
+        body.clone(),
+    );
+    std::thread::Builder::new()
+        .name("parallamr-request".to_owned())
+        .spawn(move || {
+            let _ = tx.send(post_json(&http, provider, &url, key.as_deref(), &body));
+        })
+        .map_err(|e| TaskError::failed(format!("could not start a request: {e}")))?;
+    loop {
+        match rx.recv_timeout(CANCEL_POLL) {
+            Ok(result) => return result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if cancel.is_cancelled() => {
+                return Err(TaskError::Cancelled);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(TaskError::failed(
+                    "the request's thread ended without an answer",
+                ));
+            }
+        }
+    }
+}
+
+/// `url` with any `user:password@` replaced by `***@`, for messages that end up in results
+/// files and reports.
+pub(crate) fn redact(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// A `Retry-After` value: seconds (`120`, even `1.5`) or an HTTP date; capped at a day (the
+/// retry policy caps it further), never negative.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(86_400)),
+    )
+}
+
 pub(crate) fn get_json(
     http: &Http,
     provider: &str,
@@ -162,8 +242,15 @@ fn read_json(
     url: &str,
     resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<serde_json::Value, TaskError> {
+    let url = &*redact(url);
     let mut resp = match resp {
         Ok(r) => r,
+        Err(ureq::Error::Timeout(ureq::Timeout::Connect)) => {
+            // Maybe a dropped packet: worth another try.
+            return Err(TaskError::retryable(format!(
+                "{provider} at {url} did not accept a connection in time"
+            )));
+        }
         Err(ureq::Error::Timeout(_)) => {
             return Err(TaskError::failed(format!(
                 "{provider} at {url} did not answer in time"
@@ -188,10 +275,7 @@ fn read_json(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        // A server may say anything (`1e20`); the retry policy caps the wait anyway.
-        .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
+        .and_then(parse_retry_after);
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     let says = || server_message(&body);
     match status {
@@ -257,4 +341,37 @@ impl WindowCache {
 /// Characters / 4: the usual estimate when a provider gives no count.
 pub(crate) fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact("http://user:s3cret@host:8080/v1?x=1"),
+            "http://***@host:8080/v1?x=1"
+        );
+        assert_eq!(redact("https://host/v1/a@b"), "https://host/v1/a@b");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date_and_never_panics() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("1e20"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_retry_after("-3"), None);
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = parse_retry_after(&soon).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past: at once"
+        );
+    }
 }

@@ -3,7 +3,9 @@
 use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
-use super::{Answer, Http, ModelInfo, Provider, WindowCache, get_json, post_json};
+use super::{
+    Answer, Http, ModelInfo, Provider, WindowCache, get_json, post_json, post_json_cancellable,
+};
 
 #[derive(Debug)]
 pub(crate) struct Ollama {
@@ -54,7 +56,7 @@ impl Provider for Ollama {
     }
 
     fn settings(&self) -> String {
-        format!("OLLAMA_BASE_URL = {}", self.base)
+        format!("OLLAMA_BASE_URL = {}", super::redact(&self.base))
     }
 
     fn generate(
@@ -62,11 +64,11 @@ impl Provider for Ollama {
         model: &str,
         prompt: &str,
         _vars: &[(String, String)],
-        _cancel: &CancelToken,
+        cancel: &CancelToken,
     ) -> Result<Answer, TaskError> {
         let url = format!("{}/api/generate", self.base);
         let body = json!({ "model": model, "prompt": prompt, "stream": false });
-        let v = post_json(&self.http, "ollama", &url, None, &body)
+        let v = post_json_cancellable(&self.http, "ollama", &url, None, &body, cancel)
             .map_err(|e| unknown_model(e, model))?;
         let text = v["response"].as_str().ok_or_else(|| {
             TaskError::failed("malformed answer from ollama: no \"response\" field")

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
-use super::{Answer, Http, ModelInfo, Provider, get_json, post_json};
+use super::{Answer, Http, ModelInfo, Provider, get_json, post_json_cancellable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavor {
@@ -103,7 +103,7 @@ impl Provider for OpenAi {
         let (key_var, base_var, _) = self.flavor.vars();
         format!(
             "{base_var} = {}, {key_var} {}",
-            self.base,
+            super::redact(&self.base),
             if self.key.is_some() { "set" } else { "not set" }
         )
     }
@@ -113,11 +113,18 @@ impl Provider for OpenAi {
         model: &str,
         prompt: &str,
         _vars: &[(String, String)],
-        _cancel: &CancelToken,
+        cancel: &CancelToken,
     ) -> Result<Answer, TaskError> {
         let url = format!("{}/chat/completions", self.base);
         let body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
-        let v = post_json(&self.http, self.flavor.name(), &url, self.key.as_deref(), &body)
+        let v = post_json_cancellable(
+            &self.http,
+            self.flavor.name(),
+            &url,
+            self.key.as_deref(),
+            &body,
+            cancel,
+        )
             .map_err(|e| match &e {
                 TaskError::Failed { message, .. } if message.contains("(404)") => {
                     TaskError::failed(format!(

@@ -388,7 +388,6 @@ fn a_results_write_that_fails_stops_the_sweep_and_exits_1() {
                 "experiments.csv",
                 "-j",
                 "1",
-                "--no-progress",
             ],
             Some(&server),
         )
@@ -423,6 +422,74 @@ fn a_command_whose_output_is_cut_is_not_ok() {
     let row = &p.results()[0];
     assert_eq!(&row[2], "error", "{row:?}");
     assert!(row[8].contains("more than 1 MiB"), "{row:?}");
+}
+
+#[test]
+fn retry_after_as_a_date_is_honoured_and_a_huge_one_does_not_crash() {
+    let server = LlmServer::start(Duration::from_millis(1));
+    let p = Project::create(
+        "About {{ topic }}",
+        "provider,model,topic\nollama,flaky-date,x\n",
+    );
+    let started = std::time::Instant::now();
+    let out = run_run(&p, &[], Some(&server));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(&p.results()[0][3], "ok");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "the server asked for 3 s; the retry came after {:?}",
+        started.elapsed()
+    );
+
+    let p = Project::create(
+        "About {{ topic }}",
+        "provider,model,topic\nollama,flaky-huge,x\n",
+    );
+    let out = run_run(&p, &["--retries", "0"], Some(&server));
+    assert_eq!(
+        out.code,
+        Some(1),
+        "an error row, not a crash: {}",
+        out.stderr
+    );
+    assert_eq!(&p.results()[0][3], "error");
+}
+
+#[test]
+fn credentials_in_a_base_url_never_reach_results_or_messages() {
+    let p = Project::create("About {{ topic }}", "provider,model,topic\nopenai,m,x\n");
+    let out = p
+        .command(&RUN, None)
+        .args(["--retries", "0"])
+        .env("OPENAI_BASE_URL", "http://user:s3cret@127.0.0.1:1/v1")
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(p.path().join("out.csv")).unwrap()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("unreachable"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("http://***@127.0.0.1:1"), "{text}");
+}
+
+#[test]
+fn ctrl_c_does_not_wait_for_requests_in_flight() {
+    let server = LlmServer::start(Duration::from_secs(60));
+    let p = Project::create("About {{ topic }}", &topics(2, "ollama", "llama-test"));
+    let mut child = p
+        .command(&RUN, Some(&server))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("a request in flight", || !server.seen().is_empty());
+    let started = std::time::Instant::now();
+    testkit::interrupt(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "Ctrl-C waited {:?} for a 60 s request",
+        started.elapsed()
+    );
 }
 
 #[test]
