@@ -45,6 +45,22 @@ pub fn job(id: u64) -> (String, String) {
     (name.to_owned(), state.to_owned())
 }
 
+/// The id of our newest job named `name` (any state), if Slurm knows one.
+///
+/// # Panics
+/// When squeue does not run.
+pub fn job_named(name: &str) -> Option<u64> {
+    let out = std::process::Command::new("squeue")
+        .args(["--noheader", "--me", "--states=all", "--format=%i"])
+        .arg(format!("--name={name}"))
+        .output()
+        .expect("squeue runs (is the test cluster up? cargo xtask slurm-up)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+}
+
 /// Wait until job `id` has ended on the cluster (not pending, running or completing); returns
 /// its final state.
 ///

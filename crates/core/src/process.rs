@@ -431,6 +431,7 @@ impl ProcessRunner {
         let cmd = match &cmd.launcher {
             Launcher::Local => cmd,
             Launcher::Slurm(slurm) => {
+                session.note_slurm();
                 let marker = format!("{}={}", cookie.name, cookie.value);
                 slurm_cmd = slurm.wrap(cmd, &marker);
                 on_slurm = Some((cmd.job_name_or_program(), marker));

@@ -20,6 +20,8 @@ pub const GUARDIAN_ENV: &str = "FANOUT_GUARDIAN_FOR";
 
 static ENABLED: Mutex<Option<Vec<String>>> = Mutex::new(None);
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// Whether the guardian was told that jobs run on Slurm (a replacement is told again).
+static SLURM_NOTED: AtomicBool = AtomicBool::new(false);
 /// The write end of the guardian's stdin, held for the life of the process.
 static PIPE: Mutex<Option<ChildStdin>> = Mutex::new(None);
 /// The running guardian: its pid and a pidfd to notice its death.
@@ -71,6 +73,9 @@ pub(crate) fn revive_if_dead(var: &str, groups: impl FnOnce() -> Vec<i32>) -> Op
     for group in groups() {
         note_group(group, true);
     }
+    if SLURM_NOTED.load(Ordering::SeqCst) {
+        note_slurm();
+    }
     Some(pid)
 }
 
@@ -107,6 +112,15 @@ pub(crate) fn running() -> bool {
     PIPE.lock().expect("guardian lock").is_some()
 }
 
+/// Tell the guardian that jobs of this session run on Slurm (it cancels them before it kills).
+pub(crate) fn note_slurm() {
+    use std::io::Write;
+    SLURM_NOTED.store(true, Ordering::SeqCst);
+    if let Some(pipe) = PIPE.lock().expect("guardian lock").as_mut() {
+        let _ = writeln!(pipe, "slurm");
+    }
+}
+
 /// Tell the guardian about a job's process group (`+PGID`), or that it ended (`-PGID`): a job
 /// that dropped its environment (`env -i`) carries no cookie, but stays in its group.
 pub(crate) fn note_group(pgid: i32, started: bool) {
@@ -125,6 +139,7 @@ fn guard(var: &str) {
     // thread runs this.
     let _ = std::fs::write("/proc/self/comm", "fanout-guardian");
     let mut groups: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut slurm = false;
     let mut pending = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut stdin = std::io::stdin().lock();
@@ -137,7 +152,9 @@ fn guard(var: &str) {
                     let line: Vec<u8> = pending.drain(..=end).collect();
                     let line = String::from_utf8_lossy(&line);
                     let line = line.trim();
-                    if let Some(pgid) = line.strip_prefix('+').and_then(|p| p.parse().ok()) {
+                    if line == "slurm" {
+                        slurm = true;
+                    } else if let Some(pgid) = line.strip_prefix('+').and_then(|p| p.parse().ok()) {
                         groups.insert(pgid);
                     } else if let Some(pgid) = line.strip_prefix('-').and_then(|p| p.parse().ok()) {
                         groups.remove(&pgid);
@@ -147,6 +164,10 @@ fn guard(var: &str) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
+    }
+    // srun, once SIGKILLed, cannot cancel its job: cancel the session's Slurm jobs first.
+    if slurm {
+        super::slurm::cancel_session(var);
     }
     super::tree::kill_groups(&groups);
     super::tree::kill_all_marked(var);

@@ -228,6 +228,72 @@ fn query_job_id(name: &str, marker: &str) -> Option<u64> {
     })
 }
 
+/// Cancel every active Slurm job of the session whose cookie variable is `var` (their comment
+/// is `var=<seq>`). For the paths that SIGKILL `srun` (the second Ctrl-C, the guardian): a
+/// killed `srun` (SIGKILL) cannot cancel its job, which would run on until its time limit. Each
+/// command is given 10 s at most: a dying tool must not hang on a slow controller.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the process module runs Slurm's own commands"
+)]
+pub(crate) fn cancel_session(var: &str) {
+    let prefix = format!("{var}=");
+    let Some(listing) = output_within(
+        std::process::Command::new("squeue").args([
+            "--noheader",
+            "--me",
+            "--states=PENDING,RUNNING,CONFIGURING,SUSPENDED,REQUEUED,RESIZING",
+            "--format=%i|%k",
+        ]),
+        Duration::from_secs(10),
+    ) else {
+        return;
+    };
+    let ids: Vec<String> = listing
+        .lines()
+        .filter_map(|l| {
+            let (id, comment) = l.trim().split_once('|')?;
+            comment.starts_with(&prefix).then(|| id.to_owned())
+        })
+        .collect();
+    if !ids.is_empty() {
+        let _ = output_within(
+            std::process::Command::new("scancel")
+                .arg("--quiet")
+                .args(&ids),
+            Duration::from_secs(10),
+        );
+    }
+}
+
+/// Run `cmd` (stdin and stderr closed) and return its stdout, killing it past `limit`.
+fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<String> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 /// Whether a [`failure`] message says the job was refused (so it never had an id).
 pub(crate) fn refused(message: &str) -> bool {
     message.starts_with("Slurm rejected the job")

@@ -41,6 +41,8 @@ pub(crate) struct Session {
     /// The guardian is our child for our whole life (or its replacement's), not an orphan to
     /// look at after each job. 0: none.
     guardian: std::sync::atomic::AtomicI32,
+    /// Whether a job of this session ran on Slurm (then kill paths cancel Slurm jobs too).
+    used_slurm: std::sync::atomic::AtomicBool,
     subreaper: bool,
 }
 
@@ -56,6 +58,7 @@ pub(crate) fn session() -> &'static Session {
         let guardian = super::guardian::start(&var);
         Session {
             guardian: std::sync::atomic::AtomicI32::new(guardian.unwrap_or(0)),
+            used_slurm: std::sync::atomic::AtomicBool::new(false),
             var,
             seq: AtomicU64::new(1),
             spawn_lock: RwLock::new(()),
@@ -114,6 +117,14 @@ impl Session {
             super::guardian::note_group(pid, true);
         }
         Ok(spawned)
+    }
+
+    /// A job of this session goes to Slurm: from now on, the kill paths that SIGKILL `srun`
+    /// cancel the session's Slurm jobs first (and the guardian is told to).
+    pub(crate) fn note_slurm(&self) {
+        if !self.used_slurm.swap(true, Ordering::SeqCst) {
+            super::guardian::note_slurm();
+        }
     }
 
     /// Forget a direct child once duct has reaped it.
@@ -283,6 +294,10 @@ impl Session {
     /// SIGKILL every process of every job of this session: the running jobs' process groups
     /// and everything carrying the session's cookie. For the second Ctrl-C.
     pub(crate) fn kill_all(&self) {
+        // SIGKILLed, srun could not cancel its job: cancel the session's jobs first.
+        if self.used_slurm.load(Ordering::SeqCst) {
+            super::slurm::cancel_session(&self.var);
+        }
         let groups: HashSet<i32> = self.direct.lock().expect("registry").clone();
         kill_groups(&groups);
         kill_all_marked(&self.var);

@@ -1,7 +1,7 @@
 //! lorchestra on a real single-node Slurm (`cargo xtask slurm-up`; CI starts it first).
 
 use serde_json::Value;
-use testkit::slurm::{job, processes_running, processes_with, settled};
+use testkit::slurm::{job, job_named, processes_running, processes_with, settled};
 
 use super::Project;
 
@@ -207,6 +207,35 @@ command = "exec sleep 64.5"
         Vec::<i32>::new(),
         "left on the node"
     );
+}
+
+#[test]
+fn a_killed_lorchestra_cancels_its_slurm_jobs() {
+    // SIGKILL: no handler runs; the guardian must cancel the job on the cluster, since the
+    // SIGKILLed srun cannot. The step drops its environment, so nothing but Slurm can end it.
+    testkit::slurm::require_test_cluster();
+    let p = Project::create(&[(
+        "pipelines/long.toml",
+        "[[stages]]\nname = \"s\"\njobs = [\"orphan_candidate\"]\n\
+         [jobs.orphan_candidate]\ncommand = \"exec env -i sleep 63.5\"\n",
+    )]);
+    let mut child = testkit::command(super::BIN)
+        .args(["pipeline", "long", "--backend", "slurm", "--no-progress"])
+        .current_dir(p.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("the step running on the node", || {
+        !processes_running("sleep 63.5").is_empty()
+    });
+    let id = job_named("orphan_candidate").expect("Slurm knows the job");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = settled(id);
+    assert_eq!(state, "CANCELLED", "job {id}");
+    testkit::wait_for("the step's process to end", || {
+        processes_running("sleep 63.5").is_empty()
+    });
 }
 
 #[test]
