@@ -439,6 +439,9 @@ impl ProcessRunner {
             }
         };
         let program = cmd.program.to_string_lossy().into_owned();
+        // Where this attempt's output starts in an appended log: srun's failure is read from
+        // this attempt's lines only, not from an earlier attempt's.
+        let log_start = log_file(cmd).map_or(0, |p| std::fs::metadata(p).map_or(0, |m| m.len()));
 
         let base = base_expression(cmd).env(&cookie.name, &cookie.value);
         let (expr, streams) = wire_streams(cmd, base, &program)?;
@@ -496,7 +499,7 @@ impl ProcessRunner {
         let duration = start.elapsed();
         let (stdout, stderr) = streams.collect();
         let slurm_failure = if on_slurm.is_some() && status.is_some_and(|s| !s.success()) {
-            slurm::failure(&stderr_text(cmd, &stderr))
+            slurm::failure(&stderr_text(cmd, &stderr, log_start))
         } else {
             None
         };
@@ -562,15 +565,24 @@ fn expression_with_stdin(cmd: &Command, stdin: Option<os_pipe::PipeReader>) -> d
     expr
 }
 
-/// The end of what the command wrote to stderr: the captured tail, or the end of the file it
-/// went to (also when stderr went with stdout into a file).
-fn stderr_text(cmd: &Command, captured: &Captured) -> String {
+/// The file the command's stderr goes to, if it goes to one (also with stdout into a file).
+fn log_file(cmd: &Command) -> Option<&Path> {
     match (&cmd.stderr, &cmd.stdout) {
         (Stderr::Sink(Sink::File(p) | Sink::AppendFile(p)), _)
-        | (Stderr::ToStdout, Sink::File(p) | Sink::AppendFile(p)) => {
-            crate::fsutil::read_tail(p, 16 * 1024)
+        | (Stderr::ToStdout, Sink::File(p) | Sink::AppendFile(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// The end of what this run of the command wrote to stderr: the captured tail, or the end of
+/// the file it went to, from `log_start` (where this attempt began writing) on.
+fn stderr_text(cmd: &Command, captured: &Captured, log_start: u64) -> String {
+    match log_file(cmd) {
+        Some(p) => {
+            let len = std::fs::metadata(p).map_or(0, |m| m.len());
+            crate::fsutil::read_tail(p, len.saturating_sub(log_start).min(16 * 1024))
         }
-        _ => captured.text().into_owned(),
+        None => captured.text().into_owned(),
     }
 }
 

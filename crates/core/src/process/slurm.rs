@@ -215,23 +215,27 @@ pub(crate) fn job_id(name: &str, marker: &str) -> Option<u64> {
     reason = "the process module runs Slurm's own commands"
 )]
 fn query_job_id(name: &str, marker: &str) -> Option<u64> {
-    let out = std::process::Command::new("squeue")
-        .args(["--noheader", "--states=all", "--me", "--format=%i|%k"])
-        .arg(format!("--name={name}"))
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+    // `--name` takes a comma-separated list: a name with a comma would never match. Names
+    // without one narrow the query; the comment (our cookie) decides either way.
+    let mut cmd = std::process::Command::new("squeue");
+    cmd.args(["--noheader", "--states=all", "--me", "--format=%i|%k"]);
+    if !name.contains(',') {
+        cmd.arg(format!("--name={name}"));
+    }
+    let listing = output_within(&mut cmd, HELPER_LIMIT)?;
+    listing.lines().find_map(|l| {
         let (id, comment) = l.trim().split_once('|')?;
         (comment == marker).then(|| id.parse().ok()).flatten()
     })
 }
 
+/// How long a Slurm helper command (squeue, scancel, sinfo) may take.
+const HELPER_LIMIT: Duration = Duration::from_secs(15);
+
 /// Cancel every active Slurm job of the session whose cookie variable is `var` (their comment
 /// is `var=<seq>`). For the paths that SIGKILL `srun` (the second Ctrl-C, the guardian): a
 /// killed `srun` (SIGKILL) cannot cancel its job, which would run on until its time limit. Each
-/// command is given 10 s at most: a dying tool must not hang on a slow controller.
+/// command is given `HELPER_LIMIT` at most: a dying tool must not hang on a slow controller.
 #[expect(
     clippy::disallowed_methods,
     reason = "the process module runs Slurm's own commands"
@@ -245,7 +249,7 @@ pub(crate) fn cancel_session(var: &str) {
             "--states=PENDING,RUNNING,CONFIGURING,SUSPENDED,REQUEUED,RESIZING",
             "--format=%i|%k",
         ]),
-        Duration::from_secs(10),
+        HELPER_LIMIT,
     ) else {
         return;
     };
@@ -269,10 +273,13 @@ pub(crate) fn cancel_session(var: &str) {
 /// Run `cmd` (stdin and stderr closed) and return its stdout, killing it past `limit`.
 fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<String> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // Its own process group: the terminal's Ctrl-C is ours to handle, not the helper's.
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .ok()?;
     let deadline = std::time::Instant::now() + limit;
@@ -305,12 +312,10 @@ pub(crate) fn refused(message: &str) -> bool {
     reason = "the process module runs Slurm's own commands"
 )]
 pub(crate) fn cancel(id: u64) {
-    let _ = std::process::Command::new("scancel")
-        .args(["--quiet", &id.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    let _ = output_within(
+        std::process::Command::new("scancel").args(["--quiet", &id.to_string()]),
+        HELPER_LIMIT,
+    );
 }
 
 /// Why srun itself failed, from its stderr: the scheduler's refusal or a node failure, as a
@@ -320,7 +325,8 @@ pub(crate) fn failure(stderr: &str) -> Option<String> {
         let l = l.trim();
         if let Some(why) = l.strip_prefix("srun: error: Unable to allocate resources: ") {
             Some(format!("Slurm rejected the job: {why}"))
-        } else if l.contains("Node failure") || l.contains("NODE_FAIL") {
+        } else if l.starts_with("srun: ") && (l.contains("Node failure") || l.contains("NODE_FAIL"))
+        {
             Some(format!("Slurm node failure: {l}"))
         } else if l.starts_with("srun: error: ") && l.contains("invalid") {
             Some(format!(
@@ -429,6 +435,11 @@ mod tests {
         assert_eq!(
             failure("Traceback ...\nValueError: invalid literal\n"),
             None
+        );
+        assert_eq!(
+            failure("simulating: Node failure on node7 (the program's own words)\n"),
+            None,
+            "only srun's own lines count"
         );
     }
 }

@@ -47,6 +47,46 @@ fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
         .unwrap();
     assert!(ok.success());
     assert_eq!(job(ok.slurm_job_id.unwrap()).0, "true");
+
+    // squeue's --name takes a list: a name with a comma is found by its comment alone.
+    let comma = ProcessRunner::new()
+        .run(
+            &Command::new("true").job_name("a,b").launcher(slurm()),
+            &CancelToken::new(),
+        )
+        .unwrap();
+    let id = comma.slurm_job_id.expect("a job named a,b is found");
+    assert_eq!(job(id).0, "a,b");
+}
+
+#[test]
+fn a_refusal_is_read_from_this_attempts_lines_of_an_appended_log() {
+    testkit::slurm::require_test_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("job.log");
+    // An earlier attempt was refused; this one runs and fails on its own.
+    std::fs::write(
+        &log,
+        "srun: error: Unable to allocate resources: Requested node configuration is not available\n",
+    )
+    .unwrap();
+    let out = ProcessRunner::new()
+        .run(
+            &Command::shell("exit 4")
+                .launcher(slurm())
+                .stdout(fanout::Sink::AppendFile(log.clone()))
+                .stderr_to_stdout(),
+            &CancelToken::new(),
+        )
+        .unwrap();
+    assert_eq!(
+        out.slurm_failure, None,
+        "the earlier attempt's refusal is not this one's"
+    );
+    assert_eq!(
+        out.into_result().unwrap_err().to_string(),
+        "exited with code 4"
+    );
 }
 
 #[test]
