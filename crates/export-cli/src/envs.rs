@@ -319,12 +319,31 @@ fn prefix(e: TaskError, context: &str) -> TaskError {
         return e;
     }
     let detail = e.detail().map(str::to_owned);
-    let message = e.to_string();
+    // uv says why in its own words (`error: No solution found...`, `cause: Because ...`):
+    // that, not "exited with code 1", is what the user needs to read.
+    let message = detail
+        .as_deref()
+        .and_then(uv_says)
+        .unwrap_or_else(|| e.to_string());
     let err = TaskError::failed(format!("{context}: {message}"));
     match detail {
         Some(d) => err.with_detail(d),
         None => err,
     }
+}
+
+/// uv's `error:` line, with its first `cause:` line, from its stderr.
+fn uv_says(stderr: &str) -> Option<String> {
+    let line = |prefix: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+    };
+    let error = line("error: ")?;
+    Some(match line("cause: ") {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error,
+    })
 }
 
 /// marimo's version in an environment, from its `marimo-<version>.dist-info` folder.
@@ -394,6 +413,20 @@ mod tests {
         assert_eq!(plain.requirements, ["marimo"]);
         assert_eq!(plain.python, None);
         assert_eq!(plain, EnvSpec::for_notebook(None, true, None));
+    }
+
+    #[test]
+    fn uv_errors_are_quoted_with_their_cause() {
+        let stderr = "Using Python 3.11\nerror: No solution found when resolving dependencies\n  \
+                      cause: Because nope was not found in the package registry, ...\n";
+        assert_eq!(
+            uv_says(stderr).as_deref(),
+            Some(
+                "No solution found when resolving dependencies: Because nope was not found in \
+                 the package registry, ..."
+            )
+        );
+        assert_eq!(uv_says("Killed\n"), None);
     }
 
     #[test]
