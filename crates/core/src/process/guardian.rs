@@ -54,14 +54,7 @@ pub(crate) fn revive_if_dead(var: &str, groups: impl FnOnce() -> Vec<i32>) -> Op
     let dead = {
         let watched = WATCHED.lock().expect("guardian lock");
         let (pid, fd) = watched.as_ref()?;
-        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        rustix::event::poll(&mut fds, Some(&zero))
-            .is_ok_and(|n| n > 0)
-            .then_some(*pid)
+        super::tree::exited(fd).then_some(*pid)
     }?;
     // Reap the old one (our child), then replace it.
     if let Some(p) = rustix::process::Pid::from_raw(dead) {

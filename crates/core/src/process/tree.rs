@@ -341,12 +341,12 @@ impl Session {
 
 /// SIGKILL every process of each group, until none has a live member.
 pub(crate) fn kill_groups(groups: &HashSet<i32>) {
+    if groups.is_empty() {
+        return;
+    }
     for _ in 0..50 {
-        let live: Vec<i32> = groups
-            .iter()
-            .copied()
-            .filter(|&g| group_has_live_members(g))
-            .collect();
+        // One /proc scan a round, not one per group.
+        let live: Vec<i32> = live_groups().intersection(groups).copied().collect();
         if live.is_empty() {
             break;
         }
@@ -391,27 +391,29 @@ fn own_children() -> Option<Vec<i32>> {
     Some(pids)
 }
 
-/// Whether a process group has a member that is not a zombie, from `/proc/<pid>/stat`.
+/// Whether a process group has a member that is not a zombie.
 fn group_has_live_members(pgid: i32) -> bool {
-    if pgid <= 0 {
-        return false;
-    }
+    pgid > 0 && live_groups().contains(&pgid)
+}
+
+/// The process groups that have a member that is not a zombie, from `/proc/<pid>/stat`.
+fn live_groups() -> HashSet<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
-        return false;
+        return HashSet::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .any(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let mut rest = stat
-                    .rsplit_once(')')
-                    .map_or("", |(_, r)| r)
-                    .split_whitespace();
-                let state = rest.next();
-                let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
-                state != Some("Z") && pgrp == Some(pgid)
-            })
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let mut rest = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace();
+            let state = rest.next();
+            let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
+            pgrp.filter(|_| state != Some("Z"))
         })
+        .collect()
 }
 
 /// Every live process below `root` in the parent tree, from `/proc/<pid>/stat`.
@@ -457,7 +459,7 @@ pub(crate) fn descendants(root: i32) -> Vec<i32> {
 }
 
 /// Whether the process behind a pidfd has exited (a zombie counts: it runs no code).
-fn exited(pidfd: &rustix::fd::OwnedFd) -> bool {
+pub(crate) fn exited(pidfd: &rustix::fd::OwnedFd) -> bool {
     let mut fds = [rustix::event::PollFd::new(
         pidfd,
         rustix::event::PollFlags::IN,
