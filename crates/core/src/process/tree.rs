@@ -99,15 +99,7 @@ impl Session {
         pid_of: impl Fn(&T) -> Option<i32>,
     ) -> std::io::Result<T> {
         let _shared = self.spawn_lock.read().expect("spawn lock");
-        let revived = super::guardian::revive_if_dead(&self.var, || {
-            self.direct
-                .lock()
-                .expect("registry")
-                .iter()
-                .copied()
-                .collect()
-        });
-        if let Some(pid) = revived {
+        if let Some(pid) = super::guardian::revive_if_dead(&self.var) {
             self.guardian.store(pid, Ordering::SeqCst);
         }
         let spawned = spawn()?;

@@ -28,32 +28,32 @@ fn helper() {
         "hold-job-without-env" => {
             let dir = std::env::var_os("FANOUT_TEST_DIR").expect("FANOUT_TEST_DIR");
             // As hold-job, but the job drops its environment (and with it the cookie).
-            let cmd = fanout::Command::new("env")
-                .args([
-                    "-i",
-                    "/bin/sh",
-                    "-c",
-                    "sleep 300 & echo $! > grandchild.pid.tmp && mv grandchild.pid.tmp grandchild.pid; \
-                     echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
-                ])
-                .current_dir(dir);
+            let cmd = cookieless_holding_job(dir);
             let _ = fanout::ProcessRunner::new().run(&cmd, &fanout::CancelToken::new());
             eprintln!("helper: the job ended before the helper was killed");
         }
         "hold-job-after-the-guardian-died" => {
             let dir = std::path::PathBuf::from(std::env::var_os("FANOUT_TEST_DIR").expect("dir"));
             let runner = fanout::ProcessRunner::new();
-            let _ = runner.run(&fanout::Command::new("true"), &fanout::CancelToken::new());
+            // A job without the cookie (env -i), started while the first guardian runs: only
+            // its process group, in the tool's table, tells a later guardian about it.
+            let job_dir = dir.clone();
+            std::thread::spawn(move || {
+                let cmd = cookieless_holding_job(job_dir);
+                let _ = fanout::ProcessRunner::new().run(&cmd, &fanout::CancelToken::new());
+            });
+            while !dir.join("child.pid").exists() || !dir.join("grandchild.pid").exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             std::fs::write(dir.join("ready"), "").expect("write ready");
             while !dir.join("guardian-killed").exists() {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            let cmd = fanout::Command::shell(
-                "sleep 300 & echo $! > grandchild.pid.tmp && mv grandchild.pid.tmp grandchild.pid; \
-                 echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
-            )
-            .current_dir(dir);
-            let _ = runner.run(&cmd, &fanout::CancelToken::new());
+            // The tool looks at its guardian at most every 50 ms, before a job starts.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let _ = runner.run(&fanout::Command::new("true"), &fanout::CancelToken::new());
+            std::fs::write(dir.join("revived"), "").expect("write revived");
+            std::thread::sleep(std::time::Duration::from_secs(300));
         }
         "tty-job" => {
             // A job that reads the terminal, run by a tool that has one.
@@ -130,4 +130,18 @@ impl Gauge {
         }
         true
     }
+}
+
+/// A job that drops its environment (and with it the cookie) and holds a grandchild: writes
+/// `child.pid` and `grandchild.pid` in `dir`, then waits.
+fn cookieless_holding_job(dir: impl Into<std::path::PathBuf>) -> fanout::Command {
+    fanout::Command::new("env")
+        .args([
+            "-i",
+            "/bin/sh",
+            "-c",
+            "sleep 300 & echo $! > grandchild.pid.tmp && mv grandchild.pid.tmp grandchild.pid; \
+             echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
+        ])
+        .current_dir(dir)
 }

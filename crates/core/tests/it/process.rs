@@ -332,6 +332,12 @@ fn a_killed_guardian_is_replaced_before_the_next_job() {
         .unwrap();
     testkit::wait_for("the guardian to die", || !alive(guardians[0]));
     std::fs::write(dir.path().join("guardian-killed"), "").unwrap();
+    testkit::wait_for("the next job to start", || {
+        dir.path().join("revived").exists()
+    });
+    let replacements = children_named(helper_pid, "fanout-guardian");
+    assert_eq!(replacements.len(), 1, "{replacements:?}");
+    assert_ne!(replacements[0], guardians[0]);
     let child = read_pid(&dir.path().join("child.pid"));
     let grandchild = read_pid(&dir.path().join("grandchild.pid"));
     helper.kill().unwrap();
