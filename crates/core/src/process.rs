@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 pub use tree::JOB_ENV_PREFIX;
+use tree::JobGroup;
 
 use crate::TaskError;
 use crate::cancel::CancelToken;
@@ -482,7 +483,8 @@ impl ProcessRunner {
             } else {
                 continue;
             };
-            killed_processes = session.kill_tree(&cookie, group, cmd.grace);
+            // Not reaped yet (wait_deadline saw it running): the group's id is pinned.
+            killed_processes = session.kill_tree(&cookie, JobGroup::Pinned(group), cmd.grace);
             forced = Some(ending);
             break handle.wait().map(|_| ());
         };
@@ -490,7 +492,7 @@ impl ProcessRunner {
         session.unregister(group);
         drop(handle);
         if let Err(source) = wait_result {
-            session.kill_tree(&cookie, group, Duration::ZERO);
+            session.kill_tree(&cookie, JobGroup::Loose(group), Duration::ZERO);
             return Err(ProcessError::Wait { program, source });
         }
         if forced.is_none() {

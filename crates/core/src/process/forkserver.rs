@@ -405,7 +405,12 @@ impl ForkServer {
             session.unregister(self.pid);
             session.finish(&self.cookie, self.pid, Duration::from_secs(1));
         } else {
-            session.kill_tree(&self.cookie, self.pid, Duration::from_secs(1));
+            // Not waited for yet: the server's group id is pinned.
+            session.kill_tree(
+                &self.cookie,
+                tree::JobGroup::Pinned(self.pid),
+                Duration::from_secs(1),
+            );
             let _ = handle.wait();
             session.unregister(self.pid);
         }

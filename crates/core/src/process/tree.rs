@@ -142,7 +142,8 @@ impl Session {
             None => !find(&cookie.entry()).is_empty(),
         };
         if group_alive || adopted_with_cookie {
-            return self.kill_tree(cookie, pgid, grace);
+            // The main process was reaped: the group's id is no longer pinned.
+            return self.kill_tree(cookie, JobGroup::Loose(pgid), grace);
         }
         if orphans.is_some_and(|o| !o.is_empty()) {
             self.reap_orphans();
@@ -156,23 +157,33 @@ impl Session {
     ///
     /// SIGTERM first because tools like uv and marimo clean up temporary files and kernels on
     /// it; SIGKILL after the grace period because a job that ignores SIGTERM must still die.
-    pub(crate) fn kill_tree(&self, cookie: &Cookie, pgid: i32, grace: Duration) -> usize {
+    ///
+    /// Every signal reaches the process that was seen, never one that reused its pid: each is
+    /// held by a pidfd from the moment it is found, and the group is signalled by its id only
+    /// while that id is pinned (see [`JobGroup`]).
+    pub(crate) fn kill_tree(&self, cookie: &Cookie, group: JobGroup, grace: Duration) -> usize {
         let entry = cookie.entry();
-        let group = Pid::from_raw(pgid);
-        let mut seen: HashSet<i32> = HashSet::new();
-        let signal_all = |sig: Signal, seen: &mut HashSet<i32>| -> usize {
-            // Scan before signalling the group, so the count includes the group's members.
-            let pids = find(&entry);
-            if let Some(g) = group {
-                let _ = rustix::process::kill_process_group(g, sig);
+        let pgid = group.id();
+        let mut held = Held::default();
+        let signal_all = |sig: Signal, held: &mut Held| {
+            // Found before the group is signalled, so the count includes the group's members.
+            for pid in find(&entry) {
+                held.hold(pid, |p| environ_has(p, &entry));
             }
-            for &pid in &pids {
-                if let Some(p) = Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(p, sig);
+            match group {
+                JobGroup::Pinned(g) => {
+                    if let Some(g) = Pid::from_raw(g) {
+                        let _ = rustix::process::kill_process_group(g, sig);
+                    }
                 }
-                seen.insert(pid);
+                JobGroup::Loose(g) => {
+                    for pid in group_members(g) {
+                        held.hold(pid, |p| pgrp_of(p) == Some(g));
+                    }
+                }
+                JobGroup::None => {}
             }
-            pids.len()
+            held.signal(sig);
         };
         // Liveness: anything carrying the cookie, or a live member of the job's process group
         // (a process that dropped its environment, `env -i`, has no cookie but stays in the
@@ -181,7 +192,7 @@ impl Session {
         // the whole grace period.
         let alive = || !find(&entry).is_empty() || group_has_live_members(pgid);
 
-        signal_all(Signal::TERM, &mut seen);
+        signal_all(Signal::TERM, &mut held);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && alive() {
             std::thread::sleep(Duration::from_millis(10));
@@ -190,11 +201,11 @@ impl Session {
             if !alive() {
                 break;
             }
-            signal_all(Signal::KILL, &mut seen);
+            signal_all(Signal::KILL, &mut held);
             std::thread::sleep(Duration::from_millis(5));
         }
         self.reap_orphans();
-        seen.len()
+        held.len()
     }
 
     /// Kill a job whose main process a fork server of ours forked: it is not our child (we
@@ -280,7 +291,7 @@ impl Session {
             self.reap_orphans();
             return 0;
         }
-        self.kill_tree(cookie, 0, grace)
+        self.kill_tree(cookie, JobGroup::None, grace)
     }
 
     /// SIGKILL every process of every job of this session: the running jobs' process groups
@@ -331,22 +342,26 @@ impl Session {
     }
 }
 
-/// SIGKILL every process of each group, until none has a live member.
+/// SIGKILL every process of each group, until none has a live member. The groups' leaders
+/// may be reaped, so their ids are not pinned: each member is held by a pidfd.
 pub(crate) fn kill_groups(groups: &HashSet<i32>) {
     if groups.is_empty() {
         return;
     }
+    let mut held = Held::default();
     for _ in 0..50 {
         // One /proc scan a round, not one per group.
-        let live: Vec<i32> = live_groups().intersection(groups).copied().collect();
-        if live.is_empty() {
+        let members: Vec<(i32, i32)> = live_members()
+            .into_iter()
+            .filter(|(_, g)| groups.contains(g))
+            .collect();
+        if members.is_empty() {
             break;
         }
-        for g in live {
-            if let Some(p) = Pid::from_raw(g) {
-                let _ = rustix::process::kill_process_group(p, Signal::KILL);
-            }
+        for (pid, g) in members {
+            held.hold(pid, |p| pgrp_of(p) == Some(g));
         }
+        held.signal(Signal::KILL);
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -355,17 +370,89 @@ pub(crate) fn kill_groups(groups: &HashSet<i32>) {
 /// left. For the second Ctrl-C and for the guardian.
 pub(crate) fn kill_all_marked(var: &str) {
     let prefix = format!("{var}=").into_bytes();
+    let mut held = Held::default();
     for _ in 0..50 {
         let pids = find(&prefix);
         if pids.is_empty() {
             break;
         }
         for pid in pids {
+            held.hold(pid, |p| environ_has(p, &prefix));
+        }
+        held.signal(Signal::KILL);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A job's process group, as a kill sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JobGroup {
+    /// The group's leader (our direct child, the job's main process) is not reaped yet, so its
+    /// pid, which is the group's id, cannot be reused: the group is signalled by its id, which
+    /// also reaches a member forked while the signal is sent.
+    Pinned(i32),
+    /// The leader may be reaped: once the group is empty its id can be reused by an unrelated
+    /// group, so each member is found and held by a pidfd instead.
+    Loose(i32),
+    /// No group of its own (a forked job: its descendants are found otherwise).
+    None,
+}
+
+impl JobGroup {
+    fn id(self) -> i32 {
+        match self {
+            JobGroup::Pinned(g) | JobGroup::Loose(g) => g,
+            JobGroup::None => 0,
+        }
+    }
+}
+
+/// Processes held by a pidfd from the moment they are seen: a signal through one reaches that
+/// process or nothing (it exited), never a process that reused its pid. Kernels without pidfds
+/// (before Linux 5.3) get signals by pid, as before.
+#[derive(Default)]
+struct Held {
+    fds: std::collections::HashMap<i32, rustix::fd::OwnedFd>,
+    by_number: HashSet<i32>,
+}
+
+impl Held {
+    /// Hold `pid`, if `still(pid)`, asked once its pidfd is open, says it is the process that was
+    /// seen (a pid reused between the scan and the open fails the check).
+    fn hold(&mut self, pid: i32, still: impl Fn(i32) -> bool) {
+        if self.fds.get(&pid).is_some_and(|fd| !exited(fd)) || self.by_number.contains(&pid) {
+            return;
+        }
+        let Some(p) = Pid::from_raw(pid) else {
+            return;
+        };
+        match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => {
+                if still(pid) {
+                    self.fds.insert(pid, fd);
+                }
+            }
+            Err(rustix::io::Errno::NOSYS) => {
+                self.by_number.insert(pid);
+            }
+            // Gone already.
+            Err(_) => {}
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        for fd in self.fds.values() {
+            let _ = rustix::process::pidfd_send_signal(fd, sig);
+        }
+        for &pid in &self.by_number {
             if let Some(p) = Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(p, Signal::KILL);
+                let _ = rustix::process::kill_process(p, sig);
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    fn len(&self) -> usize {
+        self.fds.len() + self.by_number.len()
     }
 }
 
@@ -390,22 +477,41 @@ fn group_has_live_members(pgid: i32) -> bool {
 
 /// The process groups that have a member that is not a zombie, from `/proc/<pid>/stat`.
 fn live_groups() -> HashSet<i32> {
+    live_members().into_iter().map(|(_, g)| g).collect()
+}
+
+/// The live (not zombie) members of process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    live_members()
+        .into_iter()
+        .filter(|&(_, g)| g == pgid)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every process that is not a zombie, with its process group: `(pid, pgrp)`.
+fn live_members() -> Vec<(i32, i32)> {
     let Ok(dir) = fs::read_dir("/proc") else {
-        return HashSet::new();
+        return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat
-                .rsplit_once(')')
-                .map_or("", |(_, r)| r)
-                .split_whitespace();
-            let state = rest.next();
-            let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
-            pgrp.filter(|_| state != Some("Z"))
-        })
+        .filter_map(|pid| Some((pid, pgrp_of(pid)?)))
         .collect()
+}
+
+/// The process group of `pid`, if it is alive and not a zombie.
+fn pgrp_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (in parentheses, which may hold anything): state,
+    // parent, process group.
+    let mut rest = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace();
+    let state = rest.next();
+    let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
+    pgrp.filter(|_| state != Some("Z"))
 }
 
 /// Every live process below `root` in the parent tree, from `/proc/<pid>/stat`.
@@ -504,6 +610,81 @@ fn find(entry: &[u8]) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child that sleeps, and its pid. With `at`, the kernel is asked to give it that pid
+    /// (`ns_last_pid`, root only); `None` if it got another one (a process of someone else's
+    /// took the pid first).
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test needs a bare child it controls, outside the runner"
+    )]
+    fn sleeper(at: Option<i32>) -> Option<std::process::Child> {
+        if let Some(pid) = at {
+            fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        }
+        let child = std::process::Command::new("sleep").arg("60").spawn().ok()?;
+        if at.is_some_and(|pid| child.id().cast_signed() != pid) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Some(child)
+    }
+
+    #[test]
+    fn a_held_process_is_never_confused_with_one_that_reused_its_pid() {
+        // Only root may choose the next pid; elsewhere this cannot be staged.
+        if fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/sys/kernel/ns_last_pid")
+            .is_err()
+        {
+            #[expect(clippy::print_stderr, reason = "says why the test did nothing")]
+            {
+                eprintln!("skipped: choosing a pid needs root (/proc/sys/kernel/ns_last_pid)");
+            }
+            return;
+        }
+        // Another process may take the pid between the write and our spawn: try a few times.
+        for _ in 0..20 {
+            let mut first = sleeper(None).expect("sleep starts");
+            let pid = first.id().cast_signed();
+            let mut held = Held::default();
+            held.hold(pid, |_| true);
+            assert_eq!(held.len(), 1);
+            first.kill().expect("kill");
+            first.wait().expect("reaped: the pid is free");
+            let Some(mut second) = sleeper(Some(pid)) else {
+                continue;
+            };
+            held.signal(Signal::KILL);
+            std::thread::sleep(Duration::from_millis(50));
+            let survived = second.try_wait().expect("try_wait").is_none();
+            let _ = second.kill();
+            let _ = second.wait();
+            assert!(
+                survived,
+                "a signal for the first process reached the second"
+            );
+            return;
+        }
+        panic!("could not give a process a chosen pid in 20 tries");
+    }
+
+    #[test]
+    fn a_process_that_is_not_the_one_seen_is_not_held() {
+        let mut child = sleeper(None).expect("sleep starts");
+        let pid = child.id().cast_signed();
+        let mut held = Held::default();
+        held.hold(pid, |_| false);
+        held.signal(Signal::KILL);
+        std::thread::sleep(Duration::from_millis(50));
+        let alive = child.try_wait().expect("try_wait").is_none();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(alive && held.len() == 0);
+    }
 
     #[test]
     fn cookie_matching_is_exact() {
