@@ -171,6 +171,8 @@ fn spawn(var: &str) -> Option<i32> {
         reason = "the guardian is started by the process module, like every other process"
     )]
     let spawned = std::process::Command::new(exe)
+        // Its command line names no tool either, so `pkill -9 -f <tool>` spares it too.
+        .arg0("fanout-guardian")
         .args(args)
         .env(GUARDIAN_ENV, var)
         .env(GROUPS_ENV, table.unwrap_or_default())

@@ -283,6 +283,13 @@ fn the_guardian_has_a_name_of_its_own() {
     let guardians = children_named(helper_pid, "fanout-guardian");
     let own = std::fs::read_to_string(format!("/proc/{}/comm", std::process::id())).unwrap();
     let namesakes = children_named(helper_pid, own.trim());
+    // `pkill -f <tool>` matches the command line: the guardian's names no tool.
+    let cmdline = guardians
+        .first()
+        .map(|g| std::fs::read(format!("/proc/{g}/cmdline")).unwrap_or_default())
+        .unwrap_or_default();
+    let exe = std::env::current_exe().unwrap();
+    let exe_name = exe.file_name().unwrap().to_string_lossy().into_owned();
     helper.kill().unwrap();
     // Another test's runner may reap it first (this process is a subreaper): ECHILD is fine.
     let _ = helper.wait();
@@ -290,6 +297,11 @@ fn the_guardian_has_a_name_of_its_own() {
     assert!(
         namesakes.is_empty(),
         "a child named like the tool: {namesakes:?}"
+    );
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(
+        cmdline.starts_with("fanout-guardian\0") && !cmdline.contains(&exe_name),
+        "the guardian's command line names the tool: {cmdline:?}"
     );
 }
 
