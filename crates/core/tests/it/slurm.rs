@@ -119,6 +119,46 @@ fn a_timeout_cancels_the_step_on_the_cluster() {
 }
 
 #[test]
+fn a_timeout_counts_the_time_in_the_queue_and_cancels_the_waiting_job() {
+    // The documented choice (README, "Running on a Slurm cluster"): a job's timeout counts
+    // from the moment srun starts, queue included. A job held in the queue (--begin) for
+    // longer than its timeout times out there, and its queued job is cancelled.
+    testkit::slurm::require_test_cluster();
+    let name = "fanout-slurm-queued-62.5";
+    let start = Instant::now();
+    let out = ProcessRunner::new()
+        .run(
+            &Command::shell("exec sleep 62.5")
+                .job_name(name)
+                .launcher(Launcher::Slurm(Slurm {
+                    args: vec!["--begin=now+600".to_owned()],
+                    ..Slurm::default()
+                }))
+                .timeout(Some(Duration::from_secs(2))),
+            &CancelToken::new(),
+        )
+        .unwrap();
+    assert!(
+        matches!(out.clone().into_result(), Err(TaskError::TimedOut { .. })),
+        "{:?}",
+        out.ending
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the timeout held while the job waited in the queue ({:?})",
+        start.elapsed()
+    );
+    let id = testkit::slurm::job_named(name).expect("Slurm knows the queued job");
+    let state = settled(id);
+    assert_eq!(state, "CANCELLED", "job {id} ended {state}");
+    assert_eq!(
+        processes_with("sleep 62.5"),
+        Vec::<i32>::new(),
+        "the job ran after all"
+    );
+}
+
+#[test]
 fn cancelling_the_batch_cancels_steps_in_flight() {
     testkit::slurm::require_test_cluster();
     let pool = Pool::new(PoolConfig::new(MaxWorkers::new(3, 8).unwrap()));
