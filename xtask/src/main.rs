@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: install what the tests need, then run the whole test suite.
 //! - `cargo xtask demo`: run the main job on the bundled examples.
 //! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
+//! - `cargo xtask fuzz`: every fuzz target (a parser of user input each) for a while.
 //! - `cargo xtask screenshots`: the generated pages as a browser shows them, into docs/.
 //! - `cargo xtask slurm-up` / `slurm-down`: the project's own single-node Slurm on this machine,
 //!   for the Slurm tests.
@@ -17,6 +18,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod screenshots;
 mod slurm;
 mod tasks;
@@ -31,6 +33,8 @@ Tasks:
   test    install what the tests need (uv), then run `cargo test --workspace`
   demo    build export-nb and export the bundled notebooks to target/demo/site
   bench   the benchmark suite: our tools and the anchors side by side (--help for options)
+  fuzz    run every fuzz target (cargo-fuzz, nightly) for --seconds N each (default 60); fails
+          on a crash (--help for options)
   screenshots  the pages export-nb and lorchestra write, in headless Chromium, into
           docs/screenshots
   slurm-up  install, configure and start the project's single-node Slurm here (root or
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("screenshots") => screenshots::run(&args[1..]),
         Some("slurm-up") => slurm::up(&args[1..]),
         Some("slurm-down") => slurm::down(&args[1..]),

@@ -12,6 +12,9 @@
 
 pub mod cli;
 mod experiments;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod providers;
 mod run;
 mod writer;

@@ -149,7 +149,7 @@ impl Settings {
         Self::from_cli_in(cli, Path::new("."))
     }
 
-    fn from_cli_in(cli: Cli, dir: &Path) -> Result<Self> {
+    pub(crate) fn from_cli_in(cli: Cli, dir: &Path) -> Result<Self> {
         let (file, file_path) = read_pyproject(dir)?;
         let sandbox_flag = cli.sandbox_flag();
         let from_file = |key: &str| match &file_path {

@@ -140,10 +140,10 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
     Ok(by_page.into_values().chain(others).collect())
 }
 
-struct Inspected {
-    not_a_notebook: Option<String>,
-    content_hash: Vec<u8>,
-    header: Result<Option<ScriptMetadata>, String>,
+pub(crate) struct Inspected {
+    pub(crate) not_a_notebook: Option<String>,
+    pub(crate) content_hash: Vec<u8>,
+    pub(crate) header: Result<Option<ScriptMetadata>, String>,
 }
 
 /// A marimo notebook creates a `marimo.App`; any other Python file is skipped with the reason.
@@ -151,14 +151,19 @@ struct Inspected {
 /// its inline script metadata.
 fn inspect(path: &Path) -> Result<Inspected> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
+    Ok(inspect_bytes(&bytes))
+}
+
+/// [`inspect`] on a file's content.
+pub(crate) fn inspect_bytes(bytes: &[u8]) -> Inspected {
+    let text = String::from_utf8_lossy(bytes);
     let not_a_notebook =
         (!text.contains("marimo.App")).then(|| "not a marimo notebook (no marimo.App)".to_owned());
-    Ok(Inspected {
+    Inspected {
         header: pep723::parse(&text),
         not_a_notebook,
-        content_hash: Sha256::digest(&bytes).to_vec(),
-    })
+        content_hash: Sha256::digest(bytes).to_vec(),
+    }
 }
 
 #[cfg(test)]

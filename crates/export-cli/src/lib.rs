@@ -14,6 +14,9 @@ mod config;
 mod discover;
 mod envs;
 mod export;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod index;
 mod manifest;
 mod pep723;
@@ -275,30 +278,7 @@ impl Plan {
             .filter(|t| t.input.found.not_a_notebook.is_none())
             .map(|t| t.input.found.page.as_path())
             .collect();
-        let gone: Vec<PathBuf> = self
-            .manifest
-            .pages
-            .keys()
-            .filter(|p| !current.contains(p.as_path()))
-            .cloned()
-            .collect();
-        for page in gone {
-            // The manifest is input: an output folder restored from a cache or an artifact may
-            // carry any key. Only a page inside the output folder is ever removed.
-            match manifest::page_inside(output, &page) {
-                Some(path) => {
-                    let _ = std::fs::remove_file(path);
-                }
-                None => eprintln!(
-                    "export-nb: warning: {} names {} as a page; it is not a page inside {}, so \
-                     it is left alone and forgotten",
-                    Manifest::path(output).display(),
-                    page.display(),
-                    output.display()
-                ),
-            }
-            self.manifest.pages.remove(&page);
-        }
+        self.manifest.remove_pages_except(&current, output);
         for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
             let found = &task.input.found;
             match (&task.input.action, outcome.status) {

@@ -5,7 +5,7 @@
 //! exists is up to date and is not exported again. Pages the manifest knows but no current
 //! notebook produces belong to deleted notebooks and are removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -59,6 +59,34 @@ impl Manifest {
         json.push(b'\n');
         fanout::fsutil::write_atomic(&Self::path(output), &json)?;
         Ok(())
+    }
+
+    /// Remove the pages of notebooks that are gone: every page not in `current`, from the
+    /// output folder and from the manifest.
+    pub(crate) fn remove_pages_except(&mut self, current: &HashSet<&Path>, output: &Path) {
+        let gone: Vec<PathBuf> = self
+            .pages
+            .keys()
+            .filter(|p| !current.contains(p.as_path()))
+            .cloned()
+            .collect();
+        for page in gone {
+            // The manifest is input: an output folder restored from a cache or an artifact may
+            // carry any key. Only a page inside the output folder is ever removed.
+            match page_inside(output, &page) {
+                Some(path) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                None => eprintln!(
+                    "export-nb: warning: {} names {} as a page; it is not a page inside {}, so \
+                     it is left alone and forgotten",
+                    Self::path(output).display(),
+                    page.display(),
+                    output.display()
+                ),
+            }
+            self.pages.remove(&page);
+        }
     }
 
     /// Whether `found`'s page is current: same key, and the page is still there.

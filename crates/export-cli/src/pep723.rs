@@ -69,14 +69,27 @@ pub(crate) fn parse(text: &str) -> Result<Option<ScriptMetadata>, String> {
             e.message()
         )
     })?;
+    let dependencies: Vec<String> = block
+        .dependencies
+        .into_iter()
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    // Each one becomes a line of the requirements file given to uv, where a line break would
+    // start another requirement and a leading `-` an option (`--index-url`, `-r FILE`).
+    if let Some(bad) = dependencies
+        .iter()
+        .find(|d| d.starts_with('-') || d.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "the `# /// script` block that starts on line {} lists {bad:?} as a dependency, \
+             which is not a requirement (PEP 508)",
+            start + 1
+        ));
+    }
     Ok(Some(ScriptMetadata {
         requires_python: block.requires_python.map(|s| s.trim().to_owned()),
-        dependencies: block
-            .dependencies
-            .into_iter()
-            .map(|d| d.trim().to_owned())
-            .filter(|d| !d.is_empty())
-            .collect(),
+        dependencies,
     }))
 }
 
@@ -116,6 +129,18 @@ mod tests {
         );
         let err = parse("# /// script\n# dependencies = 3\n# ///\n").unwrap_err();
         assert!(err.contains("line 1") && err.contains("not valid"), "{err}");
+    }
+
+    #[test]
+    fn a_dependency_that_is_not_one_requirement_is_refused() {
+        for dep in [r#""numpy\n--index-url=http://x""#, r#""-r /etc/passwd""#] {
+            let text = format!("# /// script\n# dependencies = [{dep}]\n# ///\n");
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.contains("line 1") && err.contains("not a requirement"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,9 @@
 
 pub mod cli;
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod report;
 mod run;
 mod store;
@@ -166,17 +169,26 @@ fn print_runs(project: &Project, limit: usize) {
 }
 
 fn print_status(project: &Project, r: &store::RunRecord) {
-    println!("run       {}", r.run_id);
-    println!("pipeline  {} ({})", r.pipeline, r.pipeline_file);
-    println!("status    {}", r.status.as_str());
-    println!(
+    print!("{}", status_text(&project.at(""), r));
+}
+
+/// What `lorchestra status` prints for the run record `r` of the project in `project`.
+fn status_text(project: &std::path::Path, r: &store::RunRecord) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(out, "run       {}", r.run_id).expect("writing to a String");
+    writeln!(out, "pipeline  {} ({})", r.pipeline, r.pipeline_file).expect("writing to a String");
+    writeln!(out, "status    {}", r.status.as_str()).expect("writing to a String");
+    writeln!(
+        out,
         "started   {}{}",
         r.started_at,
         r.duration_seconds
             .map(|d| format!(", took {}", fanout::fmt_seconds(d)))
             .unwrap_or_default()
-    );
-    println!("workers   {}", r.max_workers);
+    )
+    .expect("writing to a String");
+    writeln!(out, "workers   {}", r.max_workers).expect("writing to a String");
     let width = r
         .stages
         .iter()
@@ -185,15 +197,18 @@ fn print_status(project: &Project, r: &store::RunRecord) {
         .max()
         .unwrap_or(6)
         .max(6);
-    let run_dir = store::run_dir(&project.at(""), &r.run_id);
+    let run_dir = store::run_dir(project, &r.run_id);
     for stage in &r.stages {
-        println!("\nstage {}", stage.name);
-        println!(
+        writeln!(out, "\nstage {}", stage.name).expect("writing to a String");
+        writeln!(
+            out,
             "  {:<width$}  {:<9}  {:>8}  {:>4}  {:>9}  LOG",
             "JOB", "STATUS", "ATTEMPTS", "EXIT", "DURATION"
-        );
+        )
+        .expect("writing to a String");
         for j in &stage.jobs {
-            println!(
+            writeln!(
+                out,
                 "  {:<width$}  {:<9}  {:>8}  {:>4}  {:>9}  {}{}",
                 j.job_id,
                 j.status.as_str(),
@@ -208,7 +223,9 @@ fn print_status(project: &Project, r: &store::RunRecord) {
                     .filter(|_| j.status != JobStatus::Succeeded)
                     .map(|e| format!("\n  {:<width$}  {e}", ""))
                     .unwrap_or_default(),
-            );
+            )
+            .expect("writing to a String");
         }
     }
+    out
 }

@@ -188,7 +188,7 @@ fn not_run(stage: usize, job: usize, status: JobStatus, why: &str) -> Update {
     }
 }
 
-fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
+pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
     let (started_at, started_at_unix) = store::timestamp(SystemTime::now());
     RunRecord {
         run_id: store::new_run_id(),
@@ -222,7 +222,7 @@ fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
 
 /// The record of run `run_id`, rebuilt on the pipeline as it is now: jobs recorded `succeeded`
 /// keep their record and are not run again; every other job is pending again.
-fn resumed_record(
+pub(crate) fn resumed_record(
     project: &Project,
     pipeline: &Pipeline,
     run_id: &str,

@@ -1,0 +1,78 @@
+//! Entry points for the fuzz targets in `fuzz/` (built with the `fuzzing` feature): each hands
+//! bytes to a parser of user input the way the tool does. Errors are expected; a panic, or a
+//! broken promise checked here, is a bug.
+
+use std::path::Path;
+
+use crate::experiments::{Experiments, Template, join_prompt};
+use crate::providers::KNOWN;
+use crate::writer::{RowWriter, header};
+
+/// A prompt template and an experiments CSV, as `parallamr run -p PROMPT -e CSV` reads them:
+/// parse the file, compile the template as a prompt and as a `--command`, and render both for
+/// every row. In a command, a value stands for itself: `{{ VAR }}` becomes the value quoted
+/// for the shell, whatever the value holds.
+pub fn experiments(template: &str, csv: &str) {
+    let Ok(experiments) = Experiments::parse(csv, "experiments.csv", KNOWN) else {
+        return;
+    };
+    let prompt = Template::new(
+        "prompt.txt",
+        join_prompt(template, &[("context.md".to_owned(), template.to_owned())]),
+    );
+    let command = Template::for_shell("--command", template.to_owned());
+    for row in &experiments.rows {
+        let extra = [
+            ("provider", row.provider.as_str()),
+            ("model", row.model.as_str()),
+        ];
+        if let Ok(t) = &prompt {
+            let _ = t.render(&row.vars, &extra);
+        }
+        if let Ok(t) = &command {
+            let _ = t.render(&row.vars, &extra);
+        }
+        let _ = row.key();
+        // A column a template can name: an identifier that is not one of Jinja's words.
+        let nameable = |name: &str| {
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && !matches!(
+                    name.to_ascii_lowercase().as_str(),
+                    "true" | "false" | "none" | "and" | "or" | "not" | "in" | "is" | "if" | "else"
+                )
+        };
+        if let Some((name, value)) = row.vars.first().filter(|(n, _)| nameable(n))
+            && let Ok(t) = Template::for_shell("--command", format!("{{{{ {name} }}}}"))
+            && let Ok((text, _)) = t.render(&row.vars, &[])
+        {
+            assert_eq!(
+                text,
+                fanout::process::shell_quote(value),
+                "{name}={value:?}"
+            );
+        }
+    }
+}
+
+/// `results` as the results file that `parallamr run --resume` completes, for experiments with
+/// the variable columns `vars`: resuming keeps the finished rows, and resuming what that
+/// left keeps the same rows and changes nothing.
+pub fn resume(dir: &Path, vars: &[String], results: &[u8]) {
+    let path = dir.join("results.csv");
+    if std::fs::write(&path, results).is_err() {
+        return;
+    }
+    let header = header(vars);
+    let Ok((_, done)) = RowWriter::resume(&path, &header) else {
+        return;
+    };
+    let kept = std::fs::read(&path).expect("the resumed file is there");
+    let (_, again) = RowWriter::resume(&path, &header).expect("a resumed file resumes");
+    assert_eq!(done, again, "resuming twice finds other rows done");
+    assert_eq!(
+        kept,
+        std::fs::read(&path).expect("the resumed file is there"),
+        "resuming a resumed file changed it"
+    );
+}

@@ -1,0 +1,69 @@
+//! Entry points for the fuzz targets in `fuzz/` (built with the `fuzzing` feature): each hands
+//! bytes to a parser of user input the way the tool does. Errors are expected; a panic is a bug.
+
+use std::path::Path;
+
+use fanout::{MaxWorkers, ProgressMode};
+
+use crate::cli::Halt;
+use crate::config::{Backend, Project};
+use crate::run::{self, RunOptions};
+use crate::store::{self, JobStatus};
+
+fn options() -> RunOptions {
+    RunOptions {
+        max_workers: MaxWorkers::one(),
+        halt: Halt::Soon,
+        resume: None,
+        progress: ProgressMode::Silent,
+        backend: Backend::Local,
+        slurm_args: Vec::new(),
+    }
+}
+
+/// The project in `dir` (its `pipelines/` and `jobs/` files written by the caller): load every
+/// pipeline with its job files and nested pipelines, as `lorchestra pipeline NAME` does, plan
+/// its record, and list every job, as `lorchestra jobs` does.
+pub fn project(dir: &Path) {
+    let project = Project::new(dir.to_path_buf());
+    for name in project.pipeline_names() {
+        if let Ok(pipeline) = project.load(&name) {
+            for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
+                let _ = (job.definition_hash(), job.run.display());
+                let _ = run::launcher(job, &options());
+            }
+            let _ = run::new_record(&pipeline, &options());
+        }
+    }
+    if let Ok(jobs) = project.all_jobs() {
+        for job in jobs {
+            let _ = (job.definition_hash(), job.run.display());
+        }
+    }
+}
+
+/// `record` as the run record `runs/<id>/run.json` of the project in `dir`, whose pipeline
+/// `pipelines/<name>.toml` the caller wrote: read it as `lorchestra status`, `runs` and `report`
+/// do, and rebuild it as `--resume` does.
+pub fn run_record(dir: &Path, name: &str, record: &[u8]) {
+    let run_id = "fuzz";
+    let path = store::record_path(dir, run_id);
+    if std::fs::create_dir_all(path.parent().expect("a run folder"))
+        .and_then(|()| std::fs::write(&path, record))
+        .is_err()
+    {
+        return;
+    }
+    if let Ok(r) = store::load(dir, run_id) {
+        let _ = crate::report::render(&r);
+        let _ = run::count(&r, JobStatus::Succeeded);
+        let _ = crate::status_text(dir, &r);
+    }
+    for r in store::list(dir) {
+        let _ = r.duration_seconds.map(fanout::fmt_seconds);
+    }
+    let project = Project::new(dir.to_path_buf());
+    if let Ok(pipeline) = project.load(name) {
+        let _ = run::resumed_record(&project, &pipeline, run_id, &options());
+    }
+}

@@ -1,0 +1,5 @@
+# /// script
+# dependencies = ["x\n-r /etc/passwd"]
+# ///
+import marimo
+app = marimo.App()

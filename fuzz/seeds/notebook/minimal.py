@@ -1,0 +1,7 @@
+import marimo
+
+app = marimo.App()
+
+@app.cell
+def _():
+    return
