@@ -124,11 +124,11 @@ fn a_timeout_counts_the_time_in_the_queue_and_cancels_the_waiting_job() {
     // from the moment srun starts, queue included. A job held in the queue (--begin) for
     // longer than its timeout times out there, and its queued job is cancelled.
     testkit::slurm::require_test_cluster();
-    let name = "fanout-slurm-queued-62.5";
+    let name = "fanout-slurm-queued-63.75";
     let start = Instant::now();
     let out = ProcessRunner::new()
         .run(
-            &Command::shell("exec sleep 62.5")
+            &Command::shell("exec sleep 63.75")
                 .job_name(name)
                 .launcher(Launcher::Slurm(Slurm {
                     args: vec!["--begin=now+600".to_owned()],
@@ -152,7 +152,7 @@ fn a_timeout_counts_the_time_in_the_queue_and_cancels_the_waiting_job() {
     let state = settled(id);
     assert_eq!(state, "CANCELLED", "job {id} ended {state}");
     assert_eq!(
-        processes_with("sleep 62.5"),
+        processes_with("sleep 63.75"),
         Vec::<i32>::new(),
         "the job ran after all"
     );
