@@ -7,9 +7,10 @@
 //! probe dispatch N J          N jobs of `true` through the pool at J workers
 //! probe floor N J             N spawn-and-wait of `true` on J bare threads (std::process)
 //! probe sleep N J SECONDS     N jobs of `sleep SECONDS` through the pool at J workers
-//! probe cpu tiny|heavy N STRATEGY|rayon-iter
+//! probe cpu tiny|heavy N STRATEGY|map-STRATEGY|rayon-iter|loop
 //!                             N in-process CPU tasks under a pool strategy (serial, threads,
-//!                             rayon, auto) at one worker per core, or a bare rayon `par_iter`
+//!                             rayon, auto) at one worker per core, the same through `Pool::map`
+//!                             (chunked), a bare rayon `par_iter`, or a bare serial loop
 //! ```
 #![expect(
     clippy::print_stdout,
@@ -28,7 +29,7 @@ use fanout::{
 };
 
 const USAGE: &str = "usage: probe dispatch N J | floor N J | sleep N J SECONDS | \
-                     cpu tiny|heavy N serial|threads|rayon|auto|rayon-iter";
+                     cpu tiny|heavy N [map-]serial|threads|rayon|auto|rayon-iter|loop";
 
 fn main() -> ExitCode {
     // As in the tools: jobs are guarded by a guardian process (see fanout::process::init).
@@ -172,6 +173,37 @@ fn cpu(n: usize, how: &str, work: fn(u64) -> u64) -> Result<Measured, String> {
             elapsed: start.elapsed(),
             checksum,
         });
+    }
+    if how == "loop" {
+        // The floor for serial work: a bare loop on this thread.
+        let start = Instant::now();
+        let checksum = inputs
+            .iter()
+            .map(|&i| work(black_box(i)))
+            .fold(0, u64::wrapping_add);
+        return Ok(Measured {
+            elapsed: start.elapsed(),
+            checksum,
+        });
+    }
+    if let Some(strategy) = how.strip_prefix("map-") {
+        let strategy =
+            Strategy::parse(strategy, "the strategy argument").map_err(|e| e.to_string())?;
+        let pool = Pool::new(
+            PoolConfig::new(MaxWorkers::new(cores, 1024).expect("1..=1024 workers"))
+                .strategy(strategy)
+                .kind(TaskKind::Cpu),
+        );
+        let start = Instant::now();
+        let result = pool
+            .map(&inputs, &CancelToken::new(), &mut Silent, |&i, _| {
+                Ok(work(black_box(i)))
+            })
+            .expect("the pool runs");
+        let elapsed = start.elapsed();
+        assert!(result.all_ok(), "every item succeeds");
+        let checksum = result.values().fold(0u64, |a, &v| a.wrapping_add(v));
+        return Ok(Measured { elapsed, checksum });
     }
     let strategy = Strategy::parse(how, "the strategy argument").map_err(|e| e.to_string())?;
     let pool = Pool::new(

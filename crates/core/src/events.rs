@@ -40,6 +40,14 @@ pub enum Event<'a, T> {
         finished: usize,
         total: usize,
     },
+    /// A chunk of [`Pool::map`](crate::Pool::map) items finished: the results of the items
+    /// `first..first + items.len()`. `finished` counts finished items, these included.
+    ChunkFinished {
+        first: usize,
+        items: &'a [crate::map::ItemResult<T>],
+        finished: usize,
+        total: usize,
+    },
     /// Every task has an outcome.
     BatchFinished { summary: &'a Summary },
 }

@@ -20,6 +20,8 @@
 //! The pieces:
 //! - [`pool`] holds [`Pool`], [`MaxWorkers`], [`Strategy`] (`FANOUT_STRATEGY` overrides it),
 //!   [`FailurePolicy`], [`Task`], [`TaskContext`].
+//! - [`map`] runs large batches of small in-process items in chunks ([`Pool::map`],
+//!   [`Chunking`]; `FANOUT_CHUNK_SIZE` and `FANOUT_MIN_BATCH` override it).
 //! - [`result`] holds [`BatchResult`], [`Outcome`], [`Status`], [`Summary`], [`TaskError`] and
 //!   the shared `--report` JSON shape.
 //! - [`events`] and [`reporters`] turn progress into events, rendered by a bar, plain lines or
@@ -35,6 +37,7 @@ pub mod cancel;
 pub mod events;
 pub mod exit;
 pub mod fsutil;
+pub mod map;
 pub mod pool;
 pub mod process;
 pub mod reporters;
@@ -44,6 +47,7 @@ pub mod retry;
 pub use cancel::{CancelReason, CancelToken, EXIT_INTERRUPTED, install_interrupt_handler};
 pub use events::{Event, Reporter, Silent, Tee};
 pub use exit::ExitStatus;
+pub use map::{CHUNK_SIZE_ENV, Chunking, ItemResult, MIN_BATCH_ENV, MapResult};
 pub use pool::{
     FailurePolicy, MaxWorkers, Pool, PoolConfig, PoolError, STRATEGY_ENV, Strategy, Task,
     TaskContext, TaskKind,

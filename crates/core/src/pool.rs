@@ -34,6 +34,12 @@ pub enum PoolError {
     UnknownStrategy { source_name: String, value: String },
     #[error("could not start the worker threads: {0}")]
     ThreadPool(String),
+    #[error("{source_name}={value:?} is not valid; expected {expected}")]
+    InvalidKnob {
+        source_name: String,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// How many tasks may run at once: validated to `1..=cap`.
@@ -168,6 +174,8 @@ pub struct PoolConfig {
     pub retry: RetryPolicy,
     /// What the tasks are called in summaries (singular, plural): `("notebook", "notebooks")`.
     pub noun: (&'static str, &'static str),
+    /// How [`Pool::map`] cuts its batches into chunks.
+    pub chunking: crate::map::Chunking,
 }
 
 impl PoolConfig {
@@ -180,6 +188,7 @@ impl PoolConfig {
             failure_policy: FailurePolicy::KeepGoing,
             retry: RetryPolicy::none(),
             noun: ("task", "tasks"),
+            chunking: crate::map::Chunking::default(),
         }
     }
 
@@ -209,11 +218,19 @@ impl PoolConfig {
         self
     }
 
-    /// Apply [`STRATEGY_ENV`] if it is set (it wins over the configured strategy).
+    /// How [`Pool::map`] cuts batches into chunks.
+    pub fn chunking(mut self, chunking: crate::map::Chunking) -> Self {
+        self.chunking = chunking;
+        self
+    }
+
+    /// Apply [`STRATEGY_ENV`], [`CHUNK_SIZE_ENV`](crate::map::CHUNK_SIZE_ENV) and
+    /// [`MIN_BATCH_ENV`](crate::map::MIN_BATCH_ENV) where set (they win over the configuration).
     pub fn with_env_overrides(mut self) -> Result<Self, PoolError> {
         if let Some(s) = Strategy::from_env()? {
             self.strategy = s;
         }
+        self.chunking = self.chunking.with_env_overrides()?;
         Ok(self)
     }
 }
@@ -246,10 +263,10 @@ impl<I> Task<I> {
 /// What the work function knows about the task it runs.
 #[derive(Debug)]
 pub struct TaskContext<'a> {
-    index: usize,
-    name: &'a str,
-    attempt: u32,
-    cancel: &'a CancelToken,
+    pub(crate) index: usize,
+    pub(crate) name: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) cancel: &'a CancelToken,
 }
 
 impl<'a> TaskContext<'a> {
@@ -303,7 +320,7 @@ enum Msg<T> {
 /// Stops a batch (its token and stop flag) when dropped during a panic. If the reporter
 /// panics in `Pool::run`'s owner loop, nothing watches the workers any more, yet the thread
 /// scope would wait for them to run every remaining task.
-struct StopOnUnwind<'a>(&'a CancelToken, &'a AtomicBool);
+pub(crate) struct StopOnUnwind<'a>(pub(crate) &'a CancelToken, pub(crate) &'a AtomicBool);
 
 impl Drop for StopOnUnwind<'_> {
     fn drop(&mut self) {
@@ -420,7 +437,7 @@ impl<I, F> Shared<'_, I, F> {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -724,7 +741,7 @@ impl Pool {
             && tasks >= SAMPLE_MIN_TASKS_PER_WORKER * self.config.max_workers.get()
     }
 
-    fn rayon_pool(&self) -> Result<&rayon::ThreadPool, PoolError> {
+    pub(crate) fn rayon_pool(&self) -> Result<&rayon::ThreadPool, PoolError> {
         self.rayon
             .get_or_init(|| {
                 rayon::ThreadPoolBuilder::new()

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::events::{Event, Reporter, Silent};
 use crate::fmt_duration;
-use crate::result::{Outcome, Status};
+use crate::result::{Outcome, Status, TaskError};
 
 /// How a tool shows progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,6 +83,42 @@ fn paint(color: bool, status: Status, text: &str) -> String {
 
 /// The line both human reporters print for a finished task:
 /// `[ 3/10] FAILED     name (1.2s): message`.
+/// The items of a chunk that did not succeed: `(index, error)`.
+fn failed_items<T>(
+    first: usize,
+    items: &[crate::map::ItemResult<T>],
+) -> impl Iterator<Item = (usize, &TaskError)> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(move |(i, r)| r.as_ref().err().map(|e| (first + i, &**e)))
+}
+
+/// `[  17/1000] FAILED    item 18: why`: an item of [`Pool::map`](crate::Pool::map) that did
+/// not succeed.
+pub fn item_line(
+    index: usize,
+    error: &TaskError,
+    finished: usize,
+    total: usize,
+    color: bool,
+) -> String {
+    let width = total.to_string().len();
+    let status = error.status();
+    let label = match status {
+        Status::Succeeded => "ok",
+        Status::Failed => "FAILED",
+        Status::TimedOut => "TIMED OUT",
+        Status::Cancelled => "cancelled",
+        Status::Skipped => "skipped",
+    };
+    format!(
+        "[{finished:>width$}/{total}] {} item {}: {error}",
+        paint(color, status, &format!("{label:<9}")),
+        index + 1
+    )
+}
+
 pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: bool) -> String {
     let width = total.to_string().len();
     let label = match outcome.status {
@@ -95,7 +131,7 @@ pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: 
     let mut line = format!(
         "[{finished:>width$}/{total}] {} {} ({})",
         paint(color, outcome.status, &format!("{label:<9}")),
-        outcome.name,
+        outcome.label(),
         fmt_duration(outcome.duration),
     );
     if outcome.attempts > 1 {
@@ -192,6 +228,21 @@ impl<T, W: Write> Reporter<T> for Plain<W> {
                 "retry {name}: attempt {attempt} failed ({error}); next in {}",
                 fmt_duration(*delay)
             ),
+            // A chunk of map items: its failures (its successes are too many to list).
+            Event::ChunkFinished {
+                first,
+                items,
+                finished,
+                total,
+            } => failed_items(*first, items)
+                .filter(|(_, e)| e.status() != Status::Skipped)
+                .try_for_each(|(index, e)| {
+                    writeln!(
+                        self.out,
+                        "{}",
+                        item_line(index, e, *finished, *total, self.color)
+                    )
+                }),
             Event::BatchFinished { summary } => writeln!(self.out, "{}", summary.one_line()),
             _ => Ok(()),
         };
@@ -284,6 +335,18 @@ impl<T> Reporter<T> for Bar {
                 self.progress
                     .set_message(format!("{} running", self.running));
             }
+            Event::ChunkFinished {
+                first,
+                items,
+                finished,
+                total,
+            } => {
+                for (index, e) in failed_items(*first, items) {
+                    self.progress
+                        .println(item_line(index, e, *finished, *total, self.color));
+                }
+                self.progress.set_position(*finished as u64);
+            }
             Event::BatchFinished { summary } => {
                 self.progress.finish_and_clear();
                 // Written after the bar is gone, so it stays on screen.
@@ -341,6 +404,13 @@ enum JsonEvent<'a> {
         finished: usize,
         total: usize,
     },
+    ChunkFinished {
+        first: usize,
+        count: usize,
+        succeeded: usize,
+        finished: usize,
+        total: usize,
+    },
     BatchFinished {
         summary: &'a crate::Summary,
     },
@@ -395,6 +465,38 @@ impl<T, W: Write> Reporter<T> for JsonLines<W> {
                 finished,
                 total,
             },
+            Event::ChunkFinished {
+                first,
+                items,
+                finished,
+                total,
+            } => {
+                // The items that did not succeed, one line each, then the chunk's counts.
+                for (index, e) in failed_items(first, items) {
+                    let name = format!("item {}", index + 1);
+                    let item = JsonEvent::TaskFinished {
+                        index,
+                        name: &name,
+                        status: e.status(),
+                        attempts: 1,
+                        duration_seconds: 0.0,
+                        queue_wait_seconds: 0.0,
+                        error: Some(e.to_string()),
+                        finished,
+                        total,
+                    };
+                    if let Ok(line) = serde_json::to_string(&item) {
+                        let _ = writeln!(self.out, "{line}");
+                    }
+                }
+                JsonEvent::ChunkFinished {
+                    first,
+                    count: items.len(),
+                    succeeded: items.iter().filter(|r| r.is_ok()).count(),
+                    finished,
+                    total,
+                }
+            }
             Event::BatchFinished { summary } => JsonEvent::BatchFinished { summary },
         };
         if let Ok(line) = serde_json::to_string(&json) {

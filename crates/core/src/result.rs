@@ -215,6 +215,16 @@ impl<T> Outcome<T> {
         }
     }
 
+    /// The name to show: the task's name, or `item N` (1-based) for a [`Pool::map`](crate::Pool::map)
+    /// item, which has none of its own.
+    pub fn label(&self) -> std::borrow::Cow<'_, str> {
+        if self.name.is_empty() {
+            std::borrow::Cow::Owned(format!("item {}", self.index + 1))
+        } else {
+            std::borrow::Cow::Borrowed(&self.name)
+        }
+    }
+
     /// The error's message, if the task has one.
     pub fn error_message(&self) -> Option<String> {
         self.error.as_ref().map(ToString::to_string)
@@ -258,7 +268,27 @@ impl Summary {
         started_at: SystemTime,
     ) -> Self {
         let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
+        let counts = [
+            count(Status::Succeeded),
+            count(Status::Failed),
+            count(Status::TimedOut),
+            count(Status::Cancelled),
+            count(Status::Skipped),
+        ];
         let busy: Duration = outcomes.iter().map(|o| o.duration).sum();
+        Self::from_counts(counts, busy, wall, max_workers, strategy, started_at)
+    }
+
+    /// From counts by status (succeeded, failed, timed out, cancelled, skipped) and the sum
+    /// of the run times.
+    pub(crate) fn from_counts(
+        counts: [usize; 5],
+        busy: Duration,
+        wall: Duration,
+        max_workers: usize,
+        strategy: Strategy,
+        started_at: SystemTime,
+    ) -> Self {
         let wall_s = wall.as_secs_f64();
         let (utilization, effective_parallelism) = if wall_s > 0.0 {
             let p = busy.as_secs_f64() / wall_s;
@@ -267,12 +297,12 @@ impl Summary {
             (0.0, 0.0)
         };
         Summary {
-            total: outcomes.len(),
-            succeeded: count(Status::Succeeded),
-            failed: count(Status::Failed),
-            timed_out: count(Status::TimedOut),
-            cancelled: count(Status::Cancelled),
-            skipped: count(Status::Skipped),
+            total: counts.iter().sum(),
+            succeeded: counts[0],
+            failed: counts[1],
+            timed_out: counts[2],
+            cancelled: counts[3],
+            skipped: counts[4],
             wall,
             busy,
             max_workers,

@@ -2,6 +2,7 @@
 //! this machine, in one run. See BENCHMARKS.md for how to read the output.
 
 mod anchors;
+mod instructions;
 mod measure;
 mod report;
 mod scenarios;
@@ -32,6 +33,10 @@ Options:
   --baseline FILE        compare with a saved report: exit 1 if a scenario is more than 10%
                          slower (and more than 20 ms)
   --save-baseline FILE   also write the report to FILE, to compare later runs with
+  --instructions         instead of timing: count the instructions of the hot paths under
+                         callgrind (stable on a busy machine) and fail if one grew by more than
+                         10% over xtask/instructions-baseline.json (CI runs this);
+                         with --save-baseline (no FILE), write that baseline instead
   -h, --help             this text
 
 Anchors missing from the machine are installed where a package exists (GNU parallel from
@@ -54,10 +59,27 @@ struct Options {
     json: Option<PathBuf>,
     baseline: Option<PathBuf>,
     save_baseline: Option<PathBuf>,
+    instructions: bool,
+    save_instructions: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options::default();
+    if args.iter().any(|a| a == "--instructions") {
+        o.instructions = true;
+        for a in args {
+            match a.as_str() {
+                "--instructions" => {}
+                "--save-baseline" => o.save_instructions = true,
+                "-h" | "--help" => {
+                    eprintln!("{USAGE}");
+                    return Ok(None);
+                }
+                other => bail!("`{other}` does not go with --instructions\n\n{USAGE}"),
+            }
+        }
+        return Ok(Some(o));
+    }
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| {
@@ -94,6 +116,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let Some(opts) = parse(args)? else {
         return Ok(());
     };
+    if opts.instructions {
+        build_release()?;
+        return instructions::run(opts.save_instructions);
+    }
     // Read the baseline first: a typo in its path should not cost a whole bench run.
     let baseline: Option<Report> = match &opts.baseline {
         Some(path) => Some(read_report(path)?),
@@ -105,24 +131,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     };
 
     let root = tasks::root();
-    tasks::run(Command::new(env!("CARGO")).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "fanout",
-        "--example",
-        "probe",
-        "-p",
-        "export-nb",
-        "-p",
-        "lorchestra",
-        "-p",
-        "parallamr",
-        // With a target named (--example), cargo builds only the named targets: the tools'
-        // binaries must be asked for too.
-        "--bins",
-    ]))?;
+    build_release()?;
     let started = Instant::now();
     let sizes = if opts.quick {
         Sizes::QUICK
@@ -296,6 +305,28 @@ fn git_commit() -> String {
             || "unknown".to_owned(),
             |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
         )
+}
+
+/// The tools and the probe, in release mode.
+fn build_release() -> Result<()> {
+    tasks::run(Command::new(env!("CARGO")).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "fanout",
+        "--example",
+        "probe",
+        "-p",
+        "export-nb",
+        "-p",
+        "lorchestra",
+        "-p",
+        "parallamr",
+        // With a target named (--example), cargo builds only the named targets: the tools'
+        // binaries must be asked for too.
+        "--bins",
+    ]))
 }
 
 #[cfg(test)]

@@ -591,6 +591,7 @@ impl Bench {
                     best = Some((strategy, f.seconds));
                 }
             }
+            self.in_process_map(kind, n, plan, &anchor)?;
             if let Some((name, b)) = best {
                 self.checks.push(Check {
                     name: format!("Auto within 10% of the best strategy, {n} {kind} tasks"),
@@ -600,6 +601,59 @@ impl Bench {
                         auto * 1e3,
                         b * 1e3,
                         (auto / b - 1.0) * 100.0
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The same work through `Pool::map` (chunked): serially against a bare loop (within
+    /// 1.2x), and Auto against the bare `par_iter` (within 2x).
+    fn in_process_map(
+        &mut self,
+        kind: &str,
+        n: usize,
+        plan: Plan,
+        par_iter: &Figure,
+    ) -> Result<()> {
+        let exe = self.probe_exe();
+        let bare_loop = measure(&format!("bare loop: {n} {kind} tasks"), plan, || {
+            probe(&exe, &args(&[&"cpu", &kind, &n, &"loop"]), Clock::Inside)
+        })?;
+        for (how, anchor_name, anchor, bound) in [
+            ("map-serial", "bare loop", &bare_loop, 1.2),
+            ("map-auto", "rayon par_iter", par_iter, 2.0),
+        ] {
+            let f = measure(&format!("{how}: {n} {kind} items"), plan, || {
+                probe(&exe, &args(&[&"cpu", &kind, &n, &how]), Clock::Inside)
+            })?;
+            let strategy = how.trim_start_matches("map-");
+            let mut row = Self::row(
+                "in-process",
+                format!("in-process {n} {kind} items, map {strategy}"),
+                format!(
+                    "Pool::map (chunked), Strategy::{strategy}, {} workers",
+                    cores()
+                ),
+                &f,
+                (n, cores()),
+            );
+            row.peak_rss_mib = None;
+            row.per_job_us = Some(f.seconds * 1e6 / n as f64);
+            row.set_anchor(anchor_name, anchor.seconds, anchor.runs.clone());
+            self.scenarios.push(row);
+            if kind == "tiny" {
+                self.checks.push(Check {
+                    name: format!(
+                        "map {strategy} within {bound}x of a {anchor_name}, {n} {kind} items"
+                    ),
+                    passed: f.seconds <= anchor.seconds * bound,
+                    detail: format!(
+                        "map {strategy} {:.1} ms, {anchor_name} {:.1} ms ({:.2}x)",
+                        f.seconds * 1e3,
+                        anchor.seconds * 1e3,
+                        f.seconds / anchor.seconds
                     ),
                 });
             }

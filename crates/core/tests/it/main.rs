@@ -9,6 +9,7 @@
 )]
 
 mod forkserver;
+mod map;
 mod pool;
 mod process;
 mod reporting;
@@ -85,6 +86,17 @@ fn helper() {
                 Err(e) => eprintln!("HELPER-RESULT error {e}"),
             }
         }
+        "chunking-from-env" => {
+            let config = fanout::PoolConfig::new(fanout::MaxWorkers::one()).with_env_overrides();
+            match config {
+                Ok(c) => eprintln!(
+                    "HELPER-RESULT ok {:?} {}",
+                    c.chunking.chunk_size.map(std::num::NonZero::get),
+                    c.chunking.min_batch_size
+                ),
+                Err(e) => eprintln!("HELPER-RESULT error {e}"),
+            }
+        }
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -144,4 +156,20 @@ fn cookieless_holding_job(dir: impl Into<std::path::PathBuf>) -> fanout::Command
              echo $$ > child.pid.tmp && mv child.pid.tmp child.pid; wait",
         ])
         .current_dir(dir)
+}
+
+/// What the helper `role` printed as its result, run with `var=value` in its environment.
+fn helper_result(role: &str, var: &str, value: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper", "--nocapture"])
+        .env("FANOUT_TEST_HELPER", role)
+        .env(var, value)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("HELPER-RESULT "))
+        .unwrap_or_else(|| panic!("no result from the helper: {stderr}"))
+        .to_owned()
 }

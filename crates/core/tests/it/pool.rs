@@ -11,14 +11,14 @@ use proptest::prelude::*;
 use crate::Gauge;
 
 const PARALLEL: [Strategy; 2] = [Strategy::Threads, Strategy::Rayon];
-const ALL: [Strategy; 4] = [
+pub(crate) const ALL: [Strategy; 4] = [
     Strategy::Serial,
     Strategy::Threads,
     Strategy::Rayon,
     Strategy::Auto,
 ];
 
-fn pool(workers: usize, strategy: Strategy) -> Pool {
+pub(crate) fn pool(workers: usize, strategy: Strategy) -> Pool {
     Pool::new(PoolConfig::new(MaxWorkers::new(workers, 64).unwrap()).strategy(strategy))
 }
 
@@ -486,6 +486,7 @@ fn events_arrive_in_a_sensible_order() {
                         } => format!("finish {} #{finished}", outcome.index),
                         Event::BatchFinished { summary } => format!("done {}", summary.total),
                         Event::TaskRetrying { .. } => "retry".to_owned(),
+                        Event::ChunkFinished { .. } => "chunk".to_owned(),
                     });
                 },
                 |&i, _| Ok(i),
@@ -598,18 +599,7 @@ proptest! {
 }
 
 fn strategy_seen_with_env(value: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper", "--nocapture"])
-        .env("FANOUT_TEST_HELPER", "strategy-from-env")
-        .env(fanout::STRATEGY_ENV, value)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("HELPER-RESULT "))
-        .unwrap_or_else(|| panic!("no result from the helper: {stderr}"))
-        .to_owned()
+    crate::helper_result("strategy-from-env", fanout::STRATEGY_ENV, value)
 }
 
 #[test]

@@ -194,3 +194,60 @@ fn failure_details_can_be_shown_under_the_line() {
         "the last detail line follows the failure: {text}"
     );
 }
+
+#[test]
+fn map_items_that_fail_are_named_by_their_place_and_counted_per_chunk() {
+    let items: Vec<u32> = (0..200).collect();
+    let pool = fanout::Pool::new(
+        fanout::PoolConfig::new(fanout::MaxWorkers::one()).strategy(fanout::Strategy::Serial),
+    );
+    let chunking = fanout::Chunking::default().chunk_size(50).unwrap();
+    let run = |reporter: &mut dyn fanout::Reporter<u32>| {
+        pool.map_with(
+            chunking,
+            &items,
+            &fanout::CancelToken::new(),
+            reporter,
+            |&i, _| {
+                if i == 120 {
+                    Err(fanout::TaskError::failed("row 121 is malformed"))
+                } else {
+                    Ok(i)
+                }
+            },
+        )
+        .unwrap()
+    };
+    let mut plain = Plain::new(Vec::new(), false);
+    let result = run(&mut plain);
+    let text = String::from_utf8(plain.into_inner()).unwrap();
+    assert_eq!(result.summary.failed, 1);
+    assert!(
+        text.contains("[150/200] FAILED    item 121: row 121 is malformed"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the failure and the summary: {text}"
+    );
+
+    let mut json = fanout::reporters::JsonLines::new(Vec::new());
+    run(&mut json);
+    let lines: Vec<serde_json::Value> = String::from_utf8(json.into_inner())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let chunks: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "chunk_finished")
+        .collect();
+    assert_eq!(chunks.len(), 4);
+    assert_eq!(chunks[2]["succeeded"], 49);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "task_finished" && l["name"] == "item 121" && l["index"] == 120)
+    );
+}
