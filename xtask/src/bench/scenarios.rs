@@ -643,6 +643,19 @@ impl Bench {
             row.per_job_us = Some(f.seconds * 1e6 / n as f64);
             row.set_anchor(anchor_name, anchor.seconds, anchor.runs.clone());
             self.scenarios.push(row);
+            if kind == "tiny" && how == "map-auto" {
+                // Auto is at least as good as staying serial would be.
+                self.checks.push(Check {
+                    name: format!("map auto within 1.2x of a bare loop, {n} {kind} items"),
+                    passed: f.seconds <= bare_loop.seconds * 1.2,
+                    detail: format!(
+                        "map auto {:.1} ms, bare loop {:.1} ms ({:.2}x)",
+                        f.seconds * 1e3,
+                        bare_loop.seconds * 1e3,
+                        f.seconds / bare_loop.seconds
+                    ),
+                });
+            }
             if kind == "tiny" {
                 self.checks.push(Check {
                     name: format!(
