@@ -61,7 +61,7 @@ pub(crate) trait Provider: Send + Sync {
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError>;
 }
 
-/// How long a connection may take to open (less when `--timeout` is shorter).
+/// How long a connection may take to open (at most half of `--timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a request in flight looks at its cancel token.
@@ -78,8 +78,10 @@ impl Http {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             // A connection that is never accepted (a dropped packet, a dead host) should cost
-            // seconds and a retry, not the whole --timeout.
-            .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT)))
+            // seconds and a retry, not the whole --timeout. At most half of it: were the two
+            // equal, the global timer would fire first and a connect that hung would read as a
+            // server that did not answer (not retried).
+            .timeout_connect(Some((timeout / 2).min(CONNECT_TIMEOUT)))
             // We read error bodies ourselves: they carry the server's explanation.
             .http_status_as_error(false)
             .build()

@@ -768,3 +768,50 @@ fn providers_models_init_and_validate_only() {
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
+
+#[test]
+fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
+    // A real listener that never accepts, its accept queue filled: the kernel drops further
+    // SYNs, so a connection attempt hangs as it does for a dead host or a dropped packet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+        assert!(held.len() < 10_000, "the accept queue never filled");
+    }
+    let p = Project::create("About {{ topic }}", &topics(1, "ollama", "llama-test"));
+    let started = std::time::Instant::now();
+    let out: Run = p
+        .command(
+            &[&RUN[..], &["--retries", "1", "--timeout", "2"]].concat(),
+            None,
+        )
+        .env("OLLAMA_BASE_URL", format!("http://{addr}"))
+        .output()
+        .unwrap()
+        .into();
+    let took = started.elapsed();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let rows = p.results();
+    assert!(
+        rows[0][9].contains("did not accept a connection in time"),
+        "{:?}",
+        &rows[0][9]
+    );
+    // Two attempts (a connect timeout is worth another), each bounded by --timeout: not the
+    // kernel's own minutes of SYN retries.
+    assert!(
+        out.stderr.contains("retry") || out.stderr.contains("attempt"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the connect timeout held ({took:?})"
+    );
+    drop(held);
+}
