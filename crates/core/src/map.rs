@@ -38,8 +38,10 @@ pub const CHUNK_SIZE_ENV: &str = "FANOUT_CHUNK_SIZE";
 /// Environment variable for the batch size below which `map` runs serially.
 pub const MIN_BATCH_ENV: &str = "FANOUT_MIN_BATCH";
 
-/// Below this many items, a batch runs on the calling thread by default.
-pub const DEFAULT_MIN_BATCH: usize = 64;
+/// Below this many items, a batch runs on the calling thread by default: only a single item.
+/// A count alone cannot tell ten tiny items (serial is best) from ten items of a second each
+/// (parallel is); `Auto` measures instead. Raise it to keep small batches serial unmeasured.
+pub const DEFAULT_MIN_BATCH: usize = 2;
 /// An adaptive chunk that took less than this grows (twice the items next time).
 pub const TARGET_LOW: Duration = Duration::from_micros(200);
 /// An adaptive chunk that took more than this shrinks (half the items next time).

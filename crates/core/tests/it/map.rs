@@ -200,10 +200,16 @@ fn a_small_batch_runs_on_the_calling_thread() {
     let items: Vec<usize> = (0..10).collect();
     let here = std::thread::current().id();
     let result = pool(4, Strategy::Threads)
-        .map(&items, &CancelToken::new(), &mut Silent, |&i, _| {
-            assert_eq!(std::thread::current().id(), here);
-            Ok(i)
-        })
+        .map_with(
+            Chunking::default().min_batch_size(64),
+            &items,
+            &CancelToken::new(),
+            &mut Silent,
+            |&i, _| {
+                assert_eq!(std::thread::current().id(), here);
+                Ok(i)
+            },
+        )
         .unwrap();
     assert_eq!(result.summary.strategy, Strategy::Serial);
     assert_eq!(result.summary.succeeded, 10);
@@ -211,7 +217,7 @@ fn a_small_batch_runs_on_the_calling_thread() {
 
 #[test]
 fn auto_keeps_a_short_batch_serial_and_spreads_a_long_one() {
-    // Above the minimum batch (64), but a few microseconds of work in all.
+    // A few microseconds of work in all.
     let items: Vec<u64> = (0..100).collect();
     let short = pool(2, Strategy::Auto)
         .map(&items, &CancelToken::new(), &mut Silent, |&i, _| Ok(i))
@@ -228,6 +234,15 @@ fn auto_keeps_a_short_batch_serial_and_spreads_a_long_one() {
         .unwrap();
     assert_eq!(long.summary.strategy, Strategy::Rayon, "200 x 1 ms");
     assert!(threads.into_inner().unwrap().len() >= 2);
+    // Few items, but slow ones: spread too (a count alone would have kept them serial).
+    let few: Vec<u64> = (0..6).collect();
+    let spread = pool(2, Strategy::Auto)
+        .map(&few, &CancelToken::new(), &mut Silent, |&i, _| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(i)
+        })
+        .unwrap();
+    assert_eq!(spread.summary.strategy, Strategy::Rayon, "6 x 20 ms");
 }
 
 #[test]
@@ -247,11 +262,11 @@ fn chunking_seen_with_env(var: &str, value: &str) -> String {
 fn the_chunk_environment_variables_override_and_reject_bad_values() {
     assert_eq!(
         chunking_seen_with_env(fanout::CHUNK_SIZE_ENV, "256"),
-        "ok Some(256) 64"
+        "ok Some(256) 2"
     );
     assert_eq!(
         chunking_seen_with_env(fanout::CHUNK_SIZE_ENV, "auto"),
-        "ok None 64"
+        "ok None 2"
     );
     assert_eq!(
         chunking_seen_with_env(fanout::MIN_BATCH_ENV, "0"),
