@@ -93,11 +93,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .collect()
     };
     let mut rows = Vec::new();
-    let mut crashed = Vec::new();
+    let mut failed = Vec::new();
     for target in targets {
         let outcome = fuzz_one(&root, target, args.seconds)?;
         if !outcome.ok {
-            crashed.push(target);
+            failed.push(match &outcome.artifact {
+                Some(input) => format!(
+                    "{target} crashed on {input} (again: cargo +nightly fuzz run -s none {target} {input})"
+                ),
+                None => format!("{target} did not run (see its output above)"),
+            });
         }
         rows.push((target, outcome));
     }
@@ -113,14 +118,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             o.executions
                 .map_or("?".to_owned(), |e| (e / args.seconds.max(1)).to_string()),
             o.corpus,
-            if o.ok { "" } else { "  CRASHED" }
+            match (o.ok, &o.artifact) {
+                (true, _) => "",
+                (false, Some(_)) => "  CRASHED",
+                (false, None) => "  FAILED",
+            }
         );
     }
-    if !crashed.is_empty() {
-        bail!(
-            "{} crashed; the inputs are in fuzz/artifacts/ (see the output above)",
-            crashed.join(", ")
-        );
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
     }
     Ok(())
 }
@@ -129,6 +135,8 @@ struct Outcome {
     ok: bool,
     executions: Option<u64>,
     corpus: usize,
+    /// The input that crashed it, if it crashed (a target can also fail to build).
+    artifact: Option<String>,
 }
 
 fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<Outcome> {
@@ -159,6 +167,11 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<Outcome> {
         .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
         .and_then(|n| n.trim().parse().ok());
     let ok = output.status.success();
+    // libFuzzer: "Test unit written to fuzz/artifacts/<target>/crash-...".
+    let artifact = log.lines().find_map(|l| {
+        l.split_once("Test unit written to ")
+            .map(|(_, p)| p.trim().to_owned())
+    });
     if !ok {
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
         for line in tail.into_iter().rev() {
@@ -170,6 +183,7 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<Outcome> {
         ok,
         executions,
         corpus,
+        artifact,
     })
 }
 
