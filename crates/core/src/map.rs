@@ -10,6 +10,23 @@
 //! for a `u64`: the value, or the boxed error); names (`item N`), statuses, attempts and
 //! timings are derived on demand ([`MapResult::outcome`], [`MapResult::into_batch_result`]).
 //!
+//! ```
+//! use fanout::{CancelToken, MaxWorkers, Pool, PoolConfig, Silent, TaskError};
+//!
+//! let rows: Vec<u64> = (0..100_000).collect();
+//! let pool = Pool::new(PoolConfig::new(MaxWorkers::available(16)).with_env_overrides()?);
+//! let result = pool.map(&rows, &CancelToken::new(), &mut Silent, |&row, _ctx| {
+//!     if row == 77 {
+//!         return Err(TaskError::failed("row 77 is malformed"));
+//!     }
+//!     Ok(row * 2)
+//! })?;
+//! assert_eq!(result.items[3].as_ref().ok(), Some(&6)); // input order
+//! assert_eq!(result.summary.failed, 1); // the others ran
+//! assert_eq!(result.outcome(77).label(), "item 78");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Chunk sizes adapt unless fixed ([`Chunking::chunk_size`], `FANOUT_CHUNK_SIZE`): each worker
 //! doubles its chunk while a chunk takes under [`TARGET_LOW`] and halves it past
 //! [`TARGET_HIGH`], and no chunk takes more than a quarter of a worker's share of what is left
