@@ -597,12 +597,12 @@ impl Pool {
         };
         let mut ran = planned;
         if serial {
-            serially(&shared, &mut owner, None);
+            serially(&shared, &mut owner, None, shared.first_size());
         } else {
             let mut size = shared.first_size();
             if config.strategy == Strategy::Auto {
                 // Learn what an item costs on this thread; stay here if the rest is short.
-                let (done, took, next) = serially(&shared, &mut owner, Some(PROBE));
+                let (done, took, next) = serially(&shared, &mut owner, Some(PROBE), size);
                 size = next;
                 let left = total - done.min(total);
                 let per_item = took / u32::try_from(done.max(1)).unwrap_or(u32::MAX);
@@ -610,7 +610,7 @@ impl Pool {
                     && per_item.saturating_mul(u32::try_from(left).unwrap_or(u32::MAX))
                         < PARALLEL_WORTH
                 {
-                    serially(&shared, &mut owner, None);
+                    serially(&shared, &mut owner, None, size);
                 }
                 if shared.cursor.load(Ordering::Relaxed) >= total {
                     ran = Strategy::Serial;
@@ -658,12 +658,12 @@ fn serially<I, T, F>(
     shared: &Shared<'_, I, F>,
     owner: &mut Owner<'_, T>,
     limit: Option<Duration>,
+    mut size: usize,
 ) -> (usize, Duration, usize)
 where
     F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
 {
     let started = Instant::now();
-    let mut size = shared.first_size();
     let mut done = 0;
     while limit.is_none_or(|l| started.elapsed() < l) {
         let Some((first, end)) = shared.take(size) else {
