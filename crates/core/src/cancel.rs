@@ -92,6 +92,7 @@ impl CancelToken {
     }
 
     /// Whether the token has been cancelled.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.0.reason.load(Ordering::SeqCst) != 0
     }

@@ -38,6 +38,7 @@ pub mod events;
 pub mod exit;
 pub mod fsutil;
 pub mod map;
+mod mem;
 pub mod pool;
 pub mod process;
 pub mod reporters;

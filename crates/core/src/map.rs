@@ -389,33 +389,33 @@ impl<I, F> Shared<'_, I, F> {
         F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
     {
         let mut attempt = 1;
-        let result = loop {
+        loop {
             let ctx = TaskContext {
                 index,
                 name: "",
                 attempt,
                 cancel: &self.cancel,
             };
-            let result = catch_unwind(AssertUnwindSafe(|| (self.work)(&self.items[index], &ctx)))
-                .unwrap_or_else(|panic| Err(TaskError::failed(panic_message(&*panic))));
-            match result {
-                Err(error)
-                    if self.retry.should_retry(attempt, &error) && !self.cancel.is_cancelled() =>
-                {
-                    if !self.cancel.sleep(self.retry.delay(attempt, &error)) {
-                        break Err(TaskError::Cancelled);
-                    }
-                    attempt += 1;
+            // The common case returns at once: moving a whole `Result<T, TaskError>` around
+            // costs more than a tiny item does.
+            let error =
+                match catch_unwind(AssertUnwindSafe(|| (self.work)(&self.items[index], &ctx))) {
+                    Ok(Ok(value)) => return (Ok(value), attempt),
+                    Ok(Err(error)) => error,
+                    Err(panic) => TaskError::failed(panic_message(&*panic)),
+                };
+            if self.retry.should_retry(attempt, &error) && !self.cancel.is_cancelled() {
+                if !self.cancel.sleep(self.retry.delay(attempt, &error)) {
+                    return (Err(Box::new(TaskError::Cancelled)), attempt);
                 }
-                other => break other,
+                attempt += 1;
+                continue;
             }
-        };
-        if let Err(e) = &result
-            && e.status().is_failure()
-        {
-            self.on_failure();
+            if error.status().is_failure() {
+                self.on_failure();
+            }
+            return (Err(Box::new(error)), attempt);
         }
-        (result.map_err(Box::new), attempt)
     }
 
     fn on_failure(&self) {
@@ -586,9 +586,11 @@ impl Pool {
             max_workers: workers,
             strategy: planned,
         });
+        let mut items = Vec::with_capacity(total);
+        crate::mem::populate(&mut items);
         let mut owner = Owner {
             reporter,
-            items: Vec::with_capacity(total),
+            items,
             early: std::collections::BTreeMap::new(),
             attempts: std::collections::HashMap::new(),
             chunks: Vec::new(),

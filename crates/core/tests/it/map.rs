@@ -281,3 +281,37 @@ fn the_chunk_environment_variables_override_and_reject_bad_values() {
         "error FANOUT_MIN_BATCH=\"-5\" is not valid; expected a whole number of items"
     );
 }
+
+#[test]
+fn a_retryable_item_is_retried_and_its_attempts_are_kept() {
+    let items: Vec<usize> = (0..100).collect();
+    let tries = Mutex::new(std::collections::HashMap::<usize, u32>::new());
+    let pool = Pool::new(
+        PoolConfig::new(MaxWorkers::new(2, 8).unwrap())
+            .strategy(Strategy::Threads)
+            .retry(
+                fanout::RetryPolicy::retries(2)
+                    .with_initial_backoff(std::time::Duration::from_millis(1)),
+            ),
+    );
+    let result = pool
+        .map_with(chunks(10), &items, &CancelToken::new(), &mut Silent, |&i, ctx| {
+            *tries.lock().unwrap().entry(i).or_default() += 1;
+            match i {
+                // Flaky once, then fine.
+                7 if ctx.attempt() == 1 => Err(TaskError::retryable("busy")),
+                // Never fine: three attempts, then failed.
+                8 => Err(TaskError::retryable("down")),
+                _ => Ok(i),
+            }
+        })
+        .unwrap();
+    assert_eq!(result.status(7), Status::Succeeded);
+    assert_eq!(result.attempts(7), 2);
+    assert_eq!(result.status(8), Status::Failed);
+    assert_eq!(result.attempts(8), 3);
+    assert_eq!(result.outcome(8).attempts, 3);
+    assert_eq!(result.attempts(9), 1);
+    assert_eq!(tries.lock().unwrap()[&8], 3);
+    assert_eq!(result.summary.succeeded, 99);
+}
