@@ -4,10 +4,12 @@
 //!
 //! Only deterministic work is measured: serial strategies and the parent process (callgrind
 //! does not follow children), so a count moves only when the code does: runs differ by under
-//! 0.2%, except the lorchestra stage (up to 6%: its record writer and its waits are paced by the
-//! clock, and callgrind slows the clock's readers); the gate fails when a count grows by more than
-//! [`LIMIT`] over the baseline (`xtask/instructions-baseline.json`). `--save-baseline` writes
-//! the baseline from this run: commit it with the reason for the change.
+//! 0.2%, except the lorchestra stage, whose record writer rewrites `run.json` as often as updates
+//! arrive apart (coalescing those that come together), so timing changes how often: its runs
+//! differ by up to 20% (542-650 M). That one runs twice, keeps the smaller count, and has
+//! [`LIMIT_PACED`]; the others fail when a count grows by more than [`LIMIT`] over the
+//! baseline (`xtask/instructions-baseline.json`). `--save-baseline` writes the baseline from
+//! this run: commit it with the reason for the change.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,6 +22,10 @@ use crate::tasks;
 
 /// A count may grow by this factor before the gate fails.
 const LIMIT: f64 = 1.10;
+/// The same, for a workload whose count depends on timing (see the module docs).
+const LIMIT_PACED: f64 = 1.25;
+/// The workload paced by the clock.
+const PACED: &str = "lorchestra: a stage of 1,000 jobs, one worker (parent process)";
 
 /// The baseline, in the repository.
 fn baseline_path() -> PathBuf {
@@ -145,8 +151,12 @@ pub(crate) fn run(save: bool) -> Result<()> {
     let fixtures = root.join("target/bench/instructions");
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for (name, exe, args) in workloads(&release, &fixtures) {
-        write_fixtures(&fixtures)?;
-        let n = count(&exe, &args, &fixtures)?;
+        let runs = if name == PACED { 2 } else { 1 };
+        let mut n = u64::MAX;
+        for _ in 0..runs {
+            write_fixtures(&fixtures)?;
+            n = n.min(count(&exe, &args, &fixtures)?);
+        }
         eprintln!("  {name:<66} {n:>14}");
         counts.insert(name.to_owned(), n);
     }
@@ -177,17 +187,19 @@ pub(crate) fn run(save: bool) -> Result<()> {
             continue;
         };
         let ratio = *now as f64 / then.max(1) as f64;
+        let limit = if name == PACED { LIMIT_PACED } else { LIMIT };
         eprintln!("{name:<66} {then:>14} {now:>14} {ratio:>6.3}x");
-        if ratio > LIMIT {
-            grown.push(format!("{name}: {then} -> {now} ({ratio:.3}x)"));
+        if ratio > limit {
+            grown.push(format!(
+                "{name}: {then} -> {now} ({ratio:.3}x, more than {:.0}%)",
+                (limit - 1.0) * 100.0
+            ));
         }
     }
     if !grown.is_empty() {
         bail!(
-            "instruction counts grew by more than {:.0}%:\n  {}\nIf the change is deliberate, \
-             accept it with `cargo xtask bench --instructions --save-baseline` and say why in \
-             the commit.",
-            (LIMIT - 1.0) * 100.0,
+            "instruction counts grew:\n  {}\nIf the change is deliberate, accept it with \
+             `cargo xtask bench --instructions --save-baseline` and say why in the commit.",
             grown.join("\n  ")
         );
     }

@@ -295,16 +295,22 @@ fn a_retryable_item_is_retried_and_its_attempts_are_kept() {
             ),
     );
     let result = pool
-        .map_with(chunks(10), &items, &CancelToken::new(), &mut Silent, |&i, ctx| {
-            *tries.lock().unwrap().entry(i).or_default() += 1;
-            match i {
-                // Flaky once, then fine.
-                7 if ctx.attempt() == 1 => Err(TaskError::retryable("busy")),
-                // Never fine: three attempts, then failed.
-                8 => Err(TaskError::retryable("down")),
-                _ => Ok(i),
-            }
-        })
+        .map_with(
+            chunks(10),
+            &items,
+            &CancelToken::new(),
+            &mut Silent,
+            |&i, ctx| {
+                *tries.lock().unwrap().entry(i).or_default() += 1;
+                match i {
+                    // Flaky once, then fine.
+                    7 if ctx.attempt() == 1 => Err(TaskError::retryable("busy")),
+                    // Never fine: three attempts, then failed.
+                    8 => Err(TaskError::retryable("down")),
+                    _ => Ok(i),
+                }
+            },
+        )
         .unwrap();
     assert_eq!(result.status(7), Status::Succeeded);
     assert_eq!(result.attempts(7), 2);
