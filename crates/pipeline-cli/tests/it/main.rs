@@ -207,10 +207,13 @@ fn jobs_get_their_env_folder_and_log() {
 
 #[test]
 fn stop_on_failure_skips_later_stages_and_shows_the_log_tail() {
+    // `bad` fails only once `good` has started: with two workers both start, whichever thread
+    // comes up first (a loaded machine once started `good` after `bad` had failed: skipped).
     let pipeline = "[[stages]]\nname = \"first\"\njobs = [\"bad\", \"good\"]\n\
                     [[stages]]\nname = \"second\"\njobs = [\"later\"]\n\
-                    [jobs.bad]\ncommand = \"echo reading input; echo 'parse error on line 3' >&2; exit 3\"\n\
-                    [jobs.good]\ncommand = \"true\"\n[jobs.later]\ncommand = \"touch later-ran\"\n";
+                    [jobs.bad]\ncommand = \"while [ ! -e good-started ]; do sleep 0.01; done; \
+                    echo reading input; echo 'parse error on line 3' >&2; exit 3\"\n\
+                    [jobs.good]\ncommand = \"touch good-started\"\n[jobs.later]\ncommand = \"touch later-ran\"\n";
     let p = Project::create(&[("pipelines/p.toml", pipeline)]);
     let out = p.run(&["pipeline", "p", "-j", "2"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
