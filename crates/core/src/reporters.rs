@@ -105,13 +105,7 @@ pub fn item_line(
 ) -> String {
     let width = total.to_string().len();
     let status = error.status();
-    let label = match status {
-        Status::Succeeded => "ok",
-        Status::Failed => "FAILED",
-        Status::TimedOut => "TIMED OUT",
-        Status::Cancelled => "cancelled",
-        Status::Skipped => "skipped",
-    };
+    let label = status_label(status);
     format!(
         "[{finished:>width$}/{total}] {} item {}: {error}",
         paint(color, status, &format!("{label:<9}")),
@@ -119,15 +113,20 @@ pub fn item_line(
     )
 }
 
-pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: bool) -> String {
-    let width = total.to_string().len();
-    let label = match outcome.status {
+/// How a status reads in a task's line.
+fn status_label(status: Status) -> &'static str {
+    match status {
         Status::Succeeded => "ok",
         Status::Failed => "FAILED",
         Status::TimedOut => "TIMED OUT",
         Status::Cancelled => "cancelled",
         Status::Skipped => "skipped",
-    };
+    }
+}
+
+pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: bool) -> String {
+    let width = total.to_string().len();
+    let label = status_label(outcome.status);
     let mut line = format!(
         "[{finished:>width$}/{total}] {} {} ({})",
         paint(color, outcome.status, &format!("{label:<9}")),
