@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use crate::TaskError;
-use crate::pool::Strategy;
-use crate::result::{Outcome, Summary};
+use crate::result::TaskError;
+use crate::result::{ItemResult, Outcome, Summary};
+use crate::strategy::Strategy;
 
 /// Something that happened in a batch.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ pub enum Event<'a, T> {
     /// `first..first + items.len()`. `finished` counts finished items, these included.
     ChunkFinished {
         first: usize,
-        items: &'a [crate::map::ItemResult<T>],
+        items: &'a [ItemResult<T>],
         finished: usize,
         total: usize,
     },

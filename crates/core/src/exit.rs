@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use crate::cancel::{CancelReason, CancelToken};
 use crate::result::Summary;
 
+/// Exit code a program returns after it was interrupted (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// How a tool run ended, as scripts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -24,7 +27,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::TaskFailed => 1,
             ExitStatus::Usage => 2,
-            ExitStatus::Interrupted => crate::cancel::EXIT_INTERRUPTED,
+            ExitStatus::Interrupted => EXIT_INTERRUPTED,
         }
     }
 

@@ -17,26 +17,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The pieces:
-//! - [`pool`] holds [`Pool`], [`MaxWorkers`], [`Strategy`] (`FANOUT_STRATEGY` overrides it),
-//!   [`FailurePolicy`], [`Task`], [`TaskContext`].
-//! - [`map`] runs large batches of small in-process items in chunks ([`Pool::map`],
-//!   [`Chunking`]; `FANOUT_CHUNK_SIZE` and `FANOUT_MIN_BATCH` override it).
+//! The pieces, lowest layer first (no module uses one above it; `tests/it/layering.rs` checks
+//! that the modules have no cycle):
+//! - [`time`], [`fsutil`] (atomic file writes), [`retry`] ([`RetryPolicy`]), [`cancel`]
+//!   ([`CancelToken`]), [`strategy`] ([`Strategy`], `FANOUT_STRATEGY` overrides it).
 //! - [`result`] holds [`BatchResult`], [`Outcome`], [`Status`], [`Summary`], [`TaskError`] and
-//!   the shared `--report` JSON shape.
+//!   the shared `--report` JSON shape; [`exit`] maps how a run ended to exit codes.
 //! - [`events`] and [`reporters`] turn progress into events, rendered by a bar, plain lines or
 //!   JSON lines.
-//! - [`cancel`] holds [`CancelToken`] and the Ctrl-C helper.
-//! - [`retry`] holds [`RetryPolicy`].
-//! - [`process`] is the subprocess runner that owns whole process trees.
-//! - [`fsutil`] does atomic file writes.
-//! - [`exit`] maps how a run ended to the exit codes scripts rely on.
+//! - [`config`] holds [`PoolConfig`], [`MaxWorkers`], [`FailurePolicy`], [`Chunking`];
+//!   [`task`] holds [`Task`] and [`TaskContext`].
+//! - [`pool`] runs tasks ([`Pool::run`]); [`map`] runs large batches of small in-process items
+//!   in chunks ([`Pool::map`]; `FANOUT_CHUNK_SIZE` and `FANOUT_MIN_BATCH` override it).
+//! - [`process`] is the subprocess runner that owns whole process trees; [`interrupt`] is the
+//!   Ctrl-C handler that cancels a run and, the second time, kills every job.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cancel;
+pub mod config;
 pub mod events;
 pub mod exit;
 pub mod fsutil;
+pub mod interrupt;
 pub mod map;
 mod mem;
 pub mod pool;
@@ -44,91 +46,25 @@ pub mod process;
 pub mod reporters;
 pub mod result;
 pub mod retry;
+pub mod strategy;
+pub mod task;
+pub mod time;
+mod worker;
 
-pub use cancel::{CancelReason, CancelToken, EXIT_INTERRUPTED, install_interrupt_handler};
-pub use events::{Event, Reporter, Silent, Tee};
-pub use exit::ExitStatus;
-pub use map::{CHUNK_SIZE_ENV, Chunking, ItemResult, MIN_BATCH_ENV, MapResult};
-pub use pool::{
-    FailurePolicy, MaxWorkers, Pool, PoolConfig, PoolError, STRATEGY_ENV, Strategy, Task,
-    TaskContext, TaskKind,
+pub use cancel::{CancelReason, CancelToken};
+pub use config::{
+    CHUNK_SIZE_ENV, Chunking, FailurePolicy, MIN_BATCH_ENV, MaxWorkers, PoolConfig, PoolError,
 };
+pub use events::{Event, Reporter, Silent, Tee};
+pub use exit::{EXIT_INTERRUPTED, ExitStatus};
+pub use interrupt::install_interrupt_handler;
+pub use map::MapResult;
+pub use pool::Pool;
 pub use process::{Command, Launcher, ProcessOutput, ProcessRunner, Sink, Slurm, SlurmError};
 pub use reporters::ProgressMode;
-pub use result::{BatchResult, Outcome, Report, Status, Summary, TaskError};
+pub use result::{BatchResult, ItemResult, Outcome, Report, Status, Summary, TaskError};
 pub use retry::RetryPolicy;
+pub use strategy::{STRATEGY_ENV, Strategy, TaskKind, UnknownStrategy};
+pub use task::{Task, TaskContext};
 
-use std::time::Duration;
-
-/// The longest time limit the tools accept (a year and a day). Longer ones are typos or
-/// overflow bait: `Instant + 1e20 s` does not exist.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 24 * 3600);
-
-/// A time limit in seconds, as a user wrote it, checked: positive, finite, at most
-/// [`MAX_TIMEOUT`]. The error says which rule it broke.
-pub fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{secs} is not a positive number of seconds"));
-    }
-    if secs > MAX_TIMEOUT.as_secs_f64() {
-        return Err(format!(
-            "{secs} seconds is more than the longest time limit allowed, {} seconds (366 days)",
-            MAX_TIMEOUT.as_secs()
-        ));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// [`fmt_duration`] of seconds read from a record, which may be anything: negative after the
-/// clock was stepped back, not a number, or huge. Never panics.
-pub fn fmt_seconds(secs: f64) -> String {
-    if secs.is_nan() {
-        return "?".to_owned();
-    }
-    fmt_duration(Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX))
-}
-
-/// A duration the way people read it: `850ms`, `3.2s`, `4m05s`, `1h02m`.
-pub fn fmt_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 1.0 {
-        format!("{}ms", d.as_millis())
-    } else if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else if secs < 3600.0 {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        let s = d.as_secs();
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(fmt_duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(fmt_duration(Duration::from_millis(3200)), "3.2s");
-        assert_eq!(fmt_duration(Duration::from_secs(245)), "4m05s");
-        assert_eq!(fmt_duration(Duration::from_secs(3720)), "1h02m");
-    }
-
-    #[test]
-    fn seconds_from_records_never_panic() {
-        assert_eq!(fmt_seconds(-3.5), "0ms", "a clock stepped back");
-        assert_eq!(fmt_seconds(f64::NAN), "?");
-        assert!(!fmt_seconds(1e300).is_empty());
-        assert_eq!(fmt_seconds(2.0), "2.0s");
-    }
-
-    #[test]
-    fn timeouts_are_checked() {
-        assert_eq!(timeout_from_secs(1.5), Ok(Duration::from_millis(1500)));
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e20] {
-            assert!(timeout_from_secs(bad).is_err(), "{bad}");
-        }
-    }
-}
+pub use time::{MAX_TIMEOUT, fmt_duration, fmt_seconds, timeout_from_secs};

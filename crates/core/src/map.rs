@@ -40,25 +40,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cancel::{CancelReason, CancelToken};
+use crate::config::{Chunking, FailurePolicy, PoolError};
 use crate::events::{Event, Reporter};
-use crate::pool::{
-    FailurePolicy, Pool, PoolError, StopOnUnwind, Strategy, TaskContext, panic_message,
-};
-use crate::result::{BatchResult, Outcome, Status, Summary, TaskError};
-
-/// What one item of [`Pool::map`] came to: its value, or why there is none.
-pub type ItemResult<T> = Result<T, Box<TaskError>>;
+use crate::pool::Pool;
+use crate::result::{BatchResult, ItemResult, Outcome, Status, Summary, TaskError};
 use crate::retry::RetryPolicy;
+use crate::strategy::Strategy;
+use crate::task::TaskContext;
+use crate::worker::{StopOnUnwind, panic_message};
 
-/// Environment variable for a fixed chunk size: a whole number of items, or `auto`.
-pub const CHUNK_SIZE_ENV: &str = "FANOUT_CHUNK_SIZE";
-/// Environment variable for the batch size below which `map` runs serially.
-pub const MIN_BATCH_ENV: &str = "FANOUT_MIN_BATCH";
-
-/// Below this many items, a batch runs on the calling thread by default: only a single item.
-/// A count alone cannot tell ten tiny items (serial is best) from ten items of a second each
-/// (parallel is); `Auto` measures instead. Raise it to keep small batches serial unmeasured.
-pub const DEFAULT_MIN_BATCH: usize = 2;
 /// An adaptive chunk that took less than this grows (twice the items next time).
 pub const TARGET_LOW: Duration = Duration::from_micros(200);
 /// An adaptive chunk that took more than this shrinks (half the items next time).
@@ -70,87 +60,6 @@ const PROBE: Duration = Duration::from_micros(100);
 /// `Auto` goes parallel only when the rest of the batch would take longer than this serially:
 /// waking the workers and gathering their chunks costs tens of microseconds.
 const PARALLEL_WORTH: Duration = Duration::from_micros(300);
-
-/// How [`Pool::map`] cuts a batch into chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Chunking {
-    /// Items a worker takes at a time; `None`: adaptive.
-    pub chunk_size: Option<NonZeroUsize>,
-    /// Batches smaller than this run on the calling thread, one item after another.
-    pub min_batch_size: usize,
-}
-
-impl Default for Chunking {
-    fn default() -> Self {
-        Chunking {
-            chunk_size: None,
-            min_batch_size: DEFAULT_MIN_BATCH,
-        }
-    }
-}
-
-impl Chunking {
-    /// A fixed chunk size (at least 1).
-    pub fn chunk_size(mut self, items: usize) -> Result<Self, PoolError> {
-        self.chunk_size = Some(
-            NonZeroUsize::new(items).ok_or_else(|| PoolError::InvalidKnob {
-                source_name: "chunk_size".to_owned(),
-                value: "0".to_owned(),
-                expected: "a whole number of items, at least 1",
-            })?,
-        );
-        Ok(self)
-    }
-
-    /// Run batches smaller than `items` serially.
-    pub fn min_batch_size(mut self, items: usize) -> Self {
-        self.min_batch_size = items;
-        self
-    }
-
-    /// Apply [`CHUNK_SIZE_ENV`] and [`MIN_BATCH_ENV`] where set (they win). A value that is not
-    /// valid is an error naming the variable, never ignored; an empty one counts as unset.
-    pub fn with_env_overrides(mut self) -> Result<Self, PoolError> {
-        if let Some(v) = env_value(CHUNK_SIZE_ENV)? {
-            self.chunk_size = if v.eq_ignore_ascii_case("auto") {
-                None
-            } else {
-                Some(v.parse::<NonZeroUsize>().map_err(|_| {
-                    invalid(
-                        CHUNK_SIZE_ENV,
-                        &v,
-                        "a whole number of items (at least 1) or auto",
-                    )
-                })?)
-            };
-        }
-        if let Some(v) = env_value(MIN_BATCH_ENV)? {
-            self.min_batch_size = v
-                .parse()
-                .map_err(|_| invalid(MIN_BATCH_ENV, &v, "a whole number of items"))?;
-        }
-        Ok(self)
-    }
-}
-
-fn invalid(name: &str, value: &str, expected: &'static str) -> PoolError {
-    PoolError::InvalidKnob {
-        source_name: name.to_owned(),
-        value: value.to_owned(),
-        expected,
-    }
-}
-
-fn env_value(name: &str) -> Result<Option<String>, PoolError> {
-    match std::env::var(name) {
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => Ok(Some(v.trim().to_owned())),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => {
-            Err(invalid(name, &v.to_string_lossy(), "valid text"))
-        }
-    }
-}
 
 /// The timing and counts of one chunk.
 #[derive(Debug, Clone, Copy)]

@@ -1,300 +1,23 @@
 //! The bounded worker pool and its execution strategies.
 //!
 //! [`Pool::run`] takes a list of [`Task`]s and one work function, runs at most
-//! [`MaxWorkers`] tasks at once, and returns a [`BatchResult`] with one outcome per task in
+//! [`MaxWorkers`](crate::config::MaxWorkers) tasks at once, and returns a [`BatchResult`] with one outcome per task in
 //! input order. Workers only run tasks and send messages; the calling thread is the single
 //! owner that turns messages into [`Event`]s for the reporter and builds the result.
 
-use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
-use crate::TaskError;
 use crate::cancel::{CancelReason, CancelToken};
+use crate::config::{FailurePolicy, PoolConfig, PoolError};
 use crate::events::{Event, Reporter};
-use crate::result::{BatchResult, Outcome, Status, Summary};
+use crate::result::{BatchResult, Outcome, Status, Summary, TaskError};
 use crate::retry::RetryPolicy;
-
-/// Environment variable that overrides the strategy of every pool: `serial`, `threads`,
-/// `rayon` or `auto`.
-pub const STRATEGY_ENV: &str = "FANOUT_STRATEGY";
-
-/// Errors in a pool's configuration. Each names the value and what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PoolError {
-    #[error("max_workers must be between 1 and {cap}, got {value}")]
-    MaxWorkersOutOfRange { value: usize, cap: usize },
-    #[error(
-        "{source_name}={value:?} is not a strategy; expected one of: serial, threads, rayon, auto"
-    )]
-    UnknownStrategy { source_name: String, value: String },
-    #[error("could not start the worker threads: {0}")]
-    ThreadPool(String),
-    #[error("{source_name}={value:?} is not valid; expected {expected}")]
-    InvalidKnob {
-        source_name: String,
-        value: String,
-        expected: &'static str,
-    },
-}
-
-/// How many tasks may run at once: validated to `1..=cap`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct MaxWorkers(NonZeroUsize);
-
-impl MaxWorkers {
-    /// `value` if it is within `1..=cap`, else an error naming the allowed range.
-    pub fn new(value: usize, cap: usize) -> Result<Self, PoolError> {
-        match NonZeroUsize::new(value) {
-            Some(n) if value <= cap => Ok(MaxWorkers(n)),
-            _ => Err(PoolError::MaxWorkersOutOfRange { value, cap }),
-        }
-    }
-
-    /// The number of cores this process may use, at most `cap` (and at least 1).
-    pub fn available(cap: usize) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        MaxWorkers(NonZeroUsize::new(cores.min(cap).max(1)).expect("at least one"))
-    }
-
-    /// One worker: tasks run one after the other.
-    pub fn one() -> Self {
-        MaxWorkers(NonZeroUsize::MIN)
-    }
-
-    pub fn get(self) -> usize {
-        self.0.get()
-    }
-}
-
-/// How a batch is executed (ADR-004, Rust-native).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// On the calling thread, one task after another, in input order. For debugging and
-    /// determinism.
-    Serial,
-    /// One blocking OS thread per worker slot. For subprocesses and I/O-bound work.
-    Threads,
-    /// A rayon pool sized to `max_workers` (never the global pool). For CPU-bound in-process
-    /// work.
-    Rayon,
-    /// Choose from the task kind, the number of tasks and of workers.
-    #[default]
-    Auto,
-}
-
-impl Strategy {
-    /// Parse `serial`, `threads`, `rayon` or `auto` (case-insensitive).
-    /// `source_name` names where the value came from, for the error message.
-    pub fn parse(value: &str, source_name: &str) -> Result<Self, PoolError> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "serial" => Ok(Strategy::Serial),
-            "threads" => Ok(Strategy::Threads),
-            "rayon" => Ok(Strategy::Rayon),
-            "auto" => Ok(Strategy::Auto),
-            _ => Err(PoolError::UnknownStrategy {
-                source_name: source_name.to_owned(),
-                value: value.to_owned(),
-            }),
-        }
-    }
-
-    /// The strategy set by [`STRATEGY_ENV`], if it is set. An unknown value is an error, never
-    /// silently ignored; an empty value counts as unset.
-    pub fn from_env() -> Result<Option<Self>, PoolError> {
-        match std::env::var(STRATEGY_ENV) {
-            Ok(v) if v.trim().is_empty() => Ok(None),
-            Ok(v) => Self::parse(&v, STRATEGY_ENV).map(Some),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(v)) => Err(PoolError::UnknownStrategy {
-                source_name: STRATEGY_ENV.to_owned(),
-                value: v.to_string_lossy().into_owned(),
-            }),
-        }
-    }
-
-    /// The concrete strategy `Auto` stands for here. One task or one worker is always serial
-    /// (no thread to start, so never slower than serial); otherwise the kind decides.
-    pub fn resolve(self, kind: TaskKind, tasks: usize, max_workers: MaxWorkers) -> Strategy {
-        match self {
-            Strategy::Auto if tasks <= 1 || max_workers.get() == 1 => Strategy::Serial,
-            Strategy::Auto => match kind {
-                TaskKind::Blocking => Strategy::Threads,
-                TaskKind::Cpu => Strategy::Rayon,
-            },
-            concrete => concrete,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Serial => "serial",
-            Strategy::Threads => "threads",
-            Strategy::Rayon => "rayon",
-            Strategy::Auto => "auto",
-        }
-    }
-}
-
-/// What the tasks mostly do, as a hint for [`Strategy::Auto`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TaskKind {
-    /// Wait on subprocesses, the network or disks.
-    #[default]
-    Blocking,
-    /// Compute in-process.
-    Cpu,
-}
-
-/// What happens to the rest of the batch when a task fails or times out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Run every task regardless (the default: one failure never stops the others).
-    #[default]
-    KeepGoing,
-    /// Start nothing new; let running tasks finish. Unstarted tasks are `skipped`.
-    StopSoon,
-    /// Start nothing new and cancel running tasks (their subprocess trees are killed).
-    StopNow,
-}
-
-/// A pool's settings.
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    pub max_workers: MaxWorkers,
-    pub strategy: Strategy,
-    pub kind: TaskKind,
-    pub failure_policy: FailurePolicy,
-    /// Retry policy for tasks that do not carry their own.
-    pub retry: RetryPolicy,
-    /// What the tasks are called in summaries (singular, plural): `("notebook", "notebooks")`.
-    pub noun: (&'static str, &'static str),
-    /// How [`Pool::map`] cuts its batches into chunks.
-    pub chunking: crate::map::Chunking,
-}
-
-impl PoolConfig {
-    /// `max_workers` workers, `Auto` strategy, blocking tasks, keep going, no retries.
-    pub fn new(max_workers: MaxWorkers) -> Self {
-        PoolConfig {
-            max_workers,
-            strategy: Strategy::Auto,
-            kind: TaskKind::Blocking,
-            failure_policy: FailurePolicy::KeepGoing,
-            retry: RetryPolicy::none(),
-            noun: ("task", "tasks"),
-            chunking: crate::map::Chunking::default(),
-        }
-    }
-
-    pub fn strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-
-    pub fn kind(mut self, kind: TaskKind) -> Self {
-        self.kind = kind;
-        self
-    }
-
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.failure_policy = policy;
-        self
-    }
-
-    /// Call the tasks this in summaries: `noun("job", "jobs")`.
-    pub fn noun(mut self, singular: &'static str, plural: &'static str) -> Self {
-        self.noun = (singular, plural);
-        self
-    }
-
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// How [`Pool::map`] cuts batches into chunks.
-    pub fn chunking(mut self, chunking: crate::map::Chunking) -> Self {
-        self.chunking = chunking;
-        self
-    }
-
-    /// Apply [`STRATEGY_ENV`], [`CHUNK_SIZE_ENV`](crate::map::CHUNK_SIZE_ENV) and
-    /// [`MIN_BATCH_ENV`](crate::map::MIN_BATCH_ENV) where set (they win over the configuration).
-    pub fn with_env_overrides(mut self) -> Result<Self, PoolError> {
-        if let Some(s) = Strategy::from_env()? {
-            self.strategy = s;
-        }
-        self.chunking = self.chunking.with_env_overrides()?;
-        Ok(self)
-    }
-}
-
-/// One unit of work: a name for reports, the input for the work function, and optionally its
-/// own retry policy.
-#[derive(Debug, Clone)]
-pub struct Task<I> {
-    pub name: String,
-    pub input: I,
-    pub retry: Option<RetryPolicy>,
-}
-
-impl<I> Task<I> {
-    pub fn new(name: impl Into<String>, input: I) -> Self {
-        Task {
-            name: name.into(),
-            input,
-            retry: None,
-        }
-    }
-
-    /// Use this policy instead of the pool's.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-}
-
-/// What the work function knows about the task it runs.
-#[derive(Debug)]
-pub struct TaskContext<'a> {
-    pub(crate) index: usize,
-    pub(crate) name: &'a str,
-    pub(crate) attempt: u32,
-    pub(crate) cancel: &'a CancelToken,
-}
-
-impl<'a> TaskContext<'a> {
-    /// Position of the task in the input.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    pub fn name(&self) -> &'a str {
-        self.name
-    }
-
-    /// 1 for the first attempt, 2 for the first retry...
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Cancelled when the batch is interrupted or stopped by the failure policy. Pass it to
-    /// [`ProcessRunner::run`](crate::process::ProcessRunner::run) so the process tree dies with
-    /// the batch.
-    pub fn cancel_token(&self) -> &'a CancelToken {
-        self.cancel
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-}
+use crate::strategy::{Strategy, TaskKind};
+use crate::task::{Task, TaskContext};
+use crate::worker::{StopOnUnwind, panic_message};
 
 /// A bounded worker pool. Reuse one across batches (a rayon pool, once built, is kept).
 #[derive(Debug)]
@@ -315,20 +38,6 @@ enum Msg<T> {
         error: TaskError,
     },
     Finished(Outcome<T>),
-}
-
-/// Stops a batch (its token and stop flag) when dropped during a panic. If the reporter
-/// panics in `Pool::run`'s owner loop, nothing watches the workers any more, yet the thread
-/// scope would wait for them to run every remaining task.
-pub(crate) struct StopOnUnwind<'a>(pub(crate) &'a CancelToken, pub(crate) &'a AtomicBool);
-
-impl Drop for StopOnUnwind<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.1.store(true, Ordering::SeqCst);
-            self.0.cancel(crate::CancelReason::Requested);
-        }
-    }
 }
 
 /// State shared by the workers of one batch.
@@ -435,15 +144,6 @@ impl<I, F> Shared<'_, I, F> {
             }
         }
     }
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned());
-    format!("task panicked: {text}")
 }
 
 /// See [`Pool::samples_first`].
@@ -625,10 +325,10 @@ impl Pool {
         F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError> + Sync,
     {
         let max_workers = self.config.max_workers;
-        let strategy = self
-            .config
-            .strategy
-            .resolve(self.config.kind, tasks.len(), max_workers);
+        let strategy =
+            self.config
+                .strategy
+                .resolve(self.config.kind, tasks.len(), max_workers.get());
         let rayon = match strategy {
             Strategy::Rayon => Some(self.rayon_pool()?),
             _ => None,

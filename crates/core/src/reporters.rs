@@ -3,7 +3,7 @@
 //! - [`Bar`]: an indicatif progress bar with ETA, for a terminal. Failures print above it.
 //! - [`Plain`]: one line per finished task, for CI logs and pipes.
 //! - [`JsonLines`]: one JSON object per event, for machines.
-//! - [`Silent`](crate::Silent): nothing.
+//! - [`Silent`](crate::events::Silent): nothing.
 //!
 //! [`ProgressMode::reporter`] picks one the way users expect: a bar on a terminal, plain lines
 //! otherwise; `NO_COLOR` turns colour off everywhere.
@@ -16,8 +16,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::events::{Event, Reporter, Silent};
-use crate::fmt_duration;
 use crate::result::{Outcome, Status, TaskError};
+use crate::time::fmt_duration;
 
 /// How a tool shows progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,7 +86,7 @@ fn paint(color: bool, status: Status, text: &str) -> String {
 /// The items of a chunk that did not succeed: `(index, error)`.
 fn failed_items<T>(
     first: usize,
-    items: &[crate::map::ItemResult<T>],
+    items: &[crate::result::ItemResult<T>],
 ) -> impl Iterator<Item = (usize, &TaskError)> {
     items
         .iter()
@@ -145,7 +145,10 @@ pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: 
 
 /// `line`, then for a failed task the last `lines` lines of its error's detail, indented.
 fn with_detail<T>(mut line: String, outcome: &Outcome<T>, lines: usize) -> String {
-    let detail = outcome.error.as_ref().and_then(crate::TaskError::detail);
+    let detail = outcome
+        .error
+        .as_ref()
+        .and_then(crate::result::TaskError::detail);
     if let (true, Some(detail)) = (lines > 0 && outcome.status != Status::Succeeded, detail) {
         let all: Vec<&str> = detail.trim_end().lines().collect();
         for l in &all[all.len().saturating_sub(lines)..] {
@@ -378,7 +381,7 @@ enum JsonEvent<'a> {
     BatchStarted {
         total: usize,
         max_workers: usize,
-        strategy: crate::Strategy,
+        strategy: crate::strategy::Strategy,
     },
     TaskStarted {
         index: usize,
@@ -411,7 +414,7 @@ enum JsonEvent<'a> {
         total: usize,
     },
     BatchFinished {
-        summary: &'a crate::Summary,
+        summary: &'a crate::result::Summary,
     },
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, Serializer};
 
 use crate::fsutil::{self, AtomicWriteError};
-use crate::pool::Strategy;
+use crate::strategy::Strategy;
 
 /// The final state of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -75,7 +75,7 @@ pub enum TaskError {
         retry_after: Option<Duration>,
     },
     /// The work ran past its time limit and was stopped.
-    #[error("timed out after {}", crate::fmt_duration(*after))]
+    #[error("timed out after {}", crate::time::fmt_duration(*after))]
     TimedOut {
         after: Duration,
         detail: Option<String>,
@@ -87,6 +87,10 @@ pub enum TaskError {
     #[error("{reason}")]
     Skipped { reason: String },
 }
+
+/// What one item of [`Pool::map`](crate::Pool::map) came to: its value, or why there is none
+/// (boxed: 16 bytes for a `u64` item).
+pub type ItemResult<T> = Result<T, Box<TaskError>>;
 
 impl TaskError {
     /// A non-retryable failure with a message.
@@ -354,7 +358,7 @@ impl Summary {
             } else {
                 parts.join(", ")
             },
-            crate::fmt_duration(self.wall),
+            crate::time::fmt_duration(self.wall),
             self.max_workers,
             if self.max_workers == 1 { "" } else { "s" },
             self.effective_parallelism,

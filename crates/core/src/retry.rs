@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::TaskError;
+use crate::result::TaskError;
 
 /// Which errors are worth another attempt.
 pub type RetryPredicate = Arc<dyn Fn(&TaskError) -> bool + Send + Sync>;

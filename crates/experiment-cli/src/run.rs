@@ -136,7 +136,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
         }
     }
     let http = Http::new(args.timeout);
-    let launcher = fanout::Launcher::from_flags(&args.backend, &args.slurm_args)?;
+    let launcher = fanout::Launcher::select(&args.backend, &args.slurm_args)?;
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(
             Template::for_shell("--command", c.clone())?,

@@ -253,7 +253,7 @@ impl Settings {
 
     /// Where exports run, checked (srun here, the partition known) before any export starts.
     pub(crate) fn launcher(&self) -> Result<fanout::Launcher> {
-        fanout::Launcher::from_flags(&self.backend, &self.slurm_args)
+        fanout::Launcher::select(&self.backend, &self.slurm_args)
             .with_context(|| format!("--backend {}", self.backend))
     }
 

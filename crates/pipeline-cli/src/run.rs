@@ -502,7 +502,7 @@ pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
                 extra.push(format!("retries {}", job.retries));
             }
             if let Launcher::Slurm(slurm) = launcher(job, opts) {
-                let srun = slurm.srun_line(&Command::new("job").job_name(&job.id));
+                let srun = Command::new("job").job_name(&job.id).srun_line(&slurm);
                 extra.push(format!("on Slurm: {srun}"));
             }
             let extra = if extra.is_empty() {

@@ -26,12 +26,14 @@ use std::time::{Duration, Instant};
 use rustix::fd::OwnedFd;
 use rustix::process::{Pid, PidfdFlags};
 
+use super::command::{Command, Sink, shell_quote};
+use super::output::{Captured, Ending, ProcessOutput};
+use super::pipes::{Tail, Target, open_sink, spawn_reader};
+use super::runner::CANCEL_POLL;
+use super::spawn::expression_with_stdin;
 use super::tree::{self, Cookie};
-use super::{
-    CANCEL_POLL, Captured, Command, Ending, ProcessOutput, Sink, Tail, expression_with_stdin,
-    open_sink, spawn_reader,
-};
-use crate::{CancelToken, TaskError};
+use crate::cancel::CancelToken;
+use crate::result::TaskError;
 
 /// The server side of the protocol for Python: a tool appends its preamble (the imports its
 /// jobs share) and a call `serve(run, hello)`, where `run(args) -> int` does one job.
@@ -169,7 +171,7 @@ impl ForkServer {
             &program,
         )
         .map_err(|e| spawn_err(std::io::Error::other(e.to_string())))?;
-        let super::Target::Pipe(err_write) = err_target else {
+        let Target::Pipe(err_write) = err_target else {
             unreachable!("a capture sink is a pipe")
         };
         let expr = expression_with_stdin(cmd, Some(requests_in))
@@ -215,7 +217,10 @@ impl ForkServer {
             }
             Err(e) => {
                 let why = if matches!(e, mpsc::RecvTimeoutError::Timeout) {
-                    format!("no answer within {}", crate::fmt_duration(ready_within))
+                    format!(
+                        "no answer within {}",
+                        crate::time::fmt_duration(ready_within)
+                    )
                 } else {
                     "it exited".to_owned()
                 };
@@ -373,7 +378,7 @@ impl ForkServer {
             command: job
                 .args
                 .iter()
-                .map(|a| super::shell_quote(a).into_owned())
+                .map(|a| shell_quote(a).into_owned())
                 .collect::<Vec<_>>()
                 .join(" "),
             slurm_job_id: None,

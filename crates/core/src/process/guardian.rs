@@ -139,7 +139,7 @@ pub(crate) fn revive_if_dead(var: &str) -> Option<i32> {
     let dead = {
         let watched = WATCHED.lock().expect("guardian lock");
         let (pid, fd) = watched.as_ref()?;
-        super::tree::exited(fd).then_some(*pid)
+        super::procs::exited(fd).then_some(*pid)
     }?;
     // Reap the old one (our child), then replace it.
     if let Some(p) = rustix::process::Pid::from_raw(dead) {
@@ -258,6 +258,6 @@ fn guard(var: &str) {
     if slurm {
         super::slurm::cancel_session(var);
     }
-    super::tree::kill_groups(&groups);
-    super::tree::kill_all_marked(var);
+    super::procs::kill_groups(&groups);
+    super::procs::kill_all_marked(var);
 }

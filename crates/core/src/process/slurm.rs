@@ -15,8 +15,6 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use super::{Command, Launcher};
-
 /// Where and how big a Slurm job step is. Fields left `None` use the cluster's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Slurm {
@@ -47,7 +45,7 @@ pub enum SlurmError {
     NoPartition { example: String, known: String },
     #[error("unknown Slurm partition `{name}` (partitions here: {known})")]
     UnknownPartition { name: String, known: String },
-    #[error("--slurm-arg {0}: Slurm options need --backend slurm")]
+    #[error("Slurm options ({0}) need the slurm backend, but the backend is local")]
     ArgsWithoutSlurm(String),
     #[error("unknown backend `{0}`; the backends are local and slurm")]
     UnknownBackend(String),
@@ -108,39 +106,24 @@ impl Slurm {
         }
     }
 
-    /// `cmd` as an `srun` command line: [`Slurm::srun_options`] with `marker` as the job's
-    /// comment, then the program and its arguments.
-    pub(crate) fn wrap(&self, cmd: &Command, marker: &str) -> Command {
-        let mut args = self.srun_options(cmd, Some(marker));
-        args.push(cmd.program.clone());
-        args.extend(cmd.args.iter().cloned());
-        let mut wrapped = cmd.clone();
-        wrapped.program = "srun".into();
-        wrapped.args = args;
-        wrapped.launcher = Launcher::Local;
-        wrapped
-    }
-
-    /// The `srun` options `cmd` runs with (without the comment), for `--dry-run`.
-    pub fn srun_line(&self, cmd: &Command) -> String {
-        let mut line = Command::new("srun");
-        line.args = self.srun_options(cmd, None);
-        line.display()
-    }
-
     /// The step's name, one task, `marker` as the job's comment, the time limit from the
-    /// command's timeout (a minute more: our own timer acts first, the cluster's is a
+    /// command's `timeout` (a minute more: our own timer acts first, the cluster's is a
     /// backstop), then the settings and the extra arguments.
-    fn srun_options(&self, cmd: &Command, marker: Option<&str>) -> Vec<OsString> {
+    pub(super) fn srun_options(
+        &self,
+        job_name: &str,
+        timeout: Option<Duration>,
+        marker: Option<&str>,
+    ) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
-            format!("--job-name={}", cmd.job_name_or_program()).into(),
+            format!("--job-name={job_name}").into(),
             "--ntasks=1".into(),
             "--quit-on-interrupt".into(),
         ];
         if let Some(m) = marker {
             args.push(format!("--comment={m}").into());
         }
-        if let Some(limit) = cmd.timeout {
+        if let Some(limit) = timeout {
             args.push(format!("--time={}", minutes(limit) + 1).into());
         }
         let settings = [
@@ -392,29 +375,6 @@ mod tests {
         assert_eq!(m.mem.as_deref(), Some("8G"));
         assert_eq!(m.cpus, Some(4));
         assert_eq!(m.args, ["--qos=a", "--qos=b"]);
-    }
-
-    #[test]
-    fn the_srun_line_names_the_step_limits_it_and_carries_the_command() {
-        let slurm = Slurm {
-            partition: Some("debug".into()),
-            cpus: Some(2),
-            mem: Some("2G".into()),
-            args: vec!["--qos=short".into()],
-            ..Slurm::default()
-        };
-        let cmd = Command::new("python")
-            .args(["train.py", "--lr", "0.1"])
-            .job_name("train lr=0.1")
-            .timeout(Some(Duration::from_secs(90)));
-        let w = slurm.wrap(&cmd, "FANOUT_JOB_1_a=7");
-        assert_eq!(w.program(), "srun");
-        assert_eq!(
-            w.display(),
-            "srun '--job-name=train lr=0.1' --ntasks=1 --quit-on-interrupt \
-             --comment=FANOUT_JOB_1_a=7 --time=3 --partition=debug --cpus-per-task=2 --mem=2G \
-             --qos=short python train.py --lr 0.1"
-        );
     }
 
     #[test]

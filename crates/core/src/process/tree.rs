@@ -17,12 +17,16 @@
 //! limit: a process that re-executes itself with an emptied environment (`env -i`) escapes.
 
 use std::collections::HashSet;
-use std::fs;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, WaitOptions};
+
+use super::procs::{
+    Held, descendants, environ_has, exited, find, group_has_live_members, group_members, is_zombie,
+    kill_all_marked, kill_groups, own_children, pgrp_of,
+};
 
 /// Prefix of the environment variable that marks every process of a job.
 pub const JOB_ENV_PREFIX: &str = "FANOUT_JOB_";
@@ -342,48 +346,6 @@ impl Session {
     }
 }
 
-/// SIGKILL every process of each group, until none has a live member. The groups' leaders
-/// may be reaped, so their ids are not pinned: each member is held by a pidfd.
-pub(crate) fn kill_groups(groups: &HashSet<i32>) {
-    if groups.is_empty() {
-        return;
-    }
-    let mut held = Held::default();
-    for _ in 0..50 {
-        // One /proc scan a round, not one per group.
-        let members: Vec<(i32, i32)> = live_members()
-            .into_iter()
-            .filter(|(_, g)| groups.contains(g))
-            .collect();
-        if members.is_empty() {
-            break;
-        }
-        for (pid, g) in members {
-            held.hold(pid, |p| pgrp_of(p) == Some(g));
-        }
-        held.signal(Signal::KILL);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// SIGKILL every process whose environment has the variable `var` (any value), until none is
-/// left. For the second Ctrl-C and for the guardian.
-pub(crate) fn kill_all_marked(var: &str) {
-    let prefix = format!("{var}=").into_bytes();
-    let mut held = Held::default();
-    for _ in 0..50 {
-        let pids = find(&prefix);
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
-            held.hold(pid, |p| environ_has(p, &prefix));
-        }
-        held.signal(Signal::KILL);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// A job's process group, as a kill sees it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum JobGroup {
@@ -407,208 +369,11 @@ impl JobGroup {
     }
 }
 
-/// Processes held by a pidfd from the moment they are seen: a signal through one reaches that
-/// process or nothing (it exited), never a process that reused its pid. Kernels without pidfds
-/// (before Linux 5.3) get signals by pid, as before.
-#[derive(Default)]
-struct Held {
-    fds: std::collections::HashMap<i32, rustix::fd::OwnedFd>,
-    by_number: HashSet<i32>,
-}
-
-impl Held {
-    /// Hold `pid`, if `still(pid)`, asked once its pidfd is open, says it is the process that was
-    /// seen (a pid reused between the scan and the open fails the check).
-    fn hold(&mut self, pid: i32, still: impl Fn(i32) -> bool) {
-        if self.fds.get(&pid).is_some_and(|fd| !exited(fd)) || self.by_number.contains(&pid) {
-            return;
-        }
-        let Some(p) = Pid::from_raw(pid) else {
-            return;
-        };
-        match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => {
-                if still(pid) {
-                    self.fds.insert(pid, fd);
-                }
-            }
-            Err(rustix::io::Errno::NOSYS) => {
-                self.by_number.insert(pid);
-            }
-            // Gone already.
-            Err(_) => {}
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        for fd in self.fds.values() {
-            let _ = rustix::process::pidfd_send_signal(fd, sig);
-        }
-        for &pid in &self.by_number {
-            if let Some(p) = Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(p, sig);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.fds.len() + self.by_number.len()
-    }
-}
-
-/// Pids of our own children, from `/proc/self/task/*/children` (orphans are re-parented to
-/// any thread of the subreaper, so every thread's list is read).
-fn own_children() -> Option<Vec<i32>> {
-    let mut pids = Vec::new();
-    for task in fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let text = fs::read_to_string(task.path().join("children")).ok()?;
-        pids.extend(
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
-    }
-    Some(pids)
-}
-
-/// Whether a process group has a member that is not a zombie.
-fn group_has_live_members(pgid: i32) -> bool {
-    pgid > 0 && live_groups().contains(&pgid)
-}
-
-/// The process groups that have a member that is not a zombie, from `/proc/<pid>/stat`.
-fn live_groups() -> HashSet<i32> {
-    live_members().into_iter().map(|(_, g)| g).collect()
-}
-
-/// The live (not zombie) members of process group `pgid`.
-fn group_members(pgid: i32) -> Vec<i32> {
-    live_members()
-        .into_iter()
-        .filter(|&(_, g)| g == pgid)
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-/// Every process that is not a zombie, with its process group: `(pid, pgrp)`.
-fn live_members() -> Vec<(i32, i32)> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| Some((pid, pgrp_of(pid)?)))
-        .collect()
-}
-
-/// The process group of `pid`, if it is alive and not a zombie.
-fn pgrp_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (in parentheses, which may hold anything): state,
-    // parent, process group.
-    let mut rest = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace();
-    let state = rest.next();
-    let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
-    pgrp.filter(|_| state != Some("Z"))
-}
-
-/// Every live process below `root` in the parent tree, from `/proc/<pid>/stat`.
-pub(crate) fn descendants(root: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The fields after the command name (in parentheses, which may hold anything):
-        // state, then the parent's pid.
-        let mut rest = stat
-            .rsplit_once(')')
-            .map_or("", |(_, r)| r)
-            .split_whitespace();
-        let state = rest.next();
-        if state == Some("Z") {
-            continue;
-        }
-        if let Some(ppid) = rest.next().and_then(|p| p.parse::<i32>().ok()) {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut found = Vec::new();
-    let mut todo = vec![root];
-    while let Some(parent) = todo.pop() {
-        for &child in children.get(&parent).map_or(&[][..], Vec::as_slice) {
-            found.push(child);
-            todo.push(child);
-        }
-    }
-    found
-}
-
-/// Whether the process behind a pidfd has exited (a zombie counts: it runs no code).
-pub(crate) fn exited(pidfd: &rustix::fd::OwnedFd) -> bool {
-    let mut fds = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
-}
-
-fn is_zombie(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which is in parentheses and may contain spaces.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            == Some("Z")
-    })
-}
-
-/// Whether `entry` (`NAME=VALUE\0`, or a `NAME=` prefix) is in the process's environment.
-fn environ_has(pid: i32, entry: &[u8]) -> bool {
-    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| contains_entry(&env, entry))
-}
-
-fn contains_entry(environ: &[u8], entry: &[u8]) -> bool {
-    // Entries are NUL-separated; match only at the start of an entry.
-    environ.split(|b| *b == 0).any(|var| {
-        let var_nul = var.len() < entry.len() && entry.last() == Some(&0);
-        if var_nul {
-            var.len() + 1 == entry.len() && entry[..var.len()] == *var
-        } else {
-            var.starts_with(entry)
-        }
-    })
-}
-
-/// Every live process (zombies have no environment) whose environment has `entry`.
-fn find(entry: &[u8]) -> Vec<i32> {
-    let me = std::process::id().cast_signed();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me && environ_has(pid, entry))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use super::super::procs::contains_entry;
     use super::*;
 
     /// A child that sleeps, and its pid. With `at`, the kernel is asked to give it that pid

@@ -9,6 +9,7 @@
 )]
 
 mod forkserver;
+mod layering;
 mod map;
 mod pool;
 mod process;

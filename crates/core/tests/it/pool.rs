@@ -285,18 +285,14 @@ fn unknown_strategy_values_are_errors_naming_the_choices() {
 
 #[test]
 fn auto_picks_serial_for_one_task_or_one_worker_and_otherwise_follows_the_kind() {
-    let w = |n| MaxWorkers::new(n, 64).unwrap();
     let auto = Strategy::Auto;
-    assert_eq!(auto.resolve(TaskKind::Cpu, 1, w(8)), Strategy::Serial);
-    assert_eq!(auto.resolve(TaskKind::Blocking, 0, w(8)), Strategy::Serial);
-    assert_eq!(auto.resolve(TaskKind::Blocking, 50, w(1)), Strategy::Serial);
+    assert_eq!(auto.resolve(TaskKind::Cpu, 1, 8), Strategy::Serial);
+    assert_eq!(auto.resolve(TaskKind::Blocking, 0, 8), Strategy::Serial);
+    assert_eq!(auto.resolve(TaskKind::Blocking, 50, 1), Strategy::Serial);
+    assert_eq!(auto.resolve(TaskKind::Blocking, 50, 4), Strategy::Threads);
+    assert_eq!(auto.resolve(TaskKind::Cpu, 50, 4), Strategy::Rayon);
     assert_eq!(
-        auto.resolve(TaskKind::Blocking, 50, w(4)),
-        Strategy::Threads
-    );
-    assert_eq!(auto.resolve(TaskKind::Cpu, 50, w(4)), Strategy::Rayon);
-    assert_eq!(
-        Strategy::Threads.resolve(TaskKind::Cpu, 1, w(4)),
+        Strategy::Threads.resolve(TaskKind::Cpu, 1, 4),
         Strategy::Threads,
         "an explicit strategy is obeyed"
     );

@@ -1,0 +1,191 @@
+//! [`ProcessRunner`]: runs a [`Command`] as a job whose whole process tree it owns.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::command::{Command, Launcher, Sink, Stderr};
+use super::output::{Captured, Ending, ProcessError, ProcessOutput};
+use super::pipes::wire_streams;
+use super::slurm;
+use super::spawn::base_expression;
+use super::tree::{self, JobGroup};
+use crate::cancel::CancelToken;
+
+/// SIGKILL every process of every job this program started. For the second Ctrl-C.
+pub fn kill_all_jobs() {
+    tree::session().kill_all();
+}
+
+/// Runs commands as jobs whose whole process tree it owns (the local launcher).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessRunner;
+
+/// How often a waiting job looks at its cancel token.
+pub(super) const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+impl ProcessRunner {
+    /// A runner. The first one makes this process a child subreaper and, if [`init`](super::init) was
+    /// called, starts the guardian.
+    pub fn new() -> Self {
+        tree::session();
+        ProcessRunner
+    }
+
+    /// Run `cmd` to completion, its time limit, or `cancel`, whichever comes first.
+    pub fn run(&self, cmd: &Command, cancel: &CancelToken) -> Result<ProcessOutput, ProcessError> {
+        let session = tree::session();
+        let cookie = session.next_cookie();
+        // On Slurm: the step's name and its comment (the cookie), to find its job id after.
+        let mut on_slurm: Option<(String, String)> = None;
+        let slurm_cmd;
+        let cmd = match &cmd.launcher {
+            Launcher::Local => cmd,
+            Launcher::Slurm(slurm) => {
+                session.note_slurm();
+                let marker = format!("{}={}", cookie.name, cookie.value);
+                slurm_cmd = cmd.wrapped_in_srun(slurm, &marker);
+                on_slurm = Some((cmd.job_name_or_program(), marker));
+                &slurm_cmd
+            }
+        };
+        let program = cmd.program.to_string_lossy().into_owned();
+        // Where this attempt's output starts in an appended log: srun's failure is read from
+        // this attempt's lines only, not from an earlier attempt's.
+        let log_start = log_file(cmd).map_or(0, |p| std::fs::metadata(p).map_or(0, |m| m.len()));
+
+        let base = base_expression(cmd).env(&cookie.name, &cookie.value);
+        let (expr, streams) = wire_streams(cmd, base, &program)?;
+
+        let start = Instant::now();
+        let handle = session
+            .spawn_registered(
+                || expr.start(),
+                |h| h.pids().first().map(|&p| p.cast_signed()),
+            )
+            .map_err(|source| ProcessError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        // The expression holds our copies of the pipes' write ends; drop them so the readers
+        // see end-of-file once the tree is gone.
+        drop(expr);
+        let pid = handle.pids().first().copied().unwrap_or(0);
+        // The child leads its own process group (see sys.rs), so its pid is the group's id.
+        let group = pid.cast_signed();
+        // A limit too far away to be an instant is no limit (the tools refuse those earlier).
+        let deadline = cmd.timeout.and_then(|t| start.checked_add(t));
+
+        let mut killed_processes = 0;
+        let mut forced: Option<Ending> = None;
+        let wait_result = loop {
+            let now = Instant::now();
+            let slice_end = deadline.map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
+            match handle.wait_deadline(slice_end) {
+                Ok(Some(_)) => break Ok(()),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            let ending = if cancel.is_cancelled() {
+                Ending::Cancelled
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                Ending::TimedOut(start.elapsed())
+            } else {
+                continue;
+            };
+            // Not reaped yet (wait_deadline saw it running): the group's id is pinned.
+            killed_processes = session.kill_tree(&cookie, JobGroup::Pinned(group), cmd.grace);
+            forced = Some(ending);
+            break handle.wait().map(|_| ());
+        };
+        let status = handle.try_wait().ok().flatten().map(|o| o.status);
+        session.unregister(group);
+        drop(handle);
+        if let Err(source) = wait_result {
+            session.kill_tree(&cookie, JobGroup::Loose(group), Duration::ZERO);
+            return Err(ProcessError::Wait { program, source });
+        }
+        if forced.is_none() {
+            killed_processes = session.finish(&cookie, group, cmd.grace);
+        }
+        let duration = start.elapsed();
+        let (stdout, stderr) = streams.collect();
+        let slurm_failure = if on_slurm.is_some() && status.is_some_and(|s| !s.success()) {
+            slurm::failure(&stderr_text(cmd, &stderr, log_start))
+        } else {
+            None
+        };
+        // A job the scheduler refused never existed: nothing to look up or cancel.
+        let slurm_job_id = on_slurm
+            .filter(|_| !slurm_failure.as_deref().is_some_and(slurm::refused))
+            .and_then(|(name, marker)| slurm::job_id(&name, &marker));
+        if let (Some(id), Some(_)) = (slurm_job_id, &forced) {
+            // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job
+            // was still waiting for resources, make sure the cluster lets go of it too.
+            slurm::cancel(id);
+        }
+        let ending = forced.unwrap_or_else(|| {
+            status.map_or(Ending::Signaled(0), |s| match (s.code(), s.signal()) {
+                (Some(code), _) => Ending::Exited(code),
+                (None, Some(sig)) => Ending::Signaled(sig),
+                (None, None) => Ending::Signaled(0),
+            })
+        });
+        Ok(ProcessOutput {
+            pid,
+            ending,
+            stdout,
+            stderr,
+            duration,
+            killed_processes,
+            command: cmd.display(),
+            slurm_job_id,
+            slurm_failure,
+        })
+    }
+}
+
+/// The file the command's stderr goes to, if it goes to one (also with stdout into a file).
+fn log_file(cmd: &Command) -> Option<&Path> {
+    match (&cmd.stderr, &cmd.stdout) {
+        (Stderr::Sink(Sink::File(p) | Sink::AppendFile(p)), _)
+        | (Stderr::ToStdout, Sink::File(p) | Sink::AppendFile(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// The end of what this run of the command wrote to stderr: the captured tail, or the end of
+/// the file it went to, from `log_start` (where this attempt began writing) on.
+fn stderr_text(cmd: &Command, captured: &Captured, log_start: u64) -> String {
+    match log_file(cmd) {
+        Some(p) => {
+            let len = std::fs::metadata(p).map_or(0, |m| m.len());
+            crate::fsutil::read_tail(p, len.saturating_sub(log_start).min(16 * 1024))
+        }
+        None => captured.text().into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_with_its_own_path_runs_the_program_found_there() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("sh");
+        std::fs::write(&script, "#!/bin/sh\necho from-job-path\n").expect("write script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let runner = ProcessRunner::new();
+        let cancel = CancelToken::new();
+        // Look `sh` up on our PATH first, so a cached answer would be wrong for the second job.
+        runner
+            .run(&Command::new("sh").arg("-c").arg("true"), &cancel)
+            .expect("sh runs");
+        let out = runner
+            .run(&Command::new("sh").env("PATH", dir.path()), &cancel)
+            .expect("the job's own sh runs");
+        assert_eq!(out.stdout.text().trim(), "from-job-path");
+    }
+}
