@@ -153,6 +153,80 @@ pub fn assert_cli_contract(bin: &str, name: &str, version: &str) {
     assert!(bad.stderr.contains("--no-such-flag"), "{}", bad.stderr);
 }
 
+/// The flags every tool's batch command shares (`fanout-cli`), seen from outside: `--help` of
+/// the command `run` (e.g. `["pipeline"]`; empty for the tool itself) lists each with one
+/// spelling, `--jobs` is a hidden alias of `-j`, bad values are usage errors (exit 2) naming
+/// the flag, and `completions SHELL` prints a script for each shell.
+pub fn assert_shared_flags(bin: &str, name: &str, run: &[&str]) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let with = |extra: &[&str]| {
+        let mut args: Vec<&str> = run.to_vec();
+        args.extend(extra);
+        run_in(bin, dir.path(), &args)
+    };
+    let help = with(&["--help"]);
+    assert_eq!(help.code, Some(0), "{}", help.stderr);
+    for flag in [
+        "-j, --max-workers <N>",
+        "--sequential",
+        "--timeout <SECS>",
+        "--dry-run",
+        "-q, --quiet",
+        "-v, --verbose",
+        "--no-progress",
+        "--report <FILE>",
+        "--backend <BACKEND>",
+        "--slurm-arg <ARG>",
+    ] {
+        assert!(
+            help.stdout.contains(flag),
+            "{flag} is not in --help:\n{}",
+            help.stdout
+        );
+    }
+    assert!(
+        !help.stdout.contains("--jobs"),
+        "--jobs is a hidden alias:\n{}",
+        help.stdout
+    );
+    let top = run_in(bin, dir.path(), &["--help"]);
+    assert!(
+        top.stdout
+            .contains("2    usage, input or configuration error (nothing ran)"),
+        "the shared exit-status table is not in --help:\n{}",
+        top.stdout
+    );
+
+    for (args, says) in [
+        (&["-j", "0"][..], "-j/--max-workers"),
+        (&["--jobs", "0"][..], "-j/--max-workers"),
+        (&["--timeout", "-3"][..], "--timeout"),
+        (&["-q", "-v"][..], "--quiet"),
+        (&["--backend", "cloud"][..], "cloud"),
+    ] {
+        let out = with(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(says),
+            "{args:?} does not name {says}: {}",
+            out.stderr
+        );
+    }
+
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = run_in(bin, dir.path(), &["completions", shell]);
+        assert_eq!(out.code, Some(0), "{shell}: {}", out.stderr);
+        assert!(out.stdout.contains(name), "{shell}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("max-workers"),
+            "{shell}: {}",
+            out.stdout
+        );
+    }
+    let bad = run_in(bin, dir.path(), &["completions", "nosh"]);
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+}
+
 /// The full path of `program` on `PATH`, if it is there.
 pub fn which(program: &str) -> Option<PathBuf> {
     ::which::which(program).ok()

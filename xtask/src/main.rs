@@ -30,7 +30,8 @@ const USAGE: &str = "\
 Usage: cargo xtask <task>
 
 Tasks:
-  test    install what the tests need (uv), then run `cargo test --workspace`
+  test    install what the tests need (uv, Chromium, the Slurm test cluster), then run
+          `cargo test --workspace` with the features that turn their tests on
   demo    build export-nb and export the bundled notebooks to target/demo/site
   bench   the benchmark suite: our tools and the anchors side by side (--help for options)
   fuzz    run every fuzz target (cargo-fuzz, nightly) for --seconds N each (default 60); fails

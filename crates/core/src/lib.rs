@@ -56,7 +56,7 @@ pub use config::{
     CHUNK_SIZE_ENV, Chunking, FailurePolicy, MIN_BATCH_ENV, MaxWorkers, PoolConfig, PoolError,
 };
 pub use events::{Event, Reporter, Silent, Tee};
-pub use exit::{EXIT_INTERRUPTED, ExitStatus};
+pub use exit::{EXIT_INTERRUPTED, ExitStatus, UsageError};
 pub use interrupt::install_interrupt_handler;
 pub use map::MapResult;
 pub use pool::Pool;

@@ -285,7 +285,7 @@ impl Summary {
 
     /// From counts by status (succeeded, failed, timed out, cancelled, skipped) and the sum
     /// of the run times.
-    pub(crate) fn from_counts(
+    pub fn from_counts(
         counts: [usize; 5],
         busy: Duration,
         wall: Duration,

@@ -3,6 +3,28 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use fanout_cli::{CompletionsArgs, RunArgs, Tool, Workers};
+
+/// parallamr's words for the shared flags (see `fanout_cli`).
+#[derive(Debug, Clone, Default)]
+pub struct Parallamr;
+
+impl Tool for Parallamr {
+    const NAME: &'static str = "parallamr";
+    const NOUN: (&'static str, &'static str) = ("experiment", "experiments");
+    const MAX_WORKERS_CAP: usize = 256;
+    const MAX_WORKERS_DEFAULT: Workers = Workers::Fixed(4);
+    const TIMEOUT_HELP: &'static str = "a request (or a command) may take [default: 300]";
+    const DRY_RUN_HELP: &'static str =
+        "what would run after checking the inputs and configuration (no request is sent)";
+    const OUTPUT_NAME: &'static str = "error (a provider's answer, a command's output)";
+}
+
+const EXAMPLES: &str = "  parallamr init
+  parallamr run -p prompt.txt -e experiments.csv -o results.csv -j 8
+  parallamr run -p prompt.txt -e experiments.csv -o results.csv --resume
+  parallamr models ollama
+  parallamr completions zsh > ~/.zfunc/_parallamr";
 
 /// Run a prompt template against many provider/model/variable rows of a CSV, in parallel.
 #[derive(Debug, Parser)]
@@ -14,18 +36,7 @@ use clap::{Parser, Subcommand};
         Providers: mock (no network), ollama, openrouter, openai (and OpenAI-compatible servers \
         via OPENAI_BASE_URL), command (a command template per row). `parallamr providers` shows \
         their settings and limits.",
-    after_help = concat!(
-        "Examples:\n",
-        "  parallamr init\n",
-        "  parallamr run -p prompt.txt -e experiments.csv -o results.csv -j 8\n",
-        "  parallamr run -p prompt.txt -e experiments.csv -o results.csv --resume\n",
-        "  parallamr models ollama\n\n",
-        "Exit status:\n",
-        "  0    every row is ok or warning\n",
-        "  1    some rows errored (or timed out)\n",
-        "  2    usage, file or configuration error (nothing ran)\n",
-        "  130  interrupted (Ctrl-C); a second Ctrl-C stops at once",
-    )
+    after_help = fanout_cli::after_help(EXAMPLES, Parallamr::NOUN),
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,9 +56,13 @@ pub enum Commands {
     },
     /// Write an example prompt, experiments file and README snippet here (never overwrites)
     Init,
+    #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "parallamr"))]
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("dry_run", |a| a.alias("validate-only")))]
 pub struct RunCli {
     /// The prompt template file (`-`: standard input)
     #[arg(short, long, value_name = "PROMPT")]
@@ -61,22 +76,6 @@ pub struct RunCli {
     /// A context file appended to the prompt under `## Document: <name>`; repeatable
     #[arg(short, long = "context", value_name = "CONTEXT")]
     pub contexts: Vec<PathBuf>,
-    /// Experiments running at once, 1 to 256
-    #[arg(
-        short = 'j',
-        long = "jobs",
-        value_name = "N",
-        default_value_t = 4,
-        conflicts_with = "sequential"
-    )]
-    pub jobs: usize,
-    /// One experiment at a time (same as -j 1)
-    #[arg(long)]
-    pub sequential: bool,
-    /// Seconds a request (or command) may take, 1 to 31622400 (366 days)
-    #[arg(long, value_name = "SECS", default_value_t = 300,
-          value_parser = clap::value_parser!(u64).range(1..=fanout::MAX_TIMEOUT.as_secs()))]
-    pub timeout: u64,
     /// Retries after rate limits (429), 502/503/504 and connection errors
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
@@ -88,27 +87,11 @@ pub struct RunCli {
     /// code: write `--lr {{lr}}`, not `--lr '{{lr}}'`; `{{ var | safe }}` inserts a value raw
     #[arg(long, value_name = "TEMPLATE")]
     pub command: Option<String>,
-    /// Where the command provider's experiments run: here, or on a Slurm cluster, each as a
-    /// job step started with `srun` (the working folder must be on a file system the nodes share)
-    #[arg(long, value_name = "BACKEND", default_value = "local",
-          value_parser = clap::builder::PossibleValuesParser::new(fanout::Launcher::NAMES))]
-    pub backend: String,
-    /// An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=gpu
-    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-    pub slurm_arg: Vec<String>,
-    /// Check the inputs and configuration, run nothing
-    #[arg(long)]
-    pub validate_only: bool,
     /// Complete an existing results file: run only the experiments without an ok/warning row
     #[arg(long)]
     pub resume: bool,
-    /// Write the run's report (JSON) to FILE
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// One line per experiment instead of a progress bar
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// Print only failures and the summary
-    #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
+    // The shared flags. --backend slurm runs the command provider's experiments as Slurm job
+    // steps; HTTP requests are always sent from here.
+    #[command(flatten)]
+    pub run: RunArgs<Parallamr>,
 }

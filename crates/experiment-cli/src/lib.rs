@@ -21,53 +21,39 @@ mod writer;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use fanout::{ExitStatus, MaxWorkers, ProgressMode};
+use anyhow::Result;
+use clap::CommandFactory;
+use fanout::ExitStatus;
+use fanout_cli::UsageResult;
 
 use crate::cli::{Cli, Commands};
 
-const MAX_JOBS: usize = 256;
-
-/// Run parallamr with parsed arguments; returns the exit status. Errors are printed here.
+/// Run parallamr with parsed arguments; returns the exit status. Errors are printed here:
+/// those in what the user asked for exit 2 (nothing ran), those of the run itself 1.
 pub fn run(cli: Cli) -> ExitStatus {
-    match dispatch(cli) {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("parallamr: error: {e:#}");
-            ExitStatus::Usage
-        }
-    }
+    fanout_cli::finish("parallamr", dispatch(cli))
 }
 
 fn dispatch(cli: Cli) -> Result<ExitStatus> {
     match cli.command {
         Commands::Run(r) => {
+            let shared = &r.run;
             let args = run::RunArgs {
-                max_workers: if r.sequential {
-                    MaxWorkers::one()
-                } else {
-                    MaxWorkers::new(r.jobs, MAX_JOBS).context("-j/--jobs")?
-                },
-                timeout: Duration::from_secs(r.timeout.max(1)),
+                max_workers: shared.max_workers_or(None)?,
+                timeout: shared.timeout_or(None)?.unwrap_or(Duration::from_secs(300)),
                 retries: r.retries,
                 limits: r.provider_limits,
-                backend: r.backend,
-                slurm_args: r.slurm_arg,
-                progress: if r.quiet {
-                    ProgressMode::Quiet
-                } else if r.verbose {
-                    ProgressMode::Plain
-                } else {
-                    ProgressMode::Auto
-                },
+                launcher: shared.launcher_or(None, &[])?,
+                progress: shared.progress(),
+                detail_lines: shared.detail_lines(0),
                 prompt: r.prompt,
                 experiments: r.experiments,
                 output: r.output,
                 contexts: r.contexts,
                 command: r.command,
-                validate_only: r.validate_only,
+                dry_run: shared.dry_run,
                 resume: r.resume,
-                report: r.report,
+                report: shared.report.clone(),
             };
             run::run(&args)
         }
@@ -92,10 +78,11 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Commands::Models { provider } => {
             if !providers::KNOWN.contains(&provider.as_str()) {
-                anyhow::bail!(
+                return Err(anyhow::anyhow!(
                     "unknown provider {provider:?}; the known providers: {}",
                     providers::KNOWN.join(", ")
-                );
+                ))
+                .usage();
             }
             let http = providers::Http::new(Duration::from_secs(30));
             let p = providers::one(&provider, &http)?;
@@ -111,8 +98,9 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Init => {
-            run::init(std::path::Path::new("."))?;
+            run::init(std::path::Path::new(".")).usage()?;
             Ok(ExitStatus::Success)
         }
+        Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),
     }
 }

@@ -11,6 +11,7 @@ use fanout::{
     CancelReason, CancelToken, Event, ExitStatus, MaxWorkers, Pool, PoolConfig, ProgressMode,
     Reporter, RetryPolicy, Task, TaskError, Tee,
 };
+use fanout_cli::UsageResult;
 
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
 use crate::providers::{self, CommandProvider, Http, Provider, estimate_tokens};
@@ -32,12 +33,14 @@ pub(crate) struct RunArgs {
     pub(crate) limits: Vec<(String, usize)>,
     pub(crate) command: Option<String>,
     /// `--backend`: where the command provider's experiments run.
-    pub(crate) backend: String,
-    pub(crate) slurm_args: Vec<String>,
-    pub(crate) validate_only: bool,
+    /// Where the command provider's experiments run, checked.
+    pub(crate) launcher: fanout::Launcher,
+    pub(crate) dry_run: bool,
     pub(crate) resume: bool,
     pub(crate) report: Option<PathBuf>,
     pub(crate) progress: ProgressMode,
+    /// Lines of a failure's detail shown under it (`-v`).
+    pub(crate) detail_lines: usize,
 }
 
 /// A counting semaphore: at most `n` requests in flight to one provider.
@@ -106,7 +109,7 @@ struct Inputs {
     used: Vec<String>,
 }
 
-/// Read and check everything; `None` for `--validate-only` (which prints its summary).
+/// Read and check everything; `None` for `--dry-run` (which prints its summary).
 fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
         bail!("only one of the prompt (-p) and the experiments (-e) can come from standard input");
@@ -136,7 +139,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
         }
     }
     let http = Http::new(args.timeout);
-    let launcher = fanout::Launcher::select(&args.backend, &args.slurm_args)?;
+    let launcher = args.launcher.clone();
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(
             Template::for_shell("--command", c.clone())?,
@@ -162,7 +165,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     let providers = providers::build(&used, &http, command.as_ref())?;
     let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
 
-    if args.validate_only {
+    if args.dry_run {
         eprintln!(
             "{}: {} experiment{} for {} ({} variable{}: {}); the prompt uses: {}; all valid",
             experiments.source,
@@ -194,21 +197,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         template,
         providers,
         used,
-    }) = prepare(args)?
+    }) = prepare(args).usage()?
     else {
         return Ok(ExitStatus::Success);
     };
-    let (mut out, todo) = open_output(args, &experiments)?;
-    let limits: HashMap<&str, Limit> = used
-        .iter()
-        .map(|p| {
-            let n = args.limits.iter().find(|(name, _)| name == p).map_or_else(
-                || providers::default_limit(p, args.max_workers.get()),
-                |(_, n)| *n,
-            );
-            (p.as_str(), Limit::new(n))
-        })
-        .collect();
+    let (mut out, todo) = open_output(args, &experiments).usage()?;
+    let limits = limits(args, &used);
     let facts: Vec<Mutex<Facts>> = todo.iter().map(|_| Mutex::new(Facts::default())).collect();
     let tasks: Vec<Task<&Experiment>> = todo
         .iter()
@@ -221,7 +215,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             .retry(
                 RetryPolicy::retries(args.retries).with_initial_backoff(Duration::from_millis(500)),
             )
-            .with_env_overrides()?,
+            .with_env_overrides()
+            .usage()?,
     );
 
     let mut write_error: Option<anyhow::Error> = None;
@@ -251,7 +246,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             interrupt.cancel(CancelReason::Requested);
         }
     };
-    let mut progress = args.progress.reporter::<Done>();
+    let mut progress = args
+        .progress
+        .reporter_with_detail::<Done>(args.detail_lines);
     let mut tee = Tee(vec![
         &mut rows,
         progress.as_mut() as &mut dyn Reporter<Done>,
@@ -292,6 +289,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// The concurrency limit of each provider used: `--provider-limit`, else its default.
+fn limits<'a>(args: &RunArgs, used: &'a [String]) -> HashMap<&'a str, Limit> {
+    used.iter()
+        .map(|p| {
+            let n = args.limits.iter().find(|(name, _)| name == p).map_or_else(
+                || providers::default_limit(p, args.max_workers.get()),
+                |(_, n)| *n,
+            );
+            (p.as_str(), Limit::new(n))
+        })
+        .collect()
 }
 
 /// A results write failed, and the sweep was stopped: experiments ran, so this is not a usage

@@ -3,7 +3,30 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use fanout_cli::{CompletionsArgs, RunArgs, Tool, Workers};
+
+/// export-nb's words for the shared flags (see `fanout_cli`).
+#[derive(Debug, Clone, Default)]
+pub struct ExportNb;
+
+impl Tool for ExportNb {
+    const NAME: &'static str = "export-nb";
+    const NOUN: (&'static str, &'static str) = ("notebook", "notebooks");
+    // Each export is a CPU-heavy Python process.
+    const MAX_WORKERS_CAP: usize = 16;
+    const MAX_WORKERS_DEFAULT: Workers = Workers::Cores;
+    const TIMEOUT_HELP: &'static str =
+        "one export may take before its whole process tree is killed [default: 300]";
+    const DRY_RUN_HELP: &'static str = "the environments and export commands that would run";
+    const OUTPUT_NAME: &'static str = "marimo output";
+}
+
+const EXAMPLES: &str = "  export-nb                          export ./notebooks to ./_site
+  export-nb -j 4 docs/notebooks      four exports at a time
+  export-nb notebooks --apps apps    static pages plus WebAssembly apps
+  export-nb --dry-run                show the export commands, run nothing
+  export-nb completions bash > ~/.local/share/bash-completion/completions/export-nb";
 
 /// Export marimo notebooks to a static HTML site, many at once.
 #[derive(Debug, Parser)]
@@ -20,18 +43,8 @@ use clap::Parser;
         deleted notebooks are removed.\n\n\
         Settings may also come from [tool.export-nb] in ./pyproject.toml, with the same names as \
         the long flags (e.g. max-workers = 4, folders = [\"notebooks\"]); flags win.",
-    after_help = concat!(
-        "Examples:\n",
-        "  export-nb                          export ./notebooks to ./_site\n",
-        "  export-nb -j 4 docs/notebooks      four exports at a time\n",
-        "  export-nb notebooks --apps apps    static pages plus WebAssembly apps\n",
-        "  export-nb --dry-run                show the export commands, run nothing\n\n",
-        "Exit status:\n",
-        "  0    every notebook exported (or up to date)\n",
-        "  1    some notebook failed or timed out\n",
-        "  2    usage or configuration error (nothing ran)\n",
-        "  130  interrupted (Ctrl-C); a second Ctrl-C kills running exports at once",
-    )
+    after_help = fanout_cli::after_help(EXAMPLES, ExportNb::NOUN),
+    args_conflicts_with_subcommands = true,
 )]
 pub struct Cli {
     /// Folders of notebooks to export as static HTML pages [default: notebooks]
@@ -50,18 +63,6 @@ pub struct Cli {
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 
-    /// Exports running at once, 1 to 16 [default: the number of cores]
-    #[arg(short = 'j', long, value_name = "N", conflicts_with = "sequential")]
-    pub max_workers: Option<usize>,
-
-    /// One export at a time (same as -j 1)
-    #[arg(long)]
-    pub sequential: bool,
-
-    /// Seconds one export may take before its whole process tree is killed [default: 300]
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<u64>,
-
     /// Run each notebook in its own environment from its inline dependencies (the default)
     #[arg(long, overrides_with = "no_sandbox")]
     pub sandbox: bool,
@@ -70,16 +71,6 @@ pub struct Cli {
     /// marimo alone
     #[arg(long, overrides_with = "sandbox")]
     pub no_sandbox: bool,
-
-    /// Where exports run: here, or on a Slurm cluster, each export a job step started with
-    /// `srun`; the notebooks and the output folder must be on a file system the nodes share
-    #[arg(long, value_name = "BACKEND",
-          value_parser = clap::builder::PossibleValuesParser::new(fanout::Launcher::NAMES))]
-    pub backend: Option<String>,
-
-    /// An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=cpu
-    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-    pub slurm_arg: Vec<String>,
 
     /// The uv executable that builds the environments [default: uv on PATH]
     #[arg(long, value_name = "PATH")]
@@ -120,25 +111,19 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
-    /// Print the environments and export commands that would run, and run nothing
-    #[arg(long)]
-    pub dry_run: bool,
+    // The shared flags (settings in pyproject.toml: max-workers, timeout, backend, slurm-args).
+    #[command(flatten)]
+    pub run: RunArgs<ExportNb>,
 
-    /// Write the run's report (JSON) to FILE
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+}
 
-    /// Print only failures and the summary
-    #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// Print marimo's output for failed notebooks
-    #[arg(short, long)]
-    pub verbose: bool,
-
-    /// No progress bar: one line per notebook
-    #[arg(long)]
-    pub no_progress: bool,
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "export-nb"))]
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completions(CompletionsArgs),
 }
 
 impl Cli {

@@ -11,9 +11,6 @@ use serde::Deserialize;
 
 use crate::cli::Cli;
 
-/// The most exports that may run at once: each is a CPU-heavy Python process.
-pub(crate) const MAX_WORKERS_CAP: usize = 16;
-
 /// How a folder's notebooks are exported, and where their pages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Category {
@@ -101,7 +98,7 @@ struct FileSettings {
     wasm: Option<Vec<PathBuf>>,
     output: Option<PathBuf>,
     max_workers: Option<usize>,
-    timeout: Option<u64>,
+    timeout: Option<f64>,
     sandbox: Option<bool>,
     uv: Option<PathBuf>,
     uvx: Option<PathBuf>,
@@ -157,6 +154,15 @@ impl Settings {
             None => String::new(),
         };
 
+        // The shared flags first: a bad -j is reported as such, whatever else is wrong.
+        let run = &cli.run;
+        let (workers_key, timeout_key) = (from_file("max-workers"), from_file("timeout"));
+        let max_workers =
+            run.max_workers_or(file.max_workers.map(|n| (n, workers_key.as_str())))?;
+        let timeout = run
+            .timeout_or(file.timeout.map(|t| (t, timeout_key.as_str())))?
+            .unwrap_or(Duration::from_secs(300));
+
         let pick = |flag: Vec<PathBuf>, file: Option<Vec<PathBuf>>| {
             if flag.is_empty() {
                 file.unwrap_or_default()
@@ -168,23 +174,6 @@ impl Settings {
         let apps = pick(cli.apps, file.apps);
         let wasm = pick(cli.wasm, file.wasm);
         let sources = sources(folders, apps, wasm)?;
-
-        let max_workers = if cli.sequential {
-            MaxWorkers::one()
-        } else if let Some(n) = cli.max_workers {
-            MaxWorkers::new(n, MAX_WORKERS_CAP).context("--max-workers")?
-        } else if let Some(n) = file.max_workers {
-            MaxWorkers::new(n, MAX_WORKERS_CAP).with_context(|| from_file("max-workers"))?
-        } else {
-            MaxWorkers::available(MAX_WORKERS_CAP)
-        };
-
-        let timeout = match cli.timeout.or(file.timeout) {
-            Some(0) => bail!("the timeout must be at least 1 second, got 0"),
-            Some(secs) => fanout::timeout_from_secs(secs as f64)
-                .map_err(|why| anyhow::anyhow!("--timeout {secs}: {why}"))?,
-            None => Duration::from_secs(300),
-        };
 
         let patterns = if cli.exclude.is_empty() {
             file.exclude.unwrap_or_default()
@@ -209,14 +198,6 @@ impl Settings {
             bail!("--marimo-version {v:?} is not a version");
         }
 
-        let progress = if cli.quiet {
-            ProgressMode::Quiet
-        } else if cli.no_progress {
-            ProgressMode::Plain
-        } else {
-            ProgressMode::Auto
-        };
-
         Ok(Settings {
             sources,
             output: cli.output.or(file.output).unwrap_or_else(|| "_site".into()),
@@ -235,26 +216,26 @@ impl Settings {
                 .unwrap_or_else(|| "Notebooks".to_owned()),
             exclude: globs.build().context("building the --exclude patterns")?,
             force: cli.force,
-            dry_run: cli.dry_run,
-            report: cli.report,
-            progress,
-            verbose: cli.verbose,
+            dry_run: cli.run.dry_run,
+            progress: cli.run.progress(),
+            verbose: cli.run.verbose,
+            report: cli.run.report,
             backend: cli
+                .run
                 .backend
                 .or(file.backend)
                 .unwrap_or_else(|| "local".to_owned()),
-            slurm_args: if cli.slurm_arg.is_empty() {
+            slurm_args: if cli.run.slurm_args.is_empty() {
                 file.slurm_args.unwrap_or_default()
             } else {
-                cli.slurm_arg
+                cli.run.slurm_args
             },
         })
     }
 
     /// Where exports run, checked (srun here, the partition known) before any export starts.
     pub(crate) fn launcher(&self) -> Result<fanout::Launcher> {
-        fanout::Launcher::select(&self.backend, &self.slurm_args)
-            .with_context(|| format!("--backend {}", self.backend))
+        fanout_cli::launcher(&self.backend, &self.slurm_args)
     }
 
     /// Where environments are kept: `--env-dir` (made absolute), else `export-nb/envs` in the
@@ -400,7 +381,7 @@ mod tests {
             let err = format!("{:#}", settings(dir.path(), &[d, "-j", bad]).unwrap_err());
             assert_eq!(
                 err,
-                format!("--max-workers: max_workers must be between 1 and 16, got {bad}")
+                format!("-j/--max-workers: max_workers must be between 1 and 16, got {bad}")
             );
         }
     }

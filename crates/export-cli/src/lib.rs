@@ -29,7 +29,10 @@ use fanout::{
 };
 use serde::Serialize;
 
-use crate::cli::Cli;
+use clap::CommandFactory;
+use fanout_cli::UsageResult;
+
+use crate::cli::{Cli, Commands};
 use crate::config::Settings;
 use crate::discover::Found;
 use crate::envs::{EnvPool, EnvSpec};
@@ -63,33 +66,23 @@ struct Plan {
     tasks: Vec<Task<Job>>,
 }
 
-/// Run export-nb with parsed arguments; returns the exit status. Errors are printed here.
+/// Run export-nb with parsed arguments; returns the exit status. Errors are printed here:
+/// those in what the user asked for exit 2 (nothing ran), those of the run itself 1.
 pub fn run(cli: Cli) -> ExitStatus {
-    let plan = match Plan::prepare(cli) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("export-nb: error: {e:#}");
-            return ExitStatus::Usage;
-        }
-    };
-    if plan.settings.dry_run {
-        plan.print_commands();
-        return ExitStatus::Success;
+    if let Some(Commands::Completions(c)) = cli.command {
+        return fanout_cli::print_completions(Cli::command(), c.shell);
     }
-    match plan.execute() {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("export-nb: error: {e:#}");
-            e.downcast_ref::<UsageError>()
-                .map_or(ExitStatus::TaskFailed, |_| ExitStatus::Usage)
-        }
-    }
+    fanout_cli::finish("export-nb", plan_and_run(cli))
 }
 
-/// An error found before anything ran, raised after planning (uv missing).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct UsageError(String);
+fn plan_and_run(cli: Cli) -> Result<ExitStatus> {
+    let plan = Plan::prepare(cli).usage()?;
+    if plan.settings.dry_run {
+        plan.print_commands();
+        return Ok(ExitStatus::Success);
+    }
+    plan.execute()
+}
 
 impl Plan {
     fn prepare(cli: Cli) -> Result<Self> {
@@ -178,18 +171,9 @@ impl Plan {
 
     fn execute(mut self) -> Result<ExitStatus> {
         let (envs, launcher) = if self.exports().next().is_some() {
-            let uv = self
-                .settings
-                .resolve_uv()
-                .map_err(|e| UsageError(format!("{e:#}")))?;
-            let launcher = self
-                .settings
-                .launcher()
-                .map_err(|e| UsageError(format!("{e:#}")))?;
-            let root = self
-                .settings
-                .env_root()
-                .map_err(|e| UsageError(format!("{e:#}")))?;
+            let uv = self.settings.resolve_uv().usage()?;
+            let launcher = self.settings.launcher()?;
+            let root = self.settings.env_root().usage()?;
             let workers = self.settings.workers && launcher == fanout::Launcher::Local;
             (Some(EnvPool::new(uv, root, workers)), launcher)
         } else {

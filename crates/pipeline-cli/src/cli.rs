@@ -3,6 +3,29 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use fanout_cli::{CompletionsArgs, RunArgs, Tool, Workers};
+
+/// lorchestra's words for the shared flags (see `fanout_cli`).
+#[derive(Debug, Clone, Default)]
+pub struct Lorchestra;
+
+impl Tool for Lorchestra {
+    const NAME: &'static str = "lorchestra";
+    const NOUN: (&'static str, &'static str) = ("job", "jobs");
+    const MAX_WORKERS_CAP: usize = 64;
+    const MAX_WORKERS_DEFAULT: Workers = Workers::Fixed(1);
+    const MAX_WORKERS_ENV: Option<&'static str> = Some("LORCHESTRA_MAX_WORKERS");
+    const TIMEOUT_HELP: &'static str = "a job may run before its whole process tree is killed, \
+        for jobs without a `timeout` of their own [default: no limit]";
+    const DRY_RUN_HELP: &'static str = "the stages and commands that would run";
+    const OUTPUT_NAME: &'static str = "log";
+}
+
+const EXAMPLES: &str = "  lorchestra pipeline ingest --max-workers 4
+  lorchestra pipeline ingest --resume 20261123T014512.345Z-1a2b
+  lorchestra runs
+  lorchestra report <RUN_ID> -o timeline.html
+  lorchestra completions bash > ~/.local/share/bash-completion/completions/lorchestra";
 
 /// Run pipelines: stages in order, the independent jobs of each stage in parallel.
 #[derive(Debug, Parser)]
@@ -15,18 +38,7 @@ use clap::{Parser, Subcommand};
         or crashed run can be resumed.\n\n\
         A project folder holds pipelines/<NAME>.toml (or .yaml) and, for jobs shared by several \
         pipelines, jobs/<JOB_ID>.toml.",
-    after_help = concat!(
-        "Examples:\n",
-        "  lorchestra pipeline ingest --max-workers 4\n",
-        "  lorchestra pipeline ingest --resume 20261123T014512.345Z-1a2b\n",
-        "  lorchestra runs\n",
-        "  lorchestra report <RUN_ID> -o timeline.html\n\n",
-        "Exit status:\n",
-        "  0    every job succeeded\n",
-        "  1    some job failed or timed out\n",
-        "  2    usage or configuration error (nothing ran)\n",
-        "  130  interrupted (Ctrl-C); a second Ctrl-C kills running jobs at once",
-    )
+    after_help = fanout_cli::after_help(EXAMPLES, Lorchestra::NOUN),
 )]
 pub struct Cli {
     /// The project folder (holding pipelines/, jobs/ and .lorchestra/)
@@ -40,16 +52,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run a pipeline
+    #[command(
+        long_about = "Run a pipeline: its stages in order, the independent jobs of each \
+        stage in parallel. A job's or its pipeline's `backend` and a job's `timeout` in the \
+        pipeline file win over --backend and --timeout. The run is recorded in \
+        .lorchestra/runs/<RUN_ID>/run.json after every job, with the shared JSON report beside \
+        it in report.json (and in --report FILE)."
+    )]
     Pipeline {
         /// A pipeline name (pipelines/NAME.toml or .yaml) or a pipeline file
         #[arg(value_name = "NAME|FILE")]
         pipeline: String,
-        /// Jobs running at once within a stage [env: `LORCHESTRA_MAX_WORKERS`] [default: 1]
-        #[arg(short = 'j', long, value_name = "N")]
-        max_workers: Option<usize>,
-        /// Print the stages and commands, run nothing
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        run: RunArgs<Lorchestra>,
         /// Resume a run: jobs recorded as succeeded are skipped, the others run again
         #[arg(long, value_name = "RUN_ID")]
         resume: Option<String>,
@@ -57,21 +72,6 @@ pub enum Commands {
         /// running jobs (now)
         #[arg(long, value_enum, default_value_t = Halt::Soon)]
         halt: Halt,
-        /// Where jobs run: here, or on a Slurm cluster, each job a job step started with `srun`
-        /// (the project folder must be on a file system the nodes share). A job's or its
-        /// pipeline's `backend = "..."` in the pipeline file wins over this.
-        #[arg(long, value_enum, default_value_t = crate::config::Backend::Local, value_name = "BACKEND")]
-        backend: crate::config::Backend,
-        /// An option for `srun`, for every job run on Slurm; repeatable
-        /// (`--slurm-arg=--partition=gpu --slurm-arg=--qos=short`)
-        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-        slurm_arg: Vec<String>,
-        /// Print only failures and summaries
-        #[arg(short, long)]
-        quiet: bool,
-        /// No progress bar: one line per job
-        #[arg(long)]
-        no_progress: bool,
     },
     /// Check a pipeline (and the pipelines it runs) without running anything
     Validate {
@@ -99,6 +99,9 @@ pub enum Commands {
         #[arg(short, long, value_name = "FILE.html")]
         output: PathBuf,
     },
+    #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "lorchestra"))]
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completions(CompletionsArgs),
 }
 
 /// `--halt`: what a failure in a `stop_on_failure` stage does to the jobs still running.

@@ -34,9 +34,9 @@ pub(crate) struct Stage {
 }
 
 /// Where jobs run: here, or as Slurm job steps (see `fanout::Slurm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Backend {
+pub(crate) enum Backend {
     /// On this machine.
     #[default]
     Local,

@@ -16,8 +16,11 @@ fn options() -> RunOptions {
         halt: Halt::Soon,
         resume: None,
         progress: ProgressMode::Silent,
+        detail_lines: 0,
         backend: Backend::Local,
         slurm_args: Vec::new(),
+        timeout: None,
+        report: None,
     }
 }
 

@@ -19,27 +19,19 @@ mod report;
 mod run;
 mod store;
 
-use anyhow::{Context, Result, bail};
-use fanout::{ExitStatus, MaxWorkers, ProgressMode};
+use anyhow::Result;
+use clap::CommandFactory;
+use fanout::ExitStatus;
+use fanout_cli::UsageResult;
 
 use crate::cli::{Cli, Commands};
 use crate::config::Project;
 use crate::store::JobStatus;
 
-/// The most jobs a stage may run at once.
-const MAX_WORKERS_CAP: usize = 64;
-/// Environment variable for the worker count when `--max-workers` is not given.
-const MAX_WORKERS_ENV: &str = "LORCHESTRA_MAX_WORKERS";
-
-/// Run lorchestra with parsed arguments; returns the exit status. Errors are printed here.
+/// Run lorchestra with parsed arguments; returns the exit status. Errors are printed here:
+/// those in what the user asked for exit 2 (nothing ran), those of the run itself 1.
 pub fn run(cli: Cli) -> ExitStatus {
-    match dispatch(cli) {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("lorchestra: error: {e:#}");
-            ExitStatus::Usage
-        }
-    }
+    fanout_cli::finish("lorchestra", dispatch(cli))
 }
 
 fn dispatch(cli: Cli) -> Result<ExitStatus> {
@@ -47,38 +39,20 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
     match cli.command {
         Commands::Pipeline {
             pipeline,
-            max_workers,
-            dry_run,
+            run,
             resume,
             halt,
-            backend,
-            slurm_arg,
-            quiet,
-            no_progress,
         } => {
-            let pipeline = project.load(&pipeline)?;
-            let opts = run::RunOptions {
-                max_workers: max_workers_from(max_workers)?,
-                halt,
-                resume,
-                backend,
-                slurm_args: slurm_arg,
-                progress: if quiet {
-                    ProgressMode::Quiet
-                } else if no_progress {
-                    ProgressMode::Plain
-                } else {
-                    ProgressMode::Auto
-                },
-            };
-            if dry_run {
+            let opts = run::RunOptions::from_args(&run, halt, resume)?;
+            let pipeline = project.load(&pipeline).usage()?;
+            if run.dry_run {
                 run::print_plan(&pipeline, &opts);
                 return Ok(ExitStatus::Success);
             }
             run::run(&project, &pipeline, &opts)
         }
         Commands::Validate { pipeline } => {
-            let p = project.load(&pipeline)?;
+            let p = project.load(&pipeline).usage()?;
             let jobs: usize = p.stages.iter().map(|s| s.jobs.len()).sum();
             println!(
                 "{} is valid: {} stage{}, {jobs} job{}",
@@ -90,7 +64,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Jobs => {
-            let jobs = project.all_jobs()?;
+            let jobs = project.all_jobs().usage()?;
             if jobs.is_empty() {
                 println!(
                     "no jobs defined in {} (jobs/<ID>.toml, or [jobs.<ID>] in a pipeline)",
@@ -114,32 +88,17 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Status { run_id } => {
-            let r = store::load(&project.at(""), &run_id)?;
+            let r = store::load(&project.at(""), &run_id).usage()?;
             print_status(&project, &r);
             Ok(ExitStatus::Success)
         }
         Commands::Report { run_id, output } => {
-            let r = store::load(&project.at(""), &run_id)?;
+            let r = store::load(&project.at(""), &run_id).usage()?;
             report::write(&r, &output)?;
             println!("wrote {}", output.display());
             Ok(ExitStatus::Success)
         }
-    }
-}
-
-fn max_workers_from(flag: Option<usize>) -> Result<MaxWorkers> {
-    if let Some(n) = flag {
-        return MaxWorkers::new(n, MAX_WORKERS_CAP).context("--max-workers");
-    }
-    match std::env::var(MAX_WORKERS_ENV) {
-        Ok(v) if !v.trim().is_empty() => {
-            let n: usize = v.trim().parse().with_context(|| {
-                format!("{MAX_WORKERS_ENV}={v:?} is not a whole number of workers")
-            })?;
-            MaxWorkers::new(n, MAX_WORKERS_CAP).with_context(|| format!("{MAX_WORKERS_ENV}={n}"))
-        }
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(MaxWorkers::one()),
-        Err(std::env::VarError::NotUnicode(_)) => bail!("{MAX_WORKERS_ENV} is not valid text"),
+        Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),
     }
 }
 

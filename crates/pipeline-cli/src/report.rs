@@ -70,6 +70,89 @@ pub(crate) fn write(record: &RunRecord, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The run in the report shape all three tools share (`{"summary": ..., "tasks": [...]}`,
+/// see `fanout::Report`): one task per job, stage by stage, with lorchestra's fields beside the
+/// shared ones. Written atomically.
+pub(crate) fn write_json(record: &RunRecord, path: &Path) -> Result<()> {
+    #[derive(Serialize)]
+    struct Extra<'a> {
+        stage: &'a str,
+        exit_code: Option<i32>,
+        slurm_job_id: Option<u64>,
+        backend: &'a str,
+        log: &'a str,
+    }
+    let jobs = || {
+        record
+            .stages
+            .iter()
+            .flat_map(|s| s.jobs.iter().map(move |j| (s.name.as_str(), j)))
+    };
+    let mut counts = [0usize; 5];
+    for (_, j) in jobs() {
+        let slot = match j.status {
+            JobStatus::Succeeded => 0,
+            JobStatus::Failed => 1,
+            JobStatus::TimedOut => 2,
+            // A job still pending or running in a finished record never finished: the run
+            // ended under it.
+            JobStatus::Cancelled | JobStatus::Pending | JobStatus::Running => 3,
+            JobStatus::Skipped => 4,
+        };
+        counts[slot] += 1;
+    }
+    let busy: f64 = jobs().filter_map(|(_, j)| j.duration_seconds).sum();
+    let wall = record.duration_seconds.unwrap_or(0.0).max(0.0);
+    let total = counts.iter().sum();
+    let strategy =
+        fanout::Strategy::Auto.resolve(fanout::TaskKind::Blocking, total, record.max_workers);
+    let started = std::time::UNIX_EPOCH
+        + std::time::Duration::try_from_secs_f64(record.started_at_unix.max(0.0))
+            .unwrap_or_default();
+    let secs = |s: f64| std::time::Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default();
+    let summary = fanout::Summary::from_counts(
+        counts,
+        secs(busy),
+        secs(wall),
+        record.max_workers.max(1),
+        strategy,
+        started,
+    );
+    let report = fanout::Report {
+        summary: &summary,
+        tasks: jobs()
+            .map(|(stage, j)| fanout::result::TaskRecord {
+                name: &j.job_id,
+                status: match j.status {
+                    JobStatus::Succeeded => fanout::Status::Succeeded,
+                    JobStatus::Failed => fanout::Status::Failed,
+                    JobStatus::TimedOut => fanout::Status::TimedOut,
+                    JobStatus::Cancelled | JobStatus::Pending | JobStatus::Running => {
+                        fanout::Status::Cancelled
+                    }
+                    JobStatus::Skipped => fanout::Status::Skipped,
+                },
+                duration_seconds: j.duration_seconds.unwrap_or(0.0),
+                queue_wait_seconds: 0.0,
+                started_after_seconds: j.started_at_unix.map(|t| t - record.started_at_unix),
+                attempts: j.attempts,
+                error: j.error.clone().filter(|_| j.status != JobStatus::Succeeded),
+                error_detail: None,
+                extra: Extra {
+                    stage,
+                    exit_code: j.exit_code,
+                    slurm_job_id: j.slurm_job_id,
+                    backend: &j.backend,
+                    log: &j.log,
+                },
+            })
+            .collect(),
+    };
+    report
+        .write_json(path)
+        .map_err(|e| anyhow::anyhow!("writing the report: {e}"))
+}
+
 pub(crate) fn render(record: &RunRecord) -> Result<String> {
     let t0 = record.started_at_unix;
     let end = record

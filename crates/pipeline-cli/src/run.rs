@@ -2,9 +2,9 @@
 //! transition sent to the run record's writer.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use fanout::{
@@ -13,8 +13,11 @@ use fanout::{
     Tee,
 };
 
-use crate::cli::Halt;
+use fanout_cli::{RunArgs, UsageResult};
+
+use crate::cli::{Halt, Lorchestra};
 use crate::config::{Backend, Job, Pipeline, Project, Run};
+use crate::report;
 use crate::store::{
     self, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
 };
@@ -25,10 +28,44 @@ pub(crate) struct RunOptions {
     pub(crate) halt: Halt,
     pub(crate) resume: Option<String>,
     pub(crate) progress: ProgressMode,
+    /// Lines of a failed job's log shown under it.
+    pub(crate) detail_lines: usize,
     /// Where jobs whose pipeline file does not say run.
     pub(crate) backend: Backend,
     /// `--slurm-arg`s, added to every Slurm job's srun options (after the file's).
     pub(crate) slurm_args: Vec<String>,
+    /// The time limit of jobs without a `timeout` of their own.
+    pub(crate) timeout: Option<Duration>,
+    /// `--report FILE`: a copy of the run's report.
+    pub(crate) report: Option<PathBuf>,
+}
+
+impl RunOptions {
+    /// The shared flags, checked: a bad value is a usage error.
+    pub(crate) fn from_args(
+        args: &RunArgs<Lorchestra>,
+        halt: Halt,
+        resume: Option<String>,
+    ) -> Result<Self> {
+        let backend = match args.backend.as_deref() {
+            None | Some("local") => Backend::Local,
+            Some("slurm") => Backend::Slurm,
+            Some(other) => {
+                return Err(anyhow::anyhow!("--backend {other}: not a backend")).usage();
+            }
+        };
+        Ok(RunOptions {
+            max_workers: args.max_workers_or(None)?,
+            halt,
+            resume,
+            progress: args.progress(),
+            detail_lines: args.detail_lines(LOG_TAIL_LINES),
+            backend,
+            slurm_args: args.slurm_args.clone(),
+            timeout: args.timeout_or(None)?,
+            report: args.report.clone(),
+        })
+    }
 }
 
 /// Where `job` runs: its pipeline file's say, else the command line's.
@@ -60,19 +97,14 @@ fn check_backends(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// Lines of a failed job's log shown on the terminal.
+/// Lines of a failed job's log shown on the terminal (without -v).
 const LOG_TAIL_LINES: usize = 15;
+/// The run's report in the shared shape, beside its record.
+pub(crate) const REPORT_FILE: &str = "report.json";
 
 /// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
 pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
-    check_backends(pipeline, opts)?;
-    // Every stage builds its pool from these; a bad FANOUT_STRATEGY is found here, before a
-    // run is recorded, not after.
-    PoolConfig::new(opts.max_workers).with_env_overrides()?;
-    let (record, done) = match &opts.resume {
-        Some(run_id) => resumed_record(project, pipeline, run_id, opts)?,
-        None => (new_record(pipeline, opts), Vec::new()),
-    };
+    let (record, done) = checked_record(project, pipeline, opts)?;
     let run_id = record.run_id.clone();
     let run_dir = store::run_dir(&project.at(""), &run_id);
     std::fs::create_dir_all(run_dir.join("logs"))
@@ -153,7 +185,12 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         status,
         at: SystemTime::now(),
     });
-    let (_, record_writes) = writer.finish()?;
+    let (record, record_writes) = writer.finish()?;
+    let report = run_dir.join(REPORT_FILE);
+    report::write_json(&record, &report)?;
+    if let Some(copy) = &opts.report {
+        report::write_json(&record, copy)?;
+    }
     eprintln!(
         "run {run_id}: {} in {} ({record_writes} record writes); record: {}",
         status.as_str(),
@@ -167,6 +204,25 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         RunStatus::Cancelled => ExitStatus::Interrupted,
         RunStatus::Failed => ExitStatus::TaskFailed,
         RunStatus::Succeeded | RunStatus::Running => ExitStatus::Success,
+    })
+}
+
+/// Before anything is recorded or runs: the backends, the pool's settings, and the run's
+/// record (new, or the resumed run's, with the jobs that are done). Errors here are the user's.
+fn checked_record(
+    project: &Project,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+) -> Result<(RunRecord, Vec<(usize, usize)>)> {
+    check_backends(pipeline, opts).usage()?;
+    // Every stage builds its pool from these; a bad FANOUT_STRATEGY is found here, before a
+    // run is recorded, not after.
+    PoolConfig::new(opts.max_workers)
+        .with_env_overrides()
+        .usage()?;
+    Ok(match &opts.resume {
+        Some(run_id) => resumed_record(project, pipeline, run_id, opts).usage()?,
+        None => (new_record(pipeline, opts), Vec::new()),
     })
 }
 
@@ -317,7 +373,7 @@ fn run_stage(
     let exit_codes: Mutex<Vec<Option<i32>>> = Mutex::new(vec![None; stage.jobs.len()]);
     let slurm_ids: Mutex<Vec<Option<u64>>> = Mutex::new(vec![None; stage.jobs.len()]);
 
-    let mut progress = opts.progress.reporter_with_detail(LOG_TAIL_LINES);
+    let mut progress = opts.progress.reporter_with_detail(opts.detail_lines);
     let mut record = |event: &Event<'_, ()>| match event {
         Event::TaskStarted { index, attempt, .. } => writer.send(Update::Started {
             stage: si,
@@ -357,7 +413,7 @@ fn run_stage(
         }
         out.into_result().map(drop).map_err(|e| match e {
             TaskError::Failed { .. } | TaskError::TimedOut { .. } => {
-                e.with_detail(log_tail(&log, LOG_TAIL_LINES))
+                e.with_detail(log_tail(&log, opts.detail_lines))
             }
             other => other,
         })
@@ -427,6 +483,9 @@ fn run_job(
             for a in &ctx.opts.slurm_args {
                 nested = nested.arg(format!("--slurm-arg={a}"));
             }
+            if let Some(t) = ctx.opts.timeout {
+                nested = nested.arg(format!("--timeout={}", t.as_secs_f64()));
+            }
             nested
         }
     };
@@ -442,7 +501,7 @@ fn run_job(
         .env("LORCHESTRA_JOB_ID", &job.id)
         .stdout(Sink::AppendFile(log.to_path_buf()))
         .stderr_to_stdout()
-        .timeout(job.timeout);
+        .timeout(job.timeout.or(ctx.opts.timeout));
     for (k, v) in &job.env {
         cmd = cmd.env(k, v);
     }
@@ -495,7 +554,7 @@ pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
         );
         for job in &stage.jobs {
             let mut extra = Vec::new();
-            if let Some(t) = job.timeout {
+            if let Some(t) = job.timeout.or(opts.timeout) {
                 extra.push(format!("timeout {}", fanout::fmt_duration(t)));
             }
             if job.retries > 0 {

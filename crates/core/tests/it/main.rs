@@ -14,6 +14,7 @@ mod map;
 mod pool;
 mod process;
 mod reporting;
+#[cfg(feature = "slurm-tests")]
 mod slurm;
 
 /// Not a test of its own: the entry point of child processes that other tests start from this

@@ -27,6 +27,11 @@ const HEADER: &str = "provider,model,topic,status,input_tokens,context_window,ou
 #[test]
 fn keeps_the_command_line_contract() {
     testkit::assert_cli_contract(BIN, "parallamr", env!("CARGO_PKG_VERSION"));
+    testkit::assert_shared_flags(
+        BIN,
+        "parallamr",
+        &["run", "-p", "prompt.txt", "-e", "experiments.csv"],
+    );
 }
 
 struct Project {
@@ -531,87 +536,6 @@ fn command_values_are_words_never_code() {
 }
 
 #[test]
-fn a_command_sweep_runs_on_slurm() {
-    testkit::slurm::require_test_cluster();
-    let mut csv = String::from("provider,model,lr\n");
-    for i in 0..6 {
-        let _ = writeln!(csv, "command,m{i},0.{i}");
-    }
-    csv.push_str("command,broken,1\n");
-    let p = Project::create("unused", &csv);
-    let template = "[ {{ model }} = broken ] && exit 4; \
-                    echo lr={{ lr }} model={{ model }} job=$SLURM_JOB_ID step=$SLURM_STEP_ID";
-    let out = run_run(
-        &p,
-        &[
-            "--command",
-            template,
-            "-j",
-            "4",
-            "--backend",
-            "slurm",
-            "--slurm-arg=--mem=50M",
-        ],
-        None,
-    );
-    assert_eq!(out.code, Some(1), "one row fails: {}", out.stderr);
-    let rows = p.results();
-    assert_eq!(rows.len(), 7);
-    let mut jobs = std::collections::BTreeSet::new();
-    for r in &rows {
-        if &r[1] == "broken" {
-            assert_eq!(&r[3], "error");
-            assert_eq!(&r[9], "exited with code 4", "{r:?}");
-            continue;
-        }
-        assert_eq!(&r[3], "ok", "{r:?}");
-        let out = &r[8];
-        assert!(
-            out.starts_with(&format!("lr={} model={} job=", &r[2], &r[1])),
-            "{out}"
-        );
-        let job: u64 = out
-            .split("job=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(out.ends_with("step=0"), "ran as a job step: {out}");
-        assert_eq!(testkit::slurm::job(job).0, format!("parallamr {}", &r[1]));
-        jobs.insert(job);
-    }
-    assert_eq!(jobs.len(), 6, "one Slurm job per experiment");
-
-    // Slurm options without the Slurm backend, and the backend for HTTP providers, are errors.
-    let out = run_run(
-        &p,
-        &["--command", "true", "--slurm-arg=--mem=1G", "--resume"],
-        None,
-    );
-    assert_eq!(out.code, Some(2));
-    assert!(
-        out.stderr.contains("Slurm options need --backend slurm"),
-        "{}",
-        out.stderr
-    );
-    let http = Project::create(
-        "About {{ topic }}",
-        "provider,model,topic\nmock,mock,cats\n",
-    );
-    let out = run_run(&http, &["--backend", "slurm"], None);
-    assert_eq!(out.code, Some(2));
-    assert!(
-        out.stderr
-            .contains("these experiments use none (providers: mock)"),
-        "{}",
-        out.stderr
-    );
-}
-
-#[test]
 fn experiments_can_come_from_stdin_and_results_go_to_stdout() {
     let p = Project::create("About {{ topic }}", "");
     let mut child = p
@@ -732,7 +656,7 @@ fn providers_models_init_and_validate_only() {
             "prompt.txt",
             "-e",
             "experiments.csv",
-            "--validate-only",
+            "--dry-run",
         ],
         None,
     );
@@ -814,4 +738,109 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
         "the connect timeout held ({took:?})"
     );
     drop(held);
+}
+
+/// On the project's Slurm test cluster (feature `slurm-tests`; `cargo xtask test` starts the
+/// cluster and turns the feature on).
+#[cfg(feature = "slurm-tests")]
+mod slurm {
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn a_command_sweep_runs_on_slurm() {
+        testkit::slurm::require_test_cluster();
+        let mut csv = String::from("provider,model,lr\n");
+        for i in 0..6 {
+            let _ = writeln!(csv, "command,m{i},0.{i}");
+        }
+        csv.push_str("command,broken,1\n");
+        let p = Project::create("unused", &csv);
+        let template = "[ {{ model }} = broken ] && exit 4; \
+                        echo lr={{ lr }} model={{ model }} job=$SLURM_JOB_ID step=$SLURM_STEP_ID";
+        let out = run_run(
+            &p,
+            &[
+                "--command",
+                template,
+                "-j",
+                "4",
+                "--backend",
+                "slurm",
+                "--slurm-arg=--mem=50M",
+            ],
+            None,
+        );
+        assert_eq!(out.code, Some(1), "one row fails: {}", out.stderr);
+        let rows = p.results();
+        assert_eq!(rows.len(), 7);
+        let mut jobs = std::collections::BTreeSet::new();
+        for r in &rows {
+            if &r[1] == "broken" {
+                assert_eq!(&r[3], "error");
+                assert_eq!(&r[9], "exited with code 4", "{r:?}");
+                continue;
+            }
+            assert_eq!(&r[3], "ok", "{r:?}");
+            let out = &r[8];
+            assert!(
+                out.starts_with(&format!("lr={} model={} job=", &r[2], &r[1])),
+                "{out}"
+            );
+            let job: u64 = out
+                .split("job=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(out.ends_with("step=0"), "ran as a job step: {out}");
+            assert_eq!(testkit::slurm::job(job).0, format!("parallamr {}", &r[1]));
+            jobs.insert(job);
+        }
+        assert_eq!(jobs.len(), 6, "one Slurm job per experiment");
+
+        // Slurm options without the Slurm backend, and the backend for HTTP providers, are errors.
+        let out = run_run(
+            &p,
+            &["--command", "true", "--slurm-arg=--mem=1G", "--resume"],
+            None,
+        );
+        assert_eq!(out.code, Some(2));
+        assert!(
+            out.stderr.contains("Slurm options need --backend slurm"),
+            "{}",
+            out.stderr
+        );
+        let http = Project::create(
+            "About {{ topic }}",
+            "provider,model,topic\nmock,mock,cats\n",
+        );
+        let out = run_run(&http, &["--backend", "slurm"], None);
+        assert_eq!(out.code, Some(2));
+        assert!(
+            out.stderr
+                .contains("these experiments use none (providers: mock)"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+/// A failure after the experiments ran (the report cannot be written) exits 1, not 2
+/// ("nothing ran"); the results are written.
+#[test]
+fn a_failure_after_the_sweep_ran_exits_1() {
+    let p = Project::create("About {{ topic }}.", &topics(3, "mock", "mock"));
+    std::fs::write(p.path().join("blocker"), "a file, not a folder").unwrap();
+    let out = run_run(&p, &["--report", "blocker/report.json"], None);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("parallamr: error: "), "{}", out.stderr);
+    assert_eq!(p.results().len(), 3);
+    // An input error, by contrast, is a usage error: nothing ran.
+    let out = run_run(&p, &["--provider-limit", "nosuch=2"], None);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
 }

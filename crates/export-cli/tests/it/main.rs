@@ -1,9 +1,16 @@
-//! End-to-end tests of the real `export-nb` binary: fast ones with a stand-in `uvx` that the
-//! tests write (`fake`), and a few with the real `uvx` and marimo from PyPI (`real`).
+//! End-to-end tests of the real `export-nb` binary: fast ones with a stand-in `uv` that the
+//! tests write (`fake`); behind features that `cargo xtask test` turns on, a few with the real
+//! uv and marimo from PyPI (`real_uvx`, feature `real-uvx-tests`), on a Slurm cluster (`slurm`,
+//! `slurm-tests`) and in headless Chromium (`browser`, `browser-tests`). With a feature on, a
+//! missing uv, cluster or browser fails its tests: they never skip.
 
+#[cfg(feature = "browser-tests")]
 mod browser;
 mod fake;
-mod real;
+#[cfg(feature = "real-uvx-tests")]
+mod real_uvx;
+#[cfg(feature = "slurm-tests")]
+mod slurm;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +21,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_export-nb");
 #[test]
 fn keeps_the_command_line_contract() {
     testkit::assert_cli_contract(BIN, "export-nb", env!("CARGO_PKG_VERSION"));
+    testkit::assert_shared_flags(BIN, "export-nb", &[]);
 }
 
 /// A marimo notebook whose body carries `marker` (the stand-in uvx reacts to markers).

@@ -1,6 +1,8 @@
 //! End-to-end tests of the real `lorchestra` binary on temporary projects.
 
+#[cfg(feature = "browser-tests")]
 mod browser;
+#[cfg(feature = "slurm-tests")]
 mod slurm;
 
 use std::fmt::Write as _;
@@ -15,6 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_lorchestra");
 #[test]
 fn keeps_the_command_line_contract() {
     testkit::assert_cli_contract(BIN, "lorchestra", env!("CARGO_PKG_VERSION"));
+    testkit::assert_shared_flags(BIN, "lorchestra", &["pipeline", "missing"]);
 }
 
 struct Project {
@@ -716,5 +719,59 @@ fn validate_jobs_runs_status_and_report_describe_the_project() {
         out.stderr.contains("no run \"no-such-run\"") && out.stderr.contains("lorchestra runs"),
         "{}",
         out.stderr
+    );
+}
+
+/// The shared report lands beside the record and in --report FILE; a failure after the jobs
+/// ran (the report cannot be written) exits 1, not 2 ("nothing ran"), and leaves the record.
+#[test]
+fn the_report_is_shared_and_a_failure_after_jobs_ran_exits_1() {
+    let p = Project::create(&[("pipelines/ingest.toml", &four_sleepers("0"))]);
+    let out = p.run(&["pipeline", "ingest", "-j", "2", "--report", "report.json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["summary"]["total"], 4);
+    assert_eq!(report["summary"]["succeeded"], 4);
+    assert_eq!(report["tasks"][0]["name"], "a");
+    assert_eq!(report["tasks"][0]["stage"], "ingest");
+    assert_eq!(report["tasks"][0]["status"], "succeeded");
+    assert_eq!(report["tasks"][0]["exit_code"], 0);
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    let beside = p
+        .path()
+        .join(".lorchestra/runs")
+        .join(&run_id)
+        .join("report.json");
+    assert!(beside.is_file(), "{}", beside.display());
+
+    std::fs::write(p.path().join("blocker"), "a file, not a folder").unwrap();
+    let out = p.run(&["pipeline", "ingest", "--report", "blocker/report.json"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("lorchestra: error: "), "{}", out.stderr);
+    assert_eq!(p.last_record()["status"], "succeeded", "the jobs ran");
+}
+
+/// `--timeout` limits the jobs without a timeout of their own.
+#[test]
+fn timeout_limits_jobs_without_their_own() {
+    let p = Project::create(&[(
+        "pipelines/slow.toml",
+        "[[stages]]\nname = \"s\"\njobs = [\"slow\", \"own\"]\n\
+         [jobs.slow]\ncommand = \"sleep 30\"\n\
+         [jobs.own]\ncommand = \"sleep 1\"\ntimeout = 20\n",
+    )]);
+    let start = Instant::now();
+    let out = p.run(&["pipeline", "slow", "-j", "2", "--timeout", "0.5"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let st = statuses(&p.last_record());
+    assert_eq!(
+        st,
+        [
+            ("s".into(), "slow".into(), "timed_out".into()),
+            ("s".into(), "own".into(), "succeeded".into())
+        ]
     );
 }
