@@ -4,6 +4,7 @@
 //! - `cargo xtask demo`: run the main job on the bundled examples.
 //! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
 //! - `cargo xtask fuzz`: every fuzz target (a parser of user input each) for a while.
+//! - `cargo xtask man`: man pages of the tools, generated from their command-line definitions.
 //! - `cargo xtask screenshots`: the generated pages as a browser shows them, into docs/.
 //! - `cargo xtask slurm-up` / `slurm-down`: the project's own single-node Slurm on this machine,
 //!   for the Slurm tests.
@@ -19,6 +20,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod man;
 mod screenshots;
 mod slurm;
 mod tasks;
@@ -36,6 +38,8 @@ Tasks:
   bench   the benchmark suite: our tools and the anchors side by side (--help for options)
   fuzz    run every fuzz target (cargo-fuzz, nightly) for --seconds N each (default 60); fails
           on a crash (--help for options)
+  man     man pages of the three tools and their subcommands, from their clap definitions,
+          into target/man (--out DIR for another folder)
   screenshots  the pages export-nb and lorchestra write, in headless Chromium, into
           docs/screenshots
   slurm-up  install, configure and start the project's single-node Slurm here (root or
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("man") => man::run(&args[1..]),
         Some("screenshots") => screenshots::run(&args[1..]),
         Some("slurm-up") => slurm::up(&args[1..]),
         Some("slurm-down") => slurm::down(&args[1..]),
