@@ -1,5 +1,5 @@
 //! `cargo xtask man [--out DIR]`: man pages of the three tools and their subcommands, generated
-//! from their clap definitions (clap_mangen), so they say what `--help` says.
+//! from their clap definitions (`clap_mangen`), so they say what `--help` says.
 
 use std::path::{Path, PathBuf};
 
