@@ -38,12 +38,14 @@ impl From<Output> for Run {
     }
 }
 
-/// A command for `bin` with stdin from /dev/null and `NO_COLOR` set, so output is plain, and
-/// without the tools' own settings from the environment of whoever runs the tests.
+/// A command for `bin` with stdin from /dev/null, `NO_COLOR` set and help wrapped at 100
+/// columns, so output is plain and the same everywhere, and without the tools' own settings
+/// from the environment of whoever runs the tests.
 pub fn command(bin: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(bin);
     cmd.stdin(Stdio::null())
         .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
         .env_remove("EXPORT_NB_ENV_DIR");
     cmd
 }
@@ -225,6 +227,55 @@ pub fn assert_shared_flags(bin: &str, name: &str, run: &[&str]) {
     }
     let bad = run_in(bin, dir.path(), &["completions", "nosh"]);
     assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+}
+
+/// A run as one text for a snapshot: the command line, exit code, stdout and stderr.
+pub fn transcript(name: &str, args: &[&str], run: &Run) -> String {
+    format!(
+        "$ {name} {}\nexit: {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        run.code.map_or("signal".to_owned(), |c| c.to_string()),
+        run.stdout,
+        run.stderr
+    )
+}
+
+/// Regex filters (pattern, replacement) that make a tool's output the same on every run, for
+/// snapshots: the temporary folder, times, durations, run ids, speed-ups and percentages.
+pub fn snapshot_filters(dir: &Path) -> Vec<(String, &'static str)> {
+    let escape = |p: &Path| {
+        p.to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '/' || c == '_' {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect::<String>()
+    };
+    let mut filters = Vec::new();
+    if let Ok(real) = dir.canonicalize() {
+        filters.push((escape(&real), "[DIR]"));
+    }
+    filters.push((escape(dir), "[DIR]"));
+    for (pattern, replacement) in [
+        (r"\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{4}", "[RUN_ID]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+        (
+            r"\b\d+h\d\dm\b|\b\d+m\d\ds\b|\b\d+(\.\d+)?m?s\b",
+            "[DURATION]",
+        ),
+        (
+            r"speedup \d+(\.\d+)?x, \d+% busy",
+            "speedup [X], [PCT] busy",
+        ),
+        (r"\(\d+ record writes\)", "([N] record writes)"),
+    ] {
+        filters.push((pattern.to_owned(), replacement));
+    }
+    filters
 }
 
 /// The full path of `program` on `PATH`, if it is there.

@@ -740,6 +740,8 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
     drop(held);
 }
 
+mod snapshots;
+
 /// On the project's Slurm test cluster (feature `slurm-tests`; `cargo xtask test` starts the
 /// cluster and turns the feature on).
 #[cfg(feature = "slurm-tests")]

@@ -11,6 +11,7 @@ mod fake;
 mod real_uvx;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 

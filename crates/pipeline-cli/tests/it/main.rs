@@ -4,6 +4,7 @@
 mod browser;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
+mod snapshots;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
