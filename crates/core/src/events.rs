@@ -13,7 +13,7 @@ use crate::strategy::Strategy;
 
 /// Something that happened in a batch.
 #[derive(Debug)]
-pub enum Event<'a, T> {
+pub enum Event<'a, T, M = ()> {
     /// The batch is about to start `total` tasks with at most `max_workers` at once.
     BatchStarted {
         total: usize,
@@ -36,7 +36,7 @@ pub enum Event<'a, T> {
     },
     /// A task reached its final state. `finished` counts finished tasks, this one included.
     TaskFinished {
-        outcome: &'a Outcome<T>,
+        outcome: &'a Outcome<T, M>,
         finished: usize,
         total: usize,
     },
@@ -56,27 +56,27 @@ pub enum Event<'a, T> {
 ///
 /// Any `FnMut(&Event<T>)` closure is a reporter, so callers can stream results (parallamr
 /// writes each CSV row from here) or count events in tests.
-pub trait Reporter<T> {
-    fn report(&mut self, event: &Event<'_, T>);
+pub trait Reporter<T, M = ()> {
+    fn report(&mut self, event: &Event<'_, T, M>);
 }
 
-impl<T, F: FnMut(&Event<'_, T>)> Reporter<T> for F {
-    fn report(&mut self, event: &Event<'_, T>) {
+impl<T, M, F: FnMut(&Event<'_, T, M>)> Reporter<T, M> for F {
+    fn report(&mut self, event: &Event<'_, T, M>) {
         self(event);
     }
 }
 
 /// Sends every event to each reporter in turn.
-pub struct Tee<'r, T>(pub Vec<&'r mut dyn Reporter<T>>);
+pub struct Tee<'r, T, M = ()>(pub Vec<&'r mut dyn Reporter<T, M>>);
 
-impl<T> std::fmt::Debug for Tee<'_, T> {
+impl<T, M> std::fmt::Debug for Tee<'_, T, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tee({} reporters)", self.0.len())
     }
 }
 
-impl<T> Reporter<T> for Tee<'_, T> {
-    fn report(&mut self, event: &Event<'_, T>) {
+impl<T, M> Reporter<T, M> for Tee<'_, T, M> {
+    fn report(&mut self, event: &Event<'_, T, M>) {
         for r in &mut self.0 {
             r.report(event);
         }
@@ -87,6 +87,6 @@ impl<T> Reporter<T> for Tee<'_, T> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Silent;
 
-impl<T> Reporter<T> for Silent {
-    fn report(&mut self, _event: &Event<'_, T>) {}
+impl<T, M> Reporter<T, M> for Silent {
+    fn report(&mut self, _event: &Event<'_, T, M>) {}
 }

@@ -139,6 +139,7 @@ impl<T> MapResult<T> {
             queue_wait: Duration::ZERO,
             duration: Duration::ZERO,
             started_after: None,
+            meta: (),
         };
         let chunk = self.chunks.partition_point(|c| c.first <= index);
         if let Some(c) = chunk.checked_sub(1).map(|c| self.chunks[c])
@@ -167,6 +168,7 @@ impl<T> MapResult<T> {
                 queue_wait: o.queue_wait,
                 duration: o.duration,
                 started_after: o.started_after,
+                meta: (),
             })
             .collect();
         BatchResult {

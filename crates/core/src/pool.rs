@@ -26,7 +26,7 @@ pub struct Pool {
     rayon: OnceLock<Result<rayon::ThreadPool, PoolError>>,
 }
 
-enum Msg<T> {
+enum Msg<T, M> {
     Started {
         index: usize,
         attempt: u32,
@@ -37,7 +37,7 @@ enum Msg<T> {
         delay: Duration,
         error: TaskError,
     },
-    Finished(Outcome<T>),
+    Finished(Outcome<T, M>),
 }
 
 /// State shared by the workers of one batch.
@@ -54,9 +54,9 @@ struct Shared<'t, I, F> {
 }
 
 impl<I, F> Shared<'_, I, F> {
-    fn run_one<T>(&self, index: usize, emit: &mut dyn FnMut(Msg<T>)) -> Outcome<T>
+    fn run_one<T, M: Default>(&self, index: usize, emit: &mut dyn FnMut(Msg<T, M>)) -> Outcome<T, M>
     where
-        F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
         let task = &self.tasks[index];
         if let Some(not_started) = self.refuse_to_start(index, task) {
@@ -65,7 +65,7 @@ impl<I, F> Shared<'_, I, F> {
         let retry = task.retry.as_ref().unwrap_or(self.default_retry);
         let first_start = Instant::now();
         let mut attempt = 1;
-        let result = loop {
+        let (result, meta) = loop {
             emit(Msg::Started { index, attempt });
             let ctx = TaskContext {
                 index,
@@ -73,8 +73,11 @@ impl<I, F> Shared<'_, I, F> {
                 attempt,
                 cancel: &self.cancel,
             };
-            let result = catch_unwind(AssertUnwindSafe(|| (self.work)(&task.input, &ctx)))
-                .unwrap_or_else(|panic| Err(TaskError::failed(panic_message(&*panic))));
+            let (result, meta) = catch_unwind(AssertUnwindSafe(|| (self.work)(&task.input, &ctx)))
+                .unwrap_or_else(|panic| {
+                    let error = TaskError::failed(panic_message(&*panic));
+                    (Err(error), M::default())
+                });
             match result {
                 Err(error)
                     if retry.should_retry(attempt, &error) && !self.cancel.is_cancelled() =>
@@ -87,11 +90,11 @@ impl<I, F> Shared<'_, I, F> {
                         error,
                     });
                     if !self.cancel.sleep(delay) {
-                        break Err(TaskError::Cancelled);
+                        break (Err(TaskError::Cancelled), meta);
                     }
                     attempt += 1;
                 }
-                other => break other,
+                other => break (other, meta),
             }
         };
         let (status, value, error) = match result {
@@ -111,10 +114,15 @@ impl<I, F> Shared<'_, I, F> {
             queue_wait: first_start.duration_since(self.start),
             duration: first_start.elapsed(),
             started_after: Some(first_start.duration_since(self.start)),
+            meta,
         }
     }
 
-    fn refuse_to_start<T>(&self, index: usize, task: &Task<I>) -> Option<Outcome<T>> {
+    fn refuse_to_start<T, M: Default>(
+        &self,
+        index: usize,
+        task: &Task<I>,
+    ) -> Option<Outcome<T, M>> {
         let name = task.name.clone();
         if self.stop.load(Ordering::SeqCst) {
             return Some(Outcome::not_started(
@@ -159,9 +167,10 @@ const TINY_TASK: Duration = Duration::from_micros(50);
 /// at least a quarter of the tasks so far. Long tasks switch after 3 (a few percent of a large
 /// batch); a tiny task that the scheduler happened to preempt (a busy machine, a timer tick)
 /// does not switch on its own.
-fn sample_serially<I, T, F>(shared: &Shared<'_, I, F>, owner: &mut Owner<'_, T>) -> usize
+fn sample_serially<I, T, M, F>(shared: &Shared<'_, I, F>, owner: &mut Owner<'_, T, M>) -> usize
 where
-    F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
+    M: Default,
+    F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
 {
     let mut long = 0;
     let mut ran = 0;
@@ -185,19 +194,19 @@ where
 /// [`Outbox::MAX_BATCH`] messages. What is left goes when the outbox is dropped. So events of
 /// tiny tasks reach the reporter late by at most `MAX_HOLD` plus the length of the worker's next
 /// task (a long task after tiny ones flushes their messages when it ends).
-struct Outbox<T> {
-    tx: mpsc::Sender<Vec<Msg<T>>>,
-    held: Vec<Msg<T>>,
+struct Outbox<T, M> {
+    tx: mpsc::Sender<Vec<Msg<T, M>>>,
+    held: Vec<Msg<T, M>>,
     since: Instant,
     /// The last task this worker ran was tiny.
     tiny: bool,
 }
 
-impl<T> Outbox<T> {
+impl<T, M> Outbox<T, M> {
     const MAX_HOLD: Duration = Duration::from_millis(20);
     const MAX_BATCH: usize = 1024;
 
-    fn new(tx: mpsc::Sender<Vec<Msg<T>>>) -> Self {
+    fn new(tx: mpsc::Sender<Vec<Msg<T, M>>>) -> Self {
         Outbox {
             tx,
             held: Vec::new(),
@@ -208,14 +217,15 @@ impl<T> Outbox<T> {
 
     fn run<I, F>(&mut self, shared: &Shared<'_, I, F>, index: usize)
     where
-        F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError>,
+        M: Default,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
         let outcome = shared.run_one(index, &mut |m| self.push(m));
         self.tiny = outcome.duration < TINY_TASK;
         self.push(Msg::Finished(outcome));
     }
 
-    fn push(&mut self, msg: Msg<T>) {
+    fn push(&mut self, msg: Msg<T, M>) {
         if self.held.is_empty() {
             self.since = Instant::now();
         }
@@ -235,29 +245,29 @@ impl<T> Outbox<T> {
     }
 }
 
-impl<T> Clone for Outbox<T> {
+impl<T, M> Clone for Outbox<T, M> {
     /// For rayon's `for_each_with`: each split of the work gets an empty outbox.
     fn clone(&self) -> Self {
         Outbox::new(self.tx.clone())
     }
 }
 
-impl<T> Drop for Outbox<T> {
+impl<T, M> Drop for Outbox<T, M> {
     fn drop(&mut self) {
         self.flush();
     }
 }
 
 /// The single owner of the batch's state: turns messages into events and outcomes.
-struct Owner<'r, T> {
-    reporter: &'r mut dyn Reporter<T>,
+struct Owner<'r, T, M> {
+    reporter: &'r mut dyn Reporter<T, M>,
     names: Vec<&'r str>,
-    outcomes: Vec<Option<Outcome<T>>>,
+    outcomes: Vec<Option<Outcome<T, M>>>,
     finished: usize,
 }
 
-impl<T> Owner<'_, T> {
-    fn handle(&mut self, msg: Msg<T>) {
+impl<T, M> Owner<'_, T, M> {
+    fn handle(&mut self, msg: Msg<T, M>) {
         match msg {
             Msg::Started { index, attempt } => self.reporter.report(&Event::TaskStarted {
                 index,
@@ -308,10 +318,6 @@ impl Pool {
     /// A task's `Err` or panic fails that task only. `cancel` stops the batch: unstarted tasks
     /// become `cancelled`, running ones see their [`TaskContext::cancel_token`] cancelled.
     /// Events go to `reporter` on this thread.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "a batch's whole life in one place: strategy, sampling, workers, the owner loop"
-    )]
     pub fn run<I, T, F>(
         &self,
         tasks: &[Task<I>],
@@ -323,6 +329,32 @@ impl Pool {
         I: Sync,
         T: Send,
         F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError> + Sync,
+    {
+        self.run_with_meta(tasks, cancel, reporter, |input, ctx| (work(input, ctx), ()))
+    }
+
+    /// [`Pool::run`] for work that reports more than its value: `work` returns its result and
+    /// a `meta` value (an exit code, a job id, token counts) that reaches the task's
+    /// [`Outcome::meta`], and the reporter with it, whether the task succeeded or failed. Workers
+    /// only send; no table shared between workers and the reporter is needed. A retried task's
+    /// outcome carries its last attempt's meta; a task that never started, or panicked, carries
+    /// `M::default()`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "a batch's whole life in one place: strategy, sampling, workers, the owner loop"
+    )]
+    pub fn run_with_meta<I, T, M, F>(
+        &self,
+        tasks: &[Task<I>],
+        cancel: &CancelToken,
+        reporter: &mut dyn Reporter<T, M>,
+        work: F,
+    ) -> Result<BatchResult<T, M>, PoolError>
+    where
+        I: Sync,
+        T: Send,
+        M: Default + Send,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
     {
         let max_workers = self.config.max_workers;
         let strategy =
@@ -371,7 +403,7 @@ impl Pool {
             }
         }
         if first < total && strategy != Strategy::Serial {
-            let (tx, rx) = mpsc::channel::<Vec<Msg<T>>>();
+            let (tx, rx) = mpsc::channel::<Vec<Msg<T, M>>>();
             let shared = &shared;
             let next = &AtomicUsize::new(first);
             std::thread::scope(|scope| {
@@ -412,7 +444,7 @@ impl Pool {
             });
         }
 
-        let outcomes: Vec<Outcome<T>> = owner
+        let outcomes: Vec<Outcome<T, M>> = owner
             .outcomes
             .into_iter()
             .map(|o| o.expect("every task reports an outcome"))

@@ -36,13 +36,13 @@ pub enum ProgressMode {
 
 impl ProgressMode {
     /// The reporter for this mode, writing to stderr.
-    pub fn reporter<T>(self) -> Box<dyn Reporter<T> + Send> {
+    pub fn reporter<T, M>(self) -> Box<dyn Reporter<T, M> + Send> {
         self.reporter_with_detail(0)
     }
 
     /// The reporter for this mode, writing to stderr; under each failed task, the last
     /// `detail_lines` lines of its error's detail (a log or stderr tail).
-    pub fn reporter_with_detail<T>(self, detail_lines: usize) -> Box<dyn Reporter<T> + Send> {
+    pub fn reporter_with_detail<T, M>(self, detail_lines: usize) -> Box<dyn Reporter<T, M> + Send> {
         let color = color_enabled(std::io::stderr().is_terminal());
         match self {
             ProgressMode::Auto if std::io::stderr().is_terminal() => {
@@ -124,7 +124,12 @@ fn status_label(status: Status) -> &'static str {
     }
 }
 
-pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: bool) -> String {
+pub fn task_line<T, M>(
+    outcome: &Outcome<T, M>,
+    finished: usize,
+    total: usize,
+    color: bool,
+) -> String {
     let width = total.to_string().len();
     let label = status_label(outcome.status);
     let mut line = format!(
@@ -144,7 +149,7 @@ pub fn task_line<T>(outcome: &Outcome<T>, finished: usize, total: usize, color: 
 }
 
 /// `line`, then for a failed task the last `lines` lines of its error's detail, indented.
-fn with_detail<T>(mut line: String, outcome: &Outcome<T>, lines: usize) -> String {
+fn with_detail<T, M>(mut line: String, outcome: &Outcome<T, M>, lines: usize) -> String {
     let detail = outcome
         .error
         .as_ref()
@@ -197,8 +202,8 @@ impl<W: Write> Plain<W> {
     }
 }
 
-impl<T, W: Write> Reporter<T> for Plain<W> {
-    fn report(&mut self, event: &Event<'_, T>) {
+impl<T, M, W: Write> Reporter<T, M> for Plain<W> {
+    fn report(&mut self, event: &Event<'_, T, M>) {
         // A reporter that cannot write (closed stderr) must not fail the batch.
         let _ = match event {
             Event::TaskFinished {
@@ -295,8 +300,8 @@ impl Bar {
     }
 }
 
-impl<T> Reporter<T> for Bar {
-    fn report(&mut self, event: &Event<'_, T>) {
+impl<T, M> Reporter<T, M> for Bar {
+    fn report(&mut self, event: &Event<'_, T, M>) {
         match event {
             Event::BatchStarted { total, .. } => {
                 self.progress.set_length(*total as u64);
@@ -418,8 +423,8 @@ enum JsonEvent<'a> {
     },
 }
 
-impl<T, W: Write> Reporter<T> for JsonLines<W> {
-    fn report(&mut self, event: &Event<'_, T>) {
+impl<T, M, W: Write> Reporter<T, M> for JsonLines<W> {
+    fn report(&mut self, event: &Event<'_, T, M>) {
         let json = match *event {
             Event::BatchStarted {
                 total,

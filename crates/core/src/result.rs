@@ -179,9 +179,11 @@ impl TaskError {
     }
 }
 
-/// The outcome of one task.
+/// The outcome of one task. `M` is what the work function reported about the task besides its
+/// value ([`Pool::run_with_meta`](crate::Pool::run_with_meta)): delivered on success and on
+/// failure alike (an exit code, a job id, token counts); `()` for [`Pool::run`](crate::Pool::run).
 #[derive(Debug, Clone)]
-pub struct Outcome<T> {
+pub struct Outcome<T, M = ()> {
     /// Position of the task in the input.
     pub index: usize,
     /// The task's name, as given.
@@ -201,9 +203,12 @@ pub struct Outcome<T> {
     /// When the first attempt started, relative to the start of the batch (`None` if it never
     /// started). Timelines draw from this.
     pub started_after: Option<Duration>,
+    /// What the last attempt reported besides its value (`M::default()` when none ran to
+    /// the end: never started, or panicked).
+    pub meta: M,
 }
 
-impl<T> Outcome<T> {
+impl<T, M: Default> Outcome<T, M> {
     /// An outcome for a task that never started.
     pub(crate) fn not_started(index: usize, name: String, error: TaskError) -> Self {
         Outcome {
@@ -216,9 +221,12 @@ impl<T> Outcome<T> {
             queue_wait: Duration::ZERO,
             duration: Duration::ZERO,
             started_after: None,
+            meta: M::default(),
         }
     }
+}
 
+impl<T, M> Outcome<T, M> {
     /// The name to show: the task's name, or `item N` (1-based) for a [`Pool::map`](crate::Pool::map)
     /// item, which has none of its own.
     pub fn label(&self) -> std::borrow::Cow<'_, str> {
@@ -264,8 +272,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub(crate) fn compute<T>(
-        outcomes: &[Outcome<T>],
+    pub(crate) fn compute<T, M>(
+        outcomes: &[Outcome<T, M>],
         wall: Duration,
         max_workers: usize,
         strategy: Strategy,
@@ -369,12 +377,12 @@ impl Summary {
 
 /// The result of a batch: one outcome per task, in input order whatever the completion order.
 #[derive(Debug, Clone)]
-pub struct BatchResult<T> {
-    pub outcomes: Vec<Outcome<T>>,
+pub struct BatchResult<T, M = ()> {
+    pub outcomes: Vec<Outcome<T, M>>,
     pub summary: Summary,
 }
 
-impl<T> BatchResult<T> {
+impl<T, M> BatchResult<T, M> {
     /// True when no task failed, timed out or was cancelled.
     pub fn all_ok(&self) -> bool {
         self.summary.all_ok()
@@ -386,7 +394,7 @@ impl<T> BatchResult<T> {
     }
 
     /// The outcomes that failed or timed out.
-    pub fn failures(&self) -> impl Iterator<Item = &Outcome<T>> {
+    pub fn failures(&self) -> impl Iterator<Item = &Outcome<T, M>> {
         self.outcomes.iter().filter(|o| o.status.is_failure())
     }
 
@@ -397,7 +405,7 @@ impl<T> BatchResult<T> {
 
     /// The shared report shape; `extra` adds tool-specific fields to each task entry (it must
     /// serialize as a map, e.g. a struct; `()` adds nothing).
-    pub fn report_with<X: Serialize>(&self, extra: impl Fn(&Outcome<T>) -> X) -> Report<'_, X> {
+    pub fn report_with<X: Serialize>(&self, extra: impl Fn(&Outcome<T, M>) -> X) -> Report<'_, X> {
         Report {
             summary: &self.summary,
             tasks: self

@@ -14,7 +14,7 @@ use fanout::{
 use fanout_cli::UsageResult;
 
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
-use crate::providers::{self, CommandProvider, Http, Provider, estimate_tokens};
+use crate::providers::{self, Answer, CommandProvider, Http, Provider, estimate_tokens};
 use crate::writer::{self, Row, RowWriter};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
@@ -85,7 +85,8 @@ impl Drop for LimitGuard<'_> {
     }
 }
 
-/// What a row knows besides the answer (filled in by the work function).
+/// What a row knows besides the answer: the work function's meta, delivered with its outcome
+/// whether the experiment succeeded or failed.
 #[derive(Debug, Clone, Default)]
 struct Facts {
     input_tokens: Option<u64>,
@@ -93,12 +94,8 @@ struct Facts {
     warning: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-struct Done {
-    text: String,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-}
+/// A finished experiment's answer, its token counts filled in where the provider gave none.
+type Done = Answer;
 
 /// The validated inputs of a run.
 struct Inputs {
@@ -203,7 +200,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     };
     let (mut out, todo) = open_output(args, &experiments).usage()?;
     let limits = limits(args, &used);
-    let facts: Vec<Mutex<Facts>> = todo.iter().map(|_| Mutex::new(Facts::default())).collect();
     let tasks: Vec<Task<&Experiment>> = todo
         .iter()
         .map(|e| Task::new(format!("{} line {}", experiments.source, e.line), *e))
@@ -222,7 +218,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     let mut write_error: Option<anyhow::Error> = None;
     let mut error_rows = 0usize;
     let mut written = 0usize;
-    let mut rows = |event: &Event<'_, Done>| {
+    let mut rows = |event: &Event<'_, Done, Facts>| {
         let Event::TaskFinished { outcome, .. } = event else {
             return;
         };
@@ -232,8 +228,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         }
         written += 1;
         let e = todo[outcome.index];
-        let f = facts[outcome.index].lock().expect("facts").clone();
-        let row = row_for(e, outcome, f);
+        let row = row_for(e, outcome);
         if row.status == "error" {
             error_rows += 1;
         }
@@ -248,24 +243,25 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     };
     let mut progress = args
         .progress
-        .reporter_with_detail::<Done>(args.detail_lines);
+        .reporter_with_detail::<Done, Facts>(args.detail_lines);
     let mut tee = Tee(vec![
         &mut rows,
-        progress.as_mut() as &mut dyn Reporter<Done>,
+        progress.as_mut() as &mut dyn Reporter<Done, Facts>,
     ]);
     let started = Instant::now();
-    let result = pool.run(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
+    let result = pool.run_with_meta(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
         let provider = &providers[e.provider.as_str()];
         let limit = &limits[e.provider.as_str()];
-        let f = &facts[ctx.index()];
-        run_one(
+        let mut facts = Facts::default();
+        let result = run_one(
             e,
             provider.as_ref(),
             limit,
             &template,
-            f,
+            &mut facts,
             ctx.cancel_token(),
-        )
+        );
+        (result, facts)
     })?;
     drop(tee);
     if let Some(e) = write_error {
@@ -350,7 +346,8 @@ fn open_output<'e>(
 }
 
 /// The result row of a finished experiment.
-fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done>, f: Facts) -> Row {
+fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
+    let f = outcome.meta.clone();
     match (&outcome.value, &outcome.error) {
         (Some(d), _) => Row {
             key: e.key(),
@@ -381,7 +378,7 @@ fn run_one(
     provider: &dyn Provider,
     limit: &Limit,
     template: &Template,
-    facts: &Mutex<Facts>,
+    facts: &mut Facts,
     cancel: &CancelToken,
 ) -> Result<Done, TaskError> {
     let (prompt, missing) = if provider.name() == "command" {
@@ -436,12 +433,12 @@ fn run_one(
 }
 
 fn store(
-    facts: &Mutex<Facts>,
+    facts: &mut Facts,
     input_tokens: Option<u64>,
     window: Option<u64>,
     warning: Option<String>,
 ) {
-    *facts.lock().expect("facts") = Facts {
+    *facts = Facts {
         input_tokens,
         context_window: window,
         warning,

@@ -3,7 +3,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -326,6 +325,14 @@ pub(crate) fn resumed_record(
     Ok((record, done))
 }
 
+/// What a job's process left besides success or failure: the work function's meta, delivered
+/// with the job's outcome to the record.
+#[derive(Debug, Clone, Copy, Default)]
+struct JobFacts {
+    exit_code: Option<i32>,
+    slurm_job_id: Option<u64>,
+}
+
 struct StageContext<'a> {
     project: &'a Project,
     opts: &'a RunOptions,
@@ -370,11 +377,9 @@ fn run_stage(
             )
         })
         .collect();
-    let exit_codes: Mutex<Vec<Option<i32>>> = Mutex::new(vec![None; stage.jobs.len()]);
-    let slurm_ids: Mutex<Vec<Option<u64>>> = Mutex::new(vec![None; stage.jobs.len()]);
 
     let mut progress = opts.progress.reporter_with_detail(opts.detail_lines);
-    let mut record = |event: &Event<'_, ()>| match event {
+    let mut record = |event: &Event<'_, (), JobFacts>| match event {
         Event::TaskStarted { index, attempt, .. } => writer.send(Update::Started {
             stage: si,
             job: todo[*index],
@@ -388,8 +393,8 @@ fn run_stage(
                 job: ji,
                 status: JobStatus::from_task(outcome.status),
                 attempts: outcome.attempts,
-                exit_code: exit_codes.lock().expect("exit codes")[ji],
-                slurm_job_id: slurm_ids.lock().expect("slurm ids")[ji],
+                exit_code: outcome.meta.exit_code,
+                slurm_job_id: outcome.meta.slurm_job_id,
                 error: outcome.error_message(),
                 duration: outcome.duration,
                 at: SystemTime::now(),
@@ -399,24 +404,29 @@ fn run_stage(
     };
     let mut tee = Tee(vec![
         &mut record,
-        progress.as_mut() as &mut dyn Reporter<()>,
+        progress.as_mut() as &mut dyn Reporter<(), JobFacts>,
     ]);
-    let result = pool.run(&tasks, interrupt, &mut tee, |&ji, tctx| {
+    let result = pool.run_with_meta(&tasks, interrupt, &mut tee, |&ji, tctx| {
         let job = &stage.jobs[ji];
         let log = ctx.run_dir.join(store::log_name(&job.id));
-        let out = run_job(ctx, job, &log, tctx.attempt(), runner, tctx.cancel_token())?;
-        if let fanout::process::Ending::Exited(code) = out.ending {
-            exit_codes.lock().expect("exit codes")[ji] = Some(code);
-        }
-        if out.slurm_job_id.is_some() {
-            slurm_ids.lock().expect("slurm ids")[ji] = out.slurm_job_id;
-        }
-        out.into_result().map(drop).map_err(|e| match e {
+        let out = match run_job(ctx, job, &log, tctx.attempt(), runner, tctx.cancel_token()) {
+            Ok(out) => out,
+            Err(e) => return (Err(e), JobFacts::default()),
+        };
+        let facts = JobFacts {
+            exit_code: match out.ending {
+                fanout::process::Ending::Exited(code) => Some(code),
+                _ => None,
+            },
+            slurm_job_id: out.slurm_job_id,
+        };
+        let result = out.into_result().map(drop).map_err(|e| match e {
             TaskError::Failed { .. } | TaskError::TimedOut { .. } => {
                 e.with_detail(log_tail(&log, opts.detail_lines))
             }
             other => other,
-        })
+        });
+        (result, facts)
     })?;
     Ok(result.summary)
 }

@@ -658,3 +658,64 @@ fn a_panicking_reporter_stops_the_batch() {
         );
     }
 }
+
+/// `run_with_meta`: what the work reports besides its value reaches the outcome (and the
+/// reporter) on success and on failure; a retried task carries its last attempt's meta, a task
+/// that never ran or panicked the default.
+#[test]
+fn meta_reaches_the_outcome_on_success_and_on_failure() {
+    for strategy in [Strategy::Serial, Strategy::Threads, Strategy::Rayon] {
+        let pool = Pool::new(
+            PoolConfig::new(MaxWorkers::new(3, 8).unwrap())
+                .strategy(strategy)
+                .retry(
+                    RetryPolicy::retries(2)
+                        .with_initial_backoff(Duration::ZERO)
+                        .retry_if(|_| true),
+                ),
+        );
+        let mut seen = Vec::new();
+        let mut reporter = |e: &Event<'_, usize, Option<u32>>| {
+            if let Event::TaskFinished { outcome, .. } = e {
+                seen.push((outcome.index, outcome.meta));
+            }
+        };
+        let result = pool
+            .run_with_meta(
+                &tasks(6),
+                &CancelToken::new(),
+                &mut reporter,
+                |&n, ctx| match n {
+                    1 => (Err(TaskError::failed("exit 3")), Some(3)),
+                    // Fails twice, then succeeds: the last attempt's meta.
+                    2 if ctx.attempt() < 3 => (Err(TaskError::failed("flaky")), Some(10)),
+                    2 => (Ok(n), Some(ctx.attempt())),
+                    4 => panic!("boom"),
+                    _ => (Ok(n * 10), Some(0)),
+                },
+            )
+            .unwrap();
+        let metas: Vec<Option<u32>> = result.outcomes.iter().map(|o| o.meta).collect();
+        assert_eq!(
+            metas,
+            [Some(0), Some(3), Some(3), Some(0), None, Some(0)],
+            "{strategy:?}"
+        );
+        assert_eq!(result.outcomes[1].status, Status::Failed);
+        assert_eq!(result.outcomes[2].attempts, 3);
+        seen.sort_unstable();
+        assert_eq!(
+            seen.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
+            metas,
+            "{strategy:?}: the reporter sees the same meta"
+        );
+    }
+    // Tasks that never start carry the default.
+    let pool = Pool::new(PoolConfig::new(MaxWorkers::one()));
+    let cancel = CancelToken::new();
+    cancel.cancel(CancelReason::Requested);
+    let result = pool
+        .run_with_meta(&tasks(2), &cancel, &mut Silent, |_, _| (Ok(()), Some(1u8)))
+        .unwrap();
+    assert!(result.outcomes.iter().all(|o| o.meta.is_none()));
+}
