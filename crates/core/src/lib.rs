@@ -19,7 +19,7 @@
 //!
 //! The pieces, lowest layer first (no module uses one above it; `tests/it/layering.rs` checks
 //! that the modules have no cycle):
-//! - [`time`], [`fsutil`] (atomic file writes), [`retry`] ([`RetryPolicy`]), [`cancel`]
+//! - [`time`], [`text`], [`fsutil`] (atomic file writes), [`retry`] ([`RetryPolicy`]), [`cancel`]
 //!   ([`CancelToken`]), [`strategy`] ([`Strategy`], `FANOUT_STRATEGY` overrides it).
 //! - [`result`] holds [`BatchResult`], [`Outcome`], [`Status`], [`Summary`], [`TaskError`] and
 //!   the shared `--report` JSON shape; [`exit`] maps how a run ended to exit codes.
@@ -48,6 +48,7 @@ pub mod result;
 pub mod retry;
 pub mod strategy;
 pub mod task;
+pub mod text;
 pub mod time;
 mod worker;
 

@@ -155,8 +155,7 @@ fn with_detail<T, M>(mut line: String, outcome: &Outcome<T, M>, lines: usize) ->
         .as_ref()
         .and_then(crate::result::TaskError::detail);
     if let (true, Some(detail)) = (lines > 0 && outcome.status != Status::Succeeded, detail) {
-        let all: Vec<&str> = detail.trim_end().lines().collect();
-        for l in &all[all.len().saturating_sub(lines)..] {
+        for l in crate::text::last_lines(detail, lines).lines() {
             line.push_str("\n    | ");
             line.push_str(l);
         }

@@ -126,13 +126,7 @@ impl Exporter<'_> {
 /// it cannot load, and exits 1 with a page when a cell raises.
 fn judge(out: ProcessOutput, page: &Path) -> Result<(), TaskError> {
     let stderr = out.stderr.text().into_owned();
-    let tail = || {
-        if out.stderr.bytes.is_empty() {
-            out.stdout.tail_lines(25)
-        } else {
-            out.stderr.tail_lines(25)
-        }
-    };
+    let tail = || out.output_tail(25);
     match out.ending {
         Ending::Exited(0) if stderr.contains(NOT_VALID) => Err(TaskError::failed(
             "marimo could not load it: not a valid marimo notebook",

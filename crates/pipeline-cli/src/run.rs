@@ -535,9 +535,7 @@ fn run_job(
 
 /// The last `lines` lines of a log file (at most 64 KiB are read).
 fn log_tail(log: &Path, lines: usize) -> String {
-    let text = fanout::fsutil::read_tail(log, 64 * 1024);
-    let all: Vec<&str> = text.trim_end().lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    fanout::text::last_lines(&fanout::fsutil::read_tail(log, 64 * 1024), lines).to_owned()
 }
 
 /// `--dry-run`: what would run, stage by stage.

@@ -170,12 +170,18 @@ pub(crate) fn timestamp(t: SystemTime) -> (String, f64) {
 
 /// A new run id: sortable by time (`20261123T014512.345Z-1a2b`).
 pub(crate) fn new_run_id() -> String {
-    let stamp: String = humantime::format_rfc3339_millis(SystemTime::now())
+    run_id_at(SystemTime::now(), fastrand::u16(..))
+}
+
+/// The run id of a run started at `at`: the time to the millisecond (so ids sort by it), and
+/// `salt` to tell apart runs started in the same millisecond.
+fn run_id_at(at: SystemTime, salt: u16) -> String {
+    let stamp: String = humantime::format_rfc3339_millis(at)
         .to_string()
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
-    format!("{stamp}-{:04x}", fastrand::u16(..))
+    format!("{stamp}-{salt:04x}")
 }
 
 pub(crate) fn run_dir(project: &Path, run_id: &str) -> PathBuf {
@@ -493,11 +499,13 @@ mod tests {
 
     #[test]
     fn run_ids_sort_by_time() {
-        let a = new_run_id();
-        std::thread::sleep(Duration::from_millis(2));
-        let b = new_run_id();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // A later millisecond sorts later, whatever the salts.
+        let a = run_id_at(t, 0xffff);
+        let b = run_id_at(t + Duration::from_millis(1), 0);
         assert!(a < b, "{a} {b}");
-        assert!(!a.contains(':'));
+        assert_eq!(a, "20270115T080000.000Z-ffff");
+        assert!(!new_run_id().contains(':'));
     }
 
     #[test]

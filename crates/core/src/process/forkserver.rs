@@ -89,8 +89,7 @@ pub enum ForkServerError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    let last: Vec<&str> = stderr.trim_end().lines().collect();
-    let tail = last[last.len().saturating_sub(5)..].join("\n");
+    let tail = crate::text::last_lines(stderr, 5);
     if tail.is_empty() {
         String::new()
     } else {

@@ -41,9 +41,7 @@ impl Captured {
 
     /// The last `n` lines, trimmed.
     pub fn tail_lines(&self, n: usize) -> String {
-        let text = self.text();
-        let lines: Vec<&str> = text.trim_end().lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        crate::text::last_lines(&self.text(), n).to_owned()
     }
 }
 
@@ -73,16 +71,19 @@ impl ProcessOutput {
         self.ending == Ending::Exited(0)
     }
 
+    /// The last `n` lines of stderr, or of stdout if stderr is empty: what to show of a failure.
+    pub fn output_tail(&self, n: usize) -> String {
+        if self.stderr.bytes.is_empty() {
+            self.stdout.tail_lines(n)
+        } else {
+            self.stderr.tail_lines(n)
+        }
+    }
+
     /// `Ok(self)` on exit code 0, else the matching [`TaskError`] with the last 20 lines of
     /// stderr (or stdout, if stderr is empty) as detail.
     pub fn into_result(self) -> Result<ProcessOutput, TaskError> {
-        let detail = || {
-            if self.stderr.bytes.is_empty() {
-                self.stdout.tail_lines(20)
-            } else {
-                self.stderr.tail_lines(20)
-            }
-        };
+        let detail = || self.output_tail(20);
         match self.ending {
             Ending::Exited(0) => Ok(self),
             Ending::Exited(_) if self.slurm_failure.is_some() => {

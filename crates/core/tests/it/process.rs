@@ -36,6 +36,28 @@ fn escaping_grandchild(dir: &Path) -> Command {
     .kill_grace(Duration::from_millis(300))
 }
 
+/// Run the job `with_limit(limit)` under growing time limits (1 s, 4 s, 16 s) until its
+/// grandchild had written `gc.pid` when the limit struck, and return the output and that pid.
+/// On a loaded machine a first limit may strike before the grandchild even started, and then
+/// there is nothing to test; no fixed limit is assumed to be long enough.
+fn run_until_the_grandchild_started(
+    dir: &Path,
+    with_limit: impl Fn(Duration) -> Command,
+) -> (fanout::ProcessOutput, i32) {
+    let pid_file = dir.join("gc.pid");
+    for secs in [1, 4, 16] {
+        let _ = std::fs::remove_file(&pid_file);
+        let out = run(&with_limit(Duration::from_secs(secs)));
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        if let Some(pid) = pid {
+            return (out, pid);
+        }
+    }
+    panic!("the grandchild never wrote its pid within 16 s");
+}
+
 #[test]
 fn exit_codes_and_output_are_data() {
     let out = run(&Command::shell("echo out; echo err >&2; exit 3"));
@@ -74,14 +96,15 @@ fn stdin_is_empty_and_env_and_folder_are_applied() {
 fn a_timeout_kills_the_whole_tree_including_a_setsid_grandchild() {
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let out = run(&escaping_grandchild(dir.path()).timeout(Some(Duration::from_secs(1))));
+    let (out, grandchild) = run_until_the_grandchild_started(dir.path(), |limit| {
+        escaping_grandchild(dir.path()).timeout(Some(limit))
+    });
     assert!(
         matches!(out.ending, Ending::TimedOut(_)),
         "{:?}",
         out.ending
     );
     assert!(start.elapsed() < Duration::from_secs(60));
-    let grandchild = read_pid(&dir.path().join("gc.pid"));
     assert!(
         !alive(grandchild),
         "setsid grandchild {grandchild} survived the timeout"
@@ -454,15 +477,17 @@ fn a_job_that_opens_the_terminal_fails_instead_of_waiting_forever() {
 #[test]
 fn a_tree_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&Command::shell(
-        "trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ > gc.pid; while :; do sleep 1; done' & \
-         while [ ! -s gc.pid ]; do sleep 0.01; done; while :; do sleep 1; done",
-    )
-    .current_dir(dir.path())
-    .timeout(Some(Duration::from_millis(300)))
-    .kill_grace(Duration::from_millis(200)));
+    let (out, grandchild) = run_until_the_grandchild_started(dir.path(), |limit| {
+        Command::shell(
+            "trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ > gc.pid.tmp && mv gc.pid.tmp gc.pid; \
+             while :; do sleep 1; done' & \
+             while [ ! -s gc.pid ]; do sleep 0.01; done; while :; do sleep 1; done",
+        )
+        .current_dir(dir.path())
+        .timeout(Some(limit))
+        .kill_grace(Duration::from_millis(200))
+    });
     assert!(matches!(out.ending, Ending::TimedOut(_)));
-    let grandchild = read_pid(&dir.path().join("gc.pid"));
     assert!(
         !alive(grandchild),
         "SIGTERM-proof grandchild {grandchild} survived"
