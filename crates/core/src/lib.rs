@@ -1,8 +1,10 @@
 //! `fanout`: run batches of independent jobs through a bounded worker pool, safely and visibly.
 //!
 //! The engine shared by `export-nb`, `lorchestra` and `parallamr`. It knows tasks, pools,
-//! processes, events and records; it knows nothing about notebooks, pipelines or LLMs, prints
-//! nothing and parses no command line (clippy enforces both).
+//! processes, events and records; it knows nothing about notebooks, pipelines or LLMs (nor
+//! their flags), parses no command line, and prints only through the reporters a tool picks
+//! (progress on stderr; clippy denies print macros elsewhere). The tools' shared command line
+//! is the `fanout-cli` crate.
 //!
 //! ```
 //! use fanout::{CancelToken, MaxWorkers, Pool, PoolConfig, Silent, Task, TaskError};
