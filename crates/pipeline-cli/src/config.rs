@@ -52,6 +52,10 @@ pub(crate) struct Job {
     pub(crate) backend: Option<Backend>,
     /// The pipeline's `slurm` table with the job's over it.
     pub(crate) slurm: fanout::Slurm,
+    /// Where it runs, settled with the command line by `run::settle` before anything runs
+    /// (local until then).
+    pub(crate) launcher: fanout::Launcher,
+    /// Its own `timeout`; after `run::settle`, else the command line's.
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
     pub(crate) env: BTreeMap<String, String>,
@@ -418,6 +422,7 @@ impl Project {
                 // The nested lorchestra runs here; its own jobs say where they run.
                 backend: Some(Backend::Local),
                 slurm: fanout::Slurm::default(),
+                launcher: fanout::Launcher::Local,
                 timeout: None,
                 retries: 0,
                 env: BTreeMap::new(),
@@ -473,6 +478,7 @@ impl Project {
             run,
             backend: raw.backend,
             slurm: raw.slurm.unwrap_or_default().into(),
+            launcher: fanout::Launcher::Local,
             timeout,
             retries: raw.retries,
             env: raw.env,

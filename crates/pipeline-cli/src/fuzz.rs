@@ -30,10 +30,10 @@ fn options() -> RunOptions {
 pub fn project(dir: &Path) {
     let project = Project::new(dir.to_path_buf());
     for name in project.pipeline_names() {
-        if let Ok(pipeline) = project.load(&name) {
+        if let Ok(mut pipeline) = project.load(&name) {
+            run::settle(&mut pipeline, &options());
             for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
                 let _ = (job.definition_hash(), job.run.display());
-                let _ = run::launcher(job, &options());
             }
             let _ = run::new_record(&pipeline, &options());
         }

@@ -44,7 +44,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             halt,
         } => {
             let opts = run::RunOptions::from_args(&run, halt, resume)?;
-            let pipeline = project.load(&pipeline).usage()?;
+            let mut pipeline = project.load(&pipeline).usage()?;
+            run::settle(&mut pipeline, &opts);
             if run.dry_run {
                 run::print_plan(&pipeline, &opts);
                 return Ok(ExitStatus::Success);

@@ -67,23 +67,29 @@ impl RunOptions {
     }
 }
 
-/// Where `job` runs: its pipeline file's say, else the command line's.
-pub(crate) fn launcher(job: &Job, opts: &RunOptions) -> Launcher {
-    match job.backend.unwrap_or(opts.backend) {
-        Backend::Local => Launcher::Local,
-        Backend::Slurm => Launcher::Slurm(job.slurm.merged_with(&fanout::Slurm {
-            args: opts.slurm_args.clone(),
-            ..fanout::Slurm::default()
-        })),
+/// Settle, once and before anything runs or is printed, what the command line decides for
+/// each job: where it runs (its pipeline file's `backend`, else `--backend`; on Slurm the
+/// file's settings with the `--slurm-arg`s after them) and its time limit (its own, else
+/// `--timeout`).
+pub(crate) fn settle(pipeline: &mut Pipeline, opts: &RunOptions) {
+    for job in pipeline.stages.iter_mut().flat_map(|s| &mut s.jobs) {
+        job.launcher = match job.backend.unwrap_or(opts.backend) {
+            Backend::Local => Launcher::Local,
+            Backend::Slurm => Launcher::Slurm(job.slurm.merged_with(&fanout::Slurm {
+                args: opts.slurm_args.clone(),
+                ..fanout::Slurm::default()
+            })),
+        };
+        job.timeout = job.timeout.or(opts.timeout);
     }
 }
 
 /// Before anything runs: every job bound for Slurm can go there (srun is here, its partition
 /// exists). Each distinct setting is checked once.
-fn check_backends(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
-    let mut checked: Vec<fanout::Slurm> = Vec::new();
+fn check_backends(pipeline: &Pipeline) -> Result<()> {
+    let mut checked: Vec<&fanout::Slurm> = Vec::new();
     for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
-        if let Launcher::Slurm(slurm) = launcher(job, opts) {
+        if let Launcher::Slurm(slurm) = &job.launcher {
             if checked.contains(&slurm) {
                 continue;
             }
@@ -122,26 +128,22 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         plural(opts.max_workers.get())
     );
 
+    let ctx = StageContext {
+        project,
+        opts,
+        run_dir: &run_dir,
+        run_id: &run_id,
+        interrupt: &interrupt,
+        runner: &runner,
+        writer: &writer,
+    };
     let mut any_failed = false;
     let mut halted_by: Option<String> = None;
     for (si, stage) in pipeline.stages.iter().enumerate() {
         let todo: Vec<usize> = (0..stage.jobs.len())
             .filter(|ji| !done.contains(&(si, *ji)))
             .collect();
-        let reason = if interrupt.is_cancelled() {
-            Some((
-                JobStatus::Cancelled,
-                "not started: the run was interrupted".to_owned(),
-            ))
-        } else {
-            halted_by.as_ref().map(|s| {
-                (
-                    JobStatus::Skipped,
-                    format!("not started: stage {s:?} failed and stops the pipeline"),
-                )
-            })
-        };
-        if let Some((status, why)) = reason {
+        if let Some((status, why)) = not_starting(&interrupt, halted_by.as_deref()) {
             for &ji in &todo {
                 writer.send(not_run(si, ji, status, &why));
             }
@@ -157,14 +159,7 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
             todo.len(),
             plural(todo.len())
         );
-        let ctx = StageContext {
-            project,
-            opts,
-            run_dir: &run_dir,
-            run_id: &run_id,
-            max_workers: opts.max_workers,
-        };
-        let summary = run_stage(&ctx, si, stage, &todo, opts, &interrupt, &runner, &writer)?;
+        let summary = run_stage(&ctx, si, stage, &todo)?;
         if summary.failed + summary.timed_out > 0 {
             any_failed = true;
             if stage.stop_on_failure {
@@ -213,7 +208,7 @@ fn checked_record(
     pipeline: &Pipeline,
     opts: &RunOptions,
 ) -> Result<(RunRecord, Vec<(usize, usize)>)> {
-    check_backends(pipeline, opts).usage()?;
+    check_backends(pipeline).usage()?;
     // Every stage builds its pool from these; a bad FANOUT_STRATEGY is found here, before a
     // run is recorded, not after.
     PoolConfig::new(opts.max_workers)
@@ -222,6 +217,23 @@ fn checked_record(
     Ok(match &opts.resume {
         Some(run_id) => resumed_record(project, pipeline, run_id, opts).usage()?,
         None => (new_record(pipeline, opts), Vec::new()),
+    })
+}
+
+/// Why a stage starts none of its jobs, if it does not: the run was interrupted, or an earlier
+/// stage failed and stops the pipeline.
+fn not_starting(interrupt: &CancelToken, halted_by: Option<&str>) -> Option<(JobStatus, String)> {
+    if interrupt.is_cancelled() {
+        return Some((
+            JobStatus::Cancelled,
+            "not started: the run was interrupted".to_owned(),
+        ));
+    }
+    halted_by.map(|s| {
+        (
+            JobStatus::Skipped,
+            format!("not started: stage {s:?} failed and stops the pipeline"),
+        )
     })
 }
 
@@ -267,7 +279,7 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
                     .iter()
                     .map(|j| JobRecord {
                         definition: Some(j.definition_hash()),
-                        ..JobRecord::pending(&j.id, launcher(j, opts).name())
+                        ..JobRecord::pending(&j.id, j.launcher.name())
                     })
                     .collect(),
             })
@@ -333,28 +345,32 @@ struct JobFacts {
     slurm_job_id: Option<u64>,
 }
 
+/// What every stage of a run shares.
+#[derive(Clone, Copy)]
 struct StageContext<'a> {
     project: &'a Project,
     opts: &'a RunOptions,
     run_dir: &'a Path,
     run_id: &'a str,
-    max_workers: MaxWorkers,
+    interrupt: &'a CancelToken,
+    runner: &'a ProcessRunner,
+    writer: &'a RecordWriter,
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one stage's whole context, passed once"
-)]
+/// Run the jobs `todo` of stage `si` as one pool batch; every transition goes to the record.
 fn run_stage(
     ctx: &StageContext<'_>,
     si: usize,
     stage: &crate::config::Stage,
     todo: &[usize],
-    opts: &RunOptions,
-    interrupt: &CancelToken,
-    runner: &ProcessRunner,
-    writer: &RecordWriter,
 ) -> Result<fanout::Summary> {
+    let StageContext {
+        opts,
+        interrupt,
+        runner,
+        writer,
+        ..
+    } = *ctx;
     let policy = match (stage.stop_on_failure, opts.halt) {
         (false, _) => FailurePolicy::KeepGoing,
         (true, Halt::Soon) => FailurePolicy::StopSoon,
@@ -471,7 +487,7 @@ fn run_job(
                 .arg("--dir")
                 .arg(&ctx.project.dir)
                 .arg("--max-workers")
-                .arg(ctx.max_workers.get().to_string())
+                .arg(ctx.opts.max_workers.get().to_string())
                 .arg("--no-progress");
             if ctx.opts.backend == Backend::Slurm {
                 nested = nested.args(["--backend", "slurm"]);
@@ -504,14 +520,14 @@ fn run_job(
         .as_ref()
         .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
     let mut cmd = cmd
-        .launcher(launcher(job, ctx.opts))
+        .launcher(job.launcher.clone())
         .job_name(&job.id)
         .current_dir(cwd)
         .env("LORCHESTRA_RUN_ID", ctx.run_id)
         .env("LORCHESTRA_JOB_ID", &job.id)
         .stdout(Sink::AppendFile(log.to_path_buf()))
         .stderr_to_stdout()
-        .timeout(job.timeout.or(ctx.opts.timeout));
+        .timeout(job.timeout);
     for (k, v) in &job.env {
         cmd = cmd.env(k, v);
     }
@@ -562,14 +578,14 @@ pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
         );
         for job in &stage.jobs {
             let mut extra = Vec::new();
-            if let Some(t) = job.timeout.or(opts.timeout) {
+            if let Some(t) = job.timeout {
                 extra.push(format!("timeout {}", fanout::fmt_duration(t)));
             }
             if job.retries > 0 {
                 extra.push(format!("retries {}", job.retries));
             }
-            if let Launcher::Slurm(slurm) = launcher(job, opts) {
-                let srun = Command::new("job").job_name(&job.id).srun_line(&slurm);
+            if let Launcher::Slurm(slurm) = &job.launcher {
+                let srun = Command::new("job").job_name(&job.id).srun_line(slurm);
                 extra.push(format!("on Slurm: {srun}"));
             }
             let extra = if extra.is_empty() {
