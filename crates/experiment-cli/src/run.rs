@@ -163,21 +163,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
 
     if args.dry_run {
-        eprintln!(
-            "{}: {} experiment{} for {} ({} variable{}: {}); the prompt uses: {}; all valid",
-            experiments.source,
-            experiments.rows.len(),
-            if experiments.rows.len() == 1 { "" } else { "s" },
-            used.join(", "),
-            experiments.var_names.len(),
-            if experiments.var_names.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
-            experiments.var_names.join(", "),
-            template.uses.iter().cloned().collect::<Vec<_>>().join(", ")
-        );
+        eprintln!("{}", dry_run_summary(&experiments, &template, &used));
         return Ok(None);
     }
     Ok(Some(Inputs {
@@ -186,6 +172,37 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
         providers,
         used,
     }))
+}
+
+/// What `--dry-run` says once everything checked out: the experiments, their variables, what
+/// the prompt uses, and the variables no column gives (every row is then a warning).
+fn dry_run_summary(experiments: &Experiments, template: &Template, used: &[String]) -> String {
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let lacking: Vec<&str> = template
+        .uses
+        .iter()
+        .filter(|u| !experiments.var_names.contains(u))
+        .map(String::as_str)
+        .collect();
+    let verdict = if lacking.is_empty() {
+        "all valid".to_owned()
+    } else {
+        format!(
+            "valid, but no column gives {}: every row will be a warning (rendered without it)",
+            lacking.join(", ")
+        )
+    };
+    format!(
+        "{}: {} experiment{} for {} ({} variable{}: {}); the prompt uses: {}; {verdict}",
+        experiments.source,
+        experiments.rows.len(),
+        plural(experiments.rows.len()),
+        used.join(", "),
+        experiments.var_names.len(),
+        plural(experiments.var_names.len()),
+        experiments.var_names.join(", "),
+        template.uses.iter().cloned().collect::<Vec<_>>().join(", ")
+    )
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {

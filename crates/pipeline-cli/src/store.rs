@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// Where runs live, below the project folder.
@@ -195,12 +195,14 @@ pub(crate) fn record_path(project: &Path, run_id: &str) -> PathBuf {
 /// Read a run's record; the error names the run and what to do.
 pub(crate) fn load(project: &Path, run_id: &str) -> Result<RunRecord> {
     let path = record_path(project, run_id);
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "no run {run_id:?} in {} (`lorchestra runs` lists them)",
             project.join(RUNS_DIR).display()
-        )
-    })?;
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a run record", path.display()))
 }
