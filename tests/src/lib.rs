@@ -240,9 +240,20 @@ pub fn transcript(name: &str, args: &[&str], run: &Run) -> String {
     )
 }
 
+/// Insta settings for a tool's snapshots of runs in `dir`: [`snapshot_filters`] applied, and
+/// snapshot files named without the test module's prefix.
+pub fn snapshot_settings(dir: &Path) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    for (pattern, replacement) in snapshot_filters(dir) {
+        s.add_filter(&pattern, replacement);
+    }
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
 /// Regex filters (pattern, replacement) that make a tool's output the same on every run, for
 /// snapshots: the temporary folder, times, durations, run ids, speed-ups and percentages.
-pub fn snapshot_filters(dir: &Path) -> Vec<(String, &'static str)> {
+fn snapshot_filters(dir: &Path) -> Vec<(String, &'static str)> {
     let escape = |p: &Path| {
         p.to_string_lossy()
             .chars()

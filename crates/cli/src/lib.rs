@@ -350,11 +350,11 @@ impl<T, E: Into<anyhow::Error>> UsageResult<T> for Result<T, E> {
 
 /// The end of a run: the status, or the error printed as `<tool>: error: ...` and mapped to
 /// its class (usage 2, else 1).
-pub fn finish(tool: &str, result: Result<ExitStatus>) -> ExitStatus {
+pub fn finish<T: Tool>(result: Result<ExitStatus>) -> ExitStatus {
     match result {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("{tool}: error: {e:#}");
+            eprintln!("{}: error: {e:#}", T::NAME);
             ExitStatus::of_error(e.as_ref())
         }
     }
@@ -510,12 +510,12 @@ mod tests {
     #[test]
     fn finish_maps_errors_to_their_class() {
         let usage: Result<ExitStatus> = Err(anyhow::anyhow!("bad")).usage();
-        assert_eq!(finish("demo", usage), ExitStatus::Usage);
+        assert_eq!(finish::<Demo>(usage), ExitStatus::Usage);
         let later: Result<ExitStatus> = Err(anyhow::anyhow!("disk full"));
         assert_eq!(
-            finish("demo", later.context("writing the record")),
+            finish::<Demo>(later.context("writing the record")),
             ExitStatus::TaskFailed
         );
-        assert_eq!(finish("demo", Ok(ExitStatus::Success)), ExitStatus::Success);
+        assert_eq!(finish::<Demo>(Ok(ExitStatus::Success)), ExitStatus::Success);
     }
 }

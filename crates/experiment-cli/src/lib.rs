@@ -31,7 +31,7 @@ use crate::cli::{Cli, Commands};
 /// Run parallamr with parsed arguments; returns the exit status. Errors are printed here:
 /// those in what the user asked for exit 2 (nothing ran), those of the run itself 1.
 pub fn run(cli: Cli) -> ExitStatus {
-    fanout_cli::finish("parallamr", dispatch(cli))
+    fanout_cli::finish::<cli::Parallamr>(dispatch(cli))
 }
 
 fn dispatch(cli: Cli) -> Result<ExitStatus> {

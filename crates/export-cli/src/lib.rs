@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     if let Some(Commands::Completions(c)) = cli.command {
         return fanout_cli::print_completions(Cli::command(), c.shell);
     }
-    fanout_cli::finish("export-nb", plan_and_run(cli))
+    fanout_cli::finish::<cli::ExportNb>(plan_and_run(cli))
 }
 
 fn plan_and_run(cli: Cli) -> Result<ExitStatus> {

@@ -6,12 +6,8 @@
 use crate::{Project, notebook};
 
 fn settings(p: &Project) -> insta::Settings {
-    let mut s = insta::Settings::clone_current();
-    for (pattern, replacement) in testkit::snapshot_filters(p.path()) {
-        s.add_filter(&pattern, replacement);
-    }
+    let mut s = testkit::snapshot_settings(p.path());
     s.add_filter(r"envs/[0-9a-f]{20}", "envs/[HASH]");
-    s.set_prepend_module_to_snapshot(false);
     s
 }
 

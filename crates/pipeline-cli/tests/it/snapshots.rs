@@ -6,12 +6,7 @@
 use crate::{BIN, Project};
 
 fn settings(p: &Project) -> insta::Settings {
-    let mut s = insta::Settings::clone_current();
-    for (pattern, replacement) in testkit::snapshot_filters(p.path()) {
-        s.add_filter(&pattern, replacement);
-    }
-    s.set_prepend_module_to_snapshot(false);
-    s
+    testkit::snapshot_settings(p.path())
 }
 
 /// `args`' exit code, stdout and stderr, as one text.
