@@ -87,6 +87,15 @@ impl Browser {
     /// # Panics
     /// When the tab cannot be opened or the page does not load.
     pub fn open(&self, file: &Path, width: u32) -> Page {
+        let file = file.canonicalize().expect("the page exists");
+        self.open_url(&format!("file://{}", file.display()), width)
+    }
+
+    /// Open `url` (a page served on 127.0.0.1, say) like [`Browser::open`].
+    ///
+    /// # Panics
+    /// When the tab cannot be opened or the page does not load.
+    pub fn open_url(&self, url: &str, width: u32) -> Page {
         let tab = self.chrome.new_tab().expect("a new tab");
         let seen = Arc::new(Mutex::new(Seen::default()));
         let record = Arc::clone(&seen);
@@ -106,10 +115,8 @@ impl Browser {
         .expect("Network domain");
         let page = Page { tab, seen, width };
         page.set_viewport(width, 900);
-        let file = file.canonicalize().expect("the page exists");
-        let url = format!("file://{}", file.display());
         page.tab
-            .navigate_to(&url)
+            .navigate_to(url)
             .and_then(|t| t.wait_until_navigated())
             .unwrap_or_else(|e| panic!("{url} did not load: {e:#}"));
         page
@@ -224,6 +231,26 @@ impl Page {
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("`{expression}` = {json}: {e}"))
     }
 
+    /// Wait up to `limit` for a JavaScript expression to be true (a page that renders after it
+    /// has loaded, say); whether it became true.
+    pub fn wait_until(&self, expression: &str, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if self.eval::<bool>(&format!("Boolean({expression})")) {
+                return true;
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every request the page made so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().expect("page events").requests.clone()
+    }
+
     /// Console errors and warnings, uncaught exceptions and failed loads so far.
     pub fn console_errors(&self) -> Vec<String> {
         self.seen
@@ -233,8 +260,8 @@ impl Page {
             .clone()
     }
 
-    /// Requests for anything but `file:`, `data:` and `about:` URLs: the page is meant to be
-    /// self-contained.
+    /// Requests for anything but `file:`, `data:`, `blob:` and `about:` URLs and servers on
+    /// 127.0.0.1: the page is meant to be self-contained.
     pub fn requests_leaving_the_machine(&self) -> Vec<String> {
         self.seen
             .lock()
@@ -242,7 +269,7 @@ impl Page {
             .requests
             .iter()
             .filter(|u| {
-                !["file:", "data:", "about:"]
+                !["file:", "data:", "blob:", "about:", "http://127.0.0.1:"]
                     .iter()
                     .any(|s| u.starts_with(s))
             })

@@ -25,10 +25,13 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
             .args(extra),
     )?;
     eprintln!(
-        "\nxtask: the site is in {} (open index.html); the run's report is {}.\n\
+        "\nxtask: the site is in {}; the run's report is {}.\n\
+         xtask: to look at it, offline too: python3 -m http.server -d {} and open \
+         http://localhost:8000/\n\
          xtask: run the demo again: nothing changed, so nothing is exported again.",
         site.display(),
-        report.display()
+        report.display(),
+        site.strip_prefix(&root).unwrap_or(&site).display()
     );
     Ok(())
 }

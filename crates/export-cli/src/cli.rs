@@ -111,12 +111,38 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
+    /// Where pages load marimo's frontend from: `local` copies it once into the site
+    /// (`_marimo/<version>/`, about 27 MB), so pages work without internet access from any web
+    /// server; `cdn` leaves pages as marimo writes them, loading it from cdn.jsdelivr.net (they
+    /// also open from disk) [default: local]
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub assets: Option<Assets>,
+
     // The shared flags (settings in pyproject.toml: max-workers, timeout, backend, slurm-args).
     #[command(flatten)]
     pub run: RunArgs<ExportNb>,
 
     #[command(subcommand)]
     pub command: Option<Commands>,
+}
+
+/// Where exported pages load marimo's frontend from (`--assets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assets {
+    /// A copy in the site, `_marimo/<version>/`, shared by every page.
+    Local,
+    /// marimo's CDN, cdn.jsdelivr.net.
+    Cdn,
+}
+
+impl Assets {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Assets::Local => "local",
+            Assets::Cdn => "cdn",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

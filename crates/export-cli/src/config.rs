@@ -9,7 +9,7 @@ use fanout::{MaxWorkers, ProgressMode};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
-use crate::cli::Cli;
+use crate::cli::{Assets, Cli};
 
 /// How a folder's notebooks are exported, and where their pages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +80,8 @@ pub(crate) struct Settings {
     pub(crate) title: String,
     pub(crate) exclude: GlobSet,
     pub(crate) force: bool,
+    /// Where pages load marimo's frontend from.
+    pub(crate) assets: Assets,
     pub(crate) dry_run: bool,
     pub(crate) report: Option<PathBuf>,
     pub(crate) progress: ProgressMode,
@@ -108,6 +110,7 @@ struct FileSettings {
     template: Option<PathBuf>,
     title: Option<String>,
     exclude: Option<Vec<String>>,
+    assets: Option<Assets>,
     backend: Option<String>,
     slurm_args: Option<Vec<String>>,
 }
@@ -216,6 +219,7 @@ impl Settings {
                 .unwrap_or_else(|| "Notebooks".to_owned()),
             exclude: globs.build().context("building the --exclude patterns")?,
             force: cli.force,
+            assets: cli.assets.or(file.assets).unwrap_or(Assets::Local),
             dry_run: cli.run.dry_run,
             progress: cli.run.progress(),
             verbose: cli.run.verbose,

@@ -104,6 +104,8 @@ impl EnvSpec {
 pub(crate) struct Env {
     pub(crate) python: PathBuf,
     pub(crate) marimo_version: Option<String>,
+    /// marimo's frontend in the environment (`site-packages/marimo/_static`).
+    pub(crate) marimo_static: Option<PathBuf>,
     /// The marimo worker; `None` means one `python -m marimo export` per notebook.
     pub(crate) worker: Option<ForkServer>,
     /// Why there is no worker, when one was wanted.
@@ -182,10 +184,11 @@ impl EnvPool {
                 self.build(spec, &dir, cancel)?;
             }
         }
-        let marimo_version = marimo_version_in(&dir);
+        let (marimo_version, site_packages) = marimo_in(&dir).unzip();
         let mut env = Env {
             python,
             marimo_version,
+            marimo_static: site_packages.map(|s| s.join("marimo").join("_static")),
             worker: None,
             no_worker_because: None,
         };
@@ -346,8 +349,9 @@ fn uv_says(stderr: &str) -> Option<String> {
     })
 }
 
-/// marimo's version in an environment, from its `marimo-<version>.dist-info` folder.
-fn marimo_version_in(dir: &Path) -> Option<String> {
+/// marimo's version in an environment, from its `marimo-<version>.dist-info` folder, and the
+/// `site-packages` folder that holds it.
+fn marimo_in(dir: &Path) -> Option<(String, PathBuf)> {
     let lib = dir.join("lib");
     for python in std::fs::read_dir(lib).ok()?.flatten() {
         let site = python.path().join("site-packages");
@@ -361,7 +365,7 @@ fn marimo_version_in(dir: &Path) -> Option<String> {
                 .strip_prefix("marimo-")
                 .and_then(|rest| rest.strip_suffix(".dist-info"))
             {
-                return Some(version.to_owned());
+                return Some((version.to_owned(), python.path().join("site-packages")));
             }
         }
     }
@@ -435,7 +439,7 @@ mod tests {
         let site = dir.path().join("lib/python3.11/site-packages");
         std::fs::create_dir_all(site.join("marimo-0.25.2.dist-info")).unwrap();
         std::fs::create_dir_all(site.join("markdown-3.7.dist-info")).unwrap();
-        assert_eq!(marimo_version_in(dir.path()).as_deref(), Some("0.25.2"));
-        assert_eq!(marimo_version_in(&dir.path().join("none")), None);
+        assert_eq!(marimo_in(dir.path()), Some(("0.25.2".to_owned(), site)));
+        assert_eq!(marimo_in(&dir.path().join("none")), None);
     }
 }

@@ -9,7 +9,8 @@ use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
 
 use crate::config::Settings;
 use crate::discover::Found;
-use crate::envs::{EnvPool, EnvSpec};
+use crate::envs::{Env, EnvPool, EnvSpec};
+use crate::frontend::Frontends;
 use crate::manifest::STATE_DIR;
 
 /// What marimo prints when it exported a page but a cell raised (it exits 1).
@@ -65,19 +66,30 @@ pub(crate) struct Exporter<'a> {
     pub(crate) envs: &'a EnvPool,
     pub(crate) runner: &'a ProcessRunner,
     pub(crate) launcher: &'a Launcher,
+    /// With `--assets local`: the site's copies of marimo's frontend.
+    pub(crate) frontends: Option<&'a Frontends>,
+}
+
+/// A page in place.
+#[derive(Debug, Clone)]
+pub(crate) struct Exported {
+    /// The page's path in the output folder.
+    pub(crate) path: PathBuf,
+    /// The marimo version of the frontend in the site it loads, with `--assets local`.
+    pub(crate) frontend: Option<String>,
 }
 
 impl Exporter<'_> {
     /// Export one notebook: get its environment, run marimo into a private folder, judge the
-    /// result, move the page (and, for WebAssembly, its assets) into place. Returns the page's
-    /// path in the output.
+    /// result, point the page at the site's frontend (`--assets local`), move the page (and,
+    /// for WebAssembly with `--assets cdn`, its assets) into place.
     pub(crate) fn export(
         &self,
         found: &Found,
         spec: &EnvSpec,
         index: usize,
         cancel: &CancelToken,
-    ) -> Result<PathBuf, TaskError> {
+    ) -> Result<Exported, TaskError> {
         let env = self.envs.get(spec, cancel)?;
         let output = &self.settings.output;
         let tmp = temp_dir(output, index);
@@ -105,7 +117,11 @@ impl Exporter<'_> {
                 )
                 .map_err(TaskError::from),
         };
+        let mut frontend = None;
         let result = ran.and_then(|out| judge(out, &dest)).and_then(|()| {
+            if let Some(frontends) = self.frontends {
+                frontend = Some(localize(frontends, &env, found, &tmp, &dest)?);
+            }
             let target_dir = output.join(found.page.parent().unwrap_or(Path::new("")));
             install(&tmp, &target_dir).map_err(|e| {
                 TaskError::failed(format!(
@@ -118,8 +134,41 @@ impl Exporter<'_> {
         for log in &logs {
             let _ = std::fs::remove_file(log);
         }
-        result.map(|()| output.join(&found.page))
+        result.map(|()| Exported {
+            path: output.join(&found.page),
+            frontend,
+        })
     }
+}
+
+/// `--assets local`: put the environment's frontend into the site (once per version) and
+/// rewrite the exported page `dest` (in the export's folder `tmp`) to load it from there.
+/// Returns the frontend's version.
+fn localize(
+    frontends: &Frontends,
+    env: &Env,
+    found: &Found,
+    tmp: &Path,
+    dest: &Path,
+) -> Result<String, TaskError> {
+    let why = |e: String| TaskError::failed(format!("--assets local: {e}"));
+    let (Some(version), Some(static_dir)) = (&env.marimo_version, &env.marimo_static) else {
+        return Err(why(format!(
+            "marimo's version could not be read from the environment of {}, so its frontend \
+             cannot be copied into the site (use --assets cdn)",
+            env.python.display()
+        )));
+    };
+    let frontend = frontends.ensure(version, static_dir).map_err(why)?;
+    let html = std::fs::read_to_string(dest)
+        .map_err(|e| why(format!("could not read the exported page: {e}")))?;
+    let html = crate::frontend::localize(&html, &frontend, &found.page).map_err(why)?;
+    fanout::fsutil::write_atomic(dest, html.as_bytes())
+        .map_err(|e| why(format!("could not rewrite the exported page: {e}")))?;
+    if let Some(name) = dest.file_name() {
+        crate::frontend::drop_beside(tmp, &frontend, name);
+    }
+    Ok(frontend.version.clone())
 }
 
 /// What marimo's exit means. Exit 0 is not enough: marimo exits 0 with a blank page for a file

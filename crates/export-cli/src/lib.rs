@@ -14,6 +14,7 @@ mod config;
 mod discover;
 mod envs;
 mod export;
+mod frontend;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
@@ -36,6 +37,8 @@ use crate::cli::{Cli, Commands};
 use crate::config::Settings;
 use crate::discover::Found;
 use crate::envs::{EnvPool, EnvSpec};
+use crate::export::Exported;
+use crate::frontend::Frontends;
 use crate::index::{Context as IndexContext, NotebookView, Template};
 use crate::manifest::{Entry, Manifest, STATE_DIR};
 
@@ -194,11 +197,14 @@ impl Plan {
         let runner = ProcessRunner::new();
         let mut reporter = self.settings.progress.reporter();
         let settings = &self.settings;
+        let frontends =
+            (settings.assets == cli::Assets::Local).then(|| Frontends::new(&settings.output));
         let exporter = envs.as_ref().map(|envs| export::Exporter {
             settings,
             envs,
             runner: &runner,
             launcher: &launcher,
+            frontends: frontends.as_ref(),
         });
         let result = pool.run(
             &self.tasks,
@@ -220,7 +226,8 @@ impl Plan {
         let used = envs.map(|e| e.summary()).unwrap_or_default();
 
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
-        self.update_manifest(&result)?;
+        let copied = frontends.map(|f| f.versions()).unwrap_or_default();
+        self.update_manifest(&result, copied)?;
         let index = self.template.write(&self.index_context(&result), &output)?;
         if let Some(path) = &self.settings.report {
             write_report(&result, &self.tasks, path)?;
@@ -248,13 +255,27 @@ impl Plan {
         }
         if self.settings.progress != fanout::ProgressMode::Silent {
             eprintln!("index: {}", index.display());
+            if !self.manifest.frontends.is_empty() {
+                eprintln!(
+                    "(pages load marimo's frontend from {}: browsers run it only from a web \
+                     server, not from file:, so serve the folder to view them, e.g. `python3 -m \
+                     http.server -d {}`)",
+                    output.join(frontend::DIR).display(),
+                    fanout::process::shell_quote(&output.display().to_string())
+                );
+            }
         }
         Ok(ExitStatus::of_batch(&result.summary, &interrupt))
     }
 
-    /// Record exported pages, forget failed ones (so they are retried), and remove the pages of
-    /// notebooks that are gone.
-    fn update_manifest(&mut self, result: &BatchResult<PathBuf>) -> Result<()> {
+    /// Record exported pages, forget failed ones (so they are retried), remove the pages of
+    /// notebooks that are gone and the frontends no page uses (`copied`: those this run put
+    /// into the site).
+    fn update_manifest(
+        &mut self,
+        result: &BatchResult<Exported>,
+        copied: Vec<String>,
+    ) -> Result<()> {
         let output = &self.settings.output;
         let current: std::collections::HashSet<&Path> = self
             .tasks
@@ -265,27 +286,32 @@ impl Plan {
         self.manifest.remove_pages_except(&current, output);
         for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
             let found = &task.input.found;
-            match (&task.input.action, outcome.status) {
-                (Action::Export { key, .. }, Status::Succeeded) => {
+            match (&task.input.action, outcome.status, &outcome.value) {
+                (Action::Export { key, .. }, Status::Succeeded, Some(exported)) => {
                     self.manifest.pages.insert(
                         found.page.clone(),
                         Entry {
                             source: found.source.clone(),
                             key: key.clone(),
+                            frontend: exported.frontend.clone(),
                         },
                     );
                 }
-                (Action::Export { .. }, _) => {
+                (Action::Export { .. }, _, _) => {
                     self.manifest.pages.remove(&found.page);
                 }
                 _ => {}
             }
         }
+        self.manifest.frontends.extend(copied);
+        let referenced = self.manifest.referenced_frontends();
+        frontend::prune(output, &self.manifest.frontends, &referenced);
+        self.manifest.frontends = referenced;
         self.manifest.template = Some(self.template.hash.clone());
         self.manifest.save(output)
     }
 
-    fn index_context(&self, result: &BatchResult<PathBuf>) -> IndexContext {
+    fn index_context(&self, result: &BatchResult<Exported>) -> IndexContext {
         let items = self
             .tasks
             .iter()
@@ -297,7 +323,7 @@ impl Plan {
     }
 }
 
-fn notebook_view(job: &Job, outcome: &Outcome<PathBuf>) -> NotebookView {
+fn notebook_view(job: &Job, outcome: &Outcome<Exported>) -> NotebookView {
     let up_to_date = matches!(job.action, Action::UpToDate);
     let status = match outcome.status {
         Status::Succeeded => "ok",
@@ -345,21 +371,21 @@ struct ReportExtra {
     page: Option<String>,
 }
 
-fn write_report(result: &BatchResult<PathBuf>, tasks: &[Task<Job>], path: &Path) -> Result<()> {
+fn write_report(result: &BatchResult<Exported>, tasks: &[Task<Job>], path: &Path) -> Result<()> {
     result
         .report_with(|o| {
             let found = &tasks[o.index].input.found;
             ReportExtra {
                 source: found.source.display().to_string(),
                 category: found.category.dir(),
-                page: o.value.as_ref().map(|p| p.display().to_string()),
+                page: o.value.as_ref().map(|p| p.path.display().to_string()),
             }
         })
         .write_json(path)?;
     Ok(())
 }
 
-fn print_failure_details(result: &BatchResult<PathBuf>) {
+fn print_failure_details(result: &BatchResult<Exported>) {
     for o in result.failures() {
         let detail = o.error.as_ref().and_then(TaskError::detail).unwrap_or("");
         eprintln!(

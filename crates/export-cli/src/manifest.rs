@@ -1,11 +1,11 @@
 //! The output folder's memory of what it holds: `<out>/.export-nb/manifest.json`.
 //!
 //! For each page, a key hashing everything the page depends on: the notebook's bytes, the export
-//! format and flags, and the marimo version pin. A notebook whose key matches and whose page
+//! format and flags, the marimo version pin, and where the page loads marimo's frontend from. A notebook whose key matches and whose page
 //! exists is up to date and is not exported again. Pages the manifest knows but no current
 //! notebook produces belong to deleted notebooks and are removed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::discover::Found;
 
 /// Bumped when the key's recipe changes, so old manifests simply miss.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// The folder inside the output that export-nb owns.
 pub(crate) const STATE_DIR: &str = ".export-nb";
@@ -28,12 +28,19 @@ pub(crate) struct Manifest {
     pub(crate) template: Option<String>,
     /// Page (relative to the output folder) → what produced it.
     pub(crate) pages: BTreeMap<PathBuf, Entry>,
+    /// The marimo versions whose frontend export-nb copied into `_marimo/` (`--assets local`);
+    /// those no page uses any more are removed.
+    #[serde(default)]
+    pub(crate) frontends: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) source: PathBuf,
     pub(crate) key: String,
+    /// The marimo version of the frontend in `_marimo/` the page loads, if it loads one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) frontend: Option<String>,
 }
 
 impl Manifest {
@@ -89,10 +96,24 @@ impl Manifest {
         }
     }
 
-    /// Whether `found`'s page is current: same key, and the page is still there.
+    /// Whether `found`'s page is current: same key, and the page is still there, with the
+    /// frontend it loads from the site.
     pub(crate) fn is_up_to_date(&self, found: &Found, key: &str, output: &Path) -> bool {
-        self.pages.get(&found.page).is_some_and(|e| e.key == key)
-            && output.join(&found.page).is_file()
+        self.pages.get(&found.page).is_some_and(|e| {
+            e.key == key
+                && e.frontend.as_deref().is_none_or(|v| {
+                    crate::frontend::is_plain_name(v)
+                        && crate::frontend::is_complete(&output.join(crate::frontend::DIR).join(v))
+                })
+        }) && output.join(&found.page).is_file()
+    }
+
+    /// The frontend versions some page uses.
+    pub(crate) fn referenced_frontends(&self) -> BTreeSet<String> {
+        self.pages
+            .values()
+            .filter_map(|e| e.frontend.clone())
+            .collect()
     }
 }
 
@@ -124,6 +145,8 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     }
     h.update([u8::from(settings.sandbox)]);
     h.update(settings.marimo_version.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(settings.assets.name().as_bytes());
     h.update([0]);
     h.update(&found.content_hash);
     hex(&h.finalize())

@@ -93,3 +93,89 @@ fn the_index_works_in_a_browser_at_desktop_and_phone_widths() {
     let body: String = opened.eval("document.body.textContent");
     assert!(body.contains("page of"), "{body}");
 }
+
+/// A notebook whose rendered output is `text`, computed in a cell (so it is in no source).
+#[cfg(feature = "real-uvx-tests")]
+fn computing(expression: &str) -> String {
+    format!(
+        "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    import marimo as mo\n    \
+         return (mo,)\n\n\n@app.cell\ndef _(mo):\n    mo.md(f\"The answer is {{{expression}}}.\")\n    \
+         return\n\n\nif __name__ == \"__main__\":\n    app.run()\n"
+    )
+}
+
+/// Real marimo pages with `--assets local`, served from 127.0.0.1 as a user would serve the
+/// site: each renders its cells' outputs with no request leaving the machine and no console
+/// error; a link of the index leads to a rendered page; with `--assets cdn` the same page asks
+/// the CDN for its frontend.
+#[cfg(feature = "real-uvx-tests")]
+#[test]
+fn real_marimo_pages_render_offline_from_the_sites_frontend() {
+    use std::time::Duration;
+
+    use testkit::site_server::SiteServer;
+
+    let p = Project::create();
+    p.write("notebooks/sums.py", &computing("sum(range(1, 101)) * 3"));
+    p.write("notebooks/deeper/powers.py", &computing("2 ** 20 + 1"));
+    let out = p.run_with(&["-j", "2", "--no-sandbox"], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let site = SiteServer::start(&p.path().join("_site"));
+    let browser = Browser::launch();
+    let shots = screenshot_dir("export-nb");
+    for (page, shown) in [
+        ("notebooks/sums.html", "The answer is 15150."),
+        ("notebooks/deeper/powers.html", "The answer is 1048577."),
+    ] {
+        let html = p.read(&format!("_site/{page}"));
+        assert!(
+            !html.contains("cdn.jsdelivr.net/npm/@marimo-team"),
+            "{page}"
+        );
+        let tab = browser.open_url(&site.url_of(page), 1280);
+        let expression = format!("document.body.innerText.includes({shown:?})");
+        assert!(
+            tab.wait_until(&expression, Duration::from_secs(60)),
+            "{page} did not render {shown:?}; requests: {:?}; console: {:?}",
+            tab.requests(),
+            tab.console_errors()
+        );
+        assert_eq!(tab.requests_leaving_the_machine(), Vec::<String>::new());
+        assert_eq!(tab.console_errors(), Vec::<String>::new(), "{page}");
+        assert!(
+            tab.requests()
+                .iter()
+                .any(|r| r.contains("/_marimo/") && r.contains("/assets/")),
+            "the frontend came from the site"
+        );
+        if page.ends_with("sums.html") {
+            tab.screenshot(&shots.join("export-nb-notebook-local-assets.png"));
+        }
+    }
+
+    // From the index, a click leads to a rendered page.
+    let index = browser.open_url(&site.url_of("index.html"), 1280);
+    let href: String = index.eval("document.querySelector('main a[href$=\"sums.html\"]').href");
+    let followed = browser.open_url(&href, 1280);
+    assert!(followed.wait_until(
+        "document.body.innerText.includes('The answer is 15150.')",
+        Duration::from_secs(60)
+    ));
+
+    // The same notebook with --assets cdn: the page asks jsDelivr for marimo's frontend.
+    let out = p.run_with(&["--no-sandbox", "--assets", "cdn", "-o", "cdn_site"], &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let cdn_site = SiteServer::start(&p.path().join("cdn_site"));
+    let tab = browser.open_url(&cdn_site.url_of("notebooks/sums.html"), 1280);
+    let asked = || {
+        tab.requests_leaving_the_machine()
+            .iter()
+            .any(|r| r.starts_with("https://cdn.jsdelivr.net/npm/@marimo-team/frontend@"))
+    };
+    let start = std::time::Instant::now();
+    while !asked() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(asked(), "{:?}", tab.requests());
+    assert!(!p.exists("cdn_site/_marimo"));
+}

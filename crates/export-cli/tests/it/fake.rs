@@ -12,15 +12,31 @@ use testkit::Run;
 
 use crate::{Project, notebook};
 
-/// The stand-in uv: `uv venv [...] DIR` and `uv pip install [...] -r FILE`.
+/// The stand-in uv: `uv venv [...] DIR` and `uv pip install [...] --python PY -r FILE`, which
+/// installs a stand-in marimo: version 0.0.0+fake or the one pinned (`marimo==VER`), with a
+/// frontend (`marimo/_static`) unless `FAKE_UV_NO_FRONTEND` is set.
 const FAKE_UV: &str = r#"#!/bin/sh
 echo "$*" >> "$FAKE_UVX_DIR/uv.log"
 case "$1" in
   venv)
     for a in "$@"; do dir="$a"; done
-    mkdir -p "$dir/bin" "$dir/lib/python3.11/site-packages/marimo-0.0.0+fake.dist-info"
+    mkdir -p "$dir/bin"
     cp "$FAKE_UVX_DIR/bin/fake-python" "$dir/bin/python" ;;
-  pip) ;;
+  pip)
+    prev=""; for a in "$@"; do
+      [ "$prev" = "--python" ] && dir="$(dirname "$(dirname "$a")")"
+      [ "$prev" = "-r" ] && reqs="$a"
+      prev="$a"
+    done
+    version=$(sed -n 's/^marimo==//p' "$reqs"); version="${version:-0.0.0+fake}"
+    site="$dir/lib/python3.11/site-packages"
+    mkdir -p "$site/marimo-$version.dist-info"
+    if [ -z "$FAKE_UV_NO_FRONTEND" ]; then
+      mkdir -p "$site/marimo/_static/assets"
+      echo "// the stand-in frontend" > "$site/marimo/_static/assets/index.js"
+      echo "icon" > "$site/marimo/_static/favicon.ico"
+      echo "<html>marimo's server page</html>" > "$site/marimo/_static/index.html"
+    fi ;;
   *) echo "fake uv: unexpected $*" >&2; exit 2 ;;
 esac
 "#;
@@ -55,10 +71,22 @@ if grep -q FAKE_INVALID "$nb"; then
   finish 0
 fi
 grep -q FAKE_NOPAGE "$nb" && finish 0
-echo "<html><body>page of $nb</body></html>" > "$out"
-case "$*" in *html-wasm*)
-  mkdir -p "$(dirname "$out")/assets" && echo "js" > "$(dirname "$out")/assets/app.js";;
+# Like marimo: a static page loads the frontend of its version from the CDN; a WebAssembly
+# page gets a copy beside it.
+site=$(dirname "$0")/../lib/python3.11/site-packages
+version=$(ls "$site" | sed -n 's/^marimo-\(.*\)\.dist-info$/\1/p')
+case "$*" in
+  *html-wasm*)
+    cdn="."
+    mkdir -p "$(dirname "$out")/assets"
+    echo "// the stand-in frontend" > "$(dirname "$out")/assets/index.js"
+    echo "icon" > "$(dirname "$out")/favicon.ico" ;;
+  *) cdn="https://cdn.jsdelivr.net/npm/@marimo-team/frontend@${FAKE_PAGE_VERSION:-$version}/dist" ;;
 esac
+cat > "$out" <<PAGE
+<html><head><link rel="icon" href="$cdn/favicon.ico" /><script src="$cdn/assets/index.js"></script></head>
+<body>page of $nb</body></html>
+PAGE
 finish 0
 "#;
 
@@ -75,23 +103,26 @@ impl Project {
     }
 
     fn run_delay(&self, args: &[&str], delay: &str) -> Run {
+        self.run_env(args, &[("FAKE_UVX_DELAY", delay)])
+    }
+
+    /// Run with the stand-ins and `extra` environment variables for them.
+    pub(crate) fn run_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
         let path = testkit::path_with(&self.path().join("bin"));
         let log = self.path().join("calls.log");
         let cache = self.path().join("cache");
-        self.run_with(
-            args,
-            &[
-                ("PATH", path.as_os_str()),
-                ("XDG_CACHE_HOME", cache.as_os_str()),
-                ("FAKE_UVX_LOG", log.as_os_str()),
-                ("FAKE_UVX_DIR", self.path().as_os_str()),
-                ("FAKE_UVX_DELAY", OsStr::new(delay)),
-            ],
-        )
+        let mut env = vec![
+            ("PATH", path.as_os_str()),
+            ("XDG_CACHE_HOME", cache.as_os_str()),
+            ("FAKE_UVX_LOG", log.as_os_str()),
+            ("FAKE_UVX_DIR", self.path().as_os_str()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, OsStr::new(v))));
+        self.run_with(args, &env)
     }
 
     /// The stand-in's calls so far (argument lists), and forget them.
-    fn take_calls(&self) -> Vec<String> {
+    pub(crate) fn take_calls(&self) -> Vec<String> {
         let log = self.path().join("calls.log");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::remove_file(&log);
@@ -209,8 +240,16 @@ fn apps_and_wasm_folders_use_their_formats_and_share_one_pool() {
     }));
     assert!(p.exists("_site/apps/a2.html"));
     assert!(
-        p.exists("_site/apps/assets/app.js"),
-        "wasm assets are installed beside pages"
+        p.exists("_site/_marimo/0.0.0+fake/assets/index.js"),
+        "one copy of the frontend for the site"
+    );
+    assert!(
+        !p.exists("_site/apps/assets") && !p.exists("_site/notebooks_wasm/favicon.ico"),
+        "not a copy per category"
+    );
+    assert!(
+        p.read("_site/apps/a2.html")
+            .contains(r#"<script src="../_marimo/0.0.0+fake/assets/index.js">"#)
     );
     assert!(p.exists("_site/notebooks_wasm/w0.html"));
     let index = p.read("_site/index.html");

@@ -4,6 +4,7 @@
 //! `slurm-tests`) and in headless Chromium (`browser`, `browser-tests`). With a feature on, a
 //! missing uv, cluster or browser fails its tests: they never skip.
 
+mod assets;
 #[cfg(feature = "browser-tests")]
 mod browser;
 mod fake;
