@@ -77,6 +77,9 @@ pub(crate) struct Exported {
     pub(crate) path: PathBuf,
     /// The marimo version of the frontend in the site it loads, with `--assets local`.
     pub(crate) frontend: Option<String>,
+    /// The copy of marimo's frontend a WebAssembly export put beside the page with
+    /// `--assets cdn` (`apps/assets`, ...), relative to the output folder.
+    pub(crate) beside: Vec<PathBuf>,
 }
 
 impl Exporter<'_> {
@@ -117,10 +120,15 @@ impl Exporter<'_> {
                 )
                 .map_err(TaskError::from),
         };
-        let mut frontend = None;
+        let (mut frontend, mut beside) = (None, Vec::new());
         let result = ran.and_then(|out| judge(out, &dest)).and_then(|()| {
             if let Some(frontends) = self.frontends {
                 frontend = Some(localize(frontends, &env, found, &tmp, &dest)?);
+            } else if let Some(static_dir) = &env.marimo_static {
+                beside = crate::frontend::copied_beside(&tmp, static_dir, file_name)
+                    .into_iter()
+                    .map(|name| found.page.with_file_name(name))
+                    .collect();
             }
             let target_dir = output.join(found.page.parent().unwrap_or(Path::new("")));
             install(&tmp, &target_dir).map_err(|e| {
@@ -137,6 +145,7 @@ impl Exporter<'_> {
         result.map(|()| Exported {
             path: output.join(&found.page),
             frontend,
+            beside,
         })
     }
 }

@@ -234,6 +234,55 @@ pub(crate) fn drop_beside(tmp: &Path, frontend: &Frontend, page_name: &std::ffi:
     }
 }
 
+/// The names at the top of an export's folder `tmp` that are marimo's frontend (also at the top
+/// of `static_dir`, the environment's `marimo/_static`), but for the page itself: what a
+/// WebAssembly export copies beside its page.
+pub(crate) fn copied_beside(
+    tmp: &Path,
+    static_dir: &Path,
+    page_name: &std::ffi::OsStr,
+) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| std::ffi::OsStr::new(name) != page_name)
+        .filter(|name| static_dir.join(name).exists())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Remove what WebAssembly exports put beside their pages (`gone`: paths relative to `output`)
+/// once no page has it beside it any more. Only plain relative paths inside `output` are
+/// touched: the manifest they come from is input.
+pub(crate) fn remove_beside(output: &Path, gone: &BTreeSet<PathBuf>) {
+    let Ok(root) = output.canonicalize() else {
+        return;
+    };
+    for rel in gone {
+        let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+        let path = output.join(rel);
+        let inside = path
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .is_some_and(|p| p.starts_with(&root));
+        if !plain || !inside || rel.components().count() < 2 {
+            continue;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Remove the frontends of `copied` (versions export-nb put into the site) that no page in
 /// `referenced` uses; the `_marimo` folder goes too once empty.
 pub(crate) fn prune(output: &Path, copied: &BTreeSet<String>, referenced: &BTreeSet<String>) {
@@ -305,6 +354,32 @@ mod tests {
             r#"<link href="../_marimo/0.25.2/favicon.ico"><script src='../_marimo/0.25.2/assets/index-x.js'></script>
 <img src="./public/logo.png"> <a href="./other.html">"#
         );
+    }
+
+    #[test]
+    fn only_what_is_beside_a_page_inside_the_output_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("site");
+        for d in ["site/apps/assets", "site/keep", "victim"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(out.join("apps/favicon.ico"), "").unwrap();
+        let gone: BTreeSet<PathBuf> = [
+            "apps/assets",
+            "apps/favicon.ico",
+            "keep",
+            "../victim",
+            "apps/../../victim",
+        ]
+        .map(PathBuf::from)
+        .into();
+        remove_beside(&out, &gone);
+        assert!(!out.join("apps/assets").exists() && !out.join("apps/favicon.ico").exists());
+        assert!(
+            out.join("keep").exists(),
+            "never a top-level folder of the site"
+        );
+        assert!(dir.path().join("victim").exists());
     }
 
     #[test]

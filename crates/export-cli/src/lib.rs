@@ -283,6 +283,7 @@ impl Plan {
             .filter(|t| t.input.found.not_a_notebook.is_none())
             .map(|t| t.input.found.page.as_path())
             .collect();
+        let beside_before = self.manifest.beside();
         self.manifest.remove_pages_except(&current, output);
         for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
             let found = &task.input.found;
@@ -294,6 +295,7 @@ impl Plan {
                             source: found.source.clone(),
                             key: key.clone(),
                             frontend: exported.frontend.clone(),
+                            beside: exported.beside.clone(),
                         },
                     );
                 }
@@ -303,6 +305,8 @@ impl Plan {
                 _ => {}
             }
         }
+        let beside_after = self.manifest.beside();
+        frontend::remove_beside(output, &(&beside_before - &beside_after));
         self.manifest.frontends.extend(copied);
         let referenced = self.manifest.referenced_frontends();
         frontend::prune(output, &self.manifest.frontends, &referenced);

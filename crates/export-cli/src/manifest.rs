@@ -41,6 +41,9 @@ pub(crate) struct Entry {
     /// The marimo version of the frontend in `_marimo/` the page loads, if it loads one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) frontend: Option<String>,
+    /// The frontend copy a WebAssembly export put beside the page (`--assets cdn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) beside: Vec<PathBuf>,
 }
 
 impl Manifest {
@@ -106,6 +109,14 @@ impl Manifest {
                         && crate::frontend::is_complete(&output.join(crate::frontend::DIR).join(v))
                 })
         }) && output.join(&found.page).is_file()
+    }
+
+    /// Everything some page has beside it.
+    pub(crate) fn beside(&self) -> BTreeSet<PathBuf> {
+        self.pages
+            .values()
+            .flat_map(|e| e.beside.iter().cloned())
+            .collect()
     }
 
     /// The frontend versions some page uses.

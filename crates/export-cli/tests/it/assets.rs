@@ -141,6 +141,15 @@ fn wasm_pages_share_the_sites_frontend() {
         p.read("_site/apps/a.html")
             .contains(r#"src="./assets/index.js""#)
     );
+    assert!(!p.exists("_site/_marimo"));
+
+    // Back to local: the copies beside the pages go, what else is there stays.
+    p.write("_site/apps/mine.txt", "not export-nb's");
+    let local = p.run(&["--apps", "apps", "--wasm", "wasm"]);
+    assert_eq!(local.code, Some(0), "{}", local.stderr);
+    assert!(!p.exists("_site/apps/assets") && !p.exists("_site/apps/favicon.ico"));
+    assert!(!p.exists("_site/notebooks_wasm/assets"));
+    assert!(p.exists("_site/apps/mine.txt") && p.exists("_site/apps/a.html"));
 }
 
 #[test]
