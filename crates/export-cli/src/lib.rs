@@ -255,7 +255,9 @@ impl Plan {
         }
         if self.settings.progress != fanout::ProgressMode::Silent {
             eprintln!("index: {}", index.display());
-            if !self.manifest.frontends.is_empty() {
+            if !self.manifest.frontends.is_empty()
+                && self.settings.progress != fanout::ProgressMode::Quiet
+            {
                 eprintln!(
                     "(pages load marimo's frontend from {}: browsers run it only from a web \
                      server, not from file:, so serve the folder to view them, e.g. `python3 -m \
