@@ -25,6 +25,9 @@ pub(crate) struct Found {
     pub(crate) not_a_notebook: Option<String>,
     /// SHA-256 of the file's content, taken when it was read for the check above.
     pub(crate) content_hash: Vec<u8>,
+    /// The Python files of its folder it imports (see `imports`), each with the SHA-256 of its
+    /// content; empty for a file that is not a notebook.
+    pub(crate) modules: BTreeMap<PathBuf, String>,
     /// Its inline script metadata (PEP 723), or why it cannot be read.
     pub(crate) header: Result<Option<ScriptMetadata>, String>,
 }
@@ -52,6 +55,7 @@ fn skip_dir(path: &Path, name: &str, output: Option<&Path>) -> bool {
 /// excluded ones left out.
 pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> Result<Vec<Found>> {
     let output = output.canonicalize().ok();
+    let mut scanner = crate::imports::Scanner::default();
     let mut by_page: BTreeMap<PathBuf, Found> = BTreeMap::new();
     let mut others = Vec::new();
     for src in sources {
@@ -103,6 +107,7 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                 mut not_a_notebook,
                 content_hash,
                 header,
+                imports,
             } = inspect(path)?;
             // The manifest, the report and the index are JSON and HTML: text. A name that is not
             // text is refused here, with the reason, rather than after its export.
@@ -112,6 +117,11 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                     path.display()
                 ));
             }
+            let modules = if not_a_notebook.is_none() {
+                scanner.local_modules(path, &imports)
+            } else {
+                BTreeMap::new()
+            };
             let found = Found {
                 source: path.to_path_buf(),
                 rel: rel.to_path_buf(),
@@ -119,6 +129,7 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
                 page: page.clone(),
                 not_a_notebook,
                 content_hash,
+                modules,
                 header,
             };
             if found.not_a_notebook.is_some() {
@@ -144,6 +155,8 @@ pub(crate) struct Inspected {
     pub(crate) not_a_notebook: Option<String>,
     pub(crate) content_hash: Vec<u8>,
     pub(crate) header: Result<Option<ScriptMetadata>, String>,
+    /// The top-level modules it imports.
+    pub(crate) imports: std::collections::BTreeSet<String>,
 }
 
 /// A marimo notebook creates a `marimo.App`; any other Python file is skipped with the reason.
@@ -159,10 +172,16 @@ pub(crate) fn inspect_bytes(bytes: &[u8]) -> Inspected {
     let text = String::from_utf8_lossy(bytes);
     let not_a_notebook =
         (!text.contains("marimo.App")).then(|| "not a marimo notebook (no marimo.App)".to_owned());
+    let imports = if not_a_notebook.is_none() {
+        crate::imports::imported_names(&text)
+    } else {
+        std::collections::BTreeSet::new()
+    };
     Inspected {
         header: pep723::parse(&text),
         not_a_notebook,
         content_hash: Sha256::digest(bytes).to_vec(),
+        imports,
     }
 }
 

@@ -18,6 +18,7 @@ mod frontend;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod imports;
 mod index;
 mod manifest;
 mod pep723;
@@ -49,6 +50,7 @@ enum Action {
     Export {
         key: String,
         env: Result<EnvSpec, String>,
+        why: manifest::Reason,
     },
     UpToDate,
     NotANotebook(String),
@@ -102,9 +104,12 @@ impl Plan {
                 Action::NotANotebook(reason.clone())
             } else {
                 let key = manifest::key(&found, &settings);
-                if !settings.force && manifest.is_up_to_date(&found, &key, &settings.output) {
-                    Action::UpToDate
+                let why = if settings.force {
+                    Some(manifest::Reason::Forced)
                 } else {
+                    manifest.why_export(&found, &key, &settings.output)
+                };
+                if let Some(why) = why {
                     let env = match (&found.header, settings.sandbox) {
                         (Err(why), true) => Err(why.clone()),
                         (header, sandbox) => Ok(EnvSpec::for_notebook(
@@ -113,7 +118,9 @@ impl Plan {
                             settings.marimo_version.as_deref(),
                         )),
                     };
-                    Action::Export { key, env }
+                    Action::Export { key, env, why }
+                } else {
+                    Action::UpToDate
                 }
             };
             let name = found.source.display().to_string();
@@ -141,7 +148,7 @@ impl Plan {
                 Action::Export { env: Err(why), .. } => {
                     eprintln!("# will fail {}: {why}", task.name);
                 }
-                Action::Export { .. } => {}
+                Action::Export { why, .. } => eprintln!("# export {}: {why}", task.name),
                 Action::UpToDate => eprintln!("# up to date: {}", task.name),
                 Action::NotANotebook(reason) => eprintln!("# skipped {}: {reason}", task.name),
             }
@@ -188,6 +195,13 @@ impl Plan {
         // Left by a run that was killed: never installed, safe to drop.
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
 
+        if self.settings.verbose {
+            for task in &self.tasks {
+                if let Action::Export { why, .. } = &task.input.action {
+                    eprintln!("export {}: {why}", task.name);
+                }
+            }
+        }
         let interrupt = fanout::install_interrupt_handler()?;
         let pool = Pool::new(
             PoolConfig::new(self.settings.max_workers)
@@ -289,22 +303,34 @@ impl Plan {
         self.manifest.remove_pages_except(&current, output);
         for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
             let found = &task.input.found;
-            match (&task.input.action, outcome.status, &outcome.value) {
-                (Action::Export { key, .. }, Status::Succeeded, Some(exported)) => {
-                    self.manifest.pages.insert(
-                        found.page.clone(),
-                        Entry {
-                            source: found.source.clone(),
-                            key: key.clone(),
-                            frontend: exported.frontend.clone(),
-                            beside: exported.beside.clone(),
-                        },
-                    );
+            let Action::Export { key, .. } = &task.input.action else {
+                continue;
+            };
+            let entry = Entry {
+                source: found.source.clone(),
+                key: key.clone(),
+                content: manifest::hex(&found.content_hash),
+                modules: found.modules.clone(),
+                ..Entry::default()
+            };
+            match (outcome.status, &outcome.value) {
+                (Status::Succeeded, Some(exported)) => {
+                    let entry = Entry {
+                        frontend: exported.frontend.clone(),
+                        beside: exported.beside.clone(),
+                        ..entry
+                    };
+                    self.manifest.pages.insert(found.page.clone(), entry);
                 }
-                (Action::Export { .. }, _, _) => {
-                    self.manifest.pages.remove(&found.page);
+                // Not tried, or stopped by Ctrl-C: the next run has the same reason to export.
+                (Status::Cancelled, _) => {}
+                _ => {
+                    let entry = Entry {
+                        failed: true,
+                        ..entry
+                    };
+                    self.manifest.pages.insert(found.page.clone(), entry);
                 }
-                _ => {}
             }
         }
         let beside_after = self.manifest.beside();
@@ -375,6 +401,9 @@ struct ReportExtra {
     source: String,
     category: &'static str,
     page: Option<String>,
+    /// Why it was exported: `new`, `changed`, `its local module helpers.py changed`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exported_because: Option<String>,
 }
 
 fn write_report(result: &BatchResult<Exported>, tasks: &[Task<Job>], path: &Path) -> Result<()> {
@@ -385,6 +414,10 @@ fn write_report(result: &BatchResult<Exported>, tasks: &[Task<Job>], path: &Path
                 source: found.source.display().to_string(),
                 category: found.category.dir(),
                 page: o.value.as_ref().map(|p| p.path.display().to_string()),
+                exported_because: match &tasks[o.index].input.action {
+                    Action::Export { why, .. } => Some(why.to_string()),
+                    _ => None,
+                },
             }
         })
         .write_json(path)?;

@@ -1,7 +1,9 @@
 //! The output folder's memory of what it holds: `<out>/.export-nb/manifest.json`.
 //!
 //! For each page, a key hashing everything the page depends on: the notebook's bytes, the export
-//! format and flags, the marimo version pin, and where the page loads marimo's frontend from. A notebook whose key matches and whose page
+//! format and flags, the marimo version pin, where the page loads marimo's frontend from, and
+//! the local modules it imports (see `imports`). Each entry also keeps the notebook's own hash
+//! and its modules' hashes, to say why a page is exported again. A notebook whose key matches and whose page
 //! exists is up to date and is not exported again. Pages the manifest knows but no current
 //! notebook produces belong to deleted notebooks and are removed.
 
@@ -16,7 +18,7 @@ use crate::config::Settings;
 use crate::discover::Found;
 
 /// Bumped when the key's recipe changes, so old manifests simply miss.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// The folder inside the output that export-nb owns.
 pub(crate) const STATE_DIR: &str = ".export-nb";
@@ -34,10 +36,19 @@ pub(crate) struct Manifest {
     pub(crate) frontends: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) source: PathBuf,
     pub(crate) key: String,
+    /// SHA-256 of the notebook (hex), to tell a changed notebook from changed settings.
+    #[serde(default)]
+    pub(crate) content: String,
+    /// Its local modules with their hashes, when it was exported (see `imports`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) modules: BTreeMap<PathBuf, String>,
+    /// Its last export failed: it is exported again, and says why.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) failed: bool,
     /// The marimo version of the frontend in `_marimo/` the page loads, if it loads one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) frontend: Option<String>,
@@ -99,16 +110,40 @@ impl Manifest {
         }
     }
 
-    /// Whether `found`'s page is current: same key, and the page is still there, with the
-    /// frontend it loads from the site.
-    pub(crate) fn is_up_to_date(&self, found: &Found, key: &str, output: &Path) -> bool {
-        self.pages.get(&found.page).is_some_and(|e| {
-            e.key == key
-                && e.frontend.as_deref().is_none_or(|v| {
-                    crate::frontend::is_plain_name(v)
-                        && crate::frontend::is_complete(&output.join(crate::frontend::DIR).join(v))
-                })
-        }) && output.join(&found.page).is_file()
+    /// Why `found`'s page must be exported (its key is `key`), or `None` when it is current:
+    /// same key, and the page still there, with the frontend it loads from the site.
+    pub(crate) fn why_export(&self, found: &Found, key: &str, output: &Path) -> Option<Reason> {
+        let Some(entry) = self.pages.get(&found.page) else {
+            return Some(Reason::New);
+        };
+        if entry.content != hex(&found.content_hash) {
+            return Some(Reason::Changed);
+        }
+        if entry.modules != found.modules {
+            let mut changed: Vec<PathBuf> = entry
+                .modules
+                .keys()
+                .chain(found.modules.keys())
+                .filter(|m| entry.modules.get(*m) != found.modules.get(*m))
+                .cloned()
+                .collect();
+            changed.dedup();
+            return Some(Reason::ModulesChanged(changed));
+        }
+        if entry.failed {
+            return Some(Reason::FailedLastTime);
+        }
+        if entry.key != key {
+            return Some(Reason::SettingsChanged);
+        }
+        let frontend_there = entry.frontend.as_deref().is_none_or(|v| {
+            crate::frontend::is_plain_name(v)
+                && crate::frontend::is_complete(&output.join(crate::frontend::DIR).join(v))
+        });
+        if !frontend_there || !output.join(&found.page).is_file() {
+            return Some(Reason::Missing);
+        }
+        None
     }
 
     /// Everything some page has beside it.
@@ -146,6 +181,42 @@ pub(crate) fn page_inside(output: &Path, page: &Path) -> Option<PathBuf> {
         .then_some(path)
 }
 
+/// Why a notebook is exported in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reason {
+    New,
+    Forced,
+    Changed,
+    /// These local modules changed, appeared or went (relative to the notebook's folder).
+    ModulesChanged(Vec<PathBuf>),
+    SettingsChanged,
+    FailedLastTime,
+    /// Its page, or the frontend in the site it loads, is gone.
+    Missing,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::New => f.write_str("new"),
+            Reason::Forced => f.write_str("forced (--force)"),
+            Reason::Changed => f.write_str("changed"),
+            Reason::ModulesChanged(modules) => {
+                let names: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
+                let noun = if names.len() == 1 {
+                    "module"
+                } else {
+                    "modules"
+                };
+                write!(f, "its local {noun} {} changed", names.join(", "))
+            }
+            Reason::SettingsChanged => f.write_str("marimo version or export settings changed"),
+            Reason::FailedLastTime => f.write_str("failed last time"),
+            Reason::Missing => f.write_str("its page or its frontend is missing"),
+        }
+    }
+}
+
 /// The key of a notebook's page under these settings.
 pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     let mut h = Sha256::new();
@@ -160,6 +231,11 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     h.update(settings.assets.name().as_bytes());
     h.update([0]);
     h.update(&found.content_hash);
+    for (module, hash) in &found.modules {
+        h.update(module.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(hash.as_bytes());
+    }
     hex(&h.finalize())
 }
 

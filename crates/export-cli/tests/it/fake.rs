@@ -814,3 +814,132 @@ fn a_failure_after_the_exports_ran_exits_1() {
     assert!(out.stderr.contains("export-nb: error: "), "{}", out.stderr);
     assert!(p.exists("_site/notebooks/a.html"));
 }
+
+/// A notebook whose cell runs `statement` (an import, say).
+fn notebook_running(statement: &str) -> String {
+    format!(
+        "import marimo\n\napp = marimo.App()\n\n\n@app.cell\ndef _():\n    {statement}\n    \
+         return\n\n\nif __name__ == \"__main__\":\n    app.run()\n"
+    )
+}
+
+fn reasons(p: &Project) -> Vec<(String, String)> {
+    report(p)["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["name"].as_str()?.to_owned(),
+                t["exported_because"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_local_module_re_exports_exactly_its_notebooks_and_each_export_says_why() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook_running("import helpers"));
+    p.write("notebooks/b.py", &notebook_running("from helpers import f"));
+    p.write("notebooks/c.py", &notebook_running("import json"));
+    p.write("notebooks/sub/d.py", &notebook_running("import helpers"));
+    p.write(
+        "notebooks/helpers.py",
+        "import shared\n\ndef f():\n    return 1\n",
+    );
+    p.write("notebooks/shared.py", "VALUE = 1\n");
+    let args = ["--report", "report.json", "-v"];
+    assert_eq!(p.run(&args).code, Some(0));
+    assert_eq!(p.take_calls().len(), 4);
+    assert!(
+        reasons(&p).iter().all(|(_, why)| why == "new"),
+        "{:?}",
+        reasons(&p)
+    );
+
+    // helpers.py changed: the two notebooks beside it that import it, not sub/d.py (no
+    // helpers.py beside it) nor c.py.
+    p.write(
+        "notebooks/helpers.py",
+        "import shared\n\ndef f():\n    return 2\n",
+    );
+    let out = p.run(&args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(p.take_calls().len(), 2);
+    let why = "its local module helpers.py changed";
+    assert_eq!(
+        reasons(&p),
+        [
+            ("notebooks/a.py".to_owned(), why.to_owned()),
+            ("notebooks/b.py".to_owned(), why.to_owned())
+        ]
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("export notebooks/a.py: {why}")),
+        "-v says why: {}",
+        out.stderr
+    );
+
+    // A module the module imports counts too.
+    p.write("notebooks/shared.py", "VALUE = 2\n");
+    assert_eq!(p.run(&args).code, Some(0));
+    assert_eq!(p.take_calls().len(), 2);
+    assert_eq!(reasons(&p)[0].1, "its local module shared.py changed");
+
+    // Nothing changed: nothing runs.
+    assert_eq!(p.run(&args).code, Some(0));
+    assert!(p.take_calls().is_empty());
+
+    // The other reasons: an edit that fails, deleted and new notebooks, a failure again.
+    p.write(
+        "notebooks/c.py",
+        &notebook_running("import json  # FAKE_RAISE"),
+    );
+    assert_eq!(p.run(&args).code, Some(1));
+    assert_eq!(
+        reasons(&p),
+        [("notebooks/c.py".to_owned(), "changed".to_owned())]
+    );
+    p.write("notebooks/c.py", &notebook_running("import json"));
+    std::fs::remove_file(p.path().join("notebooks/b.py")).unwrap();
+    p.write("notebooks/e.py", &notebook_running("import helpers"));
+    assert_eq!(p.run(&args).code, Some(0));
+    assert_eq!(
+        reasons(&p),
+        [
+            ("notebooks/c.py".to_owned(), "changed".to_owned()),
+            ("notebooks/e.py".to_owned(), "new".to_owned())
+        ]
+    );
+    assert!(
+        !p.exists("_site/notebooks/b.html"),
+        "a deleted notebook's page goes"
+    );
+    p.write(
+        "notebooks/c.py",
+        &notebook_running("import json  # FAKE_RAISE"),
+    );
+    assert_eq!(p.run(&args).code, Some(1));
+    // Unchanged since it failed.
+    assert_eq!(p.run(&args).code, Some(1));
+    assert_eq!(
+        reasons(&p),
+        [("notebooks/c.py".to_owned(), "failed last time".to_owned())]
+    );
+    p.write("notebooks/c.py", &notebook_running("import json"));
+    assert_eq!(
+        p.run(&["--no-sandbox", "--report", "report.json"]).code,
+        Some(0)
+    );
+    assert!(
+        reasons(&p)
+            .iter()
+            .any(|(_, why)| why == "marimo version or export settings changed"),
+        "{:?}",
+        reasons(&p)
+    );
+    assert_eq!(p.run(&["--force", "--report", "report.json"]).code, Some(0));
+    assert!(reasons(&p).iter().all(|(_, why)| why == "forced (--force)"));
+}
