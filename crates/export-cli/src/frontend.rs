@@ -95,7 +95,7 @@ impl Frontends {
             .collect();
         let target = self.output.join(DIR).join(version);
         if !is_complete(&target) {
-            copy_frontend(static_dir, &target, &self.output)
+            copy_frontend(static_dir, &target, &self.output, version)
                 .map_err(|e| format!("could not copy marimo's frontend into the site: {e}"))?;
         }
         Ok(Frontend {
@@ -119,11 +119,12 @@ pub(crate) fn is_plain_name(name: &str) -> bool {
 
 /// Copy `from` into a private folder inside the output, then move it to `to` in one rename, so
 /// a killed run never leaves half a frontend where pages look for it.
-fn copy_frontend(from: &Path, to: &Path, output: &Path) -> std::io::Result<()> {
+fn copy_frontend(from: &Path, to: &Path, output: &Path, version: &str) -> std::io::Result<()> {
+    // One staging folder per version: two versions may be copied at once.
     let staging = output
         .join(STATE_DIR)
         .join("tmp")
-        .join(format!("frontend-{}", std::process::id()));
+        .join(format!("frontend-{version}"));
     let _ = std::fs::remove_dir_all(&staging);
     for entry in walkdir::WalkDir::new(from) {
         let entry = entry.map_err(std::io::Error::other)?;
@@ -163,6 +164,7 @@ fn up_to_site_root(page: &Path) -> String {
 pub(crate) fn localize(html: &str, frontend: &Frontend, page: &Path) -> Result<String, String> {
     let local = format!("{}{DIR}/{}/", up_to_site_root(page), frontend.version);
     let cdn = format!("{CDN_PREFIX}{}/dist/", cdn_version(&frontend.version));
+    let mut rewritten = html.matches(&cdn).count();
     let html = html.replace(&cdn, &local);
     if let Some(at) = html.find(CDN_PREFIX) {
         let url: String = html[at..]
@@ -188,12 +190,21 @@ pub(crate) fn localize(html: &str, frontend: &Frontend, page: &Path) -> Result<S
             .unwrap_or_default();
         if frontend.top_level.contains(name) {
             out.push_str(&local);
+            rewritten += 1;
         } else {
             out.push_str("./");
         }
         rest = path;
     }
     out.push_str(rest);
+    if rewritten == 0 {
+        return Err(format!(
+            "the page refers to no part of marimo {}'s frontend where export-nb looks for it \
+             (the CDN or beside the page), so it cannot be pointed at the site's copy; this \
+             marimo may write pages differently (use --assets cdn)",
+            frontend.version
+        ));
+    }
     if let Some(at) = out.find("=\"./assets/").or_else(|| out.find("='./assets/")) {
         let reference: String = out[at + 2..].chars().take_while(|c| *c != '"').collect();
         return Err(format!(
@@ -349,6 +360,15 @@ mod tests {
         let html = r#"<link href="./favicon.ico"><script src='./assets/index-x.js'></script>
 <img src="./public/logo.png"> <a href="./other.html">"#;
         let out = localize(html, &frontend("0.25.2"), Path::new("apps/app.html")).unwrap();
+        let err = localize(
+            "<p>no frontend</p>",
+            &frontend("0.25.2"),
+            Path::new("a.html"),
+        );
+        assert!(
+            err.unwrap_err()
+                .contains("refers to no part of marimo 0.25.2's frontend")
+        );
         assert_eq!(
             out,
             r#"<link href="../_marimo/0.25.2/favicon.ico"><script src='../_marimo/0.25.2/assets/index-x.js'></script>

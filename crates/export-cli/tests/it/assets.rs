@@ -201,3 +201,24 @@ fn a_page_whose_frontend_cannot_be_local_fails_and_is_not_installed() {
     assert_eq!(cdn.code, Some(0), "{}", cdn.stderr);
     assert!(p.exists("_site/notebooks/a.html"));
 }
+
+#[test]
+fn notebooks_pinning_different_marimo_versions_get_a_frontend_each() {
+    let p = Project::with_fake_uvx();
+    for (i, version) in ["1.0.0", "2.0.0", "1.0.0", "2.0.0"].iter().enumerate() {
+        p.write(
+            &format!("notebooks/n{i}.py"),
+            &crate::fake::notebook_with_deps(&[&format!("marimo=={version}")]),
+        );
+    }
+    let out = p.run(&["-j", "4"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for (i, version) in ["1.0.0", "2.0.0", "1.0.0", "2.0.0"].iter().enumerate() {
+        let page = p.read(&format!("_site/notebooks/n{i}.html"));
+        assert!(
+            page.contains(&format!("../_marimo/{version}/assets/index.js")),
+            "{page}"
+        );
+        assert!(p.exists(&format!("_site/_marimo/{version}/assets/index.js")));
+    }
+}

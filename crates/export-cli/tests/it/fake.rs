@@ -662,7 +662,7 @@ fn ctrl_c_stops_exports_writes_the_report_and_exits_130() {
 }
 
 /// A notebook whose PEP 723 header names `deps`.
-fn notebook_with_deps(deps: &[&str]) -> String {
+pub(crate) fn notebook_with_deps(deps: &[&str]) -> String {
     let list: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
     format!(
         "# /// script\n# requires-python = \">=3.10\"\n# dependencies = [{}]\n# ///\n{}",
