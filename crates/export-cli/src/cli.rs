@@ -47,6 +47,16 @@ const EXAMPLES: &str = "  export-nb                          export ./notebooks 
     args_conflicts_with_subcommands = true,
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub export: ExportArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+}
+
+/// What to export and how: the arguments of `export-nb` and of `export-nb watch`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
     /// Folders of notebooks to export as static HTML pages [default: notebooks]
     #[arg(value_name = "FOLDER")]
     pub folders: Vec<PathBuf>,
@@ -121,9 +131,6 @@ pub struct Cli {
     // The shared flags (settings in pyproject.toml: max-workers, timeout, backend, slurm-args).
     #[command(flatten)]
     pub run: RunArgs<ExportNb>,
-
-    #[command(subcommand)]
-    pub command: Option<Commands>,
 }
 
 /// Where exported pages load marimo's frontend from (`--assets`).
@@ -147,12 +154,25 @@ impl Assets {
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
+    /// Export, then export again whatever changes, until Ctrl-C
+    #[command(
+        long_about = "Export incrementally, then watch the notebook folders, the index template \
+            and pyproject.toml and export again after every change, until Ctrl-C.\n\n\
+            Only notebooks whose content, local modules or settings changed are exported; a \
+            deleted notebook's page is removed and a new one added; the index is written after \
+            every round. A burst of saves is one change. A notebook that changes while it is \
+            being exported is stopped (its processes killed) and exported again. A changed \
+            pyproject.toml is read again; if it is invalid, the last good settings stay. \
+            Takes the same arguments as export-nb itself.",
+        args_conflicts_with_subcommands = true
+    )]
+    Watch(ExportArgs),
     #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "export-nb"))]
     /// Print a shell completion script (bash, zsh, fish, powershell)
     Completions(CompletionsArgs),
 }
 
-impl Cli {
+impl ExportArgs {
     /// `Some(true)` for `--sandbox`, `Some(false)` for `--no-sandbox`, `None` for neither.
     pub fn sandbox_flag(&self) -> Option<bool> {
         if self.no_sandbox {

@@ -9,7 +9,7 @@ use fanout::{MaxWorkers, ProgressMode};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
-use crate::cli::{Assets, Cli};
+use crate::cli::{Assets, ExportArgs};
 
 /// How a folder's notebooks are exported, and where their pages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,7 +60,7 @@ pub(crate) struct Source {
 }
 
 /// Everything a run needs, validated.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) sources: Vec<Source>,
     pub(crate) output: PathBuf,
@@ -89,6 +89,8 @@ pub(crate) struct Settings {
     /// `local` or `slurm`, with the Slurm options; checked only when an export will run.
     pub(crate) backend: String,
     pub(crate) slurm_args: Vec<String>,
+    /// Run by `export-nb watch`: one round of many, so say once what is said once.
+    pub(crate) watching: bool,
 }
 
 /// `[tool.export-nb]`: the long flag names, in kebab case.
@@ -145,11 +147,11 @@ fn read_pyproject(dir: &Path) -> Result<(FileSettings, Option<PathBuf>)> {
 
 impl Settings {
     /// Merge the flags with `./pyproject.toml` (flags win) and validate.
-    pub(crate) fn from_cli(cli: Cli) -> Result<Self> {
-        Self::from_cli_in(cli, Path::new("."))
+    pub(crate) fn from_args(cli: ExportArgs) -> Result<Self> {
+        Self::from_args_in(cli, Path::new("."))
     }
 
-    pub(crate) fn from_cli_in(cli: Cli, dir: &Path) -> Result<Self> {
+    pub(crate) fn from_args_in(cli: ExportArgs, dir: &Path) -> Result<Self> {
         let (file, file_path) = read_pyproject(dir)?;
         let sandbox_flag = cli.sandbox_flag();
         let from_file = |key: &str| match &file_path {
@@ -234,6 +236,7 @@ impl Settings {
             } else {
                 cli.run.slurm_args
             },
+            watching: false,
         })
     }
 
@@ -338,10 +341,11 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::cli::Cli;
 
     fn settings(dir: &Path, args: &[&str]) -> Result<Settings> {
         let cli = Cli::try_parse_from(std::iter::once("export-nb").chain(args.iter().copied()))?;
-        Settings::from_cli_in(cli, dir)
+        Settings::from_args_in(cli.export, dir)
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::manifest::Manifest;
 /// flags, as `export-nb` run in `dir` does.
 pub fn pyproject(dir: &Path) {
     let cli = Cli::try_parse_from(["export-nb"]).expect("no flags parse");
-    if let Ok(settings) = Settings::from_cli_in(cli, dir) {
+    if let Ok(settings) = Settings::from_args_in(cli.export, dir) {
         let _ = settings.launcher();
         let _ = settings.env_root();
     }

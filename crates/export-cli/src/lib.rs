@@ -22,6 +22,7 @@ mod imports;
 mod index;
 mod manifest;
 mod pep723;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -74,24 +75,29 @@ struct Plan {
 /// Run export-nb with parsed arguments; returns the exit status. Errors are printed here:
 /// those in what the user asked for exit 2 (nothing ran), those of the run itself 1.
 pub fn run(cli: Cli) -> ExitStatus {
-    if let Some(Commands::Completions(c)) = cli.command {
-        return fanout_cli::print_completions(Cli::command(), c.shell);
+    match cli.command {
+        Some(Commands::Completions(c)) => {
+            return fanout_cli::print_completions(Cli::command(), c.shell);
+        }
+        Some(Commands::Watch(args)) => {
+            return fanout_cli::finish::<cli::ExportNb>(watch::watch(args));
+        }
+        None => {}
     }
     fanout_cli::finish::<cli::ExportNb>(plan_and_run(cli))
 }
 
 fn plan_and_run(cli: Cli) -> Result<ExitStatus> {
-    let plan = Plan::prepare(cli).usage()?;
+    let plan = Plan::prepare(Settings::from_args(cli.export).usage()?).usage()?;
     if plan.settings.dry_run {
         plan.print_commands();
         return Ok(ExitStatus::Success);
     }
-    plan.execute()
+    plan.execute(&fanout::install_interrupt_handler()?)
 }
 
 impl Plan {
-    fn prepare(cli: Cli) -> Result<Self> {
-        let settings = Settings::from_cli(cli)?;
+    fn prepare(settings: Settings) -> Result<Self> {
         let template = Template::load(settings.template.as_deref())?;
         // Render once with sample data, so a broken custom template stops us before an hour
         // of exports rather than after.
@@ -179,7 +185,9 @@ impl Plan {
         }
     }
 
-    fn execute(mut self) -> Result<ExitStatus> {
+    /// Run the exports; `interrupt` stops them (Ctrl-C, or `watch` when a notebook being
+    /// exported changes again).
+    fn execute(mut self, interrupt: &fanout::CancelToken) -> Result<ExitStatus> {
         let (envs, launcher) = if self.exports().next().is_some() {
             let uv = self.settings.resolve_uv().usage()?;
             let launcher = self.settings.launcher()?;
@@ -202,7 +210,6 @@ impl Plan {
                 }
             }
         }
-        let interrupt = fanout::install_interrupt_handler()?;
         let pool = Pool::new(
             PoolConfig::new(self.settings.max_workers)
                 .noun("notebook", "notebooks")
@@ -222,7 +229,7 @@ impl Plan {
         });
         let result = pool.run(
             &self.tasks,
-            &interrupt,
+            interrupt,
             reporter.as_mut(),
             |job: &Job, ctx| match &job.action {
                 Action::NotANotebook(reason) => Err(TaskError::skipped(reason.clone())),
@@ -271,6 +278,7 @@ impl Plan {
             eprintln!("index: {}", index.display());
             if !self.manifest.frontends.is_empty()
                 && self.settings.progress != fanout::ProgressMode::Quiet
+                && !self.settings.watching
             {
                 eprintln!(
                     "(pages load marimo's frontend from {}: browsers run it only from a web \
@@ -281,7 +289,7 @@ impl Plan {
                 );
             }
         }
-        Ok(ExitStatus::of_batch(&result.summary, &interrupt))
+        Ok(ExitStatus::of_batch(&result.summary, interrupt))
     }
 
     /// Record exported pages, forget failed ones (so they are retried), remove the pages of

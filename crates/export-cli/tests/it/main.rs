@@ -13,6 +13,7 @@ mod real_uvx;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 mod snapshots;
+mod watch;
 
 use std::path::{Path, PathBuf};
 

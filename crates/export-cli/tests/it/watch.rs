@@ -1,0 +1,186 @@
+//! `export-nb watch` with the stand-in uv: a real file watcher on a temporary project, the
+//! binary's stderr read line by line.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Project, notebook};
+
+/// `export-nb watch` running in a project, with what it printed so far.
+struct Watching {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watching {
+    fn start(p: &Project, args: &[&str]) -> Self {
+        let path = testkit::path_with(&p.path().join("bin"));
+        let mut child = testkit::command(crate::BIN)
+            .arg("watch")
+            .args(args)
+            .current_dir(p.path())
+            .env("PATH", path)
+            .env("FAKE_UVX_LOG", p.path().join("calls.log"))
+            .env("FAKE_UVX_DIR", p.path())
+            .env("XDG_CACHE_HOME", p.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, seen) = (child.stderr.take().unwrap(), Arc::clone(&lines));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push(line);
+            }
+        });
+        Watching { child, lines }
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Rounds finished so far: the `index: ...` lines, printed once the index is written.
+    fn rounds(&self) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("index: "))
+            .count()
+    }
+
+    fn wait_for_round(&self, n: usize) {
+        self.wait_until(&format!("round {n}"), || self.rounds() >= n);
+    }
+
+    fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "waited 30 s for {what}; it printed:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ctrl-C; the exit code.
+    fn interrupt(mut self) -> Option<i32> {
+        testkit::interrupt(&self.child);
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn importing(module: &str) -> String {
+    notebook(&format!("uses {module}\n    import {module}"))
+}
+
+#[test]
+fn watch_exports_what_changed_once_per_burst_until_ctrl_c() {
+    let p = Project::with_fake_uvx();
+    for i in 0..6 {
+        p.write(&format!("notebooks/n{i}.py"), &notebook(&format!("n{i}")));
+    }
+    p.write("notebooks/h0.py", &importing("helpers"));
+    p.write("notebooks/h1.py", &importing("helpers"));
+    p.write("notebooks/helpers.py", "VALUE = 1\n");
+    let w = Watching::start(&p, &["--no-progress", "-j", "2"]);
+    w.wait_for_round(1);
+    assert_eq!(p.take_calls().len(), 8, "{}", w.text());
+
+    // One notebook changed: one export.
+    p.write("notebooks/n3.py", &notebook("n3, edited"));
+    w.wait_for_round(2);
+    let calls = p.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("notebooks/n3.py"), "{calls:?}");
+
+    // Ten saves within 200 ms: one round, one export.
+    for i in 0..10 {
+        p.write("notebooks/n5.py", &notebook(&format!("n5, save {i}")));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    w.wait_for_round(3);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(w.rounds(), 3, "one round for the burst:\n{}", w.text());
+    assert_eq!(p.take_calls().len(), 1);
+    assert!(p.read("_site/notebooks/n5.html").len() > 0);
+
+    // A local module imported by two notebooks: exactly those two.
+    p.write("notebooks/helpers.py", "VALUE = 2\n");
+    w.wait_for_round(4);
+    let mut calls = p.take_calls();
+    calls.sort();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].contains("h0.py") && calls[1].contains("h1.py"),
+        "{calls:?}"
+    );
+
+    // Deleted and new notebooks.
+    std::fs::remove_file(p.path().join("notebooks/n1.py")).unwrap();
+    w.wait_for_round(5);
+    assert!(!p.exists("_site/notebooks/n1.html"));
+    p.write("notebooks/fresh.py", &notebook("fresh"));
+    w.wait_for_round(6);
+    assert_eq!(p.take_calls().len(), 1);
+    assert!(p.read("_site/index.html").contains("fresh.html"));
+
+    // A broken pyproject.toml: said, and the last good settings stay.
+    let rounds = w.rounds();
+    p.write("pyproject.toml", "[tool.export-nb]\nmax-workrs = 3\n");
+    w.wait_for_round(rounds + 1);
+    assert!(
+        w.text().contains("max-workrs") && w.text().contains("keeping the last good settings"),
+        "{}",
+        w.text()
+    );
+    assert!(p.take_calls().is_empty());
+    p.write("notebooks/n2.py", &notebook("n2, edited"));
+    w.wait_for_round(rounds + 2);
+    assert_eq!(p.take_calls().len(), 1);
+
+    assert_eq!(w.interrupt(), Some(130));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&p.read("_site/.export-nb/manifest.json")).unwrap();
+    let pages = manifest["pages"].as_object().unwrap();
+    assert_eq!(pages.len(), 8, "{pages:?}");
+    for page in pages.keys() {
+        assert!(
+            p.exists(&format!("_site/{page}")),
+            "{page} is in the manifest"
+        );
+    }
+}
+
+#[test]
+fn a_notebook_changed_while_it_exports_is_stopped_and_exported_again() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/slow.py", &notebook("FAKE_HANG"));
+    let w = Watching::start(&p, &["--no-progress"]);
+    w.wait_until("the export to start", || p.exists("hang.pid"));
+    let pid: i32 = p.read("hang.pid").trim().parse().unwrap();
+    p.write("notebooks/slow.py", &notebook("fixed"));
+    w.wait_until("the second round", || w.rounds() >= 2);
+    assert!(w.text().contains("starting over"), "{}", w.text());
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .is_empty(),
+        "the stopped export's process {pid} survived"
+    );
+    assert!(p.read("_site/notebooks/slow.html").contains("page of"));
+    assert_eq!(w.interrupt(), Some(130));
+}
