@@ -232,11 +232,18 @@ impl Page {
     }
 
     /// Wait up to `limit` for a JavaScript expression to be true (a page that renders after it
-    /// has loaded, say); whether it became true.
+    /// has loaded, or reloads itself, say); whether it became true.
     pub fn wait_until(&self, expression: &str, limit: Duration) -> bool {
         let start = std::time::Instant::now();
+        let wrapped = format!("Boolean({expression})");
         loop {
-            if self.eval::<bool>(&format!("Boolean({expression})")) {
+            // While the page reloads, evaluating may fail: that is "not yet".
+            let value = self
+                .tab
+                .evaluate(&wrapped, false)
+                .ok()
+                .and_then(|r| r.value);
+            if value.and_then(|v| v.as_bool()) == Some(true) {
                 return true;
             }
             if start.elapsed() > limit {

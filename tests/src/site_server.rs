@@ -77,38 +77,22 @@ fn file_for(root: &Path, url: &str) -> Option<PathBuf> {
     })
 }
 
+/// A URL path with its `%XX` escapes decoded; `None` if that is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
-/// Module scripts must come with a JavaScript type: browsers check it.
-fn content_type(file: &Path) -> &'static str {
-    match file.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript",
-        "css" => "text/css",
-        "json" | "webmanifest" => "application/json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "woff2" => "font/woff2",
-        "woff" => "font/woff",
-        "ttf" => "font/ttf",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
+/// The content type by the file's extension (module scripts must come with a JavaScript
+/// type: browsers check it; HTML and text as UTF-8).
+fn content_type(file: &Path) -> String {
+    let mime = mime_guess::from_path(file).first_or_octet_stream();
+    if mime.type_() == mime_guess::mime::TEXT {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
     }
 }
 
@@ -125,6 +109,10 @@ mod tests {
         );
         assert_eq!(file_for(root, "/../etc/passwd"), None);
         assert_eq!(file_for(root, "/a/%2e%2e/%2e%2e/etc"), None);
-        assert_eq!(file_for(root, "/bad%zz"), None);
+        // Not an escape: taken as written, like other servers do.
+        assert_eq!(
+            file_for(root, "/bad%zz"),
+            Some(PathBuf::from("/site/bad%zz"))
+        );
     }
 }

@@ -133,6 +133,25 @@ pub struct ExportArgs {
     pub run: RunArgs<ExportNb>,
 }
 
+/// `export-nb watch`: the export arguments, and where to serve the site.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub export: ExportArgs,
+
+    /// Serve the output folder over HTTP while watching, at 127.0.0.1:8000 or --serve=ADDR;
+    /// open pages reload themselves when they are exported again (only this machine can
+    /// connect unless ADDR says otherwise, e.g. --serve=0.0.0.0:8000)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "127.0.0.1:8000"
+    )]
+    pub serve: Option<String>,
+}
+
 /// Where exported pages load marimo's frontend from (`--assets`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,10 +182,12 @@ pub enum Commands {
             every round. A burst of saves is one change. A notebook that changes while it is \
             being exported is stopped (its processes killed) and exported again. A changed \
             pyproject.toml is read again; if it is invalid, the last good settings stay. \
-            Takes the same arguments as export-nb itself.",
+            Takes the same arguments as export-nb itself, and --serve to look at the site \
+            while you write: pages open in a browser reload themselves when they are exported \
+            again.",
         args_conflicts_with_subcommands = true
     )]
-    Watch(ExportArgs),
+    Watch(Box<WatchArgs>),
     #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "export-nb"))]
     /// Print a shell completion script (bash, zsh, fish, powershell)
     Completions(CompletionsArgs),

@@ -156,6 +156,15 @@ impl EnvPool {
             .clone()
     }
 
+    /// Forget the environments that could not be prepared, so the next run (a `watch` round)
+    /// tries them again: a download may have failed for a moment.
+    pub(crate) fn forget_failures(&self) {
+        self.envs
+            .lock()
+            .expect("env pool lock")
+            .retain(|_, cell| !matches!(cell.get(), Some(Err(_))));
+    }
+
     /// The environments this run used, with how their notebooks were exported.
     pub(crate) fn summary(&self) -> Vec<Arc<Env>> {
         self.envs

@@ -22,6 +22,7 @@ mod imports;
 mod index;
 mod manifest;
 mod pep723;
+mod serve;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -80,7 +81,7 @@ pub fn run(cli: Cli) -> ExitStatus {
             return fanout_cli::print_completions(Cli::command(), c.shell);
         }
         Some(Commands::Watch(args)) => {
-            return fanout_cli::finish::<cli::ExportNb>(watch::watch(args));
+            return fanout_cli::finish::<cli::ExportNb>(watch::watch(*args));
         }
         None => {}
     }
@@ -93,7 +94,7 @@ fn plan_and_run(cli: Cli) -> Result<ExitStatus> {
         plan.print_commands();
         return Ok(ExitStatus::Success);
     }
-    plan.execute(&fanout::install_interrupt_handler()?)
+    plan.execute(&fanout::install_interrupt_handler()?, &mut None)
 }
 
 impl Plan {
@@ -187,13 +188,23 @@ impl Plan {
 
     /// Run the exports; `interrupt` stops them (Ctrl-C, or `watch` when a notebook being
     /// exported changes again).
-    fn execute(mut self, interrupt: &fanout::CancelToken) -> Result<ExitStatus> {
+    ///
+    /// `kept`: the environment pool (with its warm marimo workers) of an earlier run of the
+    /// same settings (`watch` keeps it between rounds); made here when the first export needs it.
+    fn execute(
+        mut self,
+        interrupt: &fanout::CancelToken,
+        kept: &mut Option<EnvPool>,
+    ) -> Result<ExitStatus> {
         let (envs, launcher) = if self.exports().next().is_some() {
-            let uv = self.settings.resolve_uv().usage()?;
             let launcher = self.settings.launcher()?;
-            let root = self.settings.env_root().usage()?;
-            let workers = self.settings.workers && launcher == fanout::Launcher::Local;
-            (Some(EnvPool::new(uv, root, workers)), launcher)
+            if kept.is_none() {
+                let uv = self.settings.resolve_uv().usage()?;
+                let root = self.settings.env_root().usage()?;
+                let workers = self.settings.workers && launcher == fanout::Launcher::Local;
+                *kept = Some(EnvPool::new(uv, root, workers));
+            }
+            (kept.as_ref(), launcher)
         } else {
             (None, fanout::Launcher::Local)
         };
@@ -220,7 +231,7 @@ impl Plan {
         let settings = &self.settings;
         let frontends =
             (settings.assets == cli::Assets::Local).then(|| Frontends::new(&settings.output));
-        let exporter = envs.as_ref().map(|envs| export::Exporter {
+        let exporter = envs.map(|envs| export::Exporter {
             settings,
             envs,
             runner: &runner,
@@ -244,7 +255,7 @@ impl Plan {
             },
         )?;
         // Dropping the pool stops the workers.
-        let used = envs.map(|e| e.summary()).unwrap_or_default();
+        let used = envs.map(EnvPool::summary).unwrap_or_default();
 
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
         let copied = frontends.map(|f| f.versions()).unwrap_or_default();
@@ -254,22 +265,7 @@ impl Plan {
             write_report(&result, &self.tasks, path)?;
         }
         if self.settings.verbose {
-            for env in &used {
-                eprintln!(
-                    "environment {}: marimo {}, {}",
-                    env.python
-                        .parent()
-                        .and_then(Path::parent)
-                        .unwrap_or(&env.python)
-                        .display(),
-                    env.marimo_version.as_deref().unwrap_or("(unknown version)"),
-                    match (&env.worker, &env.no_worker_because) {
-                        (Some(_), _) => "notebooks forked from a warm marimo worker".to_owned(),
-                        (None, Some(why)) => format!("one `python -m marimo` per notebook: {why}"),
-                        (None, None) => "one `python -m marimo` per notebook".to_owned(),
-                    }
-                );
-            }
+            print_environments(&used);
             print_failure_details(&result);
         } else if result.failures().next().is_some() {
             eprintln!("(run with -v to see marimo's output for the failures)");
@@ -430,6 +426,26 @@ fn write_report(result: &BatchResult<Exported>, tasks: &[Task<Job>], path: &Path
         })
         .write_json(path)?;
     Ok(())
+}
+
+/// With `-v`: each environment the run used, and how its notebooks were exported.
+fn print_environments(used: &[std::sync::Arc<envs::Env>]) {
+    for env in used {
+        eprintln!(
+            "environment {}: marimo {}, {}",
+            env.python
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(&env.python)
+                .display(),
+            env.marimo_version.as_deref().unwrap_or("(unknown version)"),
+            match (&env.worker, &env.no_worker_because) {
+                (Some(_), _) => "notebooks forked from a warm marimo worker".to_owned(),
+                (None, Some(why)) => format!("one `python -m marimo` per notebook: {why}"),
+                (None, None) => "one `python -m marimo` per notebook".to_owned(),
+            }
+        );
+    }
 }
 
 fn print_failure_details(result: &BatchResult<Exported>) {

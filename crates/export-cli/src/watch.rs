@@ -22,13 +22,15 @@ use notify::{EventKind, RecursiveMode, Watcher};
 type Events = Receiver<notify::Result<notify::Event>>;
 
 use crate::Plan;
-use crate::cli::ExportArgs;
+use crate::cli::WatchArgs;
 use crate::config::Settings;
+use crate::envs::EnvPool;
 
 /// How long the files must be quiet before a round starts.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-pub(crate) fn watch(args: ExportArgs) -> Result<ExitStatus> {
+pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
+    let args = watch.export;
     let load = || {
         Settings::from_args(args.clone()).map(|s| Settings {
             watching: true,
@@ -42,6 +44,10 @@ pub(crate) fn watch(args: ExportArgs) -> Result<ExitStatus> {
         ))
         .usage();
     }
+    let server = match &watch.serve {
+        Some(addr) => Some(crate::serve::SiteServer::start(&settings.output, addr).usage()?),
+        None => None,
+    };
     let interrupt = fanout::install_interrupt_handler()?;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
@@ -73,16 +79,25 @@ pub(crate) fn watch(args: ExportArgs) -> Result<ExitStatus> {
         .iter()
         .map(|s| s.folder.display().to_string())
         .collect();
-    eprintln!(
-        "export-nb: watching {} (Ctrl-C to stop); to look at the site, serve {} (e.g. \
-         `python3 -m http.server -d {}`)",
-        folders.join(", "),
-        settings.output.display(),
-        fanout::process::shell_quote(&settings.output.display().to_string())
-    );
+    match &server {
+        Some(server) => eprintln!(
+            "export-nb: watching {} (Ctrl-C to stop); the site: {}",
+            folders.join(", "),
+            server.url
+        ),
+        None => eprintln!(
+            "export-nb: watching {} (Ctrl-C to stop); to look at the site, serve {} (--serve, \
+             or e.g. `python3 -m http.server -d {}`)",
+            folders.join(", "),
+            settings.output.display(),
+            fanout::process::shell_quote(&settings.output.display().to_string())
+        ),
+    }
 
+    // The environments and their warm marimo workers, kept from round to round.
+    let mut envs: Option<EnvPool> = None;
     loop {
-        let changed = round(&settings, &interrupt, &rx, &pyproject)?;
+        let changed = round(&settings, &interrupt, &rx, &pyproject, &mut envs);
         if interrupt.is_cancelled() {
             return Ok(ExitStatus::Interrupted);
         }
@@ -95,7 +110,10 @@ pub(crate) fn watch(args: ExportArgs) -> Result<ExitStatus> {
         };
         if changed.settings {
             match load() {
-                Ok(new) => settings = new,
+                Ok(new) => {
+                    settings = new;
+                    envs = None;
+                }
                 Err(e) => eprintln!("export-nb: {e:#}\nexport-nb: keeping the last good settings"),
             }
         }
@@ -116,22 +134,26 @@ fn round(
     interrupt: &CancelToken,
     rx: &Events,
     pyproject: &Path,
-) -> Result<Option<Changed>> {
+    envs: &mut Option<EnvPool>,
+) -> Option<Changed> {
     let plan = match Plan::prepare(settings.clone()) {
         Ok(plan) => plan,
         Err(e) => {
             // A notebook folder removed, two notebooks claiming one page: say so, wait for
             // the next change.
             eprintln!("export-nb: {e:#}");
-            return Ok(None);
+            return None;
         }
     };
     let exporting = plan.exporting();
+    if let Some(pool) = envs.as_ref() {
+        pool.forget_failures();
+    }
     let token = interrupt.child();
     let mut changed: Option<Changed> = None;
     let status = std::thread::scope(|scope| {
         let round_token = &token;
-        let run = scope.spawn(move || plan.execute(round_token));
+        let run = scope.spawn(move || plan.execute(round_token, envs));
         while !run.is_finished() {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(Ok(event)) => {
@@ -163,7 +185,7 @@ fn round(
     if let Some(c) = &mut changed {
         c.settings |= settle(settings, rx, pyproject).is_some_and(|more| more.settings);
     }
-    Ok(changed)
+    changed
 }
 
 /// The paths an event wrote (created, changed, renamed or removed); `None` for reads.

@@ -179,3 +179,95 @@ fn real_marimo_pages_render_offline_from_the_sites_frontend() {
     assert!(asked(), "{:?}", tab.requests());
     assert!(!p.exists("cdn_site/_marimo"));
 }
+
+/// `watch --serve`: a page open in the browser reloads itself when its notebook is saved.
+#[test]
+fn a_page_served_by_watch_reloads_itself_when_its_notebook_changes() {
+    use std::time::{Duration, Instant};
+
+    use crate::watch::{Watching, free_port};
+
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/live.py", &notebook("SHOW: first version"));
+    let port = free_port();
+    let w = Watching::start(&p, &["--no-progress", &format!("--serve=127.0.0.1:{port}")]);
+    w.wait_for_round(1);
+    let browser = Browser::launch();
+    let page = browser.open_url(
+        &format!("http://127.0.0.1:{port}/notebooks/live.html"),
+        1280,
+    );
+    let body: String = page.eval("document.body.textContent");
+    assert!(body.contains("SHOW: first version"), "{body}");
+    let saved = Instant::now();
+    p.write("notebooks/live.py", &notebook("SHOW: second version"));
+    assert!(
+        page.wait_until(
+            "document.body.textContent.includes('SHOW: second version')",
+            Duration::from_secs(30)
+        ),
+        "the page did not reload; watch printed:\n{}",
+        w.text()
+    );
+    eprintln!(
+        "saved to reloaded page (stand-in marimo): {:?}",
+        saved.elapsed()
+    );
+    assert_eq!(page.console_errors(), Vec::<String>::new());
+    assert_eq!(w.interrupt(), Some(130));
+}
+
+/// `watch --serve` with real marimo: an edited notebook's open page shows the new output.
+#[cfg(feature = "real-uvx-tests")]
+#[test]
+fn real_marimo_page_served_by_watch_shows_the_edit() {
+    use std::time::{Duration, Instant};
+
+    use crate::watch::{Watching, free_port};
+
+    let p = Project::create();
+    p.write("notebooks/live.py", &computing("6 * 7"));
+    let envs =
+        std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/export-nb/envs");
+    let port = free_port();
+    let w = Watching::start(
+        &p,
+        &[
+            "--no-progress",
+            "--no-sandbox",
+            "--env-dir",
+            envs.to_str().unwrap(),
+            &format!("--serve=127.0.0.1:{port}"),
+        ],
+    );
+    w.wait_for_round(1);
+    let browser = Browser::launch();
+    let page = browser.open_url(
+        &format!("http://127.0.0.1:{port}/notebooks/live.html"),
+        1280,
+    );
+    assert!(
+        page.wait_until(
+            "document.body.innerText.includes('The answer is 42.')",
+            Duration::from_secs(60)
+        ),
+        "{}",
+        w.text()
+    );
+    let saved = Instant::now();
+    p.write("notebooks/live.py", &computing("6 * 9"));
+    assert!(
+        page.wait_until(
+            "document.body.innerText.includes('The answer is 54.')",
+            Duration::from_secs(120)
+        ),
+        "the page did not show the edit; watch printed:\n{}",
+        w.text()
+    );
+    eprintln!(
+        "saved to reloaded page (real marimo): {:?}\n{}",
+        saved.elapsed(),
+        w.text()
+    );
+    assert_eq!(w.interrupt(), Some(130));
+}

@@ -42,6 +42,7 @@ esac
 "#;
 
 /// The stand-in interpreter: `python -m marimo export <format...> -f --no-sandbox NB -o OUT`.
+/// The page shows the notebook's first `SHOW: words` line, if it has one.
 const FAKE_PYTHON: &str = r#"#!/bin/sh
 [ "$1" = "-m" ] && shift 1
 log="$FAKE_UVX_LOG"; out=""; nb=""; prev=""
@@ -83,9 +84,10 @@ case "$*" in
     echo "icon" > "$(dirname "$out")/favicon.ico" ;;
   *) cdn="https://cdn.jsdelivr.net/npm/@marimo-team/frontend@${FAKE_PAGE_VERSION:-$version}/dist" ;;
 esac
+show=$(grep -o 'SHOW: [A-Za-z0-9 ]*' "$nb" | head -n 1)
 cat > "$out" <<PAGE
 <html><head><link rel="icon" href="$cdn/favicon.ico" /><script src="$cdn/assets/index.js"></script></head>
-<body>page of $nb</body></html>
+<body>page of $nb $show</body></html>
 PAGE
 finish 0
 "#;

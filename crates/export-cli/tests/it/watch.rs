@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use crate::{Project, notebook};
 
 /// `export-nb watch` running in a project, with what it printed so far.
-struct Watching {
+pub(crate) struct Watching {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Watching {
-    fn start(p: &Project, args: &[&str]) -> Self {
+    pub(crate) fn start(p: &Project, args: &[&str]) -> Self {
         let path = testkit::path_with(&p.path().join("bin"));
         let mut child = testkit::command(crate::BIN)
             .arg("watch")
@@ -39,7 +39,7 @@ impl Watching {
         Watching { child, lines }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
@@ -53,11 +53,11 @@ impl Watching {
             .count()
     }
 
-    fn wait_for_round(&self, n: usize) {
+    pub(crate) fn wait_for_round(&self, n: usize) {
         self.wait_until(&format!("round {n}"), || self.rounds() >= n);
     }
 
-    fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+    pub(crate) fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
             assert!(
@@ -70,7 +70,7 @@ impl Watching {
     }
 
     /// Ctrl-C; the exit code.
-    fn interrupt(mut self) -> Option<i32> {
+    pub(crate) fn interrupt(mut self) -> Option<i32> {
         testkit::interrupt(&self.child);
         self.child.wait().unwrap().code()
     }
@@ -109,14 +109,17 @@ fn watch_exports_what_changed_once_per_burst_until_ctrl_c() {
 
     // Ten saves within 200 ms: one round, one export.
     for i in 0..10 {
-        p.write("notebooks/n5.py", &notebook(&format!("n5, save {i}")));
+        p.write("notebooks/n5.py", &notebook(&format!("SHOW: save {i}")));
         std::thread::sleep(Duration::from_millis(5));
     }
     w.wait_for_round(3);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(w.rounds(), 3, "one round for the burst:\n{}", w.text());
     assert_eq!(p.take_calls().len(), 1);
-    assert!(p.read("_site/notebooks/n5.html").len() > 0);
+    assert!(
+        p.read("_site/notebooks/n5.html").contains("SHOW: save 9"),
+        "the last save is exported"
+    );
 
     // A local module imported by two notebooks: exactly those two.
     p.write("notebooks/helpers.py", "VALUE = 2\n");
@@ -182,5 +185,93 @@ fn a_notebook_changed_while_it_exports_is_stopped_and_exported_again() {
         "the stopped export's process {pid} survived"
     );
     assert!(p.read("_site/notebooks/slow.html").contains("page of"));
+    assert_eq!(w.interrupt(), Some(130));
+}
+
+/// A free port on 127.0.0.1 (taken, then let go).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A raw GET, path as given (no client normalizes `..` away): status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_answers_pages_with_the_reload_script_and_nothing_outside_the_site() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook("SHOW: served"));
+    p.write("secret.txt", "not for the web");
+    let port = free_port();
+    let w = Watching::start(&p, &["--no-progress", &format!("--serve=127.0.0.1:{port}")]);
+    w.wait_for_round(1);
+    assert!(
+        w.text()
+            .contains(&format!("the site: http://127.0.0.1:{port}/")),
+        "{}",
+        w.text()
+    );
+    let (status, body) = get(port, "/notebooks/a.html");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("SHOW: served") && body.contains("/__export-nb/mtime"),
+        "{body}"
+    );
+    assert!(
+        !p.read("_site/notebooks/a.html").contains("__export-nb"),
+        "the file on disk stays as exported"
+    );
+    let (status, body) = get(port, "/");
+    assert_eq!(status, 200);
+    assert!(body.contains("a.html"), "the index: {body}");
+
+    std::os::unix::fs::symlink(p.path(), p.path().join("_site/escape")).unwrap();
+    for path in [
+        "/../secret.txt",
+        "/notebooks/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/escape/secret.txt",
+    ] {
+        let (status, body) = get(port, path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("not for the web"));
+    }
+    let (status, body) = get(port, "/notebooks/missing.html");
+    assert_eq!(status, 404);
+    assert!(body.contains(r#"<a href="/index.html">"#), "{body}");
+
+    // The port taken: a clear error, exit 2.
+    let taken = p.run_with(&["watch", &format!("--serve=127.0.0.1:{port}")], &[]);
+    assert_eq!(taken.code, Some(2), "{}", taken.stderr);
+    assert!(
+        taken
+            .stderr
+            .contains(&format!("--serve 127.0.0.1:{port}: could not listen")),
+        "{}",
+        taken.stderr
+    );
     assert_eq!(w.interrupt(), Some(130));
 }

@@ -1,0 +1,242 @@
+//! `export-nb watch --serve`: the output folder over HTTP while watching, with live reload.
+//!
+//! The server adds a small script to every HTML page it sends (the files on disk stay exactly
+//! as exported): the script asks the server every half second for the page file's modification
+//! time and reloads the page when it changes. Only files inside the output folder are served:
+//! `..` in a URL, and links that lead outside, answer 404, as does a missing file (with a link
+//! to the index).
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+use tiny_http::{Header, Request, Response, Server};
+
+/// The path of the modification-time endpoint; not a file name export-nb writes.
+const MTIME_PATH: &str = "/__export-nb/mtime";
+
+/// Threads answering requests: a marimo page loads a few hundred files at once.
+const THREADS: usize = 4;
+
+/// A running server; it stops when dropped.
+pub(crate) struct SiteServer {
+    pub(crate) url: String,
+    server: Arc<Server>,
+}
+
+impl SiteServer {
+    /// Serve `root` on `addr` (`127.0.0.1:8000`).
+    pub(crate) fn start(root: &Path, addr: &str) -> Result<Self> {
+        let server = Server::http(addr).map_err(|e| {
+            anyhow::anyhow!(
+                "--serve {addr}: could not listen there: {e} (another server on that port? pass \
+                 --serve 127.0.0.1:PORT)"
+            )
+        })?;
+        let server = Arc::new(server);
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .context("the server's address")?;
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating the output folder {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("the output folder {}", root.display()))?;
+        for _ in 0..THREADS {
+            let (server, root) = (Arc::clone(&server), root.clone());
+            std::thread::spawn(move || {
+                while let Ok(request) = server.recv() {
+                    respond(&root, request);
+                }
+            });
+        }
+        Ok(SiteServer {
+            url: format!("http://{bound}/"),
+            server,
+        })
+    }
+}
+
+impl std::fmt::Debug for SiteServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SiteServer({})", self.url)
+    }
+}
+
+impl Drop for SiteServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+fn respond(root: &Path, request: Request) {
+    let url = request.url().to_owned();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if path == MTIME_PATH {
+        let page = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("page="))
+            .and_then(percent_decode)
+            .and_then(|p| file_for(root, &p));
+        let mtime = page.as_deref().map_or(0, mtime_of);
+        let _ = request.respond(
+            Response::from_string(mtime.to_string())
+                .with_header(header("Cache-Control", "no-store")),
+        );
+        return;
+    }
+    let Some(file) = percent_decode(path).and_then(|p| file_for(root, &p)) else {
+        let _ = request.respond(not_found());
+        return;
+    };
+    let Ok(bytes) = std::fs::read(&file) else {
+        let _ = request.respond(not_found());
+        return;
+    };
+    let kind = content_type(&file);
+    let body = if kind.starts_with("text/html") {
+        let rel = file.strip_prefix(root).unwrap_or(&file);
+        with_reload_script(&bytes, &format!("/{}", rel.display()), mtime_of(&file))
+    } else {
+        bytes
+    };
+    // marimo's frontend in `_marimo/<version>/` never changes under a version: a reload
+    // fetches the page, not the 700 files again.
+    let frontend = file
+        .strip_prefix(root)
+        .is_ok_and(|rel| rel.starts_with(crate::frontend::DIR));
+    let cache = if frontend {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let _ = request.respond(
+        Response::from_data(body)
+            .with_header(header("Content-Type", &kind))
+            .with_header(header("Cache-Control", cache)),
+    );
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name, value).expect("a valid header")
+}
+
+fn not_found() -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_string(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found</title>\
+         <p>Nothing here. <a href=\"/index.html\">Back to the index</a></p></html>",
+    )
+    .with_status_code(404)
+    .with_header(header("Content-Type", "text/html; charset=utf-8"))
+}
+
+/// The file a decoded URL path names inside `root`, a folder by its `index.html`; `None` for
+/// anything else: `..`, a link that leads outside, a file that is not there.
+fn file_for(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let mut file = root.join(rel).canonicalize().ok()?;
+    if !file.starts_with(root) {
+        return None;
+    }
+    if file.is_dir() {
+        file = file.join("index.html").canonicalize().ok()?;
+        if !file.starts_with(root) {
+            return None;
+        }
+    }
+    file.is_file().then_some(file)
+}
+
+/// A URL path with its `%XX` escapes decoded; `None` if that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// Nanoseconds since the epoch of the file's last change; 0 if it is not there.
+fn mtime_of(file: &Path) -> u128 {
+    std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The page with the live-reload script before `</body>` (or at the end).
+fn with_reload_script(html: &[u8], page: &str, mtime: u128) -> Vec<u8> {
+    let page_json = serde_json::to_string(page).expect("a string serializes");
+    let script = format!(
+        "<script>(() => {{ const page = {page_json}, seen = '{mtime}'; \
+         const check = () => fetch('{MTIME_PATH}?page=' + encodeURIComponent(page), \
+         {{cache: 'no-store'}}).then(r => r.text()).then(t => {{ \
+         if (t !== seen && t !== '0') location.reload(); else setTimeout(check, 500); }}, \
+         () => setTimeout(check, 2000)); setTimeout(check, 500); }})();</script>"
+    );
+    let text = String::from_utf8_lossy(html);
+    let at = text.rfind("</body>").unwrap_or(text.len());
+    let mut out = String::with_capacity(text.len() + script.len());
+    out.push_str(&text[..at]);
+    out.push_str(&script);
+    out.push_str(&text[at..]);
+    out.into_bytes()
+}
+
+/// The content type by the file's extension (module scripts must come with a JavaScript
+/// type: browsers check it; HTML and text as UTF-8).
+fn content_type(file: &Path) -> String {
+    let mime = mime_guess::from_path(file).first_or_octet_stream();
+    if mime.type_() == mime_guess::mime::TEXT {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_inside_the_root_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("site");
+        std::fs::create_dir_all(root.join("notebooks")).unwrap();
+        std::fs::write(root.join("index.html"), "i").unwrap();
+        std::fs::write(root.join("notebooks/a b.html"), "a").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "s").unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("escape")).unwrap();
+        let root = root.canonicalize().unwrap();
+        assert_eq!(
+            file_for(&root, "/notebooks/a b.html"),
+            Some(root.join("notebooks/a b.html"))
+        );
+        assert_eq!(file_for(&root, "/"), Some(root.join("index.html")));
+        for bad in [
+            "/../secret.txt",
+            "/notebooks/../../secret.txt",
+            "/escape/secret.txt",
+            "/nope",
+        ] {
+            assert_eq!(file_for(&root, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_script_goes_before_the_end_of_the_body() {
+        let out = with_reload_script(b"<html><body>x</body></html>", "/a.html", 7);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("<html><body>x<script>"), "{out}");
+        assert!(out.ends_with("</script></body></html>"), "{out}");
+        assert!(
+            out.contains(r#"const page = "/a.html", seen = '7'"#),
+            "{out}"
+        );
+    }
+}
