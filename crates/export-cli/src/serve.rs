@@ -28,6 +28,12 @@ pub(crate) struct SiteServer {
 impl SiteServer {
     /// Serve `root` on `addr` (`127.0.0.1:8000`).
     pub(crate) fn start(root: &Path, addr: &str) -> Result<Self> {
+        if std::net::ToSocketAddrs::to_socket_addrs(addr).is_err() {
+            anyhow::bail!(
+                "--serve={addr}: not a host and port like 127.0.0.1:8000, localhost:8000 or \
+                 [::1]:8000"
+            );
+        }
         let server = Server::http(addr).map_err(|e| {
             anyhow::anyhow!(
                 "--serve {addr}: could not listen there: {e} (another server on that port? pass \

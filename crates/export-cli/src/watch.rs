@@ -30,6 +30,19 @@ use crate::envs::EnvPool;
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
+    if watch.serve.is_some()
+        && let Some(addr) = watch.export.folders.iter().find(|f| {
+            f.to_str()
+                .is_some_and(|s| s.parse::<std::net::SocketAddr>().is_ok())
+        })
+    {
+        return Err(anyhow::anyhow!(
+            "{} is read as a folder: give --serve its address with =, as in --serve={}",
+            addr.display(),
+            addr.display()
+        ))
+        .usage();
+    }
     let args = watch.export;
     let load = || {
         Settings::from_args(args.clone()).map(|s| Settings {

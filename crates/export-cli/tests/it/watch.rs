@@ -273,5 +273,19 @@ fn serve_answers_pages_with_the_reload_script_and_nothing_outside_the_site() {
         "{}",
         taken.stderr
     );
+    for (args, says) in [
+        (
+            vec!["watch", "--serve", "127.0.0.1:9"],
+            "127.0.0.1:9 is read as a folder: give --serve its address with =",
+        ),
+        (
+            vec!["watch", "--serve=nowhere"],
+            "--serve=nowhere: not a host and port",
+        ),
+    ] {
+        let out = p.run_with(&args, &[]);
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+    }
     assert_eq!(w.interrupt(), Some(130));
 }
