@@ -23,6 +23,9 @@ pub enum PoolError {
         value: String,
         expected: &'static str,
     },
+    /// Tasks that wait for each other in a circle, or for a task that is not in the batch.
+    #[error("{0}")]
+    InvalidGraph(String),
 }
 
 /// How many tasks may run at once: validated to `1..=cap`.

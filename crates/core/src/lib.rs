@@ -40,6 +40,7 @@ pub mod config;
 pub mod events;
 pub mod exit;
 pub mod fsutil;
+mod graph;
 pub mod interrupt;
 pub mod map;
 mod mem;

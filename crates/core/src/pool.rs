@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{FailurePolicy, PoolConfig, PoolError};
 use crate::events::{Event, Reporter};
+use crate::graph::Graph;
 use crate::result::{BatchResult, Outcome, Status, Summary, TaskError};
 use crate::retry::RetryPolicy;
 use crate::strategy::{Strategy, TaskKind};
@@ -54,11 +55,21 @@ struct Shared<'t, I, F> {
 }
 
 impl<I, F> Shared<'_, I, F> {
-    fn run_one<T, M: Default>(&self, index: usize, emit: &mut dyn FnMut(Msg<T, M>)) -> Outcome<T, M>
+    /// Run task `index`, unless it must not start: `blocked` says why (a task it needs did
+    /// not succeed), or the batch is stopping.
+    fn run_one<T, M: Default>(
+        &self,
+        index: usize,
+        blocked: Option<String>,
+        emit: &mut dyn FnMut(Msg<T, M>),
+    ) -> Outcome<T, M>
     where
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
         let task = &self.tasks[index];
+        if let Some(why) = blocked {
+            return Outcome::not_started(index, task.name.clone(), TaskError::skipped(why));
+        }
         if let Some(not_started) = self.refuse_to_start(index, task) {
             return not_started;
         }
@@ -102,7 +113,7 @@ impl<I, F> Shared<'_, I, F> {
             Err(e) => (e.status(), None, Some(e)),
         };
         if status.is_failure() {
-            self.on_failure();
+            self.on_failure(task.failure_policy.unwrap_or(self.policy));
         }
         Outcome {
             index,
@@ -142,8 +153,8 @@ impl<I, F> Shared<'_, I, F> {
         }
     }
 
-    fn on_failure(&self) {
-        match self.policy {
+    fn on_failure(&self, policy: FailurePolicy) {
+        match policy {
             FailurePolicy::KeepGoing => {}
             FailurePolicy::StopSoon => self.stop.store(true, Ordering::SeqCst),
             FailurePolicy::StopNow => {
@@ -175,7 +186,7 @@ where
     let mut long = 0;
     let mut ran = 0;
     while ran < shared.tasks.len() {
-        let outcome = shared.run_one(ran, &mut |m| owner.handle(m));
+        let outcome = shared.run_one(ran, None, &mut |m| owner.handle(m));
         if outcome.duration >= TINY_TASK {
             long += 1;
         }
@@ -215,14 +226,22 @@ impl<T, M> Outbox<T, M> {
         }
     }
 
-    fn run<I, F>(&mut self, shared: &Shared<'_, I, F>, index: usize)
+    /// Run task `index` (see [`Shared::run_one`]); returns how it ended.
+    fn run<I, F>(
+        &mut self,
+        shared: &Shared<'_, I, F>,
+        index: usize,
+        blocked: Option<String>,
+    ) -> Status
     where
         M: Default,
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
-        let outcome = shared.run_one(index, &mut |m| self.push(m));
+        let outcome = shared.run_one(index, blocked, &mut |m| self.push(m));
         self.tiny = outcome.duration < TINY_TASK;
+        let status = outcome.status;
         self.push(Msg::Finished(outcome));
+        status
     }
 
     fn push(&mut self, msg: Msg<T, M>) {
@@ -315,6 +334,10 @@ impl Pool {
     /// Run `work` once per task (more with retries), at most `max_workers` at once, and return
     /// one outcome per task in input order.
     ///
+    /// Tasks that wait for others ([`Task::needs`], [`Task::after`]) start as soon as those
+    /// finished; a task whose need did not succeed is skipped, naming it. Waits that form a
+    /// cycle, or name a task outside the batch, are an error before anything runs.
+    ///
     /// A task's `Err` or panic fails that task only. `cancel` stops the batch: unstarted tasks
     /// become `cancelled`, running ones see their [`TaskContext::cancel_token`] cancelled.
     /// Events go to `reporter` on this thread.
@@ -357,10 +380,19 @@ impl Pool {
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
     {
         let max_workers = self.config.max_workers;
-        let strategy =
+        let graph = if tasks.iter().any(Task::waits) {
+            Some(Graph::new(tasks)?)
+        } else {
+            None
+        };
+        let mut strategy =
             self.config
                 .strategy
                 .resolve(self.config.kind, tasks.len(), max_workers.get());
+        if graph.is_some() && strategy == Strategy::Rayon {
+            // Rayon splits a range up front; a graph needs workers that take what is ready.
+            strategy = Strategy::Threads;
+        }
         let rayon = match strategy {
             Strategy::Rayon => Some(self.rayon_pool()?),
             _ => None,
@@ -391,12 +423,18 @@ impl Pool {
         // Where the parallel part starts: after whatever ran on this thread.
         let mut first = 0;
         let mut ran = strategy;
-        if strategy == Strategy::Serial || total == 0 {
-            for i in 0..total {
-                let outcome = shared.run_one(i, &mut |m| owner.handle(m));
+        if let (Some(graph), Strategy::Serial) = (&graph, strategy) {
+            while let Some((i, blocked)) = graph.next() {
+                let outcome = shared.run_one(i, blocked, &mut |m| owner.handle(m));
+                graph.done(i, &outcome.name, outcome.status);
                 owner.handle(Msg::Finished(outcome));
             }
-        } else if self.samples_first(tasks.len()) {
+        } else if strategy == Strategy::Serial || total == 0 {
+            for i in 0..total {
+                let outcome = shared.run_one(i, None, &mut |m| owner.handle(m));
+                owner.handle(Msg::Finished(outcome));
+            }
+        } else if graph.is_none() && self.samples_first(tasks.len()) {
             first = sample_serially(&shared, &mut owner);
             if first == total {
                 ran = Strategy::Serial;
@@ -406,15 +444,19 @@ impl Pool {
             let (tx, rx) = mpsc::channel::<Vec<Msg<T, M>>>();
             let shared = &shared;
             let next = &AtomicUsize::new(first);
+            let graph = graph.as_ref();
             std::thread::scope(|scope| {
                 let _stop_on_panic = StopOnUnwind(&shared.cancel, &shared.stop);
                 if let Some(rayon) = rayon {
                     scope.spawn(move || {
                         use rayon::prelude::*;
                         rayon.install(|| {
-                            (first..total)
-                                .into_par_iter()
-                                .for_each_with(Outbox::new(tx), |outbox, i| outbox.run(shared, i));
+                            (first..total).into_par_iter().for_each_with(
+                                Outbox::new(tx),
+                                |outbox, i| {
+                                    outbox.run(shared, i, None);
+                                },
+                            );
                         });
                     });
                 } else {
@@ -423,12 +465,22 @@ impl Pool {
                         std::thread::Builder::new()
                             .name(format!("fanout-worker-{w}"))
                             .spawn_scoped(scope, move || {
+                                if let Some(graph) = graph {
+                                    while let Some((i, blocked)) = graph.next() {
+                                        let status = outbox.run(shared, i, blocked);
+                                        // The owner hears of a task's end before of the
+                                        // start of the tasks it releases.
+                                        outbox.flush();
+                                        graph.done(i, &shared.tasks[i].name, status);
+                                    }
+                                    return;
+                                }
                                 loop {
                                     let i = next.fetch_add(1, Ordering::SeqCst);
                                     if i >= total {
                                         break;
                                     }
-                                    outbox.run(shared, i);
+                                    outbox.run(shared, i, None);
                                 }
                             })
                             .expect("spawn a worker thread");

@@ -1,15 +1,27 @@
 //! One unit of work ([`Task`]) and what its work function knows about it ([`TaskContext`]).
 
 use crate::cancel::CancelToken;
+use crate::config::FailurePolicy;
 use crate::retry::RetryPolicy;
 
 /// One unit of work: a name for reports, the input for the work function, and optionally its
-/// own retry policy.
+/// own retry policy, failure policy and the tasks it waits for.
+///
+/// A batch whose tasks wait for others is run as a graph: a task starts as soon as every task
+/// it waits for has finished (no barrier), at most `max_workers` at once, in input order among
+/// those ready.
 #[derive(Debug, Clone)]
 pub struct Task<I> {
     pub name: String,
     pub input: I,
     pub retry: Option<RetryPolicy>,
+    /// Tasks (indices in the batch) that must succeed first; if one does not, this task is
+    /// skipped, naming it.
+    pub needs: Vec<usize>,
+    /// Tasks that must have finished first, however they ended.
+    pub after: Vec<usize>,
+    /// What a failure of this task does to the batch, instead of the pool's policy.
+    pub failure_policy: Option<FailurePolicy>,
 }
 
 impl<I> Task<I> {
@@ -18,7 +30,32 @@ impl<I> Task<I> {
             name: name.into(),
             input,
             retry: None,
+            needs: Vec::new(),
+            after: Vec::new(),
+            failure_policy: None,
         }
+    }
+
+    /// Start only once these tasks (indices in the batch) succeeded; skipped if one did not.
+    pub fn needs(mut self, tasks: impl IntoIterator<Item = usize>) -> Self {
+        self.needs.extend(tasks);
+        self
+    }
+
+    /// Start only once these tasks finished, whatever their status.
+    pub fn after(mut self, tasks: impl IntoIterator<Item = usize>) -> Self {
+        self.after.extend(tasks);
+        self
+    }
+
+    /// What a failure of this task does to the batch, instead of the pool's policy.
+    pub fn with_failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = Some(policy);
+        self
+    }
+
+    pub(crate) fn waits(&self) -> bool {
+        !self.needs.is_empty() || !self.after.is_empty()
     }
 
     /// Use this policy instead of the pool's.

@@ -9,6 +9,7 @@
 )]
 
 mod forkserver;
+mod graph;
 mod layering;
 mod map;
 mod pool;
