@@ -107,6 +107,12 @@ impl Graph {
     }
 }
 
+/// Check that the waits of `tasks` name tasks of the batch and form no cycle: the error of
+/// [`Pool::run`](crate::Pool::run) for such a batch, without running anything.
+pub fn check_waits<I>(tasks: &[Task<I>]) -> Result<(), PoolError> {
+    Graph::new(tasks).map(drop)
+}
+
 /// Kahn's algorithm; what is left over holds a cycle, which the error spells out.
 fn check_acyclic<I>(
     tasks: &[Task<I>],

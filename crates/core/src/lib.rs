@@ -61,6 +61,7 @@ pub use config::{
 };
 pub use events::{Event, Reporter, Silent, Tee};
 pub use exit::{EXIT_INTERRUPTED, ExitStatus, UsageError};
+pub use graph::check_waits;
 pub use interrupt::install_interrupt_handler;
 pub use map::MapResult;
 pub use pool::Pool;

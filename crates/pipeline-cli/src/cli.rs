@@ -23,6 +23,8 @@ impl Tool for Lorchestra {
 
 const EXAMPLES: &str = "  lorchestra pipeline ingest --max-workers 4
   lorchestra pipeline ingest --resume 20261123T014512.345Z-1a2b
+  lorchestra pipeline ingest --explain
+  lorchestra pipeline ingest --force=clean_orders
   lorchestra runs
   lorchestra report <RUN_ID> -o timeline.html
   lorchestra completions bash > ~/.local/share/bash-completion/completions/lorchestra";
@@ -54,8 +56,11 @@ pub enum Commands {
     /// Run a pipeline
     #[command(
         long_about = "Run a pipeline: its stages in order, the independent jobs of each \
-        stage in parallel. A job's or its pipeline's `backend` and a job's `timeout` in the \
-        pipeline file win over --backend and --timeout. The run is recorded in \
+        stage in parallel; a job with `needs` starts as soon as the jobs it needs succeeded. \
+        A job that declares `inputs` runs only when its definition, its inputs or a job it \
+        depends on changed since it last succeeded (or an output is missing); --explain says \
+        why each job would run, --force runs them anyway. A job's or its pipeline's `backend` \
+        and a job's `timeout` in the pipeline file win over --backend and --timeout. The run is recorded in \
         .lorchestra/runs/<RUN_ID>/run.json after every job, with the shared JSON report beside \
         it in report.json (and in --report FILE)."
     )]
@@ -72,6 +77,26 @@ pub enum Commands {
         /// running jobs (now)
         #[arg(long, value_enum, default_value_t = Halt::Soon)]
         halt: Halt,
+        /// Run jobs even if they are up to date: all of them, or JOB and every job that
+        /// depends on it
+        #[arg(long, value_name = "JOB", num_args = 0..=1, require_equals = true)]
+        force: Option<Option<String>>,
+        /// Say for every job whether it would run and why, and run nothing (implies --dry-run)
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print a pipeline's jobs and what each waits for
+    #[command(
+        long_about = "Print a pipeline's jobs and what each waits for: the jobs it `needs` \
+        (they must succeed) and, for a job without `needs`, the earlier stage's jobs it runs \
+        after. --dot prints it for Graphviz: `lorchestra graph NAME --dot | dot -Tsvg > g.svg`."
+    )]
+    Graph {
+        #[arg(value_name = "NAME|FILE")]
+        pipeline: String,
+        /// Graphviz's dot language instead of text
+        #[arg(long)]
+        dot: bool,
     },
     /// Check a pipeline (and the pipelines it runs) without running anything
     Validate {

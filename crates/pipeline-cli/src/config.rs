@@ -24,6 +24,38 @@ pub(crate) struct Pipeline {
     pub(crate) file: PathBuf,
     pub(crate) description: Option<String>,
     pub(crate) stages: Vec<Stage>,
+    /// What each job waits for, in job order (stage by stage): see [`Waits`].
+    pub(crate) waits: Vec<Waits>,
+    /// No `[[stages]]`: the jobs, ordered so that each comes after what it needs, form one
+    /// stage named [`GRAPH_STAGE`].
+    pub(crate) is_graph: bool,
+}
+
+/// The one stage of a pipeline of jobs with `needs` and no stages.
+pub(crate) const GRAPH_STAGE: &str = "graph";
+
+/// What a job waits for, as positions in job order: the jobs it `needs` (they must succeed),
+/// and, for a job without `needs` in a later stage, the jobs of the earlier stages it comes
+/// `after` (they must have finished: a failure that stops the pipeline stops it through the
+/// stage's failure policy, not through these).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Waits {
+    pub(crate) needs: Vec<usize>,
+    pub(crate) after: Vec<usize>,
+}
+
+impl Pipeline {
+    /// Every job with its stage and position in it, in job order.
+    pub(crate) fn jobs(&self) -> impl Iterator<Item = (usize, usize, &Job)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| s.jobs.iter().enumerate().map(move |(ji, j)| (si, ji, j)))
+    }
+
+    pub(crate) fn job_count(&self) -> usize {
+        self.stages.iter().map(|s| s.jobs.len()).sum()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +95,15 @@ pub(crate) struct Job {
     pub(crate) cwd: Option<PathBuf>,
     /// Where it was defined, for `lorchestra jobs`.
     pub(crate) defined_in: PathBuf,
+    /// The jobs it needs, as written.
+    pub(crate) needs: Vec<String>,
+    /// Globs of the files it reads, relative to its folder: with them, a job whose inputs,
+    /// definition and the jobs it depends on did not change since it last succeeded (and whose
+    /// outputs exist) is up to date and does not run.
+    pub(crate) inputs: Vec<String>,
+    /// Globs of the files it writes, relative to its folder; each must match a file for the
+    /// job to be up to date.
+    pub(crate) outputs: Vec<String>,
 }
 
 impl Job {
@@ -189,6 +230,12 @@ struct RawJob {
     cwd: Option<PathBuf>,
     backend: Option<Backend>,
     slurm: Option<RawSlurm>,
+    #[serde(default)]
+    needs: Vec<String>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
 }
 
 /// `command = "string"` or `command = ["argv", ...]`, with a clear error otherwise (not
@@ -354,34 +401,52 @@ impl Project {
 
     fn validate(&self, name: String, file: &Path, raw: RawPipeline) -> Result<Pipeline> {
         let at = file.display();
-        if raw.stages.is_empty() {
-            bail!("{at}: the pipeline has no stages ([[stages]] with a name and jobs)");
-        }
         let default_stop = raw.stop_on_failure.unwrap_or(true);
-        let pipeline_slurm: fanout::Slurm = raw.slurm.clone().unwrap_or_default().into();
-        let mut seen_stages = HashSet::new();
-        let mut seen_jobs: HashMap<&str, &str> = HashMap::new();
-        let mut stages = Vec::new();
-        for stage in &raw.stages {
-            if !seen_stages.insert(stage.name.as_str()) {
+        let is_graph = raw.stages.is_empty();
+        let layout: Vec<(String, bool, Vec<String>)> = if is_graph {
+            if raw.jobs.is_empty() {
                 bail!(
-                    "{at}: two stages are named {:?}; stage names must differ",
-                    stage.name
+                    "{at}: the pipeline has no stages ([[stages]] with a name and jobs) and no \
+                     jobs ([jobs.<ID>], run as a graph by their `needs`)"
                 );
             }
-            if stage.jobs.is_empty() {
-                bail!("{at}: stage {:?} has no jobs", stage.name);
+            vec![(
+                GRAPH_STAGE.to_owned(),
+                default_stop,
+                self.graph_jobs(file, &raw.jobs)?,
+            )]
+        } else {
+            raw.stages
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.stop_on_failure.unwrap_or(default_stop),
+                        s.jobs.clone(),
+                    )
+                })
+                .collect()
+        };
+        let pipeline_slurm: fanout::Slurm = raw.slurm.clone().unwrap_or_default().into();
+        let mut seen_stages = HashSet::new();
+        let mut seen_jobs: HashMap<String, String> = HashMap::new();
+        let mut stages = Vec::new();
+        for (stage_name, stop_on_failure, ids) in layout {
+            if !seen_stages.insert(stage_name.clone()) {
+                bail!("{at}: two stages are named {stage_name:?}; stage names must differ");
+            }
+            if ids.is_empty() {
+                bail!("{at}: stage {stage_name:?} has no jobs");
             }
             let mut jobs = Vec::new();
-            for id in &stage.jobs {
-                if let Some(other) = seen_jobs.insert(id, &stage.name) {
+            for id in &ids {
+                if let Some(other) = seen_jobs.insert(id.clone(), stage_name.clone()) {
                     bail!(
-                        "{at}: the job {id:?} appears twice (stage {other:?} and stage {:?}); \
-                         a job runs once per pipeline",
-                        stage.name
+                        "{at}: the job {id:?} appears twice (stage {other:?} and stage \
+                         {stage_name:?}); a job runs once per pipeline"
                     );
                 }
-                let mut job = self.job(id, &stage.name, file, &raw.jobs)?;
+                let mut job = self.job(id, &stage_name, file, &raw.jobs)?;
                 if !matches!(job.run, Run::Pipeline(_)) {
                     job.backend = job.backend.or(raw.backend);
                     job.slurm = pipeline_slurm.merged_with(&job.slurm);
@@ -389,17 +454,62 @@ impl Project {
                 jobs.push(job);
             }
             stages.push(Stage {
-                name: stage.name.clone(),
-                stop_on_failure: stage.stop_on_failure.unwrap_or(default_stop),
-                jobs,
+                name: stage_name,
+                stop_on_failure,
+                jobs: after_needs(jobs, |j| j.id.as_str(), |j| j.needs.as_slice()),
             });
         }
-        Ok(Pipeline {
+        let mut pipeline = Pipeline {
             name,
             file: file.to_path_buf(),
             description: raw.description,
             stages,
-        })
+            waits: Vec::new(),
+            is_graph,
+        };
+        pipeline.waits = waits(&pipeline)?;
+        Ok(pipeline)
+    }
+
+    /// The jobs of a pipeline without stages: its `[jobs]`, and the shared jobs they need
+    /// (transitively), each after what it needs where the needs allow, else in name order.
+    fn graph_jobs(&self, file: &Path, inline: &BTreeMap<String, RawJob>) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = inline.keys().cloned().collect();
+        let mut needs: HashMap<String, Vec<String>> = HashMap::new();
+        let mut i = 0;
+        while i < ids.len() {
+            let id = ids[i].clone();
+            let job = self.job(&id, GRAPH_STAGE, file, inline)?;
+            for n in &job.needs {
+                if ids.contains(n) {
+                    continue;
+                }
+                let shared = self.jobs_dir().join(format!("{n}.toml"));
+                if n.starts_with(NESTED_PREFIX) || !shared.is_file() {
+                    bail!(
+                        "{}: the job {id:?} needs {n:?}, which is defined neither in the \
+                         pipeline's [jobs.{n}] table nor in {}",
+                        file.display(),
+                        shared.display()
+                    );
+                }
+                ids.push(n.clone());
+            }
+            needs.insert(id, job.needs);
+            i += 1;
+        }
+        let pairs: Vec<(String, Vec<String>)> = ids
+            .into_iter()
+            .map(|id| {
+                let n = needs.remove(&id).unwrap_or_default();
+                (id, n)
+            })
+            .collect();
+        let ordered = after_needs(pairs, |(id, _)| id.as_str(), |(_, n)| n.as_slice())
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        Ok(ordered)
     }
 
     fn job(
@@ -428,6 +538,9 @@ impl Project {
                 env: BTreeMap::new(),
                 cwd: None,
                 defined_in: file.to_path_buf(),
+                needs: Vec::new(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
             });
         }
         let (raw, defined_in) = if let Some(raw) = inline.get(id) {
@@ -484,6 +597,9 @@ impl Project {
             env: raw.env,
             cwd: raw.cwd,
             defined_in,
+            needs: raw.needs,
+            inputs: raw.inputs,
+            outputs: raw.outputs,
         })
     }
 
@@ -515,6 +631,116 @@ impl Project {
         }
         Ok(jobs)
     }
+}
+
+/// `items` reordered so that each comes after the items it needs, otherwise in their order.
+/// Needs naming no item are ignored; items in a cycle keep their order at the end (the cycle
+/// is reported by [`waits`], with names).
+fn after_needs<T>(
+    items: Vec<T>,
+    id: impl Fn(&T) -> &str,
+    needs: impl Fn(&T) -> &[String],
+) -> Vec<T> {
+    let ids: HashSet<String> = items.iter().map(|t| id(t).to_owned()).collect();
+    let mut placed: HashSet<String> = HashSet::new();
+    let mut rest: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(rest.len());
+    loop {
+        let before = ordered.len();
+        for slot in &mut rest {
+            let ready = slot.as_ref().is_some_and(|t| {
+                needs(t)
+                    .iter()
+                    .all(|n| placed.contains(n) || !ids.contains(n) || n == id(t))
+            });
+            if ready && let Some(t) = slot.take() {
+                placed.insert(id(&t).to_owned());
+                ordered.push(t);
+            }
+        }
+        if ordered.len() == before {
+            break;
+        }
+    }
+    ordered.extend(rest.into_iter().flatten());
+    ordered
+}
+
+/// What each job of `pipeline` waits for (see [`Waits`]); an error names a job that needs an
+/// unknown job, a job of a later stage, or the jobs of a cycle.
+fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
+    let at = pipeline.file.display();
+    let position: HashMap<&str, (usize, usize)> = pipeline
+        .jobs()
+        .enumerate()
+        .map(|(fi, (si, _, j))| (j.id.as_str(), (fi, si)))
+        .collect();
+    let mut waits = Vec::with_capacity(position.len());
+    // The jobs of the stages so far that no later job waits for: a job without `needs`
+    // comes after them (and so after every earlier stage).
+    let mut frontier: Vec<usize> = Vec::new();
+    let mut first = 0;
+    for (si, stage) in pipeline.stages.iter().enumerate() {
+        let mut waited_for: HashSet<usize> = HashSet::new();
+        for job in &stage.jobs {
+            let mut w = Waits::default();
+            if job.needs.is_empty() {
+                w.after.clone_from(&frontier);
+            }
+            for need in &job.needs {
+                let Some(&(fi, need_stage)) = position.get(need.as_str()) else {
+                    let mut names: Vec<&str> = position.keys().copied().collect();
+                    names.sort_unstable();
+                    bail!(
+                        "{at}: the job {:?} needs {need:?}, which is not a job of this \
+                         pipeline (its jobs: {})",
+                        job.id,
+                        names.join(", ")
+                    );
+                };
+                if need_stage > si {
+                    bail!(
+                        "{at}: the job {:?} (stage {:?}) needs {need:?}, which runs in the \
+                         later stage {:?}; `needs` may point only to a job of the same or an \
+                         earlier stage",
+                        job.id,
+                        stage.name,
+                        pipeline.stages[need_stage].name
+                    );
+                }
+                if need == &job.id {
+                    bail!("{at}: the job {:?} needs itself", job.id);
+                }
+                if !w.needs.contains(&fi) {
+                    w.needs.push(fi);
+                }
+            }
+            waited_for.extend(w.needs.iter().chain(&w.after).copied());
+            waits.push(w);
+        }
+        frontier.retain(|fi| !waited_for.contains(fi));
+        frontier.extend(first..first + stage.jobs.len());
+        first += stage.jobs.len();
+    }
+    let tasks: Vec<fanout::Task<()>> = pipeline
+        .jobs()
+        .zip(&waits)
+        .map(|((_, _, j), w)| {
+            fanout::Task::new(j.id.clone(), ())
+                .needs(w.needs.iter().copied())
+                .after(w.after.iter().copied())
+        })
+        .collect();
+    fanout::check_waits(&tasks).map_err(|e| {
+        anyhow!(
+            "{at}: {}",
+            e.to_string().replace(
+                "the tasks wait for each other in a cycle (-> reads \"waits for\")",
+                "the jobs need each other in a cycle (-> reads \"needs\")"
+            )
+        )
+    })?;
+    Ok(waits)
 }
 
 /// Parse a pipeline file; errors name the file, line and column.

@@ -10,11 +10,13 @@
     reason = "the tool's own messages and tables; progress goes through fanout's reporters"
 )]
 
+mod cache;
 pub mod cli;
 mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod graph;
 mod report;
 mod run;
 mod store;
@@ -42,26 +44,42 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             run,
             resume,
             halt,
+            force,
+            explain,
         } => {
-            let opts = run::RunOptions::from_args(&run, halt, resume)?;
+            let opts = run::RunOptions::from_args(&run, halt, resume, run::Force::from_arg(force))?;
             let mut pipeline = project.load(&pipeline).usage()?;
             run::settle(&mut pipeline, &opts);
-            if run.dry_run {
-                run::print_plan(&pipeline, &opts);
+            if run.dry_run || explain {
+                run::print_plan(&project, &pipeline, &opts, explain)?;
                 return Ok(ExitStatus::Success);
             }
             run::run(&project, &pipeline, &opts)
         }
+        Commands::Graph { pipeline, dot } => {
+            let p = project.load(&pipeline).usage()?;
+            print!("{}", if dot { graph::dot(&p) } else { graph::text(&p) });
+            Ok(ExitStatus::Success)
+        }
         Commands::Validate { pipeline } => {
             let p = project.load(&pipeline).usage()?;
-            let jobs: usize = p.stages.iter().map(|s| s.jobs.len()).sum();
-            println!(
-                "{} is valid: {} stage{}, {jobs} job{}",
-                p.file.display(),
-                p.stages.len(),
-                if p.stages.len() == 1 { "" } else { "s" },
-                if jobs == 1 { "" } else { "s" }
-            );
+            let jobs = p.job_count();
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            if p.is_graph {
+                println!(
+                    "{} is valid: {jobs} job{} run as a graph by their needs",
+                    p.file.display(),
+                    plural(jobs)
+                );
+            } else {
+                println!(
+                    "{} is valid: {} stage{}, {jobs} job{}",
+                    p.file.display(),
+                    p.stages.len(),
+                    plural(p.stages.len()),
+                    plural(jobs)
+                );
+            }
             Ok(ExitStatus::Success)
         }
         Commands::Jobs => {
@@ -182,7 +200,12 @@ fn status_text(project: &std::path::Path, r: &store::RunRecord) -> String {
                     .as_ref()
                     .filter(|_| j.status != JobStatus::Succeeded)
                     .map(|e| format!("\n  {:<width$}  {e}", ""))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    + &j.reason
+                        .as_ref()
+                        .filter(|_| j.status != JobStatus::UpToDate)
+                        .map(|r| format!("\n  {:<width$}  ran because: {r}", ""))
+                        .unwrap_or_default(),
             )
             .expect("writing to a String");
         }

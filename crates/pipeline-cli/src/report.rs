@@ -59,6 +59,7 @@ fn mark(status: JobStatus) -> &'static str {
         JobStatus::Cancelled => "\u{2298}", // circled slash
         JobStatus::Running => "\u{25B6}",   // play
         JobStatus::Skipped => "\u{2013}",   // en dash
+        JobStatus::UpToDate => "\u{2261}",  // identical to
         JobStatus::Pending => "\u{25CB}",   // circle
     }
 }
@@ -91,7 +92,7 @@ pub(crate) fn write_json(record: &RunRecord, path: &Path) -> Result<()> {
     let mut counts = [0usize; 5];
     for (_, j) in jobs() {
         let slot = match j.status {
-            JobStatus::Succeeded => 0,
+            JobStatus::Succeeded | JobStatus::UpToDate => 0,
             JobStatus::Failed => 1,
             JobStatus::TimedOut => 2,
             // A job still pending or running in a finished record never finished: the run
@@ -124,7 +125,7 @@ pub(crate) fn write_json(record: &RunRecord, path: &Path) -> Result<()> {
             .map(|(stage, j)| fanout::result::TaskRecord {
                 name: &j.job_id,
                 status: match j.status {
-                    JobStatus::Succeeded => fanout::Status::Succeeded,
+                    JobStatus::Succeeded | JobStatus::UpToDate => fanout::Status::Succeeded,
                     JobStatus::Failed => fanout::Status::Failed,
                     JobStatus::TimedOut => fanout::Status::TimedOut,
                     JobStatus::Cancelled | JobStatus::Pending | JobStatus::Running => {
@@ -180,7 +181,14 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
             bar: None,
         });
         y += ROW_HEIGHT;
-        for job in &stage.jobs {
+        // In the order they started (those that did not, last, in pipeline order): with
+        // `needs`, a job's row comes after the rows of the jobs it waited for.
+        let mut jobs: Vec<&crate::store::JobRecord> = stage.jobs.iter().collect();
+        jobs.sort_by(|a, b| {
+            let key = |j: &crate::store::JobRecord| j.started_at_unix.unwrap_or(f64::INFINITY);
+            key(a).total_cmp(&key(b))
+        });
+        for job in jobs {
             let bar = job.started_at_unix.map(|s| {
                 let f = job.finished_at_unix.unwrap_or(end);
                 Bar {
@@ -212,6 +220,7 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
         .collect::<Vec<_>>();
     let legend: Vec<LegendEntry> = [
         JobStatus::Succeeded,
+        JobStatus::UpToDate,
         JobStatus::Failed,
         JobStatus::TimedOut,
         JobStatus::Cancelled,
@@ -278,6 +287,9 @@ fn tooltip(job: &crate::store::JobRecord, stage: &str, t0: f64) -> String {
     }
     if let Some(e) = &job.error {
         let _ = write!(title, ": {e}");
+    }
+    if let Some(r) = &job.reason {
+        let _ = write!(title, " (why: {r})");
     }
     title
 }

@@ -3,22 +3,23 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use fanout::{
     CancelReason, CancelToken, Command, Event, ExitStatus, FailurePolicy, Launcher, MaxWorkers,
-    Pool, PoolConfig, ProcessRunner, ProgressMode, Reporter, RetryPolicy, Sink, Task, TaskError,
-    Tee,
+    Pool, PoolConfig, ProcessRunner, ProgressMode, RetryPolicy, Sink, Task, TaskError,
 };
 
 use fanout_cli::{RunArgs, UsageResult};
 
+use crate::cache::{Cache, CacheFile, CacheUpdate, DepState, Verdict};
 use crate::cli::{Halt, Lorchestra};
 use crate::config::{Backend, Job, Pipeline, Project, Run};
 use crate::report;
 use crate::store::{
-    self, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
+    self, CacheState, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
 };
 
 #[derive(Debug)]
@@ -37,6 +38,60 @@ pub(crate) struct RunOptions {
     pub(crate) timeout: Option<Duration>,
     /// `--report FILE`: a copy of the run's report.
     pub(crate) report: Option<PathBuf>,
+    /// `--force [JOB]`: run jobs even if they are up to date.
+    pub(crate) force: Force,
+}
+
+/// `--force`: which jobs run even if they are up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Force {
+    Nothing,
+    All,
+    /// This job and every job that waits for it, directly or not.
+    Job(String),
+}
+
+impl Force {
+    #[expect(
+        clippy::option_option,
+        reason = "clap's shape of a flag with an optional value: absent, --force, --force=JOB"
+    )]
+    pub(crate) fn from_arg(arg: Option<Option<String>>) -> Self {
+        match arg {
+            None => Force::Nothing,
+            Some(None) => Force::All,
+            Some(Some(job)) => Force::Job(job),
+        }
+    }
+
+    /// Per job (in job order): whether it is forced. A job that is not in the pipeline is the
+    /// user's error.
+    fn forced(&self, pipeline: &Pipeline) -> Result<Vec<bool>> {
+        let n = pipeline.job_count();
+        match self {
+            Force::Nothing => Ok(vec![false; n]),
+            Force::All => Ok(vec![true; n]),
+            Force::Job(id) => {
+                let Some(start) = pipeline.jobs().position(|(_, _, j)| &j.id == id) else {
+                    let names: Vec<&str> = pipeline.jobs().map(|(_, _, j)| j.id.as_str()).collect();
+                    bail!(
+                        "--force {id}: not a job of the pipeline {} (its jobs: {})",
+                        pipeline.name,
+                        names.join(", ")
+                    );
+                };
+                let mut forced = vec![false; n];
+                forced[start] = true;
+                // Waits point backwards in job order: one pass forward finds every dependent.
+                for (fi, w) in pipeline.waits.iter().enumerate() {
+                    if w.needs.iter().chain(&w.after).any(|&d| forced[d]) {
+                        forced[fi] = true;
+                    }
+                }
+                Ok(forced)
+            }
+        }
+    }
 }
 
 impl RunOptions {
@@ -45,6 +100,7 @@ impl RunOptions {
         args: &RunArgs<Lorchestra>,
         halt: Halt,
         resume: Option<String>,
+        force: Force,
     ) -> Result<Self> {
         let backend = match args.backend.as_deref() {
             None | Some("local") => Backend::Local,
@@ -63,6 +119,7 @@ impl RunOptions {
             slurm_args: args.slurm_args.clone(),
             timeout: args.timeout_or(None)?,
             report: args.report.clone(),
+            force,
         })
     }
 }
@@ -110,67 +167,62 @@ pub(crate) const REPORT_FILE: &str = "report.json";
 /// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
 pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
     let (record, done) = checked_record(project, pipeline, opts)?;
+    let forced = opts.force.forced(pipeline).usage()?;
     let run_id = record.run_id.clone();
     let run_dir = store::run_dir(&project.at(""), &run_id);
     std::fs::create_dir_all(run_dir.join("logs"))
         .with_context(|| format!("creating {}", run_dir.display()))?;
-    let writer = RecordWriter::start(record, store::record_path(&project.at(""), &run_id))?;
+    let cache = Cache::new(&project.dir, &pipeline.name, CacheFile::load(&project.dir));
+    let writer = RecordWriter::start(
+        record,
+        store::record_path(&project.at(""), &run_id),
+        Some(CacheState::new(project.dir.clone())),
+    )?;
     tell_the_parent_run(&run_id)?;
     let interrupt = fanout::install_interrupt_handler()?;
     let runner = ProcessRunner::new();
     let start = std::time::Instant::now();
+    let jobs = pipeline.job_count();
     eprintln!(
-        "run {run_id}: pipeline {} ({} stage{}, up to {} job{} at once)",
+        "run {run_id}: pipeline {} ({}{jobs} job{}, up to {} at once)",
         pipeline.name,
-        pipeline.stages.len(),
-        plural(pipeline.stages.len()),
+        if pipeline.is_graph {
+            String::new()
+        } else {
+            format!(
+                "{} stage{}, ",
+                pipeline.stages.len(),
+                plural(pipeline.stages.len())
+            )
+        },
+        plural(jobs),
         opts.max_workers.get(),
-        plural(opts.max_workers.get())
     );
+    if !done.is_empty() {
+        eprintln!(
+            "{} job{} succeeded earlier in this run: not run again",
+            done.len(),
+            plural(done.len())
+        );
+    }
 
-    let ctx = StageContext {
+    let ctx = RunContext {
         project,
+        pipeline,
         opts,
         run_dir: &run_dir,
         run_id: &run_id,
         interrupt: &interrupt,
         runner: &runner,
         writer: &writer,
+        cache: &cache,
+        forced: &forced,
     };
-    let mut any_failed = false;
-    let mut halted_by: Option<String> = None;
-    for (si, stage) in pipeline.stages.iter().enumerate() {
-        let todo: Vec<usize> = (0..stage.jobs.len())
-            .filter(|ji| !done.contains(&(si, *ji)))
-            .collect();
-        if let Some((status, why)) = not_starting(&interrupt, halted_by.as_deref()) {
-            for &ji in &todo {
-                writer.send(not_run(si, ji, status, &why));
-            }
-            continue;
-        }
-        if todo.is_empty() {
-            eprintln!("stage {}: every job succeeded earlier", stage.name);
-            continue;
-        }
-        eprintln!(
-            "stage {} ({} job{})",
-            stage.name,
-            todo.len(),
-            plural(todo.len())
-        );
-        let summary = run_stage(&ctx, si, stage, &todo)?;
-        if summary.failed + summary.timed_out > 0 {
-            any_failed = true;
-            if stage.stop_on_failure {
-                halted_by = Some(stage.name.clone());
-            }
-        }
-    }
+    let ran = run_jobs(&ctx, &done)?;
 
     let status = if interrupt.reason() == Some(CancelReason::Interrupted) {
         RunStatus::Cancelled
-    } else if any_failed {
+    } else if ran.any_failed {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded
@@ -185,14 +237,27 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
     if let Some(copy) = &opts.report {
         report::write_json(&record, copy)?;
     }
+    if !ran.up_to_date.is_empty() {
+        let n = ran.up_to_date.len();
+        let names = if n <= 8 {
+            format!(": {}", ran.up_to_date.join(", "))
+        } else {
+            String::new()
+        };
+        eprintln!("{n} job{} up to date, not run{names}", plural(n));
+    }
     eprintln!(
         "run {run_id}: {} in {} ({record_writes} record writes); record: {}",
         status.as_str(),
         fanout::fmt_duration(start.elapsed()),
         store::record_path(&project.at(""), &run_id).display()
     );
-    if let Some(stage) = halted_by {
-        eprintln!("later stages were skipped: stage {stage:?} failed (stop_on_failure)");
+    if let Some(stage) = ran.halted_by {
+        if pipeline.is_graph {
+            eprintln!("jobs not started were skipped: a job failed (stop_on_failure)");
+        } else {
+            eprintln!("later stages were skipped: stage {stage:?} failed (stop_on_failure)");
+        }
     }
     Ok(match status {
         RunStatus::Cancelled => ExitStatus::Interrupted,
@@ -220,39 +285,8 @@ fn checked_record(
     })
 }
 
-/// Why a stage starts none of its jobs, if it does not: the run was interrupted, or an earlier
-/// stage failed and stops the pipeline.
-fn not_starting(interrupt: &CancelToken, halted_by: Option<&str>) -> Option<(JobStatus, String)> {
-    if interrupt.is_cancelled() {
-        return Some((
-            JobStatus::Cancelled,
-            "not started: the run was interrupted".to_owned(),
-        ));
-    }
-    halted_by.map(|s| {
-        (
-            JobStatus::Skipped,
-            format!("not started: stage {s:?} failed and stops the pipeline"),
-        )
-    })
-}
-
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-fn not_run(stage: usize, job: usize, status: JobStatus, why: &str) -> Update {
-    Update::Finished {
-        stage,
-        job,
-        status,
-        attempts: 0,
-        exit_code: None,
-        slurm_job_id: None,
-        error: Some(why.to_owned()),
-        duration: std::time::Duration::ZERO,
-        at: SystemTime::now(),
-    }
 }
 
 pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
@@ -315,11 +349,10 @@ pub(crate) fn resumed_record(
             continue;
         };
         for (ji, job) in stage.jobs.iter_mut().enumerate() {
-            let Some(prev) = old_stage
-                .jobs
-                .iter()
-                .find(|j| j.job_id == job.job_id && j.status == JobStatus::Succeeded)
-            else {
+            let Some(prev) = old_stage.jobs.iter().find(|j| {
+                j.job_id == job.job_id
+                    && matches!(j.status, JobStatus::Succeeded | JobStatus::UpToDate)
+            }) else {
                 continue;
             };
             // A record of an older version has no hash: its succeeded jobs stay done.
@@ -343,89 +376,217 @@ pub(crate) fn resumed_record(
 struct JobFacts {
     exit_code: Option<i32>,
     slurm_job_id: Option<u64>,
+    /// Not run: up to date.
+    up_to_date: bool,
 }
 
-/// What every stage of a run shares.
+/// What the jobs of a run share.
 #[derive(Clone, Copy)]
-struct StageContext<'a> {
+struct RunContext<'a> {
     project: &'a Project,
+    pipeline: &'a Pipeline,
     opts: &'a RunOptions,
     run_dir: &'a Path,
     run_id: &'a str,
     interrupt: &'a CancelToken,
     runner: &'a ProcessRunner,
     writer: &'a RecordWriter,
+    cache: &'a Cache,
+    /// Per job, in job order: `--force` names it.
+    forced: &'a [bool],
 }
 
-/// Run the jobs `todo` of stage `si` as one pool batch; every transition goes to the record.
-fn run_stage(
-    ctx: &StageContext<'_>,
-    si: usize,
-    stage: &crate::config::Stage,
-    todo: &[usize],
-) -> Result<fanout::Summary> {
-    let StageContext {
+/// How the jobs of a run went, for its last lines.
+#[derive(Debug, Default)]
+struct Ran {
+    any_failed: bool,
+    /// The first stage whose failure stopped the pipeline.
+    halted_by: Option<String>,
+    up_to_date: Vec<String>,
+}
+
+/// Where each job stands for those that wait for it: its key, and whether it runs.
+type DepStates = Mutex<Vec<Option<DepState>>>;
+
+/// Run every job not in `done` as one pool batch: each starts as soon as what it waits for has
+/// finished; every transition goes to the record.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the batch, its record events and the work function read best together"
+)]
+fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
+    let RunContext {
+        pipeline,
         opts,
         interrupt,
-        runner,
         writer,
+        cache,
         ..
     } = *ctx;
-    let policy = match (stage.stop_on_failure, opts.halt) {
-        (false, _) => FailurePolicy::KeepGoing,
-        (true, Halt::Soon) => FailurePolicy::StopSoon,
-        (true, Halt::Now) => FailurePolicy::StopNow,
-    };
+    let flat: Vec<(usize, usize, &Job)> = pipeline.jobs().collect();
+    let done_flat: Vec<bool> = flat
+        .iter()
+        .map(|(si, ji, _)| done.contains(&(*si, *ji)))
+        .collect();
+    let todo: Vec<usize> = (0..flat.len()).filter(|&fi| !done_flat[fi]).collect();
+    let mut batch_index = vec![None; flat.len()];
+    for (bi, &fi) in todo.iter().enumerate() {
+        batch_index[fi] = Some(bi);
+    }
+    // Jobs done earlier in a resumed run: their last key, and they do not run again.
+    let states: DepStates = Mutex::new(
+        flat.iter()
+            .enumerate()
+            .map(|(fi, (_, _, j))| {
+                done_flat[fi].then(|| match cache.last_key(&j.id) {
+                    Some(key) => DepState {
+                        id: j.id.clone(),
+                        key: key.to_owned(),
+                        runs: None,
+                    },
+                    None => DepState {
+                        id: j.id.clone(),
+                        key: String::new(),
+                        runs: Some("ran"),
+                    },
+                })
+            })
+            .collect(),
+    );
+    let entries: Mutex<Vec<Option<crate::cache::Entry>>> = Mutex::new(vec![None; flat.len()]);
+
+    let tasks: Vec<Task<usize>> = todo
+        .iter()
+        .map(|&fi| {
+            let (si, _, job) = flat[fi];
+            let stage = &pipeline.stages[si];
+            let policy = match (stage.stop_on_failure, opts.halt) {
+                (false, _) => FailurePolicy::KeepGoing,
+                (true, Halt::Soon) => FailurePolicy::StopSoon,
+                (true, Halt::Now) => FailurePolicy::StopNow,
+            };
+            let w = &pipeline.waits[fi];
+            Task::new(job.id.clone(), fi)
+                .with_retry(RetryPolicy::retries(job.retries).retry_if(|e| {
+                    matches!(e, TaskError::Failed { .. } | TaskError::TimedOut { .. })
+                }))
+                .with_failure_policy(policy)
+                .needs(w.needs.iter().filter_map(|&d| batch_index[d]))
+                .after(w.after.iter().filter_map(|&d| batch_index[d]))
+        })
+        .collect();
     let pool = Pool::new(
         PoolConfig::new(opts.max_workers)
             .noun("job", "jobs")
-            .failure_policy(policy)
             .with_env_overrides()?,
     );
-    let tasks: Vec<Task<usize>> = todo
-        .iter()
-        .map(|&ji| {
-            let job = &stage.jobs[ji];
-            Task::new(job.id.clone(), ji).with_retry(
-                RetryPolicy::retries(job.retries).retry_if(|e| {
-                    matches!(e, TaskError::Failed { .. } | TaskError::TimedOut { .. })
-                }),
-            )
-        })
-        .collect();
 
+    let mut ran = Ran::default();
     let mut progress = opts.progress.reporter_with_detail(opts.detail_lines);
-    let mut record = |event: &Event<'_, (), JobFacts>| match event {
-        Event::TaskStarted { index, attempt, .. } => writer.send(Update::Started {
-            stage: si,
-            job: todo[*index],
-            attempt: *attempt,
-            at: SystemTime::now(),
-        }),
-        Event::TaskFinished { outcome, .. } => {
-            let ji = todo[outcome.index];
-            writer.send(Update::Finished {
-                stage: si,
-                job: ji,
-                status: JobStatus::from_task(outcome.status),
-                attempts: outcome.attempts,
-                exit_code: outcome.meta.exit_code,
-                slurm_job_id: outcome.meta.slurm_job_id,
-                error: outcome.error_message(),
-                duration: outcome.duration,
-                at: SystemTime::now(),
-            });
+    // Every event goes to the progress reporter; a job's end also to the record, with why a
+    // job did not start in lorchestra's words (the reporter gets those words too).
+    let mut record = |event: &Event<'_, (), JobFacts>| {
+        let Event::TaskFinished {
+            outcome,
+            finished,
+            total,
+        } = event
+        else {
+            progress.report(event);
+            return;
+        };
+        let fi = todo[outcome.index];
+        let (si, ji, job) = flat[fi];
+        let stage = &pipeline.stages[si];
+        let mut job_status = JobStatus::from_task(outcome.status);
+        let mut error = outcome.error_message();
+        if outcome.meta.up_to_date {
+            job_status = JobStatus::UpToDate;
+            ran.up_to_date.push(job.id.clone());
         }
-        _ => {}
+        if outcome.status.is_failure() {
+            ran.any_failed = true;
+            if stage.stop_on_failure && ran.halted_by.is_none() {
+                ran.halted_by = Some(stage.name.clone());
+            }
+        }
+        if outcome.attempts == 0 {
+            // Not started: say why in lorchestra's words.
+            if outcome.status == fanout::Status::Cancelled {
+                error = Some("not started: the run was interrupted".to_owned());
+            } else if let (Some(by), true) = (&ran.halted_by, job.needs.is_empty()) {
+                error = Some(if pipeline.is_graph {
+                    "not started: a job failed and stops the pipeline".to_owned()
+                } else {
+                    format!("not started: stage {by:?} failed and stops the pipeline")
+                });
+            }
+        }
+        if error != outcome.error_message()
+            && let Some(why) = &error
+        {
+            let mut reworded = (*outcome).clone();
+            reworded.error = Some(TaskError::skipped(why.clone()));
+            progress.report(&Event::TaskFinished {
+                outcome: &reworded,
+                finished: *finished,
+                total: *total,
+            });
+        } else {
+            progress.report(event);
+        }
+        writer.send(Update::Finished {
+            stage: si,
+            job: ji,
+            status: job_status,
+            attempts: if outcome.meta.up_to_date {
+                0
+            } else {
+                outcome.attempts
+            },
+            exit_code: outcome.meta.exit_code,
+            slurm_job_id: outcome.meta.slurm_job_id,
+            error,
+            duration: outcome.duration,
+            at: SystemTime::now(),
+        });
     };
-    let mut tee = Tee(vec![
-        &mut record,
-        progress.as_mut() as &mut dyn Reporter<(), JobFacts>,
-    ]);
-    let result = pool.run_with_meta(&tasks, interrupt, &mut tee, |&ji, tctx| {
-        let job = &stage.jobs[ji];
+    pool.run_with_meta(&tasks, interrupt, &mut record, |&fi, tctx| {
+        let (si, ji, job) = flat[fi];
+        if tctx.attempt() == 1 {
+            match decide(ctx, fi, job, &states) {
+                Err(why) => return (Err(TaskError::failed(why)), JobFacts::default()),
+                Ok(Some(entry)) => {
+                    entries.lock().unwrap_or_else(PoisonError::into_inner)[fi] = Some(entry);
+                }
+                Ok(None) => {}
+            }
+            let up_to_date = states.lock().unwrap_or_else(PoisonError::into_inner)[fi]
+                .as_ref()
+                .is_some_and(|d| d.runs.is_none());
+            if up_to_date {
+                let facts = JobFacts {
+                    up_to_date: true,
+                    ..JobFacts::default()
+                };
+                return (Ok(()), facts);
+            }
+        }
+        writer.send(Update::Started {
+            stage: si,
+            job: ji,
+            attempt: tctx.attempt(),
+            at: SystemTime::now(),
+        });
         let log = ctx.run_dir.join(store::log_name(&job.id));
-        let out = match run_job(ctx, job, &log, tctx.attempt(), runner, tctx.cancel_token()) {
+        let out = match run_job(
+            ctx,
+            job,
+            &log,
+            tctx.attempt(),
+            ctx.runner,
+            tctx.cancel_token(),
+        ) {
             Ok(out) => out,
             Err(e) => return (Err(e), JobFacts::default()),
         };
@@ -435,6 +596,7 @@ fn run_stage(
                 _ => None,
             },
             slurm_job_id: out.slurm_job_id,
+            up_to_date: false,
         };
         let result = out.into_result().map(drop).map_err(|e| match e {
             TaskError::Failed { .. } | TaskError::TimedOut { .. } => {
@@ -442,9 +604,83 @@ fn run_stage(
             }
             other => other,
         });
+        if result.is_ok()
+            && let Some(entry) = entries.lock().unwrap_or_else(PoisonError::into_inner)[fi].take()
+        {
+            writer.send(Update::Cache(CacheUpdate {
+                job: Some((cache.name(&job.id), entry)),
+                stamps: Vec::new(),
+            }));
+        }
         (result, facts)
     })?;
-    Ok(result.summary)
+    Ok(ran)
+}
+
+/// Whether job `fi` runs, and why: recorded, and kept in `states` for the jobs that wait for
+/// it. Returns the cache entry to store if it runs and succeeds; an error fails the job (a
+/// missing input).
+fn decide(
+    ctx: &RunContext<'_>,
+    fi: usize,
+    job: &Job,
+    states: &DepStates,
+) -> Result<Option<crate::cache::Entry>, String> {
+    let w = &ctx.pipeline.waits[fi];
+    let deps: Vec<DepState> = {
+        let states = states.lock().unwrap_or_else(PoisonError::into_inner);
+        w.needs
+            .iter()
+            .chain(&w.after)
+            .map(|&d| {
+                states[d].clone().unwrap_or_else(|| DepState {
+                    // Finished without a decision: it failed before one, or was skipped.
+                    id: ctx
+                        .pipeline
+                        .jobs()
+                        .nth(d)
+                        .map(|(_, _, j)| j.id.clone())
+                        .unwrap_or_default(),
+                    key: String::new(),
+                    runs: Some("did not succeed"),
+                })
+            })
+            .collect()
+    };
+    let (si, ji, _) = ctx.pipeline.jobs().nth(fi).expect("a job of the pipeline");
+    let decision = ctx.cache.decide(job, &deps, ctx.forced[fi], ctx.run_id);
+    let decision = match decision {
+        Ok(d) => d,
+        Err(why) => {
+            ctx.writer.send(Update::Reason {
+                stage: si,
+                job: ji,
+                reason: why.clone(),
+            });
+            return Err(why);
+        }
+    };
+    if !decision.stamps.is_empty() {
+        ctx.writer.send(Update::Cache(CacheUpdate {
+            job: None,
+            stamps: decision.stamps,
+        }));
+    }
+    let (runs, reason) = match decision.verdict {
+        Verdict::UpToDate => (None, "up to date".to_owned()),
+        Verdict::Run(why) => (Some("ran"), why),
+    };
+    ctx.writer.send(Update::Reason {
+        stage: si,
+        job: ji,
+        reason,
+    });
+    states.lock().unwrap_or_else(PoisonError::into_inner)[fi] = Some(DepState {
+        id: job.id.clone(),
+        key: decision.key,
+        runs,
+    });
+    Ok(decision.entry.filter(|_| runs.is_some()))
 }
 
 /// Set for a nested pipeline's lorchestra: the file it writes its run id to.
@@ -465,7 +701,7 @@ fn nested_run_file(run_dir: &Path, job_id: &str) -> std::path::PathBuf {
 
 /// Run one attempt of `job`, its output appended to `log`.
 fn run_job(
-    ctx: &StageContext<'_>,
+    ctx: &RunContext<'_>,
     job: &Job,
     log: &Path,
     attempt: u32,
@@ -554,8 +790,19 @@ fn log_tail(log: &Path, lines: usize) -> String {
     fanout::text::last_lines(&fanout::fsutil::read_tail(log, 64 * 1024), lines).to_owned()
 }
 
-/// `--dry-run`: what would run, stage by stage.
-pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
+/// `--dry-run`: what would run, stage by stage; with `explain`, whether each job would run
+/// and why.
+pub(crate) fn print_plan(
+    project: &Project,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    explain: bool,
+) -> Result<()> {
+    let verdicts = if explain {
+        Some(explain_all(project, pipeline, opts)?)
+    } else {
+        None
+    };
     println!(
         "pipeline {} ({}), up to {} job{} at once",
         pipeline.name,
@@ -566,18 +813,23 @@ pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
     if let Some(d) = &pipeline.description {
         println!("  {d}");
     }
+    let mut fi = 0;
     for stage in &pipeline.stages {
-        println!(
-            "stage {}{}",
-            stage.name,
-            if stage.stop_on_failure {
-                " (stops the pipeline on failure)"
-            } else {
-                ""
-            }
-        );
+        let stops = if stage.stop_on_failure {
+            " (stops the pipeline on failure)"
+        } else {
+            ""
+        };
+        if pipeline.is_graph {
+            println!("jobs, each started once the jobs it needs succeeded{stops}");
+        } else {
+            println!("stage {}{stops}", stage.name);
+        }
         for job in &stage.jobs {
             let mut extra = Vec::new();
+            if !job.needs.is_empty() {
+                extra.push(format!("needs {}", job.needs.join(", ")));
+            }
             if let Some(t) = job.timeout {
                 extra.push(format!("timeout {}", fanout::fmt_duration(t)));
             }
@@ -594,8 +846,69 @@ pub(crate) fn print_plan(pipeline: &Pipeline, opts: &RunOptions) {
                 format!("  [{}]", extra.join(", "))
             };
             println!("  {}: {}{extra}", job.id, job.run.display());
+            if let Some(v) = &verdicts {
+                match &v[fi] {
+                    Verdict::UpToDate => println!("    up to date"),
+                    Verdict::Run(why) => println!("    would run: {why}"),
+                }
+            }
+            fi += 1;
         }
     }
+    if let Some(v) = verdicts {
+        let up = v.iter().filter(|v| **v == Verdict::UpToDate).count();
+        println!(
+            "{} of {} job{} would run, {up} {} up to date",
+            v.len() - up,
+            v.len(),
+            plural(v.len()),
+            if up == 1 { "is" } else { "are" }
+        );
+    }
+    Ok(())
+}
+
+/// `--explain`: whether each job (in job order) would run now, and why, as the run would
+/// decide it, without running or writing anything.
+fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<Vec<Verdict>> {
+    let forced = opts.force.forced(pipeline).usage()?;
+    let cache = Cache::new(&project.dir, &pipeline.name, CacheFile::load(&project.dir));
+    let mut states: Vec<DepState> = Vec::new();
+    let mut verdicts = Vec::new();
+    for (fi, (_, _, job)) in pipeline.jobs().enumerate() {
+        let w = &pipeline.waits[fi];
+        let deps: Vec<DepState> = w
+            .needs
+            .iter()
+            .chain(&w.after)
+            .map(|&d| states[d].clone())
+            .collect();
+        let verdict = if forced[fi] {
+            Verdict::Run("forced (--force)".to_owned())
+        } else if let Some(d) = deps.iter().find(|d| d.runs.is_some()) {
+            Verdict::Run(format!("depends on {}, which will run", d.id))
+        } else {
+            match cache.decide(job, &deps, false, "") {
+                Ok(d) => {
+                    states.push(DepState {
+                        id: job.id.clone(),
+                        key: d.key,
+                        runs: matches!(d.verdict, Verdict::Run(_)).then_some("will run"),
+                    });
+                    verdicts.push(d.verdict);
+                    continue;
+                }
+                Err(why) => Verdict::Run(format!("{why}: it would fail")),
+            }
+        };
+        states.push(DepState {
+            id: job.id.clone(),
+            key: String::new(),
+            runs: Some("will run"),
+        });
+        verdicts.push(verdict);
+    }
+    Ok(verdicts)
 }
 
 /// Status of the jobs, for `status` and `report`.

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{CacheFile, CacheUpdate};
+
 /// Where runs live, below the project folder.
 pub(crate) const RUNS_DIR: &str = ".lorchestra/runs";
 
@@ -39,6 +41,8 @@ pub(crate) enum JobStatus {
     TimedOut,
     Cancelled,
     Skipped,
+    /// Not run: nothing it depends on changed since it last succeeded (see `cache`).
+    UpToDate,
 }
 
 impl JobStatus {
@@ -51,6 +55,7 @@ impl JobStatus {
             JobStatus::TimedOut => "timed_out",
             JobStatus::Cancelled => "cancelled",
             JobStatus::Skipped => "skipped",
+            JobStatus::UpToDate => "up_to_date",
         }
     }
 
@@ -124,6 +129,9 @@ pub(crate) struct JobRecord {
     /// succeeded job again when it changed. Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) definition: Option<String>,
+    /// Why it ran ("input data/a.csv changed"), or why not ("up to date").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
 }
 
 fn local() -> String {
@@ -136,6 +144,7 @@ impl JobRecord {
             backend: backend.to_owned(),
             slurm_job_id: None,
             definition: None,
+            reason: None,
             job_id: job_id.to_owned(),
             status: JobStatus::Pending,
             attempts: 0,
@@ -240,14 +249,31 @@ pub(crate) enum Update {
         duration: Duration,
         at: SystemTime,
     },
+    /// Why a job runs, or that it is up to date: decided when its turn came.
+    Reason {
+        stage: usize,
+        job: usize,
+        reason: String,
+    },
+    /// A job with inputs succeeded, or files were hashed afresh.
+    Cache(CacheUpdate),
     RunFinished {
         status: RunStatus,
         at: SystemTime,
     },
 }
 
-fn apply(record: &mut RunRecord, update: Update) {
+fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update) {
     match update {
+        Update::Reason { stage, job, reason } => {
+            record.stages[stage].jobs[job].reason = Some(reason);
+        }
+        Update::Cache(change) => {
+            if let Some(cache) = cache {
+                cache.changed.apply(change);
+                cache.dirty = true;
+            }
+        }
         Update::Started {
             stage,
             job,
@@ -301,6 +327,43 @@ fn apply(record: &mut RunRecord, update: Update) {
     }
 }
 
+/// The cache's changes made by this run, written beside the record.
+#[derive(Debug)]
+pub(crate) struct CacheState {
+    /// The project folder.
+    pub(crate) project: PathBuf,
+    /// Only this run's changes: written over what is on disk then.
+    pub(crate) changed: CacheFile,
+    pub(crate) dirty: bool,
+}
+
+impl CacheState {
+    pub(crate) fn new(project: PathBuf) -> Self {
+        CacheState {
+            project,
+            changed: CacheFile::default(),
+            dirty: false,
+        }
+    }
+
+    fn write(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.dirty = false;
+        CacheFile::save_merged(&self.project, &self.changed)
+    }
+}
+
+/// The cache first: a crash between the two leaves a job recorded as running whose success is
+/// in the cache, never the reverse.
+fn write_both(record: &RunRecord, cache: Option<&mut CacheState>, path: &Path) -> Result<()> {
+    if let Some(c) = cache {
+        c.write()?;
+    }
+    write(record, path)
+}
+
 fn write(record: &RunRecord, path: &Path) -> Result<()> {
     // Compact: a third smaller than pretty-printed, and faster to write; `lorchestra status` is
     // the human view.
@@ -320,12 +383,17 @@ pub(crate) struct RecordWriter {
 impl RecordWriter {
     /// Write `record` now (so a valid file exists before any job starts), then own it on a
     /// thread of its own.
-    pub(crate) fn start(record: RunRecord, path: PathBuf) -> Result<Self> {
+    /// Cache updates go to `cache`, written with the record (not at all without it).
+    pub(crate) fn start(
+        record: RunRecord,
+        path: PathBuf,
+        cache: Option<CacheState>,
+    ) -> Result<Self> {
         write(&record, &path)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("lorchestra-record".to_owned())
-            .spawn(move || writer_loop(record, &path, &rx))
+            .spawn(move || writer_loop(record, cache, &path, &rx))
             .context("starting the run record's writer")?;
         Ok(RecordWriter {
             tx: Some(tx),
@@ -373,6 +441,7 @@ impl Drop for RecordWriter {
 
 fn writer_loop(
     mut record: RunRecord,
+    mut cache: Option<CacheState>,
     path: &Path,
     rx: &Receiver<Update>,
 ) -> (RunRecord, Result<()>, usize) {
@@ -383,7 +452,7 @@ fn writer_loop(
     let mut open = true;
     while open {
         match rx.recv() {
-            Ok(update) => apply(&mut record, update),
+            Ok(update) => apply(&mut record, cache.as_mut(), update),
             Err(_) => break,
         }
         // Coalesce: take whatever else is queued, and if the last write was recent, keep
@@ -399,7 +468,7 @@ fn writer_loop(
                 rx.recv_timeout(wait)
             };
             match next {
-                Ok(update) => apply(&mut record, update),
+                Ok(update) => apply(&mut record, cache.as_mut(), update),
                 Err(RecvTimeoutError::Timeout) if wait.is_zero() => break,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -409,7 +478,7 @@ fn writer_loop(
             }
         }
         let started = Instant::now();
-        if let Err(e) = write(&record, path) {
+        if let Err(e) = write_both(&record, cache.as_mut(), path) {
             result = Err(e);
         }
         writes += 1;
@@ -423,7 +492,7 @@ fn writer_loop(
         }
     }
     if open || writes == 0 {
-        if let Err(e) = write(&record, path) {
+        if let Err(e) = write_both(&record, cache.as_mut(), path) {
             result = Err(e);
         }
         writes += 1;
@@ -463,7 +532,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.json");
         let n = 5000;
-        let w = RecordWriter::start(record(n), path.clone()).unwrap();
+        let w = RecordWriter::start(record(n), path.clone(), None).unwrap();
         for job in 0..n {
             w.send(Update::Started {
                 stage: 0,

@@ -1,0 +1,554 @@
+//! Up-to-date jobs: a job that declares `inputs` runs only when something it depends on
+//! changed since it last succeeded, and says what.
+//!
+//! A job's **key** hashes its definition (command, env, folder, its `inputs` and `outputs`
+//! patterns), the content of its input files and the keys of the jobs it waits for. The keys
+//! of jobs that succeeded live in `.lorchestra/cache.json` with what went into them, so the
+//! reason a job runs can be named ("input data/raw/a.csv changed"). File contents are hashed
+//! with BLAKE3; a file whose size and modification time match the last hash is not read again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Job, Run};
+
+/// The cache, in the project's `.lorchestra/`.
+pub(crate) const CACHE_FILE: &str = ".lorchestra/cache.json";
+const VERSION: u32 = 1;
+/// A file modified this recently is hashed again next time even if its stamp matches: it may
+/// change again within the clock's resolution without its size or time changing.
+const SETTLED: Duration = Duration::from_secs(2);
+
+/// `.lorchestra/cache.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct CacheFile {
+    version: u32,
+    /// By `<pipeline>/<job>`: what the job's last success was built from.
+    #[serde(default)]
+    jobs: BTreeMap<String, Entry>,
+    /// By path (relative to the project folder): the last hash of each input file.
+    #[serde(default)]
+    files: BTreeMap<String, Stamp>,
+}
+
+/// What a job's key was made of when it last succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) key: String,
+    definition: Definition,
+    /// Input path (relative to the job's folder) -> content hash.
+    inputs: BTreeMap<String, String>,
+    /// Job id -> its key.
+    deps: BTreeMap<String, String>,
+}
+
+/// Hashes of the parts of a job's definition, so the reason can name the part that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Definition {
+    command: String,
+    env: String,
+    cwd: String,
+    files: String,
+}
+
+/// A file's size and modification time when it was hashed, and the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stamp {
+    size: u64,
+    mtime_ns: u64,
+    hash: String,
+}
+
+/// A change to the cache, applied by the run record's writer.
+#[derive(Debug)]
+pub(crate) struct CacheUpdate {
+    /// `<pipeline>/<job>` and its entry, when a job with inputs succeeded.
+    pub(crate) job: Option<(String, Entry)>,
+    /// Files hashed afresh (relative to the project folder).
+    pub(crate) stamps: Vec<(String, Stamp)>,
+}
+
+impl CacheFile {
+    /// Read the cache of project `dir`; a missing file is an empty cache, an unreadable one is
+    /// ignored with a warning (every job with inputs runs, and the cache is written afresh).
+    pub(crate) fn load(dir: &Path) -> CacheFile {
+        let path = dir.join(CACHE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return CacheFile::empty(),
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot read {}: {e}; it is ignored",
+                    path.display()
+                );
+                return CacheFile::empty();
+            }
+        };
+        match serde_json::from_slice::<CacheFile>(&bytes) {
+            Ok(c) if c.version == VERSION => c,
+            Ok(c) => {
+                eprintln!(
+                    "warning: {} is of version {}, not {VERSION}; it is ignored (jobs with inputs \
+                     run and it is written afresh)",
+                    path.display(),
+                    c.version
+                );
+                CacheFile::empty()
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: {} is not a lorchestra cache ({e}); it is ignored (jobs with inputs \
+                     run and it is written afresh)",
+                    path.display()
+                );
+                CacheFile::empty()
+            }
+        }
+    }
+
+    fn empty() -> CacheFile {
+        CacheFile {
+            version: VERSION,
+            ..CacheFile::default()
+        }
+    }
+
+    pub(crate) fn apply(&mut self, update: CacheUpdate) {
+        if let Some((name, entry)) = update.job {
+            self.jobs.insert(name, entry);
+        }
+        self.files.extend(update.stamps);
+    }
+
+    /// Write `changed` (one run's updates) over the cache of project `dir` as it is on disk
+    /// now (another run may have written it since), atomically.
+    pub(crate) fn save_merged(dir: &Path, changed: &CacheFile) -> Result<()> {
+        let mut on_disk = CacheFile::load_quiet(dir).unwrap_or_else(CacheFile::empty);
+        on_disk
+            .jobs
+            .extend(changed.jobs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        on_disk
+            .files
+            .extend(changed.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut json = serde_json::to_vec(&on_disk).expect("the cache serializes");
+        json.push(b'\n');
+        let path = dir.join(CACHE_FILE);
+        fanout::fsutil::write_atomic(&path, &json)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn load_quiet(dir: &Path) -> Option<CacheFile> {
+        let bytes = std::fs::read(dir.join(CACHE_FILE)).ok()?;
+        serde_json::from_slice::<CacheFile>(&bytes)
+            .ok()
+            .filter(|c| c.version == VERSION)
+    }
+}
+
+/// How a job the one being decided waits for stands.
+#[derive(Debug, Clone)]
+pub(crate) struct DepState {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    /// It runs (or ran) in this run, or did not succeed: whoever depends on it runs too.
+    pub(crate) runs: Option<&'static str>,
+}
+
+/// Whether a job runs, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    UpToDate,
+    Run(String),
+}
+
+/// A job's key, verdict, and what to remember if it succeeds.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub(crate) key: String,
+    pub(crate) verdict: Verdict,
+    /// The entry to store when the job succeeds (jobs with inputs).
+    pub(crate) entry: Option<Entry>,
+    /// Files hashed afresh.
+    pub(crate) stamps: Vec<(String, Stamp)>,
+}
+
+/// The cache as one run sees it: the entries read at its start, the stamps it knows.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    pipeline: String,
+    project: PathBuf,
+    jobs: BTreeMap<String, Entry>,
+    stamps: Mutex<HashMap<String, Stamp>>,
+}
+
+impl Cache {
+    pub(crate) fn new(project: &Path, pipeline: &str, file: CacheFile) -> Cache {
+        Cache {
+            pipeline: pipeline.to_owned(),
+            project: project.to_path_buf(),
+            jobs: file.jobs,
+            stamps: Mutex::new(file.files.into_iter().collect()),
+        }
+    }
+
+    /// The name of `job_id` in the cache.
+    pub(crate) fn name(&self, job_id: &str) -> String {
+        format!("{}/{job_id}", self.pipeline)
+    }
+
+    /// The key `job_id` had when it last succeeded.
+    pub(crate) fn last_key(&self, job_id: &str) -> Option<&str> {
+        self.jobs.get(&self.name(job_id)).map(|e| e.key.as_str())
+    }
+
+    /// Decide whether `job` runs. `deps`: the jobs it waits for; `forced`: `--force` names it;
+    /// `salt`: makes the key of a job without inputs (which always runs) unique to this run.
+    /// An error is a missing input (the job fails with it).
+    pub(crate) fn decide(
+        &self,
+        job: &Job,
+        deps: &[DepState],
+        forced: bool,
+        salt: &str,
+    ) -> Result<Decision, String> {
+        let definition = definition(job);
+        let dep_keys: BTreeMap<String, String> =
+            deps.iter().map(|d| (d.id.clone(), d.key.clone())).collect();
+        if job.inputs.is_empty() {
+            let key = key_of(&definition, &BTreeMap::new(), &dep_keys, salt);
+            return Ok(Decision {
+                key,
+                verdict: Verdict::Run("no inputs declared: it always runs".to_owned()),
+                entry: None,
+                stamps: Vec::new(),
+            });
+        }
+        let dir = self.job_dir(job);
+        let mut stamps = Vec::new();
+        let mut inputs = BTreeMap::new();
+        for file in expand(&dir, &job.inputs, "input")? {
+            let hash = self.hash(&dir, &file, &mut stamps)?;
+            inputs.insert(file, hash);
+        }
+        let key = key_of(&definition, &inputs, &dep_keys, "");
+        let verdict = if forced {
+            Verdict::Run("forced (--force)".to_owned())
+        } else if let Some(dep) = deps.iter().find(|d| d.runs.is_some()) {
+            Verdict::Run(format!(
+                "depends on {}, which {}",
+                dep.id,
+                dep.runs.unwrap_or("runs")
+            ))
+        } else {
+            match self.jobs.get(&self.name(&job.id)) {
+                None => Verdict::Run("new job".to_owned()),
+                Some(last) => compare(last, &definition, &inputs, &dep_keys)
+                    .or_else(|| missing_output(&dir, &job.outputs))
+                    .map_or(Verdict::UpToDate, Verdict::Run),
+            }
+        };
+        let entry = Entry {
+            key: key.clone(),
+            definition,
+            inputs,
+            deps: dep_keys,
+        };
+        Ok(Decision {
+            key,
+            verdict,
+            entry: Some(entry),
+            stamps,
+        })
+    }
+
+    /// The folder a job runs in (its globs are relative to it).
+    fn job_dir(&self, job: &Job) -> PathBuf {
+        job.cwd
+            .as_ref()
+            .map_or_else(|| self.project.clone(), |c| self.project.join(c))
+    }
+
+    /// The content hash of `rel` in `dir`: the stamp's if size and time match, else read.
+    fn hash(
+        &self,
+        dir: &Path,
+        rel: &str,
+        fresh: &mut Vec<(String, Stamp)>,
+    ) -> Result<String, String> {
+        let path = dir.join(rel);
+        let name = path
+            .strip_prefix(&self.project)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let (size, mtime_ns) = stat(&path).map_err(|e| format!("input {rel}: {e}"))?;
+        {
+            let stamps = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = stamps.get(&name)
+                && s.size == size
+                && s.mtime_ns == mtime_ns
+            {
+                return Ok(s.hash.clone());
+            }
+        }
+        let hashed_at = SystemTime::now();
+        let hash = hash_file(&path).map_err(|e| format!("input {rel}: {e}"))?;
+        let settled = hashed_at
+            .checked_sub(SETTLED)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .is_some_and(|t| u128::from(mtime_ns) < t.as_nanos());
+        if settled && stat(&path).is_ok_and(|now| now == (size, mtime_ns)) {
+            let stamp = Stamp {
+                size,
+                mtime_ns,
+                hash: hash.clone(),
+            };
+            self.stamps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.clone(), stamp.clone());
+            fresh.push((name, stamp));
+        }
+        Ok(hash)
+    }
+}
+
+fn stat(path: &Path) -> std::io::Result<(u64, u64)> {
+    let meta = std::fs::metadata(path)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Ok((meta.len(), mtime))
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex()[..32].to_owned())
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize().to_hex()[..16].to_owned()
+}
+
+fn definition(job: &Job) -> Definition {
+    let command = match &job.run {
+        Run::Shell(s) => short_hash(&["shell", s]),
+        Run::Argv(a) => short_hash(&a.iter().map(String::as_str).collect::<Vec<_>>()),
+        Run::Pipeline(p) => short_hash(&["pipeline", p]),
+    };
+    let env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env = short_hash(&env.iter().map(String::as_str).collect::<Vec<_>>());
+    let cwd = short_hash(&[&job
+        .cwd
+        .as_ref()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()]);
+    let mut files: Vec<&str> = vec!["inputs"];
+    files.extend(job.inputs.iter().map(String::as_str));
+    files.push("outputs");
+    files.extend(job.outputs.iter().map(String::as_str));
+    Definition {
+        command,
+        env,
+        cwd,
+        files: short_hash(&files),
+    }
+}
+
+fn key_of(
+    d: &Definition,
+    inputs: &BTreeMap<String, String>,
+    deps: &BTreeMap<String, String>,
+    salt: &str,
+) -> String {
+    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, "inputs"];
+    for (p, h) in inputs {
+        parts.push(p);
+        parts.push(h);
+    }
+    parts.push("deps");
+    for (id, k) in deps {
+        parts.push(id);
+        parts.push(k);
+    }
+    parts.push(salt);
+    short_hash(&parts)
+}
+
+/// The first difference between the last success and now, in words; `None`: the same.
+fn compare(
+    last: &Entry,
+    definition: &Definition,
+    inputs: &BTreeMap<String, String>,
+    deps: &BTreeMap<String, String>,
+) -> Option<String> {
+    let d = &last.definition;
+    if d.command != definition.command {
+        return Some("command changed".to_owned());
+    }
+    if d.env != definition.env {
+        return Some("env changed".to_owned());
+    }
+    if d.cwd != definition.cwd {
+        return Some("cwd changed".to_owned());
+    }
+    if d.files != definition.files {
+        return Some("its inputs or outputs patterns changed".to_owned());
+    }
+    for (path, hash) in inputs {
+        match last.inputs.get(path) {
+            None => return Some(format!("input {path} is new")),
+            Some(h) if h != hash => return Some(format!("input {path} changed")),
+            Some(_) => {}
+        }
+    }
+    if let Some(gone) = last.inputs.keys().find(|p| !inputs.contains_key(*p)) {
+        return Some(format!("input {gone} is gone"));
+    }
+    for (id, key) in deps {
+        match last.deps.get(id) {
+            Some(k) if k == key => {}
+            Some(_) => return Some(format!("{id} changed since this job last ran")),
+            None => return Some(format!("it now depends on {id}")),
+        }
+    }
+    last.deps
+        .keys()
+        .find(|id| !deps.contains_key(*id))
+        .map(|id| format!("it no longer depends on {id}"))
+}
+
+/// The first output pattern that matches no file, in words.
+fn missing_output(dir: &Path, outputs: &[String]) -> Option<String> {
+    outputs.iter().find_map(
+        |pattern| match expand(dir, std::slice::from_ref(pattern), "output") {
+            Ok(files) if !files.is_empty() => None,
+            _ => Some(format!("output {pattern} is missing")),
+        },
+    )
+}
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '{'])
+}
+
+/// The files `patterns` name in `dir`, relative to it, sorted: a plain path names that file
+/// (a folder: every file in it), a glob (`*`, `**`, `?`, `[...]`, `{a,b}`) what it matches.
+/// A plain path that does not exist is an error naming it (`what`: input or output).
+pub(crate) fn expand(dir: &Path, patterns: &[String], what: &str) -> Result<Vec<String>, String> {
+    let mut files: HashSet<String> = HashSet::new();
+    for pattern in patterns {
+        if !is_glob(pattern) {
+            let path = dir.join(pattern);
+            if path.is_file() {
+                files.insert(pattern.trim_start_matches("./").to_owned());
+            } else if path.is_dir() {
+                walk(dir, &path, None, &mut files);
+            } else {
+                return Err(format!("{what} {pattern} does not exist"));
+            }
+            continue;
+        }
+        let matcher = globset::GlobBuilder::new(pattern.trim_start_matches("./"))
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("{what} pattern {pattern:?}: {e}"))?
+            .compile_matcher();
+        // Walk only below the pattern's plain leading folders.
+        let base: PathBuf = Path::new(pattern.trim_start_matches("./"))
+            .components()
+            .take_while(|c| !is_glob(&c.as_os_str().to_string_lossy()))
+            .collect();
+        let base = if base.as_os_str().is_empty() || base == Path::new(pattern) {
+            dir.to_path_buf()
+        } else {
+            dir.join(base)
+        };
+        walk(dir, &base, Some(&matcher), &mut files);
+    }
+    let mut files: Vec<String> = files.into_iter().collect();
+    files.sort_unstable();
+    Ok(files)
+}
+
+fn walk(
+    dir: &Path,
+    from: &Path,
+    matcher: Option<&globset::GlobMatcher>,
+    out: &mut HashSet<String>,
+) {
+    for entry in walkdir::WalkDir::new(from)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        let Ok(rel) = entry.path().strip_prefix(dir) else {
+            continue;
+        };
+        if matcher.is_none_or(|m| m.is_match(rel)) {
+            out.insert(rel.to_string_lossy().into_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, rels: &[&str]) {
+        for r in rels {
+            let p = dir.join(r);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, r).unwrap();
+        }
+    }
+
+    #[test]
+    fn patterns_name_files_folders_and_globs_relative_to_the_job() {
+        let d = tempfile::tempdir().unwrap();
+        files(
+            d.path(),
+            &[
+                "data/raw/a.csv",
+                "data/raw/b.csv",
+                "data/raw/sub/c.csv",
+                "scripts/x.py",
+                "top.txt",
+            ],
+        );
+        let ex = |p: &[&str]| {
+            expand(
+                d.path(),
+                &p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                "input",
+            )
+        };
+        assert_eq!(
+            ex(&["data/raw/*.csv"]).unwrap(),
+            ["data/raw/a.csv", "data/raw/b.csv"],
+            "* stays in its folder"
+        );
+        assert_eq!(ex(&["data/**/*.csv"]).unwrap().len(), 3);
+        assert_eq!(ex(&["scripts"]).unwrap(), ["scripts/x.py"]);
+        assert_eq!(ex(&["./top.txt", "*.txt"]).unwrap(), ["top.txt"]);
+        assert_eq!(ex(&["nothing/*.csv"]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            ex(&["data/raw/zz.csv"]).unwrap_err(),
+            "input data/raw/zz.csv does not exist"
+        );
+    }
+}
