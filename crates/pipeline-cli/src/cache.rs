@@ -237,21 +237,15 @@ impl Cache {
             inputs.insert(file, hash);
         }
         let key = key_of(&definition, &inputs, &dep_keys, "");
-        let verdict = if forced {
-            Verdict::Run("forced (--force)".to_owned())
-        } else if let Some(dep) = deps.iter().find(|d| d.runs.is_some()) {
-            Verdict::Run(format!(
-                "depends on {}, which {}",
-                dep.id,
-                dep.runs.unwrap_or("runs")
-            ))
+        let last = self.jobs.get(&self.name(&job.id));
+        let verdict = if let Some(why) = first_reason(forced, last.is_none(), deps) {
+            Verdict::Run(why)
+        } else if let Some(last) = last {
+            compare(last, &definition, &inputs, &dep_keys)
+                .or_else(|| missing_output(&dir, &job.outputs))
+                .map_or(Verdict::UpToDate, Verdict::Run)
         } else {
-            match self.jobs.get(&self.name(&job.id)) {
-                None => Verdict::Run("new job".to_owned()),
-                Some(last) => compare(last, &definition, &inputs, &dep_keys)
-                    .or_else(|| missing_output(&dir, &job.outputs))
-                    .map_or(Verdict::UpToDate, Verdict::Run),
-            }
+            Verdict::Run("new job".to_owned())
         };
         let entry = Entry {
             key: key.clone(),
@@ -317,6 +311,21 @@ impl Cache {
         }
         Ok(hash)
     }
+}
+
+/// The reasons to run that need no hashing, in order: `--force`, no earlier success, a job it
+/// depends on runs.
+pub(crate) fn first_reason(forced: bool, new: bool, deps: &[DepState]) -> Option<String> {
+    if forced {
+        return Some("forced (--force)".to_owned());
+    }
+    if new {
+        return Some("new job".to_owned());
+    }
+    deps.iter().find_map(|d| {
+        d.runs
+            .map(|how| format!("depends on {}, which {how}", d.id))
+    })
 }
 
 fn stat(path: &Path) -> std::io::Result<(u64, u64)> {
@@ -550,5 +559,57 @@ mod tests {
             ex(&["data/raw/zz.csv"]).unwrap_err(),
             "input data/raw/zz.csv does not exist"
         );
+    }
+
+    #[test]
+    fn a_settled_file_is_hashed_once_then_known_by_its_size_and_time() {
+        let d = tempfile::tempdir().unwrap();
+        files(d.path(), &["pipelines/p.toml", "in.txt"]);
+        std::fs::write(
+            d.path().join("pipelines/p.toml"),
+            "[jobs.j]\ncommand = \"true\"\ninputs = [\"in.txt\"]\n",
+        )
+        .unwrap();
+        let input = d.path().join("in.txt");
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let set_time = || {
+            std::fs::File::options()
+                .append(true)
+                .open(&input)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        };
+        std::fs::write(&input, "aaaa").unwrap();
+        set_time();
+        let pipeline = crate::config::Project::new(d.path().to_path_buf())
+            .load("p")
+            .unwrap();
+        let job = &pipeline.stages[0].jobs[0];
+        let first = Cache::new(d.path(), "p", CacheFile::empty())
+            .decide(job, &[], false, "")
+            .unwrap();
+        assert_eq!(first.stamps.len(), 1, "a settled file's hash is kept");
+        let mut file = CacheFile::empty();
+        file.apply(CacheUpdate {
+            job: None,
+            stamps: first.stamps,
+        });
+        // Other bytes, same size and time: the stamp is believed, the file not read.
+        std::fs::write(&input, "bbbb").unwrap();
+        set_time();
+        let cache = Cache::new(d.path(), "p", file);
+        let second = cache.decide(job, &[], false, "").unwrap();
+        assert!(second.stamps.is_empty());
+        assert_eq!(second.key, first.key);
+        // Another size: read again.
+        std::fs::write(&input, "bbbbb").unwrap();
+        set_time();
+        let third = cache.decide(job, &[], false, "").unwrap();
+        assert_ne!(third.key, first.key);
+        // A file modified just now is hashed but not stamped: it may change again unseen.
+        std::fs::write(&input, "ccccc").unwrap();
+        let fresh = cache.decide(job, &[], false, "").unwrap();
+        assert!(fresh.stamps.is_empty());
     }
 }

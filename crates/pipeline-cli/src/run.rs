@@ -14,7 +14,7 @@ use fanout::{
 
 use fanout_cli::{RunArgs, UsageResult};
 
-use crate::cache::{Cache, CacheFile, CacheUpdate, DepState, Verdict};
+use crate::cache::{Cache, CacheFile, CacheUpdate, DepState, Verdict, first_reason};
 use crate::cli::{Halt, Lorchestra};
 use crate::config::{Backend, Job, Pipeline, Project, Run};
 use crate::report;
@@ -378,6 +378,8 @@ struct JobFacts {
     slurm_job_id: Option<u64>,
     /// Not run: up to date.
     up_to_date: bool,
+    /// When its process ended (the record's `finished_at`; the owner hears of it later).
+    ended_at: Option<SystemTime>,
 }
 
 /// What the jobs of a run share.
@@ -548,7 +550,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             slurm_job_id: outcome.meta.slurm_job_id,
             error,
             duration: outcome.duration,
-            at: SystemTime::now(),
+            at: outcome.meta.ended_at.unwrap_or_else(SystemTime::now),
         });
     };
     pool.run_with_meta(&tasks, interrupt, &mut record, |&fi, tctx| {
@@ -597,6 +599,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             },
             slurm_job_id: out.slurm_job_id,
             up_to_date: false,
+            ended_at: Some(SystemTime::now()),
         };
         let result = out.into_result().map(drop).map_err(|e| match e {
             TaskError::Failed { .. } | TaskError::TimedOut { .. } => {
@@ -883,10 +886,10 @@ fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Res
             .chain(&w.after)
             .map(|&d| states[d].clone())
             .collect();
-        let verdict = if forced[fi] {
-            Verdict::Run("forced (--force)".to_owned())
-        } else if let Some(d) = deps.iter().find(|d| d.runs.is_some()) {
-            Verdict::Run(format!("depends on {}, which will run", d.id))
+        let new = !job.inputs.is_empty() && cache.last_key(&job.id).is_none();
+        let verdict = if deps.iter().any(|d| d.runs.is_some()) || forced[fi] {
+            // Its inputs may be what a job that runs first writes: not hashed now.
+            Verdict::Run(first_reason(forced[fi], new, &deps).expect("a reason"))
         } else {
             match cache.decide(job, &deps, false, "") {
                 Ok(d) => {

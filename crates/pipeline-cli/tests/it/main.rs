@@ -5,6 +5,7 @@ mod browser;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 mod snapshots;
+mod uptodate;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
