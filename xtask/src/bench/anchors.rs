@@ -16,6 +16,8 @@ pub(crate) struct Anchors {
     pub(crate) parallel: Availability,
     pub(crate) xargs: Availability,
     pub(crate) curl: Availability,
+    /// GNU make: the anchor of deciding that targets are up to date.
+    pub(crate) make: Availability,
     /// Only looked for when the notebook export scenario runs.
     pub(crate) marimushka: Option<Availability>,
 }
@@ -28,6 +30,8 @@ impl Anchors {
                 .ok_or_else(|| "xargs not found (it comes with findutils)".to_owned()),
             curl: first_line("curl", &["--version"])
                 .ok_or_else(|| "curl not found (apt-get install curl)".to_owned()),
+            make: first_line("make", &["--version"])
+                .ok_or_else(|| "GNU make not found (apt-get install make)".to_owned()),
             marimushka: with_marimushka.then(marimushka),
         }
     }
@@ -39,6 +43,7 @@ impl Anchors {
             ("GNU parallel", &self.parallel),
             ("xargs", &self.xargs),
             ("curl", &self.curl),
+            ("GNU make", &self.make),
         ] {
             if let Ok(version) = a {
                 v.push((name.to_owned(), version.clone()));

@@ -327,7 +327,87 @@ impl Bench {
             &format!("seq {n} | parallel --will-cite --joblog many.log -j 2 true"),
             &project,
         )?;
-        Ok(())
+        self.pipeline_up_to_date()
+    }
+
+    /// 3b. lorchestra deciding that 1,000 jobs, each with an input file and an output, are up
+    ///     to date (nothing changed since they ran), against GNU make with the same rules.
+    fn pipeline_up_to_date(&mut self) -> Result<()> {
+        const JOBS: usize = 1000;
+        let project = self.dir("uptodate")?;
+        let mut toml = String::from("[[stages]]\nname = \"copy\"\njobs = [");
+        let mut makefile = String::from("all:");
+        for i in 0..JOBS {
+            let _ = write!(toml, "{}\"j{i}\"", if i == 0 { "" } else { ", " });
+            let _ = write!(makefile, " out/{i}.txt");
+        }
+        toml.push_str("]\n");
+        makefile.push_str("\n\nout/%.txt: data/%.txt\n\t@mkdir -p out && cp $< $@\n");
+        std::fs::create_dir_all(project.join("data"))?;
+        std::fs::create_dir_all(project.join("pipelines"))?;
+        // Inputs last written an hour ago: settled, so their hashes are kept by size and time.
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for i in 0..JOBS {
+            let _ = write!(
+                toml,
+                "\n[jobs.j{i}]\ncommand = [\"cp\", \"data/{i}.txt\", \"out/{i}.txt\"]\n\
+                 inputs = [\"data/{i}.txt\"]\noutputs = [\"out/{i}.txt\"]\n"
+            );
+            let input = project.join(format!("data/{i}.txt"));
+            std::fs::write(&input, format!("row {i}\n"))?;
+            std::fs::File::options()
+                .append(true)
+                .open(&input)?
+                .set_modified(an_hour_ago)?;
+        }
+        std::fs::create_dir_all(project.join("out"))?;
+        std::fs::write(project.join("pipelines/copy.toml"), toml)?;
+        std::fs::write(project.join("Makefile"), makefile)?;
+        let lorchestra = self.bin.join("lorchestra");
+        let run = || -> Result<Sample> {
+            wall(
+                Command::new(&lorchestra)
+                    .args(["pipeline", "copy", "-q", "-j", "2"])
+                    .current_dir(&project)
+                    .env_remove("LORCHESTRA_MAX_WORKERS"),
+            )
+        };
+        // The first run copies everything and records the keys; what is measured decides.
+        run()?;
+        let f = measure(
+            &format!("lorchestra: {JOBS} jobs up to date, -j2"),
+            self.plan(true),
+            run,
+        )?;
+        let mut base = Self::row(
+            "pipeline",
+            format!("pipeline {JOBS} jobs up to date -j2"),
+            "lorchestra pipeline copy -j 2 (inputs, outputs; nothing changed)".to_owned(),
+            &f,
+            (JOBS, 2),
+        );
+        base.per_job_us = Some(f.seconds * 1e6 / JOBS as f64);
+        base.note = Some(
+            "each job: its input's stamp, its key, its output; the run record and report"
+                .to_owned(),
+        );
+        self.checks.push(Check {
+            name: format!("lorchestra decides {JOBS} up-to-date jobs in under 100 ms"),
+            passed: f.seconds < 0.1,
+            detail: format!("{:.1} ms", f.seconds * 1e3),
+        });
+        let make = self.anchors.make.clone();
+        if make.is_ok() {
+            shell("make -s -j 2", &project)?;
+        }
+        self.with_anchor(
+            &base,
+            "GNU make -j 2",
+            &make,
+            self.plan(true),
+            "make -s -j 2",
+            &project,
+        )
     }
 
     /// 4. parallamr against a loopback OpenAI-compatible server answering after 50 ms, at one
