@@ -1,7 +1,7 @@
 //! The ready queue of a batch whose tasks wait for others ([`Task::needs`], [`Task::after`]):
 //! a task is handed to a worker as soon as everything it waits for has finished.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use crate::config::PoolError;
@@ -9,14 +9,17 @@ use crate::result::Status;
 use crate::task::Task;
 
 pub(crate) struct Graph {
-    /// Per task: the tasks waiting for it, and whether they need it to succeed.
+    /// Tasks, then barriers: per node, the nodes waiting for it and whether they need it to
+    /// succeed. A barrier stands for an `after` list shared by several tasks (or a long one):
+    /// it waits for the list, the tasks wait for it, so waits add up instead of multiplying.
     dependents: Vec<Vec<(usize, bool)>>,
+    tasks: usize,
     state: Mutex<State>,
     changed: Condvar,
 }
 
 struct State {
-    /// Per task: how many of the tasks it waits for have not finished.
+    /// Per node: how many of the nodes it waits for have not finished.
     waiting: Vec<usize>,
     /// Per task: why it must not start (a task it needs did not succeed).
     blocked: Vec<Option<String>>,
@@ -31,37 +34,75 @@ impl Graph {
     /// tasks of a cycle.
     pub(crate) fn new<I>(tasks: &[Task<I>]) -> Result<Self, PoolError> {
         let total = tasks.len();
-        let mut dependents = vec![Vec::new(); total];
+        let mut dependents: Vec<Vec<(usize, bool)>> = vec![Vec::new(); total];
         let mut waiting = vec![0; total];
+        let mut barriers: HashMap<*const usize, usize> = HashMap::new();
+        let outside = |task: &Task<I>, d: usize| {
+            PoolError::InvalidGraph(format!(
+                "the task {:?} waits for task {d}, but the batch has {total} tasks",
+                task.name
+            ))
+        };
         for (i, task) in tasks.iter().enumerate() {
-            let deps = task
-                .needs
-                .iter()
-                .map(|&d| (d, true))
-                .chain(task.after.iter().map(|&d| (d, false)));
-            for (d, needs) in deps {
+            for &d in &task.needs {
                 if d >= total {
-                    return Err(PoolError::InvalidGraph(format!(
-                        "the task {:?} waits for task {d}, but the batch has {total} tasks",
-                        task.name
-                    )));
+                    return Err(outside(task, d));
                 }
-                dependents[d].push((i, needs));
+                dependents[d].push((i, true));
                 waiting[i] += 1;
             }
+            if task.after.len() <= 1 {
+                for &d in task.after.iter() {
+                    if d >= total {
+                        return Err(outside(task, d));
+                    }
+                    dependents[d].push((i, false));
+                    waiting[i] += 1;
+                }
+                continue;
+            }
+            let barrier = if let Some(&b) = barriers.get(&task.after.as_ptr()) {
+                b
+            } else {
+                let b = dependents.len();
+                dependents.push(Vec::new());
+                waiting.push(0);
+                for &d in task.after.iter() {
+                    if d >= total {
+                        return Err(outside(task, d));
+                    }
+                    dependents[d].push((b, false));
+                    waiting[b] += 1;
+                }
+                barriers.insert(task.after.as_ptr(), b);
+                b
+            };
+            dependents[barrier].push((i, false));
+            waiting[i] += 1;
         }
         check_acyclic(tasks, &dependents, &waiting)?;
-        let ready = (0..total).filter(|&i| waiting[i] == 0).collect();
-        Ok(Graph {
+        let mut graph = Graph {
             dependents,
+            tasks: total,
             state: Mutex::new(State {
                 waiting,
                 blocked: vec![None; total],
-                ready,
+                ready: BTreeSet::new(),
                 handed: 0,
             }),
             changed: Condvar::new(),
-        })
+        };
+        let state = graph
+            .state
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start: Vec<usize> = (0..state.waiting.len())
+            .filter(|&n| state.waiting[n] == 0)
+            .collect();
+        for n in start {
+            release(&graph.dependents, total, state, n);
+        }
+        Ok(graph)
     }
 
     /// The next task to run and, if it must not start, why; waits while tasks are running that
@@ -74,7 +115,7 @@ impl Graph {
                 let blocked = state.blocked[i].take();
                 return Some((i, blocked));
             }
-            if state.handed == state.waiting.len() {
+            if state.handed == self.tasks {
                 return None;
             }
             state = self
@@ -99,11 +140,26 @@ impl Graph {
             }
             state.waiting[d] -= 1;
             if state.waiting[d] == 0 {
-                state.ready.insert(d);
+                release(&self.dependents, self.tasks, &mut state, d);
             }
         }
         drop(state);
         self.changed.notify_all();
+    }
+}
+
+/// Node `n` waits for nothing any more: a task becomes ready; a barrier is passed at once,
+/// releasing what waits for it.
+fn release(dependents: &[Vec<(usize, bool)>], tasks: usize, state: &mut State, n: usize) {
+    if n < tasks {
+        state.ready.insert(n);
+        return;
+    }
+    for &(d, _) in &dependents[n] {
+        state.waiting[d] -= 1;
+        if state.waiting[d] == 0 {
+            release(dependents, tasks, state, d);
+        }
     }
 }
 
@@ -120,7 +176,7 @@ fn check_acyclic<I>(
     waiting: &[usize],
 ) -> Result<(), PoolError> {
     let mut waiting = waiting.to_vec();
-    let mut queue: Vec<usize> = (0..tasks.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut queue: Vec<usize> = (0..waiting.len()).filter(|&i| waiting[i] == 0).collect();
     let mut seen = 0;
     while let Some(i) = queue.pop() {
         seen += 1;
@@ -131,7 +187,7 @@ fn check_acyclic<I>(
             }
         }
     }
-    if seen == tasks.len() {
+    if seen == waiting.len() {
         return Ok(());
     }
     // Walk backwards from a task still waiting along waits that are unfinished: within
@@ -147,7 +203,7 @@ fn check_acyclic<I>(
         let next = tasks[at]
             .needs
             .iter()
-            .chain(&tasks[at].after)
+            .chain(tasks[at].after.iter())
             .copied()
             .find(|&d| leftover(d))
             .expect("a leftover task waits for a leftover task");

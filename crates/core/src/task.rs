@@ -1,5 +1,7 @@
 //! One unit of work ([`Task`]) and what its work function knows about it ([`TaskContext`]).
 
+use std::sync::Arc;
+
 use crate::cancel::CancelToken;
 use crate::config::FailurePolicy;
 use crate::retry::RetryPolicy;
@@ -18,8 +20,10 @@ pub struct Task<I> {
     /// Tasks (indices in the batch) that must succeed first; if one does not, this task is
     /// skipped, naming it.
     pub needs: Vec<usize>,
-    /// Tasks that must have finished first, however they ended.
-    pub after: Vec<usize>,
+    /// Tasks that must have finished first, however they ended. Tasks that share one list
+    /// ([`Task::after_shared`]: a stage after the stages before it) cost one wait per task and
+    /// per listed task, not their product.
+    pub after: Arc<[usize]>,
     /// What a failure of this task does to the batch, instead of the pool's policy.
     pub failure_policy: Option<FailurePolicy>,
 }
@@ -31,7 +35,7 @@ impl<I> Task<I> {
             input,
             retry: None,
             needs: Vec::new(),
-            after: Vec::new(),
+            after: Arc::from([]),
             failure_policy: None,
         }
     }
@@ -44,7 +48,14 @@ impl<I> Task<I> {
 
     /// Start only once these tasks finished, whatever their status.
     pub fn after(mut self, tasks: impl IntoIterator<Item = usize>) -> Self {
-        self.after.extend(tasks);
+        self.after = self.after.iter().copied().chain(tasks).collect();
+        self
+    }
+
+    /// Start only once these tasks finished, whatever their status; the list may be shared
+    /// with other tasks (replaces the task's `after` list).
+    pub fn after_shared(mut self, tasks: Arc<[usize]>) -> Self {
+        self.after = tasks;
         self
     }
 

@@ -79,7 +79,8 @@ impl CacheFile {
     /// ignored with a warning (every job with inputs runs, and the cache is written afresh).
     pub(crate) fn load(dir: &Path) -> CacheFile {
         let path = dir.join(CACHE_FILE);
-        let bytes = match std::fs::read(&path) {
+        let path = path.strip_prefix(".").unwrap_or(&path);
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return CacheFile::empty(),
             Err(e) => {
@@ -156,8 +157,42 @@ impl CacheFile {
 pub(crate) struct DepState {
     pub(crate) id: String,
     pub(crate) key: String,
-    /// It runs (or ran) in this run, or did not succeed: whoever depends on it runs too.
-    pub(crate) runs: Option<&'static str>,
+    /// It runs (or ran) in this run, or did not succeed: whoever depends on it runs too. In
+    /// words: "clean, which ran".
+    pub(crate) runs: Option<String>,
+}
+
+/// The name of the jobs of earlier stages a job comes after, as one dependency.
+const EARLIER_STAGES: &str = "the earlier stages";
+
+impl DepState {
+    /// Job `id` with key `key`; `how` it runs ("ran", "will run"), if it does.
+    pub(crate) fn new(id: &str, key: String, how: Option<&str>) -> Self {
+        DepState {
+            id: id.to_owned(),
+            key,
+            runs: how.map(|h| format!("{id}, which {h}")),
+        }
+    }
+
+    /// Several jobs as one: the jobs of the earlier stages that a job without `needs` comes
+    /// after (one entry in a job's key however many they are); the first that runs names it.
+    pub(crate) fn combine<'a>(deps: impl IntoIterator<Item = &'a DepState>) -> Self {
+        let mut runs = None;
+        let mut parts: Vec<&str> = Vec::new();
+        for d in deps {
+            if runs.is_none() {
+                runs.clone_from(&d.runs);
+            }
+            parts.push(&d.id);
+            parts.push(&d.key);
+        }
+        DepState {
+            id: EARLIER_STAGES.to_owned(),
+            key: short_hash(&parts),
+            runs,
+        }
+    }
 }
 
 /// Whether a job runs, and why.
@@ -322,10 +357,8 @@ pub(crate) fn first_reason(forced: bool, new: bool, deps: &[DepState]) -> Option
     if new {
         return Some("new job".to_owned());
     }
-    deps.iter().find_map(|d| {
-        d.runs
-            .map(|how| format!("depends on {}, which {how}", d.id))
-    })
+    deps.iter()
+        .find_map(|d| d.runs.as_ref().map(|r| format!("depends on {r}")))
 }
 
 fn stat(path: &Path) -> std::io::Result<(u64, u64)> {
@@ -448,6 +481,18 @@ fn missing_output(dir: &Path, outputs: &[String]) -> Option<String> {
             _ => Some(format!("output {pattern} is missing")),
         },
     )
+}
+
+/// A pattern that is not a valid glob, in words.
+pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
+    if !is_glob(pattern) {
+        return Ok(());
+    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(drop)
+        .map_err(|e| e.kind().to_string())
 }
 
 fn is_glob(pattern: &str) -> bool {

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -41,7 +42,8 @@ pub(crate) const GRAPH_STAGE: &str = "graph";
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Waits {
     pub(crate) needs: Vec<usize>,
-    pub(crate) after: Vec<usize>,
+    /// Shared by the jobs of a stage (so 10,000 jobs after 10,000 cost 20,000, not 10^8).
+    pub(crate) after: Arc<[usize]>,
 }
 
 impl Pipeline {
@@ -586,6 +588,16 @@ impl Project {
             })?),
             None => None,
         };
+        for (what, patterns) in [("inputs", &raw.inputs), ("outputs", &raw.outputs)] {
+            for pattern in patterns {
+                crate::cache::check_pattern(pattern).map_err(|why| {
+                    anyhow!(
+                        "{}: the job {id:?} has {what} pattern {pattern:?}: {why}",
+                        defined_in.display()
+                    )
+                })?;
+            }
+        }
         Ok(Job {
             id: id.to_owned(),
             run,
@@ -641,6 +653,9 @@ fn after_needs<T>(
     id: impl Fn(&T) -> &str,
     needs: impl Fn(&T) -> &[String],
 ) -> Vec<T> {
+    if items.iter().all(|t| needs(t).is_empty()) {
+        return items;
+    }
     let ids: HashSet<String> = items.iter().map(|t| id(t).to_owned()).collect();
     let mut placed: HashSet<String> = HashSet::new();
     let mut rest: Vec<Option<T>> = items.into_iter().map(Some).collect();
@@ -670,22 +685,31 @@ fn after_needs<T>(
 /// unknown job, a job of a later stage, or the jobs of a cycle.
 fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
     let at = pipeline.file.display();
-    let position: HashMap<&str, (usize, usize)> = pipeline
-        .jobs()
-        .enumerate()
-        .map(|(fi, (si, _, j))| (j.id.as_str(), (fi, si)))
-        .collect();
-    let mut waits = Vec::with_capacity(position.len());
+    let any_needs = pipeline.jobs().any(|(_, _, j)| !j.needs.is_empty());
+    // Only `needs` name jobs (and can form cycles): without them, no lookups to prepare.
+    let position: HashMap<&str, (usize, usize)> = if any_needs {
+        pipeline
+            .jobs()
+            .enumerate()
+            .map(|(fi, (si, _, j))| (j.id.as_str(), (fi, si)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut waits = Vec::with_capacity(pipeline.job_count());
     // The jobs of the stages so far that no later job waits for: a job without `needs`
     // comes after them (and so after every earlier stage).
     let mut frontier: Vec<usize> = Vec::new();
     let mut first = 0;
     for (si, stage) in pipeline.stages.iter().enumerate() {
         let mut waited_for: HashSet<usize> = HashSet::new();
+        let after: Arc<[usize]> = frontier.as_slice().into();
+        let mut any_after = false;
         for job in &stage.jobs {
             let mut w = Waits::default();
             if job.needs.is_empty() {
-                w.after.clone_from(&frontier);
+                w.after = after.clone();
+                any_after = true;
             }
             for need in &job.needs {
                 let Some(&(fi, need_stage)) = position.get(need.as_str()) else {
@@ -715,12 +739,18 @@ fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
                     w.needs.push(fi);
                 }
             }
-            waited_for.extend(w.needs.iter().chain(&w.after).copied());
+            waited_for.extend(w.needs.iter().copied());
             waits.push(w);
+        }
+        if any_after {
+            frontier.clear();
         }
         frontier.retain(|fi| !waited_for.contains(fi));
         frontier.extend(first..first + stage.jobs.len());
         first += stage.jobs.len();
+    }
+    if !any_needs {
+        return Ok(waits);
     }
     let tasks: Vec<fanout::Task<()>> = pipeline
         .jobs()
@@ -728,7 +758,7 @@ fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
         .map(|((_, _, j), w)| {
             fanout::Task::new(j.id.clone(), ())
                 .needs(w.needs.iter().copied())
-                .after(w.after.iter().copied())
+                .after_shared(w.after.clone())
         })
         .collect();
     fanout::check_waits(&tasks).map_err(|e| {
@@ -901,6 +931,10 @@ command = ["echo", "b"]
             (
                 stage("[jobs.a]\ncommand = \"x\"\nretry = 2\n"),
                 "unknown field `retry`",
+            ),
+            (
+                stage("[jobs.a]\ncommand = \"x\"\ninputs = [\"raw/[.csv\"]\n"),
+                "the job \"a\" has inputs pattern \"raw/[.csv\": unclosed character class",
             ),
         ];
         for (text, expected) in cases {

@@ -21,12 +21,13 @@ fn options() -> RunOptions {
         slurm_args: Vec::new(),
         timeout: None,
         report: None,
+        force: run::Force::Nothing,
     }
 }
 
 /// The project in `dir` (its `pipelines/` and `jobs/` files written by the caller): load every
 /// pipeline with its job files and nested pipelines, as `lorchestra pipeline NAME` does, plan
-/// its record, and list every job, as `lorchestra jobs` does.
+/// its record and its graph, and list every job, as `lorchestra jobs` does.
 pub fn project(dir: &Path) {
     let project = Project::new(dir.to_path_buf());
     for name in project.pipeline_names() {
@@ -36,6 +37,7 @@ pub fn project(dir: &Path) {
                 let _ = (job.definition_hash(), job.run.display());
             }
             let _ = run::new_record(&pipeline, &options());
+            let _ = (crate::graph::text(&pipeline), crate::graph::dot(&pipeline));
         }
     }
     if let Ok(jobs) = project.all_jobs() {

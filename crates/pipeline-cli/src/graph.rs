@@ -13,9 +13,13 @@ fn waits_words(p: &Pipeline, fi: usize) -> String {
         let names: Vec<&str> = w.needs.iter().map(|&d| ids[d]).collect();
         parts.push(format!("needs {}", names.join(", ")));
     }
-    if !w.after.is_empty() {
-        let names: Vec<&str> = w.after.iter().map(|&d| ids[d]).collect();
-        parts.push(format!("after {}", names.join(", ")));
+    match w.after.len() {
+        0 => {}
+        1..=4 => {
+            let names: Vec<&str> = w.after.iter().map(|&d| ids[d]).collect();
+            parts.push(format!("after {}", names.join(", ")));
+        }
+        n => parts.push(format!("after {n} jobs of the earlier stages")),
     }
     parts.join("; ")
 }
@@ -80,17 +84,30 @@ pub(crate) fn dot(p: &Pipeline) -> String {
         }
         let _ = writeln!(out, "  }}");
     }
+    // A stage's jobs share one `after` list: drawn once, through a point, when it is long.
+    let mut points: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
     for (fi, w) in p.waits.iter().enumerate() {
         for &d in &w.needs {
             let _ = writeln!(out, "  {} -> {};", quoted(ids[d]), quoted(ids[fi]));
         }
-        for &d in &w.after {
+        if w.after.len() == 1 {
             let _ = writeln!(
                 out,
                 "  {} -> {} [style=dashed];",
-                quoted(ids[d]),
+                quoted(ids[w.after[0]]),
                 quoted(ids[fi])
             );
+        } else if w.after.len() > 1 {
+            let next = points.len();
+            let point = points.entry(w.after.as_ptr().addr()).or_insert_with(|| {
+                let name = quoted(&format!("after #{next}"));
+                let _ = writeln!(out, "  {name} [shape=point];");
+                for &d in w.after.iter() {
+                    let _ = writeln!(out, "  {} -> {name} [style=dashed];", quoted(ids[d]));
+                }
+                name
+            });
+            let _ = writeln!(out, "  {point} -> {} [style=dashed];", quoted(ids[fi]));
         }
     }
     out.push_str("}\n");

@@ -1,6 +1,7 @@
 //! Running a pipeline: stages in order, the jobs of a stage through the core's pool, every job
 //! transition sent to the run record's writer.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -83,8 +84,13 @@ impl Force {
                 let mut forced = vec![false; n];
                 forced[start] = true;
                 // Waits point backwards in job order: one pass forward finds every dependent.
+                // A stage's jobs share their `after` list: looked at once.
+                let mut after_forced: HashMap<usize, bool> = HashMap::new();
                 for (fi, w) in pipeline.waits.iter().enumerate() {
-                    if w.needs.iter().chain(&w.after).any(|&d| forced[d]) {
+                    let after = *after_forced
+                        .entry(w.after.as_ptr().addr())
+                        .or_insert_with(|| w.after.iter().any(|&d| forced[d]));
+                    if after || w.needs.iter().any(|&d| forced[d]) {
                         forced[fi] = true;
                     }
                 }
@@ -252,7 +258,7 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         fanout::fmt_duration(start.elapsed()),
         store::record_path(&project.at(""), &run_id).display()
     );
-    if let Some(stage) = ran.halted_by {
+    if let Some(stage) = ran.halted_by.filter(|_| ran.not_started > 0) {
         if pipeline.is_graph {
             eprintln!("jobs not started were skipped: a job failed (stop_on_failure)");
         } else {
@@ -405,6 +411,8 @@ struct Ran {
     /// The first stage whose failure stopped the pipeline.
     halted_by: Option<String>,
     up_to_date: Vec<String>,
+    /// Jobs that did not start (not counting those up to date).
+    not_started: usize,
 }
 
 /// Where each job stands for those that wait for it: its key, and whether it runs.
@@ -441,21 +449,16 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             .enumerate()
             .map(|(fi, (_, _, j))| {
                 done_flat[fi].then(|| match cache.last_key(&j.id) {
-                    Some(key) => DepState {
-                        id: j.id.clone(),
-                        key: key.to_owned(),
-                        runs: None,
-                    },
-                    None => DepState {
-                        id: j.id.clone(),
-                        key: String::new(),
-                        runs: Some("ran"),
-                    },
+                    Some(key) => DepState::new(&j.id, key.to_owned(), None),
+                    None => DepState::new(&j.id, String::new(), Some("ran")),
                 })
             })
             .collect(),
     );
     let entries: Mutex<Vec<Option<crate::cache::Entry>>> = Mutex::new(vec![None; flat.len()]);
+    let combined: Combined = Mutex::new(HashMap::new());
+    // The stages' shared `after` lists, in batch positions (once per list, not per job).
+    let mut after_in_batch: HashMap<usize, std::sync::Arc<[usize]>> = HashMap::new();
 
     let tasks: Vec<Task<usize>> = todo
         .iter()
@@ -474,7 +477,12 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
                 }))
                 .with_failure_policy(policy)
                 .needs(w.needs.iter().filter_map(|&d| batch_index[d]))
-                .after(w.after.iter().filter_map(|&d| batch_index[d]))
+                .after_shared(
+                    after_in_batch
+                        .entry(w.after.as_ptr().addr())
+                        .or_insert_with(|| w.after.iter().filter_map(|&d| batch_index[d]).collect())
+                        .clone(),
+                )
         })
         .collect();
     let pool = Pool::new(
@@ -513,6 +521,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             }
         }
         if outcome.attempts == 0 {
+            ran.not_started += 1;
             // Not started: say why in lorchestra's words.
             if outcome.status == fanout::Status::Cancelled {
                 error = Some("not started: the run was interrupted".to_owned());
@@ -556,7 +565,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
     pool.run_with_meta(&tasks, interrupt, &mut record, |&fi, tctx| {
         let (si, ji, job) = flat[fi];
         if tctx.attempt() == 1 {
-            match decide(ctx, fi, job, &states) {
+            match decide(ctx, &flat, fi, &states, &combined) {
                 Err(why) => return (Err(TaskError::failed(why)), JobFacts::default()),
                 Ok(Some(entry)) => {
                     entries.lock().unwrap_or_else(PoisonError::into_inner)[fi] = Some(entry);
@@ -620,37 +629,58 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
     Ok(ran)
 }
 
+/// The combined state of each shared `after` list (by its address), computed once.
+type Combined = Mutex<HashMap<usize, DepState>>;
+
+/// The jobs job `fi` waits for, as the cache sees them: each job it needs, and the jobs of
+/// earlier stages it comes after as one (see [`DepState::combine`]; once per stage).
+fn deps_of(
+    pipeline: &Pipeline,
+    fi: usize,
+    state: impl Fn(usize) -> DepState,
+    combined: &mut HashMap<usize, DepState>,
+) -> Vec<DepState> {
+    let w = &pipeline.waits[fi];
+    let mut deps: Vec<DepState> = w.needs.iter().map(|&d| state(d)).collect();
+    if !w.after.is_empty() {
+        let all = combined
+            .entry(w.after.as_ptr().addr())
+            .or_insert_with(|| {
+                let each: Vec<DepState> = w.after.iter().map(|&d| state(d)).collect();
+                DepState::combine(&each)
+            })
+            .clone();
+        deps.push(all);
+    }
+    deps
+}
+
 /// Whether job `fi` runs, and why: recorded, and kept in `states` for the jobs that wait for
 /// it. Returns the cache entry to store if it runs and succeeds; an error fails the job (a
 /// missing input).
 fn decide(
     ctx: &RunContext<'_>,
+    flat: &[(usize, usize, &Job)],
     fi: usize,
-    job: &Job,
     states: &DepStates,
+    combined: &Combined,
 ) -> Result<Option<crate::cache::Entry>, String> {
-    let w = &ctx.pipeline.waits[fi];
-    let deps: Vec<DepState> = {
+    let (si, ji, job) = flat[fi];
+    let deps = {
+        let mut combined = combined.lock().unwrap_or_else(PoisonError::into_inner);
         let states = states.lock().unwrap_or_else(PoisonError::into_inner);
-        w.needs
-            .iter()
-            .chain(&w.after)
-            .map(|&d| {
-                states[d].clone().unwrap_or_else(|| DepState {
+        deps_of(
+            ctx.pipeline,
+            fi,
+            |d| {
+                states[d].clone().unwrap_or_else(|| {
                     // Finished without a decision: it failed before one, or was skipped.
-                    id: ctx
-                        .pipeline
-                        .jobs()
-                        .nth(d)
-                        .map(|(_, _, j)| j.id.clone())
-                        .unwrap_or_default(),
-                    key: String::new(),
-                    runs: Some("did not succeed"),
+                    DepState::new(&flat[d].2.id, String::new(), Some("did not succeed"))
                 })
-            })
-            .collect()
+            },
+            &mut combined,
+        )
     };
-    let (si, ji, _) = ctx.pipeline.jobs().nth(fi).expect("a job of the pipeline");
     let decision = ctx.cache.decide(job, &deps, ctx.forced[fi], ctx.run_id);
     let decision = match decision {
         Ok(d) => d,
@@ -673,17 +703,18 @@ fn decide(
         Verdict::UpToDate => (None, "up to date".to_owned()),
         Verdict::Run(why) => (Some("ran"), why),
     };
-    ctx.writer.send(Update::Reason {
-        stage: si,
-        job: ji,
-        reason,
-    });
-    states.lock().unwrap_or_else(PoisonError::into_inner)[fi] = Some(DepState {
-        id: job.id.clone(),
-        key: decision.key,
-        runs,
-    });
-    Ok(decision.entry.filter(|_| runs.is_some()))
+    let runs_now = runs.is_some();
+    // A job without inputs always runs: nothing to explain in its record.
+    if !job.inputs.is_empty() {
+        ctx.writer.send(Update::Reason {
+            stage: si,
+            job: ji,
+            reason,
+        });
+    }
+    states.lock().unwrap_or_else(PoisonError::into_inner)[fi] =
+        Some(DepState::new(&job.id, decision.key, runs));
+    Ok(decision.entry.filter(|_| runs_now))
 }
 
 /// Set for a nested pipeline's lorchestra: the file it writes its run id to.
@@ -877,38 +908,23 @@ fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Res
     let forced = opts.force.forced(pipeline).usage()?;
     let cache = Cache::new(&project.dir, &pipeline.name, CacheFile::load(&project.dir));
     let mut states: Vec<DepState> = Vec::new();
+    let mut combined = HashMap::new();
     let mut verdicts = Vec::new();
     for (fi, (_, _, job)) in pipeline.jobs().enumerate() {
-        let w = &pipeline.waits[fi];
-        let deps: Vec<DepState> = w
-            .needs
-            .iter()
-            .chain(&w.after)
-            .map(|&d| states[d].clone())
-            .collect();
+        let deps = deps_of(pipeline, fi, |d| states[d].clone(), &mut combined);
         let new = !job.inputs.is_empty() && cache.last_key(&job.id).is_none();
-        let verdict = if deps.iter().any(|d| d.runs.is_some()) || forced[fi] {
+        let (key, verdict) = if deps.iter().any(|d| d.runs.is_some()) || forced[fi] {
             // Its inputs may be what a job that runs first writes: not hashed now.
-            Verdict::Run(first_reason(forced[fi], new, &deps).expect("a reason"))
+            let why = first_reason(forced[fi], new, &deps).expect("a reason");
+            (String::new(), Verdict::Run(why))
         } else {
             match cache.decide(job, &deps, false, "") {
-                Ok(d) => {
-                    states.push(DepState {
-                        id: job.id.clone(),
-                        key: d.key,
-                        runs: matches!(d.verdict, Verdict::Run(_)).then_some("will run"),
-                    });
-                    verdicts.push(d.verdict);
-                    continue;
-                }
-                Err(why) => Verdict::Run(format!("{why}: it would fail")),
+                Ok(d) => (d.key, d.verdict),
+                Err(why) => (String::new(), Verdict::Run(format!("{why}: it would fail"))),
             }
         };
-        states.push(DepState {
-            id: job.id.clone(),
-            key: String::new(),
-            runs: Some("will run"),
-        });
+        let how = matches!(verdict, Verdict::Run(_)).then_some("will run");
+        states.push(DepState::new(&job.id, key, how));
         verdicts.push(verdict);
     }
     Ok(verdicts)

@@ -209,3 +209,52 @@ fn a_graph_stays_within_max_workers_and_reaches_it() {
         .unwrap();
     assert_eq!(*most.lock().unwrap(), 3);
 }
+
+#[test]
+fn an_interrupted_graph_cancels_what_did_not_start_rather_than_skipping_it() {
+    for strategy in [Strategy::Serial, Strategy::Threads] {
+        let cancel = CancelToken::new();
+        let tasks = vec![Task::new("a", 0), Task::new("b", 1).needs([0])];
+        let result = pool(2, strategy)
+            .run(&tasks, &cancel, &mut Silent, |_, _| {
+                cancel.cancel(fanout::CancelReason::Interrupted);
+                Err::<(), _>(TaskError::Cancelled)
+            })
+            .unwrap();
+        assert_eq!(result.outcomes[1].status, Status::Cancelled, "{strategy:?}");
+    }
+}
+
+#[test]
+fn tasks_sharing_an_after_list_start_only_once_all_of_it_finished() {
+    // Two "stages" of 200 tasks: the second shares one list of the first (a barrier inside).
+    let first: std::sync::Arc<[usize]> = (0..200).collect();
+    let tasks: Vec<Task<usize>> = (0..400)
+        .map(|i| {
+            let t = Task::new(format!("t{i}"), i);
+            if i >= 200 {
+                t.after_shared(first.clone())
+            } else {
+                t
+            }
+        })
+        .collect();
+    let finished_first = Gauge::default();
+    let early = Mutex::new(Vec::new());
+    let result = pool(4, Strategy::Threads)
+        .run(&tasks, &CancelToken::new(), &mut Silent, |&i, _| {
+            if i < 200 {
+                finished_first.add(1);
+            } else if finished_first.get() < 200 {
+                early.lock().unwrap().push(i);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        early.lock().unwrap().is_empty(),
+        "{:?}",
+        early.lock().unwrap()
+    );
+    assert_eq!(result.summary.succeeded, 400);
+}
