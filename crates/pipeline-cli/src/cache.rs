@@ -46,6 +46,20 @@ pub(crate) struct Entry {
     inputs: BTreeMap<String, String>,
     /// Job id -> its key.
     deps: BTreeMap<String, String>,
+    /// Written when the job starts, replaced when it succeeds: a job that failed or was killed
+    /// may have left half-written outputs, so it is not up to date whatever its key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) incomplete: bool,
+}
+
+impl Entry {
+    /// This entry, marked as the one of a job that started and has not succeeded yet.
+    pub(crate) fn started(&self) -> Entry {
+        Entry {
+            incomplete: true,
+            ..self.clone()
+        }
+    }
 }
 
 /// Hashes of the parts of a job's definition, so the reason can name the part that changed.
@@ -276,9 +290,13 @@ impl Cache {
         let verdict = if let Some(why) = first_reason(forced, last.is_none(), deps) {
             Verdict::Run(why)
         } else if let Some(last) = last {
-            compare(last, &definition, &inputs, &dep_keys)
-                .or_else(|| missing_output(&dir, &job.outputs))
-                .map_or(Verdict::UpToDate, Verdict::Run)
+            if last.incomplete {
+                Some("its last run did not succeed".to_owned())
+            } else {
+                compare(last, &definition, &inputs, &dep_keys)
+            }
+            .or_else(|| missing_output(&dir, &job.outputs))
+            .map_or(Verdict::UpToDate, Verdict::Run)
         } else {
             Verdict::Run("new job".to_owned())
         };
@@ -287,6 +305,7 @@ impl Cache {
             definition,
             inputs,
             deps: dep_keys,
+            incomplete: false,
         };
         Ok(Decision {
             key,

@@ -714,7 +714,15 @@ fn decide(
     }
     states.lock().unwrap_or_else(PoisonError::into_inner)[fi] =
         Some(DepState::new(&job.id, decision.key, runs));
-    Ok(decision.entry.filter(|_| runs_now))
+    let entry = decision.entry.filter(|_| runs_now);
+    if let Some(e) = &entry {
+        // Until it succeeds, the job is not up to date (it may leave half-written outputs).
+        ctx.writer.send(Update::Cache(CacheUpdate {
+            job: Some((ctx.cache.name(&job.id), e.started())),
+            stamps: Vec::new(),
+        }));
+    }
+    Ok(entry)
 }
 
 /// Set for a nested pipeline's lorchestra: the file it writes its run id to.

@@ -431,3 +431,38 @@ fn the_timeline_shows_why_each_job_ran() {
         "{html}"
     );
 }
+
+#[test]
+fn a_job_that_failed_is_not_up_to_date_even_when_its_inputs_are_back_as_they_were() {
+    // The job writes its output, then may fail: a failed run leaves an output of the new input.
+    let pipeline = r#"
+[jobs.w]
+command = "cat in.txt > out.txt; test ! -f fail"
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+"#;
+    let p = Project::create(&[("pipelines/p.toml", pipeline), ("in.txt", "old\n")]);
+    let run = |p: &Project| p.run(&["pipeline", "p", "--no-progress"]);
+    assert_eq!(run(&p).code, Some(0));
+    p.write("in.txt", "new\n");
+    p.write("fail", "");
+    assert_eq!(run(&p).code, Some(1));
+    // Back to the input of the last success: the output is still the failed run's.
+    p.write("in.txt", "old\n");
+    std::fs::remove_file(p.path().join("fail")).unwrap();
+    let plan = p.run(&["pipeline", "p", "--explain"]).stdout;
+    assert!(
+        plan.contains("would run: its last run did not succeed"),
+        "{plan}"
+    );
+    assert_eq!(run(&p).code, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("out.txt")).unwrap(),
+        "old\n"
+    );
+    assert!(
+        p.run(&["pipeline", "p", "--explain"])
+            .stdout
+            .contains("up to date")
+    );
+}
