@@ -232,16 +232,20 @@ pub(crate) fn drop_beside(tmp: &Path, frontend: &Frontend, page_name: &std::ffi:
         if std::ffi::OsStr::new(name) == page_name {
             continue;
         }
-        let path = tmp.join(name);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-            Ok(_) => {
-                let _ = std::fs::remove_file(&path);
-            }
-            Err(_) => {}
+        remove_entry(&tmp.join(name));
+    }
+}
+
+/// Remove `path`, a file, a symlink or a folder with what is in it; gone already is fine.
+fn remove_entry(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
         }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
     }
 }
 
@@ -269,27 +273,13 @@ pub(crate) fn copied_beside(
 /// once no page has it beside it any more. Only plain relative paths inside `output` are
 /// touched: the manifest they come from is input.
 pub(crate) fn remove_beside(output: &Path, gone: &BTreeSet<PathBuf>) {
-    let Ok(root) = output.canonicalize() else {
-        return;
-    };
     for rel in gone {
-        let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
-        let path = output.join(rel);
-        let inside = path
-            .parent()
-            .and_then(|p| p.canonicalize().ok())
-            .is_some_and(|p| p.starts_with(&root));
-        if !plain || !inside || rel.components().count() < 2 {
+        // Never a name at the top of the site: only what a category folder holds.
+        if rel.components().count() < 2 {
             continue;
         }
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-            Ok(_) => {
-                let _ = std::fs::remove_file(&path);
-            }
-            Err(_) => {}
+        if let Some(path) = crate::manifest::path_inside(output, rel) {
+            remove_entry(&path);
         }
     }
 }

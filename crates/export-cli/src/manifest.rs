@@ -168,13 +168,22 @@ impl Manifest {
 /// (not reached through a link to elsewhere). Anything else (`/etc/x.html`, `../x.html`) is
 /// not ours to touch.
 pub(crate) fn page_inside(output: &Path, page: &Path) -> Option<PathBuf> {
-    let plain = page
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain || page.extension().is_none_or(|e| e != "html") {
+    if page.extension().is_none_or(|e| e != "html") {
         return None;
     }
-    let path = output.join(page);
+    path_inside(output, page)
+}
+
+/// `output/rel` if `rel` is plain (no `..`, not absolute) and its folder is inside `output`
+/// (through no symlink out of it): the manifest is input, and only such paths are touched.
+pub(crate) fn path_inside(output: &Path, rel: &Path) -> Option<PathBuf> {
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return None;
+    }
+    let path = output.join(rel);
     let folder = path.parent()?.canonicalize().ok()?;
     folder
         .starts_with(output.canonicalize().ok()?)
