@@ -51,11 +51,15 @@ fn push_top_level(names: &mut BTreeSet<String>, module: &str) {
     }
 }
 
-/// Finds local modules, reading each file once however many notebooks import it.
+/// Finds local modules, reading each file once however many notebooks import it, and looking
+/// for each module name once per folder (every notebook imports numpy: two `stat`s per folder,
+/// not per notebook).
 #[derive(Debug, Default)]
 pub(crate) struct Scanner {
     /// A file → the SHA-256 of its content (hex) and the names it imports; `None` if unreadable.
     files: HashMap<PathBuf, Option<(String, BTreeSet<String>)>>,
+    /// (folder, module name) → the files of that module there.
+    modules: HashMap<(PathBuf, String), Vec<PathBuf>>,
 }
 
 impl Scanner {
@@ -74,7 +78,12 @@ impl Scanner {
             if !seen_names.insert(name.clone()) || found.len() >= MAX_FILES {
                 continue;
             }
-            for file in module_files(folder, &name) {
+            let files = self
+                .modules
+                .entry((folder.to_path_buf(), name.clone()))
+                .or_insert_with(|| module_files(folder, &name))
+                .clone();
+            for file in files {
                 if file == notebook || found.contains_key(&file) {
                     continue;
                 }

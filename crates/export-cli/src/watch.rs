@@ -110,13 +110,15 @@ pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
     // The environments and their warm marimo workers, kept from round to round.
     let mut envs: Option<EnvPool> = None;
     loop {
-        let changed = round(&settings, &interrupt, &rx, &pyproject, &mut envs);
+        // Canonical once per settings, not per event.
+        let what_matters = Watched::new(&settings, &pyproject);
+        let changed = round(&settings, &what_matters, &interrupt, &rx, &mut envs);
         if interrupt.is_cancelled() {
             return Ok(ExitStatus::Interrupted);
         }
         let changed = match changed {
             Some(c) => c,
-            None => match wait_for_change(&settings, &interrupt, &rx, &pyproject) {
+            None => match wait_for_change(&what_matters, &interrupt, &rx) {
                 Some(c) => c,
                 None => return Ok(ExitStatus::Interrupted),
             },
@@ -144,9 +146,9 @@ struct Changed {
 /// cancels the round. Returns what changed meanwhile (`None`: nothing).
 fn round(
     settings: &Settings,
+    watched: &Watched,
     interrupt: &CancelToken,
     rx: &Events,
-    pyproject: &Path,
     envs: &mut Option<EnvPool>,
 ) -> Option<Changed> {
     let plan = match Plan::prepare(settings.clone()) {
@@ -173,7 +175,7 @@ fn round(
                     let Some(paths) = written(event) else {
                         continue;
                     };
-                    if let Some(c) = relevant(settings, &paths, pyproject) {
+                    if let Some(c) = watched.relevant(&paths) {
                         let mine = paths.iter().any(|p| exporting.contains(&canonical(p)));
                         if mine && !token.is_cancelled() {
                             eprintln!(
@@ -196,7 +198,7 @@ fn round(
         eprintln!("export-nb: {e:#}");
     }
     if let Some(c) = &mut changed {
-        c.settings |= settle(settings, rx, pyproject).is_some_and(|more| more.settings);
+        c.settings |= settle(watched, rx).is_some_and(|more| more.settings);
     }
     changed
 }
@@ -211,12 +213,12 @@ fn written(event: notify::Event) -> Option<Vec<PathBuf>> {
 
 /// After a change: wait until the files have been quiet for [`DEBOUNCE`] (an editor's burst of
 /// writes and renames, ten saves in a second), and say what else changed meanwhile.
-fn settle(settings: &Settings, rx: &Events, pyproject: &Path) -> Option<Changed> {
+fn settle(watched: &Watched, rx: &Events) -> Option<Changed> {
     let mut changed: Option<Changed> = None;
     loop {
         match rx.recv_timeout(DEBOUNCE) {
             Ok(Ok(event)) => {
-                if let Some(c) = written(event).and_then(|p| relevant(settings, &p, pyproject)) {
+                if let Some(c) = written(event).and_then(|p| watched.relevant(&p)) {
                     changed.get_or_insert_with(Changed::default).settings |= c.settings;
                 }
             }
@@ -227,21 +229,15 @@ fn settle(settings: &Settings, rx: &Events, pyproject: &Path) -> Option<Changed>
 }
 
 /// Block until a relevant change (or Ctrl-C: `None`).
-fn wait_for_change(
-    settings: &Settings,
-    interrupt: &CancelToken,
-    rx: &Events,
-    pyproject: &Path,
-) -> Option<Changed> {
+fn wait_for_change(watched: &Watched, interrupt: &CancelToken, rx: &Events) -> Option<Changed> {
     loop {
         if interrupt.is_cancelled() {
             return None;
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Ok(event)) => {
-                if let Some(mut c) = written(event).and_then(|p| relevant(settings, &p, pyproject))
-                {
-                    c.settings |= settle(settings, rx, pyproject).is_some_and(|m| m.settings);
+                if let Some(mut c) = written(event).and_then(|p| watched.relevant(&p)) {
+                    c.settings |= settle(watched, rx).is_some_and(|m| m.settings);
                     return Some(c);
                 }
             }
@@ -252,27 +248,42 @@ fn wait_for_change(
     }
 }
 
-/// Whether any of `paths` matters: a Python file outside the output folder, the template, or
-/// `pyproject.toml`.
-fn relevant(settings: &Settings, paths: &[PathBuf], pyproject: &Path) -> Option<Changed> {
-    let output = canonical(&settings.output);
-    let template = settings.template.as_deref().map(canonical);
-    let mut changed = None;
-    for path in paths {
-        let path = canonical(path);
-        if path.starts_with(&output) {
-            continue;
-        }
-        let is_settings = path == canonical(pyproject);
-        if is_settings
-            || template.as_deref() == Some(path.as_path())
-            || path.extension().is_some_and(|e| e == "py")
-        {
-            let c: &mut Changed = changed.get_or_insert_with(Changed::default);
-            c.settings |= is_settings;
+/// What a change must touch to matter, as canonical paths (made once per settings).
+struct Watched {
+    output: PathBuf,
+    template: Option<PathBuf>,
+    pyproject: PathBuf,
+}
+
+impl Watched {
+    fn new(settings: &Settings, pyproject: &Path) -> Self {
+        Watched {
+            output: canonical(&settings.output),
+            template: settings.template.as_deref().map(canonical),
+            pyproject: canonical(pyproject),
         }
     }
-    changed
+
+    /// Whether any of `paths` matters: a Python file outside the output folder, the template,
+    /// or `pyproject.toml`.
+    fn relevant(&self, paths: &[PathBuf]) -> Option<Changed> {
+        let mut changed = None;
+        for path in paths {
+            let path = canonical(path);
+            if path.starts_with(&self.output) {
+                continue;
+            }
+            let is_settings = path == self.pyproject;
+            if is_settings
+                || self.template.as_deref() == Some(path.as_path())
+                || path.extension().is_some_and(|e| e == "py")
+            {
+                let c: &mut Changed = changed.get_or_insert_with(Changed::default);
+                c.settings |= is_settings;
+            }
+        }
+        changed
+    }
 }
 
 /// `path` made absolute with its links resolved, as far as it exists (a deleted file's folder).
