@@ -51,8 +51,8 @@ impl Graph {
                 dependents[d].push((i, true));
                 waiting[i] += 1;
             }
-            if task.after.len() <= 1 {
-                for &d in task.after.iter() {
+            if task.after_list().len() <= 1 {
+                for &d in task.after_list() {
                     if d >= total {
                         return Err(outside(task, d));
                     }
@@ -61,20 +61,20 @@ impl Graph {
                 }
                 continue;
             }
-            let barrier = if let Some(&b) = barriers.get(&task.after.as_ptr()) {
+            let barrier = if let Some(&b) = barriers.get(&task.after_list().as_ptr()) {
                 b
             } else {
                 let b = dependents.len();
                 dependents.push(Vec::new());
                 waiting.push(0);
-                for &d in task.after.iter() {
+                for &d in task.after_list() {
                     if d >= total {
                         return Err(outside(task, d));
                     }
                     dependents[d].push((b, false));
                     waiting[b] += 1;
                 }
-                barriers.insert(task.after.as_ptr(), b);
+                barriers.insert(task.after_list().as_ptr(), b);
                 b
             };
             dependents[barrier].push((i, false));
@@ -203,7 +203,7 @@ fn check_acyclic<I>(
         let next = tasks[at]
             .needs
             .iter()
-            .chain(tasks[at].after.iter())
+            .chain(tasks[at].after_list().iter())
             .copied()
             .find(|&d| leftover(d))
             .expect("a leftover task waits for a leftover task");

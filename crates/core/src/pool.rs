@@ -67,13 +67,15 @@ impl<I, F> Shared<'_, I, F> {
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
         let task = &self.tasks[index];
-        // An interrupted batch cancels what has not started, whatever else held it back.
-        let interrupted = self
-            .cancel
-            .reason()
-            .is_some_and(|r| r != CancelReason::FailurePolicy);
-        if let (Some(why), false) = (blocked, interrupted) {
-            return Outcome::not_started(index, task.name.clone(), TaskError::skipped(why));
+        if let Some(why) = blocked {
+            // An interrupted batch cancels what has not started, whatever else held it back.
+            let interrupted = self
+                .cancel
+                .reason()
+                .is_some_and(|r| r != CancelReason::FailurePolicy);
+            if !interrupted {
+                return Outcome::not_started(index, task.name.clone(), TaskError::skipped(why));
+            }
         }
         if let Some(not_started) = self.refuse_to_start(index, task) {
             return not_started;

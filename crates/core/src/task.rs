@@ -22,8 +22,8 @@ pub struct Task<I> {
     pub needs: Vec<usize>,
     /// Tasks that must have finished first, however they ended. Tasks that share one list
     /// ([`Task::after_shared`]: a stage after the stages before it) cost one wait per task and
-    /// per listed task, not their product.
-    pub after: Arc<[usize]>,
+    /// per listed task, not their product. `None`: none (no allocation per task).
+    pub after: Option<Arc<[usize]>>,
     /// What a failure of this task does to the batch, instead of the pool's policy.
     pub failure_policy: Option<FailurePolicy>,
 }
@@ -35,7 +35,7 @@ impl<I> Task<I> {
             input,
             retry: None,
             needs: Vec::new(),
-            after: Arc::from([]),
+            after: None,
             failure_policy: None,
         }
     }
@@ -48,15 +48,21 @@ impl<I> Task<I> {
 
     /// Start only once these tasks finished, whatever their status.
     pub fn after(mut self, tasks: impl IntoIterator<Item = usize>) -> Self {
-        self.after = self.after.iter().copied().chain(tasks).collect();
+        let after: Arc<[usize]> = self.after_list().iter().copied().chain(tasks).collect();
+        self.after = (!after.is_empty()).then_some(after);
         self
     }
 
     /// Start only once these tasks finished, whatever their status; the list may be shared
     /// with other tasks (replaces the task's `after` list).
     pub fn after_shared(mut self, tasks: Arc<[usize]>) -> Self {
-        self.after = tasks;
+        self.after = (!tasks.is_empty()).then_some(tasks);
         self
+    }
+
+    /// The tasks this one starts after (see [`Task::after`]).
+    pub fn after_list(&self) -> &[usize] {
+        self.after.as_deref().unwrap_or(&[])
     }
 
     /// What a failure of this task does to the batch, instead of the pool's policy.
@@ -66,7 +72,7 @@ impl<I> Task<I> {
     }
 
     pub(crate) fn waits(&self) -> bool {
-        !self.needs.is_empty() || !self.after.is_empty()
+        !self.needs.is_empty() || self.after.is_some()
     }
 
     /// Use this policy instead of the pool's.
