@@ -69,6 +69,10 @@ struct Definition {
     env: String,
     cwd: String,
     files: String,
+    /// The run's payload (jobs see all of it in their environment). Absent in caches written
+    /// before payloads: such an entry reads as "payload changed" once.
+    #[serde(default)]
+    payload: String,
 }
 
 /// A file's size and modification time when it was hashed, and the hash.
@@ -231,15 +235,24 @@ pub(crate) struct Decision {
 #[derive(Debug)]
 pub(crate) struct Cache {
     pipeline: String,
+    /// A hash of the run's payload, part of every job's definition.
+    payload: String,
     project: PathBuf,
     jobs: BTreeMap<String, Entry>,
     stamps: Mutex<HashMap<String, Stamp>>,
 }
 
 impl Cache {
-    pub(crate) fn new(project: &Path, pipeline: &str, file: CacheFile) -> Cache {
+    pub(crate) fn new(
+        project: &Path,
+        pipeline: &str,
+        file: CacheFile,
+        payload: &crate::payload::Payload,
+    ) -> Cache {
+        let payload = serde_json::to_string(payload).expect("a payload serializes");
         Cache {
             pipeline: pipeline.to_owned(),
+            payload: short_hash(&[&payload]),
             project: project.to_path_buf(),
             jobs: file.jobs,
             stamps: Mutex::new(file.files.into_iter().collect()),
@@ -266,7 +279,7 @@ impl Cache {
         forced: bool,
         salt: &str,
     ) -> Result<Decision, String> {
-        let definition = definition(job);
+        let definition = definition(job, &self.payload);
         let dep_keys: BTreeMap<String, String> =
             deps.iter().map(|d| (d.id.clone(), d.key.clone())).collect();
         if job.inputs.is_empty() {
@@ -404,7 +417,7 @@ fn short_hash(parts: &[&str]) -> String {
     h.finalize().to_hex()[..16].to_owned()
 }
 
-fn definition(job: &Job) -> Definition {
+fn definition(job: &Job, payload: &str) -> Definition {
     let command = match &job.run {
         Run::Shell(s) => short_hash(&["shell", s]),
         Run::Argv(a) => short_hash(&a.iter().map(String::as_str).collect::<Vec<_>>()),
@@ -426,6 +439,7 @@ fn definition(job: &Job) -> Definition {
         env,
         cwd,
         files: short_hash(&files),
+        payload: payload.to_owned(),
     }
 }
 
@@ -435,7 +449,7 @@ fn key_of(
     deps: &BTreeMap<String, String>,
     salt: &str,
 ) -> String {
-    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, "inputs"];
+    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, &d.payload, "inputs"];
     for (p, h) in inputs {
         parts.push(p);
         parts.push(h);
@@ -468,6 +482,9 @@ fn compare(
     }
     if d.files != definition.files {
         return Some("its inputs or outputs patterns changed".to_owned());
+    }
+    if d.payload != definition.payload {
+        return Some("payload changed".to_owned());
     }
     for (path, hash) in inputs {
         match last.inputs.get(path) {
@@ -650,9 +667,14 @@ mod tests {
             .load("p")
             .unwrap();
         let job = &pipeline.stages[0].jobs[0];
-        let first = Cache::new(d.path(), "p", CacheFile::empty())
-            .decide(job, &[], false, "")
-            .unwrap();
+        let first = Cache::new(
+            d.path(),
+            "p",
+            CacheFile::empty(),
+            &crate::payload::Payload::new(),
+        )
+        .decide(job, &[], false, "")
+        .unwrap();
         assert_eq!(first.stamps.len(), 1, "a settled file's hash is kept");
         let mut file = CacheFile::empty();
         file.apply(CacheUpdate {
@@ -662,7 +684,7 @@ mod tests {
         // Other bytes, same size and time: the stamp is believed, the file not read.
         std::fs::write(&input, "bbbb").unwrap();
         set_time();
-        let cache = Cache::new(d.path(), "p", file);
+        let cache = Cache::new(d.path(), "p", file, &crate::payload::Payload::new());
         let second = cache.decide(job, &[], false, "").unwrap();
         assert!(second.stamps.is_empty());
         assert_eq!(second.key, first.key);

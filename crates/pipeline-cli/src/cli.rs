@@ -25,6 +25,7 @@ const EXAMPLES: &str = "  lorchestra pipeline ingest --max-workers 4
   lorchestra pipeline ingest --resume 20261123T014512.345Z-1a2b
   lorchestra pipeline ingest --explain
   lorchestra pipeline ingest --force=clean_orders
+  lorchestra pipeline extract --payload model=gpt-4o --payload-file sessions.json
   lorchestra runs
   lorchestra report <RUN_ID> -o timeline.html
   lorchestra completions bash > ~/.local/share/bash-completion/completions/lorchestra";
@@ -84,6 +85,14 @@ pub enum Commands {
         /// Say for every job whether it would run and why, and run nothing (implies --dry-run)
         #[arg(long)]
         explain: bool,
+        /// A value for the jobs (repeatable): in their environment as
+        /// `LORCHESTRA_PAYLOAD_<KEY>` (and all of them as JSON in `LORCHESTRA_PAYLOAD`), and in
+        /// `{{payload.KEY}}` in a job's command, env and cwd (shell-quoted in a string command)
+        #[arg(long = "payload", value_name = "KEY=VALUE")]
+        payload: Vec<String>,
+        /// Payload values from a JSON object; --payload values win over it
+        #[arg(long, value_name = "FILE.json")]
+        payload_file: Option<PathBuf>,
     },
     /// Print a pipeline's jobs and what each waits for
     #[command(

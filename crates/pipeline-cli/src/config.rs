@@ -357,23 +357,26 @@ impl Project {
     /// runs; refuses cycles.
     pub(crate) fn load(&self, name_or_file: &str) -> Result<Pipeline> {
         let mut stack = Vec::new();
-        let mut done = HashMap::new();
+        let mut done = HashSet::new();
         self.load_inner(name_or_file, &mut stack, &mut done)
+            .map(|p| p.expect("nothing is loaded before the first pipeline"))
     }
 
+    /// The pipeline, or `None` if it was loaded and checked already (a nested pipeline run
+    /// by several jobs: checked once).
     fn load_inner(
         &self,
         name_or_file: &str,
         stack: &mut Vec<String>,
-        done: &mut HashMap<String, Pipeline>,
-    ) -> Result<Pipeline> {
+        done: &mut HashSet<String>,
+    ) -> Result<Option<Pipeline>> {
         let file = self.find(name_or_file)?;
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let Some(p) = done.get(&name) {
-            return Ok(p.clone());
+        if done.contains(&name) {
+            return Ok(None);
         }
         if let Some(pos) = stack.iter().position(|n| *n == name) {
             let mut cycle = stack[pos..].to_vec();
@@ -397,58 +400,56 @@ impl Project {
             }
         }
         stack.pop();
-        done.insert(name, pipeline.clone());
-        Ok(pipeline)
+        done.insert(name);
+        Ok(Some(pipeline))
     }
 
     fn validate(&self, name: String, file: &Path, raw: RawPipeline) -> Result<Pipeline> {
         let at = file.display();
         let default_stop = raw.stop_on_failure.unwrap_or(true);
         let is_graph = raw.stages.is_empty();
-        let layout: Vec<(String, bool, Vec<String>)> = if is_graph {
+        let graph_ids: Vec<String>;
+        let layout: Vec<(&str, bool, &[String])> = if is_graph {
             if raw.jobs.is_empty() {
                 bail!(
                     "{at}: the pipeline has no stages ([[stages]] with a name and jobs) and no \
                      jobs ([jobs.<ID>], run as a graph by their `needs`)"
                 );
             }
-            vec![(
-                GRAPH_STAGE.to_owned(),
-                default_stop,
-                self.graph_jobs(file, &raw.jobs)?,
-            )]
+            graph_ids = self.graph_jobs(file, &raw.jobs)?;
+            vec![(GRAPH_STAGE, default_stop, &graph_ids)]
         } else {
             raw.stages
                 .iter()
                 .map(|s| {
                     (
-                        s.name.clone(),
+                        s.name.as_str(),
                         s.stop_on_failure.unwrap_or(default_stop),
-                        s.jobs.clone(),
+                        s.jobs.as_slice(),
                     )
                 })
                 .collect()
         };
         let pipeline_slurm: fanout::Slurm = raw.slurm.clone().unwrap_or_default().into();
         let mut seen_stages = HashSet::new();
-        let mut seen_jobs: HashMap<String, String> = HashMap::new();
+        let mut seen_jobs: HashMap<&str, &str> = HashMap::new();
         let mut stages = Vec::new();
         for (stage_name, stop_on_failure, ids) in layout {
-            if !seen_stages.insert(stage_name.clone()) {
+            if !seen_stages.insert(stage_name) {
                 bail!("{at}: two stages are named {stage_name:?}; stage names must differ");
             }
             if ids.is_empty() {
                 bail!("{at}: stage {stage_name:?} has no jobs");
             }
             let mut jobs = Vec::new();
-            for id in &ids {
-                if let Some(other) = seen_jobs.insert(id.clone(), stage_name.clone()) {
+            for id in ids {
+                if let Some(other) = seen_jobs.insert(id, stage_name) {
                     bail!(
                         "{at}: the job {id:?} appears twice (stage {other:?} and stage \
                          {stage_name:?}); a job runs once per pipeline"
                     );
                 }
-                let mut job = self.job(id, &stage_name, file, &raw.jobs)?;
+                let mut job = self.job(id, stage_name, file, &raw.jobs)?;
                 if !matches!(job.run, Run::Pipeline(_)) {
                     job.backend = job.backend.or(raw.backend);
                     job.slurm = pipeline_slurm.merged_with(&job.slurm);
@@ -456,7 +457,7 @@ impl Project {
                 jobs.push(job);
             }
             stages.push(Stage {
-                name: stage_name,
+                name: stage_name.to_owned(),
                 stop_on_failure,
                 jobs: after_needs(jobs, |j| j.id.as_str(), |j| j.needs.as_slice()),
             });
@@ -704,9 +705,14 @@ fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
     for (si, stage) in pipeline.stages.iter().enumerate() {
         let mut waited_for: HashSet<usize> = HashSet::new();
         let after: Arc<[usize]> = frontier.as_slice().into();
+        let none: Arc<[usize]> = Arc::from([]);
         let mut any_after = false;
         for job in &stage.jobs {
-            let mut w = Waits::default();
+            // Clones of two lists per stage: no allocation per job.
+            let mut w = Waits {
+                needs: Vec::new(),
+                after: none.clone(),
+            };
             if job.needs.is_empty() {
                 w.after = after.clone();
                 any_after = true;

@@ -22,6 +22,7 @@ fn options() -> RunOptions {
         timeout: None,
         report: None,
         force: run::Force::Nothing,
+        payload: crate::payload::Payload::new(),
     }
 }
 

@@ -17,6 +17,7 @@ mod config;
 #[doc(hidden)]
 pub mod fuzz;
 mod graph;
+mod payload;
 mod report;
 mod run;
 mod store;
@@ -46,9 +47,24 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             halt,
             force,
             explain,
+            payload,
+            payload_file,
         } => {
-            let opts = run::RunOptions::from_args(&run, halt, resume, run::Force::from_arg(force))?;
+            let mut opts =
+                run::RunOptions::from_args(&run, halt, resume, run::Force::from_arg(force))?;
+            opts.payload = match &opts.resume {
+                Some(run_id) if !payload.is_empty() || payload_file.is_some() => {
+                    return Err(anyhow::anyhow!(
+                        "--resume {run_id} reuses the payload of that run; --payload and \
+                         --payload-file cannot change it (start a new run instead)"
+                    ))
+                    .usage();
+                }
+                Some(run_id) => store::load(&project.at(""), run_id).usage()?.payload,
+                None => payload::from_args(&payload, payload_file.as_deref()).usage()?,
+            };
             let mut pipeline = project.load(&pipeline).usage()?;
+            payload::apply(&mut pipeline, &opts.payload).usage()?;
             run::settle(&mut pipeline, &opts);
             if run.dry_run || explain {
                 run::print_plan(&project, &pipeline, &opts, explain)?;
@@ -167,6 +183,14 @@ fn status_text(project: &std::path::Path, r: &store::RunRecord) -> String {
     )
     .expect("writing to a String");
     writeln!(out, "workers   {}", r.max_workers).expect("writing to a String");
+    if !r.payload.is_empty() {
+        writeln!(
+            out,
+            "payload   {}",
+            serde_json::to_string(&r.payload).expect("a payload serializes")
+        )
+        .expect("writing to a String");
+    }
     let width = r
         .stages
         .iter()

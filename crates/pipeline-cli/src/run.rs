@@ -18,6 +18,7 @@ use fanout_cli::{RunArgs, UsageResult};
 use crate::cache::{Cache, CacheFile, CacheUpdate, DepState, Verdict, first_reason};
 use crate::cli::{Halt, Lorchestra};
 use crate::config::{Backend, Job, Pipeline, Project, Run};
+use crate::payload::{self, Payload};
 use crate::report;
 use crate::store::{
     self, CacheState, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
@@ -41,6 +42,8 @@ pub(crate) struct RunOptions {
     pub(crate) report: Option<PathBuf>,
     /// `--force [JOB]`: run jobs even if they are up to date.
     pub(crate) force: Force,
+    /// The invocation payload (placeholders are replaced before anything runs).
+    pub(crate) payload: Payload,
 }
 
 /// `--force`: which jobs run even if they are up to date.
@@ -126,6 +129,7 @@ impl RunOptions {
             timeout: args.timeout_or(None)?,
             report: args.report.clone(),
             force,
+            payload: Payload::new(),
         })
     }
 }
@@ -178,7 +182,17 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
     let run_dir = store::run_dir(&project.at(""), &run_id);
     std::fs::create_dir_all(run_dir.join("logs"))
         .with_context(|| format!("creating {}", run_dir.display()))?;
-    let cache = Cache::new(&project.dir, &pipeline.name, CacheFile::load(&project.dir));
+    let cache = Cache::new(
+        &project.dir,
+        &pipeline.name,
+        CacheFile::load(&project.dir),
+        &opts.payload,
+    );
+    if !opts.payload.is_empty() {
+        // For nested pipelines, which get the same payload.
+        let json = serde_json::to_vec(&opts.payload).expect("a payload serializes");
+        fanout::fsutil::write_atomic(&run_dir.join(PAYLOAD_FILE), &json)?;
+    }
     let writer = RecordWriter::start(
         record,
         store::record_path(&project.at(""), &run_id),
@@ -243,33 +257,45 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
     if let Some(copy) = &opts.report {
         report::write_json(&record, copy)?;
     }
-    if !ran.up_to_date.is_empty() {
-        let n = ran.up_to_date.len();
-        let names = if n <= 8 {
-            format!(": {}", ran.up_to_date.join(", "))
-        } else {
-            String::new()
-        };
-        eprintln!("{n} job{} up to date, not run{names}", plural(n));
-    }
+    print_up_to_date(&ran);
     eprintln!(
         "run {run_id}: {} in {} ({record_writes} record writes); record: {}",
         status.as_str(),
         fanout::fmt_duration(start.elapsed()),
         store::record_path(&project.at(""), &run_id).display()
     );
-    if let Some(stage) = ran.halted_by.filter(|_| ran.not_started > 0) {
-        if pipeline.is_graph {
-            eprintln!("jobs not started were skipped: a job failed (stop_on_failure)");
-        } else {
-            eprintln!("later stages were skipped: stage {stage:?} failed (stop_on_failure)");
-        }
-    }
+    print_halted(pipeline, &ran);
     Ok(match status {
         RunStatus::Cancelled => ExitStatus::Interrupted,
         RunStatus::Failed => ExitStatus::TaskFailed,
         RunStatus::Succeeded | RunStatus::Running => ExitStatus::Success,
     })
+}
+
+/// The jobs that were up to date: named when they are few.
+fn print_up_to_date(ran: &Ran) {
+    let n = ran.up_to_date.len();
+    if n == 0 {
+        return;
+    }
+    let names = if n <= 8 {
+        format!(": {}", ran.up_to_date.join(", "))
+    } else {
+        String::new()
+    };
+    eprintln!("{n} job{} up to date, not run{names}", plural(n));
+}
+
+/// Why jobs did not start, when a failure stopped the pipeline.
+fn print_halted(pipeline: &Pipeline, ran: &Ran) {
+    let Some(stage) = ran.halted_by.as_ref().filter(|_| ran.not_started > 0) else {
+        return;
+    };
+    if pipeline.is_graph {
+        eprintln!("jobs not started were skipped: a job failed (stop_on_failure)");
+    } else {
+        eprintln!("later stages were skipped: stage {stage:?} failed (stop_on_failure)");
+    }
 }
 
 /// Before anything is recorded or runs: the backends, the pool's settings, and the run's
@@ -309,6 +335,7 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
         duration_seconds: None,
         max_workers: opts.max_workers.get(),
         resumes: 0,
+        payload: opts.payload.clone(),
         stages: pipeline
             .stages
             .iter()
@@ -725,6 +752,9 @@ fn decide(
     Ok(entry)
 }
 
+/// In the run folder: the payload, for nested pipelines' `--payload-file`.
+const PAYLOAD_FILE: &str = "payload.json";
+
 /// Set for a nested pipeline's lorchestra: the file it writes its run id to.
 const NESTED_RUN_FILE: &str = "LORCHESTRA_NESTED_RUN_FILE";
 
@@ -773,6 +803,7 @@ fn run_job(
             // The nested run writes its id here; a later attempt, or a resumed outer run,
             // resumes that run instead of starting the nested pipeline from scratch.
             let id_file = nested_run_file(ctx.run_dir, &job.id);
+            let mut resumes_nested = false;
             if let Some(id) = std::fs::read_to_string(&id_file)
                 .ok()
                 .map(|id| id.trim().to_owned())
@@ -782,6 +813,7 @@ fn run_job(
                 })
             {
                 nested = nested.arg("--resume").arg(id);
+                resumes_nested = true;
             }
             nested = nested.env(NESTED_RUN_FILE, id_file);
             for a in &ctx.opts.slurm_args {
@@ -789,6 +821,12 @@ fn run_job(
             }
             if let Some(t) = ctx.opts.timeout {
                 nested = nested.arg(format!("--timeout={}", t.as_secs_f64()));
+            }
+            // A resumed nested run reuses its own record's payload, which is this one.
+            if !ctx.opts.payload.is_empty() && !resumes_nested {
+                nested = nested
+                    .arg("--payload-file")
+                    .arg(ctx.run_dir.join(PAYLOAD_FILE));
             }
             nested
         }
@@ -806,6 +844,9 @@ fn run_job(
         .stdout(Sink::AppendFile(log.to_path_buf()))
         .stderr_to_stdout()
         .timeout(job.timeout);
+    for (k, v) in payload::env(&ctx.opts.payload) {
+        cmd = cmd.env(k, v);
+    }
     for (k, v) in &job.env {
         cmd = cmd.env(k, v);
     }
@@ -854,6 +895,12 @@ pub(crate) fn print_plan(
     );
     if let Some(d) = &pipeline.description {
         println!("  {d}");
+    }
+    if !opts.payload.is_empty() {
+        println!(
+            "payload {}",
+            serde_json::to_string(&opts.payload).expect("a payload serializes")
+        );
     }
     let mut fi = 0;
     for stage in &pipeline.stages {
@@ -914,7 +961,12 @@ pub(crate) fn print_plan(
 /// decide it, without running or writing anything.
 fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<Vec<Verdict>> {
     let forced = opts.force.forced(pipeline).usage()?;
-    let cache = Cache::new(&project.dir, &pipeline.name, CacheFile::load(&project.dir));
+    let cache = Cache::new(
+        &project.dir,
+        &pipeline.name,
+        CacheFile::load(&project.dir),
+        &opts.payload,
+    );
     let mut states: Vec<DepState> = Vec::new();
     let mut combined = HashMap::new();
     let mut verdicts = Vec::new();

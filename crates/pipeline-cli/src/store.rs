@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::cache::{CacheFile, CacheUpdate};
 
 /// Where runs live, below the project folder.
@@ -96,6 +98,9 @@ pub(crate) struct RunRecord {
     /// How many times the run was resumed.
     #[serde(default)]
     pub(crate) resumes: u32,
+    /// The invocation payload (`--payload`, `--payload-file`); a resumed run reuses it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) payload: crate::payload::Payload,
     pub(crate) stages: Vec<StageRecord>,
 }
 
@@ -518,6 +523,7 @@ mod tests {
             duration_seconds: None,
             max_workers: 2,
             resumes: 0,
+            payload: BTreeMap::new(),
             stages: vec![StageRecord {
                 name: "s".into(),
                 jobs: (0..jobs)

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "browser-tests")]
 mod browser;
+mod payload;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 mod snapshots;

@@ -224,9 +224,16 @@ needs = ["quick"]
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("quick recorded as succeeded", || {
-        std::fs::read_to_string(p.path().join("ran")).is_ok_and(|r| r.contains("hangs"))
-            && p.path().join(".lorchestra/cache.json").is_file()
+    // quick's success is in the cache (not only the mark of its start) and hangs runs.
+    wait_for("quick's success in the cache", || {
+        let cache: Option<Value> = std::fs::read(p.path().join(".lorchestra/cache.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let quick_done = cache.is_some_and(|c| {
+            c["jobs"]["p/quick"].is_object() && c["jobs"]["p/quick"]["incomplete"].is_null()
+        });
+        quick_done
+            && std::fs::read_to_string(p.path().join("ran")).is_ok_and(|r| r.contains("hangs"))
     });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

@@ -1,0 +1,262 @@
+//! The invocation payload: values given to a run (`--payload KEY=VALUE`, `--payload-file`),
+//! kept in its record (a resumed run reuses them), handed to every job as environment
+//! variables and through `{{payload.KEY}}` placeholders in `command`, `env` and `cwd`.
+//!
+//! A placeholder never lets a value run as code: in a string command (run with `sh -c`) the
+//! value is shell-quoted; in an array command it is (part of) one argument.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+use crate::config::{Job, Pipeline, Run};
+
+/// Key -> value.
+pub(crate) type Payload = BTreeMap<String, Value>;
+
+/// The whole payload, as JSON, in every job's environment.
+pub(crate) const ENV_ALL: &str = "LORCHESTRA_PAYLOAD";
+
+/// The payload of `--payload-file FILE` (a JSON object) with the `--payload KEY=VALUE`s over it.
+/// Errors name the flag, the file (with line and column) or the value.
+pub(crate) fn from_args(pairs: &[String], file: Option<&Path>) -> Result<Payload> {
+    let mut payload = Payload::new();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--payload-file {}: cannot read it", file.display()))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            anyhow!(
+                "--payload-file {}: not JSON at line {}, column {}: {e}",
+                file.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        let Value::Object(map) = value else {
+            bail!(
+                "--payload-file {}: expected a JSON object ({{\"key\": value, ...}}), found {}",
+                file.display(),
+                kind(&value)
+            );
+        };
+        for (k, v) in map {
+            check_key(&k).map_err(|why| anyhow!("--payload-file {}: {why}", file.display()))?;
+            payload.insert(k, v);
+        }
+    }
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--payload {pair}: expected KEY=VALUE");
+        };
+        check_key(k).map_err(|why| anyhow!("--payload {pair}: {why}"))?;
+        payload.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(payload)
+}
+
+/// A key is a name environment variables and placeholders can carry.
+fn check_key(key: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "the key {key:?} is not a name: letters, digits and _, not starting with a digit"
+        ))
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A value as text: a string as it is, anything else as JSON.
+pub(crate) fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The environment variables a job gets: `LORCHESTRA_PAYLOAD` (the whole payload as JSON) and
+/// `LORCHESTRA_PAYLOAD_<KEY>` per key (upper case). Nothing for an empty payload.
+pub(crate) fn env(payload: &Payload) -> Vec<(String, String)> {
+    if payload.is_empty() {
+        return Vec::new();
+    }
+    let mut vars = vec![(
+        ENV_ALL.to_owned(),
+        serde_json::to_string(payload).expect("a payload serializes"),
+    )];
+    for (k, v) in payload {
+        vars.push((format!("{ENV_ALL}_{}", k.to_ascii_uppercase()), text(v)));
+    }
+    vars
+}
+
+/// Replace the `{{payload.KEY}}` placeholders of every job of `pipeline` with the payload's
+/// values (see the module's notes on quoting). A placeholder naming a key the payload does not
+/// have is an error naming the file, the job and the key. Other `{{ ... }}` are left alone.
+pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
+    let file = pipeline.file.clone();
+    for stage in &mut pipeline.stages {
+        for job in &mut stage.jobs {
+            apply_to_job(job, payload).map_err(|key| {
+                let have = if payload.is_empty() {
+                    "the run has no payload (--payload KEY=VALUE, --payload-file FILE)".to_owned()
+                } else {
+                    format!(
+                        "the payload has {}",
+                        payload.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                anyhow!(
+                    "{}: the job {:?} uses {{{{payload.{key}}}}}, but {have}",
+                    file.display(),
+                    job.id
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Substitute in one job; the error is the unknown key. Text without `{{` is not touched.
+fn apply_to_job(job: &mut Job, payload: &Payload) -> Result<(), String> {
+    let in_place = |text: &mut String, quote: bool| -> Result<(), String> {
+        if text.contains("{{") {
+            *text = substitute(text, payload, quote)?;
+        }
+        Ok(())
+    };
+    match &mut job.run {
+        Run::Shell(s) => in_place(s, true)?,
+        Run::Argv(a) => {
+            for arg in a {
+                in_place(arg, false)?;
+            }
+        }
+        Run::Pipeline(_) => {}
+    }
+    for v in job.env.values_mut() {
+        in_place(v, false)?;
+    }
+    if let Some(cwd) = &job.cwd {
+        let mut text = cwd.to_string_lossy().into_owned();
+        if text.contains("{{") {
+            in_place(&mut text, false)?;
+            job.cwd = Some(PathBuf::from(text));
+        }
+    }
+    Ok(())
+}
+
+/// `text` with each `{{payload.KEY}}` (spaces inside the braces allowed) replaced by the value,
+/// shell-quoted if `quote`.
+fn substitute(text: &str, payload: &Payload, quote: bool) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        let inner = rest[start + 2..start + 2 + len].trim();
+        out.push_str(&rest[..start]);
+        match inner.strip_prefix("payload.") {
+            Some(key) => {
+                let value = payload.get(key).ok_or_else(|| key.to_owned())?;
+                let value = self::text(value);
+                if quote {
+                    out.push_str(&fanout::process::shell_quote(&value));
+                } else {
+                    out.push_str(&value);
+                }
+            }
+            // Not ours (a Go template, docker's --format): as written.
+            None => out.push_str(&rest[start..start + 2 + len + 2]),
+        }
+        rest = &rest[start + 2 + len + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(pairs: &[(&str, &str)]) -> Payload {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_are_quoted_for_the_shell_and_other_braces_stay() {
+        let p = payload(&[("id", "'; touch x"), ("m", "gpt")]);
+        assert_eq!(
+            substitute("echo {{payload.id}} {{ payload.m }}", &p, true).unwrap(),
+            "echo ''\\''; touch x' gpt"
+        );
+        assert_eq!(
+            substitute("--id={{payload.id}}", &p, false).unwrap(),
+            "--id='; touch x"
+        );
+        assert_eq!(
+            substitute("docker ps --format '{{.ID}}' {{payload.m}}", &p, true).unwrap(),
+            "docker ps --format '{{.ID}}' gpt"
+        );
+        assert_eq!(
+            substitute("{{payload.nope}}", &p, true).unwrap_err(),
+            "nope"
+        );
+        assert_eq!(substitute("open {{ end", &p, true).unwrap(), "open {{ end");
+    }
+
+    #[test]
+    fn keys_are_names_and_the_flags_win_over_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("p.json");
+        std::fs::write(&f, r#"{"model": "a", "n": 3}"#).unwrap();
+        let p = from_args(&["model=b".to_owned()], Some(&f)).unwrap();
+        assert_eq!(p["model"], "b");
+        assert_eq!(p["n"], 3);
+        let err = |pairs: &[&str], file: Option<&Path>| {
+            let pairs: Vec<String> = pairs.iter().map(|s| (*s).to_owned()).collect();
+            format!("{:#}", from_args(&pairs, file).unwrap_err())
+        };
+        assert!(err(&["x-y=1"], None).contains("the key \"x-y\" is not a name"));
+        assert!(err(&["novalue"], None).contains("--payload novalue: expected KEY=VALUE"));
+        std::fs::write(&f, "[1, 2]").unwrap();
+        assert!(err(&[], Some(&f)).contains("expected a JSON object"));
+        std::fs::write(&f, "{\n\"a\": }").unwrap();
+        assert!(err(&[], Some(&f)).contains("not JSON at line 2"));
+    }
+
+    #[test]
+    fn every_key_becomes_an_environment_variable() {
+        let mut p = payload(&[("session_id", "s1")]);
+        p.insert("n".to_owned(), Value::from(3));
+        let vars = env(&p);
+        assert!(vars.contains(&("LORCHESTRA_PAYLOAD_SESSION_ID".to_owned(), "s1".to_owned())));
+        assert!(vars.contains(&("LORCHESTRA_PAYLOAD_N".to_owned(), "3".to_owned())));
+        assert!(vars.contains(&(
+            "LORCHESTRA_PAYLOAD".to_owned(),
+            r#"{"n":3,"session_id":"s1"}"#.to_owned()
+        )));
+        assert!(env(&Payload::new()).is_empty());
+    }
+}
