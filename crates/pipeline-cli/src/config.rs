@@ -106,6 +106,8 @@ pub(crate) struct Job {
     /// Globs of the files it writes, relative to its folder; each must match a file for the
     /// job to be up to date.
     pub(crate) outputs: Vec<String>,
+    /// Where the JSON value it returns comes from (see `output.rs`).
+    pub(crate) output: crate::output::OutputFrom,
 }
 
 impl Job {
@@ -238,6 +240,9 @@ struct RawJob {
     inputs: Vec<String>,
     #[serde(default)]
     outputs: Vec<String>,
+    /// `output = "stdout"`: its value may be the last line of its log.
+    #[serde(default)]
+    output: crate::output::OutputFrom,
 }
 
 /// `command = "string"` or `command = ["argv", ...]`, with a clear error otherwise (not
@@ -544,6 +549,7 @@ impl Project {
                 needs: Vec::new(),
                 inputs: Vec::new(),
                 outputs: Vec::new(),
+                output: crate::output::OutputFrom::File,
             });
         }
         let (raw, defined_in) = if let Some(raw) = inline.get(id) {
@@ -613,6 +619,7 @@ impl Project {
             needs: raw.needs,
             inputs: raw.inputs,
             outputs: raw.outputs,
+            output: raw.output,
         })
     }
 

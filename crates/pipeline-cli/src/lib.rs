@@ -17,6 +17,7 @@ mod config;
 #[doc(hidden)]
 pub mod fuzz;
 mod graph;
+mod output;
 mod payload;
 mod report;
 mod run;
@@ -229,6 +230,10 @@ fn status_text(project: &std::path::Path, r: &store::RunRecord) -> String {
                         .as_ref()
                         .filter(|_| j.status != JobStatus::UpToDate)
                         .map(|r| format!("\n  {:<width$}  ran because: {r}", ""))
+                        .unwrap_or_default()
+                    + &j.output
+                        .as_ref()
+                        .map(|v| format!("\n  {:<width$}  output: {}", "", output::short(v, 200)))
                         .unwrap_or_default(),
             )
             .expect("writing to a String");

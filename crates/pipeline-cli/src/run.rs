@@ -18,6 +18,7 @@ use fanout_cli::{RunArgs, UsageResult};
 use crate::cache::{Cache, CacheFile, CacheUpdate, DepState, Verdict, first_reason};
 use crate::cli::{Halt, Lorchestra};
 use crate::config::{Backend, Job, Pipeline, Project, Run};
+use crate::output;
 use crate::payload::{self, Payload};
 use crate::report;
 use crate::store::{
@@ -180,8 +181,10 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
     let forced = opts.force.forced(pipeline).usage()?;
     let run_id = record.run_id.clone();
     let run_dir = store::run_dir(&project.at(""), &run_id);
-    std::fs::create_dir_all(run_dir.join("logs"))
-        .with_context(|| format!("creating {}", run_dir.display()))?;
+    for sub in ["logs", "outputs"] {
+        std::fs::create_dir_all(run_dir.join(sub))
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+    }
     let cache = Cache::new(
         &project.dir,
         &pipeline.name,
@@ -643,6 +646,18 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             }
             other => other,
         });
+        let result = result.and_then(|()| {
+            let value = output::read(&output::file(ctx.run_dir, &job.id), job.output, &log)
+                .map_err(TaskError::failed)?;
+            if let Some(value) = value {
+                writer.send(Update::Output {
+                    stage: si,
+                    job: ji,
+                    value,
+                });
+            }
+            Ok(())
+        });
         if result.is_ok()
             && let Some(entry) = entries.lock().unwrap_or_else(PoisonError::into_inner)[fi].take()
         {
@@ -835,7 +850,11 @@ fn run_job(
         .cwd
         .as_ref()
         .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
+    // Each attempt starts without a value; what the job writes there is its value.
+    let output_file = output::file(ctx.run_dir, &job.id);
+    let _ = std::fs::remove_file(&output_file);
     let mut cmd = cmd
+        .env(output::ENV, &output_file)
         .launcher(job.launcher.clone())
         .job_name(&job.id)
         .current_dir(cwd)

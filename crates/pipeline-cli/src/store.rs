@@ -137,6 +137,9 @@ pub(crate) struct JobRecord {
     /// Why it ran ("input data/a.csv changed"), or why not ("up to date").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+    /// The JSON value the job returned (see `output.rs`), when it succeeded and returned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) output: Option<serde_json::Value>,
 }
 
 fn local() -> String {
@@ -150,6 +153,7 @@ impl JobRecord {
             slurm_job_id: None,
             definition: None,
             reason: None,
+            output: None,
             job_id: job_id.to_owned(),
             status: JobStatus::Pending,
             attempts: 0,
@@ -254,6 +258,12 @@ pub(crate) enum Update {
         duration: Duration,
         at: SystemTime,
     },
+    /// The value a job returned.
+    Output {
+        stage: usize,
+        job: usize,
+        value: serde_json::Value,
+    },
     /// Why a job runs, or that it is up to date: decided when its turn came.
     Reason {
         stage: usize,
@@ -272,6 +282,9 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
     match update {
         Update::Reason { stage, job, reason } => {
             record.stages[stage].jobs[job].reason = Some(reason);
+        }
+        Update::Output { stage, job, value } => {
+            record.stages[stage].jobs[job].output = Some(value);
         }
         Update::Cache(change) => {
             if let Some(cache) = cache {
@@ -296,6 +309,7 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
                 j.finished_at_unix = None;
                 j.error = None;
                 j.exit_code = None;
+                j.output = None;
             }
         }
         Update::Finished {

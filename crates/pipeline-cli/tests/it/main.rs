@@ -2,6 +2,7 @@
 
 #[cfg(feature = "browser-tests")]
 mod browser;
+mod outputs;
 mod payload;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
@@ -100,6 +101,17 @@ fn four_sleepers(secs: &str) -> String {
         t.push_str(&sleeper(id, secs));
     }
     t
+}
+
+/// Job `id`'s record, whatever its stage.
+fn job<'r>(record: &'r Value, id: &str) -> &'r Value {
+    record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["jobs"].as_array().unwrap())
+        .find(|j| j["job_id"] == id)
+        .unwrap_or_else(|| panic!("no job {id} in {record}"))
 }
 
 fn statuses(record: &Value) -> Vec<(String, String, String)> {

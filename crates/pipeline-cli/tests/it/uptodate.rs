@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 use testkit::wait_for;
 
-use super::{BIN, Project, statuses};
+use super::{BIN, Project, job, statuses};
 
 /// first -> second -> third, each reading a file of its own in `raw/` and the output of the job
 /// before it, appending its name to `ran` and writing `out/<name>.txt`.
@@ -265,18 +265,8 @@ command = "echo d > d.done"
 needs = ["b", "c"]
 "#;
 
-/// Job `id` of a graph pipeline's record.
-fn graph_job<'r>(record: &'r Value, id: &str) -> &'r Value {
-    record["stages"][0]["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["job_id"] == id)
-        .unwrap_or_else(|| panic!("no job {id} in {record}"))
-}
-
 fn times(record: &Value, id: &str) -> (f64, f64) {
-    let j = graph_job(record, id);
+    let j = job(record, id);
     (
         j["started_at_unix"].as_f64().unwrap(),
         j["finished_at_unix"].as_f64().unwrap(),
@@ -319,10 +309,7 @@ fn in_a_graph_a_job_starts_once_what_it_needs_is_done() {
     assert!(st.contains(&("b".into(), "failed".into())), "{st:?}");
     assert!(st.contains(&("d".into(), "skipped".into())), "{st:?}");
     assert!(!p.path().join("d.done").exists());
-    assert_eq!(
-        graph_job(&r, "d")["error"],
-        "not started: needs b, which failed"
-    );
+    assert_eq!(job(&r, "d")["error"], "not started: needs b, which failed");
     assert!(
         out.stderr.contains("skipped   d") && out.stderr.contains("needs b, which failed"),
         "{}",
