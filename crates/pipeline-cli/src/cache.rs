@@ -50,6 +50,9 @@ pub(crate) struct Entry {
     /// may have left half-written outputs, so it is not up to date whatever its key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) incomplete: bool,
+    /// The value it returned (a loop over it works when the job is up to date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) output: Option<serde_json::Value>,
 }
 
 impl Entry {
@@ -264,6 +267,14 @@ impl Cache {
         format!("{}/{job_id}", self.pipeline)
     }
 
+    /// The value `job_id` returned when it last succeeded.
+    pub(crate) fn last_output(&self, job_id: &str) -> Option<&serde_json::Value> {
+        self.jobs
+            .get(&self.name(job_id))
+            .filter(|e| !e.incomplete)
+            .and_then(|e| e.output.as_ref())
+    }
+
     /// The key `job_id` had when it last succeeded.
     pub(crate) fn last_key(&self, job_id: &str) -> Option<&str> {
         self.jobs.get(&self.name(job_id)).map(|e| e.key.as_str())
@@ -279,7 +290,11 @@ impl Cache {
         forced: bool,
         salt: &str,
     ) -> Result<Decision, String> {
-        let definition = definition(job, &self.payload);
+        // An iteration's environment carries its item's payload.
+        let item_payload = job.iteration.as_ref().map(|it| {
+            short_hash(&[&serde_json::to_string(&it.payload).expect("a payload serializes")])
+        });
+        let definition = definition(job, item_payload.as_deref().unwrap_or(&self.payload));
         let dep_keys: BTreeMap<String, String> =
             deps.iter().map(|d| (d.id.clone(), d.key.clone())).collect();
         if job.inputs.is_empty() {
@@ -319,6 +334,7 @@ impl Cache {
             inputs,
             deps: dep_keys,
             incomplete: false,
+            output: None,
         };
         Ok(Decision {
             key,

@@ -64,7 +64,61 @@ impl Pipeline {
 pub(crate) struct Stage {
     pub(crate) name: String,
     pub(crate) stop_on_failure: bool,
+    /// A loop stage's jobs are its iterations, known once it is expanded (see `looping.rs`).
     pub(crate) jobs: Vec<Job>,
+    /// A loop stage: its jobs run once per item of a list an earlier job returned.
+    pub(crate) looping: Option<Loop>,
+}
+
+/// `loop = { over = "@run.peek.items", payload = {...}, key = "@item.id", jobs = [...] }`.
+#[derive(Debug, Clone)]
+pub(crate) struct Loop {
+    /// Where the list is: a job of an earlier stage, and a path into its output.
+    pub(crate) over: Reference,
+    /// Per item, the payload its jobs get (over the run's): values that are references
+    /// (`@item...`, `@payload.KEY`, `@run.JOB...`) are resolved per item.
+    pub(crate) payload: BTreeMap<String, serde_json::Value>,
+    /// `key = "@item.session_id"`: iterations are named `job[<key>]`, else `job[<index>]`.
+    pub(crate) key: Option<Reference>,
+    /// The jobs run for each item, as defined (placeholders resolved per item).
+    pub(crate) jobs: Vec<Job>,
+    /// Set once expanded (the stage's jobs are then its iterations).
+    pub(crate) expanded: bool,
+}
+
+/// `@run.JOB.a.0.b`, `@item.a`, `@payload.KEY`: a value named by where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reference {
+    /// A path into the output of a job.
+    Run { job: String, path: Vec<String> },
+    /// A path into the loop's item.
+    Item(Vec<String>),
+    /// A key of the run's payload.
+    Payload(String),
+}
+
+impl Reference {
+    /// `text` as a reference, if it starts with `@`; an error says what references look like.
+    pub(crate) fn parse(text: &str) -> Option<Result<Reference, String>> {
+        let rest = text.strip_prefix('@')?;
+        let mut parts = rest.split('.').map(str::to_owned);
+        let head = parts.next().unwrap_or_default();
+        let path: Vec<String> = parts.collect();
+        if path.iter().any(String::is_empty) {
+            return Some(Err(format!("{text:?} has an empty part")));
+        }
+        Some(match head.as_str() {
+            "item" => Ok(Reference::Item(path)),
+            "payload" if path.len() == 1 => Ok(Reference::Payload(path[0].clone())),
+            "run" if !path.is_empty() => Ok(Reference::Run {
+                job: path[0].clone(),
+                path: path[1..].to_vec(),
+            }),
+            _ => Err(format!(
+                "{text:?} is not a reference: @run.JOB[.path], @item[.path] or @payload.KEY"
+            )),
+        })
+    }
 }
 
 /// Where jobs run: here, or as Slurm job steps (see `fanout::Slurm`).
@@ -108,6 +162,17 @@ pub(crate) struct Job {
     pub(crate) outputs: Vec<String>,
     /// Where the JSON value it returns comes from (see `output.rs`).
     pub(crate) output: crate::output::OutputFrom,
+    /// An iteration of a loop job: the job as defined, and the payload of its item (over the
+    /// run's).
+    pub(crate) iteration: Option<Iteration>,
+}
+
+/// What makes a job an iteration of a loop's job.
+#[derive(Debug, Clone)]
+pub(crate) struct Iteration {
+    /// The id of the job as defined (`llm_extract` for `llm_extract[s1]`).
+    pub(crate) of: String,
+    pub(crate) payload: crate::payload::Payload,
 }
 
 impl Job {
@@ -219,6 +284,19 @@ struct RawStage {
     #[serde(default)]
     jobs: Vec<String>,
     stop_on_failure: Option<bool>,
+    #[serde(rename = "loop")]
+    looping: Option<RawLoop>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoop {
+    over: String,
+    #[serde(default)]
+    payload: BTreeMap<String, serde_json::Value>,
+    key: Option<String>,
+    #[serde(default)]
+    jobs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -414,7 +492,7 @@ impl Project {
         let default_stop = raw.stop_on_failure.unwrap_or(true);
         let is_graph = raw.stages.is_empty();
         let graph_ids: Vec<String>;
-        let layout: Vec<(&str, bool, &[String])> = if is_graph {
+        let layout: Vec<(&str, bool, &[String], Option<&RawLoop>)> = if is_graph {
             if raw.jobs.is_empty() {
                 bail!(
                     "{at}: the pipeline has no stages ([[stages]] with a name and jobs) and no \
@@ -422,7 +500,7 @@ impl Project {
                 );
             }
             graph_ids = self.graph_jobs(file, &raw.jobs)?;
-            vec![(GRAPH_STAGE, default_stop, &graph_ids)]
+            vec![(GRAPH_STAGE, default_stop, &graph_ids, None)]
         } else {
             raw.stages
                 .iter()
@@ -431,23 +509,42 @@ impl Project {
                         s.name.as_str(),
                         s.stop_on_failure.unwrap_or(default_stop),
                         s.jobs.as_slice(),
+                        s.looping.as_ref(),
                     )
                 })
                 .collect()
         };
+        // Where each job is, for `over` and references, which must point to earlier stages.
+        let stage_of: HashMap<&str, usize> = layout
+            .iter()
+            .enumerate()
+            .flat_map(|(si, (_, _, ids, l))| {
+                ids.iter()
+                    .chain(l.iter().flat_map(|l| &l.jobs))
+                    .map(move |id| (id.as_str(), si))
+            })
+            .collect();
         let pipeline_slurm: fanout::Slurm = raw.slurm.clone().unwrap_or_default().into();
         let mut seen_stages = HashSet::new();
         let mut seen_jobs: HashMap<&str, &str> = HashMap::new();
         let mut stages = Vec::new();
-        for (stage_name, stop_on_failure, ids) in layout {
+        for (si, (stage_name, stop_on_failure, ids, raw_loop)) in layout.iter().enumerate() {
+            let (stage_name, stop_on_failure) = (*stage_name, *stop_on_failure);
             if !seen_stages.insert(stage_name) {
                 bail!("{at}: two stages are named {stage_name:?}; stage names must differ");
             }
-            if ids.is_empty() {
+            if raw_loop.is_some() && !ids.is_empty() {
+                bail!(
+                    "{at}: stage {stage_name:?} has both jobs and a loop; a loop stage lists \
+                     its jobs in loop.jobs"
+                );
+            }
+            if ids.is_empty() && raw_loop.is_none() {
                 bail!("{at}: stage {stage_name:?} has no jobs");
             }
+            let loop_ids: &[String] = raw_loop.map_or(&[], |l| l.jobs.as_slice());
             let mut jobs = Vec::new();
-            for id in ids {
+            for id in ids.iter().chain(loop_ids) {
                 if let Some(other) = seen_jobs.insert(id, stage_name) {
                     bail!(
                         "{at}: the job {id:?} appears twice (stage {other:?} and stage \
@@ -461,10 +558,21 @@ impl Project {
                 }
                 jobs.push(job);
             }
+            let (jobs, looping) = match raw_loop {
+                Some(l) => (
+                    Vec::new(),
+                    Some(check_loop(&at, stage_name, si, l, &stage_of, jobs)?),
+                ),
+                None => (
+                    after_needs(jobs, |j| j.id.as_str(), |j| j.needs.as_slice()),
+                    None,
+                ),
+            };
             stages.push(Stage {
                 name: stage_name.to_owned(),
                 stop_on_failure,
-                jobs: after_needs(jobs, |j| j.id.as_str(), |j| j.needs.as_slice()),
+                jobs,
+                looping,
             });
         }
         let mut pipeline = Pipeline {
@@ -550,6 +658,7 @@ impl Project {
                 inputs: Vec::new(),
                 outputs: Vec::new(),
                 output: crate::output::OutputFrom::File,
+                iteration: None,
             });
         }
         let (raw, defined_in) = if let Some(raw) = inline.get(id) {
@@ -620,6 +729,7 @@ impl Project {
             inputs: raw.inputs,
             outputs: raw.outputs,
             output: raw.output,
+            iteration: None,
         })
     }
 
@@ -651,6 +761,80 @@ impl Project {
         }
         Ok(jobs)
     }
+}
+
+/// A stage's loop, checked: `over` and the references name jobs of earlier stages, `key` is a
+/// path into the item, the jobs are there and need nothing. `jobs`: the loop's jobs, loaded.
+fn check_loop(
+    at: &std::path::Display<'_>,
+    stage: &str,
+    si: usize,
+    raw: &RawLoop,
+    stage_of: &HashMap<&str, usize>,
+    jobs: Vec<Job>,
+) -> Result<Loop> {
+    let earlier = |what: &str, job: &str| -> Result<()> {
+        match stage_of.get(job) {
+            Some(&s) if s < si => Ok(()),
+            Some(_) => bail!(
+                "{at}: stage {stage:?}: {what} names the job {job:?}, which does not run \
+                 before the loop (it is in this or a later stage): a loop reads the output of \
+                 a job of an earlier stage"
+            ),
+            None => bail!(
+                "{at}: stage {stage:?}: {what} names the job {job:?}, which is not a job of \
+                 this pipeline"
+            ),
+        }
+    };
+    let over = match Reference::parse(&raw.over) {
+        Some(Ok(r @ Reference::Run { .. })) => r,
+        Some(Err(why)) => bail!("{at}: stage {stage:?}: loop.over: {why}"),
+        _ => bail!(
+            "{at}: stage {stage:?}: loop.over = {:?}: expected @run.JOB[.path], the output of a \
+             job of an earlier stage",
+            raw.over
+        ),
+    };
+    if let Reference::Run { job, .. } = &over {
+        earlier("loop.over", job)?;
+    }
+    for (k, v) in &raw.payload {
+        crate::payload::check_key(k)
+            .map_err(|why| anyhow!("{at}: stage {stage:?}: loop.payload: {why}"))?;
+        if let Some(parsed) = v.as_str().and_then(Reference::parse) {
+            match parsed {
+                Ok(Reference::Run { job, .. }) => earlier(&format!("loop.payload.{k}"), &job)?,
+                Ok(_) => {}
+                Err(why) => bail!("{at}: stage {stage:?}: loop.payload.{k}: {why}"),
+            }
+        }
+    }
+    let key = match raw.key.as_deref().map(Reference::parse) {
+        None => None,
+        Some(Some(Ok(r @ Reference::Item(_)))) => Some(r),
+        Some(_) => bail!(
+            "{at}: stage {stage:?}: loop.key = {:?}: expected @item[.path]",
+            raw.key.as_deref().unwrap_or_default()
+        ),
+    };
+    if jobs.is_empty() {
+        bail!("{at}: stage {stage:?}: the loop has no jobs (loop.jobs)");
+    }
+    if let Some(j) = jobs.iter().find(|j| !j.needs.is_empty()) {
+        bail!(
+            "{at}: stage {stage:?}: the loop's job {:?} has `needs`; a loop's jobs run after the \
+             earlier stages, once per item",
+            j.id
+        );
+    }
+    Ok(Loop {
+        over,
+        payload: raw.payload.clone(),
+        key,
+        jobs,
+        expanded: false,
+    })
 }
 
 /// `items` reordered so that each comes after the items it needs, otherwise in their order.
@@ -691,19 +875,29 @@ fn after_needs<T>(
 
 /// What each job of `pipeline` waits for (see [`Waits`]); an error names a job that needs an
 /// unknown job, a job of a later stage, or the jobs of a cycle.
-fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
+pub(crate) fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
     let at = pipeline.file.display();
     let any_needs = pipeline.jobs().any(|(_, _, j)| !j.needs.is_empty());
-    // Only `needs` name jobs (and can form cycles): without them, no lookups to prepare.
-    let position: HashMap<&str, (usize, usize)> = if any_needs {
-        pipeline
-            .jobs()
-            .enumerate()
-            .map(|(fi, (si, _, j))| (j.id.as_str(), (fi, si)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    // Only `needs` name jobs (and can form cycles): without them, no lookups to prepare. A
+    // loop's job stands for all its iterations (none before the loop is expanded).
+    let mut position: HashMap<&str, (Vec<usize>, usize)> = HashMap::new();
+    if any_needs {
+        for (fi, (si, _, j)) in pipeline.jobs().enumerate() {
+            position.insert(j.id.as_str(), (vec![fi], si));
+            if let Some(it) = &j.iteration {
+                position
+                    .entry(it.of.as_str())
+                    .or_insert((Vec::new(), si))
+                    .0
+                    .push(fi);
+            }
+        }
+        for (si, stage) in pipeline.stages.iter().enumerate() {
+            for t in stage.looping.iter().flat_map(|l| &l.jobs) {
+                position.entry(t.id.as_str()).or_insert((Vec::new(), si));
+            }
+        }
+    }
     let mut waits = Vec::with_capacity(pipeline.job_count());
     // The jobs of the stages so far that no later job waits for: a job without `needs`
     // comes after them (and so after every earlier stage).
@@ -725,7 +919,7 @@ fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
                 any_after = true;
             }
             for need in &job.needs {
-                let Some(&(fi, need_stage)) = position.get(need.as_str()) else {
+                let Some((indices, need_stage)) = position.get(need.as_str()) else {
                     let mut names: Vec<&str> = position.keys().copied().collect();
                     names.sort_unstable();
                     bail!(
@@ -735,6 +929,7 @@ fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
                         names.join(", ")
                     );
                 };
+                let need_stage = *need_stage;
                 if need_stage > si {
                     bail!(
                         "{at}: the job {:?} (stage {:?}) needs {need:?}, which runs in the \
@@ -748,8 +943,10 @@ fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
                 if need == &job.id {
                     bail!("{at}: the job {:?} needs itself", job.id);
                 }
-                if !w.needs.contains(&fi) {
-                    w.needs.push(fi);
+                for &fi in indices {
+                    if !w.needs.contains(&fi) {
+                        w.needs.push(fi);
+                    }
                 }
             }
             waited_for.extend(w.needs.iter().copied());

@@ -42,8 +42,26 @@ pub(crate) fn text(p: &Pipeline) -> String {
     );
     let width = p.jobs().map(|(_, _, j)| j.id.len()).max().unwrap_or(0);
     let mut current = usize::MAX;
+    let print_loops = |out: &mut String, upto: usize, current: &mut usize| {
+        // Loop stages (no jobs until they run) up to stage `upto`.
+        while p.stages.get(current.wrapping_add(1)).is_some() && current.wrapping_add(1) < upto {
+            *current = current.wrapping_add(1);
+            let stage = &p.stages[*current];
+            if let Some(l) = &stage.looping {
+                let jobs: Vec<&str> = l.jobs.iter().map(|j| j.id.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "stage {}\n  for each item of {}: {}",
+                    stage.name,
+                    crate::looping::describe(&l.over),
+                    jobs.join(", ")
+                );
+            }
+        }
+    };
     for (fi, (si, _, job)) in p.jobs().enumerate() {
         if si != current && !p.is_graph {
+            print_loops(&mut out, si, &mut current);
             let _ = writeln!(out, "stage {}", p.stages[si].name);
             current = si;
         }
@@ -51,6 +69,7 @@ pub(crate) fn text(p: &Pipeline) -> String {
         let line = format!("  {:<width$}  {waits}", job.id);
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    print_loops(&mut out, p.stages.len(), &mut current);
     out
 }
 

@@ -17,6 +17,7 @@ mod config;
 #[doc(hidden)]
 pub mod fuzz;
 mod graph;
+mod looping;
 mod output;
 mod payload;
 mod report;
@@ -202,7 +203,12 @@ fn status_text(project: &std::path::Path, r: &store::RunRecord) -> String {
         .max(6);
     let run_dir = store::run_dir(project, &r.run_id);
     for stage in &r.stages {
-        writeln!(out, "\nstage {}", stage.name).expect("writing to a String");
+        let note = stage
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        writeln!(out, "\nstage {}{note}", stage.name).expect("writing to a String");
         writeln!(
             out,
             "  {:<width$}  {:<9}  {:>8}  {:>4}  {:>9}  LOG",

@@ -57,7 +57,7 @@ pub(crate) fn from_args(pairs: &[String], file: Option<&Path>) -> Result<Payload
 }
 
 /// A key is a name environment variables and placeholders can carry.
-fn check_key(key: &str) -> Result<(), String> {
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
     let mut chars = key.chars();
     let first_ok = chars
         .next()
@@ -71,13 +71,14 @@ fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// The kind of a JSON value, in words.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Array(_) => "an array",
+        Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
 }
@@ -111,6 +112,25 @@ pub(crate) fn env(payload: &Payload) -> Vec<(String, String)> {
 /// have is an error naming the file, the job and the key. Other `{{ ... }}` are left alone.
 pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
     let file = pipeline.file.clone();
+    // A loop's jobs are resolved per item; here their placeholders are checked against the
+    // keys they will have: the run's and the loop's.
+    for stage in &pipeline.stages {
+        let Some(l) = &stage.looping else { continue };
+        let mut keys = payload.clone();
+        keys.extend(l.payload.keys().map(|k| (k.clone(), Value::Null)));
+        for job in &l.jobs {
+            apply_to_job(&mut job.clone(), &keys).map_err(|key| {
+                anyhow!(
+                    "{}: the job {:?} (in the loop of stage {:?}) uses {{{{payload.{key}}}}}, \
+                     but neither the loop's payload nor the run's has it (they have: {})",
+                    file.display(),
+                    job.id,
+                    stage.name,
+                    keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+        }
+    }
     for stage in &mut pipeline.stages {
         for job in &mut stage.jobs {
             apply_to_job(job, payload).map_err(|key| {
@@ -134,7 +154,7 @@ pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
 }
 
 /// Substitute in one job; the error is the unknown key. Text without `{{` is not touched.
-fn apply_to_job(job: &mut Job, payload: &Payload) -> Result<(), String> {
+pub(crate) fn apply_to_job(job: &mut Job, payload: &Payload) -> Result<(), String> {
     let in_place = |text: &mut String, quote: bool| -> Result<(), String> {
         if text.contains("{{") {
             *text = substitute(text, payload, quote)?;

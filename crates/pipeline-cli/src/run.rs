@@ -1,7 +1,7 @@
 //! Running a pipeline: stages in order, the jobs of a stage through the core's pool, every job
 //! transition sent to the run record's writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -77,16 +77,31 @@ impl Force {
             Force::Nothing => Ok(vec![false; n]),
             Force::All => Ok(vec![true; n]),
             Force::Job(id) => {
-                let Some(start) = pipeline.jobs().position(|(_, _, j)| &j.id == id) else {
-                    let names: Vec<&str> = pipeline.jobs().map(|(_, _, j)| j.id.as_str()).collect();
+                // A loop's job: every iteration of it (none before the loop is expanded).
+                let mut forced: Vec<bool> = pipeline
+                    .jobs()
+                    .map(|(_, _, j)| {
+                        &j.id == id || j.iteration.as_ref().is_some_and(|it| &it.of == id)
+                    })
+                    .collect();
+                let templates = || {
+                    pipeline
+                        .stages
+                        .iter()
+                        .flat_map(|s| s.looping.iter().flat_map(|l| &l.jobs))
+                };
+                if !forced.contains(&true) && !templates().any(|t| &t.id == id) {
+                    let names: Vec<&str> = pipeline
+                        .jobs()
+                        .map(|(_, _, j)| j.id.as_str())
+                        .chain(templates().map(|t| t.id.as_str()))
+                        .collect();
                     bail!(
                         "--force {id}: not a job of the pipeline {} (its jobs: {})",
                         pipeline.name,
                         names.join(", ")
                     );
-                };
-                let mut forced = vec![false; n];
-                forced[start] = true;
+                }
                 // Waits point backwards in job order: one pass forward finds every dependent.
                 // A stage's jobs share their `after` list: looked at once.
                 let mut after_forced: HashMap<usize, bool> = HashMap::new();
@@ -176,9 +191,24 @@ const LOG_TAIL_LINES: usize = 15;
 pub(crate) const REPORT_FILE: &str = "report.json";
 
 /// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
+#[expect(
+    clippy::too_many_lines,
+    reason = "a run's whole life: its record, its segments between loop stages, its end"
+)]
 pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
     let (record, done) = checked_record(project, pipeline, opts)?;
-    let forced = opts.force.forced(pipeline).usage()?;
+    // Checked before anything runs; computed again as loop stages are expanded.
+    opts.force.forced(pipeline).usage()?;
+    let state = RunState::default();
+    for &(si, ji) in &done {
+        let j = &record.stages[si].jobs[ji];
+        state.done(&j.job_id, j.output.clone());
+    }
+    // A resumed run: its iterations that succeeded are not run again.
+    let old = opts
+        .resume
+        .as_ref()
+        .and_then(|id| store::load(&project.at(""), id).ok());
     let run_id = record.run_id.clone();
     let run_dir = store::run_dir(&project.at(""), &run_id);
     for sub in ["logs", "outputs"] {
@@ -229,19 +259,111 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         );
     }
 
-    let ctx = RunContext {
-        project,
-        pipeline,
-        opts,
-        run_dir: &run_dir,
-        run_id: &run_id,
-        interrupt: &interrupt,
-        runner: &runner,
-        writer: &writer,
-        cache: &cache,
-        forced: &forced,
-    };
-    let ran = run_jobs(&ctx, &done)?;
+    let done_ids: Vec<String> = lock(&state.done).iter().cloned().collect();
+    for id in done_ids {
+        let dep = match cache.last_key(&id) {
+            Some(key) => DepState::new(&id, key.to_owned(), None),
+            None => DepState::new(&id, String::new(), Some("ran")),
+        };
+        lock(&state.deps).insert(id, dep);
+    }
+    let mut pipeline = pipeline.clone();
+    let mut ran = Ran::default();
+    let mut from = 0;
+    // Segments: the stages up to the next loop stage run as one batch; then the loop stage is
+    // expanded from the outputs so far, and the next segment starts with it.
+    loop {
+        if from > 0 && ran.halted_by.is_some() {
+            // A loop stage that failed stops the pipeline.
+            not_run_after(&pipeline, from, &writer, &interrupt, &mut ran);
+            break;
+        }
+        let until = (from..pipeline.stages.len())
+            .find(|&si| {
+                pipeline.stages[si]
+                    .looping
+                    .as_ref()
+                    .is_some_and(|l| !l.expanded)
+            })
+            .unwrap_or(pipeline.stages.len());
+        let forced = opts.force.forced(&pipeline)?;
+        let ctx = RunContext {
+            project,
+            pipeline: &pipeline,
+            opts,
+            run_dir: &run_dir,
+            run_id: &run_id,
+            interrupt: &interrupt,
+            runner: &runner,
+            writer: &writer,
+            cache: &cache,
+            forced: &forced,
+        };
+        run_jobs(&ctx, from..until, &mut ran, &state)?;
+        if until == pipeline.stages.len() {
+            break;
+        }
+        if interrupt.is_cancelled() || ran.halted_by.is_some() {
+            not_run_after(&pipeline, until, &writer, &interrupt, &mut ran);
+            break;
+        }
+        let outputs = lock(&state.outputs).clone();
+        let stage_name = pipeline.stages[until].name.clone();
+        match crate::looping::expand(&mut pipeline, until, &outputs, &opts.payload) {
+            Ok(n) => {
+                let over = crate::looping::describe(
+                    &pipeline.stages[until]
+                        .looping
+                        .as_ref()
+                        .expect("a loop")
+                        .over,
+                );
+                let jobs = expanded_records(&pipeline, until, old.as_ref(), &state, &cache);
+                let again = jobs
+                    .iter()
+                    .filter(|j| j.status == JobStatus::Pending)
+                    .count();
+                let note = if n == 0 {
+                    format!("{over} is an empty list: no iterations")
+                } else {
+                    format!("{n} item{} from {over}", plural(n))
+                };
+                let earlier = jobs.len() - again;
+                eprintln!(
+                    "stage {stage_name}: {note}{}",
+                    if earlier > 0 {
+                        format!(
+                            " ({earlier} iteration{} succeeded earlier in this run)",
+                            plural(earlier)
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                writer.send(Update::Expand {
+                    stage: until,
+                    jobs,
+                    note,
+                });
+            }
+            Err(why) => {
+                eprintln!("stage {stage_name} FAILED: {why}");
+                ran.any_failed = true;
+                if pipeline.stages[until].stop_on_failure && ran.halted_by.is_none() {
+                    ran.halted_by = Some(stage_name);
+                }
+                if let Some(l) = pipeline.stages[until].looping.as_mut() {
+                    l.expanded = true;
+                }
+                writer.send(Update::Expand {
+                    stage: until,
+                    jobs: Vec::new(),
+                    note: format!("failed: {why}"),
+                });
+            }
+        }
+        from = until;
+    }
 
     let status = if interrupt.reason() == Some(CancelReason::Interrupted) {
         RunStatus::Cancelled
@@ -267,7 +389,7 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         fanout::fmt_duration(start.elapsed()),
         store::record_path(&project.at(""), &run_id).display()
     );
-    print_halted(pipeline, &ran);
+    print_halted(&pipeline, &ran);
     Ok(match status {
         RunStatus::Cancelled => ExitStatus::Interrupted,
         RunStatus::Failed => ExitStatus::TaskFailed,
@@ -343,6 +465,7 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
             .stages
             .iter()
             .map(|s| StageRecord {
+                note: None,
                 name: s.name.clone(),
                 jobs: s
                     .jobs
@@ -445,8 +568,170 @@ struct Ran {
     not_started: usize,
 }
 
-/// Where each job stands for those that wait for it: its key, and whether it runs.
-type DepStates = Mutex<Vec<Option<DepState>>>;
+/// What the segments of a run share, by job id (positions change as loops are expanded).
+#[derive(Debug, Default)]
+struct RunState {
+    /// Where each job stands for those that wait for it: its key, and whether it ran.
+    deps: Mutex<HashMap<String, DepState>>,
+    /// The values jobs returned (and those of jobs done earlier or up to date).
+    outputs: Mutex<HashMap<String, serde_json::Value>>,
+    /// How each finished job ended.
+    statuses: Mutex<HashMap<String, JobStatus>>,
+    /// Jobs done earlier in a resumed run.
+    done: Mutex<HashSet<String>>,
+}
+
+impl RunState {
+    /// Job `id` succeeded earlier in this (resumed) run, returning `output`.
+    fn done(&self, id: &str, output: Option<serde_json::Value>) {
+        lock(&self.done).insert(id.to_owned());
+        lock(&self.statuses).insert(id.to_owned(), JobStatus::Succeeded);
+        if let Some(v) = output {
+            lock(&self.outputs).insert(id.to_owned(), v);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The jobs of `stages` this segment runs, in job order: not those done earlier in a resumed
+/// run, and not those that need a job of an earlier segment that did not succeed (recorded as
+/// skipped, naming it).
+fn segment_todo(
+    ctx: &RunContext<'_>,
+    flat: &[(usize, usize, &Job)],
+    stages: std::ops::Range<usize>,
+    ran: &mut Ran,
+    so_far: &RunState,
+) -> Vec<usize> {
+    let mut todo = Vec::new();
+    let mut in_segment = vec![false; flat.len()];
+    for (fi, &(si, ji, job)) in flat.iter().enumerate() {
+        if !stages.contains(&si) || lock(&so_far.done).contains(&job.id) {
+            continue;
+        }
+        let failed_need = ctx.pipeline.waits[fi].needs.iter().find_map(|&d| {
+            let dep = &flat[d].2.id;
+            let status = lock(&so_far.statuses).get(dep).copied();
+            (!in_segment[d] && !matches!(status, Some(JobStatus::Succeeded | JobStatus::UpToDate)))
+                .then(|| {
+                    let how = status.map_or("did not run", JobStatus::as_str);
+                    format!("not started: needs {dep}, which {how}")
+                })
+        });
+        if let Some(why) = failed_need {
+            lock(&so_far.statuses).insert(job.id.clone(), JobStatus::Skipped);
+            ran.not_started += 1;
+            ctx.writer.send(Update::Finished {
+                stage: si,
+                job: ji,
+                status: JobStatus::Skipped,
+                attempts: 0,
+                exit_code: None,
+                slurm_job_id: None,
+                error: Some(why),
+                duration: Duration::ZERO,
+                at: SystemTime::now(),
+            });
+            continue;
+        }
+        in_segment[fi] = true;
+        todo.push(fi);
+    }
+    todo
+}
+
+/// The records of loop stage `si`'s iterations, just expanded: pending, or, for a resumed run,
+/// the record of an iteration that succeeded earlier (same name, same definition), which is
+/// then done.
+fn expanded_records(
+    pipeline: &Pipeline,
+    si: usize,
+    old: Option<&RunRecord>,
+    so_far: &RunState,
+    cache: &Cache,
+) -> Vec<JobRecord> {
+    let stage = &pipeline.stages[si];
+    let old_jobs = old
+        .and_then(|r| r.stages.iter().find(|s| s.name == stage.name))
+        .map_or(&[][..], |s| s.jobs.as_slice());
+    stage
+        .jobs
+        .iter()
+        .map(|j| {
+            let fresh = JobRecord {
+                definition: Some(j.definition_hash()),
+                ..JobRecord::pending(&j.id, j.launcher.name())
+            };
+            match old_jobs.iter().find(|o| {
+                o.job_id == j.id
+                    && matches!(o.status, JobStatus::Succeeded | JobStatus::UpToDate)
+                    && o.definition == fresh.definition
+            }) {
+                Some(o) => {
+                    so_far.done(&j.id, o.output.clone());
+                    let dep = match cache.last_key(&j.id) {
+                        Some(key) => DepState::new(&j.id, key.to_owned(), None),
+                        None => DepState::new(&j.id, String::new(), Some("ran")),
+                    };
+                    lock(&so_far.deps).insert(j.id.clone(), dep);
+                    o.clone()
+                }
+                None => fresh,
+            }
+        })
+        .collect()
+}
+
+/// The run stops before stage `from` (a failure stopped the pipeline, or it was interrupted):
+/// record every job of the stages from there as not started.
+fn not_run_after(
+    pipeline: &Pipeline,
+    from: usize,
+    writer: &RecordWriter,
+    interrupt: &CancelToken,
+    ran: &mut Ran,
+) {
+    let (status, why) = if interrupt.is_cancelled() {
+        (
+            JobStatus::Cancelled,
+            "not started: the run was interrupted".to_owned(),
+        )
+    } else {
+        (
+            JobStatus::Skipped,
+            format!(
+                "not started: stage {:?} failed and stops the pipeline",
+                ran.halted_by.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    for (si, stage) in pipeline.stages.iter().enumerate().skip(from) {
+        if stage.looping.as_ref().is_some_and(|l| !l.expanded) {
+            writer.send(Update::Expand {
+                stage: si,
+                jobs: Vec::new(),
+                note: format!("not run: {}", why.trim_start_matches("not started: ")),
+            });
+        }
+        for ji in 0..stage.jobs.len() {
+            ran.not_started += 1;
+            writer.send(Update::Finished {
+                stage: si,
+                job: ji,
+                status,
+                attempts: 0,
+                exit_code: None,
+                slurm_job_id: None,
+                error: Some(why.clone()),
+                duration: Duration::ZERO,
+                at: SystemTime::now(),
+            });
+        }
+    }
+}
 
 /// Run every job not in `done` as one pool batch: each starts as soon as what it waits for has
 /// finished; every transition goes to the record.
@@ -454,7 +739,12 @@ type DepStates = Mutex<Vec<Option<DepState>>>;
     clippy::too_many_lines,
     reason = "the batch, its record events and the work function read best together"
 )]
-fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
+fn run_jobs(
+    ctx: &RunContext<'_>,
+    stages: std::ops::Range<usize>,
+    ran: &mut Ran,
+    so_far: &RunState,
+) -> Result<()> {
     let RunContext {
         pipeline,
         opts,
@@ -464,27 +754,11 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
         ..
     } = *ctx;
     let flat: Vec<(usize, usize, &Job)> = pipeline.jobs().collect();
-    let done_flat: Vec<bool> = flat
-        .iter()
-        .map(|(si, ji, _)| done.contains(&(*si, *ji)))
-        .collect();
-    let todo: Vec<usize> = (0..flat.len()).filter(|&fi| !done_flat[fi]).collect();
+    let todo = segment_todo(ctx, &flat, stages, ran, so_far);
     let mut batch_index = vec![None; flat.len()];
     for (bi, &fi) in todo.iter().enumerate() {
         batch_index[fi] = Some(bi);
     }
-    // Jobs done earlier in a resumed run: their last key, and they do not run again.
-    let states: DepStates = Mutex::new(
-        flat.iter()
-            .enumerate()
-            .map(|(fi, (_, _, j))| {
-                done_flat[fi].then(|| match cache.last_key(&j.id) {
-                    Some(key) => DepState::new(&j.id, key.to_owned(), None),
-                    None => DepState::new(&j.id, String::new(), Some("ran")),
-                })
-            })
-            .collect(),
-    );
     let entries: Mutex<Vec<Option<crate::cache::Entry>>> = Mutex::new(vec![None; flat.len()]);
     let combined: Combined = Mutex::new(HashMap::new());
     // The stages' shared `after` lists, in batch positions (once per list, not per job).
@@ -521,7 +795,6 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             .with_env_overrides()?,
     );
 
-    let mut ran = Ran::default();
     let mut progress = opts.progress.reporter_with_detail(opts.detail_lines);
     // Every event goes to the progress reporter; a job's end also to the record, with why a
     // job did not start in lorchestra's words (the reporter gets those words too).
@@ -544,6 +817,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             job_status = JobStatus::UpToDate;
             ran.up_to_date.push(job.id.clone());
         }
+        lock(&so_far.statuses).insert(job.id.clone(), job_status);
         if outcome.status.is_failure() {
             ran.any_failed = true;
             if stage.stop_on_failure && ran.halted_by.is_none() {
@@ -595,15 +869,15 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
     pool.run_with_meta(&tasks, interrupt, &mut record, |&fi, tctx| {
         let (si, ji, job) = flat[fi];
         if tctx.attempt() == 1 {
-            match decide(ctx, &flat, fi, &states, &combined) {
+            match decide(ctx, &flat, fi, so_far, &combined) {
                 Err(why) => return (Err(TaskError::failed(why)), JobFacts::default()),
                 Ok(Some(entry)) => {
                     entries.lock().unwrap_or_else(PoisonError::into_inner)[fi] = Some(entry);
                 }
                 Ok(None) => {}
             }
-            let up_to_date = states.lock().unwrap_or_else(PoisonError::into_inner)[fi]
-                .as_ref()
+            let up_to_date = lock(&so_far.deps)
+                .get(&job.id)
                 .is_some_and(|d| d.runs.is_none());
             if up_to_date {
                 let facts = JobFacts {
@@ -650,6 +924,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             let value = output::read(&output::file(ctx.run_dir, &job.id), job.output, &log)
                 .map_err(TaskError::failed)?;
             if let Some(value) = value {
+                lock(&so_far.outputs).insert(job.id.clone(), value.clone());
                 writer.send(Update::Output {
                     stage: si,
                     job: ji,
@@ -659,8 +934,9 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
             Ok(())
         });
         if result.is_ok()
-            && let Some(entry) = entries.lock().unwrap_or_else(PoisonError::into_inner)[fi].take()
+            && let Some(mut entry) = lock(&entries)[fi].take()
         {
+            entry.output = lock(&so_far.outputs).get(&job.id).cloned();
             writer.send(Update::Cache(CacheUpdate {
                 job: Some((cache.name(&job.id), entry)),
                 stamps: Vec::new(),
@@ -668,7 +944,7 @@ fn run_jobs(ctx: &RunContext<'_>, done: &[(usize, usize)]) -> Result<Ran> {
         }
         (result, facts)
     })?;
-    Ok(ran)
+    Ok(())
 }
 
 /// The combined state of each shared `after` list (by its address), computed once.
@@ -704,18 +980,18 @@ fn decide(
     ctx: &RunContext<'_>,
     flat: &[(usize, usize, &Job)],
     fi: usize,
-    states: &DepStates,
+    so_far: &RunState,
     combined: &Combined,
 ) -> Result<Option<crate::cache::Entry>, String> {
     let (si, ji, job) = flat[fi];
     let deps = {
-        let mut combined = combined.lock().unwrap_or_else(PoisonError::into_inner);
-        let states = states.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut combined = lock(combined);
+        let states = lock(&so_far.deps);
         deps_of(
             ctx.pipeline,
             fi,
             |d| {
-                states[d].clone().unwrap_or_else(|| {
+                states.get(&flat[d].2.id).cloned().unwrap_or_else(|| {
                     // Finished without a decision: it failed before one, or was skipped.
                     DepState::new(&flat[d].2.id, String::new(), Some("did not succeed"))
                 })
@@ -754,8 +1030,16 @@ fn decide(
             reason,
         });
     }
-    states.lock().unwrap_or_else(PoisonError::into_inner)[fi] =
-        Some(DepState::new(&job.id, decision.key, runs));
+    lock(&so_far.deps).insert(job.id.clone(), DepState::new(&job.id, decision.key, runs));
+    if !runs_now && let Some(value) = ctx.cache.last_output(&job.id) {
+        // Up to date: the value it returned when it last ran.
+        lock(&so_far.outputs).insert(job.id.clone(), value.clone());
+        ctx.writer.send(Update::Output {
+            stage: si,
+            job: ji,
+            value: value.clone(),
+        });
+    }
     let entry = decision.entry.filter(|_| runs_now);
     if let Some(e) = &entry {
         // Until it succeeds, the job is not up to date (it may leave half-written outputs).
@@ -863,7 +1147,12 @@ fn run_job(
         .stdout(Sink::AppendFile(log.to_path_buf()))
         .stderr_to_stdout()
         .timeout(job.timeout);
-    for (k, v) in payload::env(&ctx.opts.payload) {
+    // An iteration of a loop's job has its item's payload (over the run's).
+    let job_payload = job
+        .iteration
+        .as_ref()
+        .map_or(&ctx.opts.payload, |it| &it.payload);
+    for (k, v) in payload::env(job_payload) {
         cmd = cmd.env(k, v);
     }
     for (k, v) in &job.env {
@@ -932,6 +1221,17 @@ pub(crate) fn print_plan(
             println!("jobs, each started once the jobs it needs succeeded{stops}");
         } else {
             println!("stage {}{stops}", stage.name);
+        }
+        if let Some(l) = stage.looping.as_ref().filter(|l| !l.expanded) {
+            let over = crate::looping::describe(&l.over);
+            let from = match &l.over {
+                crate::config::Reference::Run { job, .. } => job.as_str(),
+                _ => "",
+            };
+            println!("  for each item of {over} (known once {from} has run):");
+            for job in &l.jobs {
+                println!("    {}[...]: {}", job.id, job.run.display());
+            }
         }
         for job in &stage.jobs {
             let mut extra = Vec::new();

@@ -108,6 +108,9 @@ pub(crate) struct RunRecord {
 pub(crate) struct StageRecord {
     pub(crate) name: String,
     pub(crate) jobs: Vec<JobRecord>,
+    /// A loop stage: how many items it had, or why it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,6 +261,12 @@ pub(crate) enum Update {
         duration: Duration,
         at: SystemTime,
     },
+    /// A loop stage's iterations, now known.
+    Expand {
+        stage: usize,
+        jobs: Vec<JobRecord>,
+        note: String,
+    },
     /// The value a job returned.
     Output {
         stage: usize,
@@ -282,6 +291,11 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
     match update {
         Update::Reason { stage, job, reason } => {
             record.stages[stage].jobs[job].reason = Some(reason);
+        }
+        Update::Expand { stage, jobs, note } => {
+            let s = &mut record.stages[stage];
+            s.jobs = jobs;
+            s.note = Some(note);
         }
         Update::Output { stage, job, value } => {
             record.stages[stage].jobs[job].output = Some(value);
@@ -539,6 +553,7 @@ mod tests {
             resumes: 0,
             payload: BTreeMap::new(),
             stages: vec![StageRecord {
+                note: None,
                 name: "s".into(),
                 jobs: (0..jobs)
                     .map(|i| JobRecord::pending(&format!("j{i}"), "local"))

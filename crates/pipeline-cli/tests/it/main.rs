@@ -2,6 +2,7 @@
 
 #[cfg(feature = "browser-tests")]
 mod browser;
+mod loops;
 mod outputs;
 mod payload;
 #[cfg(feature = "slurm-tests")]

@@ -1,0 +1,326 @@
+//! Loop stages: jobs run once per item of a list an earlier job returned.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use testkit::{read_pid, wait_for};
+
+use super::{BIN, Project, statuses};
+
+/// `peek` returns `items` (a JSON list); the loop runs `a` and `b` for each, with the item's
+/// session id as payload (and the run's model).
+fn pipeline(items: &str, extra_jobs: &str) -> String {
+    format!(
+        r#"
+[[stages]]
+name = "query_phase"
+jobs = ["peek"]
+
+[[stages]]
+name = "extraction"
+loop = {{ over = "@run.peek.items", key = "@item.session_id", payload = {{ session_id = "@item.session_id", model = "@payload.model" }}, jobs = ["a", "b"] }}
+
+[[stages]]
+name = "report"
+jobs = ["summary"]
+
+[jobs.peek]
+command = "echo peek >> ran; cat items.json > \"$LORCHESTRA_OUTPUT\""
+[jobs.summary]
+command = "echo summary >> ran"
+{extra_jobs}
+"#
+    ) + &format!("# items: {items}\n")
+}
+
+const A_AND_B: &str = r#"
+[jobs.a]
+command = "echo + >> events; sleep 0.3; echo - >> events; printf 'a %s %s %s\n' {{payload.session_id}} \"$LORCHESTRA_PAYLOAD_SESSION_ID\" {{payload.model}} >> ran"
+[jobs.b]
+command = ["sh", "-c", "printf 'b %s\n' \"$1\" >> ran", "sh", "{{payload.session_id}}"]
+"#;
+
+fn items(ids: &[&str]) -> String {
+    let list: Vec<Value> = ids
+        .iter()
+        .map(|id| serde_json::json!({ "session_id": id }))
+        .collect();
+    serde_json::json!({ "items": list }).to_string()
+}
+
+fn ran(p: &Project) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(p.path().join("ran"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_loop_runs_its_jobs_once_per_item_with_the_items_values_within_max_workers() {
+    let ids = ["s1", "s2", "s3", "s4", "x'; touch pwned"];
+    let p = Project::create(&[
+        ("pipelines/p.toml", &pipeline("5", A_AND_B)),
+        ("items.json", &items(&ids)),
+    ]);
+    let out = p.run(&[
+        "pipeline",
+        "p",
+        "-j",
+        "3",
+        "--no-progress",
+        "--payload",
+        "model=m1",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("stage extraction: 5 items from @run.peek.items"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !p.path().join("pwned").exists(),
+        "an item's value ran as code"
+    );
+    let mut expected = vec!["peek".to_owned(), "summary".to_owned()];
+    for id in ids {
+        expected.push(format!("a {id} {id} m1"));
+        expected.push(format!("b {id}"));
+    }
+    expected.sort();
+    assert_eq!(ran(&p), expected);
+    let peak = p.peak();
+    assert!(
+        (1..=3).contains(&peak),
+        "-j 3 bounds the iterations: {peak}"
+    );
+    let record = p.last_record();
+    let st = statuses(&record);
+    assert_eq!(st.len(), 12, "{st:?}");
+    assert!(st.contains(&("extraction".into(), "a[s1]".into(), "succeeded".into())));
+    assert!(st.contains(&(
+        "extraction".into(),
+        "b[x'; touch pwned]".into(),
+        "succeeded".into()
+    )));
+    assert_eq!(record["stages"][1]["note"], "5 items from @run.peek.items");
+    // The report runs after every iteration.
+    let summary_start = record["stages"][2]["jobs"][0]["started_at_unix"]
+        .as_f64()
+        .unwrap();
+    for j in record["stages"][1]["jobs"].as_array().unwrap() {
+        assert!(j["finished_at_unix"].as_f64().unwrap() <= summary_start);
+    }
+}
+
+#[test]
+fn kill_9_mid_loop_then_resume_runs_exactly_the_iterations_that_did_not_succeed() {
+    let jobs = r#"
+[jobs.a]
+command = "echo a {{payload.session_id}} >> ran; if [ {{payload.session_id}} = s4 ]; then echo $$ > a.pid; while [ ! -f go ]; do sleep 0.05; done; fi"
+[jobs.b]
+command = "echo b {{payload.session_id}} >> ran"
+"#;
+    let p = Project::create(&[
+        ("pipelines/p.toml", &pipeline("5", jobs)),
+        ("items.json", &items(&["s1", "s2", "s3", "s4", "s5"])),
+    ]);
+    let mut child = testkit::command(BIN)
+        .args([
+            "pipeline",
+            "p",
+            "-j",
+            "2",
+            "--no-progress",
+            "--payload",
+            "model=m",
+        ])
+        .current_dir(p.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let nine_done = || {
+        let runs = p.path().join(".lorchestra/runs");
+        let Some(Ok(entry)) = std::fs::read_dir(&runs).ok().and_then(|mut d| d.next()) else {
+            return false;
+        };
+        std::fs::read(entry.path().join("run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|r| {
+                statuses(&r)
+                    .iter()
+                    .filter(|s| s.0 == "extraction" && s.2 == "succeeded")
+                    .count()
+                    == 9
+            })
+    };
+    wait_for("nine iterations recorded as succeeded", nine_done);
+    let pid = read_pid(&p.path().join("a.pid"));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    wait_for("the killed run's job to die", || !testkit::alive(pid));
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    std::fs::write(p.path().join("ran"), "").unwrap();
+    std::fs::write(p.path().join("go"), "").unwrap();
+    let out = p.run(&["pipeline", "p", "--resume", &run_id, "--no-progress"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("5 items from @run.peek.items (9 iterations succeeded earlier in this run)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        ran(&p),
+        ["a s4", "summary"],
+        "only what did not succeed ran again"
+    );
+    let r = p.last_record();
+    assert_eq!(r["run_id"], run_id.as_str());
+    assert!(statuses(&r).iter().all(|s| s.2 == "succeeded"), "{r}");
+}
+
+#[test]
+fn the_yaml_form_gives_the_same_record_as_the_toml_form() {
+    let yaml = r"
+stages:
+  - name: query_phase
+    jobs: [peek]
+  - name: extraction
+    loop:
+      over: '@run.peek.items'
+      key: '@item.session_id'
+      payload:
+        session_id: '@item.session_id'
+        model: '@payload.model'
+      jobs: [a, b]
+  - name: report
+    jobs: [summary]
+";
+    let toml = pipeline("3", "");
+    let shared = |name: &str| {
+        let start = toml.find(&format!("[jobs.{name}]")).unwrap();
+        let rest = &toml[start..];
+        let end = rest[1..].find("\n[").map_or(rest.len(), |e| e + 1);
+        rest[..end].lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
+    };
+    let mut a_and_b = String::new();
+    let _ = write!(
+        a_and_b,
+        "{}",
+        A_AND_B.replace("[jobs.a]\n", "").replace("[jobs.b]\n", "")
+    );
+    let a_b: Vec<&str> = a_and_b.trim().lines().collect();
+    let p = Project::create(&[
+        ("pipelines/t.toml", &pipeline("3", A_AND_B)),
+        ("pipelines/y.yaml", yaml),
+        ("jobs/peek.toml", &shared("peek")),
+        ("jobs/summary.toml", &shared("summary")),
+        ("jobs/a.toml", a_b[0]),
+        ("jobs/b.toml", a_b[1]),
+        ("items.json", &items(&["s1", "s2", "s3"])),
+    ]);
+    let mut records = Vec::new();
+    for name in ["t", "y"] {
+        let out = p.run(&["pipeline", name, "--no-progress", "--payload", "model=m"]);
+        assert_eq!(out.code, Some(0), "{name}: {}", out.stderr);
+        records.push(statuses(&p.last_record()));
+    }
+    assert_eq!(records[0], records[1]);
+    assert_eq!(records[0].len(), 8);
+}
+
+#[test]
+fn a_list_that_is_not_one_fails_its_stage_and_an_empty_one_runs_nothing() {
+    let p = Project::create(&[
+        ("pipelines/p.toml", &pipeline("-", A_AND_B)),
+        ("items.json", r#"{"items": {"session_id": "s1"}}"#),
+    ]);
+    let out = p.run(&["pipeline", "p", "--no-progress", "--payload", "model=m"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "stage extraction FAILED: loop.over = @run.peek.items is an object, not a list"
+        ),
+        "{}",
+        out.stderr
+    );
+    let r = p.last_record();
+    assert_eq!(r["status"], "failed");
+    assert!(statuses(&r).contains(&("report".into(), "summary".into(), "skipped".into())));
+    assert!(
+        r["stages"][1]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: loop.over")
+    );
+
+    p.write("items.json", r#"{"items": []}"#);
+    let out = p.run(&["pipeline", "p", "--no-progress", "--payload", "model=m"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("stage extraction: @run.peek.items is an empty list: no iterations"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(p.last_record()["stages"][1]["jobs"], serde_json::json!([]));
+}
+
+#[test]
+fn loops_that_cannot_work_are_refused_before_anything_runs() {
+    let stage = |l: &str| {
+        format!(
+            "[[stages]]\nname = \"one\"\njobs = [\"peek\"]\n[[stages]]\nname = \"two\"\nloop = {l}\n\
+             [[stages]]\nname = \"three\"\njobs = [\"later\"]\n\
+             [jobs.peek]\ncommand = \"true\"\n[jobs.later]\ncommand = \"true\"\n\
+             [jobs.a]\ncommand = \"echo {{{{payload.x}}}}\"\n[jobs.b]\ncommand = \"true\"\n"
+        )
+    };
+    let cases = [
+        (
+            stage(r#"{ over = "@run.nope.items", jobs = ["b"] }"#),
+            "stage \"two\": loop.over names the job \"nope\", which is not a job of this pipeline",
+        ),
+        (
+            stage(r#"{ over = "@run.later.items", jobs = ["b"] }"#),
+            "stage \"two\": loop.over names the job \"later\", which does not run before the loop",
+        ),
+        (
+            stage(r#"{ over = "@run.b", jobs = ["b"] }"#),
+            "loop.over names the job \"b\", which does not run before the loop",
+        ),
+        (
+            stage(r#"{ over = "items", jobs = ["b"] }"#),
+            "loop.over = \"items\": expected @run.JOB[.path]",
+        ),
+        (
+            stage(r#"{ over = "@run.peek", key = "session", jobs = ["b"] }"#),
+            "loop.key = \"session\": expected @item[.path]",
+        ),
+        (
+            stage(r#"{ over = "@run.peek", payload = { y = "@item" }, jobs = ["a"] }"#),
+            "the job \"a\" (in the loop of stage \"two\") uses {{payload.x}}, but neither",
+        ),
+        (
+            stage(r#"{ over = "@run.peek", jobs = [] }"#),
+            "stage \"two\": the loop has no jobs",
+        ),
+    ];
+    for (text, expected) in cases {
+        let p = Project::create(&[("pipelines/p.toml", &text)]);
+        let out = p.run(&["pipeline", "p"]);
+        assert_eq!(out.code, Some(2), "{expected}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected),
+            "expected {expected:?} in {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("pipelines/p.toml"), "{}", out.stderr);
+        assert!(!p.path().join(".lorchestra/runs").exists());
+    }
+}
