@@ -162,9 +162,11 @@ pub(crate) struct Job {
     pub(crate) outputs: Vec<String>,
     /// Where the JSON value it returns comes from (see `output.rs`).
     pub(crate) output: crate::output::OutputFrom,
-    /// An iteration of a loop job: the job as defined, and the payload of its item (over the
-    /// run's).
+    /// An iteration of a loop's or a matrix's job: the job as defined, and the payload of its
+    /// item (over the run's).
     pub(crate) iteration: Option<Iteration>,
+    /// `matrix`/`matrix_from`: the payload of each of the jobs it stands for (empty: none).
+    pub(crate) matrix: Vec<crate::payload::Payload>,
 }
 
 /// What makes a job an iteration of a loop's job.
@@ -321,6 +323,17 @@ struct RawJob {
     /// `output = "stdout"`: its value may be the last line of its log.
     #[serde(default)]
     output: crate::output::OutputFrom,
+    /// `matrix = { account = [1, 2], region = ["eu", "us"] }`: one job per combination.
+    matrix: Option<BTreeMap<String, Vec<serde_json::Value>>>,
+    /// `matrix_from = { file = "accounts.txt" }` (one item per line) or `{ json = "x.json" }`.
+    matrix_from: Option<RawMatrixFrom>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatrixFrom {
+    file: Option<PathBuf>,
+    json: Option<PathBuf>,
 }
 
 /// `command = "string"` or `command = ["argv", ...]`, with a clear error otherwise (not
@@ -492,7 +505,7 @@ impl Project {
         let default_stop = raw.stop_on_failure.unwrap_or(true);
         let is_graph = raw.stages.is_empty();
         let graph_ids: Vec<String>;
-        let layout: Vec<(&str, bool, &[String], Option<&RawLoop>)> = if is_graph {
+        let layout: Vec<StageLayout<'_>> = if is_graph {
             if raw.jobs.is_empty() {
                 bail!(
                     "{at}: the pipeline has no stages ([[stages]] with a name and jobs) and no \
@@ -514,16 +527,7 @@ impl Project {
                 })
                 .collect()
         };
-        // Where each job is, for `over` and references, which must point to earlier stages.
-        let stage_of: HashMap<&str, usize> = layout
-            .iter()
-            .enumerate()
-            .flat_map(|(si, (_, _, ids, l))| {
-                ids.iter()
-                    .chain(l.iter().flat_map(|l| &l.jobs))
-                    .map(move |id| (id.as_str(), si))
-            })
-            .collect();
+        let stage_of = stage_of(&layout);
         let pipeline_slurm: fanout::Slurm = raw.slurm.clone().unwrap_or_default().into();
         let mut seen_stages = HashSet::new();
         let mut seen_jobs: HashMap<&str, &str> = HashMap::new();
@@ -556,7 +560,16 @@ impl Project {
                     job.backend = job.backend.or(raw.backend);
                     job.slurm = pipeline_slurm.merged_with(&job.slurm);
                 }
-                jobs.push(job);
+                if job.matrix.is_empty() {
+                    jobs.push(job);
+                } else if raw_loop.is_some() {
+                    bail!(
+                        "{at}: stage {stage_name:?}: the loop's job {id:?} has a matrix; a loop \
+                         runs its jobs once per item already"
+                    );
+                } else {
+                    jobs.extend(matrix_jobs(&at, &job)?);
+                }
             }
             let (jobs, looping) = match raw_loop {
                 Some(l) => (
@@ -659,6 +672,7 @@ impl Project {
                 outputs: Vec::new(),
                 output: crate::output::OutputFrom::File,
                 iteration: None,
+                matrix: Vec::new(),
             });
         }
         let (raw, defined_in) = if let Some(raw) = inline.get(id) {
@@ -679,6 +693,9 @@ impl Project {
                 .map_err(|e| anyhow!("{}: {}", shared.display(), e.to_string().trim_end()))?;
             (raw, shared)
         };
+        let matrix = self
+            .matrix(&raw)
+            .map_err(|why| anyhow!("{}: the job {id:?} {why}", defined_in.display()))?;
         let run = match raw.command {
             CommandSpec::Shell(s) if s.trim().is_empty() => {
                 bail!(
@@ -730,7 +747,98 @@ impl Project {
             outputs: raw.outputs,
             output: raw.output,
             iteration: None,
+            matrix,
         })
+    }
+
+    /// The combinations of a job's `matrix` (the cross product, in key order) or the items of
+    /// its `matrix_from` (relative to the project folder); empty without either.
+    fn matrix(&self, raw: &RawJob) -> Result<Vec<crate::payload::Payload>, String> {
+        use crate::payload::Payload;
+        use serde_json::Value;
+        match (&raw.matrix, &raw.matrix_from) {
+            (None, None) => Ok(Vec::new()),
+            (Some(_), Some(_)) => Err("has both matrix and matrix_from; use one".to_owned()),
+            (Some(m), None) => {
+                let mut combos: Vec<Payload> = vec![Payload::new()];
+                for (key, values) in m {
+                    crate::payload::check_key(key).map_err(|why| format!("matrix: {why}"))?;
+                    if values.is_empty() {
+                        return Err(format!("matrix.{key} is an empty list"));
+                    }
+                    combos = combos
+                        .into_iter()
+                        .flat_map(|c| {
+                            values.iter().map(move |v| {
+                                let mut c = c.clone();
+                                c.insert(key.clone(), v.clone());
+                                c
+                            })
+                        })
+                        .collect();
+                }
+                Ok(combos)
+            }
+            (None, Some(from)) => {
+                let item = |v: Value| -> Payload {
+                    match v {
+                        Value::Object(map) => map.into_iter().collect(),
+                        other => [("item".to_owned(), other)].into(),
+                    }
+                };
+                let items: Vec<Payload> = match (&from.file, &from.json) {
+                    (Some(file), None) => {
+                        let path = self.at(file);
+                        std::fs::read_to_string(&path)
+                            .map_err(|e| format!("matrix_from.file {}: {e}", path.display()))?
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(|l| item(Value::String(l.to_owned())))
+                            .collect()
+                    }
+                    (None, Some(json)) => {
+                        let path = self.at(json);
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| format!("matrix_from.json {}: {e}", path.display()))?;
+                        match serde_json::from_str::<Value>(&text) {
+                            Ok(Value::Array(list)) => list.into_iter().map(item).collect(),
+                            Ok(other) => {
+                                return Err(format!(
+                                    "matrix_from.json {} is {}, not a list",
+                                    path.display(),
+                                    crate::payload::kind(&other)
+                                ));
+                            }
+                            Err(e) => {
+                                return Err(format!(
+                                    "matrix_from.json {}: not JSON at line {}, column {}: {e}",
+                                    path.display(),
+                                    e.line(),
+                                    e.column()
+                                ));
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(
+                            "matrix_from takes one of file = \"lines.txt\" or json = \"list.json\""
+                                .to_owned(),
+                        );
+                    }
+                };
+                if items.is_empty() {
+                    return Err("matrix_from has no items".to_owned());
+                }
+                for p in &items {
+                    for key in p.keys() {
+                        crate::payload::check_key(key)
+                            .map_err(|why| format!("matrix_from: {why}"))?;
+                    }
+                }
+                Ok(items)
+            }
+        }
     }
 
     /// Every job the project defines: `jobs/*.toml` and each pipeline's `[jobs]` tables.
@@ -761,6 +869,47 @@ impl Project {
         }
         Ok(jobs)
     }
+}
+
+/// A stage as written: its name, `stop_on_failure`, jobs and loop.
+type StageLayout<'a> = (&'a str, bool, &'a [String], Option<&'a RawLoop>);
+
+/// Where each job is, for `over` and references, which must point to earlier stages.
+fn stage_of<'a>(layout: &[StageLayout<'a>]) -> HashMap<&'a str, usize> {
+    layout
+        .iter()
+        .enumerate()
+        .flat_map(|(si, (_, _, ids, l))| {
+            ids.iter()
+                .chain(l.iter().flat_map(|l| &l.jobs))
+                .map(move |id| (id.as_str(), si))
+        })
+        .collect()
+}
+
+/// The jobs a matrix job stands for: `job[v1,v2]`, each with its combination as payload.
+fn matrix_jobs(at: &std::path::Display<'_>, job: &Job) -> Result<Vec<Job>> {
+    let mut names = HashSet::new();
+    let mut jobs = Vec::with_capacity(job.matrix.len());
+    for combination in &job.matrix {
+        let values: Vec<String> = combination.values().map(crate::payload::text).collect();
+        let name = format!("{}[{}]", job.id, values.join(","));
+        if !names.insert(name.clone()) {
+            bail!(
+                "{at}: the job {:?}: its matrix has {name:?} twice; each combination runs once",
+                job.id
+            );
+        }
+        let mut one = job.clone();
+        one.matrix = Vec::new();
+        one.id = name;
+        one.iteration = Some(Iteration {
+            of: job.id.clone(),
+            payload: combination.clone(),
+        });
+        jobs.push(one);
+    }
+    Ok(jobs)
 }
 
 /// A stage's loop, checked: `over` and the references name jobs of earlier stages, `key` is a

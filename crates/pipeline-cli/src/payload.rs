@@ -133,6 +133,14 @@ pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
     }
     for stage in &mut pipeline.stages {
         for job in &mut stage.jobs {
+            // A matrix's job: its combination over the run's payload.
+            let own = job.iteration.as_mut().map(|it| {
+                let mut merged = payload.clone();
+                merged.extend(std::mem::take(&mut it.payload));
+                it.payload.clone_from(&merged);
+                merged
+            });
+            let payload = own.as_ref().unwrap_or(payload);
             apply_to_job(job, payload).map_err(|key| {
                 let have = if payload.is_empty() {
                     "the run has no payload (--payload KEY=VALUE, --payload-file FILE)".to_owned()

@@ -312,15 +312,94 @@ fn loops_that_cannot_work_are_refused_before_anything_runs() {
         ),
     ];
     for (text, expected) in cases {
-        let p = Project::create(&[("pipelines/p.toml", &text)]);
-        let out = p.run(&["pipeline", "p"]);
-        assert_eq!(out.code, Some(2), "{expected}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(expected),
-            "expected {expected:?} in {}",
-            out.stderr
-        );
-        assert!(out.stderr.contains("pipelines/p.toml"), "{}", out.stderr);
-        assert!(!p.path().join(".lorchestra/runs").exists());
+        assert_refused(&text, expected);
+    }
+}
+
+/// Pipeline `text` (with a `list.json` beside it) exits 2 naming its file and `expected`, and
+/// nothing ran.
+fn assert_refused(text: &str, expected: &str) {
+    let p = Project::create(&[("pipelines/p.toml", text), ("list.json", "{}")]);
+    let out = p.run(&["pipeline", "p"]);
+    assert_eq!(out.code, Some(2), "{expected}: {}", out.stderr);
+    assert!(
+        out.stderr.contains(expected),
+        "expected {expected:?} in {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("pipelines/p.toml"), "{}", out.stderr);
+    assert!(!p.path().join(".lorchestra/runs").exists());
+}
+
+#[test]
+fn a_matrix_job_runs_once_per_combination_and_what_needs_it_waits_for_all() {
+    let pipeline = r#"
+[jobs.sync]
+command = "echo sync {{payload.account}} {{payload.region}} $LORCHESTRA_PAYLOAD_REGION >> ran"
+matrix = { account = [1, 2, 3, 4], region = ["eu", "us"] }
+[jobs.after]
+command = "echo after >> ran"
+needs = ["sync"]
+[jobs.lines]
+command = ["sh", "-c", "echo line \"$1\" >> ran", "sh", "{{payload.item}}"]
+matrix_from = { file = "accounts.txt" }
+[jobs.objects]
+command = "echo object {{payload.id}} >> ran"
+matrix_from = { json = "accounts.json" }
+"#;
+    let p = Project::create(&[
+        ("pipelines/m.toml", pipeline),
+        ("accounts.txt", "a 1\n\na'2\n"),
+        ("accounts.json", r#"[{"id": "x"}, {"id": "y"}]"#),
+    ]);
+    let out = p.run(&["pipeline", "m", "-j", "2", "--no-progress"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut expected: Vec<String> = vec!["after".into(), "line a 1".into(), "line a'2".into()];
+    for a in 1..=4 {
+        for r in ["eu", "us"] {
+            expected.push(format!("sync {a} {r} {r}"));
+        }
+    }
+    expected.extend(["object x".to_owned(), "object y".to_owned()]);
+    expected.sort();
+    assert_eq!(ran(&p), expected);
+    let record = p.last_record();
+    let after = super::job(&record, "after")["started_at_unix"]
+        .as_f64()
+        .unwrap();
+    for a in 1..=4 {
+        for r in ["eu", "us"] {
+            let j = super::job(&record, &format!("sync[{a},{r}]"));
+            assert!(
+                j["finished_at_unix"].as_f64().unwrap() <= after,
+                "after waited"
+            );
+        }
+    }
+    let plan = p.run(&["pipeline", "m", "--dry-run"]).stdout;
+    assert!(plan.contains("  sync[4,us]: echo sync 4 us"), "{plan}");
+}
+
+#[test]
+fn a_matrix_that_is_not_a_table_of_lists_is_refused_naming_the_line() {
+    let job = |m: &str| format!("[jobs.a]\ncommand = \"true\"\n{m}\n");
+    let cases = [
+        (job("matrix = { account = 3 }"), "line 3"),
+        (
+            job("matrix = { account = [] }"),
+            "matrix.account is an empty list",
+        ),
+        (job("matrix = [1, 2]"), "line 3"),
+        (
+            job("matrix_from = { json = \"list.json\" }"),
+            "matrix_from.json list.json is an object, not a list",
+        ),
+        (
+            job("matrix = { a = [1] }\nmatrix_from = { file = \"x\" }"),
+            "has both matrix and matrix_from",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_refused(&text, expected);
     }
 }
