@@ -168,47 +168,20 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
     let plot = WIDTH - LABEL_WIDTH - 30.0;
     let x_of = |t: f64| LABEL_WIDTH + (t - t0) / span * plot;
 
-    let mut rows = Vec::new();
-    let mut y = TOP;
-    for stage in &record.stages {
-        rows.push(Row {
-            stage: true,
-            y,
-            label: stage.name.clone(),
-            status: "",
-            mark: "",
-            title: String::new(),
-            bar: None,
-        });
-        y += ROW_HEIGHT;
-        // In the order they started (those that did not, last, in pipeline order): with
-        // `needs`, a job's row comes after the rows of the jobs it waited for.
-        let mut jobs: Vec<&crate::store::JobRecord> = stage.jobs.iter().collect();
-        jobs.sort_by(|a, b| {
-            let key = |j: &crate::store::JobRecord| j.started_at_unix.unwrap_or(f64::INFINITY);
-            key(a).total_cmp(&key(b))
-        });
-        for job in jobs {
-            let bar = job.started_at_unix.map(|s| {
-                let f = job.finished_at_unix.unwrap_or(end);
-                Bar {
-                    x: round(x_of(s)),
-                    w: round((x_of(f) - x_of(s)).max(2.0)),
-                }
-            });
-            let title = tooltip(job, &stage.name, t0);
-            rows.push(Row {
-                stage: false,
-                y,
-                label: job.job_id.clone(),
-                status: job.status.as_str(),
-                mark: mark(job.status),
-                title,
-                bar,
-            });
-            y += ROW_HEIGHT;
-        }
-    }
+    let (rows, y) = chart_rows(record, t0, end, &x_of);
+    let table: Vec<TableGroup<'_>> = record
+        .stages
+        .iter()
+        .flat_map(|stage| {
+            groups(&stage.jobs).into_iter().map(|g| TableGroup {
+                stage: &stage.name,
+                summary: g
+                    .summary
+                    .map(|s| format!("{} \u{d7}{}: {s}", g.base, g.jobs.len())),
+                jobs: g.jobs,
+            })
+        })
+        .collect();
     let ticks = (0..=5)
         .map(|i| {
             let t = span * f64::from(i) / 5.0;
@@ -257,9 +230,171 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
             row_height => ROW_HEIGHT,
             ticks => ticks,
             rows => rows,
+            table => table,
             legend => legend,
         })?;
     Ok(html)
+}
+
+/// The chart's rows: a row per stage, then per job (or per group of iterations), with its bar;
+/// and the height they take.
+fn chart_rows(record: &RunRecord, t0: f64, end: f64, x_of: &dyn Fn(f64) -> f64) -> (Vec<Row>, f64) {
+    let mut rows = Vec::new();
+    let mut y = TOP;
+    for stage in &record.stages {
+        rows.push(Row {
+            stage: true,
+            y,
+            label: match &stage.note {
+                Some(note) => format!("{} ({note})", stage.name),
+                None => stage.name.clone(),
+            },
+            status: "",
+            mark: "",
+            title: String::new(),
+            bar: None,
+        });
+        y += ROW_HEIGHT;
+        // In the order they started (those that did not, last, in pipeline order): with
+        // `needs`, a job's row comes after the rows of the jobs it waited for. The many
+        // iterations of a loop's or matrix's job are one row.
+        let mut groups = groups(&stage.jobs);
+        let first_start = |g: &Group<'_>| {
+            g.jobs
+                .iter()
+                .filter_map(|j| j.started_at_unix)
+                .fold(f64::INFINITY, f64::min)
+        };
+        groups.sort_by(|a, b| first_start(a).total_cmp(&first_start(b)));
+        for g in groups {
+            let start = first_start(&g);
+            let finish = g
+                .jobs
+                .iter()
+                .filter_map(|j| j.finished_at_unix.or(j.started_at_unix.map(|_| end)))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let bar = start.is_finite().then(|| Bar {
+                x: round(x_of(start)),
+                w: round((x_of(finish.max(start)) - x_of(start)).max(2.0)),
+            });
+            let status = g.status();
+            let (label, title) = match &g.summary {
+                Some(summary) => (
+                    format!("{} \u{d7}{}", g.base, g.jobs.len()),
+                    format!("{} ({}): {summary}", g.base, stage.name),
+                ),
+                None => (
+                    g.jobs[0].job_id.clone(),
+                    tooltip(g.jobs[0], &stage.name, t0),
+                ),
+            };
+            rows.push(Row {
+                stage: false,
+                y,
+                label,
+                status: status.as_str(),
+                mark: mark(status),
+                title,
+                bar,
+            });
+            y += ROW_HEIGHT;
+        }
+    }
+    (rows, y)
+}
+
+/// A loop's or matrix's job with more iterations than this is one row of the chart, and one
+/// expandable row of the table.
+const GROUP_AT: usize = 10;
+
+/// Jobs shown together: one job, or the iterations of one job (`base[...]`).
+struct Group<'a> {
+    base: String,
+    jobs: Vec<&'a crate::store::JobRecord>,
+    /// For a group of iterations: how they ended, in words.
+    summary: Option<String>,
+}
+
+impl Group<'_> {
+    /// The status the group shows: the worst of its jobs.
+    fn status(&self) -> JobStatus {
+        let rank = |s: JobStatus| match s {
+            JobStatus::Failed => 0,
+            JobStatus::TimedOut => 1,
+            JobStatus::Cancelled => 2,
+            JobStatus::Running => 3,
+            JobStatus::Skipped => 4,
+            JobStatus::Pending => 5,
+            JobStatus::Succeeded => 6,
+            JobStatus::UpToDate => 7,
+        };
+        self.jobs
+            .iter()
+            .map(|j| j.status)
+            .min_by_key(|s| rank(*s))
+            .unwrap_or(JobStatus::Pending)
+    }
+}
+
+/// A stage's jobs in groups: a job's iterations together when there are more than
+/// [`GROUP_AT`], every other job alone; in the stage's order.
+fn groups(jobs: &[crate::store::JobRecord]) -> Vec<Group<'_>> {
+    let base = |id: &str| {
+        id.strip_suffix(']')
+            .and_then(|s| s.split_once('['))
+            .map(|(b, _)| b.to_owned())
+    };
+    let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for j in jobs {
+        if let Some(b) = base(&j.job_id) {
+            *count.entry(b).or_default() += 1;
+        }
+    }
+    let mut out: Vec<Group<'_>> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for j in jobs {
+        match base(&j.job_id).filter(|b| count[b] > GROUP_AT) {
+            Some(b) => {
+                if let Some(&i) = at.get(&b) {
+                    out[i].jobs.push(j);
+                } else {
+                    at.insert(b.clone(), out.len());
+                    out.push(Group {
+                        base: b,
+                        jobs: vec![j],
+                        summary: Some(String::new()),
+                    });
+                }
+            }
+            None => out.push(Group {
+                base: j.job_id.clone(),
+                jobs: vec![j],
+                summary: None,
+            }),
+        }
+    }
+    for g in &mut out {
+        if g.summary.is_some() {
+            let mut by: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            for j in &g.jobs {
+                *by.entry(j.status.as_str()).or_default() += 1;
+            }
+            let parts: Vec<String> = by
+                .iter()
+                .map(|(s, n)| format!("{n} {}", s.replace('_', " ")))
+                .collect();
+            g.summary = Some(format!("{} iterations: {}", g.jobs.len(), parts.join(", ")));
+        }
+    }
+    out
+}
+
+/// A row of the table: one job, or a job's iterations (expandable).
+#[derive(Serialize)]
+struct TableGroup<'a> {
+    stage: &'a str,
+    summary: Option<String>,
+    jobs: Vec<&'a crate::store::JobRecord>,
 }
 
 /// The words of a job's bar: status, times, attempts, error.

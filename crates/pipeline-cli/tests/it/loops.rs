@@ -403,3 +403,38 @@ fn a_matrix_that_is_not_a_table_of_lists_is_refused_naming_the_line() {
         assert_refused(&text, expected);
     }
 }
+
+#[test]
+fn the_timeline_shows_many_iterations_as_one_row_expandable_in_the_table() {
+    let ids: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let jobs = "[jobs.a]\ncommand = \"true\"\n[jobs.b]\ncommand = \"true\"\n";
+    let p = Project::create(&[
+        ("pipelines/p.toml", &pipeline("12", jobs)),
+        ("items.json", &items(&ids)),
+    ]);
+    let out = p.run(&["pipeline", "p", "-q", "--payload", "model=m"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    let out = p.run(&["report", &run_id, "-o", "t.html"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let html = std::fs::read_to_string(p.path().join("t.html")).unwrap();
+    assert!(
+        html.contains("a \u{d7}12</text>"),
+        "one chart row per loop job"
+    );
+    assert!(
+        html.contains("<details><summary>a \u{d7}12: 12 iterations: 12 succeeded</summary>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>a[s11]</td>"),
+        "each iteration in the table"
+    );
+    assert!(html.contains("stage extraction (12 items from @run.peek.items)"));
+    assert_eq!(
+        html.matches("<g class=\"job\">").count(),
+        4,
+        "peek, a, b, summary"
+    );
+}
