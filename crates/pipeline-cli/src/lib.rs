@@ -90,12 +90,23 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                     plural(jobs)
                 );
             } else {
+                let per_item: usize = p
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.looping.as_ref())
+                    .map(|l| l.jobs.len())
+                    .sum();
                 println!(
-                    "{} is valid: {} stage{}, {jobs} job{}",
+                    "{} is valid: {} stage{}, {jobs} job{}{}",
                     p.file.display(),
                     p.stages.len(),
                     plural(p.stages.len()),
-                    plural(jobs)
+                    plural(jobs),
+                    if per_item > 0 {
+                        format!(" and {per_item} per item of a loop")
+                    } else {
+                        String::new()
+                    }
                 );
             }
             Ok(ExitStatus::Success)
