@@ -80,35 +80,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Validate { pipeline } => {
-            let p = project.load(&pipeline).usage()?;
-            let jobs = p.job_count();
-            let plural = |n: usize| if n == 1 { "" } else { "s" };
-            if p.is_graph {
-                println!(
-                    "{} is valid: {jobs} job{} run as a graph by their needs",
-                    p.file.display(),
-                    plural(jobs)
-                );
-            } else {
-                let per_item: usize = p
-                    .stages
-                    .iter()
-                    .filter_map(|s| s.looping.as_ref())
-                    .map(|l| l.jobs.len())
-                    .sum();
-                println!(
-                    "{} is valid: {} stage{}, {jobs} job{}{}",
-                    p.file.display(),
-                    p.stages.len(),
-                    plural(p.stages.len()),
-                    plural(jobs),
-                    if per_item > 0 {
-                        format!(" and {per_item} per item of a loop")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
+            print_valid(&project.load(&pipeline).usage()?);
             Ok(ExitStatus::Success)
         }
         Commands::Jobs => {
@@ -148,6 +120,38 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),
     }
+}
+
+/// What `lorchestra validate` prints for a valid pipeline.
+fn print_valid(p: &config::Pipeline) {
+    let jobs = p.job_count();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if p.is_graph {
+        println!(
+            "{} is valid: {jobs} job{} run as a graph by their needs",
+            p.file.display(),
+            plural(jobs)
+        );
+        return;
+    }
+    let per_item: usize = p
+        .stages
+        .iter()
+        .filter_map(|s| s.looping.as_ref())
+        .map(|l| l.jobs.len())
+        .sum();
+    println!(
+        "{} is valid: {} stage{}, {jobs} job{}{}",
+        p.file.display(),
+        p.stages.len(),
+        plural(p.stages.len()),
+        plural(jobs),
+        if per_item > 0 {
+            format!(" and {per_item} per item of a loop")
+        } else {
+            String::new()
+        }
+    );
 }
 
 fn print_runs(project: &Project, limit: usize) {

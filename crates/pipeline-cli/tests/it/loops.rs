@@ -85,6 +85,11 @@ fn a_loop_runs_its_jobs_once_per_item_with_the_items_values_within_max_workers()
         !p.path().join("pwned").exists(),
         "an item's value ran as code"
     );
+    let valid = p.run(&["validate", "p"]).stdout;
+    assert!(
+        valid.contains("is valid: 3 stages, 2 jobs and 2 per item of a loop"),
+        "{valid}"
+    );
     let mut expected = vec!["peek".to_owned(), "summary".to_owned()];
     for id in ids {
         expected.push(format!("a {id} {id} m1"));
