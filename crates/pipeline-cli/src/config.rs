@@ -574,7 +574,7 @@ impl Project {
             let (jobs, looping) = match raw_loop {
                 Some(l) => (
                     Vec::new(),
-                    Some(check_loop(&at, stage_name, si, l, &stage_of, jobs)?),
+                    Some(check_loop(&at, file, stage_name, si, l, &stage_of, jobs)?),
                 ),
                 None => (
                     after_needs(jobs, |j| j.id.as_str(), |j| j.needs.as_slice()),
@@ -912,17 +912,30 @@ fn matrix_jobs(at: &std::path::Display<'_>, job: &Job) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
+/// `, line N`: where `needle` first appears in `file` (nothing if it does not).
+pub(crate) fn line_of(file: &Path, needle: &str) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| text.lines().position(|l| l.contains(needle)))
+        .map(|i| format!(", line {}", i + 1))
+        .unwrap_or_default()
+}
+
 /// A stage's loop, checked: `over` and the references name jobs of earlier stages, `key` is a
 /// path into the item, the jobs are there and need nothing. `jobs`: the loop's jobs, loaded.
 fn check_loop(
     at: &std::path::Display<'_>,
+    file: &Path,
     stage: &str,
     si: usize,
     raw: &RawLoop,
     stage_of: &HashMap<&str, usize>,
     jobs: Vec<Job>,
 ) -> Result<Loop> {
+    // The file, and the line where `needle` first appears in it (for a loop's errors).
+    let at_line = |needle: &str| format!("{at}{}", line_of(file, needle));
     let earlier = |what: &str, job: &str| -> Result<()> {
+        let at = at_line(&format!("@run.{job}"));
         match stage_of.get(job) {
             Some(&s) if s < si => Ok(()),
             Some(_) => bail!(
@@ -938,10 +951,11 @@ fn check_loop(
     };
     let over = match Reference::parse(&raw.over) {
         Some(Ok(r @ Reference::Run { .. })) => r,
-        Some(Err(why)) => bail!("{at}: stage {stage:?}: loop.over: {why}"),
+        Some(Err(why)) => bail!("{}: stage {stage:?}: loop.over: {why}", at_line(&raw.over)),
         _ => bail!(
-            "{at}: stage {stage:?}: loop.over = {:?}: expected @run.JOB[.path], the output of a \
+            "{}: stage {stage:?}: loop.over = {:?}: expected @run.JOB[.path], the output of a \
              job of an earlier stage",
+            at_line(&raw.over),
             raw.over
         ),
     };
@@ -955,7 +969,10 @@ fn check_loop(
             match parsed {
                 Ok(Reference::Run { job, .. }) => earlier(&format!("loop.payload.{k}"), &job)?,
                 Ok(_) => {}
-                Err(why) => bail!("{at}: stage {stage:?}: loop.payload.{k}: {why}"),
+                Err(why) => bail!(
+                    "{}: stage {stage:?}: loop.payload.{k}: {why}",
+                    at_line(v.as_str().unwrap_or_default())
+                ),
             }
         }
     }
@@ -963,7 +980,8 @@ fn check_loop(
         None => None,
         Some(Some(Ok(r @ Reference::Item(_)))) => Some(r),
         Some(_) => bail!(
-            "{at}: stage {stage:?}: loop.key = {:?}: expected @item[.path]",
+            "{}: stage {stage:?}: loop.key = {:?}: expected @item[.path]",
+            at_line(raw.key.as_deref().unwrap_or_default()),
             raw.key.as_deref().unwrap_or_default()
         ),
     };

@@ -111,7 +111,6 @@ pub(crate) fn env(payload: &Payload) -> Vec<(String, String)> {
 /// values (see the module's notes on quoting). A placeholder naming a key the payload does not
 /// have is an error naming the file, the job and the key. Other `{{ ... }}` are left alone.
 pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
-    let file = pipeline.file.clone();
     // A loop's jobs are resolved per item; here their placeholders are checked against the
     // keys they will have: the run's and the loop's.
     for stage in &pipeline.stages {
@@ -121,9 +120,10 @@ pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
         for job in &l.jobs {
             apply_to_job(&mut job.clone(), &keys).map_err(|key| {
                 anyhow!(
-                    "{}: the job {:?} (in the loop of stage {:?}) uses {{{{payload.{key}}}}}, \
+                    "{}{}: the job {:?} (in the loop of stage {:?}) uses {{{{payload.{key}}}}}, \
                      but neither the loop's payload nor the run's has it (they have: {})",
-                    file.display(),
+                    job.defined_in.display(),
+                    crate::config::line_of(&job.defined_in, &format!("payload.{key}")),
                     job.id,
                     stage.name,
                     keys.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -151,8 +151,9 @@ pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
                     )
                 };
                 anyhow!(
-                    "{}: the job {:?} uses {{{{payload.{key}}}}}, but {have}",
-                    file.display(),
+                    "{}{}: the job {:?} uses {{{{payload.{key}}}}}, but {have}",
+                    job.defined_in.display(),
+                    crate::config::line_of(&job.defined_in, &format!("payload.{key}")),
                     job.id
                 )
             })?;

@@ -289,11 +289,11 @@ fn loops_that_cannot_work_are_refused_before_anything_runs() {
     let cases = [
         (
             stage(r#"{ over = "@run.nope.items", jobs = ["b"] }"#),
-            "stage \"two\": loop.over names the job \"nope\", which is not a job of this pipeline",
+            "pipelines/p.toml, line 6: stage \"two\": loop.over names the job \"nope\", which is not a job of this pipeline",
         ),
         (
             stage(r#"{ over = "@run.later.items", jobs = ["b"] }"#),
-            "stage \"two\": loop.over names the job \"later\", which does not run before the loop",
+            "pipelines/p.toml, line 6: stage \"two\": loop.over names the job \"later\", which does not run before the loop",
         ),
         (
             stage(r#"{ over = "@run.b", jobs = ["b"] }"#),
@@ -301,7 +301,7 @@ fn loops_that_cannot_work_are_refused_before_anything_runs() {
         ),
         (
             stage(r#"{ over = "items", jobs = ["b"] }"#),
-            "loop.over = \"items\": expected @run.JOB[.path]",
+            "pipelines/p.toml, line 6: stage \"two\": loop.over = \"items\": expected @run.JOB[.path]",
         ),
         (
             stage(r#"{ over = "@run.peek", key = "session", jobs = ["b"] }"#),

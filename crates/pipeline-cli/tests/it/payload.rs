@@ -135,7 +135,7 @@ fn bad_payloads_are_refused_before_anything_runs() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["--payload", "model=x"],
-            "pipelines/p.toml: the job \"shell\" uses {{payload.session_id}}, but the payload has model",
+            "pipelines/p.toml, line 6: the job \"shell\" uses {{payload.session_id}}, but the payload has model",
         ),
         (
             &[],
