@@ -290,6 +290,16 @@ impl Cache {
         forced: bool,
         salt: &str,
     ) -> Result<Decision, String> {
+        if job.inputs.is_empty() {
+            // It always runs, and so do the jobs that depend on it: its key only has to differ
+            // from run to run (no hashing for the many jobs without inputs).
+            return Ok(Decision {
+                key: format!("ran in {salt}"),
+                verdict: Verdict::Run("no inputs declared: it always runs".to_owned()),
+                entry: None,
+                stamps: Vec::new(),
+            });
+        }
         // An iteration's environment carries its item's payload.
         let item_payload = job.iteration.as_ref().map(|it| {
             short_hash(&[&serde_json::to_string(&it.payload).expect("a payload serializes")])
@@ -297,15 +307,6 @@ impl Cache {
         let definition = definition(job, item_payload.as_deref().unwrap_or(&self.payload));
         let dep_keys: BTreeMap<String, String> =
             deps.iter().map(|d| (d.id.clone(), d.key.clone())).collect();
-        if job.inputs.is_empty() {
-            let key = key_of(&definition, &BTreeMap::new(), &dep_keys, salt);
-            return Ok(Decision {
-                key,
-                verdict: Verdict::Run("no inputs declared: it always runs".to_owned()),
-                entry: None,
-                stamps: Vec::new(),
-            });
-        }
         let dir = self.job_dir(job);
         let mut stamps = Vec::new();
         let mut inputs = BTreeMap::new();
@@ -313,7 +314,7 @@ impl Cache {
             let hash = self.hash(&dir, &file, &mut stamps)?;
             inputs.insert(file, hash);
         }
-        let key = key_of(&definition, &inputs, &dep_keys, "");
+        let key = key_of(&definition, &inputs, &dep_keys);
         let last = self.jobs.get(&self.name(&job.id));
         let verdict = if let Some(why) = first_reason(forced, last.is_none(), deps) {
             Verdict::Run(why)
@@ -463,7 +464,6 @@ fn key_of(
     d: &Definition,
     inputs: &BTreeMap<String, String>,
     deps: &BTreeMap<String, String>,
-    salt: &str,
 ) -> String {
     let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, &d.payload, "inputs"];
     for (p, h) in inputs {
@@ -475,7 +475,6 @@ fn key_of(
         parts.push(id);
         parts.push(k);
     }
-    parts.push(salt);
     short_hash(&parts)
 }
 
