@@ -507,6 +507,13 @@ pub(crate) fn resumed_record(
         let Some(old_stage) = old.stages.iter().find(|s| s.name == stage.name) else {
             continue;
         };
+        if pipeline.stages[si].looping.is_some() {
+            // Its iterations are known once it is expanded again; until then the record keeps
+            // the old ones, so a resumed run stopped before the loop still knows what succeeded.
+            stage.jobs.clone_from(&old_stage.jobs);
+            stage.note.clone_from(&old_stage.note);
+            continue;
+        }
         for (ji, job) in stage.jobs.iter_mut().enumerate() {
             let Some(prev) = old_stage.jobs.iter().find(|j| {
                 j.job_id == job.job_id

@@ -443,3 +443,55 @@ fn the_timeline_shows_many_iterations_as_one_row_expandable_in_the_table() {
         "peek, a, b, summary"
     );
 }
+
+#[test]
+fn a_resumed_run_stopped_before_its_loop_still_knows_which_iterations_succeeded() {
+    // stop_on_failure = false: `slow` failing does not stop the loop.
+    let text = pipeline("3", "")
+        .replacen(
+            "[[stages]]\nname = \"extraction\"",
+            "[[stages]]\nname = \"wait\"\njobs = [\"slow\"]\n\n[[stages]]\nname = \"extraction\"",
+            1,
+        )
+        .replacen("\n[[stages]]", "stop_on_failure = false\n\n[[stages]]", 1)
+        + r#"
+[jobs.slow]
+command = "test -f first-done || { touch first-done; exit 1; }; echo $$ > slow.pid; while [ ! -f go ]; do sleep 0.05; done"
+[jobs.a]
+command = "echo a {{payload.session_id}} >> ran; test {{payload.session_id}} != s2 || test -f fixed"
+[jobs.b]
+command = "echo b {{payload.session_id}} >> ran"
+"#;
+    let p = Project::create(&[
+        ("pipelines/p.toml", &text),
+        ("items.json", &items(&["s1", "s2", "s3"])),
+    ]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["pipeline", "p", "--no-progress"];
+        all.extend(args);
+        p.run(&all)
+    };
+    // First run: slow fails, the loop runs, a[s2] fails.
+    let out = run(&["--payload", "model=m"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    // A resume killed while slow runs again: the loop stage is never reached.
+    std::fs::write(p.path().join("ran"), "").unwrap();
+    let mut child = testkit::command(BIN)
+        .args(["pipeline", "p", "--resume", &run_id, "--no-progress"])
+        .current_dir(p.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = read_pid(&p.path().join("slow.pid"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("slow to die with its run", || !testkit::alive(pid));
+    // The next resume runs only what never succeeded: slow and a[s2] (the report succeeded
+    // in the first run).
+    p.write("go", "");
+    p.write("fixed", "");
+    let out = run(&["--resume", &run_id]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(ran(&p), ["a s2"]);
+}
