@@ -14,7 +14,7 @@ fn options() -> RunOptions {
     RunOptions {
         max_workers: MaxWorkers::one(),
         halt: Halt::Soon,
-        resume: None,
+        resumed: None,
         progress: ProgressMode::Silent,
         detail_lines: 0,
         backend: Backend::Local,
@@ -69,7 +69,9 @@ pub fn run_record(dir: &Path, name: &str, record: &[u8]) {
         let _ = r.duration_seconds.map(fanout::fmt_seconds);
     }
     let project = Project::new(dir.to_path_buf());
-    if let Ok(pipeline) = project.load(name) {
-        let _ = run::resumed_record(&project, &pipeline, run_id, &options());
+    if let Ok(pipeline) = project.load(name)
+        && let Ok(old) = store::load(dir, run_id)
+    {
+        let _ = run::resumed_record(&pipeline, &old, &options());
     }
 }

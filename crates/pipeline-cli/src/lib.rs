@@ -52,17 +52,22 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             payload,
             payload_file,
         } => {
-            let mut opts =
-                run::RunOptions::from_args(&run, halt, resume, run::Force::from_arg(force))?;
-            opts.payload = match &opts.resume {
-                Some(run_id) if !payload.is_empty() || payload_file.is_some() => {
+            let mut opts = run::RunOptions::from_args(&run, halt, run::Force::from_arg(force))?;
+            // The run to resume is read once: its payload, its record, its iterations.
+            opts.resumed = resume
+                .map(|id| store::load(&project.at(""), &id))
+                .transpose()
+                .usage()?;
+            opts.payload = match &opts.resumed {
+                Some(old) if !payload.is_empty() || payload_file.is_some() => {
+                    let run_id = &old.run_id;
                     return Err(anyhow::anyhow!(
                         "--resume {run_id} reuses the payload of that run; --payload and \
                          --payload-file cannot change it (start a new run instead)"
                     ))
                     .usage();
                 }
-                Some(run_id) => store::load(&project.at(""), run_id).usage()?.payload,
+                Some(old) => old.payload.clone(),
                 None => payload::from_args(&payload, payload_file.as_deref()).usage()?,
             };
             let mut pipeline = project.load(&pipeline).usage()?;

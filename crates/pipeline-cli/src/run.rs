@@ -1,7 +1,7 @@
 //! Running a pipeline: stages in order, the jobs of a stage through the core's pool, every job
 //! transition sent to the run record's writer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -29,7 +29,8 @@ use crate::store::{
 pub(crate) struct RunOptions {
     pub(crate) max_workers: MaxWorkers,
     pub(crate) halt: Halt,
-    pub(crate) resume: Option<String>,
+    /// `--resume RUN_ID`: that run's record, read once.
+    pub(crate) resumed: Option<RunRecord>,
     pub(crate) progress: ProgressMode,
     /// Lines of a failed job's log shown under it.
     pub(crate) detail_lines: usize,
@@ -121,12 +122,7 @@ impl Force {
 
 impl RunOptions {
     /// The shared flags, checked: a bad value is a usage error.
-    pub(crate) fn from_args(
-        args: &RunArgs<Lorchestra>,
-        halt: Halt,
-        resume: Option<String>,
-        force: Force,
-    ) -> Result<Self> {
+    pub(crate) fn from_args(args: &RunArgs<Lorchestra>, halt: Halt, force: Force) -> Result<Self> {
         let backend = match args.backend.as_deref() {
             None | Some("local") => Backend::Local,
             Some("slurm") => Backend::Slurm,
@@ -137,7 +133,7 @@ impl RunOptions {
         Ok(RunOptions {
             max_workers: args.max_workers_or(None)?,
             halt,
-            resume,
+            resumed: None,
             progress: args.progress(),
             detail_lines: args.detail_lines(LOG_TAIL_LINES),
             backend,
@@ -196,19 +192,9 @@ pub(crate) const REPORT_FILE: &str = "report.json";
     reason = "a run's whole life: its record, its segments between loop stages, its end"
 )]
 pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
-    let (record, done) = checked_record(project, pipeline, opts)?;
+    let (record, done) = checked_record(pipeline, opts)?;
     // Checked before anything runs; computed again as loop stages are expanded.
     opts.force.forced(pipeline).usage()?;
-    let state = RunState::default();
-    for &(si, ji) in &done {
-        let j = &record.stages[si].jobs[ji];
-        state.done(&j.job_id, j.output.clone());
-    }
-    // A resumed run: its iterations that succeeded are not run again.
-    let old = opts
-        .resume
-        .as_ref()
-        .and_then(|id| store::load(&project.at(""), id).ok());
     let run_id = record.run_id.clone();
     let run_dir = store::run_dir(&project.at(""), &run_id);
     for sub in ["logs", "outputs"] {
@@ -221,6 +207,11 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         CacheFile::load(&project.dir),
         &opts.payload,
     );
+    let state = RunState::default();
+    for &(si, ji) in &done {
+        let j = &record.stages[si].jobs[ji];
+        state.done(&j.job_id, j.output.clone(), &cache);
+    }
     if !opts.payload.is_empty() {
         // For nested pipelines, which get the same payload.
         let json = serde_json::to_vec(&opts.payload).expect("a payload serializes");
@@ -259,14 +250,6 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
         );
     }
 
-    let done_ids: Vec<String> = lock(&state.done).iter().cloned().collect();
-    for id in done_ids {
-        let dep = match cache.last_key(&id) {
-            Some(key) => DepState::new(&id, key.to_owned(), None),
-            None => DepState::new(&id, String::new(), Some("ran")),
-        };
-        lock(&state.deps).insert(id, dep);
-    }
     let mut pipeline = pipeline.clone();
     let mut ran = Ran::default();
     let mut from = 0;
@@ -318,7 +301,9 @@ pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> 
                         .expect("a loop")
                         .over,
                 );
-                let jobs = expanded_records(&pipeline, until, old.as_ref(), &state, &cache);
+                // A resumed run: its iterations that succeeded are not run again.
+                let jobs =
+                    expanded_records(&pipeline, until, opts.resumed.as_ref(), &state, &cache);
                 let again = jobs
                     .iter()
                     .filter(|j| j.status == JobStatus::Pending)
@@ -426,7 +411,6 @@ fn print_halted(pipeline: &Pipeline, ran: &Ran) {
 /// Before anything is recorded or runs: the backends, the pool's settings, and the run's
 /// record (new, or the resumed run's, with the jobs that are done). Errors here are the user's.
 fn checked_record(
-    project: &Project,
     pipeline: &Pipeline,
     opts: &RunOptions,
 ) -> Result<(RunRecord, Vec<(usize, usize)>)> {
@@ -436,8 +420,8 @@ fn checked_record(
     PoolConfig::new(opts.max_workers)
         .with_env_overrides()
         .usage()?;
-    Ok(match &opts.resume {
-        Some(run_id) => resumed_record(project, pipeline, run_id, opts).usage()?,
+    Ok(match &opts.resumed {
+        Some(old) => resumed_record(pipeline, old, opts).usage()?,
         None => (new_record(pipeline, opts), Vec::new()),
     })
 }
@@ -483,12 +467,11 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
 /// The record of run `run_id`, rebuilt on the pipeline as it is now: jobs recorded `succeeded`
 /// keep their record and are not run again; every other job is pending again.
 pub(crate) fn resumed_record(
-    project: &Project,
     pipeline: &Pipeline,
-    run_id: &str,
+    old: &RunRecord,
     opts: &RunOptions,
 ) -> Result<(RunRecord, Vec<(usize, usize)>)> {
-    let old = store::load(&project.at(""), run_id)?;
+    let run_id = &old.run_id;
     if old.pipeline != pipeline.name {
         bail!(
             "run {run_id} ran the pipeline {:?}, not {:?}: resume it with `lorchestra pipeline {} --resume {run_id}`",
@@ -582,16 +565,20 @@ struct RunState {
     deps: Mutex<HashMap<String, DepState>>,
     /// The values jobs returned (and those of jobs done earlier or up to date).
     outputs: Mutex<HashMap<String, serde_json::Value>>,
-    /// How each finished job ended.
+    /// How each finished job ended (in this run, or earlier in a resumed run): a job with a
+    /// status does not run again.
     statuses: Mutex<HashMap<String, JobStatus>>,
-    /// Jobs done earlier in a resumed run.
-    done: Mutex<HashSet<String>>,
 }
 
 impl RunState {
-    /// Job `id` succeeded earlier in this (resumed) run, returning `output`.
-    fn done(&self, id: &str, output: Option<serde_json::Value>) {
-        lock(&self.done).insert(id.to_owned());
+    /// Job `id` succeeded earlier in this (resumed) run, returning `output`; those that wait
+    /// for it see its last key.
+    fn done(&self, id: &str, output: Option<serde_json::Value>, cache: &Cache) {
+        let dep = match cache.last_key(id) {
+            Some(key) => DepState::new(id, key.to_owned(), None),
+            None => DepState::new(id, String::new(), Some("ran")),
+        };
+        lock(&self.deps).insert(id.to_owned(), dep);
         lock(&self.statuses).insert(id.to_owned(), JobStatus::Succeeded);
         if let Some(v) = output {
             lock(&self.outputs).insert(id.to_owned(), v);
@@ -616,7 +603,7 @@ fn segment_todo(
     let mut todo = Vec::new();
     let mut in_segment = vec![false; flat.len()];
     for (fi, &(si, ji, job)) in flat.iter().enumerate() {
-        if !stages.contains(&si) || lock(&so_far.done).contains(&job.id) {
+        if !stages.contains(&si) || lock(&so_far.statuses).contains_key(&job.id) {
             continue;
         }
         let failed_need = ctx.pipeline.waits[fi].needs.iter().find_map(|&d| {
@@ -678,12 +665,7 @@ fn expanded_records(
                     && o.definition == fresh.definition
             }) {
                 Some(o) => {
-                    so_far.done(&j.id, o.output.clone());
-                    let dep = match cache.last_key(&j.id) {
-                        Some(key) => DepState::new(&j.id, key.to_owned(), None),
-                        None => DepState::new(&j.id, String::new(), Some("ran")),
-                    };
-                    lock(&so_far.deps).insert(j.id.clone(), dep);
+                    so_far.done(&j.id, o.output.clone(), cache);
                     o.clone()
                 }
                 None => fresh,
