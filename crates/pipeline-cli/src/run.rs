@@ -618,17 +618,8 @@ fn segment_todo(
         if let Some(why) = failed_need {
             lock(&so_far.statuses).insert(job.id.clone(), JobStatus::Skipped);
             ran.not_started += 1;
-            ctx.writer.send(Update::Finished {
-                stage: si,
-                job: ji,
-                status: JobStatus::Skipped,
-                attempts: 0,
-                exit_code: None,
-                slurm_job_id: None,
-                error: Some(why),
-                duration: Duration::ZERO,
-                at: SystemTime::now(),
-            });
+            ctx.writer
+                .send(Update::not_started(si, ji, JobStatus::Skipped, why));
             continue;
         }
         in_segment[fi] = true;
@@ -707,17 +698,7 @@ fn not_run_after(
         }
         for ji in 0..stage.jobs.len() {
             ran.not_started += 1;
-            writer.send(Update::Finished {
-                stage: si,
-                job: ji,
-                status,
-                attempts: 0,
-                exit_code: None,
-                slurm_job_id: None,
-                error: Some(why.clone()),
-                duration: Duration::ZERO,
-                at: SystemTime::now(),
-            });
+            writer.send(Update::not_started(si, ji, status, why.clone()));
         }
     }
 }

@@ -287,6 +287,23 @@ pub(crate) enum Update {
     },
 }
 
+impl Update {
+    /// Job `job` of stage `stage` ended without starting, with `status` and why.
+    pub(crate) fn not_started(stage: usize, job: usize, status: JobStatus, why: String) -> Self {
+        Update::Finished {
+            stage,
+            job,
+            status,
+            attempts: 0,
+            exit_code: None,
+            slurm_job_id: None,
+            error: Some(why),
+            duration: Duration::ZERO,
+            at: SystemTime::now(),
+        }
+    }
+}
+
 fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update) {
     match update {
         Update::Reason { stage, job, reason } => {
