@@ -505,6 +505,7 @@ impl Project {
         let default_stop = raw.stop_on_failure.unwrap_or(true);
         let is_graph = raw.stages.is_empty();
         let graph_ids: Vec<String>;
+        let mut preloaded: HashMap<String, Job> = HashMap::new();
         let layout: Vec<StageLayout<'_>> = if is_graph {
             if raw.jobs.is_empty() {
                 bail!(
@@ -512,7 +513,7 @@ impl Project {
                      jobs ([jobs.<ID>], run as a graph by their `needs`)"
                 );
             }
-            graph_ids = self.graph_jobs(file, &raw.jobs)?;
+            (graph_ids, preloaded) = self.graph_jobs(file, &raw.jobs)?;
             vec![(GRAPH_STAGE, default_stop, &graph_ids, None)]
         } else {
             raw.stages
@@ -555,7 +556,9 @@ impl Project {
                          {stage_name:?}); a job runs once per pipeline"
                     );
                 }
-                let mut job = self.job(id, stage_name, file, &raw.jobs)?;
+                let loaded = preloaded.remove(id.as_str());
+                let mut job =
+                    loaded.map_or_else(|| self.job(id, stage_name, file, &raw.jobs), Ok)?;
                 if !matches!(job.run, Run::Pipeline(_)) {
                     job.backend = job.backend.or(raw.backend);
                     job.slurm = pipeline_slurm.merged_with(&job.slurm);
@@ -601,16 +604,22 @@ impl Project {
     }
 
     /// The jobs of a pipeline without stages: its `[jobs]`, and the shared jobs they need
-    /// (transitively), each after what it needs where the needs allow, else in name order.
-    fn graph_jobs(&self, file: &Path, inline: &BTreeMap<String, RawJob>) -> Result<Vec<String>> {
+    /// (transitively), each after what it needs where the needs allow, else in name order;
+    /// with the jobs, loaded (once).
+    fn graph_jobs(
+        &self,
+        file: &Path,
+        inline: &BTreeMap<String, RawJob>,
+    ) -> Result<(Vec<String>, HashMap<String, Job>)> {
         let mut ids: Vec<String> = inline.keys().cloned().collect();
-        let mut needs: HashMap<String, Vec<String>> = HashMap::new();
+        let mut known: HashSet<String> = ids.iter().cloned().collect();
+        let mut loaded: HashMap<String, Job> = HashMap::new();
         let mut i = 0;
         while i < ids.len() {
             let id = ids[i].clone();
             let job = self.job(&id, GRAPH_STAGE, file, inline)?;
             for n in &job.needs {
-                if ids.contains(n) {
+                if known.contains(n) {
                     continue;
                 }
                 let shared = self.jobs_dir().join(format!("{n}.toml"));
@@ -622,23 +631,19 @@ impl Project {
                         shared.display()
                     );
                 }
+                known.insert(n.clone());
                 ids.push(n.clone());
             }
-            needs.insert(id, job.needs);
+            loaded.insert(id, job);
             i += 1;
         }
-        let pairs: Vec<(String, Vec<String>)> = ids
-            .into_iter()
-            .map(|id| {
-                let n = needs.remove(&id).unwrap_or_default();
-                (id, n)
-            })
-            .collect();
-        let ordered = after_needs(pairs, |(id, _)| id.as_str(), |(_, n)| n.as_slice())
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        Ok(ordered)
+        let jobs: Vec<Job> = ids.iter().filter_map(|id| loaded.remove(id)).collect();
+        let jobs = after_needs(jobs, |j| j.id.as_str(), |j| j.needs.as_slice());
+        let ordered = jobs.iter().map(|j| j.id.clone()).collect();
+        Ok((
+            ordered,
+            jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+        ))
     }
 
     fn job(
