@@ -954,7 +954,11 @@ fn decide(
     combined: &Combined,
 ) -> Result<Option<crate::cache::Entry>, String> {
     let (si, ji, job) = flat[fi];
-    let deps = {
+    // A job without inputs always runs whatever it depends on (see `Cache::decide`): no need
+    // to gather their states.
+    let deps = if job.inputs.is_empty() {
+        Vec::new()
+    } else {
         let mut combined = lock(combined);
         let states = lock(&so_far.deps);
         deps_of(
@@ -1106,7 +1110,10 @@ fn run_job(
         .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
     // Each attempt starts without a value; what the job writes there is its value.
     let output_file = output::file(ctx.run_dir, &job.id);
-    let _ = std::fs::remove_file(&output_file);
+    if attempt > 1 {
+        // The run's outputs folder starts empty: only a retry can find an earlier value.
+        let _ = std::fs::remove_file(&output_file);
+    }
     let mut cmd = cmd
         .env(output::ENV, &output_file)
         .launcher(job.launcher.clone())
