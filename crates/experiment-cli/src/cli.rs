@@ -64,16 +64,18 @@ pub enum Commands {
 #[derive(Debug, clap::Args)]
 #[command(mut_arg("dry_run", |a| a.alias("validate-only")))]
 pub struct RunCli {
-    /// The prompt template file (`-`: standard input)
+    /// The prompt template file (`-`: standard input); `{{var}}` in the path picks a file per row
     #[arg(short, long, value_name = "PROMPT")]
     pub prompt: PathBuf,
     /// The experiments CSV: columns provider, model, and variables (`-`: standard input)
     #[arg(short, long, value_name = "EXPERIMENTS")]
     pub experiments: PathBuf,
-    /// The results CSV [default: standard output]
+    /// The results file: CSV, or JSON Lines if it ends in .jsonl [default: standard output];
+    /// `{{var}}` in the path writes a file per value (e.g. 'results/{{provider}}.csv')
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// A context file appended to the prompt under `## Document: <name>`; repeatable
+    /// A context file appended to the prompt under `## Document: <name>`; repeatable;
+    /// `{{var}}` in the path picks a file per row
     #[arg(short, long = "context", value_name = "CONTEXT")]
     pub contexts: Vec<PathBuf>,
     /// Retries after rate limits (429), 502/503/504 and connection errors

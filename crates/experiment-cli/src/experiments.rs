@@ -11,6 +11,8 @@ use minijinja::{Environment, UndefinedBehavior};
 /// One row of the experiments file.
 #[derive(Debug, Clone)]
 pub(crate) struct Experiment {
+    /// Position in the file's rows (0 for the first).
+    pub(crate) index: usize,
     /// Line in the file (the header is line 1).
     pub(crate) line: u64,
     pub(crate) provider: String,
@@ -110,6 +112,7 @@ impl Experiments {
                 bail!("{source} line {line}: the model is empty");
             }
             rows.push(Experiment {
+                index: rows.len(),
                 line,
                 provider,
                 model,

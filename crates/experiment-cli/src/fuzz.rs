@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::experiments::{Experiments, Template, join_prompt};
 use crate::providers::KNOWN;
-use crate::writer::{RowWriter, header};
+use crate::writer::{Sink, header};
 
 /// A prompt template and an experiments CSV, as `parallamr run -p PROMPT -e CSV` reads them:
 /// parse the file, compile the template as a prompt and as a `--command`, and render both for
@@ -64,11 +64,11 @@ pub fn resume(dir: &Path, vars: &[String], results: &[u8]) {
         return;
     }
     let header = header(vars);
-    let Ok((_, done)) = RowWriter::resume(&path, &header) else {
+    let Ok((_, done)) = Sink::resume(&path, &header) else {
         return;
     };
     let kept = std::fs::read(&path).expect("the resumed file is there");
-    let (_, again) = RowWriter::resume(&path, &header).expect("a resumed file resumes");
+    let (_, again) = Sink::resume(&path, &header).expect("a resumed file resumes");
     assert_eq!(done, again, "resuming twice finds other rows done");
     assert_eq!(
         kept,

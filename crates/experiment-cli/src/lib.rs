@@ -15,6 +15,7 @@ mod experiments;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod paths;
 mod providers;
 mod run;
 mod writer;

@@ -1,12 +1,12 @@
 //! `parallamr run`: validate everything, then one pool batch over the experiments; each row is
 //! written by the owner thread as its experiment completes.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use fanout::{
     CancelReason, CancelToken, Event, ExitStatus, MaxWorkers, Pool, PoolConfig, ProgressMode,
     Reporter, RetryPolicy, Task, TaskError, Tee,
@@ -14,8 +14,9 @@ use fanout::{
 use fanout_cli::UsageResult;
 
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
+use crate::paths::{NoPath, PathTemplate};
 use crate::providers::{self, Answer, CommandProvider, Http, Provider, estimate_tokens};
-use crate::writer::{self, Row, RowWriter};
+use crate::writer::{self, Outputs, Row};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
 const WARN_SHARE: f64 = 0.8;
@@ -100,10 +101,92 @@ type Done = Answer;
 /// The validated inputs of a run.
 struct Inputs {
     experiments: Experiments,
-    template: Template,
+    /// The prompt templates: one, or with placeholders in `-p`/`-c` one per distinct set of
+    /// files the rows name.
+    templates: Vec<Template>,
+    /// The template of each experiment, by its index.
+    template_of: Vec<usize>,
     providers: HashMap<String, Box<dyn Provider>>,
     /// The providers the experiments use, sorted.
     used: Vec<String>,
+}
+
+/// The names a path template may use: provider, model and the variables.
+fn columns(experiments: &Experiments) -> Vec<String> {
+    let mut c = vec!["provider".to_owned(), "model".to_owned()];
+    c.extend(experiments.var_names.iter().cloned());
+    c
+}
+
+/// The prompt templates and which one each experiment uses. Without placeholders in `-p` and
+/// `-c` that is one template; with them, each file is read once and each distinct set of files
+/// is one template. A file that cannot be read, or a row that leaves a path's variable empty, is
+/// an error before anything runs.
+fn prompt_templates(
+    args: &RunArgs,
+    experiments: &Experiments,
+) -> Result<(Vec<Template>, Vec<usize>)> {
+    let columns = columns(experiments);
+    let mut paths = vec![PathTemplate::new("-p", &args.prompt, &columns)?];
+    for c in &args.contexts {
+        paths.push(PathTemplate::new("-c", c, &columns)?);
+    }
+    let mut texts: HashMap<PathBuf, String> = HashMap::new();
+    let mut load = |files: &[PathBuf]| -> Result<Template> {
+        let mut read = |p: &Path, what: &str| -> Result<String> {
+            if let Some(t) = texts.get(p) {
+                return Ok(t.clone());
+            }
+            let t = read_input(p, what)?;
+            texts.insert(p.to_owned(), t.clone());
+            Ok(t)
+        };
+        let prompt = read(&files[0], "prompt")?;
+        let mut contexts = Vec::new();
+        for c in &files[1..] {
+            let name = c.file_name().map_or_else(
+                || c.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            contexts.push((name, read(c, "context")?));
+        }
+        Template::new(
+            &files[0].display().to_string(),
+            join_prompt(&prompt, &contexts),
+        )
+    };
+    if !paths.iter().any(PathTemplate::is_template) {
+        let files: Vec<PathBuf> = paths.iter().map(|p| p.raw().to_owned()).collect();
+        return Ok((vec![load(&files)?], vec![0; experiments.rows.len()]));
+    }
+    let mut templates = Vec::new();
+    let mut by_files: HashMap<Vec<PathBuf>, usize> = HashMap::new();
+    let mut of = Vec::with_capacity(experiments.rows.len());
+    for e in &experiments.rows {
+        let at = || format!("{} line {}", experiments.source, e.line);
+        let mut files = Vec::with_capacity(paths.len());
+        for (i, t) in paths.iter().enumerate() {
+            let file = t.render(e).map_err(|NoPath::Missing(m)| {
+                anyhow!(
+                    "{}: {} {} needs {}, which this row leaves empty",
+                    at(),
+                    if i == 0 { "-p" } else { "-c" },
+                    t.raw().display(),
+                    m.join(", ")
+                )
+            })?;
+            files.push(file);
+        }
+        let i = if let Some(i) = by_files.get(&files) {
+            *i
+        } else {
+            templates.push(load(&files).with_context(at)?);
+            by_files.insert(files, templates.len() - 1);
+            templates.len() - 1
+        };
+        of.push(i);
+    }
+    Ok((templates, of))
 }
 
 /// Read and check everything; `None` for `--dry-run` (which prints its summary).
@@ -111,22 +194,10 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
         bail!("only one of the prompt (-p) and the experiments (-e) can come from standard input");
     }
-    let prompt_text = read_input(&args.prompt, "prompt")?;
-    let mut contexts = Vec::new();
-    for c in &args.contexts {
-        let name = c.file_name().map_or_else(
-            || c.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        contexts.push((name, read_input(c, "context")?));
-    }
     let exp_name = args.experiments.display().to_string();
     let exp_text = read_input(&args.experiments, "experiments")?;
     let experiments = Experiments::parse(&exp_text, &exp_name, providers::KNOWN)?;
-    let template = Template::new(
-        &args.prompt.display().to_string(),
-        join_prompt(&prompt_text, &contexts),
-    )?;
+    let (templates, template_of) = prompt_templates(args, &experiments)?;
     for (name, n) in &args.limits {
         if !providers::KNOWN.contains(&name.as_str()) {
             bail!(
@@ -162,13 +233,18 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     let providers = providers::build(&used, &http, command.as_ref())?;
     let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
 
+    if let Some(o) = &args.output {
+        // A bad -o template is an input error like any other: before anything runs.
+        PathTemplate::new("-o", o, &columns(&experiments))?;
+    }
     if args.dry_run {
-        eprintln!("{}", dry_run_summary(&experiments, &template, &used));
+        eprintln!("{}", dry_run_summary(&experiments, &templates, &used));
         return Ok(None);
     }
     Ok(Some(Inputs {
         experiments,
-        template,
+        templates,
+        template_of,
         providers,
         used,
     }))
@@ -176,11 +252,12 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
 
 /// What `--dry-run` says once everything checked out: the experiments, their variables, what
 /// the prompt uses, and the variables no column gives (every row is then a warning).
-fn dry_run_summary(experiments: &Experiments, template: &Template, used: &[String]) -> String {
+fn dry_run_summary(experiments: &Experiments, templates: &[Template], used: &[String]) -> String {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let lacking: Vec<&str> = template
-        .uses
+    let used_vars: BTreeSet<&String> = templates.iter().flat_map(|t| &t.uses).collect();
+    let lacking: Vec<&str> = used_vars
         .iter()
+        .copied()
         .filter(|u| !experiments.var_names.contains(u))
         .map(String::as_str)
         .collect();
@@ -192,8 +269,13 @@ fn dry_run_summary(experiments: &Experiments, template: &Template, used: &[Strin
             lacking.join(", ")
         )
     };
+    let prompts = if templates.len() > 1 {
+        format!(" ({} prompts, by the rows' values)", templates.len())
+    } else {
+        String::new()
+    };
     format!(
-        "{}: {} experiment{} for {} ({} variable{}: {}); the prompt uses: {}; {verdict}",
+        "{}: {} experiment{} for {} ({} variable{}: {}); the prompt{prompts} uses: {}; {verdict}",
         experiments.source,
         experiments.rows.len(),
         plural(experiments.rows.len()),
@@ -201,22 +283,34 @@ fn dry_run_summary(experiments: &Experiments, template: &Template, used: &[Strin
         experiments.var_names.len(),
         plural(experiments.var_names.len()),
         experiments.var_names.join(", "),
-        template.uses.iter().cloned().collect::<Vec<_>>().join(", ")
+        used_vars
+            .iter()
+            .map(|u| u.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
-    let Some(Inputs {
-        experiments,
-        template,
-        providers,
-        used,
-    }) = prepare(args).usage()?
-    else {
+    let Some(inputs) = prepare(args).usage()? else {
         return Ok(ExitStatus::Success);
     };
-    let (mut out, todo) = open_output(args, &experiments).usage()?;
-    let limits = limits(args, &used);
+    let (experiments, templates, template_of) =
+        (&inputs.experiments, &inputs.templates, &inputs.template_of);
+    let Opened {
+        mut out,
+        to,
+        todo,
+        unplaced,
+        files,
+    } = open_output(args, experiments).usage()?;
+    let mut write_error: Option<anyhow::Error> = None;
+    let mut error_rows = unplaced.len();
+    let mut written = 0usize;
+    if let Err(err) = write_unplaced(args, &unplaced, &to, &mut out, &mut written) {
+        return Ok(stopped_by(&err, written));
+    }
+    let limits = limits(args, &inputs.used);
     let tasks: Vec<Task<&Experiment>> = todo
         .iter()
         .map(|e| Task::new(format!("{} line {}", experiments.source, e.line), *e))
@@ -232,9 +326,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             .usage()?,
     );
 
-    let mut write_error: Option<anyhow::Error> = None;
-    let mut error_rows = 0usize;
-    let mut written = 0usize;
     let mut rows = |event: &Event<'_, Done, Facts>| {
         let Event::TaskFinished { outcome, .. } = event else {
             return;
@@ -250,7 +341,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             error_rows += 1;
         }
         if write_error.is_none()
-            && let Err(err) = out.write(&row)
+            && let Err(err) = out.write(to[e.index], &row)
         {
             // Every later row would be lost while its request is still sent (and paid for):
             // stop the sweep now.
@@ -267,14 +358,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     ]);
     let started = Instant::now();
     let result = pool.run_with_meta(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
-        let provider = &providers[e.provider.as_str()];
+        let provider = &inputs.providers[e.provider.as_str()];
         let limit = &limits[e.provider.as_str()];
         let mut facts = Facts::default();
         let result = run_one(
             e,
             provider.as_ref(),
             limit,
-            &template,
+            &templates[template_of[e.index]],
             &mut facts,
             ctx.cancel_token(),
         );
@@ -290,8 +381,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     if let Some(path) = &args.output {
         eprintln!(
             "results: {} ({written} of {} rows written in {})",
-            path.display(),
-            todo.len(),
+            where_(path, &files),
+            todo.len() + unplaced.len(),
             fanout::fmt_duration(started.elapsed())
         );
     }
@@ -302,6 +393,44 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// Where the results went: the file, or how many files a template made.
+fn where_(path: &Path, files: &[PathBuf]) -> String {
+    match files {
+        [one] => one.display().to_string(),
+        many => format!("{} files by {}", many.len(), path.display()),
+    }
+}
+
+/// Rows that no -o file can be named for are sent nowhere: they are error rows, in the file
+/// named with `_missing_` for the empty values.
+fn write_unplaced(
+    args: &RunArgs,
+    unplaced: &[(&Experiment, Vec<String>)],
+    to: &[usize],
+    out: &mut Outputs,
+    written: &mut usize,
+) -> Result<()> {
+    for (e, missing) in unplaced {
+        let row = Row {
+            key: e.key(),
+            status: "error",
+            input_tokens: None,
+            context_window: None,
+            output_tokens: None,
+            duration_seconds: 0.0,
+            output: String::new(),
+            error_message: format!(
+                "not sent: -o {} needs {}, which this row leaves empty",
+                args.output.as_deref().unwrap_or(Path::new("-")).display(),
+                missing.join(", ")
+            ),
+        };
+        out.write(to[e.index], &row)?;
+        *written += 1;
+    }
+    Ok(())
 }
 
 /// The concurrency limit of each provider used: `--provider-limit`, else its default.
@@ -327,23 +456,68 @@ fn stopped_by(e: &anyhow::Error, written: usize) -> ExitStatus {
     ExitStatus::TaskFailed
 }
 
-/// The results writer, and the experiments still to run (all, unless resuming).
-fn open_output<'e>(
-    args: &RunArgs,
-    experiments: &'e Experiments,
-) -> Result<(RowWriter, Vec<&'e Experiment>)> {
+/// Where the rows go, and what is still to run.
+struct Opened<'e> {
+    out: Outputs,
+    /// The destination of each experiment's row, by its index.
+    to: Vec<usize>,
+    /// The experiments to run: all, unless resuming, and not those in `unplaced`.
+    todo: Vec<&'e Experiment>,
+    /// Experiments whose `-o` template needs values the row leaves empty, and those names.
+    unplaced: Vec<(&'e Experiment, Vec<String>)>,
+    /// The results files (none for standard output).
+    files: Vec<PathBuf>,
+}
+
+/// Open the results: standard output, one file, or with a path template one file per distinct
+/// path the rows give (all opened before anything runs: a file that exists without --resume
+/// is refused first, and each is resumed on its own).
+fn open_output<'e>(args: &RunArgs, experiments: &'e Experiments) -> Result<Opened<'e>> {
     let header = writer::header(&experiments.var_names);
-    let (out, mut done) = match (&args.output, args.resume) {
-        (Some(path), true) if path.exists() => RowWriter::resume(path, &header)?,
-        (Some(path), _) => (RowWriter::create(path, &header)?, HashMap::new()),
-        (None, true) => bail!("--resume needs the results file (-o FILE) to complete"),
-        (None, false) => (RowWriter::stdout(&header)?, HashMap::new()),
+    let Some(path) = &args.output else {
+        if args.resume {
+            bail!("--resume needs the results file (-o FILE) to complete");
+        }
+        return Ok(Opened {
+            out: Outputs::stdout(header)?,
+            to: vec![0; experiments.rows.len()],
+            todo: experiments.rows.iter().collect(),
+            unplaced: Vec::new(),
+            files: Vec::new(),
+        });
     };
-    // With --resume, an experiment already done (as often as it appears) is not run again.
+    let template = PathTemplate::new("-o", path, &columns(experiments))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut index: HashMap<PathBuf, usize> = HashMap::new();
+    let mut to = Vec::with_capacity(experiments.rows.len());
+    let mut unplaced = Vec::new();
+    for e in &experiments.rows {
+        let file = template.render(e).unwrap_or_else(|NoPath::Missing(m)| {
+            unplaced.push((e, m));
+            template.render_lenient(e)
+        });
+        template.check_length(&file, e, &experiments.source)?;
+        let i = *index.entry(file.clone()).or_insert_with(|| {
+            files.push(file);
+            files.len() - 1
+        });
+        to.push(i);
+    }
+    if !template.is_template() && files.is_empty() {
+        files.push(path.clone());
+    }
+    let (out, mut done) = Outputs::open(&files, header, args.resume)?;
+    let mut placeless = vec![false; experiments.rows.len()];
+    for (e, _) in &unplaced {
+        placeless[e.index] = true;
+    }
+    // With --resume, an experiment already done (as often as it appears in its file) is not
+    // run again.
     let todo: Vec<&Experiment> = experiments
         .rows
         .iter()
-        .filter(|e| match done.get_mut(&e.key()) {
+        .filter(|e| !placeless[e.index])
+        .filter(|e| match done[to[e.index]].get_mut(&e.key()) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 false
@@ -352,14 +526,24 @@ fn open_output<'e>(
         })
         .collect();
     if args.resume {
+        let of_files = if files.len() > 1 {
+            format!(" in {} files", files.len())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "resuming: {} of {} experiments already have a result",
-            experiments.rows.len() - todo.len(),
+            "resuming: {} of {} experiments already have a result{of_files}",
+            experiments.rows.len() - todo.len() - unplaced.len(),
             experiments.rows.len()
         );
     }
-
-    Ok((out, todo))
+    Ok(Opened {
+        out,
+        to,
+        todo,
+        unplaced,
+        files,
+    })
 }
 
 /// The result row of a finished experiment.

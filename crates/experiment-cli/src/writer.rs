@@ -1,13 +1,18 @@
-//! The results CSV: one writer, rows written as they complete, each whole in one write and
-//! flushed, so the file is valid CSV at every instant and a crash loses at most the rows in
-//! flight.
+//! The results: one writer (the owner thread), rows written as they complete, each whole in one
+//! write and flushed, so every file is valid at every instant and a crash loses at most the rows
+//! in flight.
+//!
+//! A row goes to a [`Sink`]: CSV (a header, then a record per row) or JSON Lines (an object per
+//! row, chosen by a `.jsonl`/`.ndjson` name). [`Outputs`] holds one sink per results file: with
+//! a path template (`-o 'results/{{provider}}.csv'`) each experiment's row goes to the file its
+//! values name.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// The columns after the variables, in order.
 pub(crate) const RESULT_COLUMNS: [&str; 7] = [
@@ -42,141 +47,367 @@ pub(crate) struct Row {
     pub(crate) error_message: String,
 }
 
+/// A value of a row, typed so JSON Lines keeps numbers numbers.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Text(String),
+    Count(Option<u64>),
+    Seconds(f64),
+}
+
+impl Cell {
+    fn csv(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Count(n) => n.map(|n| n.to_string()).unwrap_or_default(),
+            Cell::Seconds(s) => format!("{s:.3}"),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Cell::Text(s) => s.clone().into(),
+            Cell::Count(n) => n.map_or(serde_json::Value::Null, Into::into),
+            // Milliseconds are what the CSV shows too.
+            Cell::Seconds(s) => ((s * 1000.0).round() / 1000.0).into(),
+        }
+    }
+}
+
 impl Row {
-    fn fields(&self) -> Vec<String> {
-        let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
-        let mut f = self.key.clone();
+    fn cells(&self) -> Vec<Cell> {
+        let mut f: Vec<Cell> = self.key.iter().cloned().map(Cell::Text).collect();
         f.extend([
-            self.status.to_owned(),
-            num(self.input_tokens),
-            num(self.context_window),
-            num(self.output_tokens),
-            format!("{:.3}", self.duration_seconds),
-            self.output.clone(),
-            self.error_message.clone(),
+            Cell::Text(self.status.to_owned()),
+            Cell::Count(self.input_tokens),
+            Cell::Count(self.context_window),
+            Cell::Count(self.output_tokens),
+            Cell::Seconds(self.duration_seconds),
+            Cell::Text(self.output.clone()),
+            Cell::Text(self.error_message.clone()),
         ]);
         f
     }
 }
 
+/// How a results file is written: by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Csv,
+    JsonLines,
+}
+
+impl Format {
+    /// `.jsonl` and `.ndjson` are JSON Lines; everything else is CSV.
+    pub(crate) fn of(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson") => {
+                Format::JsonLines
+            }
+            _ => Format::Csv,
+        }
+    }
+
+    /// The bytes of one record: a CSV record, or a JSON object and a newline.
+    fn encode(self, header: &[String], cells: &[Cell]) -> Vec<u8> {
+        match self {
+            Format::Csv => encode_csv(&cells.iter().map(Cell::csv).collect::<Vec<_>>()),
+            Format::JsonLines => {
+                // Written by hand to keep the fields in column order (serde_json's map sorts).
+                let mut line = String::from("{");
+                for (i, (name, cell)) in header.iter().zip(cells).enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    line.push_str(&serde_json::Value::from(name.as_str()).to_string());
+                    line.push(':');
+                    line.push_str(&cell.json().to_string());
+                }
+                line.push_str("}\n");
+                line.into_bytes()
+            }
+        }
+    }
+
+    /// What a new file starts with.
+    fn preamble(self, header: &[String]) -> Vec<u8> {
+        match self {
+            Format::Csv => encode_csv(header),
+            Format::JsonLines => Vec::new(),
+        }
+    }
+}
+
 /// Encode one record as CSV bytes (quoting as needed).
-fn encode(fields: &[String]) -> Vec<u8> {
+fn encode_csv(fields: &[String]) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(fields).expect("writing to memory");
     w.into_inner().expect("flushing to memory")
 }
 
-pub(crate) struct RowWriter {
+/// How many times each experiment key already has a finished row.
+pub(crate) type Done = HashMap<Vec<String>, usize>;
+
+/// One destination of rows.
+pub(crate) struct Sink {
+    format: Format,
     out: Box<dyn Write + Send>,
+    name: String,
 }
 
-impl std::fmt::Debug for RowWriter {
+impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RowWriter")
+        write!(f, "Sink({}, {:?})", self.name, self.format)
     }
 }
 
-impl RowWriter {
-    /// Results to standard output: the header now, rows as they come.
+impl Sink {
+    /// Results to standard output (CSV): the header now, rows as they come.
     pub(crate) fn stdout(header: &[String]) -> Result<Self> {
-        let mut w = RowWriter {
+        let mut w = Sink {
+            format: Format::Csv,
             out: Box::new(std::io::stdout()),
+            name: "standard output".to_owned(),
         };
-        w.write_bytes(&encode(header))?;
+        w.write_bytes(&Format::Csv.preamble(header))?;
         Ok(w)
     }
 
-    /// A new results file. An existing one is not overwritten: its rows may be all that is left
-    /// of an expensive run.
+    /// A new results file (its folder made if needed). An existing one is not overwritten:
+    /// its rows may be all that is left of an expensive run.
     pub(crate) fn create(path: &Path, header: &[String]) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the folder {}", dir.display()))?;
+        }
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    anyhow::anyhow!(
-                        "{} already exists: pass --resume to complete it, or choose another -o",
-                        path.display()
-                    )
+                    already_exists(path)
                 } else {
                     anyhow::Error::new(e).context(format!("creating {}", path.display()))
                 }
             })?;
-        file.write_all(&encode(header))
+        let format = Format::of(path);
+        file.write_all(&format.preamble(header))
             .with_context(|| format!("writing {}", path.display()))?;
-        Ok(RowWriter {
+        Ok(Sink {
+            format,
             out: Box::new(file),
+            name: path.display().to_string(),
         })
     }
 
     /// Resume `path`: keep its header and its `ok`/`warning` rows (rewritten atomically, so
-    /// error rows are dropped), then append. Returns the writer and how many times each
-    /// experiment key is already done.
-    pub(crate) fn resume(
-        path: &Path,
-        header: &[String],
-    ) -> Result<(Self, HashMap<Vec<String>, usize>)> {
+    /// error rows and a torn last row are dropped), then append. Returns the sink and how many
+    /// times each experiment key is already done.
+    pub(crate) fn resume(path: &Path, header: &[String]) -> Result<(Self, Done)> {
         // Bytes, not text: a row cut by a crash may end inside a multi-byte character, and
         // that torn row is dropped below like any other, never a reason to refuse the file.
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading {} to resume it", path.display()))?;
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(bytes.as_slice());
-        let found: Vec<String> = reader
-            .headers()
-            .with_context(|| format!("{}: no header row", path.display()))?
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        if found != header {
-            bail!(
-                "{} has other columns than these experiments produce (found: {}; expected: {}); \
-                 it cannot be resumed with them",
-                path.display(),
-                found.join(","),
-                header.join(",")
-            );
-        }
-        let status_col = header.len() - RESULT_COLUMNS.len();
-        let mut kept = encode(header);
-        let mut done: HashMap<Vec<String>, usize> = HashMap::new();
-        for record in reader.records() {
-            // A torn last row (a crash mid-write) or a short one is simply not done.
-            let Ok(record) = record else { continue };
-            if record.len() != header.len() {
-                continue;
-            }
-            let status = &record[status_col];
-            if status == "ok" || status == "warning" {
-                let fields: Vec<String> = record.iter().map(str::to_owned).collect();
-                *done.entry(fields[..status_col].to_vec()).or_default() += 1;
-                kept.extend(encode(&fields));
-            }
-        }
+        let format = Format::of(path);
+        let (kept, done) = match format {
+            Format::Csv => finished_csv_rows(path, &bytes, header)?,
+            Format::JsonLines => finished_json_rows(path, &bytes, header)?,
+        };
         fanout::fsutil::write_atomic(path, &kept)?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)
             .with_context(|| format!("opening {} to append", path.display()))?;
         Ok((
-            RowWriter {
+            Sink {
+                format,
                 out: Box::new(file),
+                name: path.display().to_string(),
             },
             done,
         ))
     }
 
     /// Write one row whole (one write call) and flush it.
-    pub(crate) fn write(&mut self, row: &Row) -> Result<()> {
-        self.write_bytes(&encode(&row.fields()))
+    pub(crate) fn write(&mut self, header: &[String], row: &Row) -> Result<()> {
+        let bytes = self.format.encode(header, &row.cells());
+        self.write_bytes(&bytes)
     }
 
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).context("writing a result row")?;
-        self.out.flush().context("flushing a result row")
+        self.out
+            .write_all(bytes)
+            .with_context(|| format!("writing a result row to {}", self.name))?;
+        self.out
+            .flush()
+            .with_context(|| format!("flushing a result row to {}", self.name))
     }
+}
+
+fn already_exists(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} already exists: pass --resume to complete it, or choose another -o",
+        path.display()
+    )
+}
+
+fn other_columns(path: &Path, found: &[String], header: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} has other columns than these experiments produce (found: {}; expected: {}); it \
+         cannot be resumed with them",
+        path.display(),
+        found.join(","),
+        header.join(",")
+    )
+}
+
+/// The header and finished rows of a CSV results file, and the done keys.
+fn finished_csv_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(Vec<u8>, Done)> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+    let found: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}: no header row", path.display()))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if found != header {
+        return Err(other_columns(path, &found, header));
+    }
+    let status_col = header.len() - RESULT_COLUMNS.len();
+    let mut kept = encode_csv(header);
+    let mut done = Done::new();
+    for record in reader.records() {
+        // A torn last row (a crash mid-write) or a short one is simply not done.
+        let Ok(record) = record else { continue };
+        if record.len() != header.len() {
+            continue;
+        }
+        let status = &record[status_col];
+        if status == "ok" || status == "warning" {
+            let fields: Vec<String> = record.iter().map(str::to_owned).collect();
+            *done.entry(fields[..status_col].to_vec()).or_default() += 1;
+            kept.extend(encode_csv(&fields));
+        }
+    }
+    Ok((kept, done))
+}
+
+/// The finished lines of a JSON Lines results file, and the done keys. A line that is not a
+/// JSON object (a torn last line) is not done; one with other fields refuses the file.
+fn finished_json_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(Vec<u8>, Done)> {
+    let status_col = header.len() - RESULT_COLUMNS.len();
+    let mut kept = Vec::new();
+    let mut done = Done::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(line) else {
+            continue;
+        };
+        let found: Vec<String> = object.keys().cloned().collect();
+        if found.len() != header.len() || header.iter().any(|h| !object.contains_key(h)) {
+            return Err(other_columns(path, &found, header));
+        }
+        let status = object["status"].as_str().unwrap_or_default();
+        if status == "ok" || status == "warning" {
+            let key: Vec<String> = header[..status_col]
+                .iter()
+                .map(|h| match &object[h] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            *done.entry(key).or_default() += 1;
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+        }
+    }
+    Ok((kept, done))
+}
+
+/// Every results destination of a run, and which one each experiment's row goes to.
+#[derive(Debug)]
+pub(crate) struct Outputs {
+    header: Vec<String>,
+    sinks: Vec<Sink>,
+}
+
+impl Outputs {
+    /// Standard output.
+    pub(crate) fn stdout(header: Vec<String>) -> Result<Self> {
+        let sink = Sink::stdout(&header)?;
+        Ok(Outputs {
+            header,
+            sinks: vec![sink],
+        })
+    }
+
+    /// Open `paths` (each once, in this order): new files, or with `resume` existing ones
+    /// completed. Without `resume`, nothing is created if any of them exists. Returns the
+    /// finished rows of each.
+    pub(crate) fn open(
+        paths: &[PathBuf],
+        header: Vec<String>,
+        resume: bool,
+    ) -> Result<(Self, Vec<Done>)> {
+        if !resume && let Some(p) = paths.iter().find(|p| p.exists()) {
+            return Err(already_exists(p));
+        }
+        let mut sinks = Vec::with_capacity(paths.len());
+        let mut done = Vec::with_capacity(paths.len());
+        for p in paths {
+            if resume && p.exists() {
+                let (sink, d) = Sink::resume(p, &header)?;
+                sinks.push(sink);
+                done.push(d);
+            } else {
+                sinks.push(Sink::create(p, &header)?);
+                done.push(Done::new());
+            }
+        }
+        Ok((Outputs { header, sinks }, done))
+    }
+
+    /// Write `row` to destination `to` (an index into the paths given to `open`).
+    pub(crate) fn write(&mut self, to: usize, row: &Row) -> Result<()> {
+        self.sinks[to].write(&self.header, row)
+    }
+}
+
+/// A file name built from a row's values: what `sanitize` makes of a value never leaves its
+/// folder, names a device, or exceeds a file name's 255 bytes.
+pub(crate) fn sanitize(value: &str) -> String {
+    let replaced: String = value
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    // Leading dots would hide the file, trailing dots and spaces vanish on Windows; `.`, `..`
+    // and spaces alone mean something else, or nothing.
+    let trimmed = replaced.trim_matches([' ', '.']);
+    let mut s = if trimmed.is_empty() {
+        "_".repeat(replaced.len().clamp(1, 2))
+    } else {
+        trimmed.to_owned()
+    };
+    let stem = s.split('.').next().unwrap_or_default().to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved {
+        s.insert(0, '_');
+    }
+    if s.len() > 255 {
+        let mut end = 255;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -196,31 +427,83 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rows_are_valid_csv_and_resume_keeps_only_finished_ones() {
+    fn resume_keeps_only_finished_rows(name: &str, torn: &[u8]) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.csv");
+        let path = dir.path().join(name);
         let h = header(&["topic".to_owned()]);
-        let mut w = RowWriter::create(&path, &h).unwrap();
-        w.write(&row("cats", "ok")).unwrap();
-        w.write(&row("dogs", "error")).unwrap();
-        w.write(&row("owls", "warning")).unwrap();
+        let mut w = Sink::create(&path, &h).unwrap();
+        w.write(&h, &row("cats", "ok")).unwrap();
+        w.write(&h, &row("dogs", "error")).unwrap();
+        w.write(&h, &row("owls", "warning")).unwrap();
         drop(w);
         // A crash mid-write leaves a torn last line, here cut inside a two-byte character.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"mock,m,caf\xc3").unwrap();
+        f.write_all(torn).unwrap();
         drop(f);
 
-        assert!(
-            RowWriter::create(&path, &h).is_err(),
-            "never overwrites results"
-        );
-        let (mut w, done) = RowWriter::resume(&path, &h).unwrap();
+        assert!(Sink::create(&path, &h).is_err(), "never overwrites results");
+        let (mut w, done) = Sink::resume(&path, &h).unwrap();
         assert_eq!(done.len(), 2);
         assert!(done.contains_key(&vec!["mock".to_owned(), "m".to_owned(), "cats".to_owned()]));
-        w.write(&row("dogs", "ok")).unwrap();
+        w.write(&h, &row("dogs", "ok")).unwrap();
+        drop(w);
+        let (_, done) = Sink::resume(&path, &h).unwrap();
+        assert_eq!(done.len(), 3, "{name}: the appended row is read back");
+        assert!(done.contains_key(&vec!["mock".to_owned(), "m".to_owned(), "dogs".to_owned()]));
+    }
+
+    #[test]
+    fn csv_rows_are_valid_and_resume_keeps_only_finished_ones() {
+        resume_keeps_only_finished_rows("out.csv", b"mock,m,caf\xc3");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let h = header(&["topic".to_owned()]);
+        let mut w = Sink::create(&path, &h).unwrap();
+        w.write(&h, &row("cats", "ok")).unwrap();
         let mut r = csv::Reader::from_path(&path).unwrap();
-        let topics: Vec<String> = r.records().map(|r| r.unwrap()[2].to_owned()).collect();
-        assert_eq!(topics, ["cats", "owls", "dogs"]);
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][8], "line one\nline \"two\", quoted");
+        assert_eq!(&rows[0][7], "0.500");
+    }
+
+    #[test]
+    fn json_lines_keep_numbers_and_resume_like_csv() {
+        resume_keeps_only_finished_rows("out.jsonl", b"{\"provider\":\"mock\",\"model\":\"caf\xc3");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let h = header(&["topic".to_owned()]);
+        let mut w = Sink::create(&path, &h).unwrap();
+        w.write(&h, &row("cats", "ok")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(v["topic"], "cats");
+        assert_eq!(v["input_tokens"], 3);
+        assert_eq!(v["context_window"], serde_json::Value::Null);
+        assert_eq!(v["duration_seconds"], 0.5);
+        assert!(
+            text.starts_with(r#"{"provider":"mock","model":"m","topic":"cats","status":"ok","#),
+            "fields in column order: {text}"
+        );
+
+        let other = header(&["tone".to_owned()]);
+        let e = Sink::resume(&path, &other).unwrap_err().to_string();
+        assert!(e.contains("has other columns"), "{e}");
+    }
+
+    #[test]
+    fn values_become_safe_file_names() {
+        assert_eq!(sanitize("cats"), "cats");
+        assert_eq!(sanitize("a/b\\c"), "a_b_c");
+        assert_eq!(sanitize(".."), "__");
+        assert_eq!(sanitize("."), "_");
+        assert_eq!(sanitize("../etc/passwd"), "_etc_passwd");
+        assert_eq!(sanitize("tab\there\n"), "tab_here_");
+        assert_eq!(sanitize("con"), "_con");
+        assert_eq!(sanitize("COM1.txt"), "_COM1.txt");
+        assert_eq!(sanitize("computer"), "computer");
+        assert_eq!(sanitize("x?y*z"), "x_y_z");
+        let long = "é".repeat(200);
+        let s = sanitize(&long);
+        assert!(s.len() <= 255 && s.chars().all(|c| c == 'é'), "{}", s.len());
     }
 }
