@@ -22,6 +22,8 @@ pub struct Seen {
     pub api: &'static str,
     pub model: String,
     pub prompt: String,
+    /// The whole request body.
+    pub body: Value,
 }
 
 #[derive(Debug, Default)]
@@ -106,8 +108,8 @@ fn handle(mut req: tiny_http::Request, st: &State) {
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
     let path = req.url().to_owned();
     let (code, text, retry_after) = match path.as_str() {
-        "/api/generate" => generate(st, "ollama", &v["model"], v["prompt"].as_str()),
-        "/chat/completions" => generate(st, "openai", &v["model"], v["messages"][0]["content"].as_str()),
+        "/api/generate" => generate(st, "ollama", &v),
+        "/chat/completions" => generate(st, "openai", &v),
         "/api/show" => match context_length(v["model"].as_str().unwrap_or("")) {
             Some(n) => (200, json!({ "model_info": { "llama.context_length": n } }).to_string(), None),
             None => (404, json!({ "error": "model not found" }).to_string(), None),
@@ -131,20 +133,21 @@ fn handle(mut req: tiny_http::Request, st: &State) {
     let _ = req.respond(resp);
 }
 
-fn generate(
-    st: &State,
-    api: &'static str,
-    model: &Value,
-    prompt: Option<&str>,
-) -> (u16, String, Option<String>) {
-    let model = model.as_str().unwrap_or("").to_owned();
-    let prompt = prompt.unwrap_or("").to_owned();
+fn generate(st: &State, api: &'static str, body: &Value) -> (u16, String, Option<String>) {
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let prompt = match api {
+        "ollama" => body["prompt"].as_str(),
+        _ => body["messages"][0]["content"].as_str(),
+    }
+    .unwrap_or("")
+    .to_owned();
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     st.peak.fetch_max(now, Ordering::SeqCst);
     st.seen.lock().expect("seen").push(Seen {
         api,
         model: model.clone(),
         prompt: prompt.clone(),
+        body: body.clone(),
     });
     std::thread::sleep(st.latency);
     let answer = format!(

@@ -89,6 +89,10 @@ pub struct RunCli {
     /// code: write `--lr {{lr}}`, not `--lr '{{lr}}'`; `{{ var | safe }}` inserts a value raw
     #[arg(long, value_name = "TEMPLATE")]
     pub command: Option<String>,
+    /// Columns sent as request parameters, not only as template variables (comma-separated;
+    /// empty for none) [default: those of `temperature`, `max_tokens`, `top_p`, `seed` present]
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub param_columns: Option<Vec<String>>,
     /// Complete an existing results file: run only the experiments without an ok/warning row
     #[arg(long)]
     pub resume: bool,

@@ -19,6 +19,8 @@ pub(crate) struct Experiment {
     pub(crate) model: String,
     /// Every other column, in the file's order.
     pub(crate) vars: Vec<(String, String)>,
+    /// The request parameters among the variables (`temperature`...), typed.
+    pub(crate) params: crate::params::Params,
 }
 
 impl Experiment {
@@ -120,6 +122,7 @@ impl Experiments {
                     .iter()
                     .map(|&i| (headers[i].clone(), record[i].to_owned()))
                     .collect(),
+                params: Vec::new(),
             });
         }
         Ok(Experiments {
@@ -127,6 +130,26 @@ impl Experiments {
             var_names: var_idx.iter().map(|&i| headers[i].clone()).collect(),
             rows,
         })
+    }
+}
+
+impl Experiments {
+    /// Fill each row's request parameters from the columns `names`; a value of the wrong type
+    /// is an error naming the file and line.
+    pub(crate) fn read_params(&mut self, names: &[String]) -> Result<()> {
+        for e in &mut self.rows {
+            for (k, v) in &e.vars {
+                if !names.contains(k) {
+                    continue;
+                }
+                match crate::params::value(k, v) {
+                    Ok(Some(value)) => e.params.push((k.clone(), value)),
+                    Ok(None) => {}
+                    Err(msg) => bail!("{} line {}: {msg}", self.source, e.line),
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ mod experiments;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod params;
 mod paths;
 mod providers;
 mod run;
@@ -52,6 +53,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 output: r.output,
                 contexts: r.contexts,
                 command: r.command,
+                param_columns: r.param_columns,
                 dry_run: shared.dry_run,
                 resume: r.resume,
                 report: shared.report.clone(),

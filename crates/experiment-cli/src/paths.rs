@@ -172,6 +172,7 @@ mod tests {
             provider: "openai".into(),
             model: "gpt-4o".into(),
             vars: vec![("topic".into(), topic.into())],
+            params: Vec::new(),
         }
     }
 

@@ -45,17 +45,23 @@ pub(crate) struct ModelInfo {
     pub(crate) context_window: Option<u64>,
 }
 
+/// What is sent for one experiment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub(crate) model: &'a str,
+    /// The rendered prompt (empty for the command provider, which renders its own).
+    pub(crate) prompt: &'a str,
+    /// The row's variables.
+    pub(crate) vars: &'a [(String, String)],
+    /// Request parameters (`temperature`...), sent as the provider's API names them.
+    pub(crate) params: &'a [(String, serde_json::Value)],
+}
+
 pub(crate) trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
     /// Settings shown by `parallamr providers`.
     fn settings(&self) -> String;
-    fn generate(
-        &self,
-        model: &str,
-        prompt: &str,
-        vars: &[(String, String)],
-        cancel: &CancelToken,
-    ) -> Result<Answer, TaskError>;
+    fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError>;
     /// The model's context window in tokens, when the provider says.
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError>;
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError>;

@@ -15,7 +15,7 @@ use fanout_cli::UsageResult;
 
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
 use crate::paths::{NoPath, PathTemplate};
-use crate::providers::{self, Answer, CommandProvider, Http, Provider, estimate_tokens};
+use crate::providers::{self, Answer, CommandProvider, Http, Provider, Request, estimate_tokens};
 use crate::writer::{self, Outputs, Row};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
@@ -33,6 +33,8 @@ pub(crate) struct RunArgs {
     pub(crate) retries: u32,
     pub(crate) limits: Vec<(String, usize)>,
     pub(crate) command: Option<String>,
+    /// `--param-columns`: the columns sent as request parameters (else the usual names).
+    pub(crate) param_columns: Option<Vec<String>>,
     /// `--backend`: where the command provider's experiments run.
     /// Where the command provider's experiments run, checked.
     pub(crate) launcher: fanout::Launcher,
@@ -196,7 +198,10 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
     }
     let exp_name = args.experiments.display().to_string();
     let exp_text = read_input(&args.experiments, "experiments")?;
-    let experiments = Experiments::parse(&exp_text, &exp_name, providers::KNOWN)?;
+    let mut experiments = Experiments::parse(&exp_text, &exp_name, providers::KNOWN)?;
+    let param_columns =
+        crate::params::columns(args.param_columns.as_deref(), &experiments.var_names)?;
+    experiments.read_params(&param_columns)?;
     let (templates, template_of) = prompt_templates(args, &experiments)?;
     for (name, n) in &args.limits {
         if !providers::KNOWN.contains(&name.as_str()) {
@@ -623,7 +628,15 @@ fn run_one(
         window,
         warning,
     );
-    let answer = provider.generate(&e.model, &prompt, &e.vars, cancel)?;
+    let answer = provider.generate(
+        &Request {
+            model: &e.model,
+            prompt: &prompt,
+            vars: &e.vars,
+            params: &e.params,
+        },
+        cancel,
+    )?;
     Ok(Done {
         input_tokens: answer.input_tokens,
         output_tokens: answer

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
 
-use super::{Answer, ModelInfo, Provider};
+use super::{Answer, ModelInfo, Provider, Request};
 use crate::experiments::Template;
 
 #[derive(Debug, Clone)]
@@ -44,20 +44,14 @@ impl Provider for CommandProvider {
         )
     }
 
-    fn generate(
-        &self,
-        model: &str,
-        _prompt: &str,
-        vars: &[(String, String)],
-        cancel: &CancelToken,
-    ) -> Result<Answer, TaskError> {
+    fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {
         let (script, _) = self
             .template
-            .render(vars, &[("model", model)])
+            .render(req.vars, &[("model", req.model)])
             .map_err(TaskError::failed)?;
         let cmd = Command::shell(script)
             .launcher(self.launcher.clone())
-            .job_name(format!("parallamr {model}"))
+            .job_name(format!("parallamr {}", req.model))
             .timeout(Some(self.timeout))
             .stdout(Sink::Capture {
                 max_bytes: 1024 * 1024,

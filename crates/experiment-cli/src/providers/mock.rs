@@ -1,9 +1,11 @@
 //! `mock`: deterministic, no network. Answers with facts about its input, so sweeps and the
 //! whole output pipeline can be tried without a model.
 
+use std::fmt::Write as _;
+
 use fanout::{CancelToken, TaskError};
 
-use super::{Answer, ModelInfo, Provider, estimate_tokens};
+use super::{Answer, ModelInfo, Provider, Request, estimate_tokens};
 
 #[derive(Debug)]
 pub(crate) struct Mock;
@@ -20,20 +22,19 @@ impl Provider for Mock {
         "no settings; models: mock (8192 tokens), mock-small (256), mock-large (131072)".to_owned()
     }
 
-    fn generate(
-        &self,
-        model: &str,
-        prompt: &str,
-        _vars: &[(String, String)],
-        _cancel: &CancelToken,
-    ) -> Result<Answer, TaskError> {
+    fn generate(&self, req: &Request<'_>, _cancel: &CancelToken) -> Result<Answer, TaskError> {
+        let (model, prompt) = (req.model, req.prompt);
         let words = prompt.split_whitespace().count();
         let first = prompt.lines().next().unwrap_or("").trim();
-        let text = format!(
+        let mut text = format!(
             "MOCK {model}: {} characters, {words} words, {} lines; first line: {first}",
             prompt.chars().count(),
             prompt.lines().count()
         );
+        // The parameters it was given, so a sweep over them shows in the answers.
+        for (k, v) in req.params {
+            let _ = write!(text, "; {k}={v}");
+        }
         Ok(Answer {
             input_tokens: Some(estimate_tokens(prompt)),
             output_tokens: Some(estimate_tokens(&text)),

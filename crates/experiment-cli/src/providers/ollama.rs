@@ -4,7 +4,8 @@ use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
 use super::{
-    Answer, Http, ModelInfo, Provider, WindowCache, get_json, post_json, post_json_cancellable,
+    Answer, Http, ModelInfo, Provider, Request, WindowCache, get_json, post_json,
+    post_json_cancellable,
 };
 
 #[derive(Debug)]
@@ -59,15 +60,22 @@ impl Provider for Ollama {
         format!("OLLAMA_BASE_URL = {}", super::redact(&self.base))
     }
 
-    fn generate(
-        &self,
-        model: &str,
-        prompt: &str,
-        _vars: &[(String, String)],
-        cancel: &CancelToken,
-    ) -> Result<Answer, TaskError> {
+    fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {
+        let model = req.model;
         let url = format!("{}/api/generate", self.base);
-        let body = json!({ "model": model, "prompt": prompt, "stream": false });
+        let mut body = json!({ "model": model, "prompt": req.prompt, "stream": false });
+        if !req.params.is_empty() {
+            // Ollama takes sampling parameters in `options`, and calls max_tokens num_predict.
+            let options: serde_json::Map<String, serde_json::Value> = req
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    let k = if k == "max_tokens" { "num_predict" } else { k };
+                    (k.to_owned(), v.clone())
+                })
+                .collect();
+            body["options"] = options.into();
+        }
         let v = post_json_cancellable(&self.http, "ollama", &url, None, &body, cancel)
             .map_err(|e| unknown_model(e, model))?;
         let text = v["response"].as_str().ok_or_else(|| {

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
-use super::{Answer, Http, ModelInfo, Provider, get_json, post_json_cancellable};
+use super::{Answer, Http, ModelInfo, Provider, Request, get_json, post_json_cancellable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavor {
@@ -108,15 +108,14 @@ impl Provider for OpenAi {
         )
     }
 
-    fn generate(
-        &self,
-        model: &str,
-        prompt: &str,
-        _vars: &[(String, String)],
-        cancel: &CancelToken,
-    ) -> Result<Answer, TaskError> {
+    fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {
+        let model = req.model;
         let url = format!("{}/chat/completions", self.base);
-        let body = json!({ "model": model, "messages": [{ "role": "user", "content": prompt }] });
+        let mut body =
+            json!({ "model": model, "messages": [{ "role": "user", "content": req.prompt }] });
+        for (k, v) in req.params {
+            body[k] = v.clone();
+        }
         let v = post_json_cancellable(
             &self.http,
             self.flavor.name(),

@@ -741,6 +741,7 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
 }
 
 mod outputs;
+mod requests;
 mod snapshots;
 
 /// On the project's Slurm test cluster (feature `slurm-tests`; `cargo xtask test` starts the
