@@ -360,6 +360,16 @@ pub fn finish<T: Tool>(result: Result<ExitStatus>) -> ExitStatus {
     }
 }
 
+/// The user's cache folder: `$XDG_CACHE_HOME` (when absolute), else `~/.cache`. `for_what`
+/// completes the error: "pass --env-dir DIR for the notebooks' environments".
+pub fn user_cache_dir(for_what: &str) -> Result<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| std::path::Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .with_context(|| format!("neither XDG_CACHE_HOME nor HOME is set: {for_what}"))
+}
+
 /// A tool's `after_help`: its examples, then the exit-status table.
 pub fn after_help(examples: &str, noun: (&str, &str)) -> String {
     format!(

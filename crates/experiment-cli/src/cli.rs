@@ -54,11 +54,30 @@ pub enum Commands {
         #[arg(value_name = "PROVIDER")]
         provider: String,
     },
+    /// Show or empty the response cache
+    Cache(CacheCli),
     /// Write an example prompt, experiments file and README snippet here (never overwrites)
     Init,
     #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "parallamr"))]
     /// Print a shell completion script (bash, zsh, fish, powershell)
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CacheCli {
+    #[command(subcommand)]
+    pub action: CacheAction,
+    /// The response cache folder [default: parallamr in `$XDG_CACHE_HOME`, else `~/.cache`]
+    #[arg(long, value_name = "DIR", global = true, env = "PARALLAMR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Where the cache is, and how many answers it keeps
+    Info,
+    /// Remove every kept answer
+    Clear,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +112,12 @@ pub struct RunCli {
     /// empty for none) [default: those of `temperature`, `max_tokens`, `top_p`, `seed` present]
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
     pub param_columns: Option<Vec<String>>,
+    /// Neither read nor keep answers in the response cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The response cache folder [default: parallamr in `$XDG_CACHE_HOME`, else `~/.cache`]
+    #[arg(long, value_name = "DIR", env = "PARALLAMR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Complete an existing results file: run only the experiments without an ok/warning row
     #[arg(long)]
     pub resume: bool,

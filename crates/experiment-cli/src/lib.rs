@@ -10,6 +10,7 @@
     reason = "the tool's own messages and tables; progress goes through fanout's reporters"
 )]
 
+mod cache;
 pub mod cli;
 mod experiments;
 #[cfg(feature = "fuzzing")]
@@ -54,6 +55,11 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 contexts: r.contexts,
                 command: r.command,
                 param_columns: r.param_columns,
+                cache: if r.no_cache {
+                    None
+                } else {
+                    Some(cache::Cache::locate(r.cache_dir.as_deref()).usage()?)
+                },
                 dry_run: shared.dry_run,
                 resume: r.resume,
                 report: shared.report.clone(),
@@ -97,6 +103,26 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                     .context_window
                     .map_or_else(|| "?".to_owned(), |w| w.to_string());
                 println!("{:<40} {w:>8} tokens", m.name);
+            }
+            Ok(ExitStatus::Success)
+        }
+        Commands::Cache(c) => {
+            let cache = cache::Cache::locate(c.cache_dir.as_deref()).usage()?;
+            let dir = cache.dir().display();
+            match c.action {
+                cli::CacheAction::Info => {
+                    let u = cache.usage();
+                    println!("cache: {dir}");
+                    println!("answers: {} ({})", u.entries, cache::fmt_bytes(u.bytes));
+                }
+                cli::CacheAction::Clear => {
+                    let u = cache.clear()?;
+                    println!(
+                        "removed {} answers ({}) from {dir}",
+                        u.entries,
+                        cache::fmt_bytes(u.bytes)
+                    );
+                }
             }
             Ok(ExitStatus::Success)
         }

@@ -64,6 +64,9 @@ pub(crate) trait Provider: Send + Sync {
     fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError>;
     /// The model's context window in tokens, when the provider says.
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError>;
+    /// Where requests go, as part of the response cache's key; `None`: answers are not cached
+    /// (a command's output may depend on more than its inputs, and running it may be the point).
+    fn cache_endpoint(&self) -> Option<String>;
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError>;
 }
 

@@ -13,9 +13,10 @@ use fanout::{
 };
 use fanout_cli::UsageResult;
 
+use crate::cache::{self, Cache, Entry};
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
 use crate::paths::{NoPath, PathTemplate};
-use crate::providers::{self, Answer, CommandProvider, Http, Provider, Request, estimate_tokens};
+use crate::providers::{self, CommandProvider, Http, Provider, Request, estimate_tokens};
 use crate::writer::{self, Outputs, Row};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
@@ -33,6 +34,8 @@ pub(crate) struct RunArgs {
     pub(crate) retries: u32,
     pub(crate) limits: Vec<(String, usize)>,
     pub(crate) command: Option<String>,
+    /// The response cache; `None` with `--no-cache`.
+    pub(crate) cache: Option<Cache>,
     /// `--param-columns`: the columns sent as request parameters (else the usual names).
     pub(crate) param_columns: Option<Vec<String>>,
     /// `--backend`: where the command provider's experiments run.
@@ -98,7 +101,14 @@ struct Facts {
 }
 
 /// A finished experiment's answer, its token counts filled in where the provider gave none.
-type Done = Answer;
+#[derive(Debug, Clone)]
+struct Done {
+    text: String,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    /// Whether it came from the response cache (no request was sent).
+    cached: bool,
+}
 
 /// The validated inputs of a run.
 struct Inputs {
@@ -310,10 +320,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         files,
     } = open_output(args, experiments).usage()?;
     let mut write_error: Option<anyhow::Error> = None;
-    let mut error_rows = unplaced.len();
-    let mut written = 0usize;
-    if let Err(err) = write_unplaced(args, &unplaced, &to, &mut out, &mut written) {
-        return Ok(stopped_by(&err, written));
+    let mut tally = Tally {
+        error_rows: unplaced.len(),
+        ..Tally::default()
+    };
+    if let Err(err) = write_unplaced(args, &unplaced, &to, &mut out, &mut tally.written) {
+        return Ok(stopped_by(&err, tally.written));
     }
     let limits = limits(args, &inputs.used);
     let tasks: Vec<Task<&Experiment>> = todo
@@ -321,15 +333,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         .map(|e| Task::new(format!("{} line {}", experiments.source, e.line), *e))
         .collect();
     let interrupt = fanout::install_interrupt_handler()?;
-    let pool = Pool::new(
-        PoolConfig::new(args.max_workers)
-            .noun("experiment", "experiments")
-            .retry(
-                RetryPolicy::retries(args.retries).with_initial_backoff(Duration::from_millis(500)),
-            )
-            .with_env_overrides()
-            .usage()?,
-    );
+    let pool = pool(args)?;
 
     let mut rows = |event: &Event<'_, Done, Facts>| {
         let Event::TaskFinished { outcome, .. } = event else {
@@ -339,12 +343,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         if outcome.status == fanout::Status::Cancelled {
             return;
         }
-        written += 1;
         let e = todo[outcome.index];
         let row = row_for(e, outcome);
-        if row.status == "error" {
-            error_rows += 1;
-        }
+        tally.count(&row);
         if write_error.is_none()
             && let Err(err) = out.write(to[e.index], &row)
         {
@@ -371,6 +372,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             provider.as_ref(),
             limit,
             &templates[template_of[e.index]],
+            args.cache.as_ref(),
             &mut facts,
             ctx.cancel_token(),
         );
@@ -378,26 +380,67 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     })?;
     drop(tee);
     if let Some(e) = write_error {
-        return Ok(stopped_by(&e, written));
+        return Ok(stopped_by(&e, tally.written));
     }
     if let Some(path) = &args.report {
         result.write_report(path)?;
     }
-    if let Some(path) = &args.output {
-        eprintln!(
-            "results: {} ({written} of {} rows written in {})",
-            where_(path, &files),
-            todo.len() + unplaced.len(),
-            fanout::fmt_duration(started.elapsed())
-        );
-    }
+    tally.say(args, &files, todo.len() + unplaced.len(), started.elapsed());
     Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
         ExitStatus::Interrupted
-    } else if error_rows > 0 {
+    } else if tally.error_rows > 0 {
         ExitStatus::TaskFailed
     } else {
         ExitStatus::Success
     })
+}
+
+/// What the rows of a run came to.
+#[derive(Debug, Default)]
+struct Tally {
+    written: usize,
+    error_rows: usize,
+    from_cache: usize,
+}
+
+impl Tally {
+    fn count(&mut self, row: &Row) {
+        self.written += 1;
+        self.from_cache += usize::from(row.cached);
+        self.error_rows += usize::from(row.status == "error");
+    }
+
+    /// The closing line: where the rows went, how many, how long, how many were not sent.
+    fn say(&self, args: &RunArgs, files: &[PathBuf], total: usize, elapsed: Duration) {
+        let cached = if self.from_cache > 0 {
+            format!("; {} from the cache, not sent", self.from_cache)
+        } else {
+            String::new()
+        };
+        match &args.output {
+            Some(path) => eprintln!(
+                "results: {} ({} of {total} rows written in {}{cached})",
+                where_(path, files),
+                self.written,
+                fanout::fmt_duration(elapsed)
+            ),
+            None if self.from_cache > 0 => eprintln!("{} rows{cached}", self.written),
+            None => {}
+        }
+    }
+}
+
+/// The pool of a sweep: its workers, and retries with backoff.
+fn pool(args: &RunArgs) -> Result<Pool> {
+    Ok(Pool::new(
+        PoolConfig::new(args.max_workers)
+            .noun("experiment", "experiments")
+            .retry(
+                RetryPolicy::retries(args.retries).with_initial_backoff(Duration::from_millis(500)),
+            )
+            .with_env_overrides()
+            .usage()?,
+    ))
 }
 
 /// Where the results went: the file, or how many files a template made.
@@ -431,6 +474,7 @@ fn write_unplaced(
                 args.output.as_deref().unwrap_or(Path::new("-")).display(),
                 missing.join(", ")
             ),
+            cached: false,
         };
         out.write(to[e.index], &row)?;
         *written += 1;
@@ -564,6 +608,7 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             duration_seconds: outcome.duration.as_secs_f64(),
             output: d.text.clone(),
             error_message: f.warning.unwrap_or_default(),
+            cached: d.cached,
         },
         (None, err) => Row {
             key: e.key(),
@@ -574,16 +619,19 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             duration_seconds: outcome.duration.as_secs_f64(),
             output: String::new(),
             error_message: err.as_ref().map(ToString::to_string).unwrap_or_default(),
+            cached: false,
         },
     }
 }
 
-/// One experiment: render, check the context window, call (within the provider's limit).
+/// One experiment: render, answer from the cache if it has it, else check the context window
+/// and call (within the provider's limit), keeping a success in the cache.
 fn run_one(
     e: &Experiment,
     provider: &dyn Provider,
     limit: &Limit,
     template: &Template,
+    cache: Option<&Cache>,
     facts: &mut Facts,
     cancel: &CancelToken,
 ) -> Result<Done, TaskError> {
@@ -604,46 +652,87 @@ fn run_one(
             missing.join(", ")
         )
     });
+    let req = Request {
+        model: &e.model,
+        prompt: &prompt,
+        vars: &e.vars,
+        params: &e.params,
+    };
+    let key = cache
+        .zip(provider.cache_endpoint())
+        .map(|(c, endpoint)| (c, cache::key(provider.name(), &endpoint, &req)));
+    if let Some((c, k)) = &key
+        && let Some(hit) = c.get(k)
+    {
+        let checked = check_window(&e.model, input_tokens, hit.context_window, &mut warning);
+        store(facts, Some(input_tokens), hit.context_window, warning);
+        checked?;
+        return Ok(Done {
+            text: hit.text,
+            input_tokens: hit.input_tokens,
+            output_tokens: hit.output_tokens,
+            cached: true,
+        });
+    }
     let _slot = limit.acquire(cancel).ok_or(TaskError::Cancelled)?;
     let window = provider.context_window(&e.model)?;
-    if let Some(w) = window.filter(|w| *w > 0) {
-        let share = input_tokens as f64 / w as f64;
-        let pct = (share * 100.0).round();
-        if share > ERROR_SHARE {
-            store(facts, Some(input_tokens), window, warning);
-            return Err(TaskError::failed(format!(
-                "the prompt is about {input_tokens} tokens, {pct}% of {}'s {w}-token context \
-                 window (over 90%): not sent",
-                e.model
-            )));
-        }
-        if share > WARN_SHARE {
-            let w_msg = format!("the prompt fills {pct}% of the {w}-token context window");
-            warning = Some(warning.map_or(w_msg.clone(), |m| format!("{m}; {w_msg}")));
-        }
-    }
+    let checked = check_window(&e.model, input_tokens, window, &mut warning);
     store(
         facts,
         Some(input_tokens).filter(|_| provider.name() != "command"),
         window,
         warning,
     );
-    let answer = provider.generate(
-        &Request {
-            model: &e.model,
-            prompt: &prompt,
-            vars: &e.vars,
-            params: &e.params,
-        },
-        cancel,
-    )?;
+    checked?;
+    let answer = provider.generate(&req, cancel)?;
+    let output_tokens = answer
+        .output_tokens
+        .or_else(|| (provider.name() != "command").then(|| estimate_tokens(&answer.text)));
+    if let Some((c, k)) = &key {
+        let entry = Entry::new(
+            &req,
+            provider.name(),
+            answer.text.clone(),
+            (answer.input_tokens, output_tokens),
+            window,
+        );
+        c.put_or_warn(k, &entry);
+    }
     Ok(Done {
         input_tokens: answer.input_tokens,
-        output_tokens: answer
-            .output_tokens
-            .or_else(|| (provider.name() != "command").then(|| estimate_tokens(&answer.text))),
+        output_tokens,
         text: answer.text,
+        cached: false,
     })
+}
+
+/// The prompt against the model's context window: over 90% is not sent, over 80% a warning.
+fn check_window(
+    model: &str,
+    input_tokens: u64,
+    window: Option<u64>,
+    warning: &mut Option<String>,
+) -> Result<(), TaskError> {
+    let Some(w) = window.filter(|w| *w > 0) else {
+        return Ok(());
+    };
+    let share = input_tokens as f64 / w as f64;
+    let pct = (share * 100.0).round();
+    if share > ERROR_SHARE {
+        return Err(TaskError::failed(format!(
+            "the prompt is about {input_tokens} tokens, {pct}% of {model}'s {w}-token context \
+             window (over 90%): not sent"
+        )));
+    }
+    if share > WARN_SHARE {
+        let w_msg = format!("the prompt fills {pct}% of the {w}-token context window");
+        *warning = Some(
+            warning
+                .take()
+                .map_or(w_msg.clone(), |m| format!("{m}; {w_msg}")),
+        );
+    }
+    Ok(())
 }
 
 fn store(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// The columns after the variables, in order.
-pub(crate) const RESULT_COLUMNS: [&str; 7] = [
+pub(crate) const RESULT_COLUMNS: [&str; 8] = [
     "status",
     "input_tokens",
     "context_window",
@@ -23,6 +23,7 @@ pub(crate) const RESULT_COLUMNS: [&str; 7] = [
     "duration_seconds",
     "output",
     "error_message",
+    "cached",
 ];
 
 /// `provider, model, <variables...>, status, ...`.
@@ -45,6 +46,8 @@ pub(crate) struct Row {
     pub(crate) duration_seconds: f64,
     pub(crate) output: String,
     pub(crate) error_message: String,
+    /// The answer came from the response cache.
+    pub(crate) cached: bool,
 }
 
 /// A value of a row, typed so JSON Lines keeps numbers numbers.
@@ -53,6 +56,7 @@ enum Cell {
     Text(String),
     Count(Option<u64>),
     Seconds(f64),
+    Flag(bool),
 }
 
 impl Cell {
@@ -61,6 +65,7 @@ impl Cell {
             Cell::Text(s) => s.clone(),
             Cell::Count(n) => n.map(|n| n.to_string()).unwrap_or_default(),
             Cell::Seconds(s) => format!("{s:.3}"),
+            Cell::Flag(b) => b.to_string(),
         }
     }
 
@@ -70,6 +75,7 @@ impl Cell {
             Cell::Count(n) => n.map_or(serde_json::Value::Null, Into::into),
             // Milliseconds are what the CSV shows too.
             Cell::Seconds(s) => ((s * 1000.0).round() / 1000.0).into(),
+            Cell::Flag(b) => (*b).into(),
         }
     }
 }
@@ -85,6 +91,7 @@ impl Row {
             Cell::Seconds(self.duration_seconds),
             Cell::Text(self.output.clone()),
             Cell::Text(self.error_message.clone()),
+            Cell::Flag(self.cached),
         ]);
         f
     }
@@ -424,6 +431,7 @@ mod tests {
             duration_seconds: 0.5,
             output: "line one\nline \"two\", quoted".into(),
             error_message: String::new(),
+            cached: false,
         }
     }
 

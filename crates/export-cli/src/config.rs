@@ -253,14 +253,8 @@ impl Settings {
         if let Some(d) = &self.env_dir {
             return Ok(std::path::absolute(d).unwrap_or_else(|_| d.clone()));
         }
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| Path::new(v).is_absolute())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .context(
-                "neither XDG_CACHE_HOME nor HOME is set: pass --env-dir DIR for the \
-                 notebooks' environments",
-            )?;
+        let cache =
+            fanout_cli::user_cache_dir("pass --env-dir DIR for the notebooks' environments")?;
         Ok(cache.join("export-nb").join("envs"))
     }
 

@@ -444,7 +444,10 @@ impl Bench {
                     let _ = std::fs::remove_file(&out);
                     wall(
                         Command::new(&parallamr)
+                            // Every repetition sends every request (the response cache
+                            // would answer all but the first).
                             .args(["run", "-p", "prompt.txt", "-e", "experiments.csv", "-q"])
+                            .arg("--no-cache")
                             .arg("-o")
                             .arg(&out)
                             .args([

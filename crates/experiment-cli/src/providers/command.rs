@@ -73,6 +73,10 @@ impl Provider for CommandProvider {
         })
     }
 
+    fn cache_endpoint(&self) -> Option<String> {
+        None
+    }
+
     fn context_window(&self, _model: &str) -> Result<Option<u64>, TaskError> {
         Ok(None)
     }

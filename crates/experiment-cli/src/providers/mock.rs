@@ -42,6 +42,10 @@ impl Provider for Mock {
         })
     }
 
+    fn cache_endpoint(&self) -> Option<String> {
+        Some(String::new())
+    }
+
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError> {
         Ok(MODELS
             .iter()

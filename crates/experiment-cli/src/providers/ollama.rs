@@ -89,6 +89,10 @@ impl Provider for Ollama {
         })
     }
 
+    fn cache_endpoint(&self) -> Option<String> {
+        Some(self.base.clone())
+    }
+
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError> {
         self.windows.get_or(model, || self.show(model))
     }

@@ -150,6 +150,10 @@ impl Provider for OpenAi {
         })
     }
 
+    fn cache_endpoint(&self) -> Option<String> {
+        Some(self.base.clone())
+    }
+
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError> {
         // A server that lists no models (or no windows) does not stop the run: no check then.
         Ok(self
