@@ -20,6 +20,7 @@ mod params;
 mod paths;
 mod providers;
 mod run;
+mod settings;
 mod writer;
 
 use std::time::Duration;
@@ -55,6 +56,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 contexts: r.contexts,
                 command: r.command,
                 param_columns: r.param_columns,
+                settings: settings::Settings::load().usage()?,
                 cache: if r.no_cache {
                     None
                 } else {
@@ -66,25 +68,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             };
             run::run(&args)
         }
-        Commands::Providers => {
-            let http = providers::Http::new(Duration::from_secs(10));
-            println!("{:<11} {:>5}  SETTINGS", "PROVIDER", "LIMIT");
-            for name in providers::KNOWN {
-                let settings = match providers::one(name, &http) {
-                    Ok(p) => p.settings(),
-                    Err(e) => format!("{e:#}"),
-                };
-                let limit = match *name {
-                    "command" => "-j".to_owned(),
-                    n => providers::default_limit(n, 0).to_string(),
-                };
-                println!("{name:<11} {limit:>5}  {settings}");
-            }
-            println!(
-                "\nLimits are requests in flight per provider; --provider-limit NAME=N changes one."
-            );
-            Ok(ExitStatus::Success)
-        }
+        Commands::Providers => list_providers(),
         Commands::Models { provider } => {
             if !providers::KNOWN.contains(&provider.as_str()) {
                 return Err(anyhow::anyhow!(
@@ -94,7 +78,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 .usage();
             }
             let http = providers::Http::new(Duration::from_secs(30));
-            let p = providers::one(&provider, &http)?;
+            let settings = settings::Settings::load().usage()?;
+            let p = providers::one(&provider, &http, &settings)?;
             let models = p
                 .models()
                 .map_err(|e| anyhow::anyhow!("listing the models of {provider}: {e}"))?;
@@ -106,30 +91,60 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
-        Commands::Cache(c) => {
-            let cache = cache::Cache::locate(c.cache_dir.as_deref()).usage()?;
-            let dir = cache.dir().display();
-            match c.action {
-                cli::CacheAction::Info => {
-                    let u = cache.usage();
-                    println!("cache: {dir}");
-                    println!("answers: {} ({})", u.entries, cache::fmt_bytes(u.bytes));
-                }
-                cli::CacheAction::Clear => {
-                    let u = cache.clear()?;
-                    println!(
-                        "removed {} answers ({}) from {dir}",
-                        u.entries,
-                        cache::fmt_bytes(u.bytes)
-                    );
-                }
-            }
-            Ok(ExitStatus::Success)
-        }
+        Commands::Cache(c) => cache_command(&c),
         Commands::Init => {
             run::init(std::path::Path::new(".")).usage()?;
             Ok(ExitStatus::Success)
         }
         Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),
     }
+}
+
+/// `parallamr providers`: each provider's limit and settings, and where the settings came from.
+fn list_providers() -> Result<ExitStatus> {
+    let http = providers::Http::new(Duration::from_secs(10));
+    let settings = settings::Settings::load().usage()?;
+    println!("{:<11} {:>5}  SETTINGS", "PROVIDER", "LIMIT");
+    for name in providers::KNOWN {
+        let line = match providers::one(name, &http, &settings) {
+            Ok(p) => p.settings(),
+            Err(e) => format!("{e:#}"),
+        };
+        let limit = match *name {
+            "command" => "-j".to_owned(),
+            n => providers::default_limit(n, 0).to_string(),
+        };
+        println!("{name:<11} {limit:>5}  {line}");
+    }
+    println!("\nLimits are requests in flight per provider; --provider-limit NAME=N changes one.");
+    match settings.file() {
+        Some(f) => println!(
+            "Settings: the environment, then {} (the environment wins).",
+            f.display()
+        ),
+        None => println!("Settings: the environment (no .env file here or in a folder above)."),
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `parallamr cache info|clear`.
+fn cache_command(c: &cli::CacheCli) -> Result<ExitStatus> {
+    let cache = cache::Cache::locate(c.cache_dir.as_deref()).usage()?;
+    let dir = cache.dir().display();
+    match c.action {
+        cli::CacheAction::Info => {
+            let u = cache.usage();
+            println!("cache: {dir}");
+            println!("answers: {} ({})", u.entries, cache::fmt_bytes(u.bytes));
+        }
+        cli::CacheAction::Clear => {
+            let u = cache.clear()?;
+            println!(
+                "removed {} answers ({}) from {dir}",
+                u.entries,
+                cache::fmt_bytes(u.bytes)
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
 }

@@ -16,6 +16,8 @@ use fanout::{CancelToken, TaskError};
 
 pub(crate) use command::CommandProvider;
 
+use crate::settings::Settings;
+
 /// The provider names, as written in the experiments file.
 pub(crate) const KNOWN: &[&str] = &["mock", "ollama", "openrouter", "openai", "command"];
 
@@ -105,19 +107,22 @@ pub(crate) fn build(
     names: &[&str],
     http: &Http,
     command: Option<&CommandProvider>,
+    settings: &Settings,
 ) -> Result<HashMap<String, Box<dyn Provider>>> {
     let mut out: HashMap<String, Box<dyn Provider>> = HashMap::new();
     for &name in names {
         let provider: Box<dyn Provider> = match name {
             "mock" => Box::new(mock::Mock),
-            "ollama" => Box::new(ollama::Ollama::from_env(http.clone())),
+            "ollama" => Box::new(ollama::Ollama::from_env(http.clone(), settings)),
             "openai" => Box::new(openai::OpenAi::from_env(
                 openai::Flavor::OpenAi,
                 http.clone(),
+                settings,
             )?),
             "openrouter" => Box::new(openai::OpenAi::from_env(
                 openai::Flavor::OpenRouter,
                 http.clone(),
+                settings,
             )?),
             "command" => match command {
                 Some(c) => Box::new(c.clone()),
@@ -137,11 +142,11 @@ pub(crate) fn build(
 }
 
 /// One provider by name, for `parallamr models`.
-pub(crate) fn one(name: &str, http: &Http) -> Result<Box<dyn Provider>> {
+pub(crate) fn one(name: &str, http: &Http, settings: &Settings) -> Result<Box<dyn Provider>> {
     if name == "command" {
         bail!("the command provider runs programs; it serves no models");
     }
-    let mut all = build(&[name], http, None)?;
+    let mut all = build(&[name], http, None, settings)?;
     Ok(all.remove(name).expect("built"))
 }
 

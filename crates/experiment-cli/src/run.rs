@@ -34,6 +34,8 @@ pub(crate) struct RunArgs {
     pub(crate) retries: u32,
     pub(crate) limits: Vec<(String, usize)>,
     pub(crate) command: Option<String>,
+    /// The environment over the nearest `.env`.
+    pub(crate) settings: crate::settings::Settings,
     /// The response cache; `None` with `--no-cache`.
     pub(crate) cache: Option<Cache>,
     /// `--param-columns`: the columns sent as request parameters (else the usual names).
@@ -228,6 +230,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
             Template::for_shell("--command", c.clone())?,
             args.timeout,
             launcher.clone(),
+            args.settings.file_only(),
         )),
         None => None,
     };
@@ -245,7 +248,7 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
             used.join(", ")
         );
     }
-    let providers = providers::build(&used, &http, command.as_ref())?;
+    let providers = providers::build(&used, &http, command.as_ref(), &args.settings)?;
     let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
 
     if let Some(o) = &args.output {

@@ -15,15 +15,23 @@ pub(crate) struct CommandProvider {
     timeout: Duration,
     launcher: Launcher,
     runner: ProcessRunner,
+    /// What a `.env` file sets and the environment does not: the command sees it too.
+    env: Arc<Vec<(String, String)>>,
 }
 
 impl CommandProvider {
-    pub(crate) fn new(template: Template, timeout: Duration, launcher: Launcher) -> Self {
+    pub(crate) fn new(
+        template: Template,
+        timeout: Duration,
+        launcher: Launcher,
+        env: Vec<(String, String)>,
+    ) -> Self {
         CommandProvider {
             template: Arc::new(template),
             timeout,
             launcher,
             runner: ProcessRunner::new(),
+            env: Arc::new(env),
         }
     }
 }
@@ -49,7 +57,11 @@ impl Provider for CommandProvider {
             .template
             .render(req.vars, &[("model", req.model)])
             .map_err(TaskError::failed)?;
-        let cmd = Command::shell(script)
+        let mut cmd = Command::shell(script);
+        for (k, v) in self.env.iter() {
+            cmd = cmd.env(k, v);
+        }
+        let cmd = cmd
             .launcher(self.launcher.clone())
             .job_name(format!("parallamr {}", req.model))
             .timeout(Some(self.timeout))

@@ -1,6 +1,8 @@
 //! `ollama`: `POST /api/generate` (not streamed), `/api/tags`, `/api/show` for the context length.
 
 use fanout::{CancelToken, TaskError};
+
+use crate::settings::Settings;
 use serde_json::json;
 
 use super::{
@@ -11,18 +13,21 @@ use super::{
 #[derive(Debug)]
 pub(crate) struct Ollama {
     base: String,
+    /// Where `base` came from, for `parallamr providers`.
+    origin: String,
     http: Http,
     windows: WindowCache,
 }
 
 impl Ollama {
-    pub(crate) fn from_env(http: Http) -> Self {
-        let base = std::env::var("OLLAMA_BASE_URL")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| "http://localhost:11434".to_owned());
+    pub(crate) fn from_env(http: Http, settings: &Settings) -> Self {
+        let (base, origin) = settings.get("OLLAMA_BASE_URL").map_or_else(
+            || ("http://localhost:11434".to_owned(), "default".to_owned()),
+            |(v, o)| (v, o.to_string()),
+        );
         Ollama {
             base: base.trim_end_matches('/').to_owned(),
+            origin,
             http,
             windows: WindowCache::default(),
         }
@@ -57,7 +62,11 @@ impl Provider for Ollama {
     }
 
     fn settings(&self) -> String {
-        format!("OLLAMA_BASE_URL = {}", super::redact(&self.base))
+        format!(
+            "OLLAMA_BASE_URL = {} ({})",
+            super::redact(&self.base),
+            self.origin
+        )
     }
 
     fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {

@@ -7,6 +7,8 @@ use anyhow::{Result, bail};
 use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
+use crate::settings::Settings;
+
 use super::{Answer, Http, ModelInfo, Provider, Request, get_json, post_json_cancellable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,29 +46,37 @@ pub(crate) struct OpenAi {
     flavor: Flavor,
     base: String,
     key: Option<String>,
+    /// Where `base` and `key` came from, for `parallamr providers`.
+    base_origin: String,
+    key_origin: Option<String>,
     http: Http,
     /// `/models`, fetched once.
     models: OnceLock<Result<Vec<ModelInfo>, TaskError>>,
 }
 
 impl OpenAi {
-    /// From the environment. The public endpoints need a key; a local server usually not.
-    pub(crate) fn from_env(flavor: Flavor, http: Http) -> Result<Self> {
+    /// From the settings (the environment, else `.env`). The public endpoints need a key; a
+    /// local server usually not.
+    pub(crate) fn from_env(flavor: Flavor, http: Http, settings: &Settings) -> Result<Self> {
         let (key_var, base_var, default_base) = flavor.vars();
-        let get = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
-        let base = get(base_var).unwrap_or_else(|| default_base.to_owned());
-        let key = get(key_var);
+        let (base, base_origin) = settings.get(base_var).map_or_else(
+            || (default_base.to_owned(), "default".to_owned()),
+            |(v, o)| (v, o.to_string()),
+        );
+        let key = settings.get(key_var);
         if key.is_none() && base == default_base {
             bail!(
-                "the experiments use {}, but {key_var} is not set (set it, or point {base_var} \
-                 at a server that needs no key)",
+                "the experiments use {}, but {key_var} is not set (set it, in the environment \
+                 or a .env file, or point {base_var} at a server that needs no key)",
                 flavor.name()
             );
         }
         Ok(OpenAi {
             flavor,
             base: base.trim_end_matches('/').to_owned(),
-            key,
+            base_origin,
+            key_origin: key.as_ref().map(|(_, o)| o.to_string()),
+            key: key.map(|(k, _)| k),
             http,
             models: OnceLock::new(),
         })
@@ -102,9 +112,12 @@ impl Provider for OpenAi {
     fn settings(&self) -> String {
         let (key_var, base_var, _) = self.flavor.vars();
         format!(
-            "{base_var} = {}, {key_var} {}",
+            "{base_var} = {} ({}), {key_var} {}",
             super::redact(&self.base),
-            if self.key.is_some() { "set" } else { "not set" }
+            self.base_origin,
+            self.key_origin
+                .as_ref()
+                .map_or_else(|| "not set".to_owned(), |o| format!("set ({o})"))
         )
     }
 

@@ -124,13 +124,15 @@ fn two_sweeps_at_once_share_a_cache_without_damage() {
             ],
             Some(&server),
         )
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
     };
     let (a, b) = (sweep("a.csv"), sweep("b.csv"));
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
     }
     let sent = server.seen().len();
     assert!((60..=120).contains(&sent), "{sent}");

@@ -75,3 +75,93 @@ fn param_columns_choose_the_columns_and_bad_values_stop_before_sending() {
         out.stderr
     );
 }
+
+#[test]
+fn a_dotenv_file_above_gives_settings_and_the_environment_wins() {
+    let server = LlmServer::start(Duration::ZERO);
+    let p = Project::create(
+        "About {{ topic }}",
+        "provider,model,topic\nopenai,llama-test,cats\ncommand,m,dogs\n",
+    );
+    std::fs::write(
+        p.path().join(".env"),
+        format!(
+            "# settings for the sweep\nOPENAI_BASE_URL={}\nexport OPENAI_API_KEY='sk-from-file'\nGREETING=\"hello from .env\"\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let sub = p.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(p.path().join("prompt.txt"), sub.join("prompt.txt")).unwrap();
+    std::fs::copy(
+        p.path().join("experiments.csv"),
+        sub.join("experiments.csv"),
+    )
+    .unwrap();
+
+    let mut args = RUN.to_vec();
+    args.extend(["--command", "echo \"$GREETING\""]);
+    let out = p.command(&args, None).current_dir(&sub).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.seen().len(), 1, "OPENAI_BASE_URL from ../.env");
+    let text = std::fs::read_to_string(sub.join("out.csv")).unwrap();
+    assert!(
+        text.contains("hello from .env"),
+        "commands see it too: {text}"
+    );
+
+    let env_file = p.path().join(".env");
+    let out = p
+        .command(&["providers"], None)
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "OPENAI_BASE_URL = {} (from {}), OPENAI_API_KEY set (from {})",
+            server.url,
+            env_file.display(),
+            env_file.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "then {} (the environment wins)",
+            env_file.display()
+        )),
+        "{stdout}"
+    );
+
+    // The environment wins over the file.
+    let out = p
+        .command(&["providers"], None)
+        .current_dir(&sub)
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "OPENAI_BASE_URL = http://127.0.0.1:9 (from the environment), OPENAI_API_KEY set (from"
+        ),
+        "{stdout}"
+    );
+
+    std::fs::write(&env_file, "OPENAI_API_KEY=x\nnot a setting\n").unwrap();
+    let out = p
+        .command(&["providers"], None)
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(".env line 2: cannot parse"), "{stderr}");
+}
