@@ -64,6 +64,10 @@ pub(crate) trait Provider: Send + Sync {
     /// Settings shown by `parallamr providers`.
     fn settings(&self) -> String;
     fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError>;
+    /// What `--dry-run` shows of a request: the prompt (the command provider: its command).
+    fn preview(&self, req: &Request<'_>) -> Result<String, String> {
+        Ok(req.prompt.to_owned())
+    }
     /// The model's context window in tokens, when the provider says.
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError>;
     /// Where requests go, as part of the response cache's key; `None`: answers are not cached

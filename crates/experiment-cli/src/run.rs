@@ -203,8 +203,8 @@ fn prompt_templates(
     Ok((templates, of))
 }
 
-/// Read and check everything; `None` for `--dry-run` (which prints its summary).
-fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
+/// Read and check everything.
+fn prepare(args: &RunArgs) -> Result<Inputs> {
     if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
         bail!("only one of the prompt (-p) and the experiments (-e) can come from standard input");
     }
@@ -255,17 +255,13 @@ fn prepare(args: &RunArgs) -> Result<Option<Inputs>> {
         // A bad -o template is an input error like any other: before anything runs.
         PathTemplate::new("-o", o, &columns(&experiments))?;
     }
-    if args.dry_run {
-        eprintln!("{}", dry_run_summary(&experiments, &templates, &used));
-        return Ok(None);
-    }
-    Ok(Some(Inputs {
+    Ok(Inputs {
         experiments,
         templates,
         template_of,
         providers,
         used,
-    }))
+    })
 }
 
 /// What `--dry-run` says once everything checked out: the experiments, their variables, what
@@ -310,9 +306,11 @@ fn dry_run_summary(experiments: &Experiments, templates: &[Template], used: &[St
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
-    let Some(inputs) = prepare(args).usage()? else {
+    let inputs = prepare(args).usage()?;
+    if args.dry_run {
+        dry_run(&inputs, args.cache.as_ref());
         return Ok(ExitStatus::Success);
-    };
+    }
     let (experiments, templates, template_of) =
         (&inputs.experiments, &inputs.templates, &inputs.template_of);
     let Opened {
@@ -627,6 +625,103 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
     }
 }
 
+/// The prompt of `e` (empty for the command provider, which renders its own), and a warning
+/// naming the variables the template uses that the row lacks.
+fn render(
+    e: &Experiment,
+    provider: &dyn Provider,
+    template: &Template,
+) -> Result<(String, Option<String>), String> {
+    if provider.name() == "command" {
+        return Ok((String::new(), None));
+    }
+    let (prompt, missing) = template.render(&e.vars, &[])?;
+    let warning = (!missing.is_empty()).then(|| {
+        format!(
+            "the template uses {} that this row lacks: {}",
+            if missing.len() == 1 {
+                "a variable"
+            } else {
+                "variables"
+            },
+            missing.join(", ")
+        )
+    });
+    Ok((prompt, warning))
+}
+
+/// `--dry-run`: the summary, and on standard output every prompt as it would be sent (the
+/// command, for the command provider) with its size, its warning and whether the cache has its
+/// answer. Nothing is sent.
+fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let mut in_cache = 0usize;
+    let mut tokens = 0u64;
+    for e in &inputs.experiments.rows {
+        let provider = inputs.providers[e.provider.as_str()].as_ref();
+        let template = &inputs.templates[inputs.template_of[e.index]];
+        let vars: Vec<String> = e.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (text, note) = match render(e, provider, template) {
+            Ok((prompt, warning)) => {
+                let req = Request {
+                    model: &e.model,
+                    prompt: &prompt,
+                    vars: &e.vars,
+                    params: &e.params,
+                };
+                let cached = cache
+                    .zip(provider.cache_endpoint())
+                    .is_some_and(|(c, end)| {
+                        c.get(&cache::key(provider.name(), &end, &req)).is_some()
+                    });
+                in_cache += usize::from(cached);
+                let n = estimate_tokens(&prompt);
+                tokens += n;
+                let mut facts = vec![if provider.name() == "command" {
+                    "a command".to_owned()
+                } else {
+                    format!("about {n} tokens")
+                }];
+                if cached {
+                    facts.push("answer in the cache".to_owned());
+                }
+                let preview = provider
+                    .preview(&req)
+                    .unwrap_or_else(|e| format!("(cannot render: {e})"));
+                (preview, (facts.join("; "), warning))
+            }
+            Err(err) => (String::new(), ("cannot render".to_owned(), Some(err))),
+        };
+        let _ = writeln!(
+            out,
+            "--- {} line {}: {}/{}{}{} ({}) ---",
+            inputs.experiments.source,
+            e.line,
+            e.provider,
+            e.model,
+            if vars.is_empty() { "" } else { ", " },
+            vars.join(", "),
+            note.0
+        );
+        let _ = writeln!(out, "{}", text.trim_end_matches('\n'));
+        if let Some(w) = note.1 {
+            let _ = writeln!(out, "warning: {w}");
+        }
+    }
+    drop(out);
+    eprintln!(
+        "{}",
+        dry_run_summary(&inputs.experiments, &inputs.templates, &inputs.used)
+    );
+    if cache.is_some() {
+        eprintln!(
+            "about {tokens} prompt tokens; {in_cache} of {} answers are in the cache (not sent)",
+            inputs.experiments.rows.len()
+        );
+    }
+}
+
 /// One experiment: render, answer from the cache if it has it, else check the context window
 /// and call (within the provider's limit), keeping a success in the cache.
 fn run_one(
@@ -638,23 +733,8 @@ fn run_one(
     facts: &mut Facts,
     cancel: &CancelToken,
 ) -> Result<Done, TaskError> {
-    let (prompt, missing) = if provider.name() == "command" {
-        (String::new(), Vec::new())
-    } else {
-        template.render(&e.vars, &[]).map_err(TaskError::failed)?
-    };
+    let (prompt, mut warning) = render(e, provider, template).map_err(TaskError::failed)?;
     let input_tokens = estimate_tokens(&prompt);
-    let mut warning = (!missing.is_empty()).then(|| {
-        format!(
-            "the template uses {} that this row lacks: {}",
-            if missing.len() == 1 {
-                "a variable"
-            } else {
-                "variables"
-            },
-            missing.join(", ")
-        )
-    });
     let req = Request {
         model: &e.model,
         prompt: &prompt,

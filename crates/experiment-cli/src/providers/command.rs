@@ -52,11 +52,13 @@ impl Provider for CommandProvider {
         )
     }
 
+    fn preview(&self, req: &Request<'_>) -> Result<String, String> {
+        let (script, _) = self.template.render(req.vars, &[("model", req.model)])?;
+        Ok(script)
+    }
+
     fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {
-        let (script, _) = self
-            .template
-            .render(req.vars, &[("model", req.model)])
-            .map_err(TaskError::failed)?;
+        let script = self.preview(req).map_err(TaskError::failed)?;
         let mut cmd = Command::shell(script);
         for (k, v) in self.env.iter() {
             cmd = cmd.env(k, v);

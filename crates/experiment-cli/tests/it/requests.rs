@@ -165,3 +165,51 @@ fn a_dotenv_file_above_gives_settings_and_the_environment_wins() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(".env line 2: cannot parse"), "{stderr}");
 }
+
+#[test]
+fn a_dry_run_shows_every_prompt_and_sends_nothing() {
+    let server = LlmServer::start(Duration::ZERO);
+    let p = Project::create(
+        "Summarise for {{ reader }}:",
+        "provider,model,topic,reader\nollama,llama-test,cats,kids\nopenai,llama-test,dogs,\ncommand,m,owls,vets\n",
+    );
+    std::fs::write(p.path().join("doc.md"), "The document.\n").unwrap();
+    let out = p.run(
+        &[
+            "run",
+            "-p",
+            "prompt.txt",
+            "-e",
+            "experiments.csv",
+            "-c",
+            "doc.md",
+            "--dry-run",
+            "--command",
+            "echo {{topic}} {{reader}}",
+        ],
+        Some(&server),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(server.seen().len(), 0, "nothing is sent");
+    assert!(!p.path().join("out.csv").exists());
+    assert!(
+        out.stdout.contains(
+            "--- experiments.csv line 2: ollama/llama-test, topic=cats, reader=kids (about 14 tokens) ---\n\
+             Summarise for kids:\n\n## Document: doc.md\n\nThe document.\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "line 4: command/m, topic=owls, reader=vets (a command) ---\necho owls vets\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("0 of 3 answers are in the cache"),
+        "{}",
+        out.stderr
+    );
+}

@@ -17,7 +17,15 @@ fn transcript(p: &Project, args: &[&str]) -> String {
 fn help_of_every_command() {
     let p = Project::create("", "");
     let s = settings(&p);
-    for cmd in ["", "run", "providers", "models", "init", "completions"] {
+    for cmd in [
+        "",
+        "run",
+        "providers",
+        "models",
+        "cache",
+        "init",
+        "completions",
+    ] {
         let args: Vec<&str> = cmd
             .split_whitespace()
             .chain(std::iter::once("--help"))
