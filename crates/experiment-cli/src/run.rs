@@ -650,6 +650,16 @@ fn render(
     Ok((prompt, warning))
 }
 
+/// What is sent for `e` with `prompt`.
+fn request<'a>(e: &'a Experiment, prompt: &'a str) -> Request<'a> {
+    Request {
+        model: &e.model,
+        prompt,
+        vars: &e.vars,
+        params: &e.params,
+    }
+}
+
 /// `--dry-run`: the summary, and on standard output every prompt as it would be sent (the
 /// command, for the command provider) with its size, its warning and whether the cache has its
 /// answer. Nothing is sent.
@@ -664,12 +674,7 @@ fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         let vars: Vec<String> = e.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let (text, note) = match render(e, provider, template) {
             Ok((prompt, warning)) => {
-                let req = Request {
-                    model: &e.model,
-                    prompt: &prompt,
-                    vars: &e.vars,
-                    params: &e.params,
-                };
+                let req = request(e, &prompt);
                 let cached = cache
                     .zip(provider.cache_endpoint())
                     .is_some_and(|(c, end)| {
@@ -735,12 +740,7 @@ fn run_one(
 ) -> Result<Done, TaskError> {
     let (prompt, mut warning) = render(e, provider, template).map_err(TaskError::failed)?;
     let input_tokens = estimate_tokens(&prompt);
-    let req = Request {
-        model: &e.model,
-        prompt: &prompt,
-        vars: &e.vars,
-        params: &e.params,
-    };
+    let req = request(e, &prompt);
     let key = cache
         .zip(provider.cache_endpoint())
         .map(|(c, endpoint)| (c, cache::key(provider.name(), &endpoint, &req)));
