@@ -111,17 +111,32 @@ fn handle(mut req: tiny_http::Request, st: &State) {
         "/api/generate" => generate(st, "ollama", &v),
         "/chat/completions" => generate(st, "openai", &v),
         "/api/show" => match context_length(v["model"].as_str().unwrap_or("")) {
-            Some(n) => (200, json!({ "model_info": { "llama.context_length": n } }).to_string(), None),
+            Some(n) => (
+                200,
+                json!({ "model_info": { "llama.context_length": n } }).to_string(),
+                None,
+            ),
             None => (404, json!({ "error": "model not found" }).to_string(), None),
         },
-        "/api/tags" => (200, json!({ "models": [{ "name": "llama-test" }, { "name": "tiny-ctx" }] }).to_string(), None),
-        "/models" => (
+        "/api/tags" => (
             200,
-            json!({ "data": [{ "id": "llama-test", "context_length": 4096 }, { "id": "tiny-ctx", "context_length": 40 }] })
-                .to_string(),
+            json!({ "models": [{ "name": "llama-test" }, { "name": "tiny-ctx" }] }).to_string(),
             None,
         ),
-        _ => (404, json!({ "error": "no such endpoint" }).to_string(), None),
+        "/models" => (
+            200,
+            // OpenRouter's prices: USD per token, as strings.
+            json!({ "data": [{ "id": "llama-test", "context_length": 4096,
+                               "pricing": { "prompt": "0.000001", "completion": "0.000002" } },
+                             { "id": "tiny-ctx", "context_length": 40 }] })
+            .to_string(),
+            None,
+        ),
+        _ => (
+            404,
+            json!({ "error": "no such endpoint" }).to_string(),
+            None,
+        ),
     };
     let mut resp = Response::from_string(text)
         .with_status_code(code)

@@ -112,6 +112,15 @@ pub struct RunCli {
     /// empty for none) [default: those of `temperature`, `max_tokens`, `top_p`, `seed` present]
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
     pub param_columns: Option<Vec<String>>,
+    /// Model prices, USD per million tokens: TOML (`"gpt-4o" = { input = 2.5, output = 10 }`) or
+    /// CSV (model,input,output); a name may be `provider/model`. OpenRouter's own prices are
+    /// used for models the file does not name; ollama and mock cost nothing
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Stop sending requests when the cost so far, with what is in flight, would pass USD
+    /// (every model needs a price); what was not sent has no row, for --resume
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
     /// Neither read nor keep answers in the response cache
     #[arg(long)]
     pub no_cache: bool,
@@ -125,4 +134,18 @@ pub struct RunCli {
     // steps; HTTP requests are always sent from here.
     #[command(flatten)]
     pub run: RunArgs<Parallamr>,
+}
+
+/// `--max-cost`: a positive amount of dollars (`0.50`, `$2`).
+fn parse_usd(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("{s:?} is not an amount of dollars (e.g. 0.50)"))?;
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("{s:?}: the budget must be above 0"))
+    }
 }

@@ -12,6 +12,7 @@
 
 mod cache;
 pub mod cli;
+mod cost;
 mod experiments;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -56,6 +57,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 contexts: r.contexts,
                 command: r.command,
                 param_columns: r.param_columns,
+                prices: r.prices,
+                max_cost: r.max_cost,
                 settings: settings::Settings::load().usage()?,
                 cache: if r.no_cache {
                     None

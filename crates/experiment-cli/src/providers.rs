@@ -45,6 +45,8 @@ pub(crate) struct Answer {
 pub(crate) struct ModelInfo {
     pub(crate) name: String,
     pub(crate) context_window: Option<u64>,
+    /// USD per million tokens, when the provider says (OpenRouter).
+    pub(crate) price: Option<crate::cost::Price>,
 }
 
 /// What is sent for one experiment.
@@ -74,6 +76,10 @@ pub(crate) trait Provider: Send + Sync {
     /// (a command's output may depend on more than its inputs, and running it may be the point).
     fn cache_endpoint(&self) -> Option<String>;
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError>;
+    /// The model's price, when the provider publishes it (OpenRouter's `/models`).
+    fn price(&self, _model: &str) -> Option<crate::cost::Price> {
+        None
+    }
 }
 
 /// How long a connection may take to open (at most half of `--timeout`).

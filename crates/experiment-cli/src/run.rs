@@ -14,6 +14,7 @@ use fanout::{
 use fanout_cli::UsageResult;
 
 use crate::cache::{self, Cache, Entry};
+use crate::cost::{self, Budget, Prices};
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
 use crate::paths::{NoPath, PathTemplate};
 use crate::providers::{self, CommandProvider, Http, Provider, Request, estimate_tokens};
@@ -36,6 +37,10 @@ pub(crate) struct RunArgs {
     pub(crate) command: Option<String>,
     /// The environment over the nearest `.env`.
     pub(crate) settings: crate::settings::Settings,
+    /// `--prices`: a price file.
+    pub(crate) prices: Option<PathBuf>,
+    /// `--max-cost`: a budget in USD.
+    pub(crate) max_cost: Option<f64>,
     /// The response cache; `None` with `--no-cache`.
     pub(crate) cache: Option<Cache>,
     /// `--param-columns`: the columns sent as request parameters (else the usual names).
@@ -110,6 +115,8 @@ struct Done {
     output_tokens: Option<u64>,
     /// Whether it came from the response cache (no request was sent).
     cached: bool,
+    /// What the answer costs at the model's price, if it has one.
+    cost: Option<f64>,
 }
 
 /// The validated inputs of a run.
@@ -123,6 +130,8 @@ struct Inputs {
     providers: HashMap<String, Box<dyn Provider>>,
     /// The providers the experiments use, sorted.
     used: Vec<String>,
+    /// The price of each model that has one.
+    prices: Prices,
 }
 
 /// The names a path template may use: provider, model and the variables.
@@ -255,13 +264,53 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
         // A bad -o template is an input error like any other: before anything runs.
         PathTemplate::new("-o", o, &columns(&experiments))?;
     }
+    let prices = prices(args, &experiments, &providers)?;
     Ok(Inputs {
         experiments,
         templates,
         template_of,
         providers,
         used,
+        prices,
     })
+}
+
+/// The price of each model used: `--prices`, else what the provider reports (OpenRouter). With
+/// `--max-cost`, every model sent to must have one.
+fn prices(
+    args: &RunArgs,
+    experiments: &Experiments,
+    providers: &HashMap<String, Box<dyn Provider>>,
+) -> Result<Prices> {
+    let mut prices = match &args.prices {
+        Some(p) => Prices::load(p)?,
+        None => Prices::default(),
+    };
+    let mut models: Vec<(&str, &str)> = experiments
+        .rows
+        .iter()
+        .map(|e| (e.provider.as_str(), e.model.as_str()))
+        .collect();
+    models.sort_unstable();
+    models.dedup();
+    let mut unpriced = Vec::new();
+    for (provider, model) in models {
+        if prices.known(provider, model) {
+            continue;
+        }
+        match providers[provider].price(model) {
+            Some(p) => prices.learn(provider, model, p),
+            None => unpriced.push(format!("{provider}/{model}")),
+        }
+    }
+    if args.max_cost.is_some() && !unpriced.is_empty() {
+        bail!(
+            "--max-cost needs the price of every model, and these have none: {} (give them in a \
+             --prices file: \"MODEL\" = {{ input = USD, output = USD }} per million tokens)",
+            unpriced.join(", ")
+        );
+    }
+    Ok(prices)
 }
 
 /// What `--dry-run` says once everything checked out: the experiments, their variables, what
@@ -311,8 +360,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         dry_run(&inputs, args.cache.as_ref());
         return Ok(ExitStatus::Success);
     }
-    let (experiments, templates, template_of) =
-        (&inputs.experiments, &inputs.templates, &inputs.template_of);
+    let experiments = &inputs.experiments;
+    let budget = args.max_cost.map(Budget::new);
     let Opened {
         mut out,
         to,
@@ -340,8 +389,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         let Event::TaskFinished { outcome, .. } = event else {
             return;
         };
-        // An interrupted experiment has no result: no row, so --resume runs it.
+        // An interrupted experiment, or one the budget stopped, has no result: no row, so
+        // --resume runs it.
         if outcome.status == fanout::Status::Cancelled {
+            return;
+        }
+        if outcome.status == fanout::Status::Skipped {
+            tally.not_sent += 1;
             return;
         }
         let e = todo[outcome.index];
@@ -364,19 +418,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         progress.as_mut() as &mut dyn Reporter<Done, Facts>,
     ]);
     let started = Instant::now();
+    let shared = Shared {
+        inputs: &inputs,
+        limits: &limits,
+        cache: args.cache.as_ref(),
+        budget: budget.as_ref(),
+    };
     let result = pool.run_with_meta(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
-        let provider = &inputs.providers[e.provider.as_str()];
-        let limit = &limits[e.provider.as_str()];
         let mut facts = Facts::default();
-        let result = run_one(
-            e,
-            provider.as_ref(),
-            limit,
-            &templates[template_of[e.index]],
-            args.cache.as_ref(),
-            &mut facts,
-            ctx.cancel_token(),
-        );
+        let result = run_one(e, &shared, &mut facts, ctx.cancel_token());
         (result, facts)
     })?;
     drop(tee);
@@ -384,16 +434,55 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         return Ok(stopped_by(&e, tally.written));
     }
     if let Some(path) = &args.report {
-        result.write_report(path)?;
+        result
+            .report_with(|o| ReportExtra::of(todo[o.index], o))
+            .write_json(path)?;
     }
     tally.say(args, &files, todo.len() + unplaced.len(), started.elapsed());
+    let stopped = budget.as_ref().is_some_and(|b| b.outcome().1);
+    if let Some(b) = &budget
+        && stopped
+    {
+        eprintln!(
+            "stopped at the budget (--max-cost {}): {} experiments not sent; spent {} \
+             (--resume with a larger --max-cost sends them)",
+            cost::fmt_usd(b.max()),
+            tally.not_sent,
+            cost::fmt_usd(b.outcome().0)
+        );
+    }
     Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
         ExitStatus::Interrupted
-    } else if tally.error_rows > 0 {
+    } else if tally.error_rows > 0 || stopped {
         ExitStatus::TaskFailed
     } else {
         ExitStatus::Success
     })
+}
+
+/// What the report (`--report`) adds to each experiment's entry.
+#[derive(Debug, serde::Serialize)]
+struct ReportExtra<'a> {
+    provider: &'a str,
+    model: &'a str,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cached: bool,
+    cost_usd: Option<f64>,
+}
+
+impl<'a> ReportExtra<'a> {
+    fn of(e: &'a Experiment, o: &fanout::Outcome<Done, Facts>) -> Self {
+        let d = o.value.as_ref();
+        ReportExtra {
+            provider: &e.provider,
+            model: &e.model,
+            input_tokens: d.and_then(|d| d.input_tokens).or(o.meta.input_tokens),
+            output_tokens: d.and_then(|d| d.output_tokens),
+            cached: d.is_some_and(|d| d.cached),
+            cost_usd: d.and_then(|d| d.cost),
+        }
+    }
 }
 
 /// What the rows of a run came to.
@@ -402,6 +491,22 @@ struct Tally {
     written: usize,
     error_rows: usize,
     from_cache: usize,
+    /// Experiments the budget kept from being sent.
+    not_sent: usize,
+    /// Tokens and cost per provider/model.
+    by_model: std::collections::BTreeMap<(String, String), Usage>,
+}
+
+/// What the rows of one provider/model came to.
+#[derive(Debug, Default)]
+struct Usage {
+    rows: usize,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// Spent on requests sent; `None` while no row had a price.
+    spent: Option<f64>,
+    /// What the answers from the cache cost when they were sent.
+    saved: f64,
 }
 
 impl Tally {
@@ -409,6 +514,62 @@ impl Tally {
         self.written += 1;
         self.from_cache += usize::from(row.cached);
         self.error_rows += usize::from(row.status == "error");
+        let u = self
+            .by_model
+            .entry((row.key[0].clone(), row.key[1].clone()))
+            .or_default();
+        u.rows += 1;
+        u.input_tokens += row.input_tokens.unwrap_or(0);
+        u.output_tokens += row.output_tokens.unwrap_or(0);
+        if let Some(c) = row.cost_usd {
+            if row.cached {
+                u.saved += c;
+            } else {
+                *u.spent.get_or_insert(0.0) += c;
+            }
+        }
+    }
+
+    /// Tokens and cost per provider/model, and the totals.
+    fn say_usage(&self) {
+        if self
+            .by_model
+            .values()
+            .all(|u| u.input_tokens + u.output_tokens == 0)
+        {
+            return;
+        }
+        eprintln!("tokens and cost:");
+        let (mut inp, mut out, mut spent, mut saved) = (0, 0, 0.0, 0.0);
+        for ((provider, model), u) in &self.by_model {
+            let cost = u.spent.map_or_else(
+                || {
+                    if u.saved > 0.0 {
+                        "$0".to_owned()
+                    } else {
+                        "no price".to_owned()
+                    }
+                },
+                cost::fmt_usd,
+            );
+            eprintln!(
+                "  {provider}/{model}: {} rows, {} in + {} out tokens, {cost}",
+                u.rows, u.input_tokens, u.output_tokens
+            );
+            inp += u.input_tokens;
+            out += u.output_tokens;
+            spent += u.spent.unwrap_or(0.0);
+            saved += u.saved;
+        }
+        let saved = if saved > 0.0 {
+            format!(" ({} more answered from the cache)", cost::fmt_usd(saved))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "  total: {inp} in + {out} out tokens, {} spent{saved}",
+            cost::fmt_usd(spent)
+        );
     }
 
     /// The closing line: where the rows went, how many, how long, how many were not sent.
@@ -427,6 +588,9 @@ impl Tally {
             ),
             None if self.from_cache > 0 => eprintln!("{} rows{cached}", self.written),
             None => {}
+        }
+        if !matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent) {
+            self.say_usage();
         }
     }
 }
@@ -476,6 +640,7 @@ fn write_unplaced(
                 missing.join(", ")
             ),
             cached: false,
+            cost_usd: None,
         };
         out.write(to[e.index], &row)?;
         *written += 1;
@@ -610,6 +775,7 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             output: d.text.clone(),
             error_message: f.warning.unwrap_or_default(),
             cached: d.cached,
+            cost_usd: d.cost,
         },
         (None, err) => Row {
             key: e.key(),
@@ -621,6 +787,7 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             output: String::new(),
             error_message: err.as_ref().map(ToString::to_string).unwrap_or_default(),
             cached: false,
+            cost_usd: None,
         },
     }
 }
@@ -668,6 +835,7 @@ fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
     let mut out = std::io::stdout().lock();
     let mut in_cache = 0usize;
     let mut tokens = 0u64;
+    let mut prompt_cost = 0.0;
     for e in &inputs.experiments.rows {
         let provider = inputs.providers[e.provider.as_str()].as_ref();
         let template = &inputs.templates[inputs.template_of[e.index]];
@@ -683,6 +851,9 @@ fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
                 in_cache += usize::from(cached);
                 let n = estimate_tokens(&prompt);
                 tokens += n;
+                if let Some(p) = inputs.prices.get(&e.provider, &e.model) {
+                    prompt_cost += p.cost(n, 0);
+                }
                 let mut facts = vec![if provider.name() == "command" {
                     "a command".to_owned()
                 } else {
@@ -719,29 +890,49 @@ fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         "{}",
         dry_run_summary(&inputs.experiments, &inputs.templates, &inputs.used)
     );
-    if cache.is_some() {
-        eprintln!(
-            "about {tokens} prompt tokens; {in_cache} of {} answers are in the cache (not sent)",
+    let cost = if prompt_cost > 0.0 {
+        format!(
+            " (about {} at the models' input prices)",
+            cost::fmt_usd(prompt_cost)
+        )
+    } else {
+        String::new()
+    };
+    let cached = if cache.is_some() {
+        format!(
+            "; {in_cache} of {} answers are in the cache (not sent)",
             inputs.experiments.rows.len()
-        );
-    }
+        )
+    } else {
+        String::new()
+    };
+    eprintln!("about {tokens} prompt tokens{cost}{cached}");
+}
+
+/// What every experiment of a run shares.
+struct Shared<'a> {
+    inputs: &'a Inputs,
+    limits: &'a HashMap<&'a str, Limit>,
+    cache: Option<&'a Cache>,
+    budget: Option<&'a Budget>,
 }
 
 /// One experiment: render, answer from the cache if it has it, else check the context window
-/// and call (within the provider's limit), keeping a success in the cache.
+/// and the budget and call (within the provider's limit), keeping a success in the cache.
 fn run_one(
     e: &Experiment,
-    provider: &dyn Provider,
-    limit: &Limit,
-    template: &Template,
-    cache: Option<&Cache>,
+    shared: &Shared<'_>,
     facts: &mut Facts,
     cancel: &CancelToken,
 ) -> Result<Done, TaskError> {
+    let provider = shared.inputs.providers[e.provider.as_str()].as_ref();
+    let template = &shared.inputs.templates[shared.inputs.template_of[e.index]];
+    let price = shared.inputs.prices.get(&e.provider, &e.model);
     let (prompt, mut warning) = render(e, provider, template).map_err(TaskError::failed)?;
     let input_tokens = estimate_tokens(&prompt);
     let req = request(e, &prompt);
-    let key = cache
+    let key = shared
+        .cache
         .zip(provider.cache_endpoint())
         .map(|(c, endpoint)| (c, cache::key(provider.name(), &endpoint, &req)));
     if let Some((c, k)) = &key
@@ -751,42 +942,104 @@ fn run_one(
         store(facts, Some(input_tokens), hit.context_window, warning);
         checked?;
         return Ok(Done {
+            cost: price.map(|p| {
+                p.cost(
+                    hit.input_tokens.unwrap_or(input_tokens),
+                    hit.output_tokens.unwrap_or(0),
+                )
+            }),
             text: hit.text,
             input_tokens: hit.input_tokens,
             output_tokens: hit.output_tokens,
             cached: true,
         });
     }
-    let _slot = limit.acquire(cancel).ok_or(TaskError::Cancelled)?;
-    let window = provider.context_window(&e.model)?;
-    let checked = check_window(&e.model, input_tokens, window, &mut warning);
-    store(
-        facts,
-        Some(input_tokens).filter(|_| provider.name() != "command"),
-        window,
-        warning,
-    );
-    checked?;
-    let answer = provider.generate(&req, cancel)?;
-    let output_tokens = answer
-        .output_tokens
-        .or_else(|| (provider.name() != "command").then(|| estimate_tokens(&answer.text)));
+    let _slot = shared.limits[e.provider.as_str()]
+        .acquire(cancel)
+        .ok_or(TaskError::Cancelled)?;
+    let reservation = match (shared.budget, price) {
+        (Some(b), Some(p)) => {
+            let max_tokens = e
+                .params
+                .iter()
+                .find(|(k, _)| k == "max_tokens")
+                .and_then(|(_, v)| v.as_u64());
+            let estimate = b.estimate(p, input_tokens, max_tokens);
+            Some((
+                b,
+                b.reserve(estimate).ok_or_else(|| TaskError::Skipped {
+                    reason: format!(
+                        "not sent: the budget (--max-cost {}) is spent",
+                        cost::fmt_usd(b.max())
+                    ),
+                })?,
+            ))
+        }
+        _ => None,
+    };
+    let answer = call(e, provider, &req, input_tokens, &mut warning, facts, cancel);
+    let cost = answer.as_ref().ok().and_then(|(a, _)| {
+        price.map(|p| {
+            p.cost(
+                a.input_tokens.unwrap_or(input_tokens),
+                a.output_tokens.unwrap_or(0),
+            )
+        })
+    });
+    if let Some((b, r)) = reservation {
+        b.settle(
+            r,
+            cost,
+            answer.as_ref().ok().and_then(|(a, _)| a.output_tokens),
+        );
+    }
+    let (answer, window) = answer?;
     if let Some((c, k)) = &key {
         let entry = Entry::new(
             &req,
             provider.name(),
             answer.text.clone(),
-            (answer.input_tokens, output_tokens),
+            (answer.input_tokens, answer.output_tokens),
             window,
         );
         c.put_or_warn(k, &entry);
     }
-    Ok(Done {
-        input_tokens: answer.input_tokens,
-        output_tokens,
-        text: answer.text,
-        cached: false,
-    })
+    Ok(Done { cost, ..answer })
+}
+
+/// Check the context window and send: the answer (token counts filled in) and the window.
+fn call(
+    e: &Experiment,
+    provider: &dyn Provider,
+    req: &Request<'_>,
+    input_tokens: u64,
+    warning: &mut Option<String>,
+    facts: &mut Facts,
+    cancel: &CancelToken,
+) -> Result<(Done, Option<u64>), TaskError> {
+    let window = provider.context_window(&e.model)?;
+    let checked = check_window(&e.model, input_tokens, window, warning);
+    store(
+        facts,
+        Some(input_tokens).filter(|_| provider.name() != "command"),
+        window,
+        warning.take(),
+    );
+    checked?;
+    let answer = provider.generate(req, cancel)?;
+    let output_tokens = answer
+        .output_tokens
+        .or_else(|| (provider.name() != "command").then(|| estimate_tokens(&answer.text)));
+    Ok((
+        Done {
+            input_tokens: answer.input_tokens,
+            output_tokens,
+            text: answer.text,
+            cached: false,
+            cost: None,
+        },
+        window,
+    ))
 }
 
 /// The prompt against the model's context window: over 90% is not sent, over 80% a warning.

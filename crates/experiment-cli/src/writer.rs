@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 /// The columns after the variables, in order.
-pub(crate) const RESULT_COLUMNS: [&str; 8] = [
+pub(crate) const RESULT_COLUMNS: [&str; 9] = [
     "status",
     "input_tokens",
     "context_window",
@@ -24,6 +24,7 @@ pub(crate) const RESULT_COLUMNS: [&str; 8] = [
     "output",
     "error_message",
     "cached",
+    "cost_usd",
 ];
 
 /// `provider, model, <variables...>, status, ...`.
@@ -48,6 +49,8 @@ pub(crate) struct Row {
     pub(crate) error_message: String,
     /// The answer came from the response cache.
     pub(crate) cached: bool,
+    /// What the answer costs at the model's price (also when it came from the cache).
+    pub(crate) cost_usd: Option<f64>,
 }
 
 /// A value of a row, typed so JSON Lines keeps numbers numbers.
@@ -57,6 +60,7 @@ enum Cell {
     Count(Option<u64>),
     Seconds(f64),
     Flag(bool),
+    Usd(Option<f64>),
 }
 
 impl Cell {
@@ -66,6 +70,7 @@ impl Cell {
             Cell::Count(n) => n.map(|n| n.to_string()).unwrap_or_default(),
             Cell::Seconds(s) => format!("{s:.3}"),
             Cell::Flag(b) => b.to_string(),
+            Cell::Usd(x) => x.map(|x| format!("{x:.6}")).unwrap_or_default(),
         }
     }
 
@@ -76,6 +81,9 @@ impl Cell {
             // Milliseconds are what the CSV shows too.
             Cell::Seconds(s) => ((s * 1000.0).round() / 1000.0).into(),
             Cell::Flag(b) => (*b).into(),
+            Cell::Usd(x) => x.map_or(serde_json::Value::Null, |x| {
+                ((x * 1e6).round() / 1e6).into()
+            }),
         }
     }
 }
@@ -92,6 +100,7 @@ impl Row {
             Cell::Text(self.output.clone()),
             Cell::Text(self.error_message.clone()),
             Cell::Flag(self.cached),
+            Cell::Usd(self.cost_usd),
         ]);
         f
     }
@@ -432,6 +441,7 @@ mod tests {
             output: "line one\nline \"two\", quoted".into(),
             error_message: String::new(),
             cached: false,
+            cost_usd: None,
         }
     }
 

@@ -59,6 +59,7 @@ impl Provider for Mock {
             .map(|(m, w)| ModelInfo {
                 name: (*m).to_owned(),
                 context_window: Some(*w),
+                price: None,
             })
             .collect())
     }

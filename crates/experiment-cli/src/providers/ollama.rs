@@ -116,6 +116,7 @@ impl Provider for Ollama {
             out.push(ModelInfo {
                 name,
                 context_window,
+                price: None,
             });
         }
         Ok(out)

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
+use crate::cost::Price;
 use crate::settings::Settings;
 
 use super::{Answer, Http, ModelInfo, Provider, Request, get_json, post_json_cancellable};
@@ -97,6 +98,7 @@ impl OpenAi {
                         context_window: m["context_length"]
                             .as_u64()
                             .or_else(|| m["max_model_len"].as_u64()),
+                        price: price_of(&m["pricing"]),
                     })
                     .collect())
             })
@@ -179,4 +181,29 @@ impl Provider for OpenAi {
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError> {
         self.list()
     }
+
+    fn price(&self, model: &str) -> Option<Price> {
+        // A server that lists no models, or no prices, has none: --prices gives them.
+        self.list()
+            .ok()?
+            .into_iter()
+            .find(|m| m.name == model)?
+            .price
+    }
+}
+
+/// OpenRouter's `pricing`: USD per token as strings (`{"prompt": "0.000003", "completion":
+/// "0.000015"}`), as USD per million tokens.
+fn price_of(pricing: &serde_json::Value) -> Option<Price> {
+    let per_token = |k: &str| -> Option<f64> {
+        let v = &pricing[k];
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or_else(|| v.as_f64())
+            .filter(|x| x.is_finite() && *x >= 0.0)
+    };
+    Some(Price {
+        input: per_token("prompt")? * 1_000_000.0,
+        output: per_token("completion")? * 1_000_000.0,
+    })
 }

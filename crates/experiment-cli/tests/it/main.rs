@@ -22,7 +22,7 @@ const RUN: [&str; 7] = [
     "out.csv",
 ];
 
-const HEADER: &str = "provider,model,topic,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message,cached";
+const HEADER: &str = "provider,model,topic,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message,cached,cost_usd";
 
 #[test]
 fn keeps_the_command_line_contract() {
@@ -133,7 +133,7 @@ fn the_mock_provider_sweeps_and_rows_have_the_documented_columns() {
     let out = run_run(&p, &["-j", "2"], None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let text = std::fs::read_to_string(p.path().join("out.csv")).unwrap();
-    assert!(text.starts_with("provider,model,topic,tone,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message,cached\n"), "{text}");
+    assert!(text.starts_with("provider,model,topic,tone,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message,cached,cost_usd\n"), "{text}");
     let rows = p.results();
     let cats = rows.iter().find(|r| &r[2] == "cats").unwrap();
     assert_eq!(&cats[4], "ok");
@@ -321,7 +321,7 @@ fn rows_stream_and_a_killed_sweep_resumes_with_only_the_missing_rows() {
     assert_eq!(p.header(), HEADER);
     let before = p.results(); // parses: a valid CSV
     assert!((3..12).contains(&before.len()), "{}", before.len());
-    assert!(before.iter().all(|r| r.len() == 11 && &r[3] == "ok"));
+    assert!(before.iter().all(|r| r.len() == 12 && &r[3] == "ok"));
 
     server.reset();
     let out = run_run(&p, &["--resume"], Some(&server));
@@ -754,6 +754,7 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
 }
 
 mod cache;
+mod costs;
 mod outputs;
 mod requests;
 mod snapshots;
