@@ -19,6 +19,8 @@ use tiny_http::{Header, Response, Server};
 /// One generation request the server received.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub api: &'static str,
     pub model: String,
     pub prompt: String,
@@ -33,6 +35,10 @@ struct State {
     peak: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     flaky_seen: Mutex<HashSet<String>>,
+    /// `limited`: the start of the current one-second window and the requests in it.
+    window: Mutex<Option<(std::time::Instant, u32)>>,
+    /// Requests answered 429 because they went past `limited`'s window.
+    rejected: AtomicUsize,
 }
 
 /// The running server; it stops when dropped.
@@ -75,6 +81,11 @@ impl LlmServer {
         self.state.seen.lock().expect("seen").clone()
     }
 
+    /// How many requests to `limited` were refused with 429 for going past its limit.
+    pub fn rejected(&self) -> usize {
+        self.state.rejected.load(Ordering::SeqCst)
+    }
+
     /// Forget the requests and the peak.
     pub fn reset(&self) {
         self.state.seen.lock().expect("seen").clear();
@@ -96,7 +107,9 @@ impl Drop for LlmServer {
 
 fn context_length(model: &str) -> Option<u64> {
     match model {
-        "llama-test" | "flaky" | "flaky-date" | "flaky-huge" | "broken" | "garbled" => Some(4096),
+        "llama-test" | "flaky" | "flaky-date" | "flaky-huge" | "broken" | "garbled" | "limited" => {
+            Some(4096)
+        }
         "tiny-ctx" => Some(40),
         _ => None,
     }
@@ -107,21 +120,25 @@ fn handle(mut req: tiny_http::Request, st: &State) {
     let _ = req.as_reader().read_to_string(&mut body);
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
     let path = req.url().to_owned();
-    let (code, text, retry_after) = match path.as_str() {
+    let (code, text, headers) = match path.as_str() {
         "/api/generate" => generate(st, "ollama", &v),
         "/chat/completions" => generate(st, "openai", &v),
         "/api/show" => match context_length(v["model"].as_str().unwrap_or("")) {
             Some(n) => (
                 200,
                 json!({ "model_info": { "llama.context_length": n } }).to_string(),
-                None,
+                vec![],
             ),
-            None => (404, json!({ "error": "model not found" }).to_string(), None),
+            None => (
+                404,
+                json!({ "error": "model not found" }).to_string(),
+                vec![],
+            ),
         },
         "/api/tags" => (
             200,
             json!({ "models": [{ "name": "llama-test" }, { "name": "tiny-ctx" }] }).to_string(),
-            None,
+            vec![],
         ),
         "/models" => (
             200,
@@ -130,25 +147,55 @@ fn handle(mut req: tiny_http::Request, st: &State) {
                                "pricing": { "prompt": "0.000001", "completion": "0.000002" } },
                              { "id": "tiny-ctx", "context_length": 40 }] })
             .to_string(),
-            None,
+            vec![],
         ),
         _ => (
             404,
             json!({ "error": "no such endpoint" }).to_string(),
-            None,
+            vec![],
         ),
     };
     let mut resp = Response::from_string(text)
         .with_status_code(code)
         .with_header(Header::from_bytes("Content-Type", "application/json").expect("header"));
-    if let Some(secs) = retry_after {
-        resp =
-            resp.with_header(Header::from_bytes("Retry-After", secs.as_bytes()).expect("header"));
+    for (name, value) in headers {
+        resp = resp.with_header(Header::from_bytes(name, value.as_bytes()).expect("header"));
     }
     let _ = req.respond(resp);
 }
 
-fn generate(st: &State, api: &'static str, body: &Value) -> (u16, String, Option<String>) {
+/// The status, body and extra headers of an answer.
+type Reply = (u16, String, Vec<(&'static str, String)>);
+
+/// `limited`: at most 5 requests per one-second window, told in OpenAI's `x-ratelimit-*`
+/// headers; the sixth in a window is answered 429.
+fn limited(st: &State) -> (bool, Vec<(&'static str, String)>) {
+    const PER_WINDOW: u32 = 5;
+    let now = std::time::Instant::now();
+    let mut w = st.window.lock().expect("window");
+    let (start, count) = match *w {
+        Some((start, count)) if now.duration_since(start) < Duration::from_secs(1) => {
+            (start, count + 1)
+        }
+        _ => (now, 1),
+    };
+    *w = Some((start, count));
+    let reset = Duration::from_secs(1).saturating_sub(now.duration_since(start));
+    let headers = vec![
+        ("x-ratelimit-limit-requests", PER_WINDOW.to_string()),
+        (
+            "x-ratelimit-remaining-requests",
+            PER_WINDOW.saturating_sub(count).to_string(),
+        ),
+        (
+            "x-ratelimit-reset-requests",
+            format!("{}ms", reset.as_millis() + 1),
+        ),
+    ];
+    (count <= PER_WINDOW, headers)
+}
+
+fn generate(st: &State, api: &'static str, body: &Value) -> Reply {
     let model = body["model"].as_str().unwrap_or("").to_owned();
     let prompt = match api {
         "ollama" => body["prompt"].as_str(),
@@ -159,6 +206,7 @@ fn generate(st: &State, api: &'static str, body: &Value) -> (u16, String, Option
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     st.peak.fetch_max(now, Ordering::SeqCst);
     st.seen.lock().expect("seen").push(Seen {
+        at: std::time::Instant::now(),
         api,
         model: model.clone(),
         prompt: prompt.clone(),
@@ -195,21 +243,35 @@ fn generate(st: &State, api: &'static str, body: &Value) -> (u16, String, Option
             (
                 429,
                 json!({ "error": { "message": "rate limited, slow down" } }).to_string(),
-                Some(after),
+                vec![("Retry-After", after)],
             )
         }
-        "llama-test" | "tiny-ctx" | "flaky" | "flaky-date" | "flaky-huge" => (200, ok, None),
+        "limited" => {
+            let (within, headers) = limited(st);
+            if within {
+                (200, ok, headers)
+            } else {
+                st.rejected.fetch_add(1, Ordering::SeqCst);
+                (
+                    429,
+                    json!({ "error": { "message": "rate limit reached for requests" } })
+                        .to_string(),
+                    headers,
+                )
+            }
+        }
+        "llama-test" | "tiny-ctx" | "flaky" | "flaky-date" | "flaky-huge" => (200, ok, vec![]),
         "broken" => (
             500,
             json!({ "error": "the GPU caught fire" }).to_string(),
-            None,
+            vec![],
         ),
-        "garbled" => (200, "{\"response\": \"cut off".to_owned(), None),
+        "garbled" => (200, "{\"response\": \"cut off".to_owned(), vec![]),
         other => (
             404,
             json!({ "error": format!("model \"{other}\" not found, try pulling it first") })
                 .to_string(),
-            None,
+            vec![],
         ),
     };
     st.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -103,6 +103,11 @@ pub struct RunCli {
     /// At most N requests in flight to provider NAME (e.g. ollama=4); repeatable
     #[arg(long = "provider-limit", value_name = "NAME=N", value_parser = crate::run::parse_limit)]
     pub provider_limits: Vec<(String, usize)>,
+    /// At most this rate of requests and prompt tokens per minute to provider NAME, spaced
+    /// evenly (e.g. openai=500rpm,200000tpm); repeatable. The server's x-ratelimit headers are
+    /// followed too, with or without it
+    #[arg(long = "rate", value_name = "NAME=RATE", value_parser = check_rate)]
+    pub rates: Vec<String>,
     /// The command template for the command provider, rendered per row and run with sh -c.
     /// Each value is inserted as one shell word, quoted where needed, so a value never runs as
     /// code: write `--lr {{lr}}`, not `--lr '{{lr}}'`; `{{ var | safe }}` inserts a value raw
@@ -148,4 +153,9 @@ fn parse_usd(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{s:?}: the budget must be above 0"))
     }
+}
+
+/// `--rate`: checked here, so a bad one is a usage error naming the flag.
+fn check_rate(s: &str) -> Result<String, String> {
+    crate::rate::parse_rate(s).map(|_| s.to_owned())
 }

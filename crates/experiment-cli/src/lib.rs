@@ -20,6 +20,7 @@ pub mod fuzz;
 mod params;
 mod paths;
 mod providers;
+mod rate;
 mod run;
 mod settings;
 mod writer;
@@ -57,6 +58,11 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 contexts: r.contexts,
                 command: r.command,
                 param_columns: r.param_columns,
+                rates: r
+                    .rates
+                    .iter()
+                    .map(|s| rate::parse_rate(s).expect("checked by clap"))
+                    .collect(),
                 prices: r.prices,
                 max_cost: r.max_cost,
                 settings: settings::Settings::load().usage()?,

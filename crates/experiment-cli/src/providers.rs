@@ -16,6 +16,7 @@ use fanout::{CancelToken, TaskError};
 
 pub(crate) use command::CommandProvider;
 
+use crate::rate::{Pacers, ServerWord};
 use crate::settings::Settings;
 
 /// The provider names, as written in the experiments file.
@@ -92,6 +93,8 @@ const CANCEL_POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
     pub(crate) agent: ureq::Agent,
+    /// Told what each answer's headers say of the server's rate limits.
+    pacers: std::sync::Arc<Pacers>,
 }
 
 impl Http {
@@ -107,7 +110,19 @@ impl Http {
             .http_status_as_error(false)
             .build()
             .into();
-        Http { agent }
+        Http {
+            agent,
+            pacers: std::sync::Arc::default(),
+        }
+    }
+
+    /// The same, telling `pacers` what the servers say of their limits.
+    pub(crate) fn with_pacers(self, pacers: std::sync::Arc<Pacers>) -> Self {
+        Http { pacers, ..self }
+    }
+
+    pub(crate) fn pacers(&self) -> &Pacers {
+        &self.pacers
     }
 }
 
@@ -176,7 +191,7 @@ pub(crate) fn post_json(
         req = req.header("Authorization", &format!("Bearer {k}"));
     }
     let resp = req.send(body.to_string().as_bytes());
-    read_json(provider, url, resp)
+    read_json(http, provider, url, resp)
 }
 
 /// [`post_json`] that gives up at once when `cancel` fires (Ctrl-C): the request goes on a
@@ -260,10 +275,11 @@ pub(crate) fn get_json(
     if let Some(k) = key {
         req = req.header("Authorization", &format!("Bearer {k}"));
     }
-    read_json(provider, url, req.call())
+    read_json(http, provider, url, req.call())
 }
 
 fn read_json(
+    http: &Http,
     provider: &str,
     url: &str,
     resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -296,6 +312,13 @@ fn read_json(
             )));
         }
     };
+    // Only an answer that speaks of limits counts: `/models` without them says nothing of how
+    // many generations the server takes (the first generation's end lets the rest go).
+    if let Some(p) = http.pacers.get(provider)
+        && let Some(word) = ServerWord::from_headers(resp.headers())
+    {
+        p.heard(Some(word));
+    }
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()

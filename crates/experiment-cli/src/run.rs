@@ -18,6 +18,7 @@ use crate::cost::{self, Budget, Prices};
 use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_input};
 use crate::paths::{NoPath, PathTemplate};
 use crate::providers::{self, CommandProvider, Http, Provider, Request, estimate_tokens};
+use crate::rate::Pacers;
 use crate::writer::{self, Outputs, Row};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
@@ -37,6 +38,8 @@ pub(crate) struct RunArgs {
     pub(crate) command: Option<String>,
     /// The environment over the nearest `.env`.
     pub(crate) settings: crate::settings::Settings,
+    /// `--rate NAME=500rpm,200000tpm`.
+    pub(crate) rates: Vec<(String, crate::rate::Rate)>,
     /// `--prices`: a price file.
     pub(crate) prices: Option<PathBuf>,
     /// `--max-cost`: a budget in USD.
@@ -132,6 +135,8 @@ struct Inputs {
     used: Vec<String>,
     /// The price of each model that has one.
     prices: Prices,
+    /// The HTTP agent, and the providers' rate schedules.
+    http: Http,
 }
 
 /// The names a path template may use: provider, model and the variables.
@@ -232,7 +237,23 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
             );
         }
     }
-    let http = Http::new(args.timeout);
+    for (name, _) in &args.rates {
+        if !providers::KNOWN.contains(&name.as_str()) {
+            bail!(
+                "--rate {name}=...: unknown provider; the known providers: {}",
+                providers::KNOWN.join(", ")
+            );
+        }
+    }
+    let mut used_names: Vec<&str> = experiments
+        .rows
+        .iter()
+        .map(|e| e.provider.as_str())
+        .collect();
+    used_names.sort_unstable();
+    used_names.dedup();
+    let http = Http::new(args.timeout)
+        .with_pacers(std::sync::Arc::new(Pacers::new(&used_names, &args.rates)));
     let launcher = args.launcher.clone();
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(
@@ -272,6 +293,7 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
         providers,
         used,
         prices,
+        http,
     })
 }
 
@@ -977,7 +999,17 @@ fn run_one(
         }
         _ => None,
     };
-    let answer = call(e, provider, &req, input_tokens, &mut warning, facts, cancel);
+    let paced = shared
+        .inputs
+        .http
+        .pacers()
+        .get(&e.provider)
+        .map(|p| p.acquire(input_tokens, cancel));
+    let answer = match paced {
+        Some(Err(err)) => Err(err),
+        Some(Ok(_permit)) => call(e, provider, &req, input_tokens, &mut warning, facts, cancel),
+        None => call(e, provider, &req, input_tokens, &mut warning, facts, cancel),
+    };
     let cost = answer.as_ref().ok().and_then(|(a, _)| {
         price.map(|p| {
             p.cost(
