@@ -126,6 +126,21 @@ pub struct RunCli {
     /// (every model needs a price); what was not sent has no row, for --resume
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
+    /// Add the JSON in each answer (a fenced json block, else the first object or list) as
+    /// columns: `a_b` for nested keys, `items_0` for list items. A CSV's columns are those of
+    /// the first answer with JSON; later keys go to `json_extra`
+    #[arg(long)]
+    pub flatten: bool,
+    /// The flattened columns, fixed from the start (implies --flatten); other keys go to
+    /// `json_extra`
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub flatten_columns: Option<Vec<String>>,
+    /// How deep --flatten goes; deeper values stay whole, as JSON
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub flatten_depth: usize,
+    /// How many items of a list --flatten makes columns of; the rest go to `<list>_rest`
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub flatten_items: usize,
     /// Neither read nor keep answers in the response cache
     #[arg(long)]
     pub no_cache: bool,

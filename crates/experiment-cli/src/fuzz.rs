@@ -64,11 +64,11 @@ pub fn resume(dir: &Path, vars: &[String], results: &[u8]) {
         return;
     }
     let header = header(vars);
-    let Ok((_, done)) = Sink::resume(&path, &header) else {
+    let Ok((_, done, _)) = Sink::resume(&path, &header, false) else {
         return;
     };
     let kept = std::fs::read(&path).expect("the resumed file is there");
-    let (_, again) = Sink::resume(&path, &header).expect("a resumed file resumes");
+    let (_, again, _) = Sink::resume(&path, &header, false).expect("a resumed file resumes");
     assert_eq!(done, again, "resuming twice finds other rows done");
     assert_eq!(
         kept,

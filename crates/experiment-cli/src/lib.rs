@@ -14,6 +14,7 @@ mod cache;
 pub mod cli;
 mod cost;
 mod experiments;
+mod flatten;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
@@ -58,6 +59,13 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 contexts: r.contexts,
                 command: r.command,
                 param_columns: r.param_columns,
+                flatten: (r.flatten || r.flatten_columns.is_some()).then(|| run::Flatten {
+                    limits: flatten::Limits {
+                        depth: r.flatten_depth,
+                        items: r.flatten_items,
+                    },
+                    columns: r.flatten_columns.clone(),
+                }),
                 rates: r
                     .rates
                     .iter()

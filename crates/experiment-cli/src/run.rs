@@ -19,7 +19,7 @@ use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_in
 use crate::paths::{NoPath, PathTemplate};
 use crate::providers::{self, CommandProvider, Http, Provider, Request, estimate_tokens};
 use crate::rate::Pacers;
-use crate::writer::{self, Outputs, Row};
+use crate::writer::{self, Flattening, Outputs, Row};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
 const WARN_SHARE: f64 = 0.8;
@@ -38,6 +38,8 @@ pub(crate) struct RunArgs {
     pub(crate) command: Option<String>,
     /// The environment over the nearest `.env`.
     pub(crate) settings: crate::settings::Settings,
+    /// `--flatten`: the JSON of each answer as columns.
+    pub(crate) flatten: Option<Flatten>,
     /// `--rate NAME=500rpm,200000tpm`.
     pub(crate) rates: Vec<(String, crate::rate::Rate)>,
     /// `--prices`: a price file.
@@ -421,7 +423,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             return;
         }
         let e = todo[outcome.index];
-        let row = row_for(e, outcome);
+        let mut row = row_for(e, outcome);
+        if let Some(f) = &args.flatten {
+            flatten_row(&mut row, f);
+        }
         tally.count(&row);
         if write_error.is_none()
             && let Err(err) = out.write(to[e.index], &row)
@@ -452,6 +457,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         (result, facts)
     })?;
     drop(tee);
+    if write_error.is_none()
+        && let Err(e) = out.finish()
+    {
+        write_error = Some(e);
+    }
     if let Some(e) = write_error {
         return Ok(stopped_by(&e, tally.written));
     }
@@ -461,18 +471,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
             .write_json(path)?;
     }
     tally.say(args, &files, todo.len() + unplaced.len(), started.elapsed());
-    let stopped = budget.as_ref().is_some_and(|b| b.outcome().1);
-    if let Some(b) = &budget
-        && stopped
-    {
-        eprintln!(
-            "stopped at the budget (--max-cost {}): {} experiments not sent; spent {} \
-             (--resume with a larger --max-cost sends them)",
-            cost::fmt_usd(b.max()),
-            tally.not_sent,
-            cost::fmt_usd(b.outcome().0)
-        );
-    }
+    let stopped = budget
+        .as_ref()
+        .is_some_and(|b| say_budget(b, tally.not_sent));
     Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
         ExitStatus::Interrupted
     } else if tally.error_rows > 0 || stopped {
@@ -480,6 +481,46 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// `--flatten` and its settings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Flatten {
+    pub(crate) limits: crate::flatten::Limits,
+    /// `--flatten-columns`: the columns, fixed from the start.
+    pub(crate) columns: Option<Vec<String>>,
+}
+
+/// What `Outputs` needs to know of `--flatten`.
+fn flatten_columns(args: &RunArgs) -> Flattening {
+    match &args.flatten {
+        None => Flattening::Off,
+        Some(Flatten {
+            columns: Some(c), ..
+        }) => Flattening::Columns(c.clone()),
+        Some(_) => Flattening::FromAnswers,
+    }
+}
+
+/// The JSON of a finished row's answer as columns; an answer without JSON keeps empty cells
+/// and says so as a warning.
+fn flatten_row(row: &mut Row, f: &Flatten) {
+    if row.status == "error" {
+        row.flat = Some(Vec::new());
+        return;
+    }
+    if let Some(v) = crate::flatten::extract(&row.output) {
+        row.flat = Some(crate::flatten::flatten(&v, f.limits));
+    } else {
+        row.flat = Some(Vec::new());
+        row.status = "warning";
+        let msg = "--flatten: no JSON in the output";
+        row.error_message = if row.error_message.is_empty() {
+            msg.to_owned()
+        } else {
+            format!("{}; {msg}", row.error_message)
+        };
+    }
 }
 
 /// What the report (`--report`) adds to each experiment's entry.
@@ -505,6 +546,20 @@ impl<'a> ReportExtra<'a> {
             cost_usd: d.and_then(|d| d.cost),
         }
     }
+}
+
+/// Whether the budget stopped the sweep, and if so say what it kept from being sent.
+fn say_budget(b: &Budget, not_sent: usize) -> bool {
+    let (spent, stopped) = b.outcome();
+    if stopped {
+        eprintln!(
+            "stopped at the budget (--max-cost {}): {not_sent} experiments not sent; spent {} \
+             (--resume with a larger --max-cost sends them)",
+            cost::fmt_usd(b.max()),
+            cost::fmt_usd(spent)
+        );
+    }
+    stopped
 }
 
 /// What the rows of a run came to.
@@ -663,6 +718,7 @@ fn write_unplaced(
             ),
             cached: false,
             cost_usd: None,
+            flat: None,
         };
         out.write(to[e.index], &row)?;
         *written += 1;
@@ -716,7 +772,7 @@ fn open_output<'e>(args: &RunArgs, experiments: &'e Experiments) -> Result<Opene
             bail!("--resume needs the results file (-o FILE) to complete");
         }
         return Ok(Opened {
-            out: Outputs::stdout(header)?,
+            out: Outputs::stdout(header, flatten_columns(args))?,
             to: vec![0; experiments.rows.len()],
             todo: experiments.rows.iter().collect(),
             unplaced: Vec::new(),
@@ -743,7 +799,7 @@ fn open_output<'e>(args: &RunArgs, experiments: &'e Experiments) -> Result<Opene
     if !template.is_template() && files.is_empty() {
         files.push(path.clone());
     }
-    let (out, mut done) = Outputs::open(&files, header, args.resume)?;
+    let (out, mut done) = Outputs::open(&files, header, args.resume, flatten_columns(args))?;
     let mut placeless = vec![false; experiments.rows.len()];
     for (e, _) in &unplaced {
         placeless[e.index] = true;
@@ -798,6 +854,7 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             error_message: f.warning.unwrap_or_default(),
             cached: d.cached,
             cost_usd: d.cost,
+            flat: None,
         },
         (None, err) => Row {
             key: e.key(),
@@ -810,6 +867,7 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             error_message: err.as_ref().map(ToString::to_string).unwrap_or_default(),
             cached: false,
             cost_usd: None,
+            flat: None,
         },
     }
 }

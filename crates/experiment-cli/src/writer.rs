@@ -12,7 +12,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// The columns after the variables, in order.
 pub(crate) const RESULT_COLUMNS: [&str; 9] = [
@@ -51,6 +51,8 @@ pub(crate) struct Row {
     pub(crate) cached: bool,
     /// What the answer costs at the model's price (also when it came from the cache).
     pub(crate) cost_usd: Option<f64>,
+    /// `--flatten`: the columns of the JSON in the output (`None` without `--flatten`).
+    pub(crate) flat: Option<Vec<(String, serde_json::Value)>>,
 }
 
 /// A value of a row, typed so JSON Lines keeps numbers numbers.
@@ -61,6 +63,8 @@ enum Cell {
     Seconds(f64),
     Flag(bool),
     Usd(Option<f64>),
+    /// A value from the answer's JSON (`--flatten`).
+    Json(serde_json::Value),
 }
 
 impl Cell {
@@ -71,6 +75,7 @@ impl Cell {
             Cell::Seconds(s) => format!("{s:.3}"),
             Cell::Flag(b) => b.to_string(),
             Cell::Usd(x) => x.map(|x| format!("{x:.6}")).unwrap_or_default(),
+            Cell::Json(v) => crate::flatten::cell(v),
         }
     }
 
@@ -84,6 +89,7 @@ impl Cell {
             Cell::Usd(x) => x.map_or(serde_json::Value::Null, |x| {
                 ((x * 1e6).round() / 1e6).into()
             }),
+            Cell::Json(v) => v.clone(),
         }
     }
 }
@@ -169,6 +175,8 @@ pub(crate) struct Sink {
     format: Format,
     out: Box<dyn Write + Send>,
     name: String,
+    /// Whether the CSV header is written (with `--flatten` it waits for the columns).
+    headed: bool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -178,25 +186,15 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Results to standard output (CSV): the header now, rows as they come.
-    pub(crate) fn stdout(header: &[String]) -> Result<Self> {
-        let mut w = Sink {
-            format: Format::Csv,
-            out: Box::new(std::io::stdout()),
-            name: "standard output".to_owned(),
-        };
-        w.write_bytes(&Format::Csv.preamble(header))?;
-        Ok(w)
-    }
-
-    /// A new results file (its folder made if needed). An existing one is not overwritten:
-    /// its rows may be all that is left of an expensive run.
-    pub(crate) fn create(path: &Path, header: &[String]) -> Result<Self> {
+    /// A new results file (its folder made if needed), with its header unless that waits
+    /// (`None`). An existing one is not overwritten: its rows may be all that is left of an
+    /// expensive run.
+    pub(crate) fn create(path: &Path, header: Option<&[String]>) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the folder {}", dir.display()))?;
         }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
@@ -207,28 +205,49 @@ impl Sink {
                     anyhow::Error::new(e).context(format!("creating {}", path.display()))
                 }
             })?;
-        let format = Format::of(path);
-        file.write_all(&format.preamble(header))
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(Sink {
-            format,
+        let mut sink = Sink {
+            format: Format::of(path),
             out: Box::new(file),
             name: path.display().to_string(),
-        })
+            headed: false,
+        };
+        if let Some(h) = header {
+            sink.head(h)?;
+        }
+        Ok(sink)
+    }
+
+    /// Write the header (once; JSON Lines has none).
+    fn head(&mut self, header: &[String]) -> Result<()> {
+        if !self.headed {
+            self.headed = true;
+            let bytes = self.format.preamble(header);
+            self.write_bytes(&bytes)?;
+        }
+        Ok(())
     }
 
     /// Resume `path`: keep its header and its `ok`/`warning` rows (rewritten atomically, so
-    /// error rows and a torn last row are dropped), then append. Returns the sink and how many
-    /// times each experiment key is already done.
-    pub(crate) fn resume(path: &Path, header: &[String]) -> Result<(Self, Done)> {
+    /// error rows and a torn last row are dropped), then append. Returns the sink, how many
+    /// times each experiment key is already done, and with `flattened` the columns the file
+    /// has after `header` (`None` for a file without a header yet).
+    pub(crate) fn resume(
+        path: &Path,
+        header: &[String],
+        flattened: bool,
+    ) -> Result<(Self, Done, Option<Vec<String>>)> {
         // Bytes, not text: a row cut by a crash may end inside a multi-byte character, and
         // that torn row is dropped below like any other, never a reason to refuse the file.
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading {} to resume it", path.display()))?;
         let format = Format::of(path);
-        let (kept, done) = match format {
-            Format::Csv => finished_csv_rows(path, &bytes, header)?,
-            Format::JsonLines => finished_json_rows(path, &bytes, header)?,
+        let (kept, done, extra) = match format {
+            Format::Csv if bytes.is_empty() && flattened => (Vec::new(), Done::new(), None),
+            Format::Csv => finished_csv_rows(path, &bytes, header, flattened)?,
+            Format::JsonLines => {
+                let (kept, done) = finished_json_rows(path, &bytes, header, flattened)?;
+                (kept, done, Some(Vec::new()))
+            }
         };
         fanout::fsutil::write_atomic(path, &kept)?;
         let file = OpenOptions::new()
@@ -240,14 +259,20 @@ impl Sink {
                 format,
                 out: Box::new(file),
                 name: path.display().to_string(),
+                headed: extra.is_some() || !flattened,
             },
             done,
+            extra,
         ))
     }
 
     /// Write one row whole (one write call) and flush it.
     pub(crate) fn write(&mut self, header: &[String], row: &Row) -> Result<()> {
-        let bytes = self.format.encode(header, &row.cells());
+        self.write_cells(header, &row.cells())
+    }
+
+    fn write_cells(&mut self, header: &[String], cells: &[Cell]) -> Result<()> {
+        let bytes = self.format.encode(header, cells);
         self.write_bytes(&bytes)
     }
 
@@ -279,7 +304,12 @@ fn other_columns(path: &Path, found: &[String], header: &[String]) -> anyhow::Er
 }
 
 /// The header and finished rows of a CSV results file, and the done keys.
-fn finished_csv_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(Vec<u8>, Done)> {
+fn finished_csv_rows(
+    path: &Path,
+    bytes: &[u8],
+    header: &[String],
+    flattened: bool,
+) -> Result<(Vec<u8>, Done, Option<Vec<String>>)> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let found: Vec<String> = reader
         .headers()
@@ -287,10 +317,19 @@ fn finished_csv_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(Ve
         .iter()
         .map(str::to_owned)
         .collect();
-    if found != header {
+    // With --flatten the answer's columns follow, ending with json_extra.
+    let fits = if flattened {
+        found.starts_with(header) && found.last().is_some_and(|c| c == EXTRA)
+    } else {
+        found == header
+    };
+    if !fits {
         return Err(other_columns(path, &found, header));
     }
-    let status_col = header.len() - RESULT_COLUMNS.len();
+    let extra = flattened.then(|| found[header.len()..found.len() - 1].to_vec());
+    let header = &found;
+    let status_col =
+        header.len() - RESULT_COLUMNS.len() - extra.as_ref().map_or(0, |e| e.len() + 1);
     let mut kept = encode_csv(header);
     let mut done = Done::new();
     for record in reader.records() {
@@ -306,12 +345,17 @@ fn finished_csv_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(Ve
             kept.extend(encode_csv(&fields));
         }
     }
-    Ok((kept, done))
+    Ok((kept, done, extra))
 }
 
 /// The finished lines of a JSON Lines results file, and the done keys. A line that is not a
 /// JSON object (a torn last line) is not done; one with other fields refuses the file.
-fn finished_json_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(Vec<u8>, Done)> {
+fn finished_json_rows(
+    path: &Path,
+    bytes: &[u8],
+    header: &[String],
+    flattened: bool,
+) -> Result<(Vec<u8>, Done)> {
     let status_col = header.len() - RESULT_COLUMNS.len();
     let mut kept = Vec::new();
     let mut done = Done::new();
@@ -320,7 +364,10 @@ fn finished_json_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(V
             continue;
         };
         let found: Vec<String> = object.keys().cloned().collect();
-        if found.len() != header.len() || header.iter().any(|h| !object.contains_key(h)) {
+        // With --flatten, the answer's fields follow.
+        if (found.len() != header.len() && !flattened)
+            || header.iter().any(|h| !object.contains_key(h))
+        {
             return Err(other_columns(path, &found, header));
         }
         let status = object["status"].as_str().unwrap_or_default();
@@ -340,21 +387,70 @@ fn finished_json_rows(path: &Path, bytes: &[u8], header: &[String]) -> Result<(V
     Ok((kept, done))
 }
 
+/// Whether rows carry the answer's JSON as columns (`--flatten`), and which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Flattening {
+    Off,
+    /// `--flatten-columns`: these, from the start.
+    Columns(Vec<String>),
+    /// `--flatten`: those of the first answer with JSON.
+    FromAnswers,
+}
+
+impl Flattening {
+    fn start(self) -> Option<Flat> {
+        match self {
+            Flattening::Off => None,
+            Flattening::Columns(c) => Some(Flat {
+                columns: Some(c),
+                ..Flat::default()
+            }),
+            Flattening::FromAnswers => Some(Flat::default()),
+        }
+    }
+}
+
+/// The last column of a flattened CSV: the answer's keys that have no column of their own.
+pub(crate) const EXTRA: &str = "json_extra";
+
 /// Every results destination of a run, and which one each experiment's row goes to.
 #[derive(Debug)]
 pub(crate) struct Outputs {
     header: Vec<String>,
     sinks: Vec<Sink>,
+    /// With `--flatten`: the answer's columns, and the rows waiting for them.
+    flat: Option<Flat>,
+}
+
+/// The columns `--flatten` adds to a CSV. They are fixed when the header is written: given by
+/// `--flatten-columns`, read from a resumed file, or taken from the first row whose answer has
+/// JSON (the rows before it wait, in memory, until then or the end). A key that comes later
+/// goes to `json_extra`, never lost.
+#[derive(Debug, Default)]
+struct Flat {
+    columns: Option<Vec<String>>,
+    held: Vec<(usize, Row)>,
+    /// Keys already reported as landing in `json_extra`.
+    warned: std::collections::BTreeSet<String>,
 }
 
 impl Outputs {
     /// Standard output.
-    pub(crate) fn stdout(header: Vec<String>) -> Result<Self> {
-        let sink = Sink::stdout(&header)?;
-        Ok(Outputs {
+    pub(crate) fn stdout(header: Vec<String>, flatten: Flattening) -> Result<Self> {
+        let flat = flatten.start();
+        let sink = Sink {
+            format: Format::Csv,
+            out: Box::new(std::io::stdout()),
+            name: "standard output".to_owned(),
+            headed: false,
+        };
+        let mut out = Outputs {
             header,
             sinks: vec![sink],
-        })
+            flat,
+        };
+        out.head_all()?;
+        Ok(out)
     }
 
     /// Open `paths` (each once, in this order): new files, or with `resume` existing ones
@@ -364,29 +460,170 @@ impl Outputs {
         paths: &[PathBuf],
         header: Vec<String>,
         resume: bool,
+        flatten: Flattening,
     ) -> Result<(Self, Vec<Done>)> {
         if !resume && let Some(p) = paths.iter().find(|p| p.exists()) {
             return Err(already_exists(p));
         }
+        let mut flat = flatten.start();
         let mut sinks = Vec::with_capacity(paths.len());
         let mut done = Vec::with_capacity(paths.len());
         for p in paths {
             if resume && p.exists() {
-                let (sink, d) = Sink::resume(p, &header)?;
+                let (sink, d, found) = Sink::resume(p, &header, flat.is_some())?;
+                if let (Some(f), Some(found)) = (&mut flat, found)
+                    && Format::of(p) == Format::Csv
+                {
+                    match &f.columns {
+                        Some(c) if *c != found => bail!(
+                            "{} has the flattened columns {} (not {}): resume it with \
+                             --flatten-columns {}",
+                            p.display(),
+                            found.join(","),
+                            c.join(","),
+                            found.join(",")
+                        ),
+                        _ => f.columns = Some(found),
+                    }
+                }
                 sinks.push(sink);
                 done.push(d);
             } else {
-                sinks.push(Sink::create(p, &header)?);
+                sinks.push(Sink::create(p, None)?);
                 done.push(Done::new());
             }
         }
-        Ok((Outputs { header, sinks }, done))
+        let mut out = Outputs {
+            header,
+            sinks,
+            flat,
+        };
+        out.head_all()?;
+        Ok((out, done))
+    }
+
+    /// The whole CSV header, once the columns are known: the base, the answer's, `json_extra`.
+    fn full_header(&self) -> Option<Vec<String>> {
+        match &self.flat {
+            None => Some(self.header.clone()),
+            Some(Flat { columns: None, .. }) => None,
+            Some(Flat {
+                columns: Some(c), ..
+            }) => {
+                let mut h = self.header.clone();
+                h.extend(c.iter().cloned());
+                h.push(EXTRA.to_owned());
+                Some(h)
+            }
+        }
+    }
+
+    /// Write the header of every sink that has none, if it is known.
+    fn head_all(&mut self) -> Result<()> {
+        if let Some(h) = self.full_header() {
+            for s in &mut self.sinks {
+                s.head(&h)?;
+            }
+        }
+        Ok(())
     }
 
     /// Write `row` to destination `to` (an index into the paths given to `open`).
     pub(crate) fn write(&mut self, to: usize, row: &Row) -> Result<()> {
-        self.sinks[to].write(&self.header, row)
+        let Some(flat) = &mut self.flat else {
+            return self.sinks[to].write(&self.header, row);
+        };
+        if self.sinks[to].format == Format::JsonLines {
+            // No header to fix: each line has the answer's own fields.
+            let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
+            let mut names = self.header.clone();
+            let mut cells = row.cells();
+            for (k, v) in pairs {
+                names.push(k);
+                cells.push(Cell::Json(v));
+            }
+            return self.sinks[to].write_cells(&names, &cells);
+        }
+        if flat.columns.is_none() {
+            let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
+            if pairs.is_empty() {
+                flat.held.push((to, row.clone()));
+                return Ok(());
+            }
+            flat.columns = Some(pairs.into_iter().map(|(k, _)| k).collect());
+            self.head_all()?;
+            let held = std::mem::take(&mut self.flat.as_mut().expect("flat").held);
+            for (t, r) in &held {
+                self.write_flat_csv(*t, r)?;
+            }
+        }
+        self.write_flat_csv(to, row)
     }
+
+    fn write_flat_csv(&mut self, to: usize, row: &Row) -> Result<()> {
+        let flat = self.flat.as_mut().expect("flattening");
+        let columns = flat.columns.as_ref().expect("known by now");
+        let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
+        let mut cells = row.cells();
+        for c in columns {
+            let v = pairs.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone());
+            cells.push(Cell::Json(v.unwrap_or(serde_json::Value::Null)));
+        }
+        let extra: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .filter(|(k, _)| !columns.contains(k))
+            .collect();
+        for k in extra.keys() {
+            if flat.warned.insert(k.clone()) {
+                eprintln!(
+                    "parallamr: warning: the answers have a key {k:?} that the first one did \
+                     not: kept in the json_extra column (--flatten-columns fixes the columns)"
+                );
+            }
+        }
+        cells.push(Cell::Text(if extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(extra).to_string()
+        }));
+        let header = self.full_header().expect("known by now");
+        self.sinks[to].write_cells(&header, &cells)
+    }
+
+    /// Write what still waits: with `--flatten` and no answer with JSON, the header (with no
+    /// answer's columns) and the rows.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        if let Some(f) = &mut self.flat
+            && f.columns.is_none()
+        {
+            f.columns = Some(Vec::new());
+            self.head_all()?;
+            let held = std::mem::take(&mut self.flat.as_mut().expect("flat").held);
+            for (t, r) in &held {
+                self.write_flat_csv(*t, r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The answer's columns named as written: a key that is already a column of the results
+/// (`status`, a variable) gets `json_` in front.
+fn named(
+    header: &[String],
+    pairs: &[(String, serde_json::Value)],
+) -> Vec<(String, serde_json::Value)> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let k = if header.contains(k) || k == EXTRA {
+                format!("json_{k}")
+            } else {
+                k.clone()
+            };
+            (k, v.clone())
+        })
+        .collect()
 }
 
 /// A file name built from a row's values: what `sanitize` makes of a value never leaves its
@@ -442,6 +679,7 @@ mod tests {
             error_message: String::new(),
             cached: false,
             cost_usd: None,
+            flat: None,
         }
     }
 
@@ -449,7 +687,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         let h = header(&["topic".to_owned()]);
-        let mut w = Sink::create(&path, &h).unwrap();
+        let mut w = Sink::create(&path, Some(&h)).unwrap();
         w.write(&h, &row("cats", "ok")).unwrap();
         w.write(&h, &row("dogs", "error")).unwrap();
         w.write(&h, &row("owls", "warning")).unwrap();
@@ -459,13 +697,16 @@ mod tests {
         f.write_all(torn).unwrap();
         drop(f);
 
-        assert!(Sink::create(&path, &h).is_err(), "never overwrites results");
-        let (mut w, done) = Sink::resume(&path, &h).unwrap();
+        assert!(
+            Sink::create(&path, Some(&h)).is_err(),
+            "never overwrites results"
+        );
+        let (mut w, done, _) = Sink::resume(&path, &h, false).unwrap();
         assert_eq!(done.len(), 2);
         assert!(done.contains_key(&vec!["mock".to_owned(), "m".to_owned(), "cats".to_owned()]));
         w.write(&h, &row("dogs", "ok")).unwrap();
         drop(w);
-        let (_, done) = Sink::resume(&path, &h).unwrap();
+        let (_, done, _) = Sink::resume(&path, &h, false).unwrap();
         assert_eq!(done.len(), 3, "{name}: the appended row is read back");
         assert!(done.contains_key(&vec!["mock".to_owned(), "m".to_owned(), "dogs".to_owned()]));
     }
@@ -476,7 +717,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
         let h = header(&["topic".to_owned()]);
-        let mut w = Sink::create(&path, &h).unwrap();
+        let mut w = Sink::create(&path, Some(&h)).unwrap();
         w.write(&h, &row("cats", "ok")).unwrap();
         let mut r = csv::Reader::from_path(&path).unwrap();
         let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
@@ -490,7 +731,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
         let h = header(&["topic".to_owned()]);
-        let mut w = Sink::create(&path, &h).unwrap();
+        let mut w = Sink::create(&path, Some(&h)).unwrap();
         w.write(&h, &row("cats", "ok")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -504,7 +745,7 @@ mod tests {
         );
 
         let other = header(&["tone".to_owned()]);
-        let e = Sink::resume(&path, &other).unwrap_err().to_string();
+        let e = Sink::resume(&path, &other, false).unwrap_err().to_string();
         assert!(e.contains("has other columns"), "{e}");
     }
 

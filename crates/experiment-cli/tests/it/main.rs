@@ -755,6 +755,7 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
 
 mod cache;
 mod costs;
+mod flatten;
 mod outputs;
 mod rates;
 mod requests;
