@@ -46,10 +46,10 @@ impl Prices {
         } else {
             toml::from_str::<HashMap<String, Price>>(&text).map_err(|e| {
                 anyhow!(
-                    "{}: {} (expected lines like \"gpt-4o\" = {{ input = 2.5, output = 10 }}, USD \
-                     per million tokens)",
+                    "{}: {}\n(expected lines like \"gpt-4o\" = {{ input = 2.5, output = 10 }}, \
+                     USD per million tokens)",
                     path.display(),
-                    e.message()
+                    e.to_string().trim_end()
                 )
             })?
         };

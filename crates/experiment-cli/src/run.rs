@@ -630,8 +630,11 @@ impl Tally {
                 cost::fmt_usd,
             );
             eprintln!(
-                "  {provider}/{model}: {} rows, {} in + {} out tokens, {cost}",
-                u.rows, u.input_tokens, u.output_tokens
+                "  {provider}/{model}: {} row{}, {} in + {} out tokens, {cost}",
+                u.rows,
+                if u.rows == 1 { "" } else { "s" },
+                u.input_tokens,
+                u.output_tokens
             );
             inp += u.input_tokens;
             out += u.output_tokens;
