@@ -13,6 +13,11 @@ use crate::writer::{Sink, header};
 /// every row. In a command, a value stands for itself: `{{ VAR }}` becomes the value quoted
 /// for the shell, whatever the value holds.
 pub fn experiments(template: &str, csv: &str) {
+    // What an answer's JSON (--flatten) and a server's reset time may be: never a panic.
+    if let Some(v) = crate::flatten::extract(template) {
+        let _ = crate::flatten::flatten(&v, crate::flatten::Limits::default());
+    }
+    let _ = crate::rate::parse_reset(template);
     let Ok(experiments) = Experiments::parse(csv, "experiments.csv", KNOWN) else {
         return;
     };
@@ -33,6 +38,18 @@ pub fn experiments(template: &str, csv: &str) {
             let _ = t.render(&row.vars, &extra);
         }
         let _ = row.key();
+        // A value in an -o path never leaves its folder nor names nothing.
+        for (_, v) in &row.vars {
+            let name = crate::writer::sanitize(v);
+            assert!(
+                !name.is_empty()
+                    && !name.contains(['/', '\\'])
+                    && name != "."
+                    && name != ".."
+                    && name.len() <= 255,
+                "{v:?} -> {name:?}"
+            );
+        }
         // A column a template can name: an identifier that is not one of Jinja's words.
         let nameable = |name: &str| {
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
