@@ -7,7 +7,8 @@
 //! minute likewise by each prompt's estimate. The server's word goes on top: once it said how
 //! many requests (or tokens) remain until its window resets, no more than that start before the
 //! reset, counting those already in flight as spent. Until the first answer of a provider
-//! arrives only one request is sent to it: there is nothing to go by before.
+//! arrives only one request is sent to it (there is nothing to go by before), unless `--rate`
+//! gives its pace.
 //!
 //! Hand-written rather than `governor`: one schedule has to combine two even rates with a
 //! window the server moves with every answer, and wait on a cancel token; a GCRA crate covers
@@ -183,7 +184,9 @@ impl Pacer {
                 request_limit: None,
                 fresh: false,
                 in_flight: 0,
-                heard: false,
+                // A pace given by the user governs the first requests too; without one, the
+                // first answer is waited for.
+                heard: rate != Rate::default(),
             }),
             changed: Condvar::new(),
         }
