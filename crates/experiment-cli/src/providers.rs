@@ -22,6 +22,12 @@ use crate::settings::Settings;
 /// The provider names, as written in the experiments file.
 pub(crate) const KNOWN: &[&str] = &["mock", "ollama", "openrouter", "openai", "command"];
 
+/// Whether a provider's server may tell its rate limits in its answers' headers (hosted APIs
+/// and the servers that imitate them): its first request then goes alone.
+pub(crate) fn tells_rate_limits(provider: &str) -> bool {
+    matches!(provider, "openai" | "openrouter")
+}
+
 /// Default limit of requests in flight per provider (`--provider-limit NAME=N` overrides).
 pub(crate) fn default_limit(provider: &str, max_workers: usize) -> usize {
     match provider {

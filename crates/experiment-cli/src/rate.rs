@@ -172,7 +172,9 @@ impl Drop for Permit<'_> {
 const POLL: Duration = Duration::from_millis(50);
 
 impl Pacer {
-    pub(crate) fn new(rate: Rate) -> Self {
+    /// `first_alone`: until the first answer, one request at a time (a remote server whose
+    /// limits are not known yet); a `--rate` pace lifts it.
+    pub(crate) fn new(rate: Rate, first_alone: bool) -> Self {
         let now = Instant::now();
         Pacer {
             rate,
@@ -185,8 +187,8 @@ impl Pacer {
                 fresh: false,
                 in_flight: 0,
                 // A pace given by the user governs the first requests too; without one, the
-                // first answer is waited for.
-                heard: rate != Rate::default(),
+                // first answer of a remote server is waited for.
+                heard: !first_alone || rate != Rate::default(),
             }),
             changed: Condvar::new(),
         }
@@ -305,8 +307,13 @@ const WINDOW_SLACK: Duration = Duration::from_millis(250);
 pub(crate) struct Pacers(HashMap<String, Pacer>);
 
 impl Pacers {
-    /// A pacer for each provider in `names`, with its `--rate` if given.
-    pub(crate) fn new(names: &[&str], rates: &[(String, Rate)]) -> Self {
+    /// A pacer for each provider in `names`, with its `--rate` if given; `remote` tells the
+    /// providers whose servers may speak of their limits (their first request goes alone).
+    pub(crate) fn new(
+        names: &[&str],
+        rates: &[(String, Rate)],
+        remote: impl Fn(&str) -> bool,
+    ) -> Self {
         Pacers(
             names
                 .iter()
@@ -317,7 +324,7 @@ impl Pacers {
                         .find(|(name, _)| name == n)
                         .map(|(_, r)| *r)
                         .unwrap_or_default();
-                    ((*n).to_owned(), Pacer::new(rate))
+                    ((*n).to_owned(), Pacer::new(rate, remote(n)))
                 })
                 .collect(),
         )
@@ -378,10 +385,13 @@ mod tests {
     #[test]
     fn requests_are_spaced_and_the_server_word_holds_them() {
         let cancel = CancelToken::new();
-        let p = Pacer::new(Rate {
-            rpm: Some(60_000.0),
-            tpm: None,
-        });
+        let p = Pacer::new(
+            Rate {
+                rpm: Some(60_000.0),
+                tpm: None,
+            },
+            true,
+        );
         let t0 = Instant::now();
         for _ in 0..5 {
             let permit = p.acquire(1, &cancel).unwrap();
@@ -391,7 +401,7 @@ mod tests {
         assert!(t0.elapsed() >= Duration::from_millis(4), "1 ms apart");
 
         // The server says no request remains for 200 ms.
-        let p = Pacer::new(Rate::default());
+        let p = Pacer::new(Rate::default(), true);
         let permit = p.acquire(1, &cancel).unwrap();
         p.heard(Some(ServerWord {
             requests: Some((0, Duration::from_millis(200))),

@@ -254,8 +254,11 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
         .collect();
     used_names.sort_unstable();
     used_names.dedup();
-    let http = Http::new(args.timeout)
-        .with_pacers(std::sync::Arc::new(Pacers::new(&used_names, &args.rates)));
+    let http = Http::new(args.timeout).with_pacers(std::sync::Arc::new(Pacers::new(
+        &used_names,
+        &args.rates,
+        providers::tells_rate_limits,
+    )));
     let launcher = args.launcher.clone();
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(

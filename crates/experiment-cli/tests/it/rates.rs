@@ -119,3 +119,20 @@ fn bad_rates_are_refused_naming_the_flag() {
         assert!(out.stderr.contains(says), "{rate}: {}", out.stderr);
     }
 }
+
+#[test]
+fn commands_are_not_held_back_waiting_for_a_first_answer() {
+    // Each command waits (up to 5 s) until two have started: it fails if the first ran alone.
+    let p = Project::create("unused", "provider,model,i\ncommand,m,1\ncommand,m,2\n");
+    let mut args = RUN.to_vec();
+    args.extend([
+        "-j",
+        "2",
+        "--command",
+        "touch started-{{i}}; n=0; while [ \"$(ls started-* | wc -l)\" -lt 2 ] && [ $n -lt 100 ]; \
+         do sleep 0.05; n=$((n+1)); done; [ \"$(ls started-* | wc -l)\" -ge 2 ]",
+    ]);
+    let out = p.run(&args, None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(p.results().iter().all(|r| &r[3] == "ok"));
+}
