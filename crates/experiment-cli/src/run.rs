@@ -139,6 +139,8 @@ struct Inputs {
     prices: Prices,
     /// The HTTP agent, and the providers' rate schedules.
     http: Http,
+    /// `-o`, checked (`None`: standard output).
+    output: Option<PathTemplate>,
 }
 
 /// The names a path template may use: provider, model and the variables.
@@ -247,15 +249,15 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
             );
         }
     }
-    let mut used_names: Vec<&str> = experiments
+    let mut used: Vec<&str> = experiments
         .rows
         .iter()
         .map(|e| e.provider.as_str())
         .collect();
-    used_names.sort_unstable();
-    used_names.dedup();
+    used.sort_unstable();
+    used.dedup();
     let http = Http::new(args.timeout).with_pacers(std::sync::Arc::new(Pacers::new(
-        &used_names,
+        &used,
         &args.rates,
         providers::tells_rate_limits,
     )));
@@ -269,13 +271,6 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
         )),
         None => None,
     };
-    let mut used: Vec<&str> = experiments
-        .rows
-        .iter()
-        .map(|e| e.provider.as_str())
-        .collect();
-    used.sort_unstable();
-    used.dedup();
     if matches!(launcher, fanout::Launcher::Slurm(_)) && !used.contains(&"command") {
         bail!(
             "--backend slurm runs the command provider's experiments on Slurm, and these \
@@ -286,10 +281,12 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
     let providers = providers::build(&used, &http, command.as_ref(), &args.settings)?;
     let used: Vec<String> = used.into_iter().map(str::to_owned).collect();
 
-    if let Some(o) = &args.output {
-        // A bad -o template is an input error like any other: before anything runs.
-        PathTemplate::new("-o", o, &columns(&experiments))?;
-    }
+    // A bad -o template is an input error like any other: before anything runs.
+    let output = args
+        .output
+        .as_deref()
+        .map(|o| PathTemplate::new("-o", o, &columns(&experiments)))
+        .transpose()?;
     let prices = prices(args, &experiments, &providers)?;
     Ok(Inputs {
         experiments,
@@ -299,6 +296,7 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
         used,
         prices,
         http,
+        output,
     })
 }
 
@@ -395,7 +393,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         todo,
         unplaced,
         files,
-    } = open_output(args, experiments).usage()?;
+    } = open_output(args, &inputs).usage()?;
     let mut write_error: Option<anyhow::Error> = None;
     let mut tally = Tally {
         error_rows: unplaced.len(),
@@ -771,9 +769,10 @@ struct Opened<'e> {
 /// Open the results: standard output, one file, or with a path template one file per distinct
 /// path the rows give (all opened before anything runs: a file that exists without --resume
 /// is refused first, and each is resumed on its own).
-fn open_output<'e>(args: &RunArgs, experiments: &'e Experiments) -> Result<Opened<'e>> {
+fn open_output<'e>(args: &RunArgs, inputs: &'e Inputs) -> Result<Opened<'e>> {
+    let experiments = &inputs.experiments;
     let header = writer::header(&experiments.var_names);
-    let Some(path) = &args.output else {
+    let Some(template) = &inputs.output else {
         if args.resume {
             bail!("--resume needs the results file (-o FILE) to complete");
         }
@@ -785,7 +784,6 @@ fn open_output<'e>(args: &RunArgs, experiments: &'e Experiments) -> Result<Opene
             files: Vec::new(),
         });
     };
-    let template = PathTemplate::new("-o", path, &columns(experiments))?;
     let mut files: Vec<PathBuf> = Vec::new();
     let mut index: HashMap<PathBuf, usize> = HashMap::new();
     let mut to = Vec::with_capacity(experiments.rows.len());
@@ -803,7 +801,7 @@ fn open_output<'e>(args: &RunArgs, experiments: &'e Experiments) -> Result<Opene
         to.push(i);
     }
     if !template.is_template() && files.is_empty() {
-        files.push(path.clone());
+        files.push(template.raw().to_owned());
     }
     let (out, mut done) = Outputs::open(&files, header, args.resume, flatten_columns(args))?;
     let mut placeless = vec![false; experiments.rows.len()];
@@ -903,6 +901,18 @@ fn render(
     Ok((prompt, warning))
 }
 
+/// Where the answer to `req` is kept: the cache and the key (none with `--no-cache`, or for a
+/// provider whose answers are not cached).
+fn cache_entry<'c>(
+    cache: Option<&'c Cache>,
+    provider: &dyn Provider,
+    req: &Request<'_>,
+) -> Option<(&'c Cache, String)> {
+    let cache = cache?;
+    let endpoint = provider.cache_endpoint()?;
+    Some((cache, cache::key(provider.name(), &endpoint, req)))
+}
+
 /// What is sent for `e` with `prompt`.
 fn request<'a>(e: &'a Experiment, prompt: &'a str) -> Request<'a> {
     Request {
@@ -929,11 +939,8 @@ fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         let (text, note) = match render(e, provider, template) {
             Ok((prompt, warning)) => {
                 let req = request(e, &prompt);
-                let cached = cache
-                    .zip(provider.cache_endpoint())
-                    .is_some_and(|(c, end)| {
-                        c.get(&cache::key(provider.name(), &end, &req)).is_some()
-                    });
+                let cached =
+                    cache_entry(cache, provider, &req).is_some_and(|(c, k)| c.get(&k).is_some());
                 in_cache += usize::from(cached);
                 let n = estimate_tokens(&prompt);
                 tokens += n;
@@ -1017,10 +1024,7 @@ fn run_one(
     let (prompt, mut warning) = render(e, provider, template).map_err(TaskError::failed)?;
     let input_tokens = estimate_tokens(&prompt);
     let req = request(e, &prompt);
-    let key = shared
-        .cache
-        .zip(provider.cache_endpoint())
-        .map(|(c, endpoint)| (c, cache::key(provider.name(), &endpoint, &req)));
+    let key = cache_entry(shared.cache, provider, &req);
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
     {

@@ -327,15 +327,14 @@ fn finished_csv_rows(
         return Err(other_columns(path, &found, header));
     }
     let extra = flattened.then(|| found[header.len()..found.len() - 1].to_vec());
-    let header = &found;
-    let status_col =
-        header.len() - RESULT_COLUMNS.len() - extra.as_ref().map_or(0, |e| e.len() + 1);
-    let mut kept = encode_csv(header);
+    // The experiment's key, then its status: the answer's columns come after both.
+    let status_col = header.len() - RESULT_COLUMNS.len();
+    let mut kept = encode_csv(&found);
     let mut done = Done::new();
     for record in reader.records() {
         // A torn last row (a crash mid-write) or a short one is simply not done.
         let Ok(record) = record else { continue };
-        if record.len() != header.len() {
+        if record.len() != found.len() {
             continue;
         }
         let status = &record[status_col];
@@ -586,8 +585,8 @@ impl Outputs {
         } else {
             serde_json::Value::Object(extra).to_string()
         }));
-        let header = self.full_header().expect("known by now");
-        self.sinks[to].write_cells(&header, &cells)
+        // A CSV record carries no names: the header was written once.
+        self.sinks[to].write_cells(&[], &cells)
     }
 
     /// Write what still waits: with `--flatten` and no answer with JSON, the header (with no
