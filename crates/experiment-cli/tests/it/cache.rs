@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use testkit::llm_server::LlmServer;
 
-use crate::{Project, RUN, topics};
+use crate::{Project, RUN, run_args, topics};
 
 /// The rows of `out.csv` as name -> value.
 fn rows(p: &Project) -> Vec<std::collections::BTreeMap<String, String>> {
@@ -108,20 +108,7 @@ fn two_sweeps_at_once_share_a_cache_without_damage() {
     let p = Project::create("About {{ topic }}", &topics(60, "openai", "llama-test"));
     let sweep = |out: &'static str| {
         p.command(
-            &[
-                "run",
-                "-p",
-                "prompt.txt",
-                "-e",
-                "experiments.csv",
-                "-o",
-                out,
-                "-j",
-                "8",
-                "--provider-limit",
-                "openai=8",
-                "-q",
-            ],
+            &run_args(&["-o", out, "-j", "8", "--provider-limit", "openai=8", "-q"]),
             Some(&server),
         )
         .stderr(std::process::Stdio::piped())

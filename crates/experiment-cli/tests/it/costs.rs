@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use testkit::llm_server::LlmServer;
 
-use crate::{Project, RUN, topics};
+use crate::{Project, RUN, run_args, topics};
 
 /// `parallamr run` against the test server as OpenRouter.
 fn openrouter(p: &Project, server: &LlmServer, extra: &[&str]) -> testkit::Run {
@@ -101,18 +101,7 @@ fn max_cost_stops_sending_at_the_budget_and_resume_sends_the_rest() {
     assert_eq!(p.results().len(), 10);
 
     let p = Project::create("About {{ topic }}", &topics(1, "openai", "gpt-x"));
-    let out = p.run(
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
-            "--max-cost",
-            "1",
-        ],
-        Some(&server),
-    );
+    let out = p.run(&run_args(&["--max-cost", "1"]), Some(&server));
     assert_eq!(out.code, Some(2));
     assert!(
         out.stderr.contains(
@@ -121,18 +110,7 @@ fn max_cost_stops_sending_at_the_budget_and_resume_sends_the_rest() {
         "{}",
         out.stderr
     );
-    let out = p.run(
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
-            "--max-cost",
-            "0",
-        ],
-        Some(&server),
-    );
+    let out = p.run(&run_args(&["--max-cost", "0"]), Some(&server));
     assert_eq!(out.code, Some(2));
     assert!(
         out.stderr.contains("the budget must be above 0"),

@@ -22,6 +22,13 @@ const RUN: [&str; 7] = [
     "out.csv",
 ];
 
+/// `parallamr run` on the project's prompt and experiments, then `extra`.
+fn run_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = RUN[..5].to_vec();
+    args.extend(extra);
+    args
+}
+
 const HEADER: &str = "provider,model,topic,status,input_tokens,context_window,output_tokens,duration_seconds,output,error_message,cached,cost_usd";
 
 #[test]
@@ -397,18 +404,7 @@ fn a_results_write_that_fails_stops_the_sweep_and_exits_1() {
     let p = Project::create("About {{ topic }}", &topics(200, "ollama", "llama-test"));
     // No -o: results go to stdout, which the reader closes after the first lines.
     let mut child = p
-        .command(
-            &[
-                "run",
-                "-p",
-                "prompt.txt",
-                "-e",
-                "experiments.csv",
-                "-j",
-                "1",
-            ],
-            Some(&server),
-        )
+        .command(&run_args(&["-j", "1"]), Some(&server))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -662,17 +658,7 @@ fn providers_models_init_and_validate_only() {
         out.stdout
     );
 
-    let out = p.run(
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
-            "--dry-run",
-        ],
-        None,
-    );
+    let out = p.run(&run_args(&["--dry-run"]), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr.contains("3 experiments for mock"),
@@ -690,19 +676,7 @@ fn providers_models_init_and_validate_only() {
     assert_eq!(again.code, Some(2));
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     // And the example runs.
-    let out = testkit::run_in(
-        BIN,
-        empty.path(),
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
-            "-o",
-            "r.csv",
-        ],
-    );
+    let out = testkit::run_in(BIN, empty.path(), &run_args(&["-o", "r.csv"]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
 

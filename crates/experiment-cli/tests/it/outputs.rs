@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use testkit::llm_server::LlmServer;
 
-use crate::{HEADER, Project};
+use crate::{HEADER, Project, run_args};
 
 fn records(path: &Path) -> Vec<csv::StringRecord> {
     let mut r = csv::Reader::from_path(path).unwrap();
@@ -33,15 +33,7 @@ fn an_output_template_writes_a_file_per_value_and_each_resumes_on_its_own() {
          ollama,llama-test,../a/b\n\
          ollama,llama-test,\n",
     );
-    let args = [
-        "run",
-        "-p",
-        "prompt.txt",
-        "-e",
-        "experiments.csv",
-        "-o",
-        "out/{{provider}}-{{ topic }}.csv",
-    ];
+    let args = run_args(&["-o", "out/{{provider}}-{{ topic }}.csv"]);
     let out = p.run(&args, Some(&server));
     assert_eq!(out.code, Some(1), "a row failed: {}", out.stderr);
     assert!(
@@ -100,7 +92,7 @@ fn an_output_template_writes_a_file_per_value_and_each_resumes_on_its_own() {
     assert_eq!(server.seen().len(), 0);
 
     // --resume runs only the failed row, in its own file, and keeps every other file's rows.
-    let mut resume = args.to_vec();
+    let mut resume = args.clone();
     resume.push("--resume");
     let out = p.run(&resume, Some(&server));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
@@ -126,18 +118,7 @@ fn provider_and_model_are_path_variables_and_unknown_ones_are_refused() {
         "About {{ topic }}",
         "provider,model,topic\nmock,mock,cats\nmock,mock-small,cats\n",
     );
-    let out = p.run(
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
-            "-o",
-            "{{model}}.csv",
-        ],
-        None,
-    );
+    let out = p.run(&run_args(&["-o", "{{model}}.csv"]), None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(records(&p.path().join("mock.csv")).len(), 1);
     assert_eq!(
@@ -145,18 +126,7 @@ fn provider_and_model_are_path_variables_and_unknown_ones_are_refused() {
         "mock-small"
     );
 
-    let out = p.run(
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
-            "-o",
-            "{{topc}}.csv",
-        ],
-        None,
-    );
+    let out = p.run(&run_args(&["-o", "{{topc}}.csv"]), None);
     assert_eq!(out.code, Some(2));
     assert!(
         out.stderr.contains(
@@ -222,15 +192,7 @@ fn json_lines_output_has_an_object_per_row_and_resumes() {
         "About {{ topic }}",
         "provider,model,topic\nollama,llama-test,cats\nollama,broken,dogs\n",
     );
-    let args = [
-        "run",
-        "-p",
-        "prompt.txt",
-        "-e",
-        "experiments.csv",
-        "-o",
-        "out.jsonl",
-    ];
+    let args = run_args(&["-o", "out.jsonl"]);
     let out = p.run(&args, Some(&server));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     let rows: Vec<serde_json::Value> = lines(&p.path().join("out.jsonl"))
@@ -248,7 +210,7 @@ fn json_lines_output_has_an_object_per_row_and_resumes() {
     assert_eq!(dogs["output_tokens"], serde_json::Value::Null);
 
     server.reset();
-    let mut resume = args.to_vec();
+    let mut resume = args.clone();
     resume.push("--resume");
     let out = p.run(&resume, Some(&server));
     assert_eq!(out.code, Some(1), "{}", out.stderr);

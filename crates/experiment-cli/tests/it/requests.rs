@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::llm_server::LlmServer;
 
-use crate::{Project, RUN};
+use crate::{Project, RUN, run_args};
 
 #[test]
 fn parameter_columns_are_sent_typed_and_stay_variables() {
@@ -175,18 +175,13 @@ fn a_dry_run_shows_every_prompt_and_sends_nothing() {
     );
     std::fs::write(p.path().join("doc.md"), "The document.\n").unwrap();
     let out = p.run(
-        &[
-            "run",
-            "-p",
-            "prompt.txt",
-            "-e",
-            "experiments.csv",
+        &run_args(&[
             "-c",
             "doc.md",
             "--dry-run",
             "--command",
             "echo {{topic}} {{reader}}",
-        ],
+        ]),
         Some(&server),
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
