@@ -12,6 +12,7 @@
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod llm_server;
+pub mod shell_oracle;
 pub mod site_server;
 pub mod slurm;
 

@@ -168,41 +168,12 @@ impl Template {
         Self::with_env(name, source, Environment::new())
     }
 
-    /// A template that renders a shell command (`--command`): every value is inserted as one
-    /// shell word, quoted where needed, so a value never runs as code (`hello; rm -rf ~` is a
-    /// word like any other), and `{{ value | safe }}` inserts it raw, for a user who means it.
-    /// A placeholder already inside quotes (`'{{topic}}'`) is refused: the quoting would
-    /// double, and the value split.
-    pub(crate) fn for_shell(name: &str, source: String) -> Result<Self> {
-        if let Some(at) = quoted_placeholder(&source) {
-            anyhow::bail!(
-                "{name}: a placeholder inside quotes ({at}...): values are quoted for you, one \
-                 shell word each; remove the quotes around it (or write {{{{ name | safe }}}} to \
-                 insert a value raw)"
-            );
-        }
-        let mut env = Environment::new();
-        env.set_formatter(|out, _state, value| {
-            if value.is_safe() {
-                write!(out, "{value}").map_err(minijinja::Error::from)
-            } else {
-                let text = if value.is_undefined() || value.is_none() {
-                    String::new()
-                } else {
-                    value.to_string()
-                };
-                let quoted = if text.is_empty() {
-                    "''".into()
-                } else {
-                    fanout::process::shell_quote(&text)
-                };
-                out.write_str(&quoted).map_err(minijinja::Error::from)
-            }
-        });
-        Self::with_env(name, source, env)
-    }
-
-    fn with_env(name: &str, source: String, mut env: Environment<'static>) -> Result<Self> {
+    /// A template rendered by `env` (the `--command` template sets its own formatter).
+    pub(crate) fn with_env(
+        name: &str,
+        source: String,
+        mut env: Environment<'static>,
+    ) -> Result<Self> {
         // Missing variables render empty; the run reports them as a warning per row instead.
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.add_template_owned(name.to_owned(), source)
@@ -242,15 +213,6 @@ impl Template {
             .map_err(|e| template_error(&self.name, &e).to_string())?;
         Ok((text, missing))
     }
-}
-
-/// Where a `{{` directly follows a quote character, if it does: `'{{topic` for the message.
-fn quoted_placeholder(source: &str) -> Option<String> {
-    let at = source
-        .match_indices("{{")
-        .map(|(i, _)| i)
-        .find(|&i| i > 0 && matches!(source.as_bytes()[i - 1], b'\'' | b'"'))?;
-    Some(source[at - 1..].chars().take(12).collect())
 }
 
 fn template_error(name: &str, e: &minijinja::Error) -> anyhow::Error {

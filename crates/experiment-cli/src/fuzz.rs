@@ -6,12 +6,13 @@ use std::path::Path;
 
 use crate::experiments::{Experiments, Template, join_prompt};
 use crate::providers::KNOWN;
+use crate::shell_template::ShellTemplate;
 use crate::writer::{Sink, header};
 
 /// A prompt template and an experiments CSV, as `parallamr run -p PROMPT -e CSV` reads them:
 /// parse the file, compile the template as a prompt and as a `--command`, and render both for
-/// every row. In a command, a value stands for itself: `{{ VAR }}` becomes the value quoted
-/// for the shell, whatever the value holds.
+/// every row. In a command, a value stands for itself: `{{ VAR }}` becomes a reference to a
+/// variable that holds the value, whatever the value holds.
 pub fn experiments(template: &str, csv: &str) {
     // What an answer's JSON (--flatten) and a server's reset time may be: never a panic.
     if let Some(v) = crate::flatten::extract(template) {
@@ -25,7 +26,7 @@ pub fn experiments(template: &str, csv: &str) {
         "prompt.txt",
         join_prompt(template, &[("context.md".to_owned(), template.to_owned())]),
     );
-    let command = Template::for_shell("--command", template.to_owned());
+    let command = ShellTemplate::new("--command", template.to_owned());
     for row in &experiments.rows {
         let extra = [
             ("provider", row.provider.as_str()),
@@ -60,14 +61,12 @@ pub fn experiments(template: &str, csv: &str) {
                 )
         };
         if let Some((name, value)) = row.vars.first().filter(|(n, _)| nameable(n))
-            && let Ok(t) = Template::for_shell("--command", format!("{{{{ {name} }}}}"))
-            && let Ok((text, _)) = t.render(&row.vars, &[])
+            && let Ok(t) = ShellTemplate::new("--command", format!("echo {{{{ {name} }}}}"))
+            && let Ok((script, _)) = t.render(&row.vars, &[])
         {
-            assert_eq!(
-                text,
-                fanout::process::shell_quote(value),
-                "{name}={value:?}"
-            );
+            // A value is never in the command's text: the command names its variable.
+            assert_eq!(script.text, "echo \"${PARALLAMR_V1}\"", "{name}={value:?}");
+            assert_eq!(script.env, [("PARALLAMR_V1".to_owned(), value.clone())]);
         }
     }
 }

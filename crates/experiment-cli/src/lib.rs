@@ -24,6 +24,7 @@ mod providers;
 mod rate;
 mod run;
 mod settings;
+mod shell_template;
 mod writer;
 
 use std::time::Duration;

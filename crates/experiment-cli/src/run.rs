@@ -19,6 +19,7 @@ use crate::experiments::{Experiment, Experiments, Template, join_prompt, read_in
 use crate::paths::{NoPath, PathTemplate};
 use crate::providers::{self, CommandProvider, Http, Provider, Request, estimate_tokens};
 use crate::rate::Pacers;
+use crate::shell_template::ShellTemplate;
 use crate::writer::{self, Flattening, Outputs, Row};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
@@ -264,13 +265,21 @@ fn prepare(args: &RunArgs) -> Result<Inputs> {
     let launcher = args.launcher.clone();
     let command = match &args.command {
         Some(c) => Some(CommandProvider::new(
-            Template::for_shell("--command", c.clone())?,
+            ShellTemplate::new("--command", c.clone())?,
             args.timeout,
             launcher.clone(),
             args.settings.file_only(),
         )),
         None => None,
     };
+    if let Some(command) = &command {
+        // A placeholder refused where it stands is an input error, before anything runs.
+        for e in experiments.rows.iter().filter(|e| e.provider == "command") {
+            command
+                .script(&e.vars, &e.model)
+                .map_err(|why| anyhow!("{why} (rendering {} line {})", exp_name, e.line))?;
+        }
+    }
     if matches!(launcher, fanout::Launcher::Slurm(_)) && !used.contains(&"command") {
         bail!(
             "--backend slurm runs the command provider's experiments on Slurm, and these \

@@ -7,11 +7,11 @@ use std::time::Duration;
 use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
 
 use super::{Answer, ModelInfo, Provider, Request};
-use crate::experiments::Template;
+use crate::shell_template::{Script, ShellTemplate};
 
 #[derive(Debug, Clone)]
 pub(crate) struct CommandProvider {
-    template: Arc<Template>,
+    template: Arc<ShellTemplate>,
     timeout: Duration,
     launcher: Launcher,
     runner: ProcessRunner,
@@ -21,7 +21,7 @@ pub(crate) struct CommandProvider {
 
 impl CommandProvider {
     pub(crate) fn new(
-        template: Template,
+        template: ShellTemplate,
         timeout: Duration,
         launcher: Launcher,
         env: Vec<(String, String)>,
@@ -33,6 +33,15 @@ impl CommandProvider {
             runner: ProcessRunner::new(),
             env: Arc::new(env),
         }
+    }
+}
+
+impl CommandProvider {
+    /// The command of a row: the script and the variables holding its values.
+    pub(crate) fn script(&self, vars: &[(String, String)], model: &str) -> Result<Script, String> {
+        self.template
+            .render(vars, &[("model", model)])
+            .map(|(script, _)| script)
     }
 }
 
@@ -53,14 +62,15 @@ impl Provider for CommandProvider {
     }
 
     fn preview(&self, req: &Request<'_>) -> Result<String, String> {
-        let (script, _) = self.template.render(req.vars, &[("model", req.model)])?;
-        Ok(script)
+        self.script(req.vars, req.model).map(|s| s.preview())
     }
 
     fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {
-        let script = self.preview(req).map_err(TaskError::failed)?;
-        let mut cmd = Command::shell(script);
-        for (k, v) in self.env.iter() {
+        let script = self
+            .script(req.vars, req.model)
+            .map_err(TaskError::failed)?;
+        let mut cmd = Command::shell(script.text);
+        for (k, v) in self.env.iter().chain(&script.env) {
             cmd = cmd.env(k, v);
         }
         let cmd = cmd

@@ -528,20 +528,61 @@ fn command_values_are_words_never_code() {
         "each value is one argument, as written"
     );
 
-    // Raw on request; quotes around a placeholder are refused before anything runs.
+    // Raw on request; a placeholder inside quotes is a word of that quoted text.
     std::fs::remove_file(p.path().join("out.csv")).unwrap();
     let raw = Project::create("unused", "provider,model,args\ncommand,m,a b\n");
     let out = run_run(&raw, &["--command", "printf '%s|' {{ args | safe }}"], None);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(&raw.results()[0][8], "a|b|");
     std::fs::remove_file(raw.path().join("out.csv")).unwrap();
-    let out = run_run(&raw, &["--command", "echo '{{ args }}'"], None);
+    let out = run_run(&raw, &["--command", "echo '<{{ args }}>'"], None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(&raw.results()[0][8], "<a b>");
+}
+
+/// Issue 27: the values of a row never run as code, whatever quotes or filters surround them.
+#[test]
+fn command_values_stay_data_inside_quotes_and_through_filters() {
+    let p = Project::create(
+        "unused",
+        "provider,model,t\ncommand,m,$(touch PWNED)\ncommand,m,x;touch PWNED2\ncommand,m,'; touch PWNED3; '\n",
+    );
+    for template in [
+        "echo \"t= {{t}}\"",
+        "echo {{ t | e }}",
+        "echo {{ t | string }}",
+        "echo 't={{ t }}'",
+        "echo \"$(printf '%s' {{ t | trim }})\"",
+    ] {
+        let _ = std::fs::remove_file(p.path().join("out.csv"));
+        let out = run_run(&p, &["--command", template], None);
+        assert_eq!(out.code, Some(0), "{template}: {}", out.stderr);
+        for f in ["PWNED", "PWNED2", "PWNED3"] {
+            assert!(
+                !p.path().join(f).exists(),
+                "{template}: a value ran as code"
+            );
+        }
+        let outputs: Vec<String> = p.results().iter().map(|r| r[8].to_owned()).collect();
+        assert!(
+            outputs.iter().any(|o| o.contains("$(touch PWNED)")),
+            "{template}: the value is printed as written: {outputs:?}"
+        );
+    }
+    // Where no quoting can keep a value data, the template is refused before any row runs,
+    // naming the placeholder.
+    let _ = std::fs::remove_file(p.path().join("out.csv"));
+    let out = run_run(&p, &["--command", "echo `echo {{ t }}`"], None);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
-        out.stderr.contains("placeholder inside quotes"),
+        out.stderr.contains(
+            "--command line 1, column 12 ({{ t }}): the placeholder is inside backticks: \
+             write $(...) instead of `...`"
+        ),
         "{}",
         out.stderr
     );
+    assert!(!p.path().join("out.csv").exists(), "nothing ran");
 }
 
 #[test]

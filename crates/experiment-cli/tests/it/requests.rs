@@ -197,7 +197,9 @@ fn a_dry_run_shows_every_prompt_and_sends_nothing() {
     );
     assert!(
         out.stdout.contains(
-            "line 4: command/m, topic=owls, reader=vets (a command) ---\necho owls vets\n"
+            "line 4: command/m, topic=owls, reader=vets (a command) ---\n\
+             echo \"${PARALLAMR_V1}\" \"${PARALLAMR_V2}\"\n  with PARALLAMR_V1=owls\n  \
+             with PARALLAMR_V2=vets\n"
         ),
         "{}",
         out.stdout
