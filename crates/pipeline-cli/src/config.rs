@@ -149,6 +149,8 @@ pub(crate) struct Job {
     pub(crate) env: BTreeMap<String, String>,
     /// Relative to the project folder.
     pub(crate) cwd: Option<PathBuf>,
+    /// `outside_project = true`: a payload value may make `cwd` a folder outside the project.
+    pub(crate) outside_project: bool,
     /// Where it was defined, for `lorchestra jobs`.
     pub(crate) defined_in: PathBuf,
     /// The jobs it needs, as written.
@@ -204,6 +206,14 @@ impl Job {
         }
         if let Some(cwd) = &self.cwd {
             field("cwd", &cwd.to_string_lossy());
+        }
+        // A command reads its values from the environment: an iteration's item is part of
+        // what it does.
+        if let Some(it) = &self.iteration {
+            field(
+                "payload",
+                &serde_json::to_string(&it.payload).expect("a payload serializes"),
+            );
         }
         h.finalize()[..12].iter().fold(String::new(), |mut hex, b| {
             use std::fmt::Write;
@@ -312,6 +322,8 @@ struct RawJob {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<PathBuf>,
+    #[serde(default)]
+    outside_project: bool,
     backend: Option<Backend>,
     slurm: Option<RawSlurm>,
     #[serde(default)]
@@ -671,6 +683,7 @@ impl Project {
                 retries: 0,
                 env: BTreeMap::new(),
                 cwd: None,
+                outside_project: false,
                 defined_in: file.to_path_buf(),
                 needs: Vec::new(),
                 inputs: Vec::new(),
@@ -746,6 +759,7 @@ impl Project {
             retries: raw.retries,
             env: raw.env,
             cwd: raw.cwd,
+            outside_project: raw.outside_project,
             defined_in,
             needs: raw.needs,
             inputs: raw.inputs,

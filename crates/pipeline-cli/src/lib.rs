@@ -20,6 +20,7 @@ mod graph;
 mod looping;
 mod output;
 mod payload;
+mod placeholders;
 mod report;
 mod run;
 mod store;

@@ -105,8 +105,14 @@ pub(crate) fn expand(
         for template in &l.jobs {
             let mut job = template.clone();
             job.id = format!("{}[{name}]", template.id);
-            payload::apply_to_job(&mut job, &item_payload)
-                .map_err(|key| format!("item {i}: {} uses {{{{payload.{key}}}}}", template.id))?;
+            crate::placeholders::fill(&mut job, &item_payload).map_err(|why| {
+                format!(
+                    "item {i}: {} uses {{{{payload.{}}}}} {}",
+                    template.id,
+                    why.key(),
+                    why.why()
+                )
+            })?;
             job.iteration = Some(Iteration {
                 of: template.id.clone(),
                 payload: item_payload.clone(),

@@ -2,16 +2,16 @@
 //! kept in its record (a resumed run reuses them), handed to every job as environment
 //! variables and through `{{payload.KEY}}` placeholders in `command`, `env` and `cwd`.
 //!
-//! A placeholder never lets a value run as code: in a string command (run with `sh -c`) the
-//! value is shell-quoted; in an array command it is (part of) one argument.
+//! A placeholder never lets a value run as code: see `placeholders.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::config::{Job, Pipeline, Run};
+use crate::config::{Job, Pipeline};
+use crate::placeholders::Unfilled;
 
 /// Key -> value.
 pub(crate) type Payload = BTreeMap<String, Value>;
@@ -107,26 +107,34 @@ pub(crate) fn env(payload: &Payload) -> Vec<(String, String)> {
     vars
 }
 
-/// Replace the `{{payload.KEY}}` placeholders of every job of `pipeline` with the payload's
-/// values (see the module's notes on quoting). A placeholder naming a key the payload does not
-/// have is an error naming the file, the job and the key. Other `{{ ... }}` are left alone.
+/// Fill the `{{payload.KEY}}` placeholders of every job of `pipeline` with the payload's
+/// values (see `placeholders.rs`). A placeholder naming a key the payload does not have, or
+/// standing where its value would not stay data, is an error naming the file, the line, the
+/// job and the key. Other `{{ ... }}` are left alone.
 pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
-    // A loop's jobs are resolved per item; here their placeholders are checked against the
+    check_keys(payload.keys(), "the payload")?;
+    // A loop's jobs are filled per item; here their placeholders are checked against the
     // keys they will have: the run's and the loop's.
     for stage in &pipeline.stages {
         let Some(l) = &stage.looping else { continue };
         let mut keys = payload.clone();
-        keys.extend(l.payload.keys().map(|k| (k.clone(), Value::Null)));
+        keys.extend(
+            l.payload
+                .keys()
+                .map(|k| (k.clone(), Value::String(String::new()))),
+        );
+        check_keys(keys.keys(), &format!("the loop of stage {:?}", stage.name))?;
         for job in &l.jobs {
-            apply_to_job(&mut job.clone(), &keys).map_err(|key| {
-                anyhow!(
-                    "{}{}: the job {:?} (in the loop of stage {:?}) uses {{{{payload.{key}}}}}, \
-                     but neither the loop's payload nor the run's has it (they have: {})",
-                    job.defined_in.display(),
-                    crate::config::line_of(&job.defined_in, &format!("payload.{key}")),
-                    job.id,
-                    stage.name,
+            crate::placeholders::fill(&mut job.clone(), &keys).map_err(|why| {
+                let have = format!(
+                    "neither the loop's payload nor the run's has it (they have: {})",
                     keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+                unfilled(
+                    job,
+                    &format!(" (in the loop of stage {:?})", stage.name),
+                    &why,
+                    &have,
                 )
             })?;
         }
@@ -140,8 +148,14 @@ pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
                 it.payload.clone_from(&merged);
                 merged
             });
+            if let Some(own) = &own {
+                check_keys(
+                    own.keys(),
+                    &format!("the job {:?} with the run's payload", job.id),
+                )?;
+            }
             let payload = own.as_ref().unwrap_or(payload);
-            apply_to_job(job, payload).map_err(|key| {
+            crate::placeholders::fill(job, payload).map_err(|why| {
                 let have = if payload.is_empty() {
                     "the run has no payload (--payload KEY=VALUE, --payload-file FILE)".to_owned()
                 } else {
@@ -150,109 +164,63 @@ pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
                         payload.keys().cloned().collect::<Vec<_>>().join(", ")
                     )
                 };
-                anyhow!(
-                    "{}{}: the job {:?} uses {{{{payload.{key}}}}}, but {have}",
-                    job.defined_in.display(),
-                    crate::config::line_of(&job.defined_in, &format!("payload.{key}")),
-                    job.id
-                )
+                unfilled(job, "", &why, &have)
             })?;
         }
     }
     Ok(())
 }
 
-/// Substitute in one job; the error is the unknown key. Text without `{{` is not touched.
-pub(crate) fn apply_to_job(job: &mut Job, payload: &Payload) -> Result<(), String> {
-    let in_place = |text: &mut String, quote: bool| -> Result<(), String> {
-        if text.contains("{{") {
-            *text = substitute(text, payload, quote)?;
-        }
-        Ok(())
+/// The error for a job whose placeholder cannot be filled: file, line, job and key.
+fn unfilled(job: &Job, context: &str, why: &Unfilled, have: &str) -> anyhow::Error {
+    let key = why.key();
+    let why = match why {
+        Unfilled::Unknown(_) => format!(", but {have}"),
+        other => format!(" {}", other.why()),
     };
-    match &mut job.run {
-        Run::Shell(s) => in_place(s, true)?,
-        Run::Argv(a) => {
-            for arg in a {
-                in_place(arg, false)?;
-            }
-        }
-        Run::Pipeline(_) => {}
-    }
-    for v in job.env.values_mut() {
-        in_place(v, false)?;
-    }
-    if let Some(cwd) = &job.cwd {
-        let mut text = cwd.to_string_lossy().into_owned();
-        if text.contains("{{") {
-            in_place(&mut text, false)?;
-            job.cwd = Some(PathBuf::from(text));
+    anyhow!(
+        "{}{}: the job {:?}{context} uses {{{{payload.{key}}}}}{why}",
+        job.defined_in.display(),
+        crate::config::line_of(&job.defined_in, &format!("payload.{key}")),
+        job.id
+    )
+}
+
+/// Keys that would name the same variable (`id` and `ID` both `LORCHESTRA_PAYLOAD_ID`) are an
+/// error naming both.
+pub(crate) fn check_keys<'a>(keys: impl Iterator<Item = &'a String>, whose: &str) -> Result<()> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for key in keys {
+        if let Some(other) = seen.insert(key.to_ascii_uppercase(), key) {
+            bail!(
+                "{whose} has the keys {other:?} and {key:?}, which differ only in case: a job \
+                 gets both as the variable {}; rename one",
+                crate::placeholders::variable(key)
+            );
         }
     }
     Ok(())
-}
-
-/// `text` with each `{{payload.KEY}}` (spaces inside the braces allowed) replaced by the value,
-/// shell-quoted if `quote`.
-fn substitute(text: &str, payload: &Payload, quote: bool) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else {
-            break;
-        };
-        let inner = rest[start + 2..start + 2 + len].trim();
-        out.push_str(&rest[..start]);
-        match inner.strip_prefix("payload.") {
-            Some(key) => {
-                let value = payload.get(key).ok_or_else(|| key.to_owned())?;
-                let value = self::text(value);
-                if quote {
-                    out.push_str(&fanout::process::shell_quote(&value));
-                } else {
-                    out.push_str(&value);
-                }
-            }
-            // Not ours (a Go template, docker's --format): as written.
-            None => out.push_str(&rest[start..start + 2 + len + 2]),
-        }
-        rest = &rest[start + 2 + len + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn keys_that_differ_only_in_case_are_refused() {
+        let p = from_args(&["id=1".to_owned(), "ID=2".to_owned()], None).unwrap();
+        let err = check_keys(p.keys(), "the payload").unwrap_err().to_string();
+        assert!(
+            err.contains("\"ID\" and \"id\", which differ only in case"),
+            "{err}"
+        );
+    }
+
     fn payload(pairs: &[(&str, &str)]) -> Payload {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
             .collect()
-    }
-
-    #[test]
-    fn placeholders_are_quoted_for_the_shell_and_other_braces_stay() {
-        let p = payload(&[("id", "'; touch x"), ("m", "gpt")]);
-        assert_eq!(
-            substitute("echo {{payload.id}} {{ payload.m }}", &p, true).unwrap(),
-            "echo ''\\''; touch x' gpt"
-        );
-        assert_eq!(
-            substitute("--id={{payload.id}}", &p, false).unwrap(),
-            "--id='; touch x"
-        );
-        assert_eq!(
-            substitute("docker ps --format '{{.ID}}' {{payload.m}}", &p, true).unwrap(),
-            "docker ps --format '{{.ID}}' gpt"
-        );
-        assert_eq!(
-            substitute("{{payload.nope}}", &p, true).unwrap_err(),
-            "nope"
-        );
-        assert_eq!(substitute("open {{ end", &p, true).unwrap(), "open {{ end");
     }
 
     #[test]

@@ -1231,6 +1231,18 @@ pub(crate) fn print_plan(
                 format!("  [{}]", extra.join(", "))
             };
             println!("  {}: {}{extra}", job.id, job.run.display());
+            // A matrix's job reads its own values from its environment: show them.
+            if let Some(it) = &job.iteration {
+                let own: Vec<String> = it
+                    .payload
+                    .iter()
+                    .filter(|(k, v)| opts.payload.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k}={}", crate::payload::text(v)))
+                    .collect();
+                if !own.is_empty() {
+                    println!("    with {}", own.join(", "));
+                }
+            }
             if let Some(v) = &verdicts {
                 match &v[fi] {
                     Verdict::UpToDate => println!("    up to date"),

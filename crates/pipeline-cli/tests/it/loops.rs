@@ -382,7 +382,14 @@ matrix_from = { json = "accounts.json" }
         }
     }
     let plan = p.run(&["pipeline", "m", "--dry-run"]).stdout;
-    assert!(plan.contains("  sync[4,us]: echo sync 4 us"), "{plan}");
+    assert!(
+        plan.contains(
+            "  sync[4,us]: echo sync \"${LORCHESTRA_PAYLOAD_ACCOUNT}\" \
+             \"${LORCHESTRA_PAYLOAD_REGION}\" $LORCHESTRA_PAYLOAD_REGION >> ran\n    \
+             with account=4, region=us\n"
+        ),
+        "{plan}"
+    );
 }
 
 #[test]
