@@ -86,6 +86,30 @@ pub(crate) struct Loop {
     pub(crate) expanded: bool,
 }
 
+/// `pipeline.<name>` as a job: this program run on that pipeline (see `run.rs`).
+fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
+    Job {
+        id: id.to_owned(),
+        run: Run::Pipeline(nested.to_owned()),
+        // The nested lorchestra runs here; its own jobs say where they run.
+        backend: Some(Backend::Local),
+        slurm: fanout::Slurm::default(),
+        launcher: fanout::Launcher::Local,
+        timeout: None,
+        retries: 0,
+        env: BTreeMap::new(),
+        cwd: None,
+        outside_project: false,
+        defined_in: file.to_path_buf(),
+        needs: Vec::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        output: crate::output::OutputFrom::File,
+        iteration: None,
+        matrix: Vec::new(),
+    }
+}
+
 /// `@run.JOB.a.0.b`, `@item.a`, `@payload.KEY`: a value named by where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reference {
@@ -672,26 +696,7 @@ impl Project {
                     file.display()
                 );
             }
-            return Ok(Job {
-                id: id.to_owned(),
-                run: Run::Pipeline(nested.to_owned()),
-                // The nested lorchestra runs here; its own jobs say where they run.
-                backend: Some(Backend::Local),
-                slurm: fanout::Slurm::default(),
-                launcher: fanout::Launcher::Local,
-                timeout: None,
-                retries: 0,
-                env: BTreeMap::new(),
-                cwd: None,
-                outside_project: false,
-                defined_in: file.to_path_buf(),
-                needs: Vec::new(),
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-                output: crate::output::OutputFrom::File,
-                iteration: None,
-                matrix: Vec::new(),
-            });
+            return Ok(nested_job(id, nested, file));
         }
         let (raw, defined_in) = if let Some(raw) = inline.get(id) {
             (raw.clone(), file.to_path_buf())

@@ -95,7 +95,7 @@ pub(crate) fn fill(job: &mut Job, payload: &Payload) -> Result<(), Unfilled> {
                 *arg = match code {
                     Some((at, None)) if at == i => shell(arg, payload)?,
                     Some((at, Some(program))) if at == i => {
-                        if let Some(key) = parts(arg).find_map(|p| p.err()) {
+                        if let Some(key) = first_key(arg) {
                             return Err(Unfilled::Code {
                                 key: key.to_owned(),
                                 program: program.to_owned(),
@@ -111,7 +111,7 @@ pub(crate) fn fill(job: &mut Job, payload: &Payload) -> Result<(), Unfilled> {
     }
     for (name, value) in &mut job.env {
         if value.contains("{{") {
-            if let (Some(key), true) = (parts(value).find_map(|p| p.err()), runs_code(name)) {
+            if let (Some(key), true) = (first_key(value), runs_code(name)) {
                 return Err(Unfilled::Variable {
                     key: key.to_owned(),
                     var: name.clone(),
@@ -125,7 +125,7 @@ pub(crate) fn fill(job: &mut Job, payload: &Payload) -> Result<(), Unfilled> {
         if written.contains("{{") {
             let filled = PathBuf::from(raw(&written, payload)?);
             if !job.outside_project && leaves(&filled) {
-                let key = parts(&written).find_map(|p| p.err()).unwrap_or_default();
+                let key = first_key(&written).unwrap_or_default();
                 return Err(Unfilled::Outside {
                     key: key.to_owned(),
                     cwd: filled,
@@ -166,6 +166,11 @@ fn parts(text: &str) -> impl Iterator<Item = Result<&str, &str>> {
         }
         Some(Ok(std::mem::take(&mut rest)))
     })
+}
+
+/// The key of the first placeholder of `text`.
+fn first_key(text: &str) -> Option<&str> {
+    parts(text).find_map(Result::err)
 }
 
 fn value<'a>(payload: &'a Payload, key: &str) -> Result<&'a Value, Unfilled> {

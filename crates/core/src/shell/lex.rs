@@ -426,6 +426,31 @@ impl<'a> Lexer<'a> {
         (j.max(from + 1).min(self.s.len().max(from)), After::Nothing)
     }
 
+    /// A redirection operator at `i` (`c`, then `n1`, `n2`): it ends a word, and the next
+    /// word is its target (`2>`: the word `2`, no matter); after `<<`, a here-document's
+    /// delimiter.
+    fn redirection(&mut self, i: usize, c: u8, n1: u8, n2: u8) -> (usize, After) {
+        let Some(Frame::Code(code)) = self.stack.last_mut() else {
+            unreachable!("called in code")
+        };
+        code.end_word();
+        if c == b'<' && n1 == b'<' && n2 != b'<' {
+            let strip_tabs = n2 == b'-';
+            return self.delimiter(i + if strip_tabs { 3 } else { 2 }, strip_tabs);
+        }
+        code.redirect = true;
+        let n = if matches!(n1, b'<' | b'>' | b'&' | b'|') {
+            if matches!(n2, b'<' | b'>' | b'&' | b'|') {
+                3
+            } else {
+                2
+            }
+        } else {
+            1
+        };
+        (i + n, After::Nothing)
+    }
+
     fn code_step(&mut self, i: usize) -> (usize, After) {
         let c = self.s[i];
         let (n1, n2) = (self.at(i + 1), self.at(i + 2));
@@ -510,27 +535,7 @@ impl<'a> Lexer<'a> {
                 code.end_command();
                 (i + 1, After::Nothing)
             }
-            b'<' if n1 == b'<' && n2 != b'<' => {
-                code.end_word();
-                let strip_tabs = n2 == b'-';
-                self.delimiter(i + if strip_tabs { 3 } else { 2 }, strip_tabs)
-            }
-            b'<' | b'>' => {
-                // A redirection: its operator ends a word (`2>`: the word `2`, no matter), and
-                // the next word is its target.
-                code.end_word();
-                code.redirect = true;
-                let n = if matches!(n1, b'<' | b'>' | b'&' | b'|') {
-                    if matches!(n2, b'<' | b'>' | b'&' | b'|') {
-                        3
-                    } else {
-                        2
-                    }
-                } else {
-                    1
-                };
-                (i + n, After::Nothing)
-            }
+            b'<' | b'>' => self.redirection(i, c, n1, n2),
             _ => {
                 code.word().literal(ch, false);
                 (i + len, After::Nothing)
