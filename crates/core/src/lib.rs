@@ -49,6 +49,7 @@ pub mod process;
 pub mod reporters;
 pub mod result;
 pub mod retry;
+pub mod runlock;
 pub mod shell;
 pub mod strategy;
 pub mod task;

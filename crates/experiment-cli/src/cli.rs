@@ -109,8 +109,10 @@ pub struct RunCli {
     #[arg(long = "rate", value_name = "NAME=RATE", value_parser = check_rate)]
     pub rates: Vec<String>,
     /// The command template for the command provider, rendered per row and run with sh -c.
-    /// Each value is inserted as one shell word, quoted where needed, so a value never runs as
-    /// code: write `--lr {{lr}}`, not `--lr '{{lr}}'`; `{{ var | safe }}` inserts a value raw
+    /// A value never runs as code, in quotes or not: each becomes a reference to a variable
+    /// holding it (`"${PARALLAMR_V1}"`); a placeholder where none can keep it data (inside
+    /// backticks, after eval...) is refused before anything runs. `{{ var | safe }}` inserts a
+    /// value as code
     #[arg(long, value_name = "TEMPLATE")]
     pub command: Option<String>,
     /// Columns sent as request parameters, not only as template variables (comma-separated;
@@ -150,6 +152,10 @@ pub struct RunCli {
     /// Complete an existing results file: run only the experiments without an ok/warning row
     #[arg(long)]
     pub resume: bool,
+    /// When another parallamr run is writing the same results file, wait for it to end
+    /// (without: refuse, naming its pid)
+    #[arg(long)]
+    pub wait: bool,
     // The shared flags. --backend slurm runs the command provider's experiments as Slurm job
     // steps; HTTP requests are always sent from here.
     #[command(flatten)]

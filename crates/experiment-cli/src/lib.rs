@@ -82,6 +82,11 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 },
                 dry_run: shared.dry_run,
                 resume: r.resume,
+                wait: if r.wait {
+                    fanout::runlock::Wait::Yes
+                } else {
+                    fanout::runlock::Wait::No
+                },
                 report: shared.report.clone(),
             };
             run::run(&args)

@@ -56,6 +56,8 @@ pub(crate) struct RunArgs {
     pub(crate) launcher: fanout::Launcher,
     pub(crate) dry_run: bool,
     pub(crate) resume: bool,
+    /// `--wait`: for another run writing the same results file.
+    pub(crate) wait: fanout::runlock::Wait,
     pub(crate) report: Option<PathBuf>,
     pub(crate) progress: ProgressMode,
     /// Lines of a failure's detail shown under it (`-v`).
@@ -812,7 +814,13 @@ fn open_output<'e>(args: &RunArgs, inputs: &'e Inputs) -> Result<Opened<'e>> {
     if !template.is_template() && files.is_empty() {
         files.push(template.raw().to_owned());
     }
-    let (out, mut done) = Outputs::open(&files, header, args.resume, flatten_columns(args))?;
+    let (out, mut done) = Outputs::open(
+        &files,
+        header,
+        args.resume,
+        flatten_columns(args),
+        args.wait,
+    )?;
     let mut placeless = vec![false; experiments.rows.len()];
     for (e, _) in &unplaced {
         placeless[e.index] = true;

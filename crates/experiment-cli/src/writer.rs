@@ -12,7 +12,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use fanout::runlock::{RunLock, RunLockError, Wait};
 
 /// The columns after the variables, in order.
 pub(crate) const RESULT_COLUMNS: [&str; 9] = [
@@ -409,6 +410,28 @@ impl Flattening {
     }
 }
 
+/// The lock of the results file `path`: `.NAME.lock` in its folder.
+fn lock(path: &Path, wait: Wait) -> Result<RunLock> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "results".into(), |n| n.to_string_lossy().into_owned());
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+    RunLock::acquire(&folder.join(format!(".{name}.lock")), "parallamr run", wait).map_err(|e| {
+        match e {
+            RunLockError::Held { holder, .. } => anyhow!(
+                "{} is being written by another run: {holder}; wait for it to end (or pass \
+                 --wait), or write elsewhere with -o",
+                path.display()
+            ),
+            other @ RunLockError::Io { .. } => anyhow!(other),
+        }
+    })
+}
+
 /// The last column of a flattened CSV: the answer's keys that have no column of their own.
 pub(crate) const EXTRA: &str = "json_extra";
 
@@ -417,6 +440,8 @@ pub(crate) const EXTRA: &str = "json_extra";
 pub(crate) struct Outputs {
     header: Vec<String>,
     sinks: Vec<Sink>,
+    /// One run at a time per results file: held until the run ends.
+    _locks: Vec<RunLock>,
     /// With `--flatten`: the answer's columns, and the rows waiting for them.
     flat: Option<Flat>,
 }
@@ -446,6 +471,7 @@ impl Outputs {
         let mut out = Outputs {
             header,
             sinks: vec![sink],
+            _locks: Vec::new(),
             flat,
         };
         out.head_all()?;
@@ -454,13 +480,20 @@ impl Outputs {
 
     /// Open `paths` (each once, in this order): new files, or with `resume` existing ones
     /// completed. Without `resume`, nothing is created if any of them exists. Returns the
-    /// finished rows of each.
+    /// finished rows of each. Each file is locked for the run first (`.NAME.lock` beside it):
+    /// a second run on it is refused, naming the first, or waits for it (`wait`), so a resume
+    /// never replaces a file another run is still appending to.
     pub(crate) fn open(
         paths: &[PathBuf],
         header: Vec<String>,
         resume: bool,
         flatten: Flattening,
+        wait: Wait,
     ) -> Result<(Self, Vec<Done>)> {
+        let locks = paths
+            .iter()
+            .map(|p| lock(p, wait))
+            .collect::<Result<Vec<_>>>()?;
         if !resume && let Some(p) = paths.iter().find(|p| p.exists()) {
             return Err(already_exists(p));
         }
@@ -495,6 +528,7 @@ impl Outputs {
         let mut out = Outputs {
             header,
             sinks,
+            _locks: locks,
             flat,
         };
         out.head_all()?;

@@ -121,6 +121,11 @@ pub struct ExportArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// When another export-nb run (or watch) is using the output folder, wait for it to end
+    /// (without: refuse, naming its pid)
+    #[arg(long)]
+    pub wait: bool,
+
     /// Where pages load marimo's frontend from: `local` copies it once into the site
     /// (`_marimo/<version>/`, about 27 MB), so pages work without internet access from any web
     /// server; `cdn` leaves pages as marimo writes them, loading it from cdn.jsdelivr.net (they

@@ -80,6 +80,8 @@ pub(crate) struct Settings {
     pub(crate) title: String,
     pub(crate) exclude: GlobSet,
     pub(crate) force: bool,
+    /// `--wait`: for another run using the output folder.
+    pub(crate) wait: fanout::runlock::Wait,
     /// Where pages load marimo's frontend from.
     pub(crate) assets: Assets,
     pub(crate) dry_run: bool,
@@ -146,6 +148,23 @@ fn read_pyproject(dir: &Path) -> Result<(FileSettings, Option<PathBuf>)> {
 }
 
 impl Settings {
+    /// One run at a time on the output folder (`<output>/.export-nb/lock`), held until the
+    /// returned lock is dropped: a second run is refused naming the first, or waits (`--wait`).
+    pub(crate) fn lock_output(&self, what: &str) -> Result<fanout::runlock::RunLock> {
+        use fanout::runlock::{RunLock, RunLockError};
+        let state = self.output.join(crate::manifest::STATE_DIR);
+        std::fs::create_dir_all(&state)
+            .with_context(|| format!("creating the output folder {}", self.output.display()))?;
+        RunLock::acquire(&state.join("lock"), what, self.wait).map_err(|e| match e {
+            RunLockError::Held { holder, .. } => anyhow::anyhow!(
+                "the output folder {} is in use by another export-nb: {holder}; wait for it to \
+                 end (or pass --wait), or export to another folder with -o",
+                self.output.display()
+            ),
+            other @ RunLockError::Io { .. } => anyhow::anyhow!(other),
+        })
+    }
+
     /// Merge the flags with `./pyproject.toml` (flags win) and validate.
     pub(crate) fn from_args(cli: ExportArgs) -> Result<Self> {
         Self::from_args_in(cli, Path::new("."))
@@ -221,6 +240,11 @@ impl Settings {
                 .unwrap_or_else(|| "Notebooks".to_owned()),
             exclude: globs.build().context("building the --exclude patterns")?,
             force: cli.force,
+            wait: if cli.wait {
+                fanout::runlock::Wait::Yes
+            } else {
+                fanout::runlock::Wait::No
+            },
             assets: cli.assets.or(file.assets).unwrap_or(Assets::Local),
             dry_run: cli.run.dry_run,
             progress: cli.run.progress(),

@@ -89,7 +89,14 @@ pub fn run(cli: Cli) -> ExitStatus {
 }
 
 fn plan_and_run(cli: Cli) -> Result<ExitStatus> {
-    let plan = Plan::prepare(Settings::from_args(cli.export).usage()?).usage()?;
+    let settings = Settings::from_args(cli.export).usage()?;
+    // The manifest is read, compared and written under the lock (a dry run only reads).
+    let _lock = if settings.dry_run {
+        None
+    } else {
+        Some(settings.lock_output("export-nb").usage()?)
+    };
+    let plan = Plan::prepare(settings).usage()?;
     if plan.settings.dry_run {
         plan.print_commands();
         return Ok(ExitStatus::Success);

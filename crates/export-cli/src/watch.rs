@@ -61,32 +61,12 @@ pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
         Some(addr) => Some(crate::serve::SiteServer::start(&settings.output, addr).usage()?),
         None => None,
     };
+    // Held for the whole watch: a plain export of the same folder waits or is refused.
+    let mut _lock = settings.lock_output("export-nb watch").usage()?;
     let interrupt = fanout::install_interrupt_handler()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
     let pyproject =
         std::path::absolute("pyproject.toml").unwrap_or_else(|_| "pyproject.toml".into());
-    for source in &settings.sources {
-        watcher
-            .watch(&source.folder, RecursiveMode::Recursive)
-            .with_context(|| format!("watching {}", source.folder.display()))?;
-    }
-    // The folder, not the file: an editor replaces a file by renaming another onto it.
-    watcher
-        .watch(Path::new("."), RecursiveMode::NonRecursive)
-        .context("watching the current folder for pyproject.toml")?;
-    if let Some(template) = &settings.template
-        && let Some(folder) = template.parent()
-    {
-        let folder = if folder.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            folder
-        };
-        watcher
-            .watch(folder, RecursiveMode::NonRecursive)
-            .with_context(|| format!("watching {}", folder.display()))?;
-    }
+    let (_watcher, rx) = start_watcher(&settings)?;
     let folders: Vec<String> = settings
         .sources
         .iter()
@@ -126,6 +106,17 @@ pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
         if changed.settings {
             match load() {
                 Ok(new) => {
+                    if new.output != settings.output {
+                        match new.lock_output("export-nb watch") {
+                            Ok(l) => _lock = l,
+                            Err(e) => {
+                                eprintln!(
+                                    "export-nb: {e:#}\nexport-nb: keeping the last good settings"
+                                );
+                                continue;
+                            }
+                        }
+                    }
                     settings = new;
                     envs = None;
                 }
@@ -133,6 +124,35 @@ pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
             }
         }
     }
+}
+
+/// A file watcher on the notebook folders, the current folder (for `pyproject.toml`) and the
+/// index template's folder; its events arrive on the receiver.
+fn start_watcher(settings: &Settings) -> Result<(notify::RecommendedWatcher, Events)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
+    for source in &settings.sources {
+        watcher
+            .watch(&source.folder, RecursiveMode::Recursive)
+            .with_context(|| format!("watching {}", source.folder.display()))?;
+    }
+    // The folder, not the file: an editor replaces a file by renaming another onto it.
+    watcher
+        .watch(Path::new("."), RecursiveMode::NonRecursive)
+        .context("watching the current folder for pyproject.toml")?;
+    if let Some(template) = &settings.template
+        && let Some(folder) = template.parent()
+    {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        watcher
+            .watch(folder, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", folder.display()))?;
+    }
+    Ok((watcher, rx))
 }
 
 /// What changed since the last round.

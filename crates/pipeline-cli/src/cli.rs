@@ -87,12 +87,17 @@ pub enum Commands {
         explain: bool,
         /// A value for the jobs (repeatable): in their environment as
         /// `LORCHESTRA_PAYLOAD_<KEY>` (and all of them as JSON in `LORCHESTRA_PAYLOAD`), and in
-        /// `{{payload.KEY}}` in a job's command, env and cwd (shell-quoted in a string command)
+        /// `{{payload.KEY}}` in a job's command, env and cwd (in a command, a reference to that
+        /// variable: a value never runs as code)
         #[arg(long = "payload", value_name = "KEY=VALUE")]
         payload: Vec<String>,
         /// Payload values from a JSON object; --payload values win over it
         #[arg(long, value_name = "FILE.json")]
         payload_file: Option<PathBuf>,
+        /// When another lorchestra run is using the project, wait for it to end (without:
+        /// refuse, naming its pid)
+        #[arg(long)]
+        wait: bool,
     },
     /// Print a pipeline's jobs and what each waits for
     #[command(

@@ -52,8 +52,16 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             explain,
             payload,
             payload_file,
+            wait,
         } => {
             let mut opts = run::RunOptions::from_args(&run, halt, run::Force::from_arg(force))?;
+            // One run at a time per project: the lock is taken before the run to resume is read,
+            // else once the input is judged (bad input leaves nothing behind).
+            let reads_only = run.dry_run || explain;
+            let mut lock = None;
+            if resume.is_some() && !reads_only && project.at(".lorchestra").is_dir() {
+                lock = run::lock_project(&project, wait).usage()?;
+            }
             // The run to resume is read once: its payload, its record, its iterations.
             opts.resumed = resume
                 .map(|id| store::load(&project.at(""), &id))
@@ -74,11 +82,11 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             let mut pipeline = project.load(&pipeline).usage()?;
             payload::apply(&mut pipeline, &opts.payload).usage()?;
             run::settle(&mut pipeline, &opts);
-            if run.dry_run || explain {
+            if reads_only {
                 run::print_plan(&project, &pipeline, &opts, explain)?;
                 return Ok(ExitStatus::Success);
             }
-            run::run(&project, &pipeline, &opts)
+            run::run(&project, &pipeline, &opts, run::Lock { held: lock, wait })
         }
         Commands::Graph { pipeline, dot } => {
             let p = project.load(&pipeline).usage()?;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use fanout::runlock::{RunLock, RunLockError, Wait};
 use fanout::{
     CancelReason, CancelToken, Command, Event, ExitStatus, FailurePolicy, Launcher, MaxWorkers,
     Pool, PoolConfig, ProcessRunner, ProgressMode, RetryPolicy, Sink, Task, TaskError,
@@ -191,10 +192,19 @@ pub(crate) const REPORT_FILE: &str = "report.json";
     clippy::too_many_lines,
     reason = "a run's whole life: its record, its segments between loop stages, its end"
 )]
-pub(crate) fn run(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<ExitStatus> {
+pub(crate) fn run(
+    project: &Project,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    project_lock: Lock,
+) -> Result<ExitStatus> {
     let (record, done) = checked_record(pipeline, opts)?;
     // Checked before anything runs; computed again as loop stages are expanded.
     opts.force.forced(pipeline).usage()?;
+    let _lock = match project_lock.held {
+        Some(held) => Some(held),
+        None => lock_project(project, project_lock.wait).usage()?,
+    };
     let run_id = record.run_id.clone();
     let run_dir = store::run_dir(&project.at(""), &run_id);
     for sub in ["logs", "outputs"] {
@@ -1030,6 +1040,35 @@ const PAYLOAD_FILE: &str = "payload.json";
 
 /// Set for a nested pipeline's lorchestra: the file it writes its run id to.
 const NESTED_RUN_FILE: &str = "LORCHESTRA_NESTED_RUN_FILE";
+
+/// The project's lock: already held (taken before the run to resume was read), or to take once
+/// the input is judged, waiting for another run or not (`--wait`).
+#[derive(Debug)]
+pub(crate) struct Lock {
+    pub(crate) held: Option<RunLock>,
+    pub(crate) wait: bool,
+}
+
+/// One run at a time per project (`.lorchestra/lock`): the cache and a run's record have one
+/// writer. A second run is refused naming the first, or waits (`--wait`). A nested pipeline's
+/// run is its parent's job and runs under the parent's lock.
+pub(crate) fn lock_project(project: &Project, wait: bool) -> Result<Option<RunLock>> {
+    if std::env::var_os(NESTED_RUN_FILE).is_some() {
+        return Ok(None);
+    }
+    let state = project.at(".lorchestra");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let wait = if wait { Wait::Yes } else { Wait::No };
+    match RunLock::acquire(&state.join("lock"), "lorchestra pipeline", wait) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(RunLockError::Held { holder, .. }) => Err(anyhow!(
+            "another lorchestra run is using the project {}: {holder}; wait for it to end (or \
+             pass --wait)",
+            project.dir.display()
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
 
 /// Run as a nested pipeline: tell the parent run which run this is, so it can resume it.
 fn tell_the_parent_run(run_id: &str) -> Result<()> {

@@ -772,6 +772,7 @@ mod cache;
 mod costs;
 mod flatten;
 mod outputs;
+mod promises;
 mod rates;
 mod requests;
 mod snapshots;

@@ -168,6 +168,56 @@ fn watch_exports_what_changed_once_per_burst_until_ctrl_c() {
     }
 }
 
+/// Issue 27: a watch and a plain export on one output folder used to delete each other's
+/// temporary files and overwrite each other's manifest; the folder is now one run's at a time.
+#[test]
+fn a_plain_export_is_refused_while_watch_holds_the_output_folder_or_waits_with_wait() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook("a"));
+    let w = Watching::start(&p, &["--no-progress", "notebooks"]);
+    w.wait_for_round(1);
+    let out = p.run(&["--no-progress", "notebooks"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let expected = format!(
+        "the output folder _site is in use by another export-nb: pid {} (export-nb watch), \
+         started",
+        w.child.id()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(p.exists("_site/notebooks/a.html"), "the watch's page stays");
+
+    // With --wait, the export runs once the watch has ended.
+    let waiting = {
+        let path = testkit::path_with(&p.path().join("bin"));
+        testkit::command(crate::BIN)
+            .args(["--no-progress", "--wait", "notebooks"])
+            .current_dir(p.path())
+            .env("PATH", path)
+            .env("FAKE_UVX_LOG", p.path().join("calls.log"))
+            .env("FAKE_UVX_DIR", p.path())
+            .env("XDG_CACHE_HOME", p.path().join("cache"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    w.wait_until("the second run to wait", || {
+        std::fs::read_to_string(format!("/proc/{}/wchan", waiting.id()))
+            .is_ok_and(|c| c.starts_with("locks_") || c.contains("flock"))
+    });
+    assert_eq!(w.interrupt(), Some(130));
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !p.exists("_site/.export-nb/lock"),
+        "the lock went with the run"
+    );
+}
+
 #[test]
 fn a_notebook_changed_while_it_exports_is_stopped_and_exported_again() {
     let p = Project::with_fake_uvx();
@@ -263,8 +313,17 @@ fn serve_answers_pages_with_the_reload_script_and_nothing_outside_the_site() {
     assert_eq!(status, 404);
     assert!(body.contains(r#"<a href="/index.html">"#), "{body}");
 
-    // The port taken: a clear error, exit 2.
-    let taken = p.run_with(&["watch", &format!("--serve=127.0.0.1:{port}")], &[]);
+    // The port taken: a clear error, exit 2 (another output folder: this one is the first
+    // watch's).
+    let taken = p.run_with(
+        &[
+            "watch",
+            "-o",
+            "_other",
+            &format!("--serve=127.0.0.1:{port}"),
+        ],
+        &[],
+    );
     assert_eq!(taken.code, Some(2), "{}", taken.stderr);
     assert!(
         taken

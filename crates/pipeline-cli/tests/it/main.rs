@@ -5,6 +5,7 @@ mod browser;
 mod loops;
 mod outputs;
 mod payload;
+mod promises;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 mod snapshots;
