@@ -78,11 +78,16 @@ struct Definition {
     payload: String,
 }
 
-/// A file's size and modification time when it was hashed, and the hash.
+/// A file's size, modification time and inode when it was hashed, and the hash. Symbolic
+/// links are followed (git-annex, DVC and DataLad keep data behind them): the stamp is the
+/// target's, and a link pointed at another file has another inode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Stamp {
     size: u64,
     mtime_ns: u64,
+    /// Absent in caches written before links were followed: such a stamp reads as changed.
+    #[serde(default)]
+    inode: u64,
     hash: String,
 }
 
@@ -365,12 +370,11 @@ impl Cache {
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
-        let (size, mtime_ns) = stat(&path).map_err(|e| format!("input {rel}: {e}"))?;
+        let (size, mtime_ns, inode) = stat(&path).map_err(|e| format!("input {rel}: {e}"))?;
         {
             let stamps = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(s) = stamps.get(&name)
-                && s.size == size
-                && s.mtime_ns == mtime_ns
+                && (s.size, s.mtime_ns, s.inode) == (size, mtime_ns, inode)
             {
                 return Ok(s.hash.clone());
             }
@@ -381,10 +385,11 @@ impl Cache {
             .checked_sub(SETTLED)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .is_some_and(|t| u128::from(mtime_ns) < t.as_nanos());
-        if settled && stat(&path).is_ok_and(|now| now == (size, mtime_ns)) {
+        if settled && stat(&path).is_ok_and(|now| now == (size, mtime_ns, inode)) {
             let stamp = Stamp {
                 size,
                 mtime_ns,
+                inode,
                 hash: hash.clone(),
             };
             self.stamps
@@ -410,13 +415,15 @@ pub(crate) fn first_reason(forced: bool, new: bool, deps: &[DepState]) -> Option
         .find_map(|d| d.runs.as_ref().map(|r| format!("depends on {r}")))
 }
 
-fn stat(path: &Path) -> std::io::Result<(u64, u64)> {
+/// Size, modification time and inode of a file, a link's target's for a link.
+fn stat(path: &Path) -> std::io::Result<(u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
     let mtime = meta
         .modified()?
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    Ok((meta.len(), mtime))
+    Ok((meta.len(), mtime, meta.ino()))
 }
 
 fn hash_file(path: &Path) -> std::io::Result<String> {
@@ -595,7 +602,10 @@ fn walk(
     matcher: Option<&globset::GlobMatcher>,
     out: &mut HashSet<String>,
 ) {
+    // Links are followed: data kept behind them (git-annex, DVC, DataLad) is an input like
+    // any file; a link loop is an error entry, left out.
     for entry in walkdir::WalkDir::new(from)
+        .follow_links(true)
         .sort_by_file_name()
         .into_iter()
         .filter_map(Result::ok)

@@ -29,11 +29,9 @@ pub(crate) enum OutputFrom {
 
 /// The file job `job_id` of the run in `run_dir` writes its value to.
 pub(crate) fn file(run_dir: &Path, job_id: &str) -> PathBuf {
-    let safe: String = job_id
-        .chars()
-        .map(|c| if c == '/' || c == '\\' { '_' } else { c })
-        .collect();
-    run_dir.join("outputs").join(format!("{safe}.json"))
+    run_dir
+        .join("outputs")
+        .join(format!("{}.json", crate::store::file_stem(job_id)))
 }
 
 /// The value a job that succeeded returned: `None` if it returned none; an error (which fails

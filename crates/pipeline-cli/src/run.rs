@@ -268,7 +268,7 @@ pub(crate) fn run(
     loop {
         if from > 0 && ran.halted_by.is_some() {
             // A loop stage that failed stops the pipeline.
-            not_run_after(&pipeline, from, &writer, &interrupt, &mut ran);
+            not_run_after(&pipeline, from, &writer, &interrupt, &mut ran, &state);
             break;
         }
         let until = (from..pipeline.stages.len())
@@ -297,7 +297,7 @@ pub(crate) fn run(
             break;
         }
         if interrupt.is_cancelled() || ran.halted_by.is_some() {
-            not_run_after(&pipeline, until, &writer, &interrupt, &mut ran);
+            not_run_after(&pipeline, until, &writer, &interrupt, &mut ran, &state);
             break;
         }
         let outputs = lock(&state.outputs).clone();
@@ -350,9 +350,8 @@ pub(crate) fn run(
                 if let Some(l) = pipeline.stages[until].looping.as_mut() {
                     l.expanded = true;
                 }
-                writer.send(Update::Expand {
+                writer.send(Update::Note {
                     stage: until,
-                    jobs: Vec::new(),
                     note: format!("failed: {why}"),
                 });
             }
@@ -683,6 +682,7 @@ fn not_run_after(
     writer: &RecordWriter,
     interrupt: &CancelToken,
     ran: &mut Ran,
+    state: &RunState,
 ) {
     let (status, why) = if interrupt.is_cancelled() {
         (
@@ -700,13 +700,19 @@ fn not_run_after(
     };
     for (si, stage) in pipeline.stages.iter().enumerate().skip(from) {
         if stage.looping.as_ref().is_some_and(|l| !l.expanded) {
-            writer.send(Update::Expand {
+            // A resumed run's record keeps the iterations it had (the next resume skips those
+            // that succeeded); only the note says this run did not reach them.
+            writer.send(Update::Note {
                 stage: si,
-                jobs: Vec::new(),
                 note: format!("not run: {}", why.trim_start_matches("not started: ")),
             });
         }
-        for ji in 0..stage.jobs.len() {
+        let statuses = lock(&state.statuses);
+        for (ji, job) in stage.jobs.iter().enumerate() {
+            // A resumed run's job that succeeded earlier keeps its record.
+            if statuses.get(&job.id) == Some(&JobStatus::Succeeded) {
+                continue;
+            }
             ran.not_started += 1;
             writer.send(Update::not_started(si, ji, status, why.clone()));
         }
@@ -1080,7 +1086,25 @@ fn tell_the_parent_run(run_id: &str) -> Result<()> {
 
 /// Where the nested pipeline run by job `job_id` of the run in `run_dir` notes its run id.
 fn nested_run_file(run_dir: &Path, job_id: &str) -> std::path::PathBuf {
-    run_dir.join("nested").join(format!("{job_id}.run-id"))
+    run_dir
+        .join("nested")
+        .join(format!("{}.run-id", store::file_stem(job_id)))
+}
+
+/// The payload file of a nested pipeline run by job `job_id`: its iteration's payload (a
+/// loop's item over the run's), else the run's.
+fn nested_payload_file(ctx: &RunContext<'_>, job: &Job) -> Result<PathBuf, TaskError> {
+    let Some(it) = &job.iteration else {
+        return Ok(ctx.run_dir.join(PAYLOAD_FILE));
+    };
+    let path = ctx
+        .run_dir
+        .join("nested")
+        .join(format!("{}.payload.json", store::file_stem(&job.id)));
+    let json = serde_json::to_vec(&it.payload).expect("a payload serializes");
+    fanout::fsutil::write_atomic(&path, &json)
+        .map_err(|e| TaskError::failed(format!("cannot write its payload: {e}")))?;
+    Ok(path)
 }
 
 /// Run one attempt of `job`, its output appended to `log`.
@@ -1135,10 +1159,11 @@ fn run_job(
                 nested = nested.arg(format!("--timeout={}", t.as_secs_f64()));
             }
             // A resumed nested run reuses its own record's payload, which is this one.
-            if !ctx.opts.payload.is_empty() && !resumes_nested {
+            let has_payload = !ctx.opts.payload.is_empty() || job.iteration.is_some();
+            if has_payload && !resumes_nested {
                 nested = nested
                     .arg("--payload-file")
-                    .arg(ctx.run_dir.join(PAYLOAD_FILE));
+                    .arg(nested_payload_file(ctx, job)?);
             }
             nested
         }
@@ -1147,12 +1172,10 @@ fn run_job(
         .cwd
         .as_ref()
         .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
-    // Each attempt starts without a value; what the job writes there is its value.
+    // Each attempt starts without a value; what the job writes there is its value. An earlier
+    // attempt, or the killed run a resume continues, may have left one.
     let output_file = output::file(ctx.run_dir, &job.id);
-    if attempt > 1 {
-        // The run's outputs folder starts empty: only a retry can find an earlier value.
-        let _ = std::fs::remove_file(&output_file);
-    }
+    let _ = std::fs::remove_file(&output_file);
     let mut cmd = cmd
         .env(output::ENV, &output_file)
         .launcher(job.launcher.clone())

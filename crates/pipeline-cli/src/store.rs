@@ -172,13 +172,39 @@ impl JobRecord {
     }
 }
 
-/// `logs/<job_id>.log`, with characters that would leave the folder replaced.
+/// `logs/<job_id>.log`, the id made a file name (see [`file_stem`]).
 pub(crate) fn log_name(job_id: &str) -> String {
-    let safe: String = job_id
-        .chars()
-        .map(|c| if c == '/' || c == '\\' { '_' } else { c })
-        .collect();
-    format!("logs/{safe}.log")
+    format!("logs/{}.log", file_stem(job_id))
+}
+
+/// A job's id as a file name of its own: a loop's key comes from data (`job[../../x]`), so
+/// `/`, `\`, `%`, NUL and control characters are percent-encoded, a leading `.` too (no `..`,
+/// no hidden file), and a name too long for a file system is cut and given a hash of the
+/// whole. Different ids give different names.
+pub(crate) fn file_stem(job_id: &str) -> String {
+    use std::fmt::Write as _;
+    // 255 bytes is the usual limit; room for ".run-id", ".payload.json"...
+    const MAX: usize = 200;
+    let mut out = String::with_capacity(job_id.len());
+    for (i, c) in job_id.chars().enumerate() {
+        if matches!(c, '/' | '\\' | '%' | '\0') || c.is_control() || (i == 0 && c == '.') {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.len() > MAX {
+        let mut cut = MAX - 17;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let hash = blake3::hash(job_id.as_bytes()).to_hex();
+        out = format!("{}-{}", &out[..cut], &hash[..16]);
+    }
+    out
 }
 
 pub(crate) fn timestamp(t: SystemTime) -> (String, f64) {
@@ -267,6 +293,12 @@ pub(crate) enum Update {
         jobs: Vec<JobRecord>,
         note: String,
     },
+    /// A loop stage not expanded in this run (not reached, or its list not found): its note;
+    /// the iterations recorded so far stay.
+    Note {
+        stage: usize,
+        note: String,
+    },
     /// The value a job returned.
     Output {
         stage: usize,
@@ -314,6 +346,7 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
             s.jobs = jobs;
             s.note = Some(note);
         }
+        Update::Note { stage, note } => record.stages[stage].note = Some(note),
         Update::Output { stage, job, value } => {
             record.stages[stage].jobs[job].output = Some(value);
         }
@@ -633,6 +666,17 @@ mod tests {
 
     #[test]
     fn log_names_stay_in_the_logs_folder() {
-        assert_eq!(log_name("a/../b"), "logs/a_.._b.log");
+        assert_eq!(log_name("a/../b"), "logs/a%2F..%2Fb.log");
+        assert_eq!(file_stem("../x"), "%2E.%2Fx");
+        assert_ne!(
+            file_stem("j[a/b]"),
+            file_stem("j[a_b]"),
+            "different ids, different names"
+        );
+        let long = file_stem(&"é".repeat(300));
+        assert!(
+            long.len() <= 200 && long.is_char_boundary(long.len()),
+            "{long}"
+        );
     }
 }

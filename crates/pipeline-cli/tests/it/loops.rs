@@ -453,6 +453,19 @@ fn the_timeline_shows_many_iterations_as_one_row_expandable_in_the_table() {
 
 #[test]
 fn a_resumed_run_stopped_before_its_loop_still_knows_which_iterations_succeeded() {
+    resume_stopped_before_its_loop(|child| child.kill().unwrap());
+}
+
+/// Issue 27: a resume interrupted with Ctrl-C (or halted) before its loop stage wrote the
+/// stage's iterations as `[]`, and the next resume ran the finished ones again.
+#[test]
+fn a_resume_interrupted_before_its_loop_keeps_its_iterations_for_the_next() {
+    resume_stopped_before_its_loop(|child| testkit::interrupt(child));
+}
+
+/// A run whose loop ran (a[s2] failed), then a resume stopped by `stop` while the stage before
+/// the loop runs again, then a resume that must run only what never succeeded.
+fn resume_stopped_before_its_loop(stop: impl Fn(&mut std::process::Child)) {
     // stop_on_failure = false: `slow` failing does not stop the loop.
     let text = pipeline("3", "")
         .replacen(
@@ -491,7 +504,7 @@ command = "echo b {{payload.session_id}} >> ran"
         .spawn()
         .unwrap();
     let pid = read_pid(&p.path().join("slow.pid"));
-    child.kill().unwrap();
+    stop(&mut child);
     child.wait().unwrap();
     wait_for("slow to die with its run", || !testkit::alive(pid));
     // The next resume runs only what never succeeded: slow and a[s2] (the report succeeded

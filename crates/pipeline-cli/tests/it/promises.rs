@@ -57,3 +57,137 @@ fn a_second_run_of_a_project_is_refused_naming_the_first_or_waits_with_wait() {
     assert_eq!(ran, "done\ndone\n", "one after the other");
     assert!(!p.path().join(".lorchestra/lock").exists());
 }
+
+/// A loop whose job is a nested pipeline: each iteration's nested run gets its item's payload
+/// (not the run's), and an item key made of `../` keeps every file in the run's folder.
+#[test]
+fn a_nested_pipeline_in_a_loop_gets_its_items_payload_and_hostile_keys_stay_in_the_run() {
+    let outer = r#"
+[[stages]]
+name = "peek"
+jobs = ["peek"]
+[[stages]]
+name = "each"
+loop = { over = "@run.peek.items", key = "@item.id", payload = { item = "@item.id" }, jobs = ["pipeline.sub"] }
+[jobs.peek]
+command = "cat items.json > \"$LORCHESTRA_OUTPUT\""
+"#;
+    let sub = "[[stages]]\nname = \"s\"\njobs = [\"w\"]\n[jobs.w]\n\
+        command = \"printf '%s\\\\n' \\\"$LORCHESTRA_PAYLOAD_ITEM\\\" >> sub.out\"\n";
+    let items = r#"{"items": [{"id": "a"}, {"id": "../../../../../escape"}]}"#;
+    let p = Project::create(&[
+        ("pipelines/outer.toml", outer),
+        ("pipelines/sub.toml", sub),
+        ("items.json", items),
+    ]);
+    let out = p.run(&[
+        "pipeline",
+        "outer",
+        "--no-progress",
+        "--payload",
+        "item=RUN",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut seen: Vec<String> = std::fs::read_to_string(p.path().join("sub.out"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["../../../../../escape", "a"],
+        "each its item's value"
+    );
+    // The runs' folders (the outer run's and the nested ones').
+    let run_dir = p.path().join(".lorchestra/runs");
+    for entry in walkdir::WalkDir::new(p.path()).into_iter().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains("escape") {
+            assert!(
+                entry.path().starts_with(&run_dir) && name.contains("%2F"),
+                "a file of the hostile key outside its run's folders: {}",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// A resumed job's first attempt does not see the value the killed run's attempt wrote.
+#[test]
+fn a_resumed_job_starts_without_the_value_its_killed_attempt_left() {
+    let text = r#"
+[[stages]]
+name = "peek"
+jobs = ["peek"]
+[[stages]]
+name = "each"
+loop = { over = "@run.peek.items", jobs = ["x"] }
+[jobs.peek]
+command = "test -f second && exit 0; echo '{\"items\": [1, 2]}' > \"$LORCHESTRA_OUTPUT\"; touch wrote; while :; do sleep 0.05; done"
+[jobs.x]
+command = "echo x >> ran"
+"#;
+    let p = Project::create(&[("pipelines/p.toml", text)]);
+    let mut first = testkit::command(BIN)
+        .args(["pipeline", "p", "--no-progress"])
+        .current_dir(p.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("peek to write its value", || {
+        p.path().join("wrote").exists()
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    p.write("second", "");
+    let out = p.run(&["pipeline", "p", "--no-progress", "--resume", &run_id]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("peek returned no value"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !p.path().join("ran").exists(),
+        "no iteration from a stale value"
+    );
+}
+
+/// Inputs behind symbolic links (git-annex, DVC, DataLad) count: a job runs again when the
+/// file a link points to changes, or the link points elsewhere.
+#[test]
+fn inputs_behind_symbolic_links_are_followed() {
+    let text = "[[stages]]\nname = \"s\"\njobs = [\"j\"]\n[jobs.j]\n\
+        command = \"cat data.csv data/*.csv >> ran\"\ninputs = [\"data.csv\", \"data/*.csv\"]\n";
+    let p = Project::create(&[
+        ("pipelines/p.toml", text),
+        ("store/v1.csv", "one\n"),
+        ("store/v2.csv", "two\n"),
+        ("store/part.csv", "part\n"),
+    ]);
+    std::os::unix::fs::symlink("store/v1.csv", p.path().join("data.csv")).unwrap();
+    std::fs::create_dir(p.path().join("data")).unwrap();
+    std::os::unix::fs::symlink("../store/part.csv", p.path().join("data/a.csv")).unwrap();
+    let run = || p.run(&["pipeline", "p", "--no-progress"]);
+    let ran = || std::fs::read_to_string(p.path().join("ran")).unwrap();
+    assert_eq!(run().code, Some(0));
+    assert_eq!(run().code, Some(0));
+    assert_eq!(ran(), "one\npart\n", "unchanged: up to date");
+    // The link points elsewhere (same size, older file).
+    std::fs::remove_file(p.path().join("data.csv")).unwrap();
+    std::os::unix::fs::symlink("store/v2.csv", p.path().join("data.csv")).unwrap();
+    let plan = p.run(&["pipeline", "p", "--explain"]).stdout;
+    assert!(plan.contains("would run: input data.csv changed"), "{plan}");
+    assert_eq!(run().code, Some(0));
+    // The file behind a link in a globbed folder changes.
+    std::fs::write(p.path().join("store/part.csv"), "PART\n").unwrap();
+    let plan = p.run(&["pipeline", "p", "--explain"]).stdout;
+    assert!(
+        plan.contains("would run: input data/a.csv changed"),
+        "{plan}"
+    );
+    assert_eq!(run().code, Some(0));
+    assert_eq!(ran(), "one\npart\ntwo\npart\ntwo\nPART\n");
+}
