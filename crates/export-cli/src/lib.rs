@@ -335,9 +335,14 @@ impl Plan {
                 }
                 // Not tried, or stopped by Ctrl-C: the next run has the same reason to export.
                 (Status::Cancelled, _) => {}
+                // The page of the last good export stays (a failed export never touches it),
+                // and with it what it loads: its frontend copy stays too.
                 _ => {
+                    let kept = self.manifest.pages.get(&found.page);
                     let entry = Entry {
                         failed: true,
+                        frontend: kept.and_then(|e| e.frontend.clone()),
+                        beside: kept.map(|e| e.beside.clone()).unwrap_or_default(),
                         ..entry
                     };
                     self.manifest.pages.insert(found.page.clone(), entry);

@@ -69,6 +69,30 @@ fn local_pages_load_the_one_frontend_copied_into_the_site() {
     assert!(p.exists(&format!("{FRONTEND}/assets/index.js")));
 }
 
+/// Issue 27: a failed re-export keeps the last good page, so it keeps the frontend that page
+/// loads (it used to drop its entry's frontend, and `_marimo/<version>` was pruned).
+#[test]
+fn a_failed_re_export_keeps_the_frontend_its_kept_page_loads() {
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/intro.py", &notebook("ok"));
+    assert_eq!(p.run(&[]).code, Some(0));
+    p.write("notebooks/intro.py", &notebook("FAKE_RAISE"));
+    let out = p.run(&[]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let page = p.read("_site/notebooks/intro.html");
+    assert!(
+        page.contains("../_marimo/0.0.0+fake/assets/index.js"),
+        "{page}"
+    );
+    assert!(
+        p.exists(&format!("{FRONTEND}/assets/index.js")),
+        "the kept page still finds its frontend"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&p.read("_site/.export-nb/manifest.json")).unwrap();
+    assert_eq!(manifest["frontends"], serde_json::json!(["0.0.0+fake"]));
+}
+
 #[test]
 fn switching_to_the_cdn_re_exports_and_removes_the_frontend() {
     let p = two_notebooks();
