@@ -70,11 +70,26 @@ fn fences(text: &str) -> Vec<(&str, &str)> {
 
 /// `value` as named columns, in order: `a_b` for nested keys, `items_0` for list items. A top
 /// level list's items are `json_0`, `json_1`...
+///
+/// Two paths can make one name (`{"a_b": 1, "a": {"b": 2}}`): the later one gets `_2` (then
+/// `_3`...), so no value is dropped.
 pub(crate) fn flatten(value: &Value, limits: Limits) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     match value {
         Value::Array(items) => walk_items("json", items, 1, limits, &mut out),
         other => walk("", other, 0, limits, &mut out),
+    }
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (name, _) in &mut out {
+        if !taken.insert(name.clone()) {
+            let mut n = 2;
+            while taken.contains(&format!("{name}_{n}")) {
+                n += 1;
+            }
+            let unique = format!("{name}_{n}");
+            taken.insert(unique.clone());
+            *name = unique;
+        }
     }
     out
 }
@@ -179,6 +194,11 @@ mod tests {
         assert_eq!(cell(&json!({"city": "London"})), r#"{"city":"London"}"#);
         assert_eq!(cell(&json!("Ada")), "Ada");
         assert_eq!(cell(&Value::Null), "");
+        // One name from two paths: both values kept.
+        assert_eq!(
+            flatten(&json!({"a_b": 1, "a": {"b": 2}}), Limits::default()),
+            vec![("a_b".to_owned(), json!(2)), ("a_b_2".to_owned(), json!(1))]
+        );
         let top = flatten(&json!([{"x": 1}, 2]), Limits::default());
         assert_eq!(
             top,

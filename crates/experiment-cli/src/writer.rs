@@ -176,6 +176,8 @@ pub(crate) struct Sink {
     format: Format,
     out: Box<dyn Write + Send>,
     name: String,
+    /// The file (none for standard output): a file's provisional header can be rewritten.
+    path: Option<PathBuf>,
     /// Whether the CSV header is written (with `--flatten` it waits for the columns).
     headed: bool,
 }
@@ -210,6 +212,7 @@ impl Sink {
             format: Format::of(path),
             out: Box::new(file),
             name: path.display().to_string(),
+            path: Some(path.to_path_buf()),
             headed: false,
         };
         if let Some(h) = header {
@@ -260,11 +263,51 @@ impl Sink {
                 format,
                 out: Box::new(file),
                 name: path.display().to_string(),
+                path: Some(path.to_path_buf()),
                 headed: extra.is_some() || !flattened,
             },
             done,
             extra,
         ))
+    }
+
+    /// Give a results file written with the provisional `--flatten` header (the base columns
+    /// and `json_extra`) the answer's `columns`: the file is rewritten atomically with the new
+    /// header and its rows given empty cells for them (rows written before any answer had
+    /// JSON have no values there), then appended to again.
+    fn reheader(&mut self, base: usize, columns: usize, header: &[String]) -> Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.out
+            .flush()
+            .with_context(|| format!("flushing {}", self.name))?;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading {} to add the answer's columns", self.name))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(bytes.as_slice());
+        let mut kept = encode_csv(header);
+        for record in reader.records() {
+            // A row is written whole: only a torn one (none while we hold the file) is short.
+            let Ok(record) = record else { continue };
+            let mut fields: Vec<String> = record.iter().map(str::to_owned).collect();
+            if fields.len() != base + 1 {
+                continue;
+            }
+            let extra = fields.pop().unwrap_or_default();
+            fields.extend(std::iter::repeat_n(String::new(), columns));
+            fields.push(extra);
+            kept.extend(encode_csv(&fields));
+        }
+        fanout::fsutil::write_atomic(&path, &kept)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {} to append", path.display()))?;
+        self.out = Box::new(file);
+        Ok(())
     }
 
     /// Write one row whole (one write call) and flush it.
@@ -432,6 +475,9 @@ fn lock(path: &Path, wait: Wait) -> Result<RunLock> {
     })
 }
 
+/// With `--flatten` to standard output, at most this many rows wait for an answer with JSON.
+const HOLD_MAX: usize = 1000;
+
 /// The last column of a flattened CSV: the answer's keys that have no column of their own.
 pub(crate) const EXTRA: &str = "json_extra";
 
@@ -446,13 +492,16 @@ pub(crate) struct Outputs {
     flat: Option<Flat>,
 }
 
-/// The columns `--flatten` adds to a CSV. They are fixed when the header is written: given by
-/// `--flatten-columns`, read from a resumed file, or taken from the first row whose answer has
-/// JSON (the rows before it wait, in memory, until then or the end). A key that comes later
-/// goes to `json_extra`, never lost.
+/// The columns `--flatten` adds to a CSV: given by `--flatten-columns`, read from a resumed
+/// file, or taken from the first row whose answer has JSON. Until then a results file has a
+/// provisional header (the base columns and `json_extra`) and every finished row is written at
+/// once; the first answer with JSON rewrites the file with its columns. Standard output cannot
+/// be rewritten: its rows wait, at most [`HOLD_MAX`], then its columns are fixed as none. A key
+/// that comes later goes to `json_extra`, never lost.
 #[derive(Debug, Default)]
 struct Flat {
     columns: Option<Vec<String>>,
+    /// Rows for standard output, waiting for the columns.
     held: Vec<(usize, Row)>,
     /// Keys already reported as landing in `json_extra`.
     warned: std::collections::BTreeSet<String>,
@@ -466,6 +515,7 @@ impl Outputs {
             format: Format::Csv,
             out: Box::new(std::io::stdout()),
             name: "standard output".to_owned(),
+            path: None,
             headed: false,
         };
         let mut out = Outputs {
@@ -507,6 +557,8 @@ impl Outputs {
                     && Format::of(p) == Format::Csv
                 {
                     match &f.columns {
+                        // A provisional header (no answer had JSON yet): still to be learned.
+                        None if found.is_empty() => {}
                         Some(c) if *c != found => bail!(
                             "{} has the flattened columns {} (not {}): resume it with \
                              --flatten-columns {}",
@@ -551,12 +603,43 @@ impl Outputs {
         }
     }
 
-    /// Write the header of every sink that has none, if it is known.
+    /// Write the header of every sink that has none, if it is known; while `--flatten`'s
+    /// columns are not, results files get the provisional one (see [`Flat`]).
     fn head_all(&mut self) -> Result<()> {
         if let Some(h) = self.full_header() {
             for s in &mut self.sinks {
                 s.head(&h)?;
             }
+        } else {
+            let mut provisional = self.header.clone();
+            provisional.push(EXTRA.to_owned());
+            for s in self.sinks.iter_mut().filter(|s| s.path.is_some()) {
+                s.head(&provisional)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer's columns are known: results files written with the provisional header are
+    /// rewritten with them, standard output gets its header and the rows that waited.
+    fn fix_columns(&mut self, columns: Vec<String>) -> Result<()> {
+        let n = columns.len();
+        self.flat.as_mut().expect("flattening").columns = Some(columns);
+        let header = self.full_header().expect("the columns are known");
+        if n > 0 {
+            let base = self.header.len();
+            for s in self
+                .sinks
+                .iter_mut()
+                .filter(|s| s.headed && s.format == Format::Csv)
+            {
+                s.reheader(base, n, &header)?;
+            }
+        }
+        self.head_all()?;
+        let held = std::mem::take(&mut self.flat.as_mut().expect("flat").held);
+        for (t, r) in &held {
+            self.write_flat_csv(*t, r)?;
         }
         Ok(())
     }
@@ -579,23 +662,33 @@ impl Outputs {
         }
         if flat.columns.is_none() {
             let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
-            if pairs.is_empty() {
+            if !pairs.is_empty() {
+                self.fix_columns(pairs.into_iter().map(|(k, _)| k).collect())?;
+            } else if self.sinks[to].path.is_some() {
+                // Written at once, under the provisional header: no answer's columns yet.
+                return self.write_flat_csv(to, row);
+            } else {
                 flat.held.push((to, row.clone()));
+                if flat.held.len() >= HOLD_MAX {
+                    eprintln!(
+                        "parallamr: warning: no answer among the first {HOLD_MAX} rows had JSON: \
+                         standard output's columns are fixed without the answer's (they go to \
+                         json_extra; --flatten-columns names them)"
+                    );
+                    self.fix_columns(Vec::new())?;
+                }
                 return Ok(());
-            }
-            flat.columns = Some(pairs.into_iter().map(|(k, _)| k).collect());
-            self.head_all()?;
-            let held = std::mem::take(&mut self.flat.as_mut().expect("flat").held);
-            for (t, r) in &held {
-                self.write_flat_csv(*t, r)?;
             }
         }
         self.write_flat_csv(to, row)
     }
 
+    /// A flattened CSV row: the answer's values in the columns known (none while they are
+    /// not), the rest in `json_extra`.
     fn write_flat_csv(&mut self, to: usize, row: &Row) -> Result<()> {
         let flat = self.flat.as_mut().expect("flattening");
-        let columns = flat.columns.as_ref().expect("known by now");
+        let no_columns = Vec::new();
+        let columns = flat.columns.as_ref().unwrap_or(&no_columns);
         let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
         let mut cells = row.cells();
         for c in columns {
@@ -626,15 +719,8 @@ impl Outputs {
     /// Write what still waits: with `--flatten` and no answer with JSON, the header (with no
     /// answer's columns) and the rows.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        if let Some(f) = &mut self.flat
-            && f.columns.is_none()
-        {
-            f.columns = Some(Vec::new());
-            self.head_all()?;
-            let held = std::mem::take(&mut self.flat.as_mut().expect("flat").held);
-            for (t, r) in &held {
-                self.write_flat_csv(*t, r)?;
-            }
+        if self.flat.as_ref().is_some_and(|f| f.columns.is_none()) {
+            self.fix_columns(Vec::new())?;
         }
         Ok(())
     }

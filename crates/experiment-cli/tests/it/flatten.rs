@@ -131,3 +131,52 @@ fn fixed_columns_and_nesting_limits() {
     );
     assert_eq!(rows[1]["author"], serde_json::json!({"name": "Ada"}));
 }
+
+/// Issue 27: rows finished before the first answer with JSON used to wait in memory (a kill -9
+/// lost them all); now they are on disk under a provisional header at once, and the first
+/// answer with JSON rewrites the file with its columns.
+#[test]
+fn rows_before_the_first_json_answer_are_on_disk_at_once_and_survive_kill_9() {
+    let csv = "provider,model,answer\ncommand,m,plain 0\ncommand,m,plain 1\ncommand,m,plain 2\n\
+               command,m,json\n";
+    let p = Project::create("unused", csv);
+    // The JSON row hangs until the file `go` exists.
+    let command = "if [ {{answer}} = json ]; then while [ ! -f go ]; do sleep 0.05; done; \
+                   printf '{\"score\": 9}'; else printf '%s' {{answer}}; fi";
+    let mut args = RUN.to_vec();
+    args.extend(["-j", "1", "--flatten", "--command", command]);
+    let mut child = p
+        .command(&args, None)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out_csv = p.path().join("out.csv");
+    testkit::wait_for("three rows on disk", || {
+        std::fs::read_to_string(&out_csv).is_ok_and(|t| t.lines().count() == 4)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&out_csv).unwrap();
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .ends_with(",output,error_message,cached,cost_usd,json_extra"),
+        "a provisional header: {text}"
+    );
+    assert_eq!(p.results().len(), 3, "every finished row survived: {text}");
+
+    // The resume runs the JSON row: the file gets its columns, the earlier rows empty cells.
+    std::fs::write(p.path().join("go"), "").unwrap();
+    args.push("--resume");
+    let out = p.run(&args, None);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut r = csv::Reader::from_path(&out_csv).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(header[header.len() - 2..], ["score", "json_extra"]);
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let score = header.iter().position(|h| h == "score").unwrap();
+    let scores: Vec<&str> = rows.iter().map(|r| &r[score]).collect();
+    assert_eq!(scores, ["", "", "", "9"]);
+    assert!(rows.iter().all(|r| r.len() == header.len()));
+}
