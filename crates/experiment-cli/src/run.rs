@@ -405,6 +405,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         unplaced,
         files,
     } = open_output(args, &inputs).usage()?;
+    tell_settings(args);
     let mut write_error: Option<anyhow::Error> = None;
     let mut tally = Tally {
         error_rows: unplaced.len(),
@@ -762,6 +763,19 @@ fn stopped_by(e: &anyhow::Error, written: usize) -> ExitStatus {
          ({written} rows done): {e:#}"
     );
     ExitStatus::TaskFailed
+}
+
+/// Which `.env` the settings came from, if one: a file found in a folder above can change
+/// where requests go.
+fn tell_settings(args: &RunArgs) {
+    if let Some(file) = args.settings.file()
+        && !matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent)
+    {
+        eprintln!(
+            "parallamr: settings from {} (the environment wins over it)",
+            file.display()
+        );
+    }
 }
 
 /// Where the rows go, and what is still to run.
