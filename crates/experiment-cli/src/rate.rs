@@ -35,10 +35,11 @@ pub(crate) fn parse_rate(s: &str) -> Result<(String, Rate), String> {
     let mut rate = Rate::default();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let lower = part.to_ascii_lowercase();
-        let (number, slot) = if let Some(n) = lower.strip_suffix("rpm") {
-            (n, &mut rate.rpm)
+        // Bounds a pacer can keep: at least one request per 100 minutes, or a token a minute.
+        let (number, slot, range) = if let Some(n) = lower.strip_suffix("rpm") {
+            (n, &mut rate.rpm, (0.01, 1e9))
         } else if let Some(n) = lower.strip_suffix("tpm") {
-            (n, &mut rate.tpm)
+            (n, &mut rate.tpm, (1.0, 1e12))
         } else {
             return Err(format!(
                 "{s:?}: {part:?} is neither requests (500rpm) nor tokens (200000tpm) per minute"
@@ -51,6 +52,12 @@ pub(crate) fn parse_rate(s: &str) -> Result<(String, Rate), String> {
             .map_err(|_| format!("{s:?}: {part:?} is not a number per minute"))?;
         if !(n.is_finite() && n > 0.0) {
             return Err(format!("{s:?}: {part:?} must be above 0"));
+        }
+        if !(range.0..=range.1).contains(&n) {
+            return Err(format!(
+                "{s:?}: {part:?} is out of range: between {} and {} per minute",
+                range.0, range.1
+            ));
         }
         *slot = Some(n);
     }
@@ -238,11 +245,13 @@ impl Pacer {
             s = self.changed.wait_timeout(s, wait).expect("pacer").0;
         }
         let now = Instant::now();
+        // Rates are bounded when parsed; a wait is capped anyway, never a panic.
+        let wait = |secs: f64| Duration::try_from_secs_f64(secs.min(86_400.0)).unwrap_or_default();
         if let Some(rpm) = self.rate.rpm {
-            s.next_request = now + Duration::from_secs_f64(60.0 / rpm);
+            s.next_request = now + wait(60.0 / rpm);
         }
         if let Some(tpm) = self.rate.tpm {
-            s.next_tokens = now + Duration::from_secs_f64(tokens as f64 * 60.0 / tpm);
+            s.next_tokens = now + wait(tokens as f64 * 60.0 / tpm);
         }
         if let Some((left, _)) = &mut s.requests_left {
             *left = left.saturating_sub(1);
@@ -363,6 +372,13 @@ mod tests {
                 .contains("neither requests")
         );
         assert!(parse_rate("openai=0rpm").unwrap_err().contains("above 0"));
+        // Issue 27: absurd rates once panicked a pacer (and poisoned its lock).
+        for absurd in ["mock=1e-20rpm", "mock=1e300rpm", "mock=0.5tpm"] {
+            assert!(
+                parse_rate(absurd).unwrap_err().contains("is out of range"),
+                "{absurd}"
+            );
+        }
         assert!(
             parse_rate("openai=")
                 .unwrap_err()
