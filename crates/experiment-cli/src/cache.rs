@@ -4,8 +4,14 @@
 //! renamed over the name): two sweeps sharing the folder never see a half-written entry, and the
 //! last of two identical writes wins. Errors are never kept. An entry that cannot be read is a
 //! miss.
+//!
+//! What is kept: an answer used (written or read) within `PARALLAMR_CACHE_MAX_AGE` (90 days),
+//! and of those the most recently used up to `PARALLAMR_CACHE_MAX_SIZE` (1 GiB). A read
+//! touches its entry's modification time, so the time says when it was last used. A run
+//! prunes once a day (the `.pruned` mark's time says when); `parallamr cache prune` any time.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -79,6 +85,75 @@ pub(crate) fn key(provider: &str, endpoint: &str, req: &Request<'_>) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// How much the cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max_bytes: u64,
+    pub(crate) max_age: Duration,
+}
+
+impl From<&crate::cli::PruneArgs> for Limits {
+    fn from(a: &crate::cli::PruneArgs) -> Self {
+        Limits {
+            max_bytes: a.max_size,
+            max_age: a.max_age,
+        }
+    }
+}
+
+impl Limits {
+    /// `PARALLAMR_CACHE_MAX_SIZE` and `PARALLAMR_CACHE_MAX_AGE`, else 1 GiB and 90 days.
+    pub(crate) fn from_env() -> Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Ok(Limits {
+            max_bytes: match var("PARALLAMR_CACHE_MAX_SIZE") {
+                Some(v) => parse_size(&v)
+                    .map_err(|e| anyhow::anyhow!("PARALLAMR_CACHE_MAX_SIZE={v}: {e}"))?,
+                None => 1 << 30,
+            },
+            max_age: match var("PARALLAMR_CACHE_MAX_AGE") {
+                Some(v) => parse_age(&v)
+                    .map_err(|e| anyhow::anyhow!("PARALLAMR_CACHE_MAX_AGE={v}: {e}"))?,
+                None => Duration::from_secs(90 * 86_400),
+            },
+        })
+    }
+}
+
+/// `500M`, `2G`, `1.5GiB`, `1048576`: bytes (K, M, G, T are powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        'T' => 1 << 40,
+        _ => return Err(format!("{s:?} is not a size (e.g. 500M, 2G)")),
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 2G)"))?;
+    if !(n.is_finite() && n >= 0.0) || n * scale as f64 > u64::MAX as f64 {
+        return Err(format!("{s:?} is not a size (e.g. 500M, 2G)"));
+    }
+    Ok((n * scale as f64) as u64)
+}
+
+/// `90d`, `12h`, `30m`: a duration (humantime's forms).
+pub(crate) fn parse_age(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not an age (e.g. 30d): {e}"))
+}
+
 /// What `cache info` reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Usage {
@@ -114,10 +189,16 @@ impl Cache {
             .join(format!("{key}.json"))
     }
 
-    /// The entry for `key`, if one was kept and reads back whole.
+    /// The entry for `key`, if one was kept and reads back whole; its time is set to now (it
+    /// was used).
     pub(crate) fn get(&self, key: &str) -> Option<Entry> {
-        let bytes = std::fs::read(self.path(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let path = self.path(key);
+        let bytes = std::fs::read(&path).ok()?;
+        let entry = serde_json::from_slice(&bytes).ok()?;
+        if let Ok(f) = std::fs::OpenOptions::new().append(true).open(&path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        Some(entry)
     }
 
     /// Keep `entry` under `key`, atomically.
@@ -145,6 +226,71 @@ impl Cache {
             u.bytes += e.metadata().map_or(0, |m| m.len());
         }
         u
+    }
+
+    /// Remove entries not used for longer than `limits.max_age`, then the least recently used
+    /// until the rest is at most `limits.max_bytes`; returns what was removed.
+    pub(crate) fn prune(&self, limits: Limits) -> Result<Usage> {
+        let now = SystemTime::now();
+        let mut kept: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        let mut gone = Usage::default();
+        let remove = |path: &Path, len: u64, gone: &mut Usage| -> Result<()> {
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    gone.entries += 1;
+                    gone.bytes += len;
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+            }
+        };
+        for e in self.entries() {
+            let Ok(meta) = e.metadata() else { continue };
+            let used = meta.modified().unwrap_or(now);
+            if now.duration_since(used).unwrap_or_default() > limits.max_age {
+                remove(e.path(), meta.len(), &mut gone)?;
+            } else {
+                kept.push((used, meta.len(), e.into_path()));
+            }
+        }
+        kept.sort();
+        let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+        for (_, len, path) in &kept {
+            if total <= limits.max_bytes {
+                break;
+            }
+            remove(path, *len, &mut gone)?;
+            total -= len;
+        }
+        Ok(gone)
+    }
+
+    /// [`prune`](Self::prune) if the last prune was more than a day ago (a run's end): warns
+    /// rather than fails, since the run's results are written.
+    pub(crate) fn prune_daily(&self, limits: Limits) {
+        let mark = self.dir.join(VERSION).join(".pruned");
+        let recent = std::fs::metadata(&mark)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(86_400));
+        if recent || !self.dir.join(VERSION).is_dir() {
+            return;
+        }
+        match self.prune(limits) {
+            Ok(gone) => {
+                let _ = fanout::fsutil::write_atomic(&mark, b"");
+                if gone.entries > 0 {
+                    eprintln!(
+                        "parallamr: cache: removed {} answers ({}) unused for {} or beyond {}",
+                        gone.entries,
+                        fmt_bytes(gone.bytes),
+                        humantime::format_duration(limits.max_age),
+                        fmt_bytes(limits.max_bytes)
+                    );
+                }
+            }
+            Err(e) => eprintln!("parallamr: warning: pruning the cache: {e:#}"),
+        }
     }
 
     /// Remove every entry; returns what was removed.
@@ -195,6 +341,17 @@ pub(crate) fn fmt_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_ages_read_as_people_write_them() {
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("-1G").is_err() && parse_size("1X").is_err());
+        assert_eq!(parse_age("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert!(parse_age("soon").is_err());
+    }
 
     fn req<'a>(prompt: &'a str, params: &'a [(String, serde_json::Value)]) -> Request<'a> {
         Request {

@@ -78,6 +78,22 @@ pub enum CacheAction {
     Info,
     /// Remove every kept answer
     Clear,
+    /// Remove answers not used for longer than --max-age, then the least recently used until
+    /// the cache is at most --max-size (a run does this once a day with the same limits)
+    Prune(PruneArgs),
+}
+
+/// The response cache's limits: what `cache prune`, and a run once a day, keep.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    /// Keep at most this much (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE", env = "PARALLAMR_CACHE_MAX_SIZE", default_value = "1G",
+          value_parser = crate::cache::parse_size)]
+    pub max_size: u64,
+    /// Remove answers not used for longer than this (e.g. 30d, 12h)
+    #[arg(long, value_name = "AGE", env = "PARALLAMR_CACHE_MAX_AGE", default_value = "90d",
+          value_parser = crate::cache::parse_age)]
+    pub max_age: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]

@@ -80,6 +80,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 } else {
                     Some(cache::Cache::locate(r.cache_dir.as_deref()).usage()?)
                 },
+                cache_limits: cache::Limits::from_env().usage()?,
                 dry_run: shared.dry_run,
                 resume: r.resume,
                 wait: if r.wait {
@@ -154,11 +155,22 @@ fn list_providers() -> Result<ExitStatus> {
 fn cache_command(c: &cli::CacheCli) -> Result<ExitStatus> {
     let cache = cache::Cache::locate(c.cache_dir.as_deref()).usage()?;
     let dir = cache.dir().display();
-    match c.action {
+    match &c.action {
         cli::CacheAction::Info => {
             let u = cache.usage();
             println!("cache: {dir}");
             println!("answers: {} ({})", u.entries, cache::fmt_bytes(u.bytes));
+        }
+        cli::CacheAction::Prune(limits) => {
+            let u = cache.prune(cache::Limits::from(limits))?;
+            let left = cache.usage();
+            println!(
+                "removed {} answers ({}) from {dir}; {} answers ({}) kept",
+                u.entries,
+                cache::fmt_bytes(u.bytes),
+                left.entries,
+                cache::fmt_bytes(left.bytes)
+            );
         }
         cli::CacheAction::Clear => {
             let u = cache.clear()?;

@@ -49,6 +49,8 @@ pub(crate) struct RunArgs {
     pub(crate) max_cost: Option<f64>,
     /// The response cache; `None` with `--no-cache`.
     pub(crate) cache: Option<Cache>,
+    /// What the cache keeps (`PARALLAMR_CACHE_MAX_SIZE`, `PARALLAMR_CACHE_MAX_AGE`).
+    pub(crate) cache_limits: cache::Limits,
     /// `--param-columns`: the columns sent as request parameters (else the usual names).
     pub(crate) param_columns: Option<Vec<String>>,
     /// `--backend`: where the command provider's experiments run.
@@ -478,12 +480,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     if let Some(e) = write_error {
         return Ok(stopped_by(&e, tally.written));
     }
-    if let Some(path) = &args.report {
-        result
-            .report_with(|o| ReportExtra::of(todo[o.index], o))
-            .write_json(path)?;
-    }
+    write_report(args.report.as_deref(), &result, &todo)?;
     tally.say(args, &files, todo.len() + unplaced.len(), started.elapsed());
+    // The run's results are written: the cache's limits are kept now, once a day.
+    if let Some(c) = &args.cache {
+        c.prune_daily(args.cache_limits);
+    }
     let stopped = budget
         .as_ref()
         .is_some_and(|b| say_budget(b, tally.not_sent));
@@ -763,6 +765,20 @@ fn stopped_by(e: &anyhow::Error, written: usize) -> ExitStatus {
          ({written} rows done): {e:#}"
     );
     ExitStatus::TaskFailed
+}
+
+/// `--report FILE`: the shared report, with each row's provider, model and tokens.
+fn write_report(
+    path: Option<&Path>,
+    result: &fanout::BatchResult<Done, Facts>,
+    todo: &[&Experiment],
+) -> Result<()> {
+    if let Some(path) = path {
+        result
+            .report_with(|o| ReportExtra::of(todo[o.index], o))
+            .write_json(path)?;
+    }
+    Ok(())
 }
 
 /// Which `.env` the settings came from, if one: a file found in a folder above can change

@@ -170,6 +170,37 @@ impl CacheFile {
             .with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Drop what no run can use again, after a run of `pipeline` that reached every stage
+    /// (`live`: the ids of all its jobs, loop iterations included): entries of its jobs that
+    /// are gone (a loop's old items, a removed job), and stamps of files that no longer exist.
+    /// Other pipelines' entries stay (a pipeline may be run from a file anywhere). Returns how
+    /// many entries and stamps went. Run under the project's lock: nothing else writes.
+    pub(crate) fn prune(
+        dir: &Path,
+        pipeline: &str,
+        live: &HashSet<&str>,
+    ) -> Result<(usize, usize)> {
+        let Some(mut cache) = CacheFile::load_quiet(dir) else {
+            return Ok((0, 0));
+        };
+        let (jobs, files) = (cache.jobs.len(), cache.files.len());
+        let prefix = format!("{pipeline}/");
+        cache.jobs.retain(|name, _| {
+            name.strip_prefix(&prefix)
+                .is_none_or(|job| live.contains(job))
+        });
+        cache.files.retain(|path, _| dir.join(path).exists());
+        let gone = (jobs - cache.jobs.len(), files - cache.files.len());
+        if gone != (0, 0) {
+            let mut json = serde_json::to_vec(&cache).expect("the cache serializes");
+            json.push(b'\n');
+            let path = dir.join(CACHE_FILE);
+            fanout::fsutil::write_atomic(&path, &json)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(gone)
+    }
+
     fn load_quiet(dir: &Path) -> Option<CacheFile> {
         let bytes = std::fs::read(dir.join(CACHE_FILE)).ok()?;
         serde_json::from_slice::<CacheFile>(&bytes)
@@ -630,6 +661,49 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, r).unwrap();
         }
+    }
+
+    #[test]
+    fn pruning_drops_gone_jobs_and_stamps_of_gone_files_and_keeps_other_pipelines() {
+        let d = tempfile::tempdir().unwrap();
+        files(d.path(), &["here.txt"]);
+        let stamp = Stamp {
+            size: 1,
+            mtime_ns: 1,
+            inode: 1,
+            hash: "h".into(),
+        };
+        let entry = |key: &str| Entry {
+            key: key.into(),
+            definition: definition(
+                &crate::config::nested_job("pipeline.x", "x", Path::new("p.toml")),
+                "",
+            ),
+            inputs: BTreeMap::new(),
+            deps: BTreeMap::new(),
+            incomplete: false,
+            output: None,
+        };
+        let cache = CacheFile {
+            version: VERSION,
+            jobs: [
+                ("p/live".to_owned(), entry("a")),
+                ("p/gone".to_owned(), entry("b")),
+                ("q/other".to_owned(), entry("c")),
+            ]
+            .into(),
+            files: [
+                ("here.txt".to_owned(), stamp.clone()),
+                ("gone.txt".to_owned(), stamp),
+            ]
+            .into(),
+        };
+        CacheFile::save_merged(d.path(), &cache).unwrap();
+        let live: HashSet<&str> = ["live"].into();
+        assert_eq!(CacheFile::prune(d.path(), "p", &live).unwrap(), (1, 1));
+        let after = CacheFile::load_quiet(d.path()).unwrap();
+        assert_eq!(after.jobs.keys().collect::<Vec<_>>(), ["p/live", "q/other"]);
+        assert_eq!(after.files.keys().collect::<Vec<_>>(), ["here.txt"]);
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub(crate) struct Loop {
 }
 
 /// `pipeline.<name>` as a job: this program run on that pipeline (see `run.rs`).
-fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
+pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
     Job {
         id: id.to_owned(),
         run: Run::Pipeline(nested.to_owned()),

@@ -371,6 +371,7 @@ pub(crate) fn run(
         at: SystemTime::now(),
     });
     let (record, record_writes) = writer.finish()?;
+    prune_cache(project, &pipeline, status);
     let report = run_dir.join(REPORT_FILE);
     report::write_json(&record, &report)?;
     if let Some(copy) = &opts.report {
@@ -389,6 +390,31 @@ pub(crate) fn run(
         RunStatus::Failed => ExitStatus::TaskFailed,
         RunStatus::Succeeded | RunStatus::Running => ExitStatus::Success,
     })
+}
+
+/// After a run that reached every stage, the cache keeps only what a run can use again (see
+/// `CacheFile::prune`); a run stopped early has not seen all its jobs, so it prunes nothing.
+fn prune_cache(project: &Project, pipeline: &Pipeline, status: RunStatus) {
+    let complete = status != RunStatus::Cancelled
+        && pipeline
+            .stages
+            .iter()
+            .all(|s| s.looping.as_ref().is_none_or(|l| l.expanded));
+    if !complete {
+        return;
+    }
+    let live: std::collections::HashSet<&str> =
+        pipeline.jobs().map(|(_, _, j)| j.id.as_str()).collect();
+    match CacheFile::prune(&project.dir, &pipeline.name, &live) {
+        Ok((0, 0)) => {}
+        Ok((jobs, files)) => eprintln!(
+            "cache: {jobs} entr{} of jobs that no longer exist and {files} stamp{} of files \
+             that no longer exist removed",
+            if jobs == 1 { "y" } else { "ies" },
+            plural(files)
+        ),
+        Err(e) => eprintln!("warning: {e:#}"),
+    }
 }
 
 /// The jobs that were up to date: named when they are few.

@@ -161,6 +161,8 @@ fn two_sweeps_at_once_share_a_cache_without_damage() {
 }
 
 /// Every file under `dir`.
+/// Every file below `dir` but the `.pruned` mark (when the cache was last pruned): the entries,
+/// and anything that should not be there.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -169,10 +171,53 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let path = e.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if !path.ends_with(".pruned") {
                 out.push(path);
             }
         }
     }
     out
+}
+
+/// Issue 27: the cache has limits. Answers unused for longer than --max-age go, then the least
+/// recently used until --max-size; a read counts as a use.
+#[test]
+fn prune_removes_old_answers_then_the_least_recently_used_beyond_the_size() {
+    let server = LlmServer::start(Duration::ZERO);
+    let p = Project::create("About {{ topic }}", &topics(3, "ollama", "llama-test"));
+    let out = p.run(&RUN, Some(&server));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let entries = walk(&p.path().join("cache/v1"));
+    assert_eq!(entries.len(), 3);
+    // One answer unused for 100 days, the others a day and an hour ago.
+    let ago = |secs: u64| std::time::SystemTime::now() - Duration::from_secs(secs);
+    for (path, secs) in entries.iter().zip([100 * 86_400, 86_400, 3_600]) {
+        let f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.set_modified(ago(secs)).unwrap();
+    }
+    let cache = |args: &[&str]| {
+        let mut all = vec!["cache"];
+        all.extend(args);
+        p.run(&all, None)
+    };
+    let out = cache(&["prune", "--max-age", "30d"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("removed 1 answers"), "{}", out.stdout);
+    assert!(!entries[0].exists() && entries[1].exists() && entries[2].exists());
+    // A size for one answer keeps the most recently used.
+    let size = std::fs::metadata(&entries[2]).unwrap().len().to_string();
+    let out = cache(&["prune", "--max-size", &size]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        !entries[1].exists() && entries[2].exists(),
+        "the older one went"
+    );
+    let out = cache(&["prune", "--max-size", "lots"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr
+            .contains("\"lots\" is not a size (e.g. 500M, 2G)"),
+        "{}",
+        out.stderr
+    );
 }

@@ -191,3 +191,47 @@ fn inputs_behind_symbolic_links_are_followed() {
     assert_eq!(run().code, Some(0));
     assert_eq!(ran(), "one\npart\ntwo\npart\ntwo\nPART\n");
 }
+
+/// The cache keeps what a run can use again: a loop's old items and removed jobs go, so it
+/// does not grow with every item ever seen.
+#[test]
+fn the_cache_forgets_jobs_and_items_that_no_longer_exist() {
+    let text = r#"
+[[stages]]
+name = "peek"
+jobs = ["peek"]
+[[stages]]
+name = "each"
+loop = { over = "@run.peek", jobs = ["x"] }
+[jobs.peek]
+command = "cat items.json > \"$LORCHESTRA_OUTPUT\""
+inputs = ["items.json"]
+[jobs.x]
+command = "true"
+inputs = ["in.txt"]
+"#;
+    let p = Project::create(&[
+        ("pipelines/p.toml", text),
+        ("items.json", "[1, 2, 3]"),
+        ("in.txt", "x"),
+    ]);
+    let keys = || -> Vec<String> {
+        let cache: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(p.path().join(".lorchestra/cache.json")).unwrap(),
+        )
+        .unwrap();
+        cache["jobs"].as_object().unwrap().keys().cloned().collect()
+    };
+    assert_eq!(p.run(&["pipeline", "p", "--no-progress"]).code, Some(0));
+    assert_eq!(keys(), ["p/peek", "p/x[0]", "p/x[1]", "p/x[2]"]);
+    p.write("items.json", "[7]");
+    let out = p.run(&["pipeline", "p", "--no-progress"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(keys(), ["p/peek", "p/x[0]"]);
+    assert!(
+        out.stderr
+            .contains("cache: 2 entries of jobs that no longer exist"),
+        "{}",
+        out.stderr
+    );
+}
