@@ -5,6 +5,12 @@
 //! time and reloads the page when it changes. Only files inside the output folder are served:
 //! `..` in a URL, and links that lead outside, answer 404, as does a missing file (with a link
 //! to the index).
+//!
+//! A page on another site can make the browser resolve its own name to 127.0.0.1 (DNS
+//! rebinding) and read what this server answers; so a request must name this server in its
+//! `Host` header: the address it listens on, `localhost` or `127.0.0.1` (or `[::1]`) with its
+//! port, or the host given to `--serve`. Anything else is refused (421). A server listening
+//! on every address (`0.0.0.0`) is open to the network anyway and takes any name.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -50,11 +56,16 @@ impl SiteServer {
         let root = root
             .canonicalize()
             .with_context(|| format!("the output folder {}", root.display()))?;
+        let hosts = Arc::new(Hosts::new(addr, bound));
         for _ in 0..THREADS {
-            let (server, root) = (Arc::clone(&server), root.clone());
+            let (server, root, hosts) = (Arc::clone(&server), root.clone(), Arc::clone(&hosts));
             std::thread::spawn(move || {
                 while let Ok(request) = server.recv() {
-                    respond(&root, request);
+                    if hosts.allows(&request) {
+                        respond(&root, request);
+                    } else {
+                        let _ = request.respond(misdirected());
+                    }
                 }
             });
         }
@@ -75,6 +86,65 @@ impl Drop for SiteServer {
     fn drop(&mut self) {
         self.server.unblock();
     }
+}
+
+/// The host names a request's `Host` may give (see the module's notes); its port does not
+/// matter (a rebinding page names its own host, whatever the port).
+#[derive(Debug)]
+struct Hosts {
+    /// `None`: any (the server listens on every address).
+    names: Option<Vec<String>>,
+}
+
+impl Hosts {
+    fn new(given: &str, bound: std::net::SocketAddr) -> Self {
+        if bound.ip().is_unspecified() {
+            return Hosts { names: None };
+        }
+        let ip = match bound.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 @ std::net::IpAddr::V4(_) => v4.to_string(),
+        };
+        let names = vec![
+            ip,
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "[::1]".to_owned(),
+            host_part(given).to_ascii_lowercase(),
+        ];
+        Hosts { names: Some(names) }
+    }
+
+    fn allows(&self, request: &Request) -> bool {
+        let Some(names) = &self.names else {
+            return true;
+        };
+        match request.headers().iter().find(|h| h.field.equiv("Host")) {
+            // No Host: not a browser's request (every browser sends one).
+            None => true,
+            Some(h) => {
+                let host = host_part(h.value.as_str().trim()).to_ascii_lowercase();
+                names.contains(&host)
+            }
+        }
+    }
+}
+
+/// `name:port` or `[v6]:port` without the port.
+fn host_part(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+fn misdirected() -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_string(
+        "This server answers only requests for localhost, 127.0.0.1 or the address it was \
+         given (--serve).",
+    )
+    .with_status_code(421)
+    .with_header(header("Content-Type", "text/plain; charset=utf-8"))
 }
 
 fn respond(root: &Path, request: Request) {
@@ -177,7 +247,14 @@ fn mtime_of(file: &Path) -> u128 {
 
 /// The page with the live-reload script before `</body>` (or at the end).
 fn with_reload_script(html: &[u8], page: &str, mtime: u128) -> Vec<u8> {
-    let page_json = serde_json::to_string(page).expect("a string serializes");
+    // JSON in a <script>: `</script>` (and `<!--`) in a folder's name must not end it.
+    let page_json = serde_json::to_string(page)
+        .expect("a string serializes")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
     let script = format!(
         "<script>(() => {{ const page = {page_json}, seen = '{mtime}'; \
          const check = () => fetch('{MTIME_PATH}?page=' + encodeURIComponent(page), \
@@ -244,5 +321,10 @@ mod tests {
             out.contains(r#"const page = "/a.html", seen = '7'"#),
             "{out}"
         );
+        // A folder named to end the script stays inside the string.
+        let out = with_reload_script(b"<body></body>", "/</script><script>alert(1)//.html", 1);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.matches("</script>").count(), 1, "{out}");
+        assert!(out.contains(r#""/\u003c/script\u003e\u003cscript\u003ealert(1)//.html""#));
     }
 }

@@ -249,11 +249,16 @@ pub(crate) fn free_port() -> u16 {
 
 /// A raw GET, path as given (no client normalizes `..` away): status and body.
 fn get(port: u16, path: &str) -> (u16, String) {
+    get_as(port, path, "127.0.0.1")
+}
+
+/// `get`, the request naming `host` in its `Host` header.
+fn get_as(port: u16, path: &str, host: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -308,6 +313,16 @@ fn serve_answers_pages_with_the_reload_script_and_nothing_outside_the_site() {
         let (status, body) = get(port, path);
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!body.contains("not for the web"));
+    }
+    // DNS rebinding: a page of another site that resolves its name to 127.0.0.1 names its own
+    // host; it is refused. This machine's names are answered.
+    for (host, status) in [
+        ("evil.example", 421),
+        (&*format!("evil.example:{port}"), 421),
+        (&*format!("localhost:{port}"), 200),
+        (&*format!("[::1]:{port}"), 200),
+    ] {
+        assert_eq!(get_as(port, "/", host).0, status, "Host: {host}");
     }
     let (status, body) = get(port, "/notebooks/missing.html");
     assert_eq!(status, 404);
