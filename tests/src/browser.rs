@@ -406,7 +406,7 @@ pub fn screenshot_dir(test: &str) -> PathBuf {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "browser-tests"))]
 mod tests {
     use super::*;
 
