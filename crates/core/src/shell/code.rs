@@ -177,12 +177,14 @@ impl Code {
         }
     }
 
-    /// Whether an expansion in the word being read is split into words and globbed (not in
-    /// an assignment, a case's subject or a redirection's target).
+    /// Whether an expansion in the word being read is split into words and globbed: not in an
+    /// assignment before the command (`a=$(x) cmd`; `cmd a=$(x)` is an argument, split), a
+    /// case's subject or a redirection's target. (`export a=$(x)` is split by some shells and
+    /// not by others: split, to be safe.)
     pub(super) fn splits(&self) -> bool {
-        !(self.redirect
-            || self.next == Next::CaseSubject
-            || self.word.as_ref().is_some_and(Word::assigns))
+        let assignment =
+            self.next == Next::Command && self.word.as_ref().is_some_and(Word::assigns);
+        !(self.redirect || self.next == Next::CaseSubject || assignment)
     }
 
     /// The word ends (a blank, an operator, a newline).
