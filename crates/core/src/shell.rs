@@ -26,7 +26,8 @@
 //! - a here-document with a quoted delimiter (nothing expands there), or its delimiter word;
 //! - an argument of what runs its arguments as code: `eval`, `trap`, `.`/`source`;
 //! - the name of the program a command runs (`{{x}} --help`, `exec {{x}}`): a value may not
-//!   choose it;
+//!   choose it; and the arguments of a command whose name is computed (`$CMD {{x}}`), which
+//!   could be `eval`;
 //! - a variable's name given to `export`, `read`, `printf -v`... (`export X={{x}}` is fine);
 //! - inside an unquoted `$( )`, whose output is split into words and globbed.
 //!
@@ -151,6 +152,8 @@ pub enum Place {
     /// A variable's name given to `export`, `read`, `printf -v`... (bash evaluates array
     /// subscripts in it: `a[$(cmd)]`).
     VariableName(&'static str),
+    /// An argument of a command whose name is computed (`$CMD`, `` `...` ``): it may be `eval`.
+    ComputedCommand,
     /// Inside an unquoted `$( )` or `${ }`, whose result is split into words and globbed.
     Split,
     /// A NUL byte in the code.
@@ -213,6 +216,10 @@ impl Place {
             Place::CommandName => {
                 "where the program to run is named: a value may not choose it (write the \
                  program in the command; a value can be its argument)"
+            }
+            Place::ComputedCommand => {
+                "in an argument of a command whose name is computed ($CMD, $(...)), which could \
+                 be eval: write the program's name in the command"
             }
             Place::VariableName(_) => {
                 "where a variable's name is expected (bash evaluates a name like a[$(cmd)]): \

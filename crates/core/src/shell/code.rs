@@ -105,6 +105,8 @@ pub(super) enum Does {
     Printf {
         name_next: bool,
     },
+    /// Its name comes from an expansion (`$CMD`, `` `...` ``): it could be `eval`.
+    Computed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +175,7 @@ impl Code {
             (Next::Argument, Does::Printf { name_next: true }) => {
                 Some(Place::VariableName("printf -v"))
             }
+            (Next::Argument, Does::Computed) => Some(Place::ComputedCommand),
             _ => None,
         }
     }
@@ -244,6 +247,7 @@ impl Code {
             // Still a command word next (`exec PROGRAM`: the program is named next).
         } else {
             self.does = match word.name() {
+                None => Does::Computed,
                 Some("eval") => Does::Evaluates("eval"),
                 Some("let") => Does::Evaluates("let"),
                 Some("trap") => Does::Evaluates("trap"),

@@ -183,12 +183,17 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// An expansion or a hole in the word being read: its text is no longer known.
+    /// An expansion or a hole in the word being read: its text is no longer known. A
+    /// here-document's body is no word of the code around it.
     fn opaque_word(&mut self) {
         for frame in self.stack.iter_mut().rev() {
-            if let Frame::Code(code) = frame {
-                code.word().opaque();
-                return;
+            match frame {
+                Frame::Code(code) => {
+                    code.word().opaque();
+                    return;
+                }
+                Frame::HereDoc(_) | Frame::Comment => return,
+                _ => {}
             }
         }
     }

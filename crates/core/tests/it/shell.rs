@@ -75,6 +75,8 @@ fn places_where_a_value_cannot_be_data_are_refused_with_the_position() {
         ("echo $(printf %s @)", Place::Split),
         ("for x in $(echo @); do :; done", Place::Split),
         ("printf %s a=$(printf %s @)", Place::Split),
+        ("`true`eval x @", Place::ComputedCommand),
+        ("$CMD --flag @", Place::ComputedCommand),
         ("true | @", Place::CommandName),
         ("export @", Place::VariableName("export")),
         ("read -r @", Place::VariableName("read")),
