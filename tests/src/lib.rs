@@ -148,9 +148,22 @@ pub fn assert_cli_contract(bin: &str, name: &str, version: &str) {
         );
     }
 
+    // `NAME VERSION (COMMIT DATE, TARGET)`, as uv and ripgrep say what they are.
     let ver = run_in(bin, dir.path(), &["--version"]);
     assert_eq!(ver.code, Some(0));
-    assert_eq!(ver.stdout.trim(), format!("{name} {version}"));
+    let line = ver.stdout.trim();
+    let rest = line
+        .strip_prefix(&format!("{name} {version} ("))
+        .unwrap_or_else(|| panic!("--version: {line}"));
+    let (commit_date, target) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", "))
+        .unwrap_or_else(|| panic!("--version: {line}"));
+    assert!(commit_date.split(' ').count() == 2, "--version: {line}");
+    assert!(
+        target.contains("-linux-") || target.contains("-apple-"),
+        "--version: {line}"
+    );
 
     let bad = run_in(bin, dir.path(), &["--no-such-flag"]);
     assert_eq!(bad.code, Some(2));

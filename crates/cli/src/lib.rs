@@ -9,6 +9,7 @@
 //!   and maps it to its exit status through [`ExitStatus::of_error`].
 //! - [`Shell`] and [`print_completions`]: `<tool> completions bash|zsh|fish|powershell`.
 //! - [`after_help`]: examples, then the exit-status table of [`fanout::exit::exit_codes_help`].
+//! - [`VERSION`]: what `--version` says (version, commit, date, target).
 //!
 //! The values stay optional where a tool merges them with a configuration file (flags win);
 //! the `*_or` methods apply the tool's defaults and check the result.
@@ -26,6 +27,20 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, value_parser};
 use fanout::{ExitStatus, Launcher, MaxWorkers, ProgressMode, SlurmError, UsageError};
 
 pub use clap_complete::Shell;
+
+/// What `--version` prints after the tool's name: the version, the git commit and its date, and
+/// the target (`0.1.0 (abc123456 2026-12-03, x86_64-unknown-linux-gnu)`), so a bug report says
+/// what ran. Every tool is built from this workspace, at this version.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FANOUT_BUILD_COMMIT"),
+    " ",
+    env!("FANOUT_BUILD_DATE"),
+    ", ",
+    env!("FANOUT_BUILD_TARGET"),
+    ")"
+);
 
 /// How many lines of a failure's output `-v/--verbose` shows under it.
 pub const VERBOSE_DETAIL_LINES: usize = 200;

@@ -30,7 +30,7 @@ const EXAMPLES: &str = "  parallamr init
 #[derive(Debug, Parser)]
 #[command(
     name = "parallamr",
-    version,
+    version = fanout_cli::VERSION,
     long_about = "Run experiment sweeps: a prompt template against many provider/model/variable \
         rows of a CSV, in parallel, with results streamed to CSV as they complete.\n\n\
         Providers: mock (no network), ollama, openrouter, openai (and OpenAI-compatible servers \

@@ -32,7 +32,7 @@ const EXAMPLES: &str = "  export-nb                          export ./notebooks 
 #[derive(Debug, Parser)]
 #[command(
     name = "export-nb",
-    version,
+    version = fanout_cli::VERSION,
     long_about = "Export folders of marimo notebooks to a static HTML site, many at once.\n\n\
         Each notebook runs in a process of its own, with exactly the packages its inline \
         (PEP 723) header names, all of them through one bounded worker pool; then an index page \

@@ -34,7 +34,7 @@ const EXAMPLES: &str = "  lorchestra pipeline ingest --max-workers 4
 #[derive(Debug, Parser)]
 #[command(
     name = "lorchestra",
-    version,
+    version = fanout_cli::VERSION,
     long_about = "Run a pipeline's stages in order; the independent jobs inside a stage run in \
         parallel through a bounded worker pool. Each job's output goes to its log; the run's \
         state is saved after every job in .lorchestra/runs/<RUN_ID>/run.json, so an interrupted \
