@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask test`: install what the tests need, then run the whole test suite.
 //! - `cargo xtask demo`: run the main job on the bundled examples.
+//! - `cargo xtask dist`: the wheels and release archives users install.
 //! - `cargo xtask bench`: the benchmark suite, our tools beside the anchors.
 //! - `cargo xtask fuzz`: every fuzz target (a parser of user input each) for a while.
 //! - `cargo xtask man`: man pages of the tools, generated from their command-line definitions.
@@ -19,6 +20,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod man;
 mod screenshots;
@@ -35,6 +37,8 @@ Tasks:
   test    install what the tests need (uv, Chromium, the Slurm test cluster), then run
           `cargo test --workspace` with the features that turn their tests on
   demo    build export-nb and export the bundled notebooks to target/demo/site
+  dist    the wheels (uv, pip), release archives and SHA256SUMS users install, into
+          target/dist (maturin and zig from PyPI, linked for glibc 2.28)
   bench   the benchmark suite: our tools and the anchors side by side (--help for options)
   fuzz    run every fuzz target (cargo-fuzz, nightly) for --seconds N each (default 60); fails
           on a crash (--help for options)
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("dist") => dist::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("man") => man::run(&args[1..]),
