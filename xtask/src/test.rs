@@ -11,15 +11,18 @@ use crate::tasks;
 /// `cargo test --workspace` leaves them off, so it passes on any machine with Rust.
 pub(crate) const TEST_FEATURES: &str = "fanout/slurm-tests,\
     export-nb/slurm-tests,export-nb/browser-tests,export-nb/real-uvx-tests,\
-    lorchestra/slurm-tests,lorchestra/browser-tests,parallamr/slurm-tests,testkit/browser-tests";
+    lorchestra/slurm-tests,lorchestra/browser-tests,parallamr/slurm-tests,testkit/browser-tests,\
+    testkit/dist-tests";
 
 /// The modules that hold those tests, in every test binary: each must have run tests.
-const FEATURE_MODULES: [&str; 3] = ["slurm::", "browser::", "real_uvx::"];
+const FEATURE_MODULES: [&str; 4] = ["slurm::", "browser::", "real_uvx::", "dist::"];
 
 pub(crate) fn run(extra: &[String]) -> Result<()> {
     tasks::ensure_uv()?;
     tasks::ensure_chromium()?;
     let slurm_conf = crate::slurm::ensure()?;
+    // The wheels and archives the dist tests install.
+    crate::dist::run(&[])?;
     let mut cmd = Command::new(env!("CARGO"));
     // The Slurm tests talk to this cluster and to no other.
     cmd.args(["test", "--workspace", "--features", TEST_FEATURES])
@@ -172,6 +175,6 @@ mod tests {
              3 tests, 0 benchmarks\nreal_uvx_like: test\n",
         );
         assert_eq!(listed.total, 6);
-        assert_eq!(listed.per_module, [2, 1, 0]);
+        assert_eq!(listed.per_module, [2, 1, 0, 0]);
     }
 }
