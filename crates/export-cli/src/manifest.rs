@@ -120,15 +120,10 @@ impl Manifest {
             return Some(Reason::Changed);
         }
         if entry.modules != found.modules {
-            let mut changed: Vec<PathBuf> = entry
-                .modules
-                .keys()
-                .chain(found.modules.keys())
-                .filter(|m| entry.modules.get(*m) != found.modules.get(*m))
-                .cloned()
-                .collect();
-            changed.dedup();
-            return Some(Reason::ModulesChanged(changed));
+            return Some(Reason::ModulesChanged(changed_modules(
+                &entry.modules,
+                &found.modules,
+            )));
         }
         if entry.failed {
             return Some(Reason::FailedLastTime);
@@ -261,9 +256,40 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// The local modules whose hash differs between `old` and `new` (added, removed or changed),
+/// each once, in path order.
+fn changed_modules(
+    old: &BTreeMap<PathBuf, String>,
+    new: &BTreeMap<PathBuf, String>,
+) -> Vec<PathBuf> {
+    old.keys()
+        .chain(new.keys())
+        .filter(|m| old.get(*m) != new.get(*m))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_changed_modules_are_each_named_once() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<PathBuf, String> {
+            pairs
+                .iter()
+                .map(|(p, h)| (PathBuf::from(p), (*h).to_owned()))
+                .collect()
+        };
+        let old = map(&[("a.py", "1"), ("b.py", "1"), ("same.py", "1"), ("gone.py", "1")]);
+        let new = map(&[("a.py", "2"), ("b.py", "2"), ("same.py", "1"), ("new.py", "1")]);
+        assert_eq!(
+            changed_modules(&old, &new),
+            ["a.py", "b.py", "gone.py", "new.py"].map(PathBuf::from)
+        );
+    }
 
     #[test]
     fn only_pages_inside_the_output_are_ours() {
