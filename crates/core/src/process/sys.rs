@@ -1,4 +1,5 @@
-//! The one audited place with `unsafe`: configuring a child between fork and exec.
+//! Configuring a child between fork and exec: one of the core's two `unsafe` blocks (the other
+//! is `mem.rs`).
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -40,6 +41,10 @@ pub(crate) fn configure_child(cmd: &mut Command) -> std::io::Result<()> {
         reason = "pre_exec is unsafe because the closure runs between fork and exec; it only makes \
                   async-signal-safe syscalls (setsid, prctl, getppid) and allocates nothing"
     )]
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it makes the setsid, prctl and getppid system calls (rustix wraps
+    // them without allocating), captures only `Copy` values, and touches no lock or memory of
+    // the parent.
     unsafe {
         cmd.pre_exec(move || {
             if detach {
