@@ -22,6 +22,7 @@ mod bench;
 mod demo;
 mod dist;
 mod fuzz;
+mod links;
 mod man;
 mod screenshots;
 mod slurm;

@@ -283,8 +283,18 @@ mod tests {
                 .map(|(p, h)| (PathBuf::from(p), (*h).to_owned()))
                 .collect()
         };
-        let old = map(&[("a.py", "1"), ("b.py", "1"), ("same.py", "1"), ("gone.py", "1")]);
-        let new = map(&[("a.py", "2"), ("b.py", "2"), ("same.py", "1"), ("new.py", "1")]);
+        let old = map(&[
+            ("a.py", "1"),
+            ("b.py", "1"),
+            ("same.py", "1"),
+            ("gone.py", "1"),
+        ]);
+        let new = map(&[
+            ("a.py", "2"),
+            ("b.py", "2"),
+            ("same.py", "1"),
+            ("new.py", "1"),
+        ]);
         assert_eq!(
             changed_modules(&old, &new),
             ["a.py", "b.py", "gone.py", "new.py"].map(PathBuf::from)
