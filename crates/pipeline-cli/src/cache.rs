@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Job, Run};
+use crate::model::{Job, Run};
 
 /// The cache, in the project's `.lorchestra/`.
 pub(crate) const CACHE_FILE: &str = ".lorchestra/cache.json";
@@ -676,7 +676,7 @@ mod tests {
         let entry = |key: &str| Entry {
             key: key.into(),
             definition: definition(
-                &crate::config::nested_job("pipeline.x", "x", Path::new("p.toml")),
+                &crate::model::nested_job("pipeline.x", "x", Path::new("p.toml")),
                 "",
             ),
             inputs: BTreeMap::new(),
@@ -762,7 +762,7 @@ mod tests {
         };
         std::fs::write(&input, "aaaa").unwrap();
         set_time();
-        let pipeline = crate::config::Project::new(d.path().to_path_buf())
+        let pipeline = crate::project::Project::new(d.path().to_path_buf())
             .load("p")
             .unwrap();
         let job = &pipeline.stages[0].jobs[0];

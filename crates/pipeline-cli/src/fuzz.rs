@@ -6,7 +6,8 @@ use std::path::Path;
 use fanout::{MaxWorkers, ProgressMode};
 
 use crate::cli::Halt;
-use crate::config::{Backend, Project};
+use crate::model::Backend;
+use crate::project::Project;
 use crate::run::{self, RunOptions};
 use crate::store::{self, JobStatus};
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::Pipeline;
+use crate::model::Pipeline;
 
 /// Per job: `needs a, b` and/or `after c, d`, empty for a job that waits for nothing.
 fn waits_words(p: &Pipeline, fi: usize) -> String {

@@ -12,18 +12,22 @@
 
 mod cache;
 pub mod cli;
-mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 mod graph;
+mod jobs;
 mod looping;
+mod model;
 mod output;
 mod payload;
 mod placeholders;
+mod project;
+mod raw;
 mod report;
 mod run;
 mod store;
+mod waits;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -31,7 +35,7 @@ use fanout::ExitStatus;
 use fanout_cli::UsageResult;
 
 use crate::cli::{Cli, Commands};
-use crate::config::Project;
+use crate::project::Project;
 use crate::store::JobStatus;
 
 /// Run lorchestra with parsed arguments; returns the exit status. Errors are printed here:
@@ -137,7 +141,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
 }
 
 /// What `lorchestra validate` prints for a valid pipeline.
-fn print_valid(p: &config::Pipeline) {
+fn print_valid(p: &model::Pipeline) {
     let jobs = p.job_count();
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     if p.is_graph {

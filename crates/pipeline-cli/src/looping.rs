@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::config::{Iteration, Pipeline, Reference};
+use crate::model::{Iteration, Pipeline, Reference};
 use crate::payload::{self, Payload};
 
 /// The value `reference` names; an error says what is missing, in words.
@@ -124,7 +124,7 @@ pub(crate) fn expand(
     let stage = &mut pipeline.stages[si];
     stage.jobs = jobs;
     stage.looping.as_mut().expect("a loop stage").expanded = true;
-    pipeline.waits = crate::config::waits(pipeline).map_err(|e| format!("{e:#}"))?;
+    pipeline.waits = crate::waits::waits(pipeline).map_err(|e| format!("{e:#}"))?;
     Ok(n)
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::config::{Job, Pipeline};
+use crate::model::{Job, Pipeline};
 use crate::placeholders::Unfilled;
 
 /// Key -> value.
@@ -181,7 +181,7 @@ fn unfilled(job: &Job, context: &str, why: &Unfilled, have: &str) -> anyhow::Err
     anyhow!(
         "{}{}: the job {:?}{context} uses {{{{payload.{key}}}}}{why}",
         job.defined_in.display(),
-        crate::config::line_of(&job.defined_in, &format!("payload.{key}")),
+        crate::raw::line_of(&job.defined_in, &format!("payload.{key}")),
         job.id
     )
 }

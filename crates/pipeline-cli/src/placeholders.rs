@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 use fanout::shell::{HoleError, ScriptBuilder};
 use serde_json::Value;
 
-use crate::config::{Job, Run};
+use crate::model::{Job, Run};
 use crate::payload::{ENV_ALL, Payload, text};
 
 /// Why a job's placeholders cannot be filled.

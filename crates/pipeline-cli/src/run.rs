@@ -18,9 +18,10 @@ use fanout_cli::{RunArgs, UsageResult};
 
 use crate::cache::{Cache, CacheFile, CacheUpdate, DepState, Verdict, first_reason};
 use crate::cli::{Halt, Lorchestra};
-use crate::config::{Backend, Job, Pipeline, Project, Run};
+use crate::model::{Backend, Job, Pipeline, Run};
 use crate::output;
 use crate::payload::{self, Payload};
+use crate::project::Project;
 use crate::report;
 use crate::store::{
     self, CacheState, JobRecord, JobStatus, RecordWriter, RunRecord, RunStatus, StageRecord, Update,
@@ -1290,7 +1291,7 @@ pub(crate) fn print_plan(
         if let Some(l) = stage.looping.as_ref().filter(|l| !l.expanded) {
             let over = crate::looping::describe(&l.over);
             let from = match &l.over {
-                crate::config::Reference::Run { job, .. } => job.as_str(),
+                crate::model::Reference::Run { job, .. } => job.as_str(),
                 _ => "",
             };
             println!("  for each item of {over} (known once {from} has run):");

@@ -1,0 +1,153 @@
+//! What each job waits for: the jobs it `needs`, and the earlier stages' jobs it comes after
+//! (the frontier), as positions in job order; and a stage's jobs ordered by their needs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::model::{Pipeline, Waits};
+
+/// is reported by [`waits`], with names).
+pub(crate) fn after_needs<T>(
+    items: Vec<T>,
+    id: impl Fn(&T) -> &str,
+    needs: impl Fn(&T) -> &[String],
+) -> Vec<T> {
+    if items.iter().all(|t| needs(t).is_empty()) {
+        return items;
+    }
+    let ids: HashSet<String> = items.iter().map(|t| id(t).to_owned()).collect();
+    let mut placed: HashSet<String> = HashSet::new();
+    let mut rest: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(rest.len());
+    loop {
+        let before = ordered.len();
+        for slot in &mut rest {
+            let ready = slot.as_ref().is_some_and(|t| {
+                needs(t)
+                    .iter()
+                    .all(|n| placed.contains(n) || !ids.contains(n) || n == id(t))
+            });
+            if ready && let Some(t) = slot.take() {
+                placed.insert(id(&t).to_owned());
+                ordered.push(t);
+            }
+        }
+        if ordered.len() == before {
+            break;
+        }
+    }
+    ordered.extend(rest.into_iter().flatten());
+    ordered
+}
+
+/// What each job of `pipeline` waits for (see [`Waits`]); an error names a job that needs an
+/// unknown job, a job of a later stage, or the jobs of a cycle.
+pub(crate) fn waits(pipeline: &Pipeline) -> Result<Vec<Waits>> {
+    let at = pipeline.file.display();
+    let any_needs = pipeline.jobs().any(|(_, _, j)| !j.needs.is_empty());
+    // Only `needs` name jobs (and can form cycles): without them, no lookups to prepare. A
+    // loop's job stands for all its iterations (none before the loop is expanded).
+    let mut position: HashMap<&str, (Vec<usize>, usize)> = HashMap::new();
+    if any_needs {
+        for (fi, (si, _, j)) in pipeline.jobs().enumerate() {
+            position.insert(j.id.as_str(), (vec![fi], si));
+            if let Some(it) = &j.iteration {
+                position
+                    .entry(it.of.as_str())
+                    .or_insert((Vec::new(), si))
+                    .0
+                    .push(fi);
+            }
+        }
+        for (si, stage) in pipeline.stages.iter().enumerate() {
+            for t in stage.looping.iter().flat_map(|l| &l.jobs) {
+                position.entry(t.id.as_str()).or_insert((Vec::new(), si));
+            }
+        }
+    }
+    let mut waits = Vec::with_capacity(pipeline.job_count());
+    // The jobs of the stages so far that no later job waits for: a job without `needs`
+    // comes after them (and so after every earlier stage).
+    let mut frontier: Vec<usize> = Vec::new();
+    let mut first = 0;
+    for (si, stage) in pipeline.stages.iter().enumerate() {
+        let mut waited_for: HashSet<usize> = HashSet::new();
+        let after: Arc<[usize]> = frontier.as_slice().into();
+        let none: Arc<[usize]> = Arc::from([]);
+        let mut any_after = false;
+        for job in &stage.jobs {
+            // Clones of two lists per stage: no allocation per job.
+            let mut w = Waits {
+                needs: Vec::new(),
+                after: none.clone(),
+            };
+            if job.needs.is_empty() {
+                w.after = after.clone();
+                any_after = true;
+            }
+            for need in &job.needs {
+                let Some((indices, need_stage)) = position.get(need.as_str()) else {
+                    let mut names: Vec<&str> = position.keys().copied().collect();
+                    names.sort_unstable();
+                    bail!(
+                        "{at}: the job {:?} needs {need:?}, which is not a job of this \
+                         pipeline (its jobs: {})",
+                        job.id,
+                        names.join(", ")
+                    );
+                };
+                let need_stage = *need_stage;
+                if need_stage > si {
+                    bail!(
+                        "{at}: the job {:?} (stage {:?}) needs {need:?}, which runs in the \
+                         later stage {:?}; `needs` may point only to a job of the same or an \
+                         earlier stage",
+                        job.id,
+                        stage.name,
+                        pipeline.stages[need_stage].name
+                    );
+                }
+                if need == &job.id {
+                    bail!("{at}: the job {:?} needs itself", job.id);
+                }
+                for &fi in indices {
+                    if !w.needs.contains(&fi) {
+                        w.needs.push(fi);
+                    }
+                }
+            }
+            waited_for.extend(w.needs.iter().copied());
+            waits.push(w);
+        }
+        if any_after {
+            frontier.clear();
+        }
+        frontier.retain(|fi| !waited_for.contains(fi));
+        frontier.extend(first..first + stage.jobs.len());
+        first += stage.jobs.len();
+    }
+    if !any_needs {
+        return Ok(waits);
+    }
+    let tasks: Vec<fanout::Task<()>> = pipeline
+        .jobs()
+        .zip(&waits)
+        .map(|((_, _, j), w)| {
+            fanout::Task::new(j.id.clone(), ())
+                .needs(w.needs.iter().copied())
+                .after_shared(w.after.clone())
+        })
+        .collect();
+    fanout::check_waits(&tasks).map_err(|e| {
+        anyhow!(
+            "{at}: {}",
+            e.to_string().replace(
+                "the tasks wait for each other in a cycle (-> reads \"waits for\")",
+                "the jobs need each other in a cycle (-> reads \"needs\")"
+            )
+        )
+    })?;
+    Ok(waits)
+}
