@@ -11,6 +11,7 @@
 
 #[cfg(feature = "browser")]
 pub mod browser;
+pub mod layering;
 pub mod llm_server;
 pub mod shell_oracle;
 pub mod site_server;

@@ -92,15 +92,6 @@ pub(crate) struct Limits {
     pub(crate) max_age: Duration,
 }
 
-impl From<&crate::cli::PruneArgs> for Limits {
-    fn from(a: &crate::cli::PruneArgs) -> Self {
-        Limits {
-            max_bytes: a.max_size,
-            max_age: a.max_age,
-        }
-    }
-}
-
 impl Limits {
     /// `PARALLAMR_CACHE_MAX_SIZE` and `PARALLAMR_CACHE_MAX_AGE`, else 1 GiB and 90 days.
     pub(crate) fn from_env() -> Result<Self> {

@@ -162,7 +162,10 @@ fn cache_command(c: &cli::CacheCli) -> Result<ExitStatus> {
             println!("answers: {} ({})", u.entries, cache::fmt_bytes(u.bytes));
         }
         cli::CacheAction::Prune(limits) => {
-            let u = cache.prune(cache::Limits::from(limits))?;
+            let u = cache.prune(cache::Limits {
+                max_bytes: limits.max_size,
+                max_age: limits.max_age,
+            })?;
             let left = cache.usage();
             println!(
                 "removed {} answers ({}) from {dir}; {} answers ({}) kept",

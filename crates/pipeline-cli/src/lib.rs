@@ -17,6 +17,8 @@ pub mod cli;
 pub mod fuzz;
 mod graph;
 mod jobs;
+mod layout;
+mod load;
 mod looping;
 mod model;
 mod output;
@@ -84,7 +86,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 None => payload::from_args(&payload, payload_file.as_deref()).usage()?,
             };
             let mut pipeline = project.load(&pipeline).usage()?;
-            payload::apply(&mut pipeline, &opts.payload).usage()?;
+            placeholders::apply(&mut pipeline, &opts.payload).usage()?;
             run::settle(&mut pipeline, &opts);
             if reads_only {
                 run::print_plan(&project, &pipeline, &opts, explain)?;

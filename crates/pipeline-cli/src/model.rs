@@ -97,7 +97,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         needs: Vec::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
-        output: crate::output::OutputFrom::File,
+        output: OutputFrom::File,
         iteration: None,
         matrix: Vec::new(),
     }
@@ -180,7 +180,7 @@ pub(crate) struct Job {
     /// job to be up to date.
     pub(crate) outputs: Vec<String>,
     /// Where the JSON value it returns comes from (see `output.rs`).
-    pub(crate) output: crate::output::OutputFrom,
+    pub(crate) output: OutputFrom,
     /// An iteration of a loop's or a matrix's job: the job as defined, and the payload of its
     /// item (over the run's).
     pub(crate) iteration: Option<Iteration>,
@@ -258,4 +258,15 @@ impl Run {
             Run::Pipeline(name) => format!("lorchestra pipeline {name}"),
         }
     }
+}
+
+/// Where a job's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OutputFrom {
+    /// The file named by `$LORCHESTRA_OUTPUT`, if the job wrote it.
+    #[default]
+    File,
+    /// The file if written, else the last line of the job's log, which must then be JSON.
+    Stdout,
 }

@@ -6,33 +6,15 @@
 //! is JSON. A value larger than [`MAX_BYTES`], or a file that is not JSON, fails the job with
 //! the reason.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
+use crate::model::OutputFrom;
 use serde_json::Value;
 
 /// The environment variable naming the file a job writes its value to.
 pub(crate) const ENV: &str = "LORCHESTRA_OUTPUT";
 /// The largest value kept: the record is rewritten as jobs finish, and stays small.
 pub(crate) const MAX_BYTES: u64 = 1024 * 1024;
-
-/// Where a job's value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum OutputFrom {
-    /// The file named by `$LORCHESTRA_OUTPUT`, if the job wrote it.
-    #[default]
-    File,
-    /// The file if written, else the last line of the job's log, which must then be JSON.
-    Stdout,
-}
-
-/// The file job `job_id` of the run in `run_dir` writes its value to.
-pub(crate) fn file(run_dir: &Path, job_id: &str) -> PathBuf {
-    run_dir
-        .join("outputs")
-        .join(format!("{}.json", crate::store::file_stem(job_id)))
-}
 
 /// The value a job that succeeded returned: `None` if it returned none; an error (which fails
 /// the job) for a value that is too large or not JSON.

@@ -2,16 +2,13 @@
 //! kept in its record (a resumed run reuses them), handed to every job as environment
 //! variables and through `{{payload.KEY}}` placeholders in `command`, `env` and `cwd`.
 //!
-//! A placeholder never lets a value run as code: see `placeholders.rs`.
+//! A placeholder never lets a value run as code: `placeholders.rs` fills them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
-
-use crate::model::{Job, Pipeline};
-use crate::placeholders::Unfilled;
 
 /// Key -> value.
 pub(crate) type Payload = BTreeMap<String, Value>;
@@ -107,83 +104,9 @@ pub(crate) fn env(payload: &Payload) -> Vec<(String, String)> {
     vars
 }
 
-/// Fill the `{{payload.KEY}}` placeholders of every job of `pipeline` with the payload's
-/// values (see `placeholders.rs`). A placeholder naming a key the payload does not have, or
-/// standing where its value would not stay data, is an error naming the file, the line, the
-/// job and the key. Other `{{ ... }}` are left alone.
-pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
-    check_keys(payload.keys(), "the payload")?;
-    // A loop's jobs are filled per item; here their placeholders are checked against the
-    // keys they will have: the run's and the loop's.
-    for stage in &pipeline.stages {
-        let Some(l) = &stage.looping else { continue };
-        let mut keys = payload.clone();
-        keys.extend(
-            l.payload
-                .keys()
-                .map(|k| (k.clone(), Value::String(String::new()))),
-        );
-        check_keys(keys.keys(), &format!("the loop of stage {:?}", stage.name))?;
-        for job in &l.jobs {
-            crate::placeholders::fill(&mut job.clone(), &keys).map_err(|why| {
-                let have = format!(
-                    "neither the loop's payload nor the run's has it (they have: {})",
-                    keys.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
-                unfilled(
-                    job,
-                    &format!(" (in the loop of stage {:?})", stage.name),
-                    &why,
-                    &have,
-                )
-            })?;
-        }
-    }
-    for stage in &mut pipeline.stages {
-        for job in &mut stage.jobs {
-            // A matrix's job: its combination over the run's payload.
-            let own = job.iteration.as_mut().map(|it| {
-                let mut merged = payload.clone();
-                merged.extend(std::mem::take(&mut it.payload));
-                it.payload.clone_from(&merged);
-                merged
-            });
-            if let Some(own) = &own {
-                check_keys(
-                    own.keys(),
-                    &format!("the job {:?} with the run's payload", job.id),
-                )?;
-            }
-            let payload = own.as_ref().unwrap_or(payload);
-            crate::placeholders::fill(job, payload).map_err(|why| {
-                let have = if payload.is_empty() {
-                    "the run has no payload (--payload KEY=VALUE, --payload-file FILE)".to_owned()
-                } else {
-                    format!(
-                        "the payload has {}",
-                        payload.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                };
-                unfilled(job, "", &why, &have)
-            })?;
-        }
-    }
-    Ok(())
-}
-
-/// The error for a job whose placeholder cannot be filled: file, line, job and key.
-fn unfilled(job: &Job, context: &str, why: &Unfilled, have: &str) -> anyhow::Error {
-    let key = why.key();
-    let why = match why {
-        Unfilled::Unknown(_) => format!(", but {have}"),
-        other => format!(" {}", other.why()),
-    };
-    anyhow!(
-        "{}{}: the job {:?}{context} uses {{{{payload.{key}}}}}{why}",
-        job.defined_in.display(),
-        crate::raw::line_of(&job.defined_in, &format!("payload.{key}")),
-        job.id
-    )
+/// The variable a job reads the payload's `key` from (see `payload::env`).
+pub(crate) fn variable(key: &str) -> String {
+    format!("{ENV_ALL}_{}", key.to_ascii_uppercase())
 }
 
 /// Keys that would name the same variable (`id` and `ID` both `LORCHESTRA_PAYLOAD_ID`) are an
@@ -195,7 +118,7 @@ pub(crate) fn check_keys<'a>(keys: impl Iterator<Item = &'a String>, whose: &str
             bail!(
                 "{whose} has the keys {other:?} and {key:?}, which differ only in case: a job \
                  gets both as the variable {}; rename one",
-                crate::placeholders::variable(key)
+                variable(key)
             );
         }
     }

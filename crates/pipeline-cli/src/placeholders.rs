@@ -20,8 +20,10 @@ use std::path::{Component, Path, PathBuf};
 use fanout::shell::{HoleError, ScriptBuilder};
 use serde_json::Value;
 
-use crate::model::{Job, Run};
-use crate::payload::{ENV_ALL, Payload, text};
+use anyhow::{Result, anyhow};
+
+use crate::model::{Job, Pipeline, Run};
+use crate::payload::{ENV_ALL, Payload, check_keys, text, variable};
 
 /// Why a job's placeholders cannot be filled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +75,83 @@ impl Unfilled {
     }
 }
 
-/// The variable a job reads the payload's `key` from (see `payload::env`).
-pub(crate) fn variable(key: &str) -> String {
-    format!("{ENV_ALL}_{}", key.to_ascii_uppercase())
+/// Fill the `{{payload.KEY}}` placeholders of every job of `pipeline` with the payload's
+/// values (see `placeholders.rs`). A placeholder naming a key the payload does not have, or
+/// standing where its value would not stay data, is an error naming the file, the line, the
+/// job and the key. Other `{{ ... }}` are left alone.
+pub(crate) fn apply(pipeline: &mut Pipeline, payload: &Payload) -> Result<()> {
+    check_keys(payload.keys(), "the payload")?;
+    // A loop's jobs are filled per item; here their placeholders are checked against the
+    // keys they will have: the run's and the loop's.
+    for stage in &pipeline.stages {
+        let Some(l) = &stage.looping else { continue };
+        let mut keys = payload.clone();
+        keys.extend(
+            l.payload
+                .keys()
+                .map(|k| (k.clone(), Value::String(String::new()))),
+        );
+        check_keys(keys.keys(), &format!("the loop of stage {:?}", stage.name))?;
+        for job in &l.jobs {
+            fill(&mut job.clone(), &keys).map_err(|why| {
+                let have = format!(
+                    "neither the loop's payload nor the run's has it (they have: {})",
+                    keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+                unfilled(
+                    job,
+                    &format!(" (in the loop of stage {:?})", stage.name),
+                    &why,
+                    &have,
+                )
+            })?;
+        }
+    }
+    for stage in &mut pipeline.stages {
+        for job in &mut stage.jobs {
+            // A matrix's job: its combination over the run's payload.
+            let own = job.iteration.as_mut().map(|it| {
+                let mut merged = payload.clone();
+                merged.extend(std::mem::take(&mut it.payload));
+                it.payload.clone_from(&merged);
+                merged
+            });
+            if let Some(own) = &own {
+                check_keys(
+                    own.keys(),
+                    &format!("the job {:?} with the run's payload", job.id),
+                )?;
+            }
+            let payload = own.as_ref().unwrap_or(payload);
+            fill(job, payload).map_err(|why| {
+                let have = if payload.is_empty() {
+                    "the run has no payload (--payload KEY=VALUE, --payload-file FILE)".to_owned()
+                } else {
+                    format!(
+                        "the payload has {}",
+                        payload.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                unfilled(job, "", &why, &have)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The error for a job whose placeholder cannot be filled: file, line, job and key.
+fn unfilled(job: &Job, context: &str, why: &Unfilled, have: &str) -> anyhow::Error {
+    let key = why.key();
+    let why = match why {
+        Unfilled::Unknown(_) => format!(", but {have}"),
+        other => format!(" {}", other.why()),
+    };
+    anyhow!(
+        "{}{}: the job {:?}{context} uses {{{{payload.{key}}}}}{why}",
+        job.defined_in.display(),
+        crate::raw::line_of(&job.defined_in, &format!("payload.{key}")),
+        job.id
+    )
 }
 
 /// Fill the placeholders of `job` from `payload`. Text without `{{` is not touched.

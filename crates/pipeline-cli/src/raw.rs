@@ -100,7 +100,7 @@ pub(crate) struct RawJob {
     pub(crate) outputs: Vec<String>,
     /// `output = "stdout"`: its value may be the last line of its log.
     #[serde(default)]
-    pub(crate) output: crate::output::OutputFrom,
+    pub(crate) output: crate::model::OutputFrom,
     /// `matrix = { account = [1, 2], region = ["eu", "us"] }`: one job per combination.
     pub(crate) matrix: Option<BTreeMap<String, Vec<serde_json::Value>>>,
     /// `matrix_from = { file = "accounts.txt" }` (one item per line) or `{ json = "x.json" }`.

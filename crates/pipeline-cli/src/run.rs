@@ -906,7 +906,7 @@ fn run_jobs(
             attempt: tctx.attempt(),
             at: SystemTime::now(),
         });
-        let log = ctx.run_dir.join(store::log_name(&job.id));
+        let log = ctx.run_dir.join(crate::layout::log_name(&job.id));
         let out = match run_job(
             ctx,
             job,
@@ -934,8 +934,12 @@ fn run_jobs(
             other => other,
         });
         let result = result.and_then(|()| {
-            let value = output::read(&output::file(ctx.run_dir, &job.id), job.output, &log)
-                .map_err(TaskError::failed)?;
+            let value = output::read(
+                &crate::layout::value_file(ctx.run_dir, &job.id),
+                job.output,
+                &log,
+            )
+            .map_err(TaskError::failed)?;
             if let Some(value) = value {
                 lock(&so_far.outputs).insert(job.id.clone(), value.clone());
                 writer.send(Update::Output {
@@ -1111,23 +1115,13 @@ fn tell_the_parent_run(run_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where the nested pipeline run by job `job_id` of the run in `run_dir` notes its run id.
-fn nested_run_file(run_dir: &Path, job_id: &str) -> std::path::PathBuf {
-    run_dir
-        .join("nested")
-        .join(format!("{}.run-id", store::file_stem(job_id)))
-}
-
 /// The payload file of a nested pipeline run by job `job_id`: its iteration's payload (a
 /// loop's item over the run's), else the run's.
 fn nested_payload_file(ctx: &RunContext<'_>, job: &Job) -> Result<PathBuf, TaskError> {
     let Some(it) = &job.iteration else {
         return Ok(ctx.run_dir.join(PAYLOAD_FILE));
     };
-    let path = ctx
-        .run_dir
-        .join("nested")
-        .join(format!("{}.payload.json", store::file_stem(&job.id)));
+    let path = crate::layout::nested_payload_file(ctx.run_dir, &job.id);
     let json = serde_json::to_vec(&it.payload).expect("a payload serializes");
     fanout::fsutil::write_atomic(&path, &json)
         .map_err(|e| TaskError::failed(format!("cannot write its payload: {e}")))?;
@@ -1165,7 +1159,7 @@ fn run_job(
             }
             // The nested run writes its id here; a later attempt, or a resumed outer run,
             // resumes that run instead of starting the nested pipeline from scratch.
-            let id_file = nested_run_file(ctx.run_dir, &job.id);
+            let id_file = crate::layout::nested_run_file(ctx.run_dir, &job.id);
             let mut resumes_nested = false;
             if let Some(id) = std::fs::read_to_string(&id_file)
                 .ok()
@@ -1201,7 +1195,7 @@ fn run_job(
         .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c));
     // Each attempt starts without a value; what the job writes there is its value. An earlier
     // attempt, or the killed run a resume continues, may have left one.
-    let output_file = output::file(ctx.run_dir, &job.id);
+    let output_file = crate::layout::value_file(ctx.run_dir, &job.id);
     let _ = std::fs::remove_file(&output_file);
     let mut cmd = cmd
         .env(output::ENV, &output_file)

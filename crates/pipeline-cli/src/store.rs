@@ -166,45 +166,10 @@ impl JobRecord {
             finished_at: None,
             finished_at_unix: None,
             duration_seconds: None,
-            log: log_name(job_id),
+            log: crate::layout::log_name(job_id),
             error: None,
         }
     }
-}
-
-/// `logs/<job_id>.log`, the id made a file name (see [`file_stem`]).
-pub(crate) fn log_name(job_id: &str) -> String {
-    format!("logs/{}.log", file_stem(job_id))
-}
-
-/// A job's id as a file name of its own: a loop's key comes from data (`job[../../x]`), so
-/// `/`, `\`, `%`, NUL and control characters are percent-encoded, a leading `.` too (no `..`,
-/// no hidden file), and a name too long for a file system is cut and given a hash of the
-/// whole. Different ids give different names.
-pub(crate) fn file_stem(job_id: &str) -> String {
-    use std::fmt::Write as _;
-    // 255 bytes is the usual limit; room for ".run-id", ".payload.json"...
-    const MAX: usize = 200;
-    let mut out = String::with_capacity(job_id.len());
-    for (i, c) in job_id.chars().enumerate() {
-        if matches!(c, '/' | '\\' | '%' | '\0') || c.is_control() || (i == 0 && c == '.') {
-            let mut buf = [0; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "%{b:02X}");
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    if out.len() > MAX {
-        let mut cut = MAX - 17;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let hash = blake3::hash(job_id.as_bytes()).to_hex();
-        out = format!("{}-{}", &out[..cut], &hash[..16]);
-    }
-    out
 }
 
 pub(crate) fn timestamp(t: SystemTime) -> (String, f64) {
@@ -662,21 +627,5 @@ mod tests {
         assert!(a < b, "{a} {b}");
         assert_eq!(a, "20270115T080000.000Z-ffff");
         assert!(!new_run_id().contains(':'));
-    }
-
-    #[test]
-    fn log_names_stay_in_the_logs_folder() {
-        assert_eq!(log_name("a/../b"), "logs/a%2F..%2Fb.log");
-        assert_eq!(file_stem("../x"), "%2E.%2Fx");
-        assert_ne!(
-            file_stem("j[a/b]"),
-            file_stem("j[a_b]"),
-            "different ids, different names"
-        );
-        let long = file_stem(&"é".repeat(300));
-        assert!(
-            long.len() <= 200 && long.is_char_boundary(long.len()),
-            "{long}"
-        );
     }
 }

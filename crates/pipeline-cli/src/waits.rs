@@ -8,6 +8,8 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::model::{Pipeline, Waits};
 
+/// `items` reordered so that each comes after the items it needs, otherwise in their order.
+/// Needs naming no item are ignored; items in a cycle keep their order at the end (the cycle
 /// is reported by [`waits`], with names).
 pub(crate) fn after_needs<T>(
     items: Vec<T>,
