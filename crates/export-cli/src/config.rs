@@ -152,7 +152,7 @@ impl Settings {
     /// returned lock is dropped: a second run is refused naming the first, or waits (`--wait`).
     pub(crate) fn lock_output(&self, what: &str) -> Result<fanout::runlock::RunLock> {
         use fanout::runlock::{RunLock, RunLockError};
-        let state = self.output.join(crate::manifest::STATE_DIR);
+        let state = self.output.join(crate::site::STATE_DIR);
         std::fs::create_dir_all(&state)
             .with_context(|| format!("creating the output folder {}", self.output.display()))?;
         RunLock::acquire(&state.join("lock"), what, self.wait).map_err(|e| match e {

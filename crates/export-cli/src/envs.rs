@@ -86,7 +86,7 @@ impl EnvSpec {
             h.update(r.as_bytes());
             h.update([0]);
         }
-        crate::manifest::hex(&h.finalize()[..10])
+        crate::site::hex(&h.finalize()[..10])
     }
 
     /// `python >=3.10: marimo, numpy>=2`, for messages.
@@ -280,7 +280,7 @@ impl EnvPool {
     /// Start the marimo worker of the environment whose interpreter is `python`.
     fn start_worker(dir: &Path, python: &Path, version: &str) -> Result<ForkServer, String> {
         let script_text = format!("{FORK_SERVER_PY}\n{WORKER_PY}");
-        let digest = crate::manifest::hex(&Sha256::digest(script_text.as_bytes())[..6]);
+        let digest = crate::site::hex(&Sha256::digest(script_text.as_bytes())[..6]);
         let script = dir.join(format!("export-nb-worker-{digest}.py"));
         if !script.is_file() {
             fanout::fsutil::write_atomic(&script, script_text.as_bytes())

@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::discover::Found;
 use crate::envs::{Env, EnvPool, EnvSpec};
 use crate::frontend::Frontends;
-use crate::manifest::STATE_DIR;
+use crate::site::STATE_DIR;
 
 /// What marimo prints when it exported a page but a cell raised (it exits 1).
 const CELLS_FAILED: &str = "some cells failed to execute";

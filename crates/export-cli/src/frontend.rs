@@ -14,13 +14,10 @@
 //! not installed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::manifest::STATE_DIR;
-
-/// The folder of the site that holds the frontends, one sub-folder per marimo version.
-pub(crate) const DIR: &str = "_marimo";
+use crate::site::{DIR, STATE_DIR, is_complete, is_plain_name, path_inside};
 
 /// The start of every URL of marimo's frontend on the CDN; the version and `/dist/` follow.
 const CDN_PREFIX: &str = "https://cdn.jsdelivr.net/npm/@marimo-team/frontend@";
@@ -103,18 +100,6 @@ impl Frontends {
             top_level,
         })
     }
-}
-
-/// Whether a frontend folder is there and whole (it is moved into place complete, so its
-/// `assets` folder says so).
-pub(crate) fn is_complete(folder: &Path) -> bool {
-    folder.join("assets").is_dir()
-}
-
-/// A single plain path component: not empty, no `/`, not `.` or `..`.
-pub(crate) fn is_plain_name(name: &str) -> bool {
-    let mut components = Path::new(name).components();
-    matches!(components.next(), Some(Component::Normal(_))) && components.next().is_none()
 }
 
 /// Copy `from` into a private folder inside the output, then move it to `to` in one rename, so
@@ -278,7 +263,7 @@ pub(crate) fn remove_beside(output: &Path, gone: &BTreeSet<PathBuf>) {
         if rel.components().count() < 2 {
             continue;
         }
-        if let Some(path) = crate::manifest::path_inside(output, rel) {
+        if let Some(path) = path_inside(output, rel) {
             remove_entry(&path);
         }
     }

@@ -102,7 +102,7 @@ impl Scanner {
             .entry(file.to_path_buf())
             .or_insert_with(|| {
                 let bytes = std::fs::read(file).ok()?;
-                let hash = crate::manifest::hex(&Sha256::digest(&bytes));
+                let hash = crate::site::hex(&Sha256::digest(&bytes));
                 Some((hash, imported_names(&String::from_utf8_lossy(&bytes))))
             })
             .as_ref()

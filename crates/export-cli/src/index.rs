@@ -100,7 +100,7 @@ impl Template {
             ),
             None => ("index.html (bundled)".to_owned(), BUNDLED.to_owned()),
         };
-        let hash = crate::manifest::template_hash(&source);
+        let hash = crate::site::hex(&<sha2::Sha256 as sha2::Digest>::digest(source.as_bytes()));
         let mut env = Environment::new();
         // A typo in a custom template should be an error, not a silently empty value.
         env.set_undefined_behavior(UndefinedBehavior::Strict);

@@ -23,6 +23,7 @@ mod index;
 mod manifest;
 mod pep723;
 mod serve;
+mod site;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +44,8 @@ use crate::envs::{EnvPool, EnvSpec};
 use crate::export::Exported;
 use crate::frontend::Frontends;
 use crate::index::{Context as IndexContext, NotebookView, Template};
-use crate::manifest::{Entry, Manifest, STATE_DIR};
+use crate::manifest::{Entry, Manifest};
+use crate::site::STATE_DIR;
 
 /// What a run does with one discovered file.
 #[derive(Debug)]
@@ -287,7 +289,7 @@ impl Plan {
                     "(pages load marimo's frontend from {}: browsers run it only from a web \
                      server, not from file:, so serve the folder to view them, e.g. `python3 -m \
                      http.server -d {}`)",
-                    output.join(frontend::DIR).display(),
+                    output.join(crate::site::DIR).display(),
                     fanout::process::shell_quote(&output.display().to_string())
                 );
             }
@@ -320,7 +322,7 @@ impl Plan {
             let entry = Entry {
                 source: found.source.clone(),
                 key: key.clone(),
-                content: manifest::hex(&found.content_hash),
+                content: crate::site::hex(&found.content_hash),
                 modules: found.modules.clone(),
                 ..Entry::default()
             };

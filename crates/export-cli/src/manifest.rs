@@ -16,12 +16,10 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::discover::Found;
+use crate::site::{DIR, STATE_DIR, hex, is_complete, is_plain_name, page_inside};
 
 /// Bumped when the key's recipe changes, so old manifests simply miss.
 const FORMAT: u32 = 4;
-
-/// The folder inside the output that export-nb owns.
-pub(crate) const STATE_DIR: &str = ".export-nb";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Manifest {
@@ -131,10 +129,10 @@ impl Manifest {
         if entry.key != key {
             return Some(Reason::SettingsChanged);
         }
-        let frontend_there = entry.frontend.as_deref().is_none_or(|v| {
-            crate::frontend::is_plain_name(v)
-                && crate::frontend::is_complete(&output.join(crate::frontend::DIR).join(v))
-        });
+        let frontend_there = entry
+            .frontend
+            .as_deref()
+            .is_none_or(|v| is_plain_name(v) && is_complete(&output.join(DIR).join(v)));
         if !frontend_there || !output.join(&found.page).is_file() {
             return Some(Reason::Missing);
         }
@@ -156,33 +154,6 @@ impl Manifest {
             .filter_map(|e| e.frontend.clone())
             .collect()
     }
-}
-
-/// Where the page `page` (a manifest key) is, if it is one export-nb could have written: a
-/// relative path of plain names ending in `.html`, in a folder that really is inside `output`
-/// (not reached through a link to elsewhere). Anything else (`/etc/x.html`, `../x.html`) is
-/// not ours to touch.
-pub(crate) fn page_inside(output: &Path, page: &Path) -> Option<PathBuf> {
-    if page.extension().is_none_or(|e| e != "html") {
-        return None;
-    }
-    path_inside(output, page)
-}
-
-/// `output/rel` if `rel` is plain (no `..`, not absolute) and its folder is inside `output`
-/// (through no symlink out of it): the manifest is input, and only such paths are touched.
-pub(crate) fn path_inside(output: &Path, rel: &Path) -> Option<PathBuf> {
-    let plain = rel
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain {
-        return None;
-    }
-    let path = output.join(rel);
-    let folder = path.parent()?.canonicalize().ok()?;
-    folder
-        .starts_with(output.canonicalize().ok()?)
-        .then_some(path)
 }
 
 /// Why a notebook is exported in this run.
@@ -241,19 +212,6 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> String {
         h.update(hash.as_bytes());
     }
     hex(&h.finalize())
-}
-
-/// Hash of a template's text.
-pub(crate) fn template_hash(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// The local modules whose hash differs between `old` and `new` (added, removed or changed),

@@ -182,7 +182,7 @@ fn respond(root: &Path, request: Request) {
     // fetches the page, not the 700 files again.
     let frontend = file
         .strip_prefix(root)
-        .is_ok_and(|rel| rel.starts_with(crate::frontend::DIR));
+        .is_ok_and(|rel| rel.starts_with(crate::site::DIR));
     let cache = if frontend {
         "public, max-age=31536000, immutable"
     } else {
