@@ -21,10 +21,10 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 type Events = Receiver<notify::Result<notify::Event>>;
 
-use crate::Plan;
 use crate::cli::WatchArgs;
 use crate::config::Settings;
 use crate::envs::EnvPool;
+use crate::plan::Plan;
 
 /// How long the files must be quiet before a round starts.
 const DEBOUNCE: Duration = Duration::from_millis(200);

@@ -1,0 +1,213 @@
+//! What a run leaves: the manifest updated (exported pages recorded, failed ones to retry, gone
+//! ones removed with the frontends no page uses), the index page's data, the JSON report, and
+//! the details `-v` prints.
+
+use std::path::Path;
+
+use anyhow::Result;
+use fanout::{BatchResult, Outcome, Status, Task, TaskError};
+use serde::Serialize;
+
+use crate::export::Exported;
+use crate::frontend;
+use crate::index::{Context as IndexContext, NotebookView};
+use crate::manifest::Entry;
+use crate::plan::{Action, Job, Plan};
+
+impl Plan {
+    /// Record exported pages, forget failed ones (so they are retried), remove the pages of
+    /// notebooks that are gone and the frontends no page uses (`copied`: those this run put
+    /// into the site).
+    pub(crate) fn update_manifest(
+        &mut self,
+        result: &BatchResult<Exported>,
+        copied: Vec<String>,
+    ) -> Result<()> {
+        let output = &self.settings.output;
+        let current: std::collections::HashSet<&Path> = self
+            .tasks
+            .iter()
+            .filter(|t| t.input.found.not_a_notebook.is_none())
+            .map(|t| t.input.found.page.as_path())
+            .collect();
+        let beside_before = self.manifest.beside();
+        self.manifest.remove_pages_except(&current, output);
+        for (task, outcome) in self.tasks.iter().zip(&result.outcomes) {
+            let found = &task.input.found;
+            let Action::Export { key, .. } = &task.input.action else {
+                continue;
+            };
+            let entry = Entry {
+                source: found.source.clone(),
+                key: key.clone(),
+                content: crate::site::hex(&found.content_hash),
+                modules: found.modules.clone(),
+                ..Entry::default()
+            };
+            match (outcome.status, &outcome.value) {
+                (Status::Succeeded, Some(exported)) => {
+                    let entry = Entry {
+                        frontend: exported.frontend.clone(),
+                        beside: exported.beside.clone(),
+                        ..entry
+                    };
+                    self.manifest.pages.insert(found.page.clone(), entry);
+                }
+                // Not tried, or stopped by Ctrl-C: the next run has the same reason to export.
+                (Status::Cancelled, _) => {}
+                // The page of the last good export stays (a failed export never touches it),
+                // and with it what it loads: its frontend copy stays too.
+                _ => {
+                    let kept = self.manifest.pages.get(&found.page);
+                    let entry = Entry {
+                        failed: true,
+                        frontend: kept.and_then(|e| e.frontend.clone()),
+                        beside: kept.map(|e| e.beside.clone()).unwrap_or_default(),
+                        ..entry
+                    };
+                    self.manifest.pages.insert(found.page.clone(), entry);
+                }
+            }
+        }
+        let beside_after = self.manifest.beside();
+        frontend::remove_beside(output, &(&beside_before - &beside_after));
+        self.manifest.frontends.extend(copied);
+        let referenced = self.manifest.referenced_frontends();
+        frontend::prune(output, &self.manifest.frontends, &referenced);
+        self.manifest.frontends = referenced;
+        self.manifest.template = Some(self.template.hash.clone());
+        self.manifest.save(output)
+    }
+
+    pub(crate) fn index_context(&self, result: &BatchResult<Exported>) -> IndexContext {
+        let items = self
+            .tasks
+            .iter()
+            .zip(&result.outcomes)
+            .filter(|(t, _)| t.input.found.not_a_notebook.is_none())
+            .map(|(t, o)| (t.input.found.category, notebook_view(&t.input, o)))
+            .collect();
+        IndexContext::new(&self.settings.title, items)
+    }
+}
+
+fn notebook_view(job: &Job, outcome: &Outcome<Exported>) -> NotebookView {
+    let up_to_date = matches!(job.action, Action::UpToDate);
+    let status = match outcome.status {
+        Status::Succeeded => "ok",
+        Status::Skipped if up_to_date => "ok",
+        Status::TimedOut => "timed_out",
+        Status::Cancelled => "cancelled",
+        Status::Failed | Status::Skipped => "failed",
+    };
+    NotebookView {
+        name: job.found.display_name(),
+        source: job.found.source.display().to_string(),
+        file: job.found.rel.display().to_string(),
+        href: (status == "ok").then(|| url_path(&job.found.page)),
+        status,
+        up_to_date,
+        duration_seconds: outcome.duration.as_secs_f64(),
+        error: (status != "ok").then(|| outcome.error_message()).flatten(),
+    }
+}
+
+/// A relative URL for a page path: `/` separators, unsafe characters percent-encoded.
+fn url_path(page: &Path) -> String {
+    page.components()
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[derive(Serialize)]
+struct ReportExtra {
+    source: String,
+    category: &'static str,
+    page: Option<String>,
+    /// Why it was exported: `new`, `changed`, `its local module helpers.py changed`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exported_because: Option<String>,
+}
+
+pub(crate) fn write_report(
+    result: &BatchResult<Exported>,
+    tasks: &[Task<Job>],
+    path: &Path,
+) -> Result<()> {
+    result
+        .report_with(|o| {
+            let found = &tasks[o.index].input.found;
+            ReportExtra {
+                source: found.source.display().to_string(),
+                category: found.category.dir(),
+                page: o.value.as_ref().map(|p| p.path.display().to_string()),
+                exported_because: match &tasks[o.index].input.action {
+                    Action::Export { why, .. } => Some(why.to_string()),
+                    _ => None,
+                },
+            }
+        })
+        .write_json(path)?;
+    Ok(())
+}
+
+/// With `-v`: each environment the run used, and how its notebooks were exported.
+pub(crate) fn print_environments(used: &[std::sync::Arc<crate::envs::Env>]) {
+    for env in used {
+        eprintln!(
+            "environment {}: marimo {}, {}",
+            env.python
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(&env.python)
+                .display(),
+            env.marimo_version.as_deref().unwrap_or("(unknown version)"),
+            match (&env.worker, &env.no_worker_because) {
+                (Some(_), _) => "notebooks forked from a warm marimo worker".to_owned(),
+                (None, Some(why)) => format!("one `python -m marimo` per notebook: {why}"),
+                (None, None) => "one `python -m marimo` per notebook".to_owned(),
+            }
+        );
+    }
+}
+
+pub(crate) fn print_failure_details(result: &BatchResult<Exported>) {
+    for o in result.failures() {
+        let detail = o.error.as_ref().and_then(TaskError::detail).unwrap_or("");
+        eprintln!(
+            "--- {} ({}): {}",
+            o.name,
+            o.status,
+            o.error_message().unwrap_or_default()
+        );
+        if !detail.is_empty() {
+            eprintln!("{detail}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_relative_and_encoded() {
+        assert_eq!(
+            url_path(Path::new("notebooks/sub dir/a#b.html")),
+            "notebooks/sub%20dir/a%23b.html"
+        );
+    }
+}

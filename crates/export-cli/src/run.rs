@@ -1,0 +1,130 @@
+//! The run: one pool batch of exports (the up-to-date and the non-notebooks pass through as
+//! `skipped`), each in its notebook's environment (a warm marimo worker, or `marimo export`);
+//! then the manifest, the index and the report (`report.rs`), and what ran, said.
+
+use anyhow::{Context, Result};
+use fanout::{BatchResult, ExitStatus, Pool, PoolConfig, ProcessRunner, TaskError};
+use fanout_cli::UsageResult;
+
+use crate::cli;
+use crate::envs::EnvPool;
+use crate::export::{self, Exported};
+use crate::frontend::Frontends;
+use crate::plan::{Action, Job, Plan};
+use crate::report::{print_environments, print_failure_details, write_report};
+use crate::site::STATE_DIR;
+
+impl Plan {
+    /// Run the exports; `interrupt` stops them (Ctrl-C, or `watch` when a notebook being
+    /// exported changes again).
+    ///
+    /// `kept`: the environment pool (with its warm marimo workers) of an earlier run of the
+    /// same settings (`watch` keeps it between rounds); made here when the first export needs it.
+    pub(crate) fn execute(
+        self,
+        interrupt: &fanout::CancelToken,
+        kept: &mut Option<EnvPool>,
+    ) -> Result<ExitStatus> {
+        let (envs, launcher) = if self.exports().next().is_some() {
+            let launcher = self.settings.launcher()?;
+            if kept.is_none() {
+                let uv = self.settings.resolve_uv().usage()?;
+                let root = self.settings.env_root().usage()?;
+                let workers = self.settings.workers && launcher == fanout::Launcher::Local;
+                *kept = Some(EnvPool::new(uv, root, workers));
+            }
+            (kept.as_ref(), launcher)
+        } else {
+            (None, fanout::Launcher::Local)
+        };
+        let output = self.settings.output.clone();
+        std::fs::create_dir_all(&output)
+            .with_context(|| format!("creating the output folder {}", output.display()))?;
+        // Left by a run that was killed: never installed, safe to drop.
+        let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
+
+        if self.settings.verbose {
+            for task in &self.tasks {
+                if let Action::Export { why, .. } = &task.input.action {
+                    eprintln!("export {}: {why}", task.name);
+                }
+            }
+        }
+        let pool = Pool::new(
+            PoolConfig::new(self.settings.max_workers)
+                .noun("notebook", "notebooks")
+                .with_env_overrides()?,
+        );
+        let runner = ProcessRunner::new();
+        let mut reporter = self.settings.progress.reporter();
+        let settings = &self.settings;
+        let frontends =
+            (settings.assets == cli::Assets::Local).then(|| Frontends::new(&settings.output));
+        let exporter = envs.map(|envs| export::Exporter {
+            settings,
+            envs,
+            runner: &runner,
+            launcher: &launcher,
+            frontends: frontends.as_ref(),
+        });
+        let result = pool.run(
+            &self.tasks,
+            interrupt,
+            reporter.as_mut(),
+            |job: &Job, ctx| match &job.action {
+                Action::NotANotebook(reason) => Err(TaskError::skipped(reason.clone())),
+                Action::UpToDate => Err(TaskError::skipped("up to date")),
+                Action::Export { env: Err(why), .. } => Err(TaskError::failed(format!(
+                    "its inline script metadata cannot be used: {why}"
+                ))),
+                Action::Export { env: Ok(spec), .. } => exporter
+                    .as_ref()
+                    .expect("an export has its environments")
+                    .export(&job.found, spec, ctx.index(), ctx.cancel_token()),
+            },
+        )?;
+        // Dropping the pool stops the workers.
+        let used = envs.map(EnvPool::summary).unwrap_or_default();
+        let copied = frontends.map(|f| f.versions()).unwrap_or_default();
+        self.finish(&result, copied, &used, interrupt)
+    }
+
+    /// After the batch: the manifest, the index page and the report written, what ran said.
+    fn finish(
+        mut self,
+        result: &BatchResult<Exported>,
+        copied: Vec<String>,
+        used: &[std::sync::Arc<crate::envs::Env>],
+        interrupt: &fanout::CancelToken,
+    ) -> Result<ExitStatus> {
+        let output = self.settings.output.clone();
+        let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
+        self.update_manifest(result, copied)?;
+        let index = self.template.write(&self.index_context(result), &output)?;
+        if let Some(path) = &self.settings.report {
+            write_report(result, &self.tasks, path)?;
+        }
+        if self.settings.verbose {
+            print_environments(used);
+            print_failure_details(result);
+        } else if result.failures().next().is_some() {
+            eprintln!("(run with -v to see marimo's output for the failures)");
+        }
+        if self.settings.progress != fanout::ProgressMode::Silent {
+            eprintln!("index: {}", index.display());
+            if !self.manifest.frontends.is_empty()
+                && self.settings.progress != fanout::ProgressMode::Quiet
+                && !self.settings.watching
+            {
+                eprintln!(
+                    "(pages load marimo's frontend from {}: browsers run it only from a web \
+                     server, not from file:, so serve the folder to view them, e.g. `python3 -m \
+                     http.server -d {}`)",
+                    output.join(crate::site::DIR).display(),
+                    fanout::process::shell_quote(&output.display().to_string())
+                );
+            }
+        }
+        Ok(ExitStatus::of_batch(&result.summary, interrupt))
+    }
+}
