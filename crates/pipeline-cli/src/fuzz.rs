@@ -7,8 +7,8 @@ use fanout::{MaxWorkers, ProgressMode};
 
 use crate::cli::Halt;
 use crate::model::Backend;
+use crate::plan::{self, RunOptions};
 use crate::project::Project;
-use crate::run::{self, RunOptions};
 use crate::store::{self, JobStatus};
 
 fn options() -> RunOptions {
@@ -22,7 +22,7 @@ fn options() -> RunOptions {
         slurm_args: Vec::new(),
         timeout: None,
         report: None,
-        force: run::Force::Nothing,
+        force: plan::Force::Nothing,
         payload: crate::payload::Payload::new(),
     }
 }
@@ -34,11 +34,11 @@ pub fn project(dir: &Path) {
     let project = Project::new(dir.to_path_buf());
     for name in project.pipeline_names() {
         if let Ok(mut pipeline) = project.load(&name) {
-            run::settle(&mut pipeline, &options());
+            plan::settle(&mut pipeline, &options());
             for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
                 let _ = (job.definition_hash(), job.run.display());
             }
-            let _ = run::new_record(&pipeline, &options());
+            let _ = plan::new_record(&pipeline, &options());
             let _ = (crate::graph::text(&pipeline), crate::graph::dot(&pipeline));
         }
     }
@@ -63,7 +63,7 @@ pub fn run_record(dir: &Path, name: &str, record: &[u8]) {
     }
     if let Ok(r) = store::load(dir, run_id) {
         let _ = crate::report::render(&r);
-        let _ = run::count(&r, JobStatus::Succeeded);
+        let _ = plan::count(&r, JobStatus::Succeeded);
         let _ = crate::status_text(dir, &r);
     }
     for r in store::list(dir) {
@@ -73,6 +73,6 @@ pub fn run_record(dir: &Path, name: &str, record: &[u8]) {
     if let Ok(pipeline) = project.load(name)
         && let Ok(old) = store::load(dir, run_id)
     {
-        let _ = run::resumed_record(&pipeline, &old, &options());
+        let _ = plan::resumed_record(&pipeline, &old, &options());
     }
 }

@@ -12,10 +12,12 @@
 
 mod cache;
 pub mod cli;
+mod context;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 mod graph;
+mod job;
 mod jobs;
 mod layout;
 mod load;
@@ -24,11 +26,14 @@ mod model;
 mod output;
 mod payload;
 mod placeholders;
+mod plan;
 mod project;
 mod raw;
 mod report;
 mod run;
+mod segment;
 mod store;
+mod uptodate;
 mod waits;
 
 use anyhow::Result;
@@ -60,13 +65,13 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             payload_file,
             wait,
         } => {
-            let mut opts = run::RunOptions::from_args(&run, halt, run::Force::from_arg(force))?;
+            let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
             // One run at a time per project: the lock is taken before the run to resume is read,
             // else once the input is judged (bad input leaves nothing behind).
             let reads_only = run.dry_run || explain;
             let mut lock = None;
             if resume.is_some() && !reads_only && project.at(".lorchestra").is_dir() {
-                lock = run::lock_project(&project, wait).usage()?;
+                lock = plan::lock_project(&project, wait).usage()?;
             }
             // The run to resume is read once: its payload, its record, its iterations.
             opts.resumed = resume
@@ -87,12 +92,12 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             };
             let mut pipeline = project.load(&pipeline).usage()?;
             placeholders::apply(&mut pipeline, &opts.payload).usage()?;
-            run::settle(&mut pipeline, &opts);
+            plan::settle(&mut pipeline, &opts);
             if reads_only {
-                run::print_plan(&project, &pipeline, &opts, explain)?;
+                plan::print_plan(&project, &pipeline, &opts, explain)?;
                 return Ok(ExitStatus::Success);
             }
-            run::run(&project, &pipeline, &opts, run::Lock { held: lock, wait })
+            run::run(&project, &pipeline, &opts, plan::Lock { held: lock, wait })
         }
         Commands::Graph { pipeline, dot } => {
             let p = project.load(&pipeline).usage()?;
@@ -194,7 +199,7 @@ fn print_runs(project: &Project, limit: usize) {
             r.started_at,
             r.duration_seconds
                 .map_or_else(|| "-".to_owned(), fanout::fmt_seconds),
-            run::count(r, JobStatus::Succeeded),
+            plan::count(r, JobStatus::Succeeded),
         );
     }
 }

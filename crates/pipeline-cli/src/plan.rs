@@ -1,0 +1,469 @@
+//! The plan of a run: the command line's options checked ([`RunOptions`]), what they settle
+//! for each job (where it runs, its time limit), the project's lock, the run's record (new, or
+//! the resumed run's, with what is done), and the dry run and `--explain`. Every input error is
+//! raised here, before anything runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use fanout::runlock::{RunLock, RunLockError, Wait};
+use fanout::{Command, Launcher, MaxWorkers, PoolConfig, ProgressMode};
+use fanout_cli::{RunArgs, UsageResult};
+
+use crate::cache::{Cache, CacheFile, DepState, Verdict, first_reason};
+use crate::cli::{Halt, Lorchestra};
+use crate::job::NESTED_RUN_FILE;
+use crate::model::{Backend, Pipeline};
+use crate::payload::Payload;
+use crate::project::Project;
+use crate::run::LOG_TAIL_LINES;
+use crate::store::{self, JobRecord, JobStatus, RunRecord, RunStatus, StageRecord};
+use crate::uptodate::deps_of;
+
+#[derive(Debug)]
+pub(crate) struct RunOptions {
+    pub(crate) max_workers: MaxWorkers,
+    pub(crate) halt: Halt,
+    /// `--resume RUN_ID`: that run's record, read once.
+    pub(crate) resumed: Option<RunRecord>,
+    pub(crate) progress: ProgressMode,
+    /// Lines of a failed job's log shown under it.
+    pub(crate) detail_lines: usize,
+    /// Where jobs whose pipeline file does not say run.
+    pub(crate) backend: Backend,
+    /// `--slurm-arg`s, added to every Slurm job's srun options (after the file's).
+    pub(crate) slurm_args: Vec<String>,
+    /// The time limit of jobs without a `timeout` of their own.
+    pub(crate) timeout: Option<Duration>,
+    /// `--report FILE`: a copy of the run's report.
+    pub(crate) report: Option<PathBuf>,
+    /// `--force [JOB]`: run jobs even if they are up to date.
+    pub(crate) force: Force,
+    /// The invocation payload (placeholders are replaced before anything runs).
+    pub(crate) payload: Payload,
+}
+
+/// `--force`: which jobs run even if they are up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Force {
+    Nothing,
+    All,
+    /// This job and every job that waits for it, directly or not.
+    Job(String),
+}
+
+impl Force {
+    #[expect(
+        clippy::option_option,
+        reason = "clap's shape of a flag with an optional value: absent, --force, --force=JOB"
+    )]
+    pub(crate) fn from_arg(arg: Option<Option<String>>) -> Self {
+        match arg {
+            None => Force::Nothing,
+            Some(None) => Force::All,
+            Some(Some(job)) => Force::Job(job),
+        }
+    }
+
+    /// Per job (in job order): whether it is forced. A job that is not in the pipeline is the
+    /// user's error.
+    pub(crate) fn forced(&self, pipeline: &Pipeline) -> Result<Vec<bool>> {
+        let n = pipeline.job_count();
+        match self {
+            Force::Nothing => Ok(vec![false; n]),
+            Force::All => Ok(vec![true; n]),
+            Force::Job(id) => {
+                // A loop's job: every iteration of it (none before the loop is expanded).
+                let mut forced: Vec<bool> = pipeline
+                    .jobs()
+                    .map(|(_, _, j)| {
+                        &j.id == id || j.iteration.as_ref().is_some_and(|it| &it.of == id)
+                    })
+                    .collect();
+                let templates = || {
+                    pipeline
+                        .stages
+                        .iter()
+                        .flat_map(|s| s.looping.iter().flat_map(|l| &l.jobs))
+                };
+                if !forced.contains(&true) && !templates().any(|t| &t.id == id) {
+                    let names: Vec<&str> = pipeline
+                        .jobs()
+                        .map(|(_, _, j)| j.id.as_str())
+                        .chain(templates().map(|t| t.id.as_str()))
+                        .collect();
+                    bail!(
+                        "--force {id}: not a job of the pipeline {} (its jobs: {})",
+                        pipeline.name,
+                        names.join(", ")
+                    );
+                }
+                // Waits point backwards in job order: one pass forward finds every dependent.
+                // A stage's jobs share their `after` list: looked at once.
+                let mut after_forced: HashMap<usize, bool> = HashMap::new();
+                for (fi, w) in pipeline.waits.iter().enumerate() {
+                    let after = *after_forced
+                        .entry(w.after.as_ptr().addr())
+                        .or_insert_with(|| w.after.iter().any(|&d| forced[d]));
+                    if after || w.needs.iter().any(|&d| forced[d]) {
+                        forced[fi] = true;
+                    }
+                }
+                Ok(forced)
+            }
+        }
+    }
+}
+
+impl RunOptions {
+    /// The shared flags, checked: a bad value is a usage error.
+    pub(crate) fn from_args(args: &RunArgs<Lorchestra>, halt: Halt, force: Force) -> Result<Self> {
+        let backend = match args.backend.as_deref() {
+            None | Some("local") => Backend::Local,
+            Some("slurm") => Backend::Slurm,
+            Some(other) => {
+                return Err(anyhow::anyhow!("--backend {other}: not a backend")).usage();
+            }
+        };
+        Ok(RunOptions {
+            max_workers: args.max_workers_or(None)?,
+            halt,
+            resumed: None,
+            progress: args.progress(),
+            detail_lines: args.detail_lines(LOG_TAIL_LINES),
+            backend,
+            slurm_args: args.slurm_args.clone(),
+            timeout: args.timeout_or(None)?,
+            report: args.report.clone(),
+            force,
+            payload: Payload::new(),
+        })
+    }
+}
+
+/// Settle, once and before anything runs or is printed, what the command line decides for
+/// each job: where it runs (its pipeline file's `backend`, else `--backend`; on Slurm the
+/// file's settings with the `--slurm-arg`s after them) and its time limit (its own, else
+/// `--timeout`).
+pub(crate) fn settle(pipeline: &mut Pipeline, opts: &RunOptions) {
+    for job in pipeline.stages.iter_mut().flat_map(|s| &mut s.jobs) {
+        job.launcher = match job.backend.unwrap_or(opts.backend) {
+            Backend::Local => Launcher::Local,
+            Backend::Slurm => Launcher::Slurm(job.slurm.merged_with(&fanout::Slurm {
+                args: opts.slurm_args.clone(),
+                ..fanout::Slurm::default()
+            })),
+        };
+        job.timeout = job.timeout.or(opts.timeout);
+    }
+}
+
+/// Before anything runs: every job bound for Slurm can go there (srun is here, its partition
+/// exists). Each distinct setting is checked once.
+fn check_backends(pipeline: &Pipeline) -> Result<()> {
+    let mut checked: Vec<&fanout::Slurm> = Vec::new();
+    for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
+        if let Launcher::Slurm(slurm) = &job.launcher {
+            if checked.contains(&slurm) {
+                continue;
+            }
+            slurm
+                .check()
+                .with_context(|| format!("the job {:?} runs on Slurm", job.id))?;
+            checked.push(slurm);
+        }
+    }
+    Ok(())
+}
+
+/// The project's lock: already held (taken before the run to resume was read), or to take once
+/// the input is judged, waiting for another run or not (`--wait`).
+#[derive(Debug)]
+pub(crate) struct Lock {
+    pub(crate) held: Option<RunLock>,
+    pub(crate) wait: bool,
+}
+
+/// One run at a time per project (`.lorchestra/lock`): the cache and a run's record have one
+/// writer. A second run is refused naming the first, or waits (`--wait`). A nested pipeline's
+/// run is its parent's job and runs under the parent's lock.
+pub(crate) fn lock_project(project: &Project, wait: bool) -> Result<Option<RunLock>> {
+    if std::env::var_os(NESTED_RUN_FILE).is_some() {
+        return Ok(None);
+    }
+    let state = project.at(".lorchestra");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let wait = if wait { Wait::Yes } else { Wait::No };
+    match RunLock::acquire(&state.join("lock"), "lorchestra pipeline", wait) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(RunLockError::Held { holder, .. }) => Err(anyhow!(
+            "another lorchestra run is using the project {}: {holder}; wait for it to end (or \
+             pass --wait)",
+            project.dir.display()
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Before anything is recorded or runs: the backends, the pool's settings, and the run's
+/// record (new, or the resumed run's, with the jobs that are done). Errors here are the user's.
+pub(crate) fn checked_record(
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+) -> Result<(RunRecord, Vec<(usize, usize)>)> {
+    check_backends(pipeline).usage()?;
+    // Every stage builds its pool from these; a bad FANOUT_STRATEGY is found here, before a
+    // run is recorded, not after.
+    PoolConfig::new(opts.max_workers)
+        .with_env_overrides()
+        .usage()?;
+    Ok(match &opts.resumed {
+        Some(old) => resumed_record(pipeline, old, opts).usage()?,
+        None => (new_record(pipeline, opts), Vec::new()),
+    })
+}
+
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
+    let (started_at, started_at_unix) = store::timestamp(SystemTime::now());
+    RunRecord {
+        run_id: store::new_run_id(),
+        pipeline: pipeline.name.clone(),
+        pipeline_file: pipeline.file.display().to_string(),
+        status: RunStatus::Running,
+        started_at,
+        started_at_unix,
+        finished_at: None,
+        finished_at_unix: None,
+        duration_seconds: None,
+        max_workers: opts.max_workers.get(),
+        resumes: 0,
+        payload: opts.payload.clone(),
+        stages: pipeline
+            .stages
+            .iter()
+            .map(|s| StageRecord {
+                note: None,
+                name: s.name.clone(),
+                jobs: s
+                    .jobs
+                    .iter()
+                    .map(|j| JobRecord {
+                        definition: Some(j.definition_hash()),
+                        ..JobRecord::pending(&j.id, j.launcher.name())
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The record of run `run_id`, rebuilt on the pipeline as it is now: jobs recorded `succeeded`
+/// keep their record and are not run again; every other job is pending again.
+pub(crate) fn resumed_record(
+    pipeline: &Pipeline,
+    old: &RunRecord,
+    opts: &RunOptions,
+) -> Result<(RunRecord, Vec<(usize, usize)>)> {
+    let run_id = &old.run_id;
+    if old.pipeline != pipeline.name {
+        bail!(
+            "run {run_id} ran the pipeline {:?}, not {:?}: resume it with `lorchestra pipeline {} --resume {run_id}`",
+            old.pipeline,
+            pipeline.name,
+            old.pipeline
+        );
+    }
+    let mut record = new_record(pipeline, opts);
+    record.run_id.clone_from(&old.run_id);
+    record.started_at.clone_from(&old.started_at);
+    record.started_at_unix = old.started_at_unix;
+    record.resumes = old.resumes + 1;
+    let mut done = Vec::new();
+    for (si, stage) in record.stages.iter_mut().enumerate() {
+        let Some(old_stage) = old.stages.iter().find(|s| s.name == stage.name) else {
+            continue;
+        };
+        if pipeline.stages[si].looping.is_some() {
+            // Its iterations are known once it is expanded again; until then the record keeps
+            // the old ones, so a resumed run stopped before the loop still knows what succeeded.
+            stage.jobs.clone_from(&old_stage.jobs);
+            stage.note.clone_from(&old_stage.note);
+            continue;
+        }
+        for (ji, job) in stage.jobs.iter_mut().enumerate() {
+            let Some(prev) = old_stage.jobs.iter().find(|j| {
+                j.job_id == job.job_id
+                    && matches!(j.status, JobStatus::Succeeded | JobStatus::UpToDate)
+            }) else {
+                continue;
+            };
+            // A record of an older version has no hash: its succeeded jobs stay done.
+            if prev.definition.is_some() && prev.definition != job.definition {
+                eprintln!(
+                    "job {} (stage {}) changed since it succeeded: it runs again",
+                    job.job_id, stage.name
+                );
+                continue;
+            }
+            *job = prev.clone();
+            done.push((si, ji));
+        }
+    }
+    Ok((record, done))
+}
+
+/// `--dry-run`: what would run, stage by stage; with `explain`, whether each job would run
+/// and why.
+pub(crate) fn print_plan(
+    project: &Project,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    explain: bool,
+) -> Result<()> {
+    let verdicts = if explain {
+        Some(explain_all(project, pipeline, opts)?)
+    } else {
+        None
+    };
+    println!(
+        "pipeline {} ({}), up to {} job{} at once",
+        pipeline.name,
+        pipeline.file.display(),
+        opts.max_workers.get(),
+        plural(opts.max_workers.get())
+    );
+    if let Some(d) = &pipeline.description {
+        println!("  {d}");
+    }
+    if !opts.payload.is_empty() {
+        println!(
+            "payload {}",
+            serde_json::to_string(&opts.payload).expect("a payload serializes")
+        );
+    }
+    let mut fi = 0;
+    for stage in &pipeline.stages {
+        let stops = if stage.stop_on_failure {
+            " (stops the pipeline on failure)"
+        } else {
+            ""
+        };
+        if pipeline.is_graph {
+            println!("jobs, each started once the jobs it needs succeeded{stops}");
+        } else {
+            println!("stage {}{stops}", stage.name);
+        }
+        if let Some(l) = stage.looping.as_ref().filter(|l| !l.expanded) {
+            let over = crate::looping::describe(&l.over);
+            let from = match &l.over {
+                crate::model::Reference::Run { job, .. } => job.as_str(),
+                _ => "",
+            };
+            println!("  for each item of {over} (known once {from} has run):");
+            for job in &l.jobs {
+                println!("    {}[...]: {}", job.id, job.run.display());
+            }
+        }
+        for job in &stage.jobs {
+            let mut extra = Vec::new();
+            if !job.needs.is_empty() {
+                extra.push(format!("needs {}", job.needs.join(", ")));
+            }
+            if let Some(t) = job.timeout {
+                extra.push(format!("timeout {}", fanout::fmt_duration(t)));
+            }
+            if job.retries > 0 {
+                extra.push(format!("retries {}", job.retries));
+            }
+            if let Launcher::Slurm(slurm) = &job.launcher {
+                let srun = Command::new("job").job_name(&job.id).srun_line(slurm);
+                extra.push(format!("on Slurm: {srun}"));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", extra.join(", "))
+            };
+            println!("  {}: {}{extra}", job.id, job.run.display());
+            // A matrix's job reads its own values from its environment: show them.
+            if let Some(it) = &job.iteration {
+                let own: Vec<String> = it
+                    .payload
+                    .iter()
+                    .filter(|(k, v)| opts.payload.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k}={}", crate::payload::text(v)))
+                    .collect();
+                if !own.is_empty() {
+                    println!("    with {}", own.join(", "));
+                }
+            }
+            if let Some(v) = &verdicts {
+                match &v[fi] {
+                    Verdict::UpToDate => println!("    up to date"),
+                    Verdict::Run(why) => println!("    would run: {why}"),
+                }
+            }
+            fi += 1;
+        }
+    }
+    if let Some(v) = verdicts {
+        let up = v.iter().filter(|v| **v == Verdict::UpToDate).count();
+        println!(
+            "{} of {} job{} would run, {up} {} up to date",
+            v.len() - up,
+            v.len(),
+            plural(v.len()),
+            if up == 1 { "is" } else { "are" }
+        );
+    }
+    Ok(())
+}
+
+/// `--explain`: whether each job (in job order) would run now, and why, as the run would
+/// decide it, without running or writing anything.
+fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<Vec<Verdict>> {
+    let forced = opts.force.forced(pipeline).usage()?;
+    let cache = Cache::new(
+        &project.dir,
+        &pipeline.name,
+        CacheFile::load(&project.dir),
+        &opts.payload,
+    );
+    let mut states: Vec<DepState> = Vec::new();
+    let mut combined = HashMap::new();
+    let mut verdicts = Vec::new();
+    for (fi, (_, _, job)) in pipeline.jobs().enumerate() {
+        let deps = deps_of(pipeline, fi, |d| states[d].clone(), &mut combined);
+        let new = !job.inputs.is_empty() && cache.last_key(&job.id).is_none();
+        let (key, verdict) = if deps.iter().any(|d| d.runs.is_some()) || forced[fi] {
+            // Its inputs may be what a job that runs first writes: not hashed now.
+            let why = first_reason(forced[fi], new, &deps).expect("a reason");
+            (String::new(), Verdict::Run(why))
+        } else {
+            match cache.decide(job, &deps, false, "") {
+                Ok(d) => (d.key, d.verdict),
+                Err(why) => (String::new(), Verdict::Run(format!("{why}: it would fail"))),
+            }
+        };
+        let how = matches!(verdict, Verdict::Run(_)).then_some("will run");
+        states.push(DepState::new(&job.id, key, how));
+        verdicts.push(verdict);
+    }
+    Ok(verdicts)
+}
+
+/// Status of the jobs, for `status` and `report`.
+pub(crate) fn count(record: &RunRecord, status: JobStatus) -> usize {
+    record
+        .stages
+        .iter()
+        .flat_map(|s| &s.jobs)
+        .filter(|j| j.status == status)
+        .count()
+}
