@@ -142,7 +142,10 @@ pub const HOSTILE: &[&str] = &[
 /// Run `script` with `sh -c` in `dir`, the hole's variable holding `value`: (exit code, stdout
 /// and stderr).
 pub fn run(script: &str, value: &str, dir: &Path) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt as _;
+    // A group of its own: tests beside it in the same binary signal their own groups.
     let out = Command::new("sh")
+        .process_group(0)
         .arg("-c")
         .arg(script)
         .env(VAR, value)

@@ -26,6 +26,15 @@ pub enum Event<'a, T, M = ()> {
         name: &'a str,
         attempt: u32,
     },
+    /// A task told the owner something while it runs ([`TaskContext::note`]); the reporter
+    /// downcasts it to what its work function sends.
+    ///
+    /// [`TaskContext::note`]: crate::TaskContext::note
+    TaskNote {
+        index: usize,
+        name: &'a str,
+        note: &'a (dyn std::any::Any + Send),
+    },
     /// Attempt number `attempt` failed and another follows after `delay`.
     TaskRetrying {
         index: usize,

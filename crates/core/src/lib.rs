@@ -131,6 +131,6 @@ pub use reporters::ProgressMode;
 pub use result::{BatchResult, ItemResult, Outcome, Report, Status, Summary, TaskError};
 pub use retry::RetryPolicy;
 pub use strategy::{STRATEGY_ENV, Strategy, TaskKind, UnknownStrategy};
-pub use task::{Task, TaskContext};
+pub use task::{Note, Task, TaskContext};
 
 pub use time::{MAX_TIMEOUT, fmt_duration, fmt_seconds, timeout_from_secs};

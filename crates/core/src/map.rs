@@ -306,6 +306,7 @@ impl<I, F> Shared<'_, I, F> {
                 name: "",
                 attempt,
                 cancel: &self.cancel,
+                notes: None,
             };
             // The common case returns at once: moving a whole `Result<T, TaskError>` around
             // costs more than a tiny item does.

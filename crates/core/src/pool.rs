@@ -17,7 +17,7 @@ use crate::graph::Graph;
 use crate::result::{BatchResult, Outcome, Status, Summary, TaskError};
 use crate::retry::RetryPolicy;
 use crate::strategy::{Strategy, TaskKind};
-use crate::task::{Task, TaskContext};
+use crate::task::{Note, Task, TaskContext};
 use crate::worker::{StopOnUnwind, panic_message};
 
 /// A bounded worker pool. Reuse one across batches (a rayon pool, once built, is kept).
@@ -31,6 +31,10 @@ enum Msg<T, M> {
     Started {
         index: usize,
         attempt: u32,
+    },
+    Note {
+        index: usize,
+        note: Note,
     },
     Retrying {
         index: usize,
@@ -83,13 +87,17 @@ impl<I, F> Shared<'_, I, F> {
         let retry = task.retry.as_ref().unwrap_or(self.default_retry);
         let first_start = Instant::now();
         let mut attempt = 1;
+        // The work function's notes go out through the same emitter, in order.
+        let emit = std::cell::RefCell::new(emit);
+        let notes = |note: Note| (emit.borrow_mut())(Msg::Note { index, note });
         let (result, meta) = loop {
-            emit(Msg::Started { index, attempt });
+            (emit.borrow_mut())(Msg::Started { index, attempt });
             let ctx = TaskContext {
                 index,
                 name: &task.name,
                 attempt,
                 cancel: &self.cancel,
+                notes: Some(&notes),
             };
             let (result, meta) = catch_unwind(AssertUnwindSafe(|| (self.work)(&task.input, &ctx)))
                 .unwrap_or_else(|panic| {
@@ -101,7 +109,7 @@ impl<I, F> Shared<'_, I, F> {
                     if retry.should_retry(attempt, &error) && !self.cancel.is_cancelled() =>
                 {
                     let delay = retry.delay(attempt, &error);
-                    emit(Msg::Retrying {
+                    (emit.borrow_mut())(Msg::Retrying {
                         index,
                         attempt,
                         delay,
@@ -255,8 +263,11 @@ impl<T, M> Outbox<T, M> {
         if self.held.is_empty() {
             self.since = Instant::now();
         }
+        // A note is news now (see `TaskContext::note`): never held back.
+        let now = matches!(msg, Msg::Note { .. });
         self.held.push(msg);
-        if !self.tiny
+        if now
+            || !self.tiny
             || self.held.len() >= Self::MAX_BATCH
             || self.since.elapsed() >= Self::MAX_HOLD
         {
@@ -299,6 +310,11 @@ impl<T, M> Owner<'_, T, M> {
                 index,
                 name: self.names[index],
                 attempt,
+            }),
+            Msg::Note { index, note } => self.reporter.report(&Event::TaskNote {
+                index,
+                name: self.names[index],
+                note: &*note,
             }),
             Msg::Retrying {
                 index,

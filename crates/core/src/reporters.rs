@@ -302,6 +302,8 @@ impl Bar {
 impl<T, M> Reporter<T, M> for Bar {
     fn report(&mut self, event: &Event<'_, T, M>) {
         match event {
+            // A tool's own news, for its own reporter.
+            Event::TaskNote { .. } => {}
             Event::BatchStarted { total, .. } => {
                 self.progress.set_length(*total as u64);
             }
@@ -425,6 +427,8 @@ enum JsonEvent<'a> {
 impl<T, M, W: Write> Reporter<T, M> for JsonLines<W> {
     fn report(&mut self, event: &Event<'_, T, M>) {
         let json = match *event {
+            // A tool's own news, in a shape only it knows.
+            Event::TaskNote { .. } => return,
             Event::BatchStarted {
                 total,
                 max_workers,

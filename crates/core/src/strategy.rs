@@ -1,6 +1,6 @@
 //! How a batch is executed: [`Strategy`], and the [`TaskKind`] hint `Auto` chooses from.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Environment variable that overrides the strategy of every pool: `serial`, `threads`,
 /// `rayon` or `auto`.
@@ -16,7 +16,7 @@ pub struct UnknownStrategy {
 }
 
 /// How a batch is executed (ADR-004, Rust-native).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// On the calling thread, one task after another, in input order. For debugging and

@@ -82,13 +82,27 @@ impl<I> Task<I> {
     }
 }
 
+/// Something a task tells the batch's owner thread while it runs (see [`TaskContext::note`]).
+pub type Note = Box<dyn std::any::Any + Send>;
+
 /// What the work function knows about the task it runs.
-#[derive(Debug)]
 pub struct TaskContext<'a> {
     pub(crate) index: usize,
     pub(crate) name: &'a str,
     pub(crate) attempt: u32,
     pub(crate) cancel: &'a CancelToken,
+    /// Where [`note`](Self::note)s go: the batch's owner thread (nowhere for `map`'s items).
+    pub(crate) notes: Option<&'a dyn Fn(Note)>,
+}
+
+impl std::fmt::Debug for TaskContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("index", &self.index)
+            .field("name", &self.name)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> TaskContext<'a> {
@@ -115,5 +129,16 @@ impl<'a> TaskContext<'a> {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Tell the batch's owner thread something now, while the task runs: it reaches the
+    /// reporter as [`Event::TaskNote`](crate::Event::TaskNote), at once and before the task's
+    /// end. For what a tool records through its one owner before a task ends (lorchestra: a
+    /// job is about to start its process). Nothing happens in [`Pool::map`](crate::Pool::map),
+    /// whose items are too small to tell anything of.
+    pub fn note(&self, note: impl std::any::Any + Send) {
+        if let Some(notes) = self.notes {
+            notes(Box::new(note));
+        }
     }
 }

@@ -9,15 +9,15 @@ use std::time::SystemTime;
 
 use fanout::{CancelToken, ProcessRunner};
 
-use crate::cache::{Cache, DepState};
+use crate::cache::{Cache, DepState, Entry, Stamp};
 use crate::model::Pipeline;
 use crate::plan::RunOptions;
 use crate::project::Project;
 use crate::store::{JobStatus, RecordWriter};
 
-/// What a job's process left besides success or failure: the work function's meta, delivered
-/// with the job's outcome to the record.
-#[derive(Debug, Clone, Copy, Default)]
+/// What a job's last attempt learned besides success or failure: the work function's meta,
+/// delivered with the job's outcome to the owner thread, which records it.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct JobFacts {
     pub(crate) exit_code: Option<i32>,
     pub(crate) slurm_job_id: Option<u64>,
@@ -25,6 +25,30 @@ pub(crate) struct JobFacts {
     pub(crate) up_to_date: bool,
     /// When its process ended (the record's `finished_at`; the owner hears of it later).
     pub(crate) ended_at: Option<SystemTime>,
+    /// The value it returned.
+    pub(crate) output: Option<serde_json::Value>,
+    /// Its cache entry, to keep now that it succeeded.
+    pub(crate) entry: Option<Entry>,
+}
+
+/// What a job tells the owner thread while it runs ([`fanout::TaskContext::note`]), for the
+/// record, before it ends: the owner is the record's only source of updates.
+#[derive(Debug)]
+pub(crate) enum JobNote {
+    /// Whether it runs, decided: why (or why it fails), the files hashed afresh, and the value
+    /// an up-to-date job returned when it last ran.
+    Decided {
+        reason: Option<String>,
+        stamps: Vec<(String, Stamp)>,
+        output: Option<serde_json::Value>,
+    },
+    /// It is about to start its process: until it succeeds it is not up to date (`entry`,
+    /// marked started, replaces its cache entry).
+    Starting {
+        attempt: u32,
+        at: SystemTime,
+        entry: Option<Entry>,
+    },
 }
 
 /// What the jobs of a run share.

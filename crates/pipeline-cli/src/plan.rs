@@ -242,6 +242,7 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
         finished_at_unix: None,
         duration_seconds: None,
         max_workers: opts.max_workers.get(),
+        strategy: None,
         resumes: 0,
         payload: opts.payload.clone(),
         stages: pipeline

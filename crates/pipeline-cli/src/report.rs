@@ -104,9 +104,8 @@ pub(crate) fn write_json(record: &RunRecord, path: &Path) -> Result<()> {
     }
     let busy: f64 = jobs().filter_map(|(_, j)| j.duration_seconds).sum();
     let wall = record.duration_seconds.unwrap_or(0.0).max(0.0);
-    let total = counts.iter().sum();
-    let strategy =
-        fanout::Strategy::Auto.resolve(fanout::TaskKind::Blocking, total, record.max_workers);
+    // As recorded; a record of an older version names none: what lorchestra always ran.
+    let strategy = record.strategy.unwrap_or(fanout::Strategy::Threads);
     let started = std::time::UNIX_EPOCH
         + std::time::Duration::try_from_secs_f64(record.started_at_unix.max(0.0))
             .unwrap_or_default();

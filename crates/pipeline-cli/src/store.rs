@@ -95,6 +95,10 @@ pub(crate) struct RunRecord {
     pub(crate) finished_at_unix: Option<f64>,
     pub(crate) duration_seconds: Option<f64>,
     pub(crate) max_workers: usize,
+    /// The strategy the pool ran the jobs with (of the last batch: every batch of a run has the
+    /// same settings). Absent in records of older versions and of runs that ran nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) strategy: Option<fanout::Strategy>,
     /// How many times the run was resumed.
     #[serde(default)]
     pub(crate) resumes: u32,
@@ -258,6 +262,8 @@ pub(crate) enum Update {
         jobs: Vec<JobRecord>,
         note: String,
     },
+    /// A batch started, with the strategy the pool chose.
+    Strategy(fanout::Strategy),
     /// A loop stage not expanded in this run (not reached, or its list not found): its note;
     /// the iterations recorded so far stay.
     Note {
@@ -312,6 +318,7 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
             s.note = Some(note);
         }
         Update::Note { stage, note } => record.stages[stage].note = Some(note),
+        Update::Strategy(strategy) => record.strategy = Some(strategy),
         Update::Output { stage, job, value } => {
             record.stages[stage].jobs[job].output = Some(value);
         }
@@ -565,6 +572,7 @@ mod tests {
             finished_at_unix: None,
             duration_seconds: None,
             max_workers: 2,
+            strategy: None,
             resumes: 0,
             payload: BTreeMap::new(),
             stages: vec![StageRecord {

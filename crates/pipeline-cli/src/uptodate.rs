@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::cache::{CacheUpdate, DepState, Verdict};
+use crate::cache::{DepState, Entry, Stamp, Verdict};
 use crate::context::{RunContext, RunState, lock};
 use crate::model::{Job, Pipeline};
-use crate::store::Update;
 
 /// The combined state of each shared `after` list (by its address), computed once.
 pub(crate) type Combined = Mutex<HashMap<usize, DepState>>;
@@ -35,17 +34,28 @@ pub(crate) fn deps_of(
     deps
 }
 
-/// Whether job `fi` runs, and why: recorded, and kept in `states` for the jobs that wait for
-/// it. Returns the cache entry to store if it runs and succeeds; an error fails the job (a
-/// missing input).
+/// What deciding found: whether the job is up to date, why it runs (for a job with inputs),
+/// the files hashed afresh, the value an up-to-date job returned when it last ran, and the cache
+/// entry to keep if it runs and succeeds. The worker tells the owner (see `run.rs`).
+#[derive(Debug)]
+pub(crate) struct Decided {
+    pub(crate) up_to_date: bool,
+    pub(crate) reason: Option<String>,
+    pub(crate) stamps: Vec<(String, Stamp)>,
+    pub(crate) output: Option<serde_json::Value>,
+    pub(crate) entry: Option<Entry>,
+}
+
+/// Whether job `fi` runs, and why; kept in `so_far` for the jobs that wait for it (and its
+/// last value, if it is up to date). An error fails the job (a missing input).
 pub(crate) fn decide(
     ctx: &RunContext<'_>,
     flat: &[(usize, usize, &Job)],
     fi: usize,
     so_far: &RunState,
     combined: &Combined,
-) -> Result<Option<crate::cache::Entry>, String> {
-    let (si, ji, job) = flat[fi];
+) -> Result<Decided, String> {
+    let job = flat[fi].2;
     // A job without inputs always runs whatever it depends on (see `Cache::decide`): no need
     // to gather their states.
     let deps = if job.inputs.is_empty() {
@@ -65,54 +75,28 @@ pub(crate) fn decide(
             &mut combined,
         )
     };
-    let decision = ctx.cache.decide(job, &deps, ctx.forced[fi], ctx.run_id);
-    let decision = match decision {
-        Ok(d) => d,
-        Err(why) => {
-            ctx.writer.send(Update::Reason {
-                stage: si,
-                job: ji,
-                reason: why.clone(),
-            });
-            return Err(why);
-        }
-    };
-    if !decision.stamps.is_empty() {
-        ctx.writer.send(Update::Cache(CacheUpdate {
-            job: None,
-            stamps: decision.stamps,
-        }));
-    }
+    let decision = ctx.cache.decide(job, &deps, ctx.forced[fi], ctx.run_id)?;
     let (runs, reason) = match decision.verdict {
         Verdict::UpToDate => (None, "up to date".to_owned()),
         Verdict::Run(why) => (Some("ran"), why),
     };
-    let runs_now = runs.is_some();
-    // A job without inputs always runs: nothing to explain in its record.
-    if !job.inputs.is_empty() {
-        ctx.writer.send(Update::Reason {
-            stage: si,
-            job: ji,
-            reason,
-        });
-    }
+    let up_to_date = runs.is_none();
     lock(&so_far.deps).insert(job.id.clone(), DepState::new(&job.id, decision.key, runs));
-    if !runs_now && let Some(value) = ctx.cache.last_output(&job.id) {
+    let output = ctx
+        .cache
+        .last_output(&job.id)
+        .filter(|_| up_to_date)
+        .cloned();
+    if let Some(value) = &output {
         // Up to date: the value it returned when it last ran.
         lock(&so_far.outputs).insert(job.id.clone(), value.clone());
-        ctx.writer.send(Update::Output {
-            stage: si,
-            job: ji,
-            value: value.clone(),
-        });
     }
-    let entry = decision.entry.filter(|_| runs_now);
-    if let Some(e) = &entry {
-        // Until it succeeds, the job is not up to date (it may leave half-written outputs).
-        ctx.writer.send(Update::Cache(CacheUpdate {
-            job: Some((ctx.cache.name(&job.id), e.started())),
-            stamps: Vec::new(),
-        }));
-    }
-    Ok(entry)
+    Ok(Decided {
+        up_to_date,
+        // A job without inputs always runs: nothing to explain in its record.
+        reason: (!job.inputs.is_empty()).then_some(reason),
+        stamps: decision.stamps,
+        output,
+        entry: decision.entry.filter(|_| !up_to_date),
+    })
 }

@@ -15,7 +15,6 @@ mod map;
 mod pool;
 mod process;
 mod reporting;
-mod shell;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 

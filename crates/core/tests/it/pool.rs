@@ -487,6 +487,7 @@ fn events_arrive_in_a_sensible_order() {
                         Event::BatchFinished { summary } => format!("done {}", summary.total),
                         Event::TaskRetrying { .. } => "retry".to_owned(),
                         Event::ChunkFinished { .. } => "chunk".to_owned(),
+                        Event::TaskNote { .. } => "note".to_owned(),
                     });
                 },
                 |&i, _| Ok(i),
@@ -722,4 +723,51 @@ fn meta_reaches_the_outcome_on_success_and_on_failure() {
         .run_with_meta(&tasks(2), &cancel, &mut Silent, |_, _| (Ok(()), Some(1u8)))
         .unwrap();
     assert!(result.outcomes.iter().all(|o| o.meta.is_none()));
+}
+
+/// A task's note reaches the reporter on the owner thread at once, while the task still runs
+/// (even after tiny tasks, whose messages a worker batches), and before the task's end.
+#[test]
+fn a_note_reaches_the_reporter_while_its_task_runs() {
+    for strategy in [Strategy::Serial, Strategy::Threads, Strategy::Rayon] {
+        let pool = Pool::new(PoolConfig::new(MaxWorkers::new(2, 16).unwrap()).strategy(strategy));
+        // Tiny tasks first, then one that notes and waits until the reporter has seen its note.
+        let tasks: Vec<Task<usize>> = (0..200).map(|i| Task::new(format!("t{i}"), i)).collect();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut order = Vec::new();
+        let result = pool
+            .run(
+                &tasks,
+                &CancelToken::new(),
+                &mut |e: &Event<'_, usize>| match e {
+                    Event::TaskNote { index, note, .. } => {
+                        assert_eq!(note.downcast_ref::<&str>(), Some(&"about to start"));
+                        order.push(format!("note {index}"));
+                        seen.store(true, Ordering::SeqCst);
+                    }
+                    Event::TaskFinished { outcome, .. } if outcome.index == 199 => {
+                        order.push("end 199".to_owned());
+                    }
+                    _ => {}
+                },
+                |&i, ctx| {
+                    if i == 199 {
+                        ctx.note("about to start");
+                        // Serially the reporter runs on this thread: it has the note already.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                        while !seen.load(Ordering::SeqCst) {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "{strategy:?}: note held back"
+                            );
+                            std::thread::yield_now();
+                        }
+                    }
+                    Ok(i)
+                },
+            )
+            .unwrap();
+        assert_eq!(result.summary.succeeded, 200, "{strategy:?}");
+        assert_eq!(order, ["note 199", "end 199"], "{strategy:?}");
+    }
 }

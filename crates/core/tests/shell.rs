@@ -1,4 +1,5 @@
-//! Values in shell scripts stay data (`fanout::shell`), judged by a real `sh`.
+//! Values in shell scripts stay data (`fanout::shell`), judged by a real `sh`. A test binary of
+//! its own: the runner's tests make their process a subreaper that reaps any child.
 
 use fanout::shell::{HoleError, Place, ScriptBuilder};
 use proptest::prelude::*;
