@@ -117,7 +117,7 @@ pub struct RunCli {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// At most N requests in flight to provider NAME (e.g. ollama=4); repeatable
-    #[arg(long = "provider-limit", value_name = "NAME=N", value_parser = crate::run::parse_limit)]
+    #[arg(long = "provider-limit", value_name = "NAME=N", value_parser = crate::limit::parse_limit)]
     pub provider_limits: Vec<(String, usize)>,
     /// At most this rate of requests and prompt tokens per minute to provider NAME, spaced
     /// evenly (e.g. openai=500rpm,200000tpm); repeatable. The server's x-ratelimit headers are

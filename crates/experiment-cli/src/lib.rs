@@ -11,20 +11,26 @@
 )]
 
 mod cache;
+mod call;
 pub mod cli;
 mod cost;
+mod dryrun;
 mod experiments;
 mod flatten;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod init;
+mod limit;
 mod params;
 mod paths;
+mod plan;
 mod providers;
 mod rate;
 mod run;
 mod settings;
 mod shell_template;
+mod tally;
 mod writer;
 
 use std::time::Duration;
@@ -46,7 +52,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
     match cli.command {
         Commands::Run(r) => {
             let shared = &r.run;
-            let args = run::RunArgs {
+            let args = plan::RunArgs {
                 max_workers: shared.max_workers_or(None)?,
                 timeout: shared.timeout_or(None)?.unwrap_or(Duration::from_secs(300)),
                 retries: r.retries,
@@ -60,7 +66,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 contexts: r.contexts,
                 command: r.command,
                 param_columns: r.param_columns,
-                flatten: (r.flatten || r.flatten_columns.is_some()).then(|| run::Flatten {
+                flatten: (r.flatten || r.flatten_columns.is_some()).then(|| plan::Flatten {
                     limits: flatten::Limits {
                         depth: r.flatten_depth,
                         items: r.flatten_items,
@@ -117,7 +123,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Commands::Cache(c) => cache_command(&c),
         Commands::Init => {
-            run::init(std::path::Path::new(".")).usage()?;
+            init::init(std::path::Path::new(".")).usage()?;
             Ok(ExitStatus::Success)
         }
         Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),

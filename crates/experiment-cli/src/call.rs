@@ -1,0 +1,268 @@
+//! One experiment: render its prompt, check the context window, answer from the cache or
+//! call its provider (within its limit and budget), and keep the answer.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use fanout::{CancelToken, TaskError};
+
+use crate::cache::{self, Cache, Entry};
+use crate::cost::{self, Budget};
+use crate::experiments::{Experiment, Template};
+use crate::limit::Limit;
+use crate::plan::Inputs;
+use crate::providers::{Provider, Request, estimate_tokens};
+
+/// Share of the context window above which a row warns, and above which it is not sent.
+pub(crate) const WARN_SHARE: f64 = 0.8;
+pub(crate) const ERROR_SHARE: f64 = 0.9;
+
+/// What a row knows besides the answer: the work function's meta, delivered with its outcome
+/// whether the experiment succeeded or failed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts {
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) context_window: Option<u64>,
+    pub(crate) warning: Option<String>,
+}
+
+/// A finished experiment's answer, its token counts filled in where the provider gave none.
+#[derive(Debug, Clone)]
+pub(crate) struct Done {
+    pub(crate) text: String,
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
+    /// Whether it came from the response cache (no request was sent).
+    pub(crate) cached: bool,
+    /// What the answer costs at the model's price, if it has one.
+    pub(crate) cost: Option<f64>,
+}
+
+/// The prompt of `e` (empty for the command provider, which renders its own), and a warning
+/// naming the variables the template uses that the row lacks.
+pub(crate) fn render(
+    e: &Experiment,
+    provider: &dyn Provider,
+    template: &Template,
+) -> Result<(String, Option<String>), String> {
+    if provider.name() == "command" {
+        return Ok((String::new(), None));
+    }
+    let (prompt, missing) = template.render(&e.vars, &[])?;
+    let warning = (!missing.is_empty()).then(|| {
+        format!(
+            "the template uses {} that this row lacks: {}",
+            if missing.len() == 1 {
+                "a variable"
+            } else {
+                "variables"
+            },
+            missing.join(", ")
+        )
+    });
+    Ok((prompt, warning))
+}
+
+/// Where the answer to `req` is kept: the cache and the key (none with `--no-cache`, or for a
+/// provider whose answers are not cached).
+pub(crate) fn cache_entry<'c>(
+    cache: Option<&'c Cache>,
+    provider: &dyn Provider,
+    req: &Request<'_>,
+) -> Option<(&'c Cache, String)> {
+    let cache = cache?;
+    let endpoint = provider.cache_endpoint()?;
+    Some((cache, cache::key(provider.name(), &endpoint, req)))
+}
+
+/// What is sent for `e` with `prompt`.
+pub(crate) fn request<'a>(e: &'a Experiment, prompt: &'a str) -> Request<'a> {
+    Request {
+        model: &e.model,
+        prompt,
+        vars: &e.vars,
+        params: &e.params,
+    }
+}
+
+/// What every experiment of a run shares.
+pub(crate) struct Shared<'a> {
+    pub(crate) inputs: &'a Inputs,
+    pub(crate) limits: &'a HashMap<&'a str, Limit>,
+    pub(crate) cache: Option<&'a Cache>,
+    pub(crate) budget: Option<&'a Budget>,
+}
+
+/// One experiment: render, answer from the cache if it has it, else check the context window
+/// and the budget and call (within the provider's limit), keeping a success in the cache.
+pub(crate) fn run_one(
+    e: &Experiment,
+    shared: &Shared<'_>,
+    facts: &mut Facts,
+    cancel: &CancelToken,
+) -> Result<Done, TaskError> {
+    let provider = shared.inputs.providers[e.provider.as_str()].as_ref();
+    let template = &shared.inputs.templates[shared.inputs.template_of[e.index]];
+    let price = shared.inputs.prices.get(&e.provider, &e.model);
+    let (prompt, mut warning) = render(e, provider, template).map_err(TaskError::failed)?;
+    let input_tokens = estimate_tokens(&prompt);
+    let req = request(e, &prompt);
+    let key = cache_entry(shared.cache, provider, &req);
+    if let Some((c, k)) = &key
+        && let Some(hit) = c.get(k)
+    {
+        let checked = check_window(&e.model, input_tokens, hit.context_window, &mut warning);
+        store(facts, Some(input_tokens), hit.context_window, warning);
+        checked?;
+        return Ok(Done {
+            cost: price.map(|p| {
+                p.cost(
+                    hit.input_tokens.unwrap_or(input_tokens),
+                    hit.output_tokens.unwrap_or(0),
+                )
+            }),
+            text: hit.text,
+            input_tokens: hit.input_tokens,
+            output_tokens: hit.output_tokens,
+            cached: true,
+        });
+    }
+    let _slot = shared.limits[e.provider.as_str()]
+        .acquire(cancel)
+        .ok_or(TaskError::Cancelled)?;
+    let reservation = match (shared.budget, price) {
+        (Some(b), Some(p)) => {
+            let max_tokens = e
+                .params
+                .iter()
+                .find(|(k, _)| k == "max_tokens")
+                .and_then(|(_, v)| v.as_u64());
+            let estimate = b.estimate(p, input_tokens, max_tokens);
+            Some((
+                b,
+                b.reserve(estimate).ok_or_else(|| TaskError::Skipped {
+                    reason: format!(
+                        "not sent: the budget (--max-cost {}) is spent",
+                        cost::fmt_usd(b.max())
+                    ),
+                })?,
+            ))
+        }
+        _ => None,
+    };
+    let paced = shared
+        .inputs
+        .http
+        .pacers()
+        .get(&e.provider)
+        .map(|p| p.acquire(input_tokens, cancel));
+    let answer = match paced {
+        Some(Err(err)) => Err(err),
+        Some(Ok(_permit)) => call(e, provider, &req, input_tokens, &mut warning, facts, cancel),
+        None => call(e, provider, &req, input_tokens, &mut warning, facts, cancel),
+    };
+    let cost = answer.as_ref().ok().and_then(|(a, _)| {
+        price.map(|p| {
+            p.cost(
+                a.input_tokens.unwrap_or(input_tokens),
+                a.output_tokens.unwrap_or(0),
+            )
+        })
+    });
+    if let Some((b, r)) = reservation {
+        b.settle(
+            r,
+            cost,
+            answer.as_ref().ok().and_then(|(a, _)| a.output_tokens),
+        );
+    }
+    let (answer, window) = answer?;
+    if let Some((c, k)) = &key {
+        let entry = Entry::new(
+            &req,
+            provider.name(),
+            answer.text.clone(),
+            (answer.input_tokens, answer.output_tokens),
+            window,
+        );
+        c.put_or_warn(k, &entry);
+    }
+    Ok(Done { cost, ..answer })
+}
+
+/// Check the context window and send: the answer (token counts filled in) and the window.
+pub(crate) fn call(
+    e: &Experiment,
+    provider: &dyn Provider,
+    req: &Request<'_>,
+    input_tokens: u64,
+    warning: &mut Option<String>,
+    facts: &mut Facts,
+    cancel: &CancelToken,
+) -> Result<(Done, Option<u64>), TaskError> {
+    let window = provider.context_window(&e.model)?;
+    let checked = check_window(&e.model, input_tokens, window, warning);
+    store(
+        facts,
+        Some(input_tokens).filter(|_| provider.name() != "command"),
+        window,
+        warning.take(),
+    );
+    checked?;
+    let answer = provider.generate(req, cancel)?;
+    let output_tokens = answer
+        .output_tokens
+        .or_else(|| (provider.name() != "command").then(|| estimate_tokens(&answer.text)));
+    Ok((
+        Done {
+            input_tokens: answer.input_tokens,
+            output_tokens,
+            text: answer.text,
+            cached: false,
+            cost: None,
+        },
+        window,
+    ))
+}
+
+/// The prompt against the model's context window: over 90% is not sent, over 80% a warning.
+pub(crate) fn check_window(
+    model: &str,
+    input_tokens: u64,
+    window: Option<u64>,
+    warning: &mut Option<String>,
+) -> Result<(), TaskError> {
+    let Some(w) = window.filter(|w| *w > 0) else {
+        return Ok(());
+    };
+    let share = input_tokens as f64 / w as f64;
+    let pct = (share * 100.0).round();
+    if share > ERROR_SHARE {
+        return Err(TaskError::failed(format!(
+            "the prompt is about {input_tokens} tokens, {pct}% of {model}'s {w}-token context \
+             window (over 90%): not sent"
+        )));
+    }
+    if share > WARN_SHARE {
+        let w_msg = format!("the prompt fills {pct}% of the {w}-token context window");
+        *warning = Some(
+            warning
+                .take()
+                .map_or(w_msg.clone(), |m| format!("{m}; {w_msg}")),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn store(
+    facts: &mut Facts,
+    input_tokens: Option<u64>,
+    window: Option<u64>,
+    warning: Option<String>,
+) {
+    *facts = Facts {
+        input_tokens,
+        context_window: window,
+        warning,
+    };
+}

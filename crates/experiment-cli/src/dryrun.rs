@@ -1,0 +1,87 @@
+//! `--dry-run`: every prompt as it would be sent (or command as it would run), with its size and
+//! whether the cache has its answer; nothing is sent.
+
+use crate::cache::Cache;
+use crate::call::{cache_entry, render, request};
+use crate::cost::{self};
+use crate::plan::{Inputs, dry_run_summary};
+use crate::providers::estimate_tokens;
+
+/// `--dry-run`: the summary, and on standard output every prompt as it would be sent (the
+/// command, for the command provider) with its size, its warning and whether the cache has its
+/// answer. Nothing is sent.
+pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let mut in_cache = 0usize;
+    let mut tokens = 0u64;
+    let mut prompt_cost = 0.0;
+    for e in &inputs.experiments.rows {
+        let provider = inputs.providers[e.provider.as_str()].as_ref();
+        let template = &inputs.templates[inputs.template_of[e.index]];
+        let vars: Vec<String> = e.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (text, note) = match render(e, provider, template) {
+            Ok((prompt, warning)) => {
+                let req = request(e, &prompt);
+                let cached =
+                    cache_entry(cache, provider, &req).is_some_and(|(c, k)| c.get(&k).is_some());
+                in_cache += usize::from(cached);
+                let n = estimate_tokens(&prompt);
+                tokens += n;
+                if let Some(p) = inputs.prices.get(&e.provider, &e.model) {
+                    prompt_cost += p.cost(n, 0);
+                }
+                let mut facts = vec![if provider.name() == "command" {
+                    "a command".to_owned()
+                } else {
+                    format!("about {n} tokens")
+                }];
+                if cached {
+                    facts.push("answer in the cache".to_owned());
+                }
+                let preview = provider
+                    .preview(&req)
+                    .unwrap_or_else(|e| format!("(cannot render: {e})"));
+                (preview, (facts.join("; "), warning))
+            }
+            Err(err) => (String::new(), ("cannot render".to_owned(), Some(err))),
+        };
+        let _ = writeln!(
+            out,
+            "--- {} line {}: {}/{}{}{} ({}) ---",
+            inputs.experiments.source,
+            e.line,
+            e.provider,
+            e.model,
+            if vars.is_empty() { "" } else { ", " },
+            vars.join(", "),
+            note.0
+        );
+        let _ = writeln!(out, "{}", text.trim_end_matches('\n'));
+        if let Some(w) = note.1 {
+            let _ = writeln!(out, "warning: {w}");
+        }
+    }
+    drop(out);
+    eprintln!(
+        "{}",
+        dry_run_summary(&inputs.experiments, &inputs.templates, &inputs.used)
+    );
+    let cost = if prompt_cost > 0.0 {
+        format!(
+            " (about {} at the models' input prices)",
+            cost::fmt_usd(prompt_cost)
+        )
+    } else {
+        String::new()
+    };
+    let cached = if cache.is_some() {
+        format!(
+            "; {in_cache} of {} answers are in the cache (not sent)",
+            inputs.experiments.rows.len()
+        )
+    } else {
+        String::new()
+    };
+    eprintln!("about {tokens} prompt tokens{cost}{cached}");
+}
