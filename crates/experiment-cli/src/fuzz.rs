@@ -6,8 +6,9 @@ use std::path::Path;
 
 use crate::experiments::{Experiments, Template, join_prompt};
 use crate::providers::KNOWN;
+use crate::row::header;
 use crate::shell_template::ShellTemplate;
-use crate::writer::{Sink, header};
+use crate::sink::Sink;
 
 /// A prompt template and an experiments CSV, as `parallamr run -p PROMPT -e CSV` reads them:
 /// parse the file, compile the template as a prompt and as a `--command`, and render both for

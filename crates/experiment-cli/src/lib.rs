@@ -27,9 +27,11 @@ mod paths;
 mod plan;
 mod providers;
 mod rate;
+mod row;
 mod run;
 mod settings;
 mod shell_template;
+mod sink;
 mod tally;
 mod writer;
 

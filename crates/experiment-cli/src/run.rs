@@ -19,8 +19,9 @@ use crate::experiments::Experiment;
 use crate::limit::limits;
 use crate::paths::NoPath;
 use crate::plan::{Flatten, Inputs, RunArgs, flatten_columns, prepare};
+use crate::row::{self, Row};
 use crate::tally::{Tally, say_budget};
-use crate::writer::{self, Outputs, Row};
+use crate::writer::Outputs;
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     let inputs = prepare(args).usage()?;
@@ -275,7 +276,7 @@ struct Opened<'e> {
 /// is refused first, and each is resumed on its own).
 fn open_output<'e>(args: &RunArgs, inputs: &'e Inputs) -> Result<Opened<'e>> {
     let experiments = &inputs.experiments;
-    let header = writer::header(&experiments.var_names);
+    let header = row::header(&experiments.var_names);
     let Some(template) = &inputs.output else {
         if args.resume {
             bail!("--resume needs the results file (-o FILE) to complete");

@@ -8,7 +8,7 @@ use fanout::ProgressMode;
 
 use crate::cost::{self, Budget};
 use crate::plan::RunArgs;
-use crate::writer::Row;
+use crate::row::Row;
 
 /// Whether the budget stopped the sweep, and if so say what it kept from being sent.
 pub(crate) fn say_budget(b: &Budget, not_sent: usize) -> bool {
