@@ -75,7 +75,7 @@ impl Project {
         };
         for (what, patterns) in [("inputs", &raw.inputs), ("outputs", &raw.outputs)] {
             for pattern in patterns {
-                crate::cache::check_pattern(pattern).map_err(|why| {
+                crate::patterns::check_pattern(pattern).map_err(|why| {
                     anyhow!(
                         "{}: the job {id:?} has {what} pattern {pattern:?}: {why}",
                         defined_in.display()

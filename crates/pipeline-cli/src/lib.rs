@@ -24,6 +24,7 @@ mod load;
 mod looping;
 mod model;
 mod output;
+mod patterns;
 mod payload;
 mod placeholders;
 mod plan;
