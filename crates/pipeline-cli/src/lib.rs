@@ -10,6 +10,7 @@
     reason = "the tool's own messages and tables; progress goes through fanout's reporters"
 )]
 
+mod batch;
 mod cache;
 pub mod cli;
 mod context;
