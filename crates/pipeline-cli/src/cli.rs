@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use fanout_cli::{CompletionsArgs, RunArgs, Tool, Workers};
 
 /// lorchestra's words for the shared flags (see `fanout_cli`).
@@ -65,40 +65,7 @@ pub enum Commands {
         .lorchestra/runs/<RUN_ID>/run.json after every job, with the shared JSON report beside \
         it in report.json (and in --report FILE)."
     )]
-    Pipeline {
-        /// A pipeline name (pipelines/NAME.toml or .yaml) or a pipeline file
-        #[arg(value_name = "NAME|FILE")]
-        pipeline: String,
-        #[command(flatten)]
-        run: RunArgs<Lorchestra>,
-        /// Resume a run: jobs recorded as succeeded are skipped, the others run again
-        #[arg(long, value_name = "RUN_ID")]
-        resume: Option<String>,
-        /// After a failure in a `stop_on_failure` stage: start nothing new (soon), or also kill the
-        /// running jobs (now)
-        #[arg(long, value_enum, default_value_t = Halt::Soon)]
-        halt: Halt,
-        /// Run jobs even if they are up to date: all of them, or JOB and every job that
-        /// depends on it
-        #[arg(long, value_name = "JOB", num_args = 0..=1, require_equals = true)]
-        force: Option<Option<String>>,
-        /// Say for every job whether it would run and why, and run nothing (implies --dry-run)
-        #[arg(long)]
-        explain: bool,
-        /// A value for the jobs (repeatable): in their environment as
-        /// `LORCHESTRA_PAYLOAD_<KEY>` (and all of them as JSON in `LORCHESTRA_PAYLOAD`), and in
-        /// `{{payload.KEY}}` in a job's command, env and cwd (in a command, a reference to that
-        /// variable: a value never runs as code)
-        #[arg(long = "payload", value_name = "KEY=VALUE")]
-        payload: Vec<String>,
-        /// Payload values from a JSON object; --payload values win over it
-        #[arg(long, value_name = "FILE.json")]
-        payload_file: Option<PathBuf>,
-        /// When another lorchestra run is using the project, wait for it to end (without:
-        /// refuse, naming its pid)
-        #[arg(long)]
-        wait: bool,
-    },
+    Pipeline(PipelineArgs),
     /// Print a pipeline's jobs and what each waits for
     #[command(
         long_about = "Print a pipeline's jobs and what each waits for: the jobs it `needs` \
@@ -150,4 +117,41 @@ pub enum Halt {
     Soon,
     /// Also terminate the running jobs (their whole process trees).
     Now,
+}
+
+/// `lorchestra pipeline`'s arguments.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// A pipeline name (pipelines/NAME.toml or .yaml) or a pipeline file
+    #[arg(value_name = "NAME|FILE")]
+    pub pipeline: String,
+    #[command(flatten)]
+    pub run: RunArgs<Lorchestra>,
+    /// Resume a run: jobs recorded as succeeded are skipped, the others run again
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
+    /// After a failure in a `stop_on_failure` stage: start nothing new (soon), or also kill the
+    /// running jobs (now)
+    #[arg(long, value_enum, default_value_t = Halt::Soon)]
+    pub halt: Halt,
+    /// Run jobs even if they are up to date: all of them, or JOB and every job that
+    /// depends on it
+    #[arg(long, value_name = "JOB", num_args = 0..=1, require_equals = true)]
+    pub force: Option<Option<String>>,
+    /// Say for every job whether it would run and why, and run nothing (implies --dry-run)
+    #[arg(long)]
+    pub explain: bool,
+    /// A value for the jobs (repeatable): in their environment as
+    /// `LORCHESTRA_PAYLOAD_<KEY>` (and all of them as JSON in `LORCHESTRA_PAYLOAD`), and in
+    /// `{{payload.KEY}}` in a job's command, env and cwd (in a command, a reference to that
+    /// variable: a value never runs as code)
+    #[arg(long = "payload", value_name = "KEY=VALUE")]
+    pub payload: Vec<String>,
+    /// Payload values from a JSON object; --payload values win over it
+    #[arg(long, value_name = "FILE.json")]
+    pub payload_file: Option<PathBuf>,
+    /// When another lorchestra run is using the project, wait for it to end (without:
+    /// refuse, naming its pid)
+    #[arg(long)]
+    pub wait: bool,
 }

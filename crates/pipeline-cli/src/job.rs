@@ -50,57 +50,13 @@ pub(crate) fn run_job(
     runner: &ProcessRunner,
     cancel: &CancelToken,
 ) -> Result<fanout::ProcessOutput, TaskError> {
-    // Only a nested pipeline's lorchestra gets NESTED_RUN_FILE (set below).
+    // Only a nested pipeline's lorchestra gets NESTED_RUN_FILE (set by `nested`).
     let cmd = match &job.run {
         Run::Shell(script) => Command::shell(script).env_remove(NESTED_RUN_FILE),
         Run::Argv(argv) => Command::new(&argv[0])
             .args(&argv[1..])
             .env_remove(NESTED_RUN_FILE),
-        Run::Pipeline(name) => {
-            let exe = std::env::current_exe()
-                .map_err(|e| TaskError::failed(format!("cannot find lorchestra itself: {e}")))?;
-            let mut nested = Command::new(exe)
-                .arg("pipeline")
-                .arg(name)
-                .arg("--dir")
-                .arg(&ctx.project.dir)
-                .arg("--max-workers")
-                .arg(ctx.opts.max_workers.get().to_string())
-                .arg("--no-progress");
-            if ctx.opts.backend == Backend::Slurm {
-                nested = nested.args(["--backend", "slurm"]);
-            }
-            // The nested run writes its id here; a later attempt, or a resumed outer run,
-            // resumes that run instead of starting the nested pipeline from scratch.
-            let id_file = crate::layout::nested_run_file(ctx.run_dir, &job.id);
-            let mut resumes_nested = false;
-            if let Some(id) = std::fs::read_to_string(&id_file)
-                .ok()
-                .map(|id| id.trim().to_owned())
-                .filter(|id| {
-                    store::load(&ctx.project.at(""), id)
-                        .is_ok_and(|r| r.status != RunStatus::Succeeded)
-                })
-            {
-                nested = nested.arg("--resume").arg(id);
-                resumes_nested = true;
-            }
-            nested = nested.env(NESTED_RUN_FILE, id_file);
-            for a in &ctx.opts.slurm_args {
-                nested = nested.arg(format!("--slurm-arg={a}"));
-            }
-            if let Some(t) = ctx.opts.timeout {
-                nested = nested.arg(format!("--timeout={}", t.as_secs_f64()));
-            }
-            // A resumed nested run reuses its own record's payload, which is this one.
-            let has_payload = !ctx.opts.payload.is_empty() || job.iteration.is_some();
-            if has_payload && !resumes_nested {
-                nested = nested
-                    .arg("--payload-file")
-                    .arg(nested_payload_file(ctx, job)?);
-            }
-            nested
-        }
+        Run::Pipeline(name) => nested(ctx, job, name)?,
     };
     let cwd = job
         .cwd
@@ -131,7 +87,59 @@ pub(crate) fn run_job(
     for (k, v) in &job.env {
         cmd = cmd.env(k, v);
     }
-    // A header per attempt, so a retried job's log reads in order.
+    log_header(log, job, attempt);
+    runner.run(&cmd, cancel).map_err(TaskError::from)
+}
+
+/// This program on the nested pipeline `name`, with the run's settings; it resumes the nested
+/// run an earlier attempt (or the run a resume continues) left unfinished.
+fn nested(ctx: &RunContext<'_>, job: &Job, name: &str) -> Result<Command, TaskError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| TaskError::failed(format!("cannot find lorchestra itself: {e}")))?;
+    let mut nested = Command::new(exe)
+        .arg("pipeline")
+        .arg(name)
+        .arg("--dir")
+        .arg(&ctx.project.dir)
+        .arg("--max-workers")
+        .arg(ctx.opts.max_workers.get().to_string())
+        .arg("--no-progress");
+    if ctx.opts.backend == Backend::Slurm {
+        nested = nested.args(["--backend", "slurm"]);
+    }
+    // The nested run writes its id here; a later attempt, or a resumed outer run, resumes that
+    // run instead of starting the nested pipeline from scratch.
+    let id_file = crate::layout::nested_run_file(ctx.run_dir, &job.id);
+    let mut resumes_nested = false;
+    if let Some(id) = std::fs::read_to_string(&id_file)
+        .ok()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| {
+            store::load(&ctx.project.at(""), id).is_ok_and(|r| r.status != RunStatus::Succeeded)
+        })
+    {
+        nested = nested.arg("--resume").arg(id);
+        resumes_nested = true;
+    }
+    nested = nested.env(NESTED_RUN_FILE, id_file);
+    for a in &ctx.opts.slurm_args {
+        nested = nested.arg(format!("--slurm-arg={a}"));
+    }
+    if let Some(t) = ctx.opts.timeout {
+        nested = nested.arg(format!("--timeout={}", t.as_secs_f64()));
+    }
+    // A resumed nested run reuses its own record's payload, which is this one.
+    let has_payload = !ctx.opts.payload.is_empty() || job.iteration.is_some();
+    if has_payload && !resumes_nested {
+        nested = nested
+            .arg("--payload-file")
+            .arg(nested_payload_file(ctx, job)?);
+    }
+    Ok(nested)
+}
+
+/// A header per attempt, so a retried job's log reads in order.
+fn log_header(log: &Path, job: &Job, attempt: u32) {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -146,7 +154,6 @@ pub(crate) fn run_job(
         // One write call (an unbuffered writeln! makes one per piece).
         let _ = f.write_all(header.as_bytes());
     }
-    runner.run(&cmd, cancel).map_err(TaskError::from)
 }
 
 /// The last `lines` lines of a log file (at most 64 KiB are read).

@@ -2,15 +2,19 @@
 //! [`Job`], and a matrix job's combinations (`matrix`, `matrix_from`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
 
 use crate::model::{Iteration, Job, NESTED_PREFIX, Run, nested_job};
+use crate::payload::Payload;
 use crate::project::Project;
-use crate::raw::{CommandSpec, RawJob};
+use crate::raw::{CommandSpec, RawJob, RawMatrixFrom};
 
 impl Project {
+    /// The job `id` named by stage `stage` of pipeline `file` (whose inline jobs are `inline`),
+    /// checked.
     pub(crate) fn job(
         &self,
         id: &str,
@@ -30,169 +34,167 @@ impl Project {
         let (raw, defined_in) = if let Some(raw) = inline.get(id) {
             (raw.clone(), file.to_path_buf())
         } else {
-            let shared = self.jobs_dir().join(format!("{id}.toml"));
-            if !shared.is_file() {
-                bail!(
-                    "{}: stage {stage:?} names the job {id:?}, which is defined neither in the \
-                     pipeline's [jobs.{id}] table nor in {}",
-                    file.display(),
-                    shared.display()
-                );
-            }
-            let text = std::fs::read_to_string(&shared)
-                .with_context(|| format!("reading {}", shared.display()))?;
-            let raw: RawJob = toml::from_str(&text)
-                .map_err(|e| anyhow!("{}: {}", shared.display(), e.to_string().trim_end()))?;
-            (raw, shared)
+            self.shared_job(id, stage, file)?
         };
         let matrix = self
             .matrix(&raw)
             .map_err(|why| anyhow!("{}: the job {id:?} {why}", defined_in.display()))?;
-        let run = match raw.command {
-            CommandSpec::Shell(s) if s.trim().is_empty() => {
-                bail!(
-                    "{}: the job {id:?} has an empty command",
-                    defined_in.display()
-                )
-            }
-            CommandSpec::Argv(a) if a.is_empty() => {
-                bail!(
-                    "{}: the job {id:?} has an empty command",
-                    defined_in.display()
-                )
-            }
-            CommandSpec::Shell(s) => Run::Shell(s),
-            CommandSpec::Argv(a) => Run::Argv(a),
-        };
-        let timeout = match raw.timeout {
-            Some(t) => Some(fanout::timeout_from_secs(t).map_err(|why| {
-                anyhow::anyhow!(
-                    "{}: the job {id:?} has timeout = {t}: {why}",
-                    defined_in.display()
-                )
-            })?),
-            None => None,
-        };
-        for (what, patterns) in [("inputs", &raw.inputs), ("outputs", &raw.outputs)] {
-            for pattern in patterns {
-                crate::patterns::check_pattern(pattern).map_err(|why| {
-                    anyhow!(
-                        "{}: the job {id:?} has {what} pattern {pattern:?}: {why}",
-                        defined_in.display()
-                    )
-                })?;
-            }
+        checked(id, raw, defined_in, matrix)
+    }
+
+    /// The raw job `jobs/<id>.toml`, and its path.
+    fn shared_job(&self, id: &str, stage: &str, file: &Path) -> Result<(RawJob, PathBuf)> {
+        let shared = self.jobs_dir().join(format!("{id}.toml"));
+        if !shared.is_file() {
+            bail!(
+                "{}: stage {stage:?} names the job {id:?}, which is defined neither in the \
+                 pipeline's [jobs.{id}] table nor in {}",
+                file.display(),
+                shared.display()
+            );
         }
-        Ok(Job {
-            id: id.to_owned(),
-            run,
-            backend: raw.backend,
-            slurm: raw.slurm.unwrap_or_default().into(),
-            launcher: fanout::Launcher::Local,
-            timeout,
-            retries: raw.retries,
-            env: raw.env,
-            cwd: raw.cwd,
-            outside_project: raw.outside_project,
-            defined_in,
-            needs: raw.needs,
-            inputs: raw.inputs,
-            outputs: raw.outputs,
-            output: raw.output,
-            iteration: None,
-            matrix,
-        })
+        let text = std::fs::read_to_string(&shared)
+            .with_context(|| format!("reading {}", shared.display()))?;
+        let raw: RawJob = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", shared.display(), e.to_string().trim_end()))?;
+        Ok((raw, shared))
     }
 
     /// The combinations of a job's `matrix` (the cross product, in key order) or the items of
     /// its `matrix_from` (relative to the project folder); empty without either.
-    fn matrix(&self, raw: &RawJob) -> Result<Vec<crate::payload::Payload>, String> {
-        use crate::payload::Payload;
-        use serde_json::Value;
-        match (&raw.matrix, &raw.matrix_from) {
-            (None, None) => Ok(Vec::new()),
-            (Some(_), Some(_)) => Err("has both matrix and matrix_from; use one".to_owned()),
-            (Some(m), None) => {
-                let mut combos: Vec<Payload> = vec![Payload::new()];
-                for (key, values) in m {
-                    crate::payload::check_key(key).map_err(|why| format!("matrix: {why}"))?;
-                    if values.is_empty() {
-                        return Err(format!("matrix.{key} is an empty list"));
-                    }
-                    combos = combos
-                        .into_iter()
-                        .flat_map(|c| {
-                            values.iter().map(move |v| {
-                                let mut c = c.clone();
-                                c.insert(key.clone(), v.clone());
-                                c
-                            })
-                        })
-                        .collect();
-                }
-                Ok(combos)
-            }
-            (None, Some(from)) => {
-                let item = |v: Value| -> Payload {
-                    match v {
-                        Value::Object(map) => map.into_iter().collect(),
-                        other => [("item".to_owned(), other)].into(),
-                    }
-                };
-                let items: Vec<Payload> = match (&from.file, &from.json) {
-                    (Some(file), None) => {
-                        let path = self.at(file);
-                        std::fs::read_to_string(&path)
-                            .map_err(|e| format!("matrix_from.file {}: {e}", path.display()))?
-                            .lines()
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .map(|l| item(Value::String(l.to_owned())))
-                            .collect()
-                    }
-                    (None, Some(json)) => {
-                        let path = self.at(json);
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|e| format!("matrix_from.json {}: {e}", path.display()))?;
-                        match serde_json::from_str::<Value>(&text) {
-                            Ok(Value::Array(list)) => list.into_iter().map(item).collect(),
-                            Ok(other) => {
-                                return Err(format!(
-                                    "matrix_from.json {} is {}, not a list",
-                                    path.display(),
-                                    crate::payload::kind(&other)
-                                ));
-                            }
-                            Err(e) => {
-                                return Err(format!(
-                                    "matrix_from.json {}: not JSON at line {}, column {}: {e}",
-                                    path.display(),
-                                    e.line(),
-                                    e.column()
-                                ));
-                            }
-                        }
-                    }
-                    _ => {
-                        return Err(
-                            "matrix_from takes one of file = \"lines.txt\" or json = \"list.json\""
-                                .to_owned(),
-                        );
-                    }
-                };
-                if items.is_empty() {
-                    return Err("matrix_from has no items".to_owned());
-                }
-                for p in &items {
-                    for key in p.keys() {
-                        crate::payload::check_key(key)
-                            .map_err(|why| format!("matrix_from: {why}"))?;
-                    }
-                }
-                Ok(items)
+    fn matrix(&self, raw: &RawJob) -> Result<Vec<Payload>, String> {
+        let items = match (&raw.matrix, &raw.matrix_from) {
+            (None, None) => return Ok(Vec::new()),
+            (Some(_), Some(_)) => return Err("has both matrix and matrix_from; use one".to_owned()),
+            (Some(m), None) => return cross_product(m),
+            (None, Some(from)) => self.matrix_from(from)?,
+        };
+        if items.is_empty() {
+            return Err("matrix_from has no items".to_owned());
+        }
+        for p in &items {
+            for key in p.keys() {
+                crate::payload::check_key(key).map_err(|why| format!("matrix_from: {why}"))?;
             }
         }
+        Ok(items)
     }
+
+    /// The items of `matrix_from`: a file's lines, or a JSON file's list (an object's keys are
+    /// an item's values; anything else is its `item`).
+    fn matrix_from(&self, from: &RawMatrixFrom) -> Result<Vec<Payload>, String> {
+        let item = |v: Value| -> Payload {
+            match v {
+                Value::Object(map) => map.into_iter().collect(),
+                other => [("item".to_owned(), other)].into(),
+            }
+        };
+        match (&from.file, &from.json) {
+            (Some(file), None) => {
+                let path = self.at(file);
+                Ok(std::fs::read_to_string(&path)
+                    .map_err(|e| format!("matrix_from.file {}: {e}", path.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| item(Value::String(l.to_owned())))
+                    .collect())
+            }
+            (None, Some(json)) => {
+                let path = self.at(json);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("matrix_from.json {}: {e}", path.display()))?;
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Array(list)) => Ok(list.into_iter().map(item).collect()),
+                    Ok(other) => Err(format!(
+                        "matrix_from.json {} is {}, not a list",
+                        path.display(),
+                        crate::payload::kind(&other)
+                    )),
+                    Err(e) => Err(format!(
+                        "matrix_from.json {}: not JSON at line {}, column {}: {e}",
+                        path.display(),
+                        e.line(),
+                        e.column()
+                    )),
+                }
+            }
+            _ => Err(
+                "matrix_from takes one of file = \"lines.txt\" or json = \"list.json\"".to_owned(),
+            ),
+        }
+    }
+}
+
+/// The raw job `id` (defined in `defined_in`) checked: a command, a valid timeout and valid
+/// patterns.
+fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> Result<Job> {
+    let at = defined_in.display();
+    let run = match raw.command {
+        CommandSpec::Shell(s) if s.trim().is_empty() => {
+            bail!("{at}: the job {id:?} has an empty command")
+        }
+        CommandSpec::Argv(a) if a.is_empty() => {
+            bail!("{at}: the job {id:?} has an empty command")
+        }
+        CommandSpec::Shell(s) => Run::Shell(s),
+        CommandSpec::Argv(a) => Run::Argv(a),
+    };
+    let timeout = match raw.timeout {
+        Some(t) => Some(
+            fanout::timeout_from_secs(t)
+                .map_err(|why| anyhow!("{at}: the job {id:?} has timeout = {t}: {why}"))?,
+        ),
+        None => None,
+    };
+    for (what, patterns) in [("inputs", &raw.inputs), ("outputs", &raw.outputs)] {
+        for pattern in patterns {
+            crate::patterns::check_pattern(pattern).map_err(|why| {
+                anyhow!("{at}: the job {id:?} has {what} pattern {pattern:?}: {why}")
+            })?;
+        }
+    }
+    Ok(Job {
+        id: id.to_owned(),
+        run,
+        backend: raw.backend,
+        slurm: raw.slurm.unwrap_or_default().into(),
+        launcher: fanout::Launcher::Local,
+        timeout,
+        retries: raw.retries,
+        env: raw.env,
+        cwd: raw.cwd,
+        outside_project: raw.outside_project,
+        defined_in,
+        needs: raw.needs,
+        inputs: raw.inputs,
+        outputs: raw.outputs,
+        output: raw.output,
+        iteration: None,
+        matrix,
+    })
+}
+
+/// Every combination of a `matrix`'s values, in key order.
+fn cross_product(m: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Payload>, String> {
+    let mut combos: Vec<Payload> = vec![Payload::new()];
+    for (key, values) in m {
+        crate::payload::check_key(key).map_err(|why| format!("matrix: {why}"))?;
+        if values.is_empty() {
+            return Err(format!("matrix.{key} is an empty list"));
+        }
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.insert(key.clone(), v.clone());
+                    c
+                })
+            })
+            .collect();
+    }
+    Ok(combos)
 }
 
 /// The jobs a matrix job stands for: `job[v1,v2]`, each with its combination as payload.

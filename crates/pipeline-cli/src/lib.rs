@@ -14,6 +14,7 @@ mod batch;
 mod cache;
 pub mod cli;
 mod context;
+mod dryrun;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
@@ -43,7 +44,7 @@ use clap::CommandFactory;
 use fanout::ExitStatus;
 use fanout_cli::UsageResult;
 
-use crate::cli::{Cli, Commands};
+use crate::cli::{Cli, Commands, PipelineArgs};
 use crate::project::Project;
 use crate::store::JobStatus;
 
@@ -56,51 +57,7 @@ pub fn run(cli: Cli) -> ExitStatus {
 fn dispatch(cli: Cli) -> Result<ExitStatus> {
     let project = Project::new(cli.dir);
     match cli.command {
-        Commands::Pipeline {
-            pipeline,
-            run,
-            resume,
-            halt,
-            force,
-            explain,
-            payload,
-            payload_file,
-            wait,
-        } => {
-            let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
-            // One run at a time per project: the lock is taken before the run to resume is read,
-            // else once the input is judged (bad input leaves nothing behind).
-            let reads_only = run.dry_run || explain;
-            let mut lock = None;
-            if resume.is_some() && !reads_only && project.at(".lorchestra").is_dir() {
-                lock = plan::lock_project(&project, wait).usage()?;
-            }
-            // The run to resume is read once: its payload, its record, its iterations.
-            opts.resumed = resume
-                .map(|id| store::load(&project.at(""), &id))
-                .transpose()
-                .usage()?;
-            opts.payload = match &opts.resumed {
-                Some(old) if !payload.is_empty() || payload_file.is_some() => {
-                    let run_id = &old.run_id;
-                    return Err(anyhow::anyhow!(
-                        "--resume {run_id} reuses the payload of that run; --payload and \
-                         --payload-file cannot change it (start a new run instead)"
-                    ))
-                    .usage();
-                }
-                Some(old) => old.payload.clone(),
-                None => payload::from_args(&payload, payload_file.as_deref()).usage()?,
-            };
-            let mut pipeline = project.load(&pipeline).usage()?;
-            placeholders::apply(&mut pipeline, &opts.payload).usage()?;
-            plan::settle(&mut pipeline, &opts);
-            if reads_only {
-                plan::print_plan(&project, &pipeline, &opts, explain)?;
-                return Ok(ExitStatus::Success);
-            }
-            run::run(&project, &pipeline, &opts, plan::Lock { held: lock, wait })
-        }
+        Commands::Pipeline(args) => run_pipeline(&project, args),
         Commands::Graph { pipeline, dot } => {
             let p = project.load(&pipeline).usage()?;
             print!("{}", if dot { graph::dot(&p) } else { graph::text(&p) });
@@ -147,6 +104,55 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),
     }
+}
+
+/// `lorchestra pipeline`: the plan (every input error before anything runs), then the dry run
+/// or the run.
+fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
+    let PipelineArgs {
+        pipeline,
+        run,
+        resume,
+        halt,
+        force,
+        explain,
+        payload,
+        payload_file,
+        wait,
+    } = args;
+    let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
+    // One run at a time per project: the lock is taken before the run to resume is read, else
+    // once the input is judged (bad input leaves nothing behind).
+    let reads_only = run.dry_run || explain;
+    let mut lock = None;
+    if resume.is_some() && !reads_only && project.at(".lorchestra").is_dir() {
+        lock = plan::lock_project(project, wait).usage()?;
+    }
+    // The run to resume is read once: its payload, its record, its iterations.
+    opts.resumed = resume
+        .map(|id| store::load(&project.at(""), &id))
+        .transpose()
+        .usage()?;
+    opts.payload = match &opts.resumed {
+        Some(old) if !payload.is_empty() || payload_file.is_some() => {
+            let run_id = &old.run_id;
+            return Err(anyhow::anyhow!(
+                "--resume {run_id} reuses the payload of that run; --payload and \
+                 --payload-file cannot change it (start a new run instead)"
+            ))
+            .usage();
+        }
+        Some(old) => old.payload.clone(),
+        None => payload::from_args(&payload, payload_file.as_deref()).usage()?,
+    };
+    let mut pipeline = project.load(&pipeline).usage()?;
+    placeholders::apply(&mut pipeline, &opts.payload).usage()?;
+    plan::settle(&mut pipeline, &opts);
+    if reads_only {
+        dryrun::print_plan(project, &pipeline, &opts, explain)?;
+        return Ok(ExitStatus::Success);
+    }
+    run::run(project, &pipeline, &opts, plan::Lock { held: lock, wait })
 }
 
 /// What `lorchestra validate` prints for a valid pipeline.

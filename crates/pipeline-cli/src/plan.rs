@@ -1,7 +1,7 @@
 //! The plan of a run: the command line's options checked ([`RunOptions`]), what they settle
 //! for each job (where it runs, its time limit), the project's lock, the run's record (new, or
-//! the resumed run's, with what is done), and the dry run and `--explain`. Every input error is
-//! raised here, before anything runs.
+//! the resumed run's, with what is done). Every input error is raised here, before anything
+//! runs; the dry run that prints the plan is `dryrun.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,10 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use fanout::runlock::{RunLock, RunLockError, Wait};
-use fanout::{Command, Launcher, MaxWorkers, PoolConfig, ProgressMode};
+use fanout::{Launcher, MaxWorkers, PoolConfig, ProgressMode};
 use fanout_cli::{RunArgs, UsageResult};
 
-use crate::cache::{Cache, CacheFile, DepState, Verdict, first_reason};
 use crate::cli::{Halt, Lorchestra};
 use crate::job::NESTED_RUN_FILE;
 use crate::model::{Backend, Pipeline};
@@ -20,7 +19,6 @@ use crate::payload::Payload;
 use crate::project::Project;
 use crate::run::LOG_TAIL_LINES;
 use crate::store::{self, JobRecord, JobStatus, RunRecord, RunStatus, StageRecord};
-use crate::uptodate::deps_of;
 
 #[derive(Debug)]
 pub(crate) struct RunOptions {
@@ -317,146 +315,6 @@ pub(crate) fn resumed_record(
         }
     }
     Ok((record, done))
-}
-
-/// `--dry-run`: what would run, stage by stage; with `explain`, whether each job would run
-/// and why.
-pub(crate) fn print_plan(
-    project: &Project,
-    pipeline: &Pipeline,
-    opts: &RunOptions,
-    explain: bool,
-) -> Result<()> {
-    let verdicts = if explain {
-        Some(explain_all(project, pipeline, opts)?)
-    } else {
-        None
-    };
-    println!(
-        "pipeline {} ({}), up to {} job{} at once",
-        pipeline.name,
-        pipeline.file.display(),
-        opts.max_workers.get(),
-        plural(opts.max_workers.get())
-    );
-    if let Some(d) = &pipeline.description {
-        println!("  {d}");
-    }
-    if !opts.payload.is_empty() {
-        println!(
-            "payload {}",
-            serde_json::to_string(&opts.payload).expect("a payload serializes")
-        );
-    }
-    let mut fi = 0;
-    for stage in &pipeline.stages {
-        let stops = if stage.stop_on_failure {
-            " (stops the pipeline on failure)"
-        } else {
-            ""
-        };
-        if pipeline.is_graph {
-            println!("jobs, each started once the jobs it needs succeeded{stops}");
-        } else {
-            println!("stage {}{stops}", stage.name);
-        }
-        if let Some(l) = stage.looping.as_ref().filter(|l| !l.expanded) {
-            let over = crate::looping::describe(&l.over);
-            let from = match &l.over {
-                crate::model::Reference::Run { job, .. } => job.as_str(),
-                _ => "",
-            };
-            println!("  for each item of {over} (known once {from} has run):");
-            for job in &l.jobs {
-                println!("    {}[...]: {}", job.id, job.run.display());
-            }
-        }
-        for job in &stage.jobs {
-            let mut extra = Vec::new();
-            if !job.needs.is_empty() {
-                extra.push(format!("needs {}", job.needs.join(", ")));
-            }
-            if let Some(t) = job.timeout {
-                extra.push(format!("timeout {}", fanout::fmt_duration(t)));
-            }
-            if job.retries > 0 {
-                extra.push(format!("retries {}", job.retries));
-            }
-            if let Launcher::Slurm(slurm) = &job.launcher {
-                let srun = Command::new("job").job_name(&job.id).srun_line(slurm);
-                extra.push(format!("on Slurm: {srun}"));
-            }
-            let extra = if extra.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", extra.join(", "))
-            };
-            println!("  {}: {}{extra}", job.id, job.run.display());
-            // A matrix's job reads its own values from its environment: show them.
-            if let Some(it) = &job.iteration {
-                let own: Vec<String> = it
-                    .payload
-                    .iter()
-                    .filter(|(k, v)| opts.payload.get(*k) != Some(*v))
-                    .map(|(k, v)| format!("{k}={}", crate::payload::text(v)))
-                    .collect();
-                if !own.is_empty() {
-                    println!("    with {}", own.join(", "));
-                }
-            }
-            if let Some(v) = &verdicts {
-                match &v[fi] {
-                    Verdict::UpToDate => println!("    up to date"),
-                    Verdict::Run(why) => println!("    would run: {why}"),
-                }
-            }
-            fi += 1;
-        }
-    }
-    if let Some(v) = verdicts {
-        let up = v.iter().filter(|v| **v == Verdict::UpToDate).count();
-        println!(
-            "{} of {} job{} would run, {up} {} up to date",
-            v.len() - up,
-            v.len(),
-            plural(v.len()),
-            if up == 1 { "is" } else { "are" }
-        );
-    }
-    Ok(())
-}
-
-/// `--explain`: whether each job (in job order) would run now, and why, as the run would
-/// decide it, without running or writing anything.
-fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<Vec<Verdict>> {
-    let forced = opts.force.forced(pipeline).usage()?;
-    let cache = Cache::new(
-        &project.dir,
-        &pipeline.name,
-        CacheFile::load(&project.dir),
-        &opts.payload,
-    );
-    let mut states: Vec<DepState> = Vec::new();
-    let mut combined = HashMap::new();
-    let mut verdicts = Vec::new();
-    for (fi, (_, _, job)) in pipeline.jobs().enumerate() {
-        let deps = deps_of(pipeline, fi, |d| states[d].clone(), &mut combined);
-        let new = !job.inputs.is_empty() && cache.last_key(&job.id).is_none();
-        let (key, verdict) = if deps.iter().any(|d| d.runs.is_some()) || forced[fi] {
-            // Its inputs may be what a job that runs first writes: not hashed now.
-            let why = first_reason(forced[fi], new, &deps).expect("a reason");
-            (String::new(), Verdict::Run(why))
-        } else {
-            match cache.decide(job, &deps, false, "") {
-                Ok(d) => (d.key, d.verdict),
-                Err(why) => (String::new(), Verdict::Run(format!("{why}: it would fail"))),
-            }
-        };
-        let how = matches!(verdict, Verdict::Run(_)).then_some("will run");
-        states.push(DepState::new(&job.id, key, how));
-        verdicts.push(verdict);
-    }
-    Ok(verdicts)
 }
 
 /// Status of the jobs, for `status` and `report`.

@@ -190,7 +190,31 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
             }
         })
         .collect::<Vec<_>>();
-    let legend: Vec<LegendEntry> = [
+    let legend = legend(record);
+
+    let mut env = Environment::new();
+    env.add_template("timeline.html", TEMPLATE)?;
+    let html = env
+        .get_template("timeline.html")?
+        .render(minijinja::context! {
+            run => record,
+            duration => record.duration_seconds.map(fanout::fmt_seconds),
+            span => format!("{span:.1} s"),
+            width => WIDTH,
+            height => y + 4.0,
+            label_width => LABEL_WIDTH,
+            row_height => ROW_HEIGHT,
+            ticks => ticks,
+            rows => rows,
+            table => table,
+            legend => legend,
+        })?;
+    Ok(html)
+}
+
+/// The legend: the statuses the run's jobs have, in a fixed order.
+fn legend(record: &RunRecord) -> Vec<LegendEntry> {
+    [
         JobStatus::Succeeded,
         JobStatus::UpToDate,
         JobStatus::Failed,
@@ -213,26 +237,7 @@ pub(crate) fn render(record: &RunRecord) -> Result<String> {
         mark: mark(*s),
         words: s.as_str().replace('_', " "),
     })
-    .collect();
-
-    let mut env = Environment::new();
-    env.add_template("timeline.html", TEMPLATE)?;
-    let html = env
-        .get_template("timeline.html")?
-        .render(minijinja::context! {
-            run => record,
-            duration => record.duration_seconds.map(fanout::fmt_seconds),
-            span => format!("{span:.1} s"),
-            width => WIDTH,
-            height => y + 4.0,
-            label_width => LABEL_WIDTH,
-            row_height => ROW_HEIGHT,
-            ticks => ticks,
-            rows => rows,
-            table => table,
-            legend => legend,
-        })?;
-    Ok(html)
+    .collect()
 }
 
 /// The chart's rows: a row per stage, then per job (or per group of iterations), with its bar;

@@ -84,16 +84,7 @@ pub(crate) fn run(
     } else {
         RunStatus::Succeeded
     };
-    writer.send(Update::RunFinished {
-        status,
-        at: SystemTime::now(),
-    });
-    let (record, record_writes) = writer.finish()?;
-    prune_cache(project, &pipeline, status);
-    report::write_json(&record, &run_dir.join(REPORT_FILE))?;
-    if let Some(copy) = &opts.report {
-        report::write_json(&record, copy)?;
-    }
+    let record_writes = finish(writer, status, project, &pipeline, &run_dir, opts)?;
     print_up_to_date(&ran);
     eprintln!(
         "run {run_id}: {} in {} ({record_writes} record writes); record: {}",
@@ -107,6 +98,29 @@ pub(crate) fn run(
         RunStatus::Failed => ExitStatus::TaskFailed,
         RunStatus::Succeeded | RunStatus::Running => ExitStatus::Success,
     })
+}
+
+/// The record's last update and write, the cache pruned, the report written; returns how many
+/// times the record was written.
+fn finish(
+    writer: RecordWriter,
+    status: RunStatus,
+    project: &Project,
+    pipeline: &Pipeline,
+    run_dir: &Path,
+    opts: &RunOptions,
+) -> Result<usize> {
+    writer.send(Update::RunFinished {
+        status,
+        at: SystemTime::now(),
+    });
+    let (record, record_writes) = writer.finish()?;
+    prune_cache(project, pipeline, status);
+    report::write_json(&record, &run_dir.join(REPORT_FILE))?;
+    if let Some(copy) = &opts.report {
+        report::write_json(&record, copy)?;
+    }
+    Ok(record_writes)
 }
 
 /// The run's folder, with its `logs/` and `outputs/`, and the payload nested pipelines read.
