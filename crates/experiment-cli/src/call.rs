@@ -111,45 +111,12 @@ pub(crate) fn run_one(
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
     {
-        let checked = check_window(&e.model, input_tokens, hit.context_window, &mut warning);
-        store(facts, Some(input_tokens), hit.context_window, warning);
-        checked?;
-        return Ok(Done {
-            cost: price.map(|p| {
-                p.cost(
-                    hit.input_tokens.unwrap_or(input_tokens),
-                    hit.output_tokens.unwrap_or(0),
-                )
-            }),
-            text: hit.text,
-            input_tokens: hit.input_tokens,
-            output_tokens: hit.output_tokens,
-            cached: true,
-        });
+        return from_cache(&e.model, hit, input_tokens, price, warning, facts);
     }
     let _slot = shared.limits[e.provider.as_str()]
         .acquire(cancel)
         .ok_or(TaskError::Cancelled)?;
-    let reservation = match (shared.budget, price) {
-        (Some(b), Some(p)) => {
-            let max_tokens = e
-                .params
-                .iter()
-                .find(|(k, _)| k == "max_tokens")
-                .and_then(|(_, v)| v.as_u64());
-            let estimate = b.estimate(p, input_tokens, max_tokens);
-            Some((
-                b,
-                b.reserve(estimate).ok_or_else(|| TaskError::Skipped {
-                    reason: format!(
-                        "not sent: the budget (--max-cost {}) is spent",
-                        cost::fmt_usd(b.max())
-                    ),
-                })?,
-            ))
-        }
-        _ => None,
-    };
+    let reservation = reserve(e, shared.budget, price, input_tokens)?;
     let paced = shared
         .inputs
         .http
@@ -188,6 +155,58 @@ pub(crate) fn run_one(
         c.put_or_warn(k, &entry);
     }
     Ok(Done { cost, ..answer })
+}
+
+/// The answer the cache has, checked against the model's context window.
+fn from_cache(
+    model: &str,
+    hit: Entry,
+    input_tokens: u64,
+    price: Option<cost::Price>,
+    mut warning: Option<String>,
+    facts: &mut Facts,
+) -> Result<Done, TaskError> {
+    let checked = check_window(model, input_tokens, hit.context_window, &mut warning);
+    store(facts, Some(input_tokens), hit.context_window, warning);
+    checked?;
+    Ok(Done {
+        cost: price.map(|p| {
+            p.cost(
+                hit.input_tokens.unwrap_or(input_tokens),
+                hit.output_tokens.unwrap_or(0),
+            )
+        }),
+        text: hit.text,
+        input_tokens: hit.input_tokens,
+        output_tokens: hit.output_tokens,
+        cached: true,
+    })
+}
+
+/// With `--max-cost` and a price: the most this call can cost, reserved from the budget (it is
+/// not sent when the budget cannot cover it).
+fn reserve<'b>(
+    e: &Experiment,
+    budget: Option<&'b Budget>,
+    price: Option<cost::Price>,
+    input_tokens: u64,
+) -> Result<Option<(&'b Budget, cost::Reservation)>, TaskError> {
+    let (Some(b), Some(p)) = (budget, price) else {
+        return Ok(None);
+    };
+    let max_tokens = e
+        .params
+        .iter()
+        .find(|(k, _)| k == "max_tokens")
+        .and_then(|(_, v)| v.as_u64());
+    let estimate = b.estimate(p, input_tokens, max_tokens);
+    let reservation = b.reserve(estimate).ok_or_else(|| TaskError::Skipped {
+        reason: format!(
+            "not sent: the budget (--max-cost {}) is spent",
+            cost::fmt_usd(b.max())
+        ),
+    })?;
+    Ok(Some((b, reservation)))
 }
 
 /// Check the context window and send: the answer (token counts filled in) and the window.

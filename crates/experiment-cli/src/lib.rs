@@ -52,54 +52,7 @@ pub fn run(cli: Cli) -> ExitStatus {
 
 fn dispatch(cli: Cli) -> Result<ExitStatus> {
     match cli.command {
-        Commands::Run(r) => {
-            let shared = &r.run;
-            let args = plan::RunArgs {
-                max_workers: shared.max_workers_or(None)?,
-                timeout: shared.timeout_or(None)?.unwrap_or(Duration::from_secs(300)),
-                retries: r.retries,
-                limits: r.provider_limits,
-                launcher: shared.launcher_or(None, &[])?,
-                progress: shared.progress(),
-                detail_lines: shared.detail_lines(0),
-                prompt: r.prompt,
-                experiments: r.experiments,
-                output: r.output,
-                contexts: r.contexts,
-                command: r.command,
-                param_columns: r.param_columns,
-                flatten: (r.flatten || r.flatten_columns.is_some()).then(|| plan::Flatten {
-                    limits: flatten::Limits {
-                        depth: r.flatten_depth,
-                        items: r.flatten_items,
-                    },
-                    columns: r.flatten_columns.clone(),
-                }),
-                rates: r
-                    .rates
-                    .iter()
-                    .map(|s| rate::parse_rate(s).expect("checked by clap"))
-                    .collect(),
-                prices: r.prices,
-                max_cost: r.max_cost,
-                settings: settings::Settings::load().usage()?,
-                cache: if r.no_cache {
-                    None
-                } else {
-                    Some(cache::Cache::locate(r.cache_dir.as_deref()).usage()?)
-                },
-                cache_limits: cache::Limits::from_env().usage()?,
-                dry_run: shared.dry_run,
-                resume: r.resume,
-                wait: if r.wait {
-                    fanout::runlock::Wait::Yes
-                } else {
-                    fanout::runlock::Wait::No
-                },
-                report: shared.report.clone(),
-            };
-            run::run(&args)
-        }
+        Commands::Run(r) => run::run(&plan::RunArgs::from_cli(*r)?),
         Commands::Providers => list_providers(),
         Commands::Models { provider } => {
             if !providers::KNOWN.contains(&provider.as_str()) {

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use fanout::{MaxWorkers, ProgressMode};
+use fanout_cli::UsageResult;
 
 use crate::cache::{self, Cache};
+use crate::cli::RunCli;
 use crate::cost::Prices;
 use crate::experiments::{Experiments, Template, join_prompt, read_input};
 use crate::paths::{NoPath, PathTemplate};
@@ -174,6 +176,57 @@ pub(crate) fn prompt_templates(
     Ok((templates, of))
 }
 
+impl RunArgs {
+    /// `parallamr run`'s flags made settings (a bad value is a usage error).
+    pub(crate) fn from_cli(r: RunCli) -> Result<RunArgs> {
+        let shared = &r.run;
+        Ok(RunArgs {
+            max_workers: shared.max_workers_or(None)?,
+            timeout: shared.timeout_or(None)?.unwrap_or(Duration::from_secs(300)),
+            retries: r.retries,
+            limits: r.provider_limits,
+            launcher: shared.launcher_or(None, &[])?,
+            progress: shared.progress(),
+            detail_lines: shared.detail_lines(0),
+            prompt: r.prompt,
+            experiments: r.experiments,
+            output: r.output,
+            contexts: r.contexts,
+            command: r.command,
+            param_columns: r.param_columns,
+            flatten: (r.flatten || r.flatten_columns.is_some()).then(|| Flatten {
+                limits: crate::flatten::Limits {
+                    depth: r.flatten_depth,
+                    items: r.flatten_items,
+                },
+                columns: r.flatten_columns.clone(),
+            }),
+            rates: r
+                .rates
+                .iter()
+                .map(|s| crate::rate::parse_rate(s).expect("checked by clap"))
+                .collect(),
+            prices: r.prices,
+            max_cost: r.max_cost,
+            settings: crate::settings::Settings::load().usage()?,
+            cache: if r.no_cache {
+                None
+            } else {
+                Some(cache::Cache::locate(r.cache_dir.as_deref()).usage()?)
+            },
+            cache_limits: cache::Limits::from_env().usage()?,
+            dry_run: shared.dry_run,
+            resume: r.resume,
+            wait: if r.wait {
+                fanout::runlock::Wait::Yes
+            } else {
+                fanout::runlock::Wait::No
+            },
+            report: shared.report.clone(),
+        })
+    }
+}
+
 /// Read and check everything.
 pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
     if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
@@ -186,22 +239,7 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         crate::params::columns(args.param_columns.as_deref(), &experiments.var_names)?;
     experiments.read_params(&param_columns)?;
     let (templates, template_of) = prompt_templates(args, &experiments)?;
-    for (name, n) in &args.limits {
-        if !providers::KNOWN.contains(&name.as_str()) {
-            bail!(
-                "--provider-limit {name}={n}: unknown provider; the known providers: {}",
-                providers::KNOWN.join(", ")
-            );
-        }
-    }
-    for (name, _) in &args.rates {
-        if !providers::KNOWN.contains(&name.as_str()) {
-            bail!(
-                "--rate {name}=...: unknown provider; the known providers: {}",
-                providers::KNOWN.join(", ")
-            );
-        }
-    }
+    check_provider_flags(args)?;
     let mut used: Vec<&str> = experiments
         .rows
         .iter()
@@ -214,25 +252,8 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         &args.rates,
         providers::tells_rate_limits,
     )));
-    let launcher = args.launcher.clone();
-    let command = match &args.command {
-        Some(c) => Some(CommandProvider::new(
-            ShellTemplate::new("--command", c.clone())?,
-            args.timeout,
-            launcher.clone(),
-            args.settings.file_only(),
-        )),
-        None => None,
-    };
-    if let Some(command) = &command {
-        // A placeholder refused where it stands is an input error, before anything runs.
-        for e in experiments.rows.iter().filter(|e| e.provider == "command") {
-            command
-                .script(&e.vars, &e.model)
-                .map_err(|why| anyhow!("{why} (rendering {} line {})", exp_name, e.line))?;
-        }
-    }
-    if matches!(launcher, fanout::Launcher::Slurm(_)) && !used.contains(&"command") {
+    let command = command_provider(args, &experiments, &exp_name)?;
+    if matches!(args.launcher, fanout::Launcher::Slurm(_)) && !used.contains(&"command") {
         bail!(
             "--backend slurm runs the command provider's experiments on Slurm, and these \
              experiments use none (providers: {}); HTTP requests are sent from here",
@@ -259,6 +280,51 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         http,
         output,
     })
+}
+
+/// `--provider-limit` and `--rate` name known providers.
+fn check_provider_flags(args: &RunArgs) -> Result<()> {
+    for (name, n) in &args.limits {
+        if !providers::KNOWN.contains(&name.as_str()) {
+            bail!(
+                "--provider-limit {name}={n}: unknown provider; the known providers: {}",
+                providers::KNOWN.join(", ")
+            );
+        }
+    }
+    for (name, _) in &args.rates {
+        if !providers::KNOWN.contains(&name.as_str()) {
+            bail!(
+                "--rate {name}=...: unknown provider; the known providers: {}",
+                providers::KNOWN.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `--command` provider, its template checked against every experiment that uses it (a
+/// placeholder refused where it stands is an input error, before anything runs).
+fn command_provider(
+    args: &RunArgs,
+    experiments: &Experiments,
+    exp_name: &str,
+) -> Result<Option<CommandProvider>> {
+    let Some(c) = &args.command else {
+        return Ok(None);
+    };
+    let command = CommandProvider::new(
+        ShellTemplate::new("--command", c.clone())?,
+        args.timeout,
+        args.launcher.clone(),
+        args.settings.file_only(),
+    );
+    for e in experiments.rows.iter().filter(|e| e.provider == "command") {
+        command
+            .script(&e.vars, &e.model)
+            .map_err(|why| anyhow!("{why} (rendering {} line {})", exp_name, e.line))?;
+    }
+    Ok(Some(command))
 }
 
 /// The price of each model used: `--prices`, else what the provider reports (OpenRouter). With

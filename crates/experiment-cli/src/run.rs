@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use fanout::{
-    CancelReason, Event, ExitStatus, Pool, PoolConfig, ProgressMode, Reporter, RetryPolicy, Task,
-    Tee,
+    CancelReason, CancelToken, Event, ExitStatus, Pool, PoolConfig, ProgressMode, Reporter,
+    RetryPolicy, Task, Tee,
 };
 use fanout_cli::UsageResult;
 
@@ -39,7 +39,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         files,
     } = open_output(args, &inputs).usage()?;
     tell_settings(args);
-    let mut write_error: Option<anyhow::Error> = None;
     let mut tally = Tally {
         error_rows: unplaced.len(),
         ..Tally::default()
@@ -54,42 +53,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         .collect();
     let interrupt = fanout::install_interrupt_handler()?;
     let pool = pool(args)?;
-
-    let mut rows = |event: &Event<'_, Done, Facts>| {
-        let Event::TaskFinished { outcome, .. } = event else {
-            return;
-        };
-        // An interrupted experiment, or one the budget stopped, has no result: no row, so
-        // --resume runs it.
-        if outcome.status == fanout::Status::Cancelled {
-            return;
-        }
-        if outcome.status == fanout::Status::Skipped {
-            tally.not_sent += 1;
-            return;
-        }
-        let e = todo[outcome.index];
-        let mut row = row_for(e, outcome);
-        if let Some(f) = &args.flatten {
-            flatten_row(&mut row, f);
-        }
-        tally.count(&row);
-        if write_error.is_none()
-            && let Err(err) = out.write(to[e.index], &row)
-        {
-            // Every later row would be lost while its request is still sent (and paid for):
-            // stop the sweep now.
-            write_error = Some(err);
-            interrupt.cancel(CancelReason::Requested);
-        }
+    let mut rows = Rows {
+        out: &mut out,
+        to: &to,
+        todo: &todo,
+        flatten: args.flatten.as_ref(),
+        tally: &mut tally,
+        write_error: None,
+        interrupt: &interrupt,
     };
     let mut progress = args
         .progress
         .reporter_with_detail::<Done, Facts>(args.detail_lines);
-    let mut tee = Tee(vec![
-        &mut rows,
-        progress.as_mut() as &mut dyn Reporter<Done, Facts>,
-    ]);
     let started = Instant::now();
     let shared = Shared {
         inputs: &inputs,
@@ -97,18 +72,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         cache: args.cache.as_ref(),
         budget: budget.as_ref(),
     };
+    let mut tee = Tee(vec![
+        &mut rows as &mut dyn Reporter<Done, Facts>,
+        progress.as_mut(),
+    ]);
     let result = pool.run_with_meta(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
         let mut facts = Facts::default();
         let result = run_one(e, &shared, &mut facts, ctx.cancel_token());
         (result, facts)
     })?;
     drop(tee);
-    if write_error.is_none()
-        && let Err(e) = out.finish()
-    {
-        write_error = Some(e);
-    }
-    if let Some(e) = write_error {
+    let write_error = rows.write_error.take();
+    drop(rows);
+    if let Some(e) = write_error.map_or_else(|| out.finish().err(), Some) {
         return Ok(stopped_by(&e, tally.written));
     }
     write_report(args.report.as_deref(), &result, &todo)?;
@@ -127,6 +103,49 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// The owner thread's reporter: each finished experiment's row, written as it completes.
+struct Rows<'a, 'e> {
+    out: &'a mut Outputs,
+    to: &'a [usize],
+    todo: &'a [&'e Experiment],
+    flatten: Option<&'a Flatten>,
+    tally: &'a mut Tally,
+    /// The first write that failed: the sweep stops at it.
+    write_error: Option<anyhow::Error>,
+    interrupt: &'a CancelToken,
+}
+
+impl Reporter<Done, Facts> for Rows<'_, '_> {
+    fn report(&mut self, event: &Event<'_, Done, Facts>) {
+        let Event::TaskFinished { outcome, .. } = event else {
+            return;
+        };
+        // An interrupted experiment, or one the budget stopped, has no result: no row, so
+        // --resume runs it.
+        if outcome.status == fanout::Status::Cancelled {
+            return;
+        }
+        if outcome.status == fanout::Status::Skipped {
+            self.tally.not_sent += 1;
+            return;
+        }
+        let e = self.todo[outcome.index];
+        let mut row = row_for(e, outcome);
+        if let Some(f) = self.flatten {
+            flatten_row(&mut row, f);
+        }
+        self.tally.count(&row);
+        if self.write_error.is_none()
+            && let Err(err) = self.out.write(self.to[e.index], &row)
+        {
+            // Every later row would be lost while its request is still sent (and paid for):
+            // stop the sweep now.
+            self.write_error = Some(err);
+            self.interrupt.cancel(CancelReason::Requested);
+        }
+    }
 }
 
 /// The JSON of a finished row's answer as columns; an answer without JSON keeps empty cells
