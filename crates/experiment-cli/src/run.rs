@@ -15,7 +15,7 @@ use fanout_cli::UsageResult;
 use crate::call::{Done, Facts, Shared, run_one};
 use crate::cost::Budget;
 use crate::dryrun::dry_run;
-use crate::experiments::Experiment;
+use crate::experiments::{Experiment, Experiments};
 use crate::limit::limits;
 use crate::paths::NoPath;
 use crate::plan::{Flatten, Inputs, RunArgs, flatten_columns, prepare};
@@ -47,10 +47,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         return Ok(stopped_by(&err, tally.written));
     }
     let limits = limits(args, &inputs.used);
-    let tasks: Vec<Task<&Experiment>> = todo
-        .iter()
-        .map(|e| Task::new(format!("{} line {}", experiments.source, e.line), *e))
-        .collect();
+    let tasks: Vec<Task<&Experiment>> = todo.iter().map(|e| task(experiments, e)).collect();
     let interrupt = fanout::install_interrupt_handler()?;
     let pool = pool(args)?;
     let mut rows = Rows {
@@ -93,9 +90,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     if let Some(c) = &args.cache {
         c.prune_daily(args.cache_limits);
     }
-    let stopped = budget
-        .as_ref()
-        .is_some_and(|b| say_budget(b, tally.not_sent));
+    let stopped = budget.is_some_and(|b| say_budget(&b, tally.not_sent));
     Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
         ExitStatus::Interrupted
     } else if tally.error_rows > 0 || stopped {
@@ -103,6 +98,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// An experiment's task, named by its line.
+fn task<'e>(experiments: &Experiments, e: &'e Experiment) -> Task<&'e Experiment> {
+    Task::new(format!("{} line {}", experiments.source, e.line), e)
 }
 
 /// The owner thread's reporter: each finished experiment's row, written as it completes.

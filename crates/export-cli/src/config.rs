@@ -187,40 +187,21 @@ impl Settings {
             .timeout_or(file.timeout.map(|t| (t, timeout_key.as_str())))?
             .unwrap_or(Duration::from_secs(300));
 
-        let pick = |flag: Vec<PathBuf>, file: Option<Vec<PathBuf>>| {
-            if flag.is_empty() {
-                file.unwrap_or_default()
-            } else {
-                flag
-            }
-        };
-        let folders = pick(cli.folders, file.folders);
-        let apps = pick(cli.apps, file.apps);
-        let wasm = pick(cli.wasm, file.wasm);
-        let sources = sources(folders, apps, wasm)?;
+        let sources = sources(
+            flag_or_file(cli.folders, file.folders),
+            flag_or_file(cli.apps, file.apps),
+            flag_or_file(cli.wasm, file.wasm),
+        )?;
 
-        let patterns = if cli.exclude.is_empty() {
-            file.exclude.unwrap_or_default()
+        let exclude = exclude(if cli.exclude.is_empty() {
+            file.exclude.as_deref().unwrap_or_default()
         } else {
-            cli.exclude
-        };
-        let mut globs = GlobSetBuilder::new();
-        for p in &patterns {
-            globs
-                .add(Glob::new(p).with_context(|| format!("--exclude {p:?} is not a valid glob"))?);
-        }
+            &cli.exclude
+        })?;
 
         let template = cli.template.or(file.template);
-        if let Some(t) = &template
-            && !t.is_file()
-        {
-            bail!("the index template {} does not exist", t.display());
-        }
-        if let Some(v) = cli.marimo_version.as_ref().or(file.marimo_version.as_ref())
-            && (v.is_empty() || v.contains(char::is_whitespace))
-        {
-            bail!("--marimo-version {v:?} is not a version");
-        }
+        let marimo_version = cli.marimo_version.or(file.marimo_version);
+        check_template_and_version(template.as_deref(), marimo_version.as_deref())?;
 
         Ok(Settings {
             sources,
@@ -232,13 +213,13 @@ impl Settings {
             uvx: cli.uvx.or(file.uvx),
             env_dir: cli.env_dir.or(file.env_dir),
             workers: !cli.no_worker && file.worker.unwrap_or(true),
-            marimo_version: cli.marimo_version.or(file.marimo_version),
+            marimo_version,
             template,
             title: cli
                 .title
                 .or(file.title)
                 .unwrap_or_else(|| "Notebooks".to_owned()),
-            exclude: globs.build().context("building the --exclude patterns")?,
+            exclude,
             force: cli.force,
             wait: if cli.wait {
                 fanout::runlock::Wait::Yes
@@ -255,11 +236,7 @@ impl Settings {
                 .backend
                 .or(file.backend)
                 .unwrap_or_else(|| "local".to_owned()),
-            slurm_args: if cli.run.slurm_args.is_empty() {
-                file.slurm_args.unwrap_or_default()
-            } else {
-                cli.run.slurm_args
-            },
+            slurm_args: flag_or_file(cli.run.slurm_args, file.slurm_args),
             watching: false,
         })
     }
@@ -352,6 +329,39 @@ fn sources(folders: Vec<PathBuf>, apps: Vec<PathBuf>, wasm: Vec<PathBuf>) -> Res
         }
     }
     Ok(sources)
+}
+
+/// A repeatable flag's values, else the file's.
+fn flag_or_file<T>(flag: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag
+    }
+}
+
+/// The index template exists; the marimo version looks like one.
+fn check_template_and_version(template: Option<&Path>, marimo_version: Option<&str>) -> Result<()> {
+    if let Some(t) = template
+        && !t.is_file()
+    {
+        bail!("the index template {} does not exist", t.display());
+    }
+    if let Some(v) = marimo_version
+        && (v.is_empty() || v.contains(char::is_whitespace))
+    {
+        bail!("--marimo-version {v:?} is not a version");
+    }
+    Ok(())
+}
+
+/// The `--exclude` globs as one set; an error names a pattern that is not a glob.
+fn exclude(patterns: &[String]) -> Result<GlobSet> {
+    let mut globs = GlobSetBuilder::new();
+    for p in patterns {
+        globs.add(Glob::new(p).with_context(|| format!("--exclude {p:?} is not a valid glob"))?);
+    }
+    globs.build().context("building the --exclude patterns")
 }
 
 #[cfg(test)]

@@ -59,96 +59,107 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
     let mut by_page: BTreeMap<PathBuf, Found> = BTreeMap::new();
     let mut others = Vec::new();
     for src in sources {
-        let walker = WalkDir::new(&src.folder)
-            .follow_links(true)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| {
-                e.depth() == 0
-                    || !e.file_type().is_dir()
-                    || !skip_dir(
-                        e.path(),
-                        &e.file_name().to_string_lossy(),
-                        output.as_deref(),
-                    )
-            });
-        for entry in walker {
-            let entry = match entry {
-                Ok(e) => e,
-                // A link to nothing (an editor's `.#nb.py` lock file is one) is not a notebook:
-                // skip it, say so, and go on with the others.
-                Err(e)
-                    if e.io_error()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-                        && e.path().is_some_and(Path::is_symlink) =>
-                {
-                    eprintln!(
-                        "export-nb: note: skipping {}: a symbolic link to nothing",
-                        e.path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("reading {}", src.folder.display()));
-                }
-            };
-            let path = entry.path();
-            if !entry.file_type().is_file() || path.extension().is_none_or(|e| e != "py") {
+        for path in python_files(src, output.as_deref())? {
+            let rel = path.strip_prefix(&src.folder).unwrap_or(&path);
+            if exclude.is_match(rel) || exclude.is_match(&path) {
                 continue;
             }
-            let rel = path.strip_prefix(&src.folder).unwrap_or(path);
-            if exclude.is_match(rel) || exclude.is_match(path) {
-                continue;
-            }
-            let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
-            let Inspected {
-                mut not_a_notebook,
-                content_hash,
-                header,
-                imports,
-            } = inspect(path)?;
-            // The manifest, the report and the index are JSON and HTML: text. A name that is not
-            // text is refused here, with the reason, rather than after its export.
-            if path.to_str().is_none() && not_a_notebook.is_none() {
-                not_a_notebook = Some(format!(
-                    "its path is not valid UTF-8 ({}): rename it to export it",
-                    path.display()
-                ));
-            }
-            let modules = if not_a_notebook.is_none() {
-                scanner.local_modules(path, &imports)
-            } else {
-                BTreeMap::new()
-            };
-            let found = Found {
-                source: path.to_path_buf(),
-                rel: rel.to_path_buf(),
-                category: src.category,
-                page: page.clone(),
-                not_a_notebook,
-                content_hash,
-                modules,
-                header,
-            };
+            let found = found(src, &path, &mut scanner)?;
             if found.not_a_notebook.is_some() {
                 // Never exported, so it claims no page.
                 others.push(found);
                 continue;
             }
-            if let Some(other) = by_page.get(&page) {
+            if let Some(other) = by_page.get(&found.page) {
                 bail!(
                     "{} and {} would both be exported to {}: rename one, or --exclude one",
                     other.source.display(),
                     found.source.display(),
-                    page.display()
+                    found.page.display()
                 );
             }
-            by_page.insert(page, found);
+            by_page.insert(found.page.clone(), found);
         }
     }
     Ok(by_page.into_values().chain(others).collect())
+}
+
+/// The `.py` files below a source's folder, in name order; the folders `skip_dir` names (and
+/// the output folder) are not entered, links are followed.
+fn python_files(src: &Source, output: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let walker = WalkDir::new(&src.folder)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !e.file_type().is_dir()
+                || !skip_dir(e.path(), &e.file_name().to_string_lossy(), output)
+        });
+    let mut files = Vec::new();
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            // A link to nothing (an editor's `.#nb.py` lock file is one) is not a notebook:
+            // skip it, say so, and go on with the others.
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                    && e.path().is_some_and(Path::is_symlink) =>
+            {
+                eprintln!(
+                    "export-nb: note: skipping {}: a symbolic link to nothing",
+                    e.path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", src.folder.display()));
+            }
+        };
+        let path = entry.path();
+        if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "py") {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}
+
+/// What the file `path` of `src` is: a notebook (its page, header and local modules) or why not.
+fn found(src: &Source, path: &Path, scanner: &mut crate::imports::Scanner) -> Result<Found> {
+    let rel = path.strip_prefix(&src.folder).unwrap_or(path);
+    let page = Path::new(src.category.dir()).join(rel.with_extension("html"));
+    let Inspected {
+        mut not_a_notebook,
+        content_hash,
+        header,
+        imports,
+    } = inspect(path)?;
+    // The manifest, the report and the index are JSON and HTML: text. A name that is not text
+    // is refused here, with the reason, rather than after its export.
+    if path.to_str().is_none() && not_a_notebook.is_none() {
+        not_a_notebook = Some(format!(
+            "its path is not valid UTF-8 ({}): rename it to export it",
+            path.display()
+        ));
+    }
+    let modules = if not_a_notebook.is_none() {
+        scanner.local_modules(path, &imports)
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Found {
+        source: path.to_path_buf(),
+        rel: rel.to_path_buf(),
+        category: src.category,
+        page,
+        not_a_notebook,
+        content_hash,
+        modules,
+        header,
+    })
 }
 
 pub(crate) struct Inspected {

@@ -62,30 +62,12 @@ pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
         None => None,
     };
     // Held for the whole watch: a plain export of the same folder waits or is refused.
-    let mut _lock = settings.lock_output("export-nb watch").usage()?;
+    let mut lock = settings.lock_output("export-nb watch").usage()?;
     let interrupt = fanout::install_interrupt_handler()?;
     let pyproject =
         std::path::absolute("pyproject.toml").unwrap_or_else(|_| "pyproject.toml".into());
     let (_watcher, rx) = start_watcher(&settings)?;
-    let folders: Vec<String> = settings
-        .sources
-        .iter()
-        .map(|s| s.folder.display().to_string())
-        .collect();
-    match &server {
-        Some(server) => eprintln!(
-            "export-nb: watching {} (Ctrl-C to stop); the site: {}",
-            folders.join(", "),
-            server.url
-        ),
-        None => eprintln!(
-            "export-nb: watching {} (Ctrl-C to stop); to look at the site, serve {} (--serve, \
-             or e.g. `python3 -m http.server -d {}`)",
-            folders.join(", "),
-            settings.output.display(),
-            fanout::process::shell_quote(&settings.output.display().to_string())
-        ),
-    }
+    say_watching(&settings, server.as_ref());
 
     // The environments and their warm marimo workers, kept from round to round.
     let mut envs: Option<EnvPool> = None;
@@ -104,25 +86,51 @@ pub(crate) fn watch(watch: WatchArgs) -> Result<ExitStatus> {
             },
         };
         if changed.settings {
-            match load() {
+            match reload(load(), &settings, &mut lock) {
                 Ok(new) => {
-                    if new.output != settings.output {
-                        match new.lock_output("export-nb watch") {
-                            Ok(l) => _lock = l,
-                            Err(e) => {
-                                eprintln!(
-                                    "export-nb: {e:#}\nexport-nb: keeping the last good settings"
-                                );
-                                continue;
-                            }
-                        }
-                    }
                     settings = new;
                     envs = None;
                 }
                 Err(e) => eprintln!("export-nb: {e:#}\nexport-nb: keeping the last good settings"),
             }
         }
+    }
+}
+
+/// The settings read again after a change to `pyproject.toml`: a new output folder is locked
+/// first (`lock` then holds it).
+fn reload(
+    new: Result<Settings>,
+    settings: &Settings,
+    lock: &mut fanout::runlock::RunLock,
+) -> Result<Settings> {
+    let new = new?;
+    if new.output != settings.output {
+        *lock = new.lock_output("export-nb watch")?;
+    }
+    Ok(new)
+}
+
+/// What is watched, and where the site can be seen.
+fn say_watching(settings: &Settings, server: Option<&crate::serve::SiteServer>) {
+    let folders: Vec<String> = settings
+        .sources
+        .iter()
+        .map(|s| s.folder.display().to_string())
+        .collect();
+    match server {
+        Some(server) => eprintln!(
+            "export-nb: watching {} (Ctrl-C to stop); the site: {}",
+            folders.join(", "),
+            server.url
+        ),
+        None => eprintln!(
+            "export-nb: watching {} (Ctrl-C to stop); to look at the site, serve {} (--serve, \
+             or e.g. `python3 -m http.server -d {}`)",
+            folders.join(", "),
+            settings.output.display(),
+            fanout::process::shell_quote(&settings.output.display().to_string())
+        ),
     }
 }
 
