@@ -381,6 +381,43 @@ struct Owner<'r, T> {
 }
 
 impl<T> Owner<'_, T> {
+    /// The items' results in order, the chunks' times, and the batch's summary (told to the
+    /// reporter).
+    fn finish<I, F>(
+        mut self,
+        shared: &Shared<'_, I, F>,
+        ran: Strategy,
+        started_at: SystemTime,
+        noun: (&'static str, &'static str),
+    ) -> MapResult<T> {
+        let mut counts = [0; 5];
+        let mut busy = Duration::ZERO;
+        for c in &self.chunks {
+            busy += c.took;
+            for (sum, n) in counts.iter_mut().zip(c.counts) {
+                *sum += n;
+            }
+        }
+        let mut summary = Summary::from_counts(
+            counts,
+            busy,
+            shared.start.elapsed(),
+            shared.workers,
+            ran,
+            started_at,
+        );
+        summary.noun = noun;
+        self.reporter
+            .report(&Event::BatchFinished { summary: &summary });
+        self.chunks.sort_unstable_by_key(|c| c.first);
+        MapResult {
+            items: self.items,
+            summary,
+            attempts: self.attempts,
+            chunks: self.chunks,
+        }
+    }
+
     fn report(&mut self, time: ChunkTime, items: &[ItemResult<T>]) {
         self.finished += items.len();
         self.reporter.report(&Event::ChunkFinished {
@@ -509,61 +546,53 @@ impl Pool {
             finished: 0,
             total,
         };
-        let mut ran = planned;
-        if serial {
+        let ran = if serial {
             serially(&shared, &mut owner, None, shared.first_size());
+            planned
         } else {
-            let mut size = shared.first_size();
-            if config.strategy == Strategy::Auto {
-                // Learn what an item costs on this thread; stay here if the rest is short.
-                let (done, took, next) = serially(&shared, &mut owner, Some(PROBE), size);
-                size = next;
-                let left = total - done.min(total);
-                let per_item = took / u32::try_from(done.max(1)).unwrap_or(u32::MAX);
-                if left > 0
-                    && per_item.saturating_mul(u32::try_from(left).unwrap_or(u32::MAX))
-                        < PARALLEL_WORTH
-                {
-                    serially(&shared, &mut owner, None, size);
-                }
-                if shared.cursor.load(Ordering::Relaxed) >= total {
-                    ran = Strategy::Serial;
-                }
-            }
-            if shared.cursor.load(Ordering::Relaxed) < total {
-                in_parallel(&shared, &mut owner, rayon, size);
-            }
-        }
+            auto_or_parallel(&shared, &mut owner, config.strategy, rayon, planned)
+        };
         debug_assert!(owner.early.is_empty());
-        let mut counts = [0; 5];
-        let mut busy = Duration::ZERO;
-        for c in &owner.chunks {
-            busy += c.took;
-            for (sum, n) in counts.iter_mut().zip(c.counts) {
-                *sum += n;
-            }
-        }
-        let mut summary = Summary::from_counts(
-            counts,
-            busy,
-            shared.start.elapsed(),
-            workers,
-            ran,
-            started_at,
-        );
-        summary.noun = config.noun;
-        owner
-            .reporter
-            .report(&Event::BatchFinished { summary: &summary });
-        let mut chunks = std::mem::take(&mut owner.chunks);
-        chunks.sort_unstable_by_key(|c| c.first);
-        Ok(MapResult {
-            items: std::mem::take(&mut owner.items),
-            summary,
-            attempts: std::mem::take(&mut owner.attempts),
-            chunks,
-        })
+        Ok(owner.finish(&shared, ran, started_at, config.noun))
     }
+}
+
+/// A batch that is not serial: under `Auto`, on the calling thread first to learn what an item
+/// costs, staying there if the rest is short; then in parallel. Returns the strategy that ran.
+fn auto_or_parallel<I, T, F>(
+    shared: &Shared<'_, I, F>,
+    owner: &mut Owner<'_, T>,
+    strategy: Strategy,
+    rayon: Option<&rayon::ThreadPool>,
+    planned: Strategy,
+) -> Strategy
+where
+    I: Sync,
+    T: Send,
+    F: Fn(&I, &TaskContext<'_>) -> Result<T, TaskError> + Sync,
+{
+    let total = shared.items.len();
+    let mut ran = planned;
+    let mut size = shared.first_size();
+    if strategy == Strategy::Auto {
+        // Learn what an item costs on this thread; stay here if the rest is short.
+        let (done, took, next) = serially(shared, owner, Some(PROBE), size);
+        size = next;
+        let left = total - done.min(total);
+        let per_item = took / u32::try_from(done.max(1)).unwrap_or(u32::MAX);
+        if left > 0
+            && per_item.saturating_mul(u32::try_from(left).unwrap_or(u32::MAX)) < PARALLEL_WORTH
+        {
+            serially(shared, owner, None, size);
+        }
+        if shared.cursor.load(Ordering::Relaxed) >= total {
+            ran = Strategy::Serial;
+        }
+    }
+    if shared.cursor.load(Ordering::Relaxed) < total {
+        in_parallel(shared, owner, rayon, size);
+    }
+    ran
 }
 
 /// Run chunks on the calling thread, sizes adapting, until none is left or `limit` has passed.

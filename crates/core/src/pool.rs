@@ -71,17 +71,7 @@ impl<I, F> Shared<'_, I, F> {
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
         let task = &self.tasks[index];
-        if let Some(why) = blocked {
-            // An interrupted batch cancels what has not started, whatever else held it back.
-            let interrupted = self
-                .cancel
-                .reason()
-                .is_some_and(|r| r != CancelReason::FailurePolicy);
-            if !interrupted {
-                return Outcome::not_started(index, task.name.clone(), TaskError::skipped(why));
-            }
-        }
-        if let Some(not_started) = self.refuse_to_start(index, task) {
+        if let Some(not_started) = self.refuse_to_start(index, task, blocked) {
             return not_started;
         }
         let retry = task.retry.as_ref().unwrap_or(self.default_retry);
@@ -144,27 +134,35 @@ impl<I, F> Shared<'_, I, F> {
         }
     }
 
+    /// Why task `index` does not start, as its outcome: `blocked` (a task it needs did not
+    /// succeed; an interrupted batch cancels it instead), a failure that stops the batch, or a
+    /// cancelled batch.
     fn refuse_to_start<T, M: Default>(
         &self,
         index: usize,
         task: &Task<I>,
+        blocked: Option<String>,
     ) -> Option<Outcome<T, M>> {
-        let name = task.name.clone();
+        let not_started = |error| Some(Outcome::not_started(index, task.name.clone(), error));
+        if let Some(why) = blocked {
+            // An interrupted batch cancels what has not started, whatever else held it back.
+            let interrupted = self
+                .cancel
+                .reason()
+                .is_some_and(|r| r != CancelReason::FailurePolicy);
+            if !interrupted {
+                return not_started(TaskError::skipped(why));
+            }
+        }
         if self.stop.load(Ordering::SeqCst) {
-            return Some(Outcome::not_started(
-                index,
-                name,
-                TaskError::skipped("not started: an earlier task failed"),
-            ));
+            return not_started(TaskError::skipped("not started: an earlier task failed"));
         }
         match self.cancel.reason() {
             None => None,
-            Some(CancelReason::FailurePolicy) => Some(Outcome::not_started(
-                index,
-                name,
-                TaskError::skipped("not started: an earlier task failed"),
-            )),
-            Some(_) => Some(Outcome::not_started(index, name, TaskError::Cancelled)),
+            Some(CancelReason::FailurePolicy) => {
+                not_started(TaskError::skipped("not started: an earlier task failed"))
+            }
+            Some(_) => not_started(TaskError::Cancelled),
         }
     }
 
@@ -295,6 +293,96 @@ impl<T, M> Drop for Outbox<T, M> {
     }
 }
 
+/// The parallel part of a batch, from task `first`: rayon's pool splits the range, or
+/// `threads` workers take the next task (with a graph: the next that is ready) until none is
+/// left. The calling thread is the owner: it hears every worker's messages until all are done.
+struct Workers<'g> {
+    rayon: Option<&'g rayon::ThreadPool>,
+    graph: Option<&'g Graph>,
+    first: usize,
+    threads: usize,
+}
+
+impl Workers<'_> {
+    fn run<I, T, M, F>(self, shared: &Shared<'_, I, F>, owner: &mut Owner<'_, T, M>)
+    where
+        I: Sync,
+        T: Send,
+        M: Default + Send,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
+    {
+        let Workers {
+            rayon,
+            graph,
+            first,
+            threads,
+        } = self;
+        let total = shared.tasks.len();
+        let (tx, rx) = mpsc::channel::<Vec<Msg<T, M>>>();
+        let next = &AtomicUsize::new(first);
+        std::thread::scope(|scope| {
+            let _stop_on_panic = StopOnUnwind(&shared.cancel, &shared.stop);
+            if let Some(rayon) = rayon {
+                scope.spawn(move || {
+                    use rayon::prelude::*;
+                    rayon.install(|| {
+                        (first..total).into_par_iter().for_each_with(
+                            Outbox::new(tx),
+                            |outbox, i| {
+                                outbox.run(shared, i, None);
+                            },
+                        );
+                    });
+                });
+            } else {
+                for w in 0..threads.min(total - first) {
+                    let mut outbox = Outbox::new(tx.clone());
+                    std::thread::Builder::new()
+                        .name(format!("fanout-worker-{w}"))
+                        .spawn_scoped(scope, move || worker(&mut outbox, shared, graph, next))
+                        .expect("spawn a worker thread");
+                }
+                drop(tx);
+            }
+            // The owner loop: ends when every sender is gone, i.e. every worker is done.
+            for batch in rx {
+                for msg in batch {
+                    owner.handle(msg);
+                }
+            }
+        });
+    }
+}
+
+/// A worker thread: the next task (with a graph, the next that is ready) until none is left.
+fn worker<I, T, M, F>(
+    outbox: &mut Outbox<T, M>,
+    shared: &Shared<'_, I, F>,
+    graph: Option<&Graph>,
+    next: &AtomicUsize,
+) where
+    M: Default,
+    F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
+{
+    if let Some(graph) = graph {
+        while let Some((i, blocked)) = graph.next() {
+            let status = outbox.run(shared, i, blocked);
+            // The owner hears of a task's end before of the start of the tasks it releases.
+            outbox.flush();
+            graph.done(i, &shared.tasks[i].name, status);
+        }
+        return;
+    }
+    let total = shared.tasks.len();
+    loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= total {
+            break;
+        }
+        outbox.run(shared, i, None);
+    }
+}
+
 /// The single owner of the batch's state: turns messages into events and outcomes.
 struct Owner<'r, T, M> {
     reporter: &'r mut dyn Reporter<T, M>,
@@ -304,6 +392,19 @@ struct Owner<'r, T, M> {
 }
 
 impl<T, M> Owner<'_, T, M> {
+    /// Every task's outcome, in task order, with the batch's summary (told to the reporter).
+    fn finish(self, summarize: impl FnOnce(&[Outcome<T, M>]) -> Summary) -> BatchResult<T, M> {
+        let outcomes: Vec<Outcome<T, M>> = self
+            .outcomes
+            .into_iter()
+            .map(|o| o.expect("every task reports an outcome"))
+            .collect();
+        let summary = summarize(&outcomes);
+        self.reporter
+            .report(&Event::BatchFinished { summary: &summary });
+        BatchResult { outcomes, summary }
+    }
+
     fn handle(&mut self, msg: Msg<T, M>) {
         match msg {
             Msg::Started { index, attempt } => self.reporter.report(&Event::TaskStarted {
@@ -385,10 +486,6 @@ impl Pool {
     /// only send; no table shared between workers and the reporter is needed. A retried task's
     /// outcome carries its last attempt's meta; a task that never started, or panicked, carries
     /// `M::default()`.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "a batch's whole life in one place: strategy, sampling, workers, the owner loop"
-    )]
     pub fn run_with_meta<I, T, M, F>(
         &self,
         tasks: &[Task<I>],
@@ -442,11 +539,46 @@ impl Pool {
             outcomes: std::iter::repeat_with(|| None).take(total).collect(),
             finished: 0,
         };
+        let (first, ran) = self.run_here(&shared, &mut owner, graph.as_ref(), strategy);
+        if first < total && strategy != Strategy::Serial {
+            let workers = Workers {
+                rayon,
+                graph: graph.as_ref(),
+                first,
+                threads: max_workers.get(),
+            };
+            workers.run(&shared, &mut owner);
+        }
 
-        // Where the parallel part starts: after whatever ran on this thread.
-        let mut first = 0;
-        let mut ran = strategy;
-        if let (Some(graph), Strategy::Serial) = (&graph, strategy) {
+        Ok(owner.finish(|outcomes| {
+            let mut summary = Summary::compute(
+                outcomes,
+                shared.start.elapsed(),
+                max_workers.get(),
+                ran,
+                started_at,
+            );
+            summary.noun = self.config.noun;
+            summary
+        }))
+    }
+
+    /// What runs on the calling thread: the whole batch under `Serial` (or an empty one), else
+    /// the tasks `Auto` samples first for in-process work. Returns where the parallel part
+    /// starts and the strategy that ran (`Serial` when the sample was the whole batch).
+    fn run_here<I, T, M, F>(
+        &self,
+        shared: &Shared<'_, I, F>,
+        owner: &mut Owner<'_, T, M>,
+        graph: Option<&Graph>,
+        strategy: Strategy,
+    ) -> (usize, Strategy)
+    where
+        M: Default,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
+    {
+        let total = shared.tasks.len();
+        if let (Some(graph), Strategy::Serial) = (graph, strategy) {
             while let Some((i, blocked)) = graph.next() {
                 let outcome = shared.run_one(i, blocked, &mut |m| owner.handle(m));
                 graph.done(i, &outcome.name, outcome.status);
@@ -457,85 +589,16 @@ impl Pool {
                 let outcome = shared.run_one(i, None, &mut |m| owner.handle(m));
                 owner.handle(Msg::Finished(outcome));
             }
-        } else if graph.is_none() && self.samples_first(tasks.len()) {
-            first = sample_serially(&shared, &mut owner);
-            if first == total {
-                ran = Strategy::Serial;
-            }
+        } else if graph.is_none() && self.samples_first(total) {
+            let first = sample_serially(shared, owner);
+            let ran = if first == total {
+                Strategy::Serial
+            } else {
+                strategy
+            };
+            return (first, ran);
         }
-        if first < total && strategy != Strategy::Serial {
-            let (tx, rx) = mpsc::channel::<Vec<Msg<T, M>>>();
-            let shared = &shared;
-            let next = &AtomicUsize::new(first);
-            let graph = graph.as_ref();
-            std::thread::scope(|scope| {
-                let _stop_on_panic = StopOnUnwind(&shared.cancel, &shared.stop);
-                if let Some(rayon) = rayon {
-                    scope.spawn(move || {
-                        use rayon::prelude::*;
-                        rayon.install(|| {
-                            (first..total).into_par_iter().for_each_with(
-                                Outbox::new(tx),
-                                |outbox, i| {
-                                    outbox.run(shared, i, None);
-                                },
-                            );
-                        });
-                    });
-                } else {
-                    for w in 0..max_workers.get().min(total - first) {
-                        let mut outbox = Outbox::new(tx.clone());
-                        std::thread::Builder::new()
-                            .name(format!("fanout-worker-{w}"))
-                            .spawn_scoped(scope, move || {
-                                if let Some(graph) = graph {
-                                    while let Some((i, blocked)) = graph.next() {
-                                        let status = outbox.run(shared, i, blocked);
-                                        // The owner hears of a task's end before of the
-                                        // start of the tasks it releases.
-                                        outbox.flush();
-                                        graph.done(i, &shared.tasks[i].name, status);
-                                    }
-                                    return;
-                                }
-                                loop {
-                                    let i = next.fetch_add(1, Ordering::SeqCst);
-                                    if i >= total {
-                                        break;
-                                    }
-                                    outbox.run(shared, i, None);
-                                }
-                            })
-                            .expect("spawn a worker thread");
-                    }
-                    drop(tx);
-                }
-                // The owner loop: ends when every sender is gone, i.e. every worker is done.
-                for batch in rx {
-                    for msg in batch {
-                        owner.handle(msg);
-                    }
-                }
-            });
-        }
-
-        let outcomes: Vec<Outcome<T, M>> = owner
-            .outcomes
-            .into_iter()
-            .map(|o| o.expect("every task reports an outcome"))
-            .collect();
-        let mut summary = Summary::compute(
-            &outcomes,
-            shared.start.elapsed(),
-            max_workers.get(),
-            ran,
-            started_at,
-        );
-        summary.noun = self.config.noun;
-        owner
-            .reporter
-            .report(&Event::BatchFinished { summary: &summary });
-        Ok(BatchResult { outcomes, summary })
+        (0, strategy)
     }
 
     /// Whether `Auto` first runs tasks on the calling thread to see how long they take: for

@@ -73,31 +73,14 @@ impl ProcessRunner {
         let pid = handle.pids().first().copied().unwrap_or(0);
         // The child leads its own process group (see sys.rs), so its pid is the group's id.
         let group = pid.cast_signed();
-        // A limit too far away to be an instant is no limit (the tools refuse those earlier).
-        let deadline = cmd.timeout.and_then(|t| start.checked_add(t));
-
-        let mut killed_processes = 0;
-        let mut forced: Option<Ending> = None;
-        let wait_result = loop {
-            let now = Instant::now();
-            let slice_end = deadline.map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
-            match handle.wait_deadline(slice_end) {
-                Ok(Some(_)) => break Ok(()),
-                Ok(None) => {}
-                Err(e) => break Err(e),
-            }
-            let ending = if cancel.is_cancelled() {
-                Ending::Cancelled
-            } else if deadline.is_some_and(|d| Instant::now() >= d) {
-                Ending::TimedOut(start.elapsed())
-            } else {
-                continue;
-            };
-            // Not reaped yet (wait_deadline saw it running): the group's id is pinned.
-            killed_processes = session.kill_tree(&cookie, JobGroup::Pinned(group), cmd.grace);
-            forced = Some(ending);
-            break handle.wait().map(|_| ());
+        let job = Job {
+            session,
+            cookie: &cookie,
+            group,
+            grace: cmd.grace,
         };
+        let (wait_result, forced, mut killed_processes) =
+            job.wait(&handle, start, cmd.timeout, cancel);
         let status = handle.try_wait().ok().flatten().map(|o| o.status);
         session.unregister(group);
         drop(handle);
@@ -110,27 +93,13 @@ impl ProcessRunner {
         }
         let duration = start.elapsed();
         let (stdout, stderr) = streams.collect();
-        let slurm_failure = if on_slurm.is_some() && status.is_some_and(|s| !s.success()) {
-            slurm::failure(&stderr_text(cmd, &stderr, log_start))
-        } else {
-            None
+        let (slurm_job_id, slurm_failure) = match on_slurm {
+            Some(step) => slurm_facts(step, status, forced.is_some(), || {
+                stderr_text(cmd, &stderr, log_start)
+            }),
+            None => (None, None),
         };
-        // A job the scheduler refused never existed: nothing to look up or cancel.
-        let slurm_job_id = on_slurm
-            .filter(|_| !slurm_failure.as_deref().is_some_and(slurm::refused))
-            .and_then(|(name, marker)| slurm::job_id(&name, &marker));
-        if let (Some(id), Some(_)) = (slurm_job_id, &forced) {
-            // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job
-            // was still waiting for resources, make sure the cluster lets go of it too.
-            slurm::cancel(id);
-        }
-        let ending = forced.unwrap_or_else(|| {
-            status.map_or(Ending::Signaled(0), |s| match (s.code(), s.signal()) {
-                (Some(code), _) => Ending::Exited(code),
-                (None, Some(sig)) => Ending::Signaled(sig),
-                (None, None) => Ending::Signaled(0),
-            })
-        });
+        let ending = forced.unwrap_or_else(|| ending_of(status));
         Ok(ProcessOutput {
             pid,
             ending,
@@ -143,6 +112,87 @@ impl ProcessRunner {
             slurm_failure,
         })
     }
+}
+
+/// A started job's tree: its cookie and process group, and its grace before SIGKILL.
+struct Job<'a> {
+    session: &'a tree::Session,
+    cookie: &'a tree::Cookie,
+    group: i32,
+    grace: Duration,
+}
+
+impl Job<'_> {
+    /// Wait for the job's leader, killing the tree once `timeout` has passed since `start` or
+    /// on `cancel`. Returns the wait's result, the ending it forced (if it did) and how many
+    /// processes it killed.
+    fn wait(
+        &self,
+        handle: &duct::Handle,
+        start: Instant,
+        timeout: Option<Duration>,
+        cancel: &CancelToken,
+    ) -> (std::io::Result<()>, Option<Ending>, usize) {
+        // A limit too far away to be an instant is no limit (the tools refuse those earlier).
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        loop {
+            let now = Instant::now();
+            let slice_end = deadline.map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
+            match handle.wait_deadline(slice_end) {
+                Ok(Some(_)) => return (Ok(()), None, 0),
+                Ok(None) => {}
+                Err(e) => return (Err(e), None, 0),
+            }
+            let ending = if cancel.is_cancelled() {
+                Ending::Cancelled
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                Ending::TimedOut(start.elapsed())
+            } else {
+                continue;
+            };
+            // Not reaped yet (wait_deadline saw it running): the group's id is pinned.
+            let killed =
+                self.session
+                    .kill_tree(self.cookie, JobGroup::Pinned(self.group), self.grace);
+            return (handle.wait().map(|_| ()), Some(ending), killed);
+        }
+    }
+}
+
+/// A Slurm step's job id and, when it failed, srun's reason (read from `stderr`). A step the
+/// scheduler refused never existed: nothing to look up. A step that was killed (`forced`) is
+/// cancelled on the cluster too.
+fn slurm_facts(
+    (name, marker): (String, String),
+    status: Option<std::process::ExitStatus>,
+    forced: bool,
+    stderr: impl FnOnce() -> String,
+) -> (Option<u64>, Option<String>) {
+    let failure = if status.is_some_and(|s| !s.success()) {
+        slurm::failure(&stderr())
+    } else {
+        None
+    };
+    let job_id = if failure.as_deref().is_some_and(slurm::refused) {
+        None
+    } else {
+        slurm::job_id(&name, &marker)
+    };
+    if let (Some(id), true) = (job_id, forced) {
+        // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job was
+        // still waiting for resources, make sure the cluster lets go of it too.
+        slurm::cancel(id);
+    }
+    (job_id, failure)
+}
+
+/// How a process that exited by itself ended.
+fn ending_of(status: Option<std::process::ExitStatus>) -> Ending {
+    status.map_or(Ending::Signaled(0), |s| match (s.code(), s.signal()) {
+        (Some(code), _) => Ending::Exited(code),
+        (None, Some(sig)) => Ending::Signaled(sig),
+        (None, None) => Ending::Signaled(0),
+    })
 }
 
 /// The file the command's stderr goes to, if it goes to one (also with stdout into a file).
