@@ -199,7 +199,7 @@ impl ForkServer {
             .map_err(spawn_err)?;
 
         let mut server = ForkServer {
-            command: command.clone(),
+            command,
             requests: Mutex::new(Some(requests_out)),
             shared,
             handle: Some(handle),
@@ -214,23 +214,26 @@ impl ForkServer {
                 server.hello = hello;
                 Ok(server)
             }
-            Err(e) => {
-                let why = if matches!(e, mpsc::RecvTimeoutError::Timeout) {
-                    format!(
-                        "no answer within {}",
-                        crate::time::fmt_duration(ready_within)
-                    )
-                } else {
-                    "it exited".to_owned()
-                };
-                // Stop it before reading its stderr, so what it said is all there.
-                server.stop();
-                let said = server.stderr_text();
-                Err(ForkServerError::NotReady {
-                    command,
-                    why: format!("{why}{}", stderr_suffix(&said)),
-                })
-            }
+            Err(e) => Err(server.not_ready(e, ready_within)),
+        }
+    }
+
+    /// Why a server that did not say hello is not ready, with what it said; it is stopped.
+    fn not_ready(mut self, e: mpsc::RecvTimeoutError, ready_within: Duration) -> ForkServerError {
+        let why = if matches!(e, mpsc::RecvTimeoutError::Timeout) {
+            format!(
+                "no answer within {}",
+                crate::time::fmt_duration(ready_within)
+            )
+        } else {
+            "it exited".to_owned()
+        };
+        // Stop it before reading its stderr, so what it said is all there.
+        self.stop();
+        let said = self.stderr_text();
+        ForkServerError::NotReady {
+            command: self.command.clone(),
+            why: format!("{why}{}", stderr_suffix(&said)),
         }
     }
 
@@ -298,15 +301,8 @@ impl ForkServer {
         if self.shared.gone.load(Ordering::SeqCst) {
             return Err(self.gone());
         }
-        let request = serde_json::json!({
-            "id": id,
-            "args": job.args,
-            "env": { cookie.name.clone(): cookie.value.clone() },
-            "stdout": job.stdout,
-            "stderr": job.stderr,
-        });
         let start = Instant::now();
-        self.send(&request)?;
+        self.send(&job.request(id, cookie))?;
         let deadline = job.timeout.and_then(|t| start.checked_add(t));
 
         let mut child: Option<(i32, OwnedFd)> = None;
@@ -320,16 +316,7 @@ impl ForkServer {
                 d.saturating_duration_since(now).min(CANCEL_POLL)
             });
             match replies.recv_timeout(slice) {
-                Ok(Reply::Pid(pid)) => {
-                    let fd = Pid::from_raw(pid)
-                        .ok_or_else(|| ForkServerError::Refused(format!("bad pid {pid}")))
-                        .and_then(|p| {
-                            rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(|e| {
-                                ForkServerError::Refused(format!("cannot watch pid {pid}: {e}"))
-                            })
-                        })?;
-                    child = Some((pid, fd));
-                }
+                Ok(Reply::Pid(pid)) => child = Some((pid, pidfd(pid)?)),
                 Ok(Reply::Exit(code)) => break Ending::Exited(code),
                 Ok(Reply::Signal(sig)) => break Ending::Signaled(sig),
                 Ok(Reply::Refused(why)) => return Err(ForkServerError::Refused(why)),
@@ -362,17 +349,12 @@ impl ForkServer {
         if !killed {
             killed_processes = session.finish_forked(cookie, job.grace);
         }
-        let duration = start.elapsed();
-        let ending = match (forced, end) {
-            (Some(f), _) => f,
-            (None, e) => e,
-        };
         Ok(ProcessOutput {
             pid: child.map_or(0, |(p, _)| p.cast_unsigned()),
-            ending,
+            ending: forced.unwrap_or(end),
             stdout: captured_file(&job.stdout, job.max_captured),
             stderr: captured_file(&job.stderr, job.max_captured),
-            duration,
+            duration: start.elapsed(),
             killed_processes,
             command: job
                 .args
@@ -467,6 +449,26 @@ fn read_replies(
         shared.dispatch(id, reply);
     }
     shared.close();
+}
+
+impl ForkJob {
+    /// The server's request to fork this job, the cookie in its environment.
+    fn request(&self, id: u64, cookie: &Cookie) -> serde_json::Value {
+        serde_json::json!({
+            "id": id,
+            "args": self.args,
+            "env": { cookie.name.clone(): cookie.value.clone() },
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+        })
+    }
+}
+
+/// A pidfd on the server's child `pid`: it stays that process whatever reaps it.
+fn pidfd(pid: i32) -> Result<OwnedFd, ForkServerError> {
+    let p = Pid::from_raw(pid).ok_or_else(|| ForkServerError::Refused(format!("bad pid {pid}")))?;
+    rustix::process::pidfd_open(p, PidfdFlags::empty())
+        .map_err(|e| ForkServerError::Refused(format!("cannot watch pid {pid}: {e}")))
 }
 
 /// The end of an output file, as a captured stream.
