@@ -225,7 +225,15 @@ fn generate(st: &State, api: &'static str, body: &Value) -> Reply {
                      "usage": { "prompt_tokens": 12, "completion_tokens": 5 } }),
     }
     .to_string();
-    let result = match model.as_str() {
+    let result = reply_as(st, &model, &prompt, ok);
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+/// What the model named `model` answers: `ok`, or the failure it stands for (rate limits,
+/// errors, a cut-off body, an unknown model).
+fn reply_as(st: &State, model: &str, prompt: &str, ok: String) -> Reply {
+    match model {
         "flaky" | "flaky-date" | "flaky-huge"
             if st
                 .flaky_seen
@@ -233,7 +241,7 @@ fn generate(st: &State, api: &'static str, body: &Value) -> Reply {
                 .expect("flaky")
                 .insert(format!("{model}\0{prompt}")) =>
         {
-            let after = match model.as_str() {
+            let after = match model {
                 "flaky-date" => {
                     httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3))
                 }
@@ -273,7 +281,5 @@ fn generate(st: &State, api: &'static str, body: &Value) -> Reply {
                 .to_string(),
             vec![],
         ),
-    };
-    st.in_flight.fetch_sub(1, Ordering::SeqCst);
-    result
+    }
 }

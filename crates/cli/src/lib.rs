@@ -227,8 +227,9 @@ pub fn launcher(backend: &str, slurm_args: &[String]) -> Result<Launcher> {
         .usage()
 }
 
-impl<T: Tool> Args for RunArgs<T> {
-    fn augment_args(cmd: clap::Command) -> clap::Command {
+impl<T: Tool> RunArgs<T> {
+    /// How many at once, for how long, or only printed: -j, --sequential, --timeout, --dry-run.
+    fn pool_args(cmd: clap::Command) -> clap::Command {
         let (one, many) = T::NOUN;
         cmd.arg(
             Arg::new(MAX_WORKERS)
@@ -265,7 +266,12 @@ impl<T: Tool> Args for RunArgs<T> {
                 .action(ArgAction::SetTrue)
                 .help(format!("Print {}, and run nothing", T::DRY_RUN_HELP)),
         )
-        .arg(
+    }
+
+    /// What is printed: -q, -v, --no-progress, --report.
+    fn output_args(cmd: clap::Command) -> clap::Command {
+        let one = T::NOUN.0;
+        cmd.arg(
             Arg::new(QUIET)
                 .short('q')
                 .long("quiet")
@@ -300,7 +306,12 @@ impl<T: Tool> Args for RunArgs<T> {
                      and error) to FILE"
                 )),
         )
-        .arg(
+    }
+
+    /// Where they run: --backend, --slurm-arg.
+    fn backend_args(cmd: clap::Command) -> clap::Command {
+        let many = T::NOUN.1;
+        cmd.arg(
             Arg::new(BACKEND)
                 .long("backend")
                 .value_name("BACKEND")
@@ -319,6 +330,12 @@ impl<T: Tool> Args for RunArgs<T> {
                 .action(ArgAction::Append)
                 .help("An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=cpu"),
         )
+    }
+}
+
+impl<T: Tool> Args for RunArgs<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Self::backend_args(Self::output_args(Self::pool_args(cmd)))
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {

@@ -480,36 +480,48 @@ impl<T, M, W: Write> Reporter<T, M> for JsonLines<W> {
                 items,
                 finished,
                 total,
-            } => {
-                // The items that did not succeed, one line each, then the chunk's counts.
-                for (index, e) in failed_items(first, items) {
-                    let name = format!("item {}", index + 1);
-                    let item = JsonEvent::TaskFinished {
-                        index,
-                        name: &name,
-                        status: e.status(),
-                        attempts: 1,
-                        duration_seconds: 0.0,
-                        queue_wait_seconds: 0.0,
-                        error: Some(e.to_string()),
-                        finished,
-                        total,
-                    };
-                    if let Ok(line) = serde_json::to_string(&item) {
-                        let _ = writeln!(self.out, "{line}");
-                    }
-                }
-                JsonEvent::ChunkFinished {
-                    first,
-                    count: items.len(),
-                    succeeded: items.iter().filter(|r| r.is_ok()).count(),
-                    finished,
-                    total,
-                }
-            }
+            } => self.chunk(first, items, (finished, total)),
             Event::BatchFinished { summary } => JsonEvent::BatchFinished { summary },
         };
-        if let Ok(line) = serde_json::to_string(&json) {
+        self.line(&json);
+    }
+}
+
+impl<W: Write> JsonLines<W> {
+    /// A chunk of map items: a line per item that did not succeed, then the chunk's counts.
+    fn chunk<'a, T>(
+        &mut self,
+        first: usize,
+        items: &[crate::result::ItemResult<T>],
+        (finished, total): (usize, usize),
+    ) -> JsonEvent<'a> {
+        // The items that did not succeed, one line each, then the chunk's counts.
+        for (index, e) in failed_items(first, items) {
+            let name = format!("item {}", index + 1);
+            self.line(&JsonEvent::TaskFinished {
+                index,
+                name: &name,
+                status: e.status(),
+                attempts: 1,
+                duration_seconds: 0.0,
+                queue_wait_seconds: 0.0,
+                error: Some(e.to_string()),
+                finished,
+                total,
+            });
+        }
+        JsonEvent::ChunkFinished {
+            first,
+            count: items.len(),
+            succeeded: items.iter().filter(|r| r.is_ok()).count(),
+            finished,
+            total,
+        }
+    }
+
+    /// One event as a line (a reporter that cannot write must not fail the batch).
+    fn line(&mut self, event: &JsonEvent<'_>) {
+        if let Ok(line) = serde_json::to_string(event) {
             let _ = writeln!(self.out, "{line}");
         }
     }

@@ -233,20 +233,7 @@ impl<'a> Lexer<'a> {
                     (i + 1, After::Nothing)
                 }
             }
-            Frame::Double => match c {
-                b'"' => self.pop(i + 1),
-                b'\\' => self.backslash(i),
-                b'`' => {
-                    self.opaque_word();
-                    self.push(Frame::Backticks, i + 1)
-                }
-                b'$' => self.dollar(i, true),
-                _ => {
-                    let (ch, len) = self.char_at(i);
-                    self.literal(ch);
-                    (i + len, After::Nothing)
-                }
-            },
+            Frame::Double => self.double_step(i, c),
             Frame::Param { in_double } => {
                 let in_double = *in_double;
                 match c {
@@ -259,29 +246,49 @@ impl<'a> Lexer<'a> {
                     _ => (i + 1, After::Nothing),
                 }
             }
-            Frame::Arith { depth } => {
-                let depth = *depth;
-                match c {
-                    b'(' => {
-                        self.set_depth(depth + 1);
-                        (i + 1, After::Nothing)
-                    }
-                    b')' if depth > 0 => {
-                        self.set_depth(depth - 1);
-                        (i + 1, After::Nothing)
-                    }
-                    // `))`; a lone `)` ends it too (a broken script: sh will say so).
-                    b')' => self.pop(if self.at(i + 1) == b')' { i + 2 } else { i + 1 }),
-                    b'\\' => (self.escaped(i), After::Nothing),
-                    b'\'' => self.push(Frame::Single, i + 1),
-                    b'"' => self.push(Frame::Double, i + 1),
-                    b'`' => self.push(Frame::Backticks, i + 1),
-                    b'$' => self.dollar(i, false),
-                    _ => (i + 1, After::Nothing),
-                }
-            }
+            Frame::Arith { depth } => self.arith_step(i, c, *depth),
             Frame::HereDoc(_) => self.heredoc(i),
             Frame::Code(_) => self.code_step(i),
+        }
+    }
+
+    /// In double quotes: `"` ends them; a backslash, backticks and `$` are special.
+    fn double_step(&mut self, i: usize, c: u8) -> (usize, After) {
+        match c {
+            b'"' => self.pop(i + 1),
+            b'\\' => self.backslash(i),
+            b'`' => {
+                self.opaque_word();
+                self.push(Frame::Backticks, i + 1)
+            }
+            b'$' => self.dollar(i, true),
+            _ => {
+                let (ch, len) = self.char_at(i);
+                self.literal(ch);
+                (i + len, After::Nothing)
+            }
+        }
+    }
+
+    /// In arithmetic (`$(( ))`, `(( ))`): parentheses counted to its end.
+    fn arith_step(&mut self, i: usize, c: u8, depth: u32) -> (usize, After) {
+        match c {
+            b'(' => {
+                self.set_depth(depth + 1);
+                (i + 1, After::Nothing)
+            }
+            b')' if depth > 0 => {
+                self.set_depth(depth - 1);
+                (i + 1, After::Nothing)
+            }
+            // `))`; a lone `)` ends it too (a broken script: sh will say so).
+            b')' => self.pop(if self.at(i + 1) == b')' { i + 2 } else { i + 1 }),
+            b'\\' => (self.escaped(i), After::Nothing),
+            b'\'' => self.push(Frame::Single, i + 1),
+            b'"' => self.push(Frame::Double, i + 1),
+            b'`' => self.push(Frame::Backticks, i + 1),
+            b'$' => self.dollar(i, false),
+            _ => (i + 1, After::Nothing),
         }
     }
 
@@ -489,37 +496,8 @@ impl<'a> Lexer<'a> {
                 self.push(Frame::Backticks, i + 1)
             }
             b'$' => self.dollar(i, false),
-            b'(' => {
-                code.end_word();
-                if code.in_pattern() {
-                    // `case x in (a) ...`: an optional opening parenthesis.
-                    return (i + 1, After::Nothing);
-                }
-                if code.next == Next::Command && n1 == b'(' {
-                    // bash's arithmetic command (in sh, two subshells: refused either way).
-                    return self.push(Frame::Arith { depth: 0 }, i + 2);
-                }
-                code.end_command();
-                code.depth += 1;
-                (i + 1, After::Nothing)
-            }
-            b')' => {
-                // `esac)` ends a case, then its `$( )`.
-                code.end_word();
-                if code.in_pattern() {
-                    *code.cases.last_mut().expect("in a case") = Case::Body;
-                    code.next = Next::Command;
-                    code.does = Does::Nothing;
-                    return (i + 1, After::Nothing);
-                }
-                code.end_command();
-                if code.depth > 0 {
-                    code.depth -= 1;
-                } else if code.in_parens {
-                    self.stack.pop();
-                }
-                (i + 1, After::Nothing)
-            }
+            b'(' => self.open_paren(i, n1),
+            b')' => self.close_paren(i),
             b';' => {
                 code.end_command();
                 if n1 == b';' || n1 == b'&' {
@@ -546,6 +524,48 @@ impl<'a> Lexer<'a> {
                 (i + len, After::Nothing)
             }
         }
+    }
+
+    /// `(` in code: a case pattern's optional parenthesis, bash's `((` arithmetic (refused), or
+    /// a subshell.
+    fn open_paren(&mut self, i: usize, n1: u8) -> (usize, After) {
+        let Some(Frame::Code(code)) = self.stack.last_mut() else {
+            unreachable!("called in code")
+        };
+        code.end_word();
+        if code.in_pattern() {
+            // `case x in (a) ...`: an optional opening parenthesis.
+            return (i + 1, After::Nothing);
+        }
+        if code.next == Next::Command && n1 == b'(' {
+            // bash's arithmetic command (in sh, two subshells: refused either way).
+            return self.push(Frame::Arith { depth: 0 }, i + 2);
+        }
+        code.end_command();
+        code.depth += 1;
+        (i + 1, After::Nothing)
+    }
+
+    /// `)` in code: the end of a case pattern, of a subshell, or of the `$( )` it is in.
+    fn close_paren(&mut self, i: usize) -> (usize, After) {
+        let Some(Frame::Code(code)) = self.stack.last_mut() else {
+            unreachable!("called in code")
+        };
+        // `esac)` ends a case, then its `$( )`.
+        code.end_word();
+        if code.in_pattern() {
+            *code.cases.last_mut().expect("in a case") = Case::Body;
+            code.next = Next::Command;
+            code.does = Does::Nothing;
+            return (i + 1, After::Nothing);
+        }
+        code.end_command();
+        if code.depth > 0 {
+            code.depth -= 1;
+        } else if code.in_parens {
+            self.stack.pop();
+        }
+        (i + 1, After::Nothing)
     }
 }
 
