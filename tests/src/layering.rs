@@ -19,7 +19,9 @@ fn module_files(src: &Path) -> Vec<(String, PathBuf)> {
     for entry in walk(src) {
         let rel = entry.strip_prefix(src).expect("under src");
         let name = rel.with_extension("").to_string_lossy().replace('/', "::");
-        if name != "lib" {
+        // The library's root only declares and re-exports; a binary's `main` uses the library
+        // by its name, not through `crate::`.
+        if name != "lib" && name != "main" {
             out.push((name, entry));
         }
     }
@@ -261,32 +263,28 @@ mod tests {
             Some(vec!["a".to_owned(), "b::c".to_owned(), "a".to_owned()])
         );
     }
-}
-#[cfg(test)]
-mod scratch {
+
     #[test]
-    fn print_layers() {
-        for c in [
-            "core",
-            "cli",
-            "export-cli",
-            "pipeline-cli",
-            "experiment-cli",
-        ] {
-            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../crates")
-                .join(c)
-                .join("src");
-            let g = super::graph(&src);
-            println!("== {c}: cycle {:?}", super::find_cycle(&g));
-            for l in super::suggested(&g) {
-                println!("  {}", l.join(" "));
-            }
-            if c != "core" {
-                for (m, e) in &g {
-                    println!("    {m} -> {e:?}");
-                }
-            }
-        }
+    fn a_module_used_from_its_own_or_a_lower_layer_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("lib.rs"), "mod a;\nmod b;\n").unwrap();
+        std::fs::write(d.path().join("a.rs"), "use crate::b::X;\n").unwrap();
+        std::fs::write(d.path().join("b.rs"), "pub struct X;\n").unwrap();
+        assert_layers(d.path(), &["b", "a"]);
+        let fails = |layers: &'static [&'static str]| -> String {
+            let src = d.path().to_path_buf();
+            let panic = std::panic::catch_unwind(move || assert_layers(&src, layers))
+                .expect_err("the layers do not hold");
+            panic.downcast_ref::<String>().cloned().unwrap_or_default()
+        };
+        let upside_down = fails(&["a", "b"]);
+        assert!(
+            upside_down.contains("a (layer 1) uses b (layer 2): only lower layers")
+                && upside_down.contains("layers that would (lowest first):\n  b\n  a"),
+            "{upside_down}"
+        );
+        assert!(fails(&["a b"]).contains("a (layer 1) uses b (layer 1)"));
+        assert!(fails(&["b"]).contains("a is in no layer"));
+        assert!(fails(&["b", "a", "c"]).contains("c is listed but is no module"));
     }
 }

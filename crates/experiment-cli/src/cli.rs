@@ -117,7 +117,7 @@ pub struct RunCli {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// At most N requests in flight to provider NAME (e.g. ollama=4); repeatable
-    #[arg(long = "provider-limit", value_name = "NAME=N", value_parser = crate::limit::parse_limit)]
+    #[arg(long = "provider-limit", value_name = "NAME=N", value_parser = parse_limit)]
     pub provider_limits: Vec<(String, usize)>,
     /// At most this rate of requests and prompt tokens per minute to provider NAME, spaced
     /// evenly (e.g. openai=500rpm,200000tpm); repeatable. The server's x-ratelimit headers are
@@ -195,4 +195,19 @@ fn parse_usd(s: &str) -> Result<f64, String> {
 /// `--rate`: checked here, so a bad one is a usage error naming the flag.
 fn check_rate(s: &str) -> Result<String, String> {
     crate::rate::parse_rate(s).map(|_| s.to_owned())
+}
+
+/// `--provider-limit NAME=N`.
+fn parse_limit(s: &str) -> Result<(String, usize), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=N (e.g. ollama=4)"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {n:?} is not a whole number"))?;
+    if n == 0 {
+        return Err(format!("{s:?}: a provider limit must be at least 1"));
+    }
+    Ok((name.trim().to_owned(), n))
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
 use fanout::CancelToken;
 
 use crate::plan::RunArgs;
@@ -64,19 +63,4 @@ pub(crate) fn limits<'a>(args: &RunArgs, used: &'a [String]) -> HashMap<&'a str,
             (p.as_str(), Limit::new(n))
         })
         .collect()
-}
-
-/// `--provider-limit NAME=N`.
-pub(crate) fn parse_limit(s: &str) -> Result<(String, usize), String> {
-    let (name, n) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=N (e.g. ollama=4)"))?;
-    let n: usize = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: {n:?} is not a whole number"))?;
-    if n == 0 {
-        return Err(format!("{s:?}: a provider limit must be at least 1"));
-    }
-    Ok((name.trim().to_owned(), n))
 }

@@ -9,6 +9,7 @@ use anyhow::Result;
 use fanout::{CancelToken, Command, ProcessRunner, Sink, TaskError};
 
 use crate::context::RunContext;
+use crate::layout::NESTED_RUN_FILE;
 use crate::model::{Backend, Job, Run};
 use crate::output;
 use crate::payload;
@@ -16,9 +17,6 @@ use crate::store::{self, RunStatus};
 
 /// In the run folder: the payload, for nested pipelines' `--payload-file`.
 pub(crate) const PAYLOAD_FILE: &str = "payload.json";
-
-/// Set for a nested pipeline's lorchestra: the file it writes its run id to.
-pub(crate) const NESTED_RUN_FILE: &str = "LORCHESTRA_NESTED_RUN_FILE";
 
 /// Run as a nested pipeline: tell the parent run which run this is, so it can resume it.
 pub(crate) fn tell_the_parent_run(run_id: &str) -> Result<()> {

@@ -46,6 +46,9 @@ pub(crate) fn value_file(run_dir: &Path, job_id: &str) -> PathBuf {
         .join(format!("{}.json", file_stem(job_id)))
 }
 
+/// Set for a nested pipeline's lorchestra: the file it writes its run id to.
+pub(crate) const NESTED_RUN_FILE: &str = "LORCHESTRA_NESTED_RUN_FILE";
+
 /// Where the nested pipeline run by job `job_id` of the run in `run_dir` notes its run id.
 pub(crate) fn nested_run_file(run_dir: &Path, job_id: &str) -> PathBuf {
     run_dir

@@ -13,12 +13,14 @@ use fanout::{Launcher, MaxWorkers, PoolConfig, ProgressMode};
 use fanout_cli::{RunArgs, UsageResult};
 
 use crate::cli::{Halt, Lorchestra};
-use crate::job::NESTED_RUN_FILE;
+use crate::layout::NESTED_RUN_FILE;
 use crate::model::{Backend, Pipeline};
 use crate::payload::Payload;
 use crate::project::Project;
-use crate::run::LOG_TAIL_LINES;
 use crate::store::{self, JobRecord, JobStatus, RunRecord, RunStatus, StageRecord};
+
+/// Lines of a failed job's log shown on the terminal (without -v).
+const LOG_TAIL_LINES: usize = 15;
 
 #[derive(Debug)]
 pub(crate) struct RunOptions {

@@ -20,8 +20,6 @@ use crate::report;
 use crate::segment::{expanded_records, not_run_after};
 use crate::store::{self, CacheState, JobStatus, RecordWriter, RunStatus, Update};
 
-/// Lines of a failed job's log shown on the terminal (without -v).
-pub(crate) const LOG_TAIL_LINES: usize = 15;
 /// The run's report in the shared shape, beside its record.
 pub(crate) const REPORT_FILE: &str = "report.json";
 

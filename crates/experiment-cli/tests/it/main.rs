@@ -771,6 +771,7 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
 mod cache;
 mod costs;
 mod flatten;
+mod layering;
 mod outputs;
 mod promises;
 mod rates;

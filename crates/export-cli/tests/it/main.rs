@@ -8,6 +8,7 @@ mod assets;
 #[cfg(feature = "browser-tests")]
 mod browser;
 mod fake;
+mod layering;
 #[cfg(feature = "real-uvx-tests")]
 mod real_uvx;
 #[cfg(feature = "slurm-tests")]

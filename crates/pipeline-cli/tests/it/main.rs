@@ -2,6 +2,7 @@
 
 #[cfg(feature = "browser-tests")]
 mod browser;
+mod layering;
 mod loops;
 mod outputs;
 mod payload;

@@ -1,0 +1,32 @@
+//! parallamr's modules in layers, lowest first: a module uses only modules of lower layers (see
+//! `testkit::layering`). ARCHITECTURE.md lists the same.
+
+use std::path::Path;
+
+#[test]
+fn parallamr_modules_keep_their_layers() {
+    testkit::layering::assert_layers(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &[
+            // Prices and budgets; --flatten; `init`; parameter columns; rate limits; settings.
+            "cost flatten init params rate settings",
+            // The experiments and templates; the provider trait; a result row.
+            "experiments providers row",
+            // The response cache; one results destination; --command; the HTTP providers.
+            "cache sink shell_template providers::mock providers::ollama providers::openai",
+            // The flags; every results destination; the command provider.
+            "cli writer providers::command",
+            // -o path templates.
+            "paths",
+            // Every input judged before anything runs.
+            "plan",
+            // Per-provider limits; the tally of a sweep.
+            "limit tally",
+            // One experiment: cache, budget, call.
+            "call",
+            "dryrun",
+            // The sweep; the fuzz entry points.
+            "run fuzz",
+        ],
+    );
+}

@@ -1,0 +1,29 @@
+//! lorchestra's modules in layers, lowest first: a module uses only modules of lower layers
+//! (see `testkit::layering`). ARCHITECTURE.md lists the same.
+
+use std::path::Path;
+
+#[test]
+fn lorchestra_modules_keep_their_layers() {
+    testkit::layering::assert_layers(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &[
+            // The flags; a run folder's names; inputs patterns; payload values; the project
+            // folder; the cache file.
+            "cli layout patterns payload project cache::file",
+            // The checked model; the run record.
+            "model store",
+            // The raw file types; what jobs wait for; a job's value; the report; the checked
+            // options (plan); the up-to-date decision.
+            "raw waits output report plan cache",
+            // A job's definition; placeholders; what a run's jobs share; the record's writer.
+            "jobs placeholders context store::writer",
+            // Loading a pipeline; loops; a job to a command; segments; up to date or not.
+            "load looping job segment uptodate",
+            // `graph`; the dry run; one segment's batch.
+            "graph dryrun batch",
+            // A run's life; the fuzz entry points.
+            "run fuzz",
+        ],
+    );
+}
