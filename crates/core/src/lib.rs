@@ -79,19 +79,21 @@
 //! # The pieces
 //!
 //! The pieces, lowest layer first (no module uses one above it; `tests/it/layering.rs` checks
-//! that the modules have no cycle):
-//! - [`time`], [`text`], [`fsutil`] (atomic file writes), [`retry`] ([`RetryPolicy`]), [`cancel`]
-//!   ([`CancelToken`]), [`strategy`] ([`Strategy`], `FANOUT_STRATEGY` overrides it).
+//! the written list of layers):
+//! - [`time`], [`text`], [`fsutil`] (atomic file writes), [`cancel`] ([`CancelToken`]),
+//!   [`strategy`] ([`Strategy`], `FANOUT_STRATEGY` overrides it).
 //! - [`result`] holds [`BatchResult`], [`Outcome`], [`Status`], [`Summary`], [`TaskError`] and
-//!   the shared `--report` JSON shape; [`exit`] maps how a run ended to exit codes.
-//! - [`events`] and [`reporters`] turn progress into events, rendered by a bar, plain lines or
-//!   JSON lines.
+//!   the shared `--report` JSON shape; [`runlock`] keeps two runs off one folder.
+//! - [`events`] and [`exit`] (how a run ended, as exit codes), [`retry`] ([`RetryPolicy`]),
+//!   [`shell`] (values in shell scripts that stay data).
 //! - [`config`] holds [`PoolConfig`], [`MaxWorkers`], [`FailurePolicy`], [`Chunking`];
-//!   [`task`] holds [`Task`] and [`TaskContext`].
+//!   [`reporters`] render events as a bar, plain lines or JSON lines; [`interrupt`] is the
+//!   Ctrl-C handler that cancels a run and, the second time, kills every job.
+//! - [`task`] holds [`Task`] and [`TaskContext`] (through which work sends notes to the
+//!   reporter while it runs); [`process`] is the subprocess runner that owns whole process
+//!   trees.
 //! - [`pool`] runs tasks ([`Pool::run`]); [`map`] runs large batches of small in-process items
 //!   in chunks ([`Pool::map`]; `FANOUT_CHUNK_SIZE` and `FANOUT_MIN_BATCH` override it).
-//! - [`process`] is the subprocess runner that owns whole process trees; [`interrupt`] is the
-//!   Ctrl-C handler that cancels a run and, the second time, kills every job.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cancel;

@@ -1,9 +1,10 @@
 //! `parallamr`: parallel experiment sweeps against LLM providers (and commands).
 //!
-//! `run`: the inputs become validated `Experiments` and a `Template` (every input error is
-//! raised before anything runs) → one pool batch, each experiment within its provider's
-//! concurrency limit, retried by the core's policy → rows written by the owner thread as they
-//! complete.
+//! The flow of `run`, as in every tool: `cli` (the flags) → `plan` (settings, the experiments,
+//! templates, providers and prices read and checked: every input error is raised before anything
+//! is sent; the dry run is `dryrun`) → `run` (one pool batch: `call` per experiment, within its
+//! provider's limit, retried by the core's policy) → rows written by the owner thread as they
+//! complete (`writer`, `sink`, `row`) → the exit status.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,

@@ -1,8 +1,10 @@
 //! `export-nb`: export folders of marimo notebooks to a static site, many at once.
 //!
-//! The flow: [`Settings`](config::Settings) from flags and `pyproject.toml` → discover notebooks
-//! → compare with the output's manifest → one pool batch of exports (the up-to-date and the
-//! non-notebooks pass through as `skipped`) → manifest, index page, report → exit status.
+//! The flow, as in every tool: `cli` (the flags) → `plan` (`Settings` from
+//! flags and `pyproject.toml`, the notebooks discovered and compared with the output's manifest;
+//! every input error and the dry run happen there) → `run` (one pool batch of exports; the
+//! up-to-date and the non-notebooks pass through as `skipped`) → `report` (manifest, index page,
+//! JSON report) → exit status.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,

@@ -1,9 +1,10 @@
 //! `lorchestra`: run a pipeline's stages in order, the independent jobs of each stage in
 //! parallel, with a crash-safe run record.
 //!
-//! The flow of `lorchestra pipeline`: `config` turns the files into a validated `Pipeline`
-//! (every input error is raised there) → `run` runs the stages through the core's pool, sending
-//! every job transition to the `store`'s single writer → the exit status.
+//! The flow of `lorchestra pipeline`, as in every tool: `cli` (the flags) → `plan` (options
+//! checked) and `load` (the files made a checked `Pipeline`; every input error is raised there,
+//! the dry run is `dryrun`) → `run` (the run's life: segments of stages, each one pool batch,
+//! `batch`) → the `store`'s single writer of the run record, the report → the exit status.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,

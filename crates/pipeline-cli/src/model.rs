@@ -1,5 +1,5 @@
 //! The checked model of a pipeline: what the loading makes of the files, and what a run reads.
-//! Nothing here reads a file or checks one: see `project.rs`.
+//! Nothing here reads a file or checks one: see `load.rs` and `jobs.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The files, as written: serde's view of a pipeline file, a job file and their tables, and the
-//! reading of a file with errors that name its line. `project.rs` checks what is read here.
+//! reading of a file with errors that name its line. `load.rs` and `jobs.rs` check
+//! what is read here.
 
 use std::collections::BTreeMap;
 use std::fmt;
