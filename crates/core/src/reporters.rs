@@ -3,7 +3,7 @@
 //! - [`Bar`]: an indicatif progress bar with ETA, for a terminal. Failures print above it.
 //! - [`Plain`]: one line per finished task, for CI logs and pipes.
 //! - [`JsonLines`]: one JSON object per event, for machines.
-//! - [`Silent`]: nothing.
+//! - [`Silent`], which prints nothing.
 //!
 //! [`ProgressMode::reporter`] picks one the way users expect: a bar on a terminal, plain lines
 //! otherwise; `NO_COLOR` turns colour off everywhere.
