@@ -98,7 +98,8 @@ fn nested(ctx: &RunContext<'_>, job: &Job, name: &str) -> Result<Command, TaskEr
         .arg("pipeline")
         .arg(name)
         .arg("--dir")
-        .arg(&ctx.project.dir)
+        // It runs in the project's folder: a relative `--dir` would be read from there.
+        .arg(std::path::absolute(&ctx.project.dir).unwrap_or_else(|_| ctx.project.dir.clone()))
         .arg("--max-workers")
         .arg(ctx.opts.max_workers.get().to_string())
         .arg("--no-progress");

@@ -122,8 +122,10 @@ fn finish(
 }
 
 /// The run's folder, with its `logs/` and `outputs/`, and the payload nested pipelines read.
+/// Absolute: jobs run in the project's folder, not in ours, and get paths inside it.
 fn make_run_dir(project: &Project, run_id: &str, opts: &RunOptions) -> Result<PathBuf> {
-    let run_dir = store::run_dir(&project.at(""), run_id);
+    let run_dir = std::path::absolute(store::run_dir(&project.at(""), run_id))
+        .context("finding the current folder")?;
     for sub in ["logs", "outputs"] {
         std::fs::create_dir_all(run_dir.join(sub))
             .with_context(|| format!("creating {}", run_dir.display()))?;

@@ -61,3 +61,37 @@ needs = ["bad"]
     );
     assert!(statuses(&r).contains(&("graph".into(), "after".into(), "skipped".into())));
 }
+
+/// `--dir` relative to where lorchestra runs, while jobs run in the project folder: the paths a
+/// job is given (`$LORCHESTRA_OUTPUT`, a nested pipeline's project and files) work from there.
+#[test]
+fn a_project_named_by_a_relative_dir_gives_its_jobs_paths_that_work_in_their_folder() {
+    let outer = r#"
+[[stages]]
+name = "peek"
+jobs = ["peek"]
+[[stages]]
+name = "each"
+loop = { over = "@run.peek.items", key = "@item.id", payload = { id = "@item.id" }, jobs = ["pipeline.inner"] }
+[jobs.peek]
+command = "printf '{\"items\": [{\"id\": \"x\"}, {\"id\": \"y\"}]}' > \"$LORCHESTRA_OUTPUT\""
+"#;
+    let inner = r#"
+[jobs.mark]
+command = "echo \"$LORCHESTRA_PAYLOAD_ID\" > \"mark-$LORCHESTRA_PAYLOAD_ID\""
+"#;
+    let p = Project::create(&[
+        ("proj/pipelines/outer.toml", outer),
+        ("proj/pipelines/inner.toml", inner),
+    ]);
+    let out = p.run(&["--dir", "proj", "pipeline", "outer", "--no-progress"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for id in ["x", "y"] {
+        let mark = std::fs::read_to_string(p.path().join(format!("proj/mark-{id}"))).unwrap();
+        assert_eq!(mark.trim(), id);
+    }
+    assert!(
+        !p.path().join("proj/proj").exists(),
+        "the nested runs found the project"
+    );
+}
