@@ -18,7 +18,7 @@ use crate::model::Job;
 use crate::output;
 use crate::segment::segment_todo;
 use crate::store::{JobStatus, Update};
-use crate::uptodate::{Combined, decide};
+use crate::uptodate::{Combined, Decided, decide};
 
 /// Run the jobs of `stages` not done yet as one pool batch: each starts as soon as what it waits
 /// for has finished. Workers decide and run; they tell the owner thread what happened (notes
@@ -53,6 +53,7 @@ pub(crate) fn run_jobs(
         ctx,
         flat: &flat,
         so_far,
+        decided: Mutex::new(vec![false; flat.len()]),
         entries: Mutex::new(vec![None; flat.len()]),
         combined: Mutex::new(HashMap::new()),
     };
@@ -106,7 +107,10 @@ struct Work<'a> {
     ctx: &'a RunContext<'a>,
     flat: &'a [(usize, usize, &'a Job)],
     so_far: &'a RunState,
-    /// Per job: the cache entry to keep if it succeeds (decided at its first attempt).
+    /// Per job: whether it was decided (at its first attempt; a retry decides again after a
+    /// decision that failed, so a job never runs without one).
+    decided: Mutex<Vec<bool>>,
+    /// Per job: the cache entry to keep if it succeeds.
     entries: Mutex<Vec<Option<crate::cache::Entry>>>,
     combined: Combined,
 }
@@ -114,38 +118,50 @@ struct Work<'a> {
 impl Work<'_> {
     /// One attempt of job `fi`.
     fn job(&self, fi: usize, tctx: &fanout::TaskContext<'_>) -> (Result<(), TaskError>, JobFacts) {
-        let ctx = self.ctx;
-        if tctx.attempt() == 1 {
-            let decided = decide(ctx, self.flat, fi, self.so_far, &self.combined);
-            let (reason, decided) = match decided {
-                Ok(d) => (d.reason.clone(), Ok(d)),
-                Err(why) => (Some(why.clone()), Err(why)),
-            };
-            let (stamps, output, up_to_date) = match &decided {
-                Ok(d) => (d.stamps.clone(), d.output.clone(), d.up_to_date),
-                Err(_) => (Vec::new(), None, false),
-            };
-            tctx.note(JobNote::Decided {
-                reason,
-                stamps,
-                output,
-            });
-            match decided {
-                Err(why) => return (Err(TaskError::failed(why)), JobFacts::default()),
-                Ok(d) => lock(&self.entries)[fi] = d.entry,
-            }
-            if up_to_date {
-                let facts = JobFacts {
-                    up_to_date: true,
-                    ..JobFacts::default()
-                };
-                return (Ok(()), facts);
+        let first = !lock(&self.decided)[fi];
+        if first {
+            match decide(self.ctx, self.flat, fi, self.so_far, &self.combined) {
+                Err(why) => {
+                    tctx.note(JobNote::Decided {
+                        reason: Some(why.clone()),
+                        stamps: Vec::new(),
+                        output: None,
+                    });
+                    return (Err(TaskError::failed(why)), JobFacts::default());
+                }
+                Ok(Decided {
+                    up_to_date,
+                    reason,
+                    stamps,
+                    output,
+                    entry,
+                }) => {
+                    tctx.note(JobNote::Decided {
+                        reason,
+                        stamps,
+                        output,
+                    });
+                    lock(&self.decided)[fi] = true;
+                    lock(&self.entries)[fi] = entry;
+                    if up_to_date {
+                        let facts = JobFacts {
+                            up_to_date: true,
+                            ..JobFacts::default()
+                        };
+                        return (Ok(()), facts);
+                    }
+                }
             }
         }
-        // Until it succeeds, the job is not up to date (it may leave half-written outputs).
-        let started = lock(&self.entries)[fi]
-            .as_ref()
-            .map(crate::cache::Entry::started);
+        // Until it succeeds, the job is not up to date (it may leave half-written outputs):
+        // said once, before it first runs.
+        let started = if first {
+            lock(&self.entries)[fi]
+                .as_ref()
+                .map(crate::cache::Entry::started)
+        } else {
+            None
+        };
         tctx.note(JobNote::Starting {
             attempt: tctx.attempt(),
             at: SystemTime::now(),
@@ -227,9 +243,16 @@ impl fanout::Reporter<(), JobFacts> for Recorder<'_, '_> {
                 finished,
                 total,
             } => self.finished(outcome, *finished, *total, event),
-            // What ran, recorded as the pool chose it (never worked out again afterwards).
-            Event::BatchStarted { strategy, .. } => {
-                self.send(Update::Strategy(*strategy));
+            // What ran, recorded as the pool chose it (never worked out again afterwards): the
+            // strategy of the run's largest batch (a loop of one item runs serially, an empty
+            // one runs nothing; neither says how the run's jobs ran).
+            Event::BatchStarted {
+                strategy, total, ..
+            } => {
+                if *total > self.ran.largest_batch {
+                    self.ran.largest_batch = *total;
+                    self.send(Update::Strategy(*strategy));
+                }
                 self.progress.report(event);
             }
             _ => self.progress.report(event),

@@ -76,6 +76,8 @@ pub(crate) struct Ran {
     pub(crate) up_to_date: Vec<String>,
     /// Jobs that did not start (not counting those up to date).
     pub(crate) not_started: usize,
+    /// The most jobs a batch of this run had: the record keeps that batch's strategy.
+    pub(crate) largest_batch: usize,
 }
 
 /// What the segments of a run share, by job id (positions change as loops are expanded).

@@ -86,8 +86,9 @@ pub(crate) struct RunRecord {
     pub(crate) finished_at_unix: Option<f64>,
     pub(crate) duration_seconds: Option<f64>,
     pub(crate) max_workers: usize,
-    /// The strategy the pool ran the jobs with (of the last batch: every batch of a run has the
-    /// same settings). Absent in records of older versions and of runs that ran nothing.
+    /// The strategy the pool ran the jobs with: that of the run's largest batch, as the pool
+    /// reported it (a segment of one job runs serially whatever the others did). Absent in
+    /// records of older versions and of runs whose batches were all empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) strategy: Option<fanout::Strategy>,
     /// How many times the run was resumed.

@@ -515,3 +515,41 @@ command = "echo b {{payload.session_id}} >> ran"
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(ran(&p), ["a s2"]);
 }
+
+/// The record and the report say how the jobs ran, as the pool reported it: the strategy of the
+/// run's largest batch (not the serial one of a one-item loop after it), and `FANOUT_STRATEGY`
+/// when it is set.
+#[test]
+fn the_strategy_that_ran_is_recorded() {
+    let pipeline = r#"
+[[stages]]
+name = "first"
+jobs = ["peek", "other"]
+[[stages]]
+name = "each"
+loop = { over = "@run.peek.items", jobs = ["work"] }
+[jobs.peek]
+command = "printf '{\"items\": [1]}' > \"$LORCHESTRA_OUTPUT\""
+[jobs.other]
+command = "true"
+[jobs.work]
+command = "true"
+"#;
+    let p = Project::create(&[("pipelines/p.toml", pipeline)]);
+    for (env, expected) in [(None, "threads"), (Some("serial"), "serial")] {
+        let env: Vec<(&str, &str)> = env.map(|s| ("FANOUT_STRATEGY", s)).into_iter().collect();
+        let out = p.run_env(&["pipeline", "p", "-j", "2", "--no-progress"], &env);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let r = p.last_record();
+        assert_eq!(r["strategy"], expected, "{env:?}");
+        let run_id = r["run_id"].as_str().unwrap();
+        let report = p
+            .path()
+            .join(".lorchestra/runs")
+            .join(run_id)
+            .join("report.json");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        assert_eq!(report["summary"]["strategy"], expected, "{env:?}");
+    }
+}

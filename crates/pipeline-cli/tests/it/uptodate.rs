@@ -462,3 +462,25 @@ outputs = ["out.txt"]
             .contains("up to date")
     );
 }
+
+/// A job whose input is missing fails without running, also when it has retries: a retry
+/// decides again (the input may have appeared) and never runs the job without a decision.
+#[test]
+fn a_missing_input_fails_the_job_without_running_it_on_any_attempt() {
+    let pipeline = "[jobs.j]\ncommand = \"touch ran\"\ninputs = [\"missing.txt\"]\nretries = 1\n";
+    let p = Project::create(&[("pipelines/p.toml", pipeline)]);
+    let out = p.run(&["pipeline", "p", "--no-progress"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("input missing.txt does not exist"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !p.path().join("ran").exists(),
+        "the job ran without its input"
+    );
+    let r = p.last_record();
+    assert_eq!(job(&r, "j")["status"], "failed");
+    assert_eq!(job(&r, "j")["attempts"], 2);
+}
