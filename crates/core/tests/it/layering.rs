@@ -16,10 +16,11 @@ fn the_core_modules_keep_their_layers() {
             "result worker runlock process::command process::guardian shell::code",
             // Events; exit codes; retries; a process's output, its group, its tree; the lexer.
             "events exit retry process::output process::sys process::tree shell::lex",
-            // Pool settings; the reporters; Ctrl-C; how a process is wired and spawned.
-            "config reporters interrupt process::pipes process::spawn",
+            // Pool settings; the reporters; how a process is wired and spawned.
+            "config reporters process::pipes process::spawn",
             "task process::runner",
-            "graph process::forkserver",
+            // The ready queue; the fork server; Ctrl-C (which kills every job).
+            "graph process::forkserver interrupt",
             "pool",
             "map",
         ],

@@ -14,10 +14,10 @@ fn lorchestra_modules_keep_their_layers() {
             // The checked model; the run record.
             "model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked
-            // options (plan); the up-to-date decision.
-            "raw waits output report plan cache",
-            // A job's definition; placeholders; what a run's jobs share; the record's writer.
-            "jobs placeholders context store::writer",
+            // options (plan); the up-to-date decision; the record's writer.
+            "raw waits output report plan cache store::writer",
+            // A job's definition; placeholders; what a run's jobs share.
+            "jobs placeholders context",
             // Loading a pipeline; loops; a job to a command; segments; up to date or not.
             "load looping job segment uptodate",
             // `graph`; the dry run; one segment's batch.
