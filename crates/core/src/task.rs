@@ -85,7 +85,9 @@ impl<I> Task<I> {
 /// Something a task tells the batch's owner thread while it runs (see [`TaskContext::note`]).
 pub type Note = Box<dyn std::any::Any + Send>;
 
-/// What the work function knows about the task it runs.
+/// What the work function knows about the task it runs. It belongs to the worker thread that
+/// runs the task (it is neither `Send` nor `Sync`: notes go through that worker's outbox); work
+/// that starts threads of its own hands them [`cancel_token`](Self::cancel_token).
 pub struct TaskContext<'a> {
     pub(crate) index: usize,
     pub(crate) name: &'a str,
@@ -101,6 +103,7 @@ impl std::fmt::Debug for TaskContext<'_> {
             .field("index", &self.index)
             .field("name", &self.name)
             .field("attempt", &self.attempt)
+            .field("cancel", &self.cancel)
             .finish_non_exhaustive()
     }
 }

@@ -13,8 +13,8 @@ use crate::providers::{self};
 /// A counting semaphore: at most `n` requests in flight to one provider.
 #[derive(Debug)]
 pub(crate) struct Limit {
-    pub(crate) free: Mutex<usize>,
-    pub(crate) freed: Condvar,
+    free: Mutex<usize>,
+    freed: Condvar,
 }
 
 impl Limit {

@@ -12,13 +12,13 @@ use crate::row::{Cell, Done, EXTRA, Format, RESULT_COLUMNS, Row, encode_csv};
 
 /// One destination of rows.
 pub(crate) struct Sink {
-    pub(crate) format: Format,
-    pub(crate) out: Box<dyn Write + Send>,
-    pub(crate) name: String,
+    format: Format,
+    out: Box<dyn Write + Send>,
+    name: String,
     /// The file (none for standard output): a file's provisional header can be rewritten.
-    pub(crate) path: Option<PathBuf>,
+    path: Option<PathBuf>,
     /// Whether the CSV header is written (with `--flatten` it waits for the columns).
-    pub(crate) headed: bool,
+    headed: bool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -28,6 +28,31 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
+    /// Standard output, in CSV.
+    pub(crate) fn stdout() -> Self {
+        Sink {
+            format: Format::Csv,
+            out: Box::new(std::io::stdout()),
+            name: "standard output".to_owned(),
+            path: None,
+            headed: false,
+        }
+    }
+
+    /// A results file (not standard output): its provisional header can be rewritten.
+    pub(crate) fn is_file(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// Whether its CSV header is written.
+    pub(crate) fn is_headed(&self) -> bool {
+        self.headed
+    }
+
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
     /// A new results file (its folder made if needed), with its header unless that waits
     /// (`None`). An existing one is not overwritten: its rows may be all that is left of an
     /// expensive run.

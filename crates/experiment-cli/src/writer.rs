@@ -93,13 +93,7 @@ impl Outputs {
     /// Standard output.
     pub(crate) fn stdout(header: Vec<String>, flatten: Flattening) -> Result<Self> {
         let flat = flatten.start();
-        let sink = Sink {
-            format: Format::Csv,
-            out: Box::new(std::io::stdout()),
-            name: "standard output".to_owned(),
-            path: None,
-            headed: false,
-        };
+        let sink = Sink::stdout();
         let mut out = Outputs {
             header,
             sinks: vec![sink],
@@ -195,7 +189,7 @@ impl Outputs {
         } else {
             let mut provisional = self.header.clone();
             provisional.push(EXTRA.to_owned());
-            for s in self.sinks.iter_mut().filter(|s| s.path.is_some()) {
+            for s in self.sinks.iter_mut().filter(|s| s.is_file()) {
                 s.head(&provisional)?;
             }
         }
@@ -213,7 +207,7 @@ impl Outputs {
             for s in self
                 .sinks
                 .iter_mut()
-                .filter(|s| s.headed && s.format == Format::Csv)
+                .filter(|s| s.is_headed() && s.format() == Format::Csv)
             {
                 s.reheader(base, n, &header)?;
             }
@@ -231,7 +225,7 @@ impl Outputs {
         let Some(flat) = &mut self.flat else {
             return self.sinks[to].write(&self.header, row);
         };
-        if self.sinks[to].format == Format::JsonLines {
+        if self.sinks[to].format() == Format::JsonLines {
             // No header to fix: each line has the answer's own fields.
             let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
             let mut names = self.header.clone();
@@ -246,7 +240,7 @@ impl Outputs {
             let pairs = named(&self.header, row.flat.as_deref().unwrap_or_default());
             if !pairs.is_empty() {
                 self.fix_columns(pairs.into_iter().map(|(k, _)| k).collect())?;
-            } else if self.sinks[to].path.is_some() {
+            } else if self.sinks[to].is_file() {
                 // Written at once, under the provisional header: no answer's columns yet.
                 return self.write_flat_csv(to, row);
             } else {

@@ -299,6 +299,7 @@ fn stage_of<'a>(layout: &[StageLayout<'a>]) -> HashMap<&'a str, usize> {
         })
         .collect()
 }
+
 /// A stage's loop, checked: `over` and the references name jobs of earlier stages, `key` is a
 /// path into the item, the jobs are there and need nothing. `jobs`: the loop's jobs, loaded.
 fn check_loop(

@@ -79,7 +79,7 @@ pub(crate) struct Loop {
     pub(crate) expanded: bool,
 }
 
-/// `pipeline.<name>` as a job: this program run on that pipeline (see `run.rs`).
+/// `pipeline.<name>` as a job: this program run on that pipeline (see `job.rs`).
 pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
     Job {
         id: id.to_owned(),

@@ -36,7 +36,7 @@ pub(crate) fn deps_of(
 
 /// What deciding found: whether the job is up to date, why it runs (for a job with inputs),
 /// the files hashed afresh, the value an up-to-date job returned when it last ran, and the cache
-/// entry to keep if it runs and succeeds. The worker tells the owner (see `run.rs`).
+/// entry to keep if it runs and succeeds. The worker tells the owner (see `batch.rs`).
 #[derive(Debug)]
 pub(crate) struct Decided {
     pub(crate) up_to_date: bool,

@@ -349,12 +349,14 @@ impl ForkServer {
         if !killed {
             killed_processes = session.finish_forked(cookie, job.grace);
         }
+        // The job's time, not counting the reading of its output files.
+        let duration = start.elapsed();
         Ok(ProcessOutput {
             pid: child.map_or(0, |(p, _)| p.cast_unsigned()),
             ending: forced.unwrap_or(end),
             stdout: captured_file(&job.stdout, job.max_captured),
             stderr: captured_file(&job.stderr, job.max_captured),
-            duration: start.elapsed(),
+            duration,
             killed_processes,
             command: job
                 .args
