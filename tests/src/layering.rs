@@ -87,78 +87,80 @@ fn split_reexports(code: &str) -> (Vec<&str>, String) {
     (statements, rest)
 }
 
-/// The paths of a use tree or a path expression at the start of `s`: `a::b::{c, d::{e, self}}`
-/// is `a::b::c`, `a::b::d::e` and `a::b::d`; each path with the name it is known by (`as`).
-fn paths(s: &str) -> Vec<(Vec<String>, String)> {
-    fn skip_ws(s: &[u8], i: &mut usize) {
-        while *i < s.len() && s[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
+fn skip_ws(s: &[u8], i: &mut usize) {
+    while *i < s.len() && s[*i].is_ascii_whitespace() {
+        *i += 1;
     }
-    fn ident(s: &[u8], i: &mut usize) -> String {
-        let start = *i;
-        while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == b'_') {
-            *i += 1;
-        }
-        String::from_utf8_lossy(&s[start..*i]).into_owned()
+}
+fn ident(s: &[u8], i: &mut usize) -> String {
+    let start = *i;
+    while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == b'_') {
+        *i += 1;
     }
-    fn tree(s: &[u8], i: &mut usize) -> Vec<Vec<String>> {
-        skip_ws(s, i);
-        if s.get(*i) == Some(&b'{') {
-            *i += 1;
-            let mut out = Vec::new();
-            loop {
-                skip_ws(s, i);
-                match s.get(*i) {
-                    None => return out,
-                    Some(b'}') => {
-                        *i += 1;
-                        return out;
-                    }
-                    Some(b',') => *i += 1,
-                    Some(_) => {
-                        let before = *i;
-                        let mut sub = tree(s, i);
+    String::from_utf8_lossy(&s[start..*i]).into_owned()
+}
+/// One use tree at `s[*i..]`, as the segment lists it stands for.
+fn tree(s: &[u8], i: &mut usize) -> Vec<Vec<String>> {
+    skip_ws(s, i);
+    if s.get(*i) == Some(&b'{') {
+        *i += 1;
+        let mut out = Vec::new();
+        loop {
+            skip_ws(s, i);
+            match s.get(*i) {
+                None => return out,
+                Some(b'}') => {
+                    *i += 1;
+                    return out;
+                }
+                Some(b',') => *i += 1,
+                Some(_) => {
+                    let before = *i;
+                    let mut sub = tree(s, i);
+                    skip_ws(s, i);
+                    if s[*i..].starts_with(b"as ") {
+                        *i += 3;
                         skip_ws(s, i);
-                        if s[*i..].starts_with(b"as ") {
-                            *i += 3;
-                            skip_ws(s, i);
-                            let alias = ident(s, i);
-                            for p in &mut sub {
-                                p.push(format!("as {alias}"));
-                            }
+                        let alias = ident(s, i);
+                        for p in &mut sub {
+                            p.push(format!("as {alias}"));
                         }
-                        out.extend(sub);
-                        if *i == before {
-                            *i += 1;
-                        }
+                    }
+                    out.extend(sub);
+                    if *i == before {
+                        *i += 1;
                     }
                 }
             }
         }
-        let seg = ident(s, i);
-        if seg.is_empty() {
-            return Vec::new();
-        }
-        if s[*i..].starts_with(b"::") {
-            *i += 2;
-            let rest = tree(s, i);
-            if rest.is_empty() {
-                return vec![vec![seg]];
-            }
-            return rest
-                .into_iter()
-                .map(|mut p| {
-                    if p.first().is_some_and(|f| f == "self") {
-                        p.remove(0);
-                    }
-                    p.insert(0, seg.clone());
-                    p
-                })
-                .collect();
-        }
-        vec![vec![seg]]
     }
+    let seg = ident(s, i);
+    if seg.is_empty() {
+        return Vec::new();
+    }
+    if s[*i..].starts_with(b"::") {
+        *i += 2;
+        let rest = tree(s, i);
+        if rest.is_empty() {
+            return vec![vec![seg]];
+        }
+        return rest
+            .into_iter()
+            .map(|mut p| {
+                if p.first().is_some_and(|f| f == "self") {
+                    p.remove(0);
+                }
+                p.insert(0, seg.clone());
+                p
+            })
+            .collect();
+    }
+    vec![vec![seg]]
+}
+
+/// The paths of a use tree or a path expression at the start of `s`: `a::b::{c, d::{e, self}}`
+/// is `a::b::c`, `a::b::d::e` and `a::b::d`; each path with the name it is known by (`as`).
+fn paths(s: &str) -> Vec<(Vec<String>, String)> {
     let mut i = 0;
     tree(s.as_bytes(), &mut i)
         .into_iter()
