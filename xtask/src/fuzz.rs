@@ -22,17 +22,18 @@ in fuzz/corpus/. Installs cargo-fuzz and the nightly toolchain if they are missi
 the executions per target; fails if a target crashed (the input is in fuzz/artifacts/).
 
 Targets: pipeline_project, run_record (lorchestra); experiments, results_resume (parallamr);
-pyproject, notebook, manifest (export-nb); shell_values (the core: a value in a shell script stays
+pyproject, notebook, pep723, manifest (export-nb); shell_values (the core: a value in a shell script stays
 data, with sh as the oracle).";
 
 /// The targets, in `fuzz/fuzz_targets/`.
-pub(crate) const TARGETS: [&str; 8] = [
+pub(crate) const TARGETS: [&str; 9] = [
     "pipeline_project",
     "run_record",
     "experiments",
     "results_resume",
     "pyproject",
     "notebook",
+    "pep723",
     "manifest",
     "shell_values",
 ];

@@ -69,3 +69,9 @@ pub fn manifest(root: &Path, manifest: &[u8]) {
         "a manifest key removed a file outside the output folder"
     );
 }
+
+/// A file's text: the header parser finds exactly the `script` block PEP 723's reference
+/// expression finds (see `pep723::check_against_reference`).
+pub fn pep723(content: &[u8]) {
+    crate::pep723::check_against_reference(&String::from_utf8_lossy(content));
+}

@@ -14,7 +14,7 @@ pub(crate) struct ScriptMetadata {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct Block {
+struct Fields {
     requires_python: Option<String>,
     #[serde(default)]
     dependencies: Vec<String>,
@@ -22,47 +22,20 @@ struct Block {
 
 /// The `script` block of `text`, if it has one. An error names the line and what is wrong.
 ///
-/// The block, per PEP 723: a line `# /// script`, then lines that are `#` alone or start with
-/// `# `, then a line `# ///`. Its content (the comment marks removed) is TOML.
+/// Found exactly as PEP 723's reference implementation finds it (its regular expression
+/// `^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$`, every match, then the
+/// one of type `script`), on the text as Python reads a file: a leading byte order mark dropped,
+/// `\r\n` and `\r` read as `\n`. So a block is a line `# /// TYPE`, then lines that are `#` alone
+/// or start with `# `, closed by the *last* `# ///` line of that run of comment lines (a
+/// `# Copyright` line after it does not reopen the block); blocks of other types are skipped
+/// whole. Two `script` blocks are an error, as in the PEP; so is a `# /// script` line that no
+/// `# ///` closes, which uv would silently ignore.
 pub(crate) fn parse(text: &str) -> Result<Option<ScriptMetadata>, String> {
-    let mut lines = text.lines().enumerate();
-    let Some((start, _)) = lines.find(|(_, l)| l.trim_end() == "# /// script") else {
+    let Some(Block723 { line, content }) = script_block(text)? else {
         return Ok(None);
     };
-    let mut content = String::new();
-    let mut end = None;
-    for (n, line) in lines {
-        let line = line.trim_end_matches('\r');
-        if line == "# ///" {
-            end = Some(n);
-            // PEP 723: the last `# ///` before a non-comment line closes the block.
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            if end.is_some() {
-                // A `# ///` followed by more comment lines was part of the content.
-                content.push_str("///\n");
-                end = None;
-            }
-            content.push_str(rest);
-            content.push('\n');
-        } else if line == "#" {
-            if end.is_some() {
-                content.push_str("///\n");
-                end = None;
-            }
-            content.push('\n');
-        } else {
-            break;
-        }
-    }
-    if end.is_none() {
-        return Err(format!(
-            "the `# /// script` block that starts on line {} is never closed with `# ///`",
-            start + 1
-        ));
-    }
-    let block: Block = toml::from_str(&content).map_err(|e| {
+    let start = line - 1;
+    let block: Fields = toml::from_str(&content).map_err(|e| {
         format!(
             "the `# /// script` block that starts on line {} is not valid: {}",
             start + 1,
@@ -91,6 +64,179 @@ pub(crate) fn parse(text: &str) -> Result<Option<ScriptMetadata>, String> {
         requires_python: block.requires_python.map(|s| s.trim().to_owned()),
         dependencies,
     }))
+}
+
+/// A metadata block of type `script`: the 1-based line of its `# /// script`, and its content
+/// with the comment marks removed (TOML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Block723 {
+    pub(crate) line: usize,
+    pub(crate) content: String,
+}
+
+/// The text as Python reads a file in text mode: no byte order mark, every line end `\n`.
+pub(crate) fn normalize(text: &str) -> std::borrow::Cow<'_, str> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n").into()
+    } else {
+        text.into()
+    }
+}
+
+/// `line` without its comment mark, as the PEP's reference does: `# ` or else one character.
+fn uncomment(line: &str) -> &str {
+    line.strip_prefix("# ").unwrap_or_else(|| {
+        let mut chars = line.chars();
+        chars.next();
+        chars.as_str()
+    })
+}
+
+/// `text` cut as Python's `str.splitlines(keepends=True)` cuts it: after `\n`, `\r\n`, `\r`,
+/// and the other line boundaries Python knows (`\x0b`, `\x0c`, `\x1c`-`\x1e`, `\u{85}`,
+/// `\u{2028}`, `\u{2029}`). The reference joins a block's content from these pieces.
+pub(crate) fn python_lines(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let end = match c {
+            '\r' if chars.peek().is_some_and(|&(_, n)| n == '\n') => {
+                chars.next();
+                at + 2
+            }
+            '\n' | '\r' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}'
+            | '\u{2029}' => at + c.len_utf8(),
+            _ => continue,
+        };
+        pieces.push(&text[start..end]);
+        start = end;
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
+}
+
+/// PEP 723's reference implementation, word for word: its regular expression over the whole
+/// (normalized) text, every match, the `script` ones kept; more than one is an error. The
+/// oracle [`script_block`] is checked against, in the tests and by the `pep723` fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn reference(text: &str) -> Result<Option<String>, ()> {
+    static REGEX: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$",
+        )
+        .expect("the PEP's expression")
+    });
+    let text = normalize(text);
+    let matches: Vec<_> = REGEX
+        .captures_iter(&text)
+        .filter(|m| &m["type"] == "script")
+        .collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [m] => Ok(Some(
+            python_lines(&m["content"])
+                .into_iter()
+                .map(|line| match line.strip_prefix("# ") {
+                    Some(rest) => rest,
+                    None => &line[line.chars().next().map_or(0, char::len_utf8)..],
+                })
+                .collect(),
+        )),
+        _ => Err(()),
+    }
+}
+
+/// Ours agrees with the reference: the same content, or both refuse two blocks; where the
+/// reference finds none, ours finds none or refuses an unclosed `# /// script`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_against_reference(text: &str) {
+    let ours = script_block(text);
+    match (reference(text), &ours) {
+        (Ok(Some(content)), Ok(Some(block))) => assert_eq!(block.content, content, "{text:?}"),
+        (Ok(None), Ok(None)) | (Err(()), Err(_)) => {}
+        (Ok(None), Err(e)) if e.contains("never closed") => {}
+        (theirs, _) => panic!("{text:?}: the reference gives {theirs:?}, ours {ours:?}"),
+    }
+}
+
+/// The `script` block of `text` (see [`parse`]), its TOML not read yet.
+pub(crate) fn script_block(text: &str) -> Result<Option<Block723>, String> {
+    let text = normalize(text);
+    // Each line, and whether a `\n` ends it (the last line may have none).
+    let lines: Vec<(&str, bool)> = {
+        let mut v: Vec<(&str, bool)> = text
+            .split_inclusive('\n')
+            .map(|l| l.strip_suffix('\n').map_or((l, false), |l| (l, true)))
+            .collect();
+        if v.is_empty() {
+            v.push(("", false));
+        }
+        v
+    };
+    let is_comment = |l: &str| l == "#" || l.starts_with("# ");
+    let mut found: Vec<Block723> = Vec::new();
+    let mut unclosed = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let (line, newline) = lines[i];
+        let Some(kind) = line.strip_prefix("# /// ").filter(|k| {
+            newline && !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        }) else {
+            i += 1;
+            continue;
+        };
+        // The run of comment lines after it (each ended by `\n`), then the last `# ///` in it or
+        // right after it (at the end of the text, with no `\n`), with content before it.
+        let run_end = (i + 1..lines.len())
+            .find(|&j| !(lines[j].1 && is_comment(lines[j].0)))
+            .unwrap_or(lines.len());
+        let last = run_end.min(lines.len() - 1);
+        let close = (i + 2..=last).rev().find(|&j| lines[j].0 == "# ///");
+        let Some(close) = close else {
+            if kind == "script" && unclosed.is_none() {
+                unclosed = Some(i + 1);
+            }
+            i += 1;
+            continue;
+        };
+        if kind == "script" {
+            let content = lines[i + 1..close]
+                .iter()
+                .map(|(l, _)| {
+                    let line = format!("{l}\n");
+                    python_lines(&line)
+                        .into_iter()
+                        .map(uncomment)
+                        .collect::<String>()
+                })
+                .collect();
+            found.push(Block723 {
+                line: i + 1,
+                content,
+            });
+        }
+        i = close + 1;
+    }
+    match (found.len(), unclosed) {
+        (0, None) => Ok(None),
+        (0, Some(line)) => Err(format!(
+            "the `# /// script` block that starts on line {line} is never closed with `# ///`"
+        )),
+        (1, _) => Ok(found.pop()),
+        _ => Err(format!(
+            "there are {} `# /// script` blocks (lines {}); PEP 723 allows one: merge them",
+            found.len(),
+            found
+                .iter()
+                .map(|b| b.line.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// The normalized project name a requirement is for (`Marimo[sql]>=0.9` -> `marimo`).
@@ -129,6 +275,90 @@ mod tests {
         );
         let err = parse("# /// script\n# dependencies = 3\n# ///\n").unwrap_err();
         assert!(err.contains("line 1") && err.contains("not valid"), "{err}");
+    }
+
+    #[test]
+    fn the_last_closing_line_of_the_comment_run_closes_the_block() {
+        // marimo's examples/ui/image_comparison_demo.py: a shebang, the block, then a comment.
+        let text = "#!/usr/bin/env python3\n# /// script\n# requires-python = \">=3.11\"\n\
+                    # dependencies = [\n#     \"marimo\",\n# ]\n# ///\n# Copyright 2026 X.\n\n\
+                    import marimo\n";
+        let header = parse(text).unwrap().unwrap();
+        assert_eq!(header.requires_python.as_deref(), Some(">=3.11"));
+        assert_eq!(header.dependencies, ["marimo"]);
+        // A `# ///` inside the TOML (in a string) is content when a later one closes.
+        let text = "# /// script\n# dependencies = [\"a\"]\n# ///\n# [tool.x]\n# y = 1\n# ///\n";
+        let block = script_block(text).unwrap().unwrap();
+        assert_eq!(
+            block.content,
+            "dependencies = [\"a\"]\n///\n[tool.x]\ny = 1\n"
+        );
+    }
+
+    #[test]
+    fn other_blocks_crlf_and_a_byte_order_mark_are_read_as_uv_reads_them() {
+        let text = "\u{feff}# /// pyproject\r\n# [run]\r\n# ///\r\n\r\n# /// script\r\n\
+                    # dependencies = [\"numpy\"]\r\n# ///\r\nimport marimo\r\n";
+        let block = script_block(text).unwrap().unwrap();
+        assert_eq!(block.line, 5);
+        // With no line between them, the first block runs to the last `# ///`: the PEP's
+        // expression reads the `script` block as the `pyproject` block's content.
+        let joined = text.replacen("\r\n\r\n", "\r\n", 1);
+        assert_eq!(script_block(&joined).unwrap(), None);
+        assert_eq!(parse(text).unwrap().unwrap().dependencies, ["numpy"]);
+        // A `# /// script` inside another block's content is that block's content.
+        let text = "# /// other\n# /// script\n# ///\n";
+        assert_eq!(script_block(text).unwrap(), None);
+        let two = "# /// script\n# a = 1\n# ///\nx\n# /// script\n# b = 1\n# ///\n";
+        let err = script_block(two).unwrap_err();
+        assert!(err.contains("lines 1, 5"), "{err}");
+        // `# /// script ` (a trailing space) is not an opening line, for the PEP nor for us.
+        assert_eq!(
+            script_block("# /// script \n# a = 1\n# ///\n").unwrap(),
+            None
+        );
+    }
+
+    /// Lines a header is made of, and the ones that trip parsers.
+    const LINES: &[&str] = &[
+        "# /// script",
+        "# /// script",
+        "# /// pyproject",
+        "# ///",
+        "# ///",
+        "#",
+        "# a = 1",
+        "# dependencies = [\"x\"]",
+        "# Copyright",
+        "# /// script ",
+        "#///",
+        "# ////",
+        "import marimo",
+        "",
+        " # ///",
+        "# x\u{2028}y",
+        "#\u{85}",
+        "# \x0c# ///",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        #[test]
+        fn finds_what_the_peps_reference_expression_finds(
+            picks in proptest::collection::vec(0..LINES.len(), 0..14),
+            ends in proptest::collection::vec(0..3usize, 14),
+            last_newline: bool,
+            bom: bool,
+        ) {
+            let mut text = String::from(if bom { "\u{feff}" } else { "" });
+            for (n, &p) in picks.iter().enumerate() {
+                text.push_str(LINES[p]);
+                if n + 1 < picks.len() || last_newline {
+                    text.push_str(["\n", "\r\n", "\r"][ends[n]]);
+                }
+            }
+            check_against_reference(&text);
+        }
     }
 
     #[test]

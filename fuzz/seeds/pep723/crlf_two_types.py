@@ -1,0 +1,7 @@
+# /// pyproject
+# [run]
+# ///
+
+# /// script
+# dependencies = ["a"]
+# ///
