@@ -24,6 +24,7 @@ impl Tool for ExportNb {
 
 const EXAMPLES: &str = "  export-nb                          export ./notebooks to ./_site
   export-nb -j 4 docs/notebooks      four exports at a time
+  export-nb notebooks/intro.py       one notebook (its page as when its folder is exported)
   export-nb notebooks --apps apps    static pages plus WebAssembly apps
   export-nb --dry-run                show the export commands, run nothing
   export-nb completions bash > ~/.local/share/bash-completion/completions/export-nb";
@@ -57,15 +58,18 @@ pub struct Cli {
 /// What to export and how: the arguments of `export-nb` and of `export-nb watch`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
-    /// Folders of notebooks to export as static HTML pages [default: notebooks]
-    #[arg(value_name = "FOLDER")]
+    /// Folders of notebooks to export as static HTML pages, or notebook files, or globs
+    /// (`'nbs/**/*.py'`); a page goes where exporting its folder puts it [default: notebooks]
+    #[arg(value_name = "PATH")]
     pub folders: Vec<PathBuf>,
 
-    /// Folder of notebooks to export as WebAssembly apps (run mode, code hidden); repeatable
+    /// Folder of notebooks (or a notebook, or a glob) to export as WebAssembly apps (run mode,
+    /// code hidden); repeatable
     #[arg(long = "apps", value_name = "DIR")]
     pub apps: Vec<PathBuf>,
 
-    /// Folder of notebooks to export as interactive WebAssembly notebooks (edit mode); repeatable
+    /// Folder of notebooks (or a notebook, or a glob) to export as interactive WebAssembly
+    /// notebooks (edit mode); repeatable
     #[arg(long = "wasm", value_name = "DIR")]
     pub wasm: Vec<PathBuf>,
 
@@ -120,6 +124,12 @@ pub struct ExportArgs {
     /// Export every notebook, even those that are up to date
     #[arg(long)]
     pub force: bool,
+
+    /// Publish the page of a notebook whose cells raised errors (marimo still writes it, with
+    /// the errors shown in their cells); the index marks it "cell errors" and the run still
+    /// exits 1. Without it such a page is never published (the last good page stays)
+    #[arg(long)]
+    pub keep_failed_pages: bool,
 
     /// When another export-nb run (or watch) is using the output folder, wait for it to end
     /// (without: refuse, naming its pid)

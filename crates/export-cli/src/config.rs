@@ -52,11 +52,26 @@ impl Category {
     }
 }
 
-/// A folder to export and how.
+/// A folder to export and how: all its notebooks, or those named on the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct Source {
     pub(crate) folder: PathBuf,
     pub(crate) category: Category,
+    pub(crate) pick: Pick,
+}
+
+/// Which notebooks of a source's folder are exported. Pages are laid out as when the whole
+/// folder is exported (`export-nb nbs/sub/a.py` writes `notebooks/a.html`, `export-nb
+/// 'nbs/**/*.py'` writes `notebooks/sub/a.html`).
+#[derive(Debug, Clone)]
+pub(crate) enum Pick {
+    /// Every notebook below the folder.
+    All,
+    /// The one file named, as named (`nbs/sub/a.py`).
+    File(PathBuf),
+    /// The files below the folder whose path from it matches (a glob the shell did not
+    /// expand), as written.
+    Glob(globset::GlobMatcher, String),
 }
 
 /// Everything a run needs, validated.
@@ -80,6 +95,8 @@ pub(crate) struct Settings {
     pub(crate) title: String,
     pub(crate) exclude: GlobSet,
     pub(crate) force: bool,
+    /// `--keep-failed-pages`: install the page of a notebook whose cells raised.
+    pub(crate) keep_failed_pages: bool,
     /// `--wait`: for another run using the output folder.
     pub(crate) wait: fanout::runlock::Wait,
     /// Where pages load marimo's frontend from.
@@ -114,6 +131,7 @@ struct FileSettings {
     template: Option<PathBuf>,
     title: Option<String>,
     exclude: Option<Vec<String>>,
+    keep_failed_pages: Option<bool>,
     assets: Option<Assets>,
     backend: Option<String>,
     slurm_args: Option<Vec<String>>,
@@ -221,6 +239,7 @@ impl Settings {
                 .unwrap_or_else(|| "Notebooks".to_owned()),
             exclude,
             force: cli.force,
+            keep_failed_pages: cli.keep_failed_pages || file.keep_failed_pages.unwrap_or(false),
             wait: if cli.wait {
                 fanout::runlock::Wait::Yes
             } else {
@@ -298,37 +317,98 @@ impl Settings {
     }
 }
 
-/// The folders to export with their categories. With none named anywhere, `notebooks`.
+/// The folders (or files, or globs) to export with their categories. With none named anywhere,
+/// `notebooks`.
 fn sources(folders: Vec<PathBuf>, apps: Vec<PathBuf>, wasm: Vec<PathBuf>) -> Result<Vec<Source>> {
     let named = !(folders.is_empty() && apps.is_empty() && wasm.is_empty());
-    let folders = if named {
-        folders
-    } else {
-        vec![PathBuf::from("notebooks")]
-    };
+    if !named {
+        if !Path::new("notebooks").is_dir() {
+            bail!(
+                "nothing to export: there is no ./notebooks folder; name the folders (or \
+                 notebook files) to export, e.g. `export-nb path/to/notebooks`"
+            );
+        }
+        return Ok(vec![Source {
+            folder: "notebooks".into(),
+            category: Category::Notebooks,
+            pick: Pick::All,
+        }]);
+    }
     let mut sources = Vec::new();
     for (list, category) in [
         (folders, Category::Notebooks),
         (apps, Category::Apps),
         (wasm, Category::Wasm),
     ] {
-        for folder in list {
-            if !folder.is_dir() {
-                if named {
-                    bail!(
-                        "the folder {} does not exist (or is not a folder)",
-                        folder.display()
-                    );
-                }
-                bail!(
-                    "nothing to export: there is no ./notebooks folder; name the folders to \
-                     export, e.g. `export-nb path/to/notebooks`"
-                );
-            }
-            sources.push(Source { folder, category });
+        for path in list {
+            let (folder, pick) = source(&path)?;
+            sources.push(Source {
+                folder,
+                category,
+                pick,
+            });
         }
     }
     Ok(sources)
+}
+
+/// A path named to export: a folder, a `.py` file (its folder, that file), or a glob the shell
+/// left unexpanded (the folder before its first pattern, and the rest as the pattern).
+fn source(path: &Path) -> Result<(PathBuf, Pick)> {
+    if path.is_dir() {
+        return Ok((path.to_path_buf(), Pick::All));
+    }
+    if path.is_file() {
+        if path.extension().is_none_or(|e| e != "py") {
+            bail!(
+                "{} is not a notebook: name a marimo notebook (a .py file) or a folder of them",
+                path.display()
+            );
+        }
+        let folder = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        return Ok((folder, Pick::File(path.to_path_buf())));
+    }
+    let text = path.to_string_lossy();
+    if !text.contains(['*', '?', '[', '{']) {
+        bail!(
+            "{} does not exist: name a folder of notebooks, a notebook (.py), or a glob",
+            path.display()
+        );
+    }
+    // The literal folders before the first component with a pattern in it.
+    let mut folder = PathBuf::new();
+    let mut rest = Vec::new();
+    for part in path.components() {
+        let s = part.as_os_str().to_string_lossy();
+        if rest.is_empty() && !s.contains(['*', '?', '[', '{']) {
+            folder.push(part);
+        } else {
+            rest.push(s.into_owned());
+        }
+    }
+    let pattern = rest.join("/");
+    let glob = globset::GlobBuilder::new(&pattern)
+        .literal_separator(true)
+        .build()
+        .with_context(|| format!("{text:?} is not a valid glob"))?;
+    let folder = if folder.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        folder
+    };
+    if !folder.is_dir() {
+        bail!(
+            "the glob {text:?} starts in {}, which does not exist (or is not a folder)",
+            folder.display()
+        );
+    }
+    Ok((
+        folder,
+        Pick::Glob(glob.compile_matcher(), text.into_owned()),
+    ))
 }
 
 /// A repeatable flag's values, else the file's.
@@ -430,5 +510,20 @@ mod tests {
             settings(dir.path(), &["/no/such/folder"]).unwrap_err()
         );
         assert!(err.contains("/no/such/folder does not exist"), "{err}");
+        let err = format!(
+            "{:#}",
+            settings(dir.path(), &["/no/such/*.py"]).unwrap_err()
+        );
+        assert!(
+            err.contains("starts in /no/such, which does not exist"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+        let txt = dir.path().join("notes.txt");
+        let err = format!(
+            "{:#}",
+            settings(dir.path(), &[txt.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(err.contains("notes.txt is not a notebook"), "{err}");
     }
 }

@@ -8,7 +8,7 @@ use globset::GlobSet;
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
-use crate::config::{Category, Source};
+use crate::config::{Category, Pick, Source};
 use crate::pep723::{self, ScriptMetadata};
 
 /// One `.py` file found in a source folder.
@@ -58,10 +58,23 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
     let mut scanner = crate::imports::Scanner::default();
     let mut by_page: BTreeMap<PathBuf, Found> = BTreeMap::new();
     let mut others = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for src in sources {
-        for path in python_files(src, output.as_deref())? {
+        let files = python_files(src, output.as_deref())?;
+        if let Pick::Glob(_, text) = &src.pick
+            && files.is_empty()
+        {
+            bail!("the glob {text:?} matches no .py file");
+        }
+        for path in files {
             let rel = path.strip_prefix(&src.folder).unwrap_or(&path);
-            if exclude.is_match(rel) || exclude.is_match(&path) {
+            // A file named on the command line is exported even if an --exclude matches it.
+            let named = matches!(src.pick, Pick::File(_));
+            if !named && (exclude.is_match(rel) || exclude.is_match(&path)) {
+                continue;
+            }
+            // Named twice (`export-nb nbs nbs/a.py`): exported once.
+            if !seen.insert((src.category, path.clone())) {
                 continue;
             }
             let found = found(src, &path, &mut scanner)?;
@@ -87,6 +100,9 @@ pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> 
 /// The `.py` files below a source's folder, in name order; the folders `skip_dir` names (and
 /// the output folder) are not entered, links are followed.
 fn python_files(src: &Source, output: Option<&Path>) -> Result<Vec<PathBuf>> {
+    if let Pick::File(path) = &src.pick {
+        return Ok(vec![path.clone()]);
+    }
     let walker = WalkDir::new(&src.folder)
         .follow_links(true)
         .sort_by_file_name()
@@ -120,8 +136,19 @@ fn python_files(src: &Source, output: Option<&Path>) -> Result<Vec<PathBuf>> {
             }
         };
         let path = entry.path();
-        if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "py") {
-            files.push(entry.into_path());
+        let picked = match &src.pick {
+            Pick::Glob(glob, _) => glob.is_match(path.strip_prefix(&src.folder).unwrap_or(path)),
+            _ => true,
+        };
+        if picked && entry.file_type().is_file() && path.extension().is_some_and(|e| e == "py") {
+            // `*.py` in the current folder: `a.py`, as the shell would have expanded it.
+            let path = match &src.pick {
+                Pick::Glob(..) if src.folder == Path::new(".") => {
+                    path.strip_prefix(".").unwrap_or(path).to_path_buf()
+                }
+                _ => entry.into_path(),
+            };
+            files.push(path);
         }
     }
     Ok(files)
@@ -225,6 +252,7 @@ mod tests {
         let sources = [Source {
             folder: nb.clone(),
             category: Category::Notebooks,
+            pick: Pick::All,
         }];
         let found = discover(&sources, &exclude, &dir.path().join("_site")).unwrap();
         let pages: Vec<_> = found.iter().map(|f| f.page.to_str().unwrap()).collect();
@@ -245,6 +273,70 @@ mod tests {
     }
 
     #[test]
+    fn named_files_and_globs_get_the_pages_of_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let nb = dir.path().join("nbs");
+        for path in ["a.py", "sub/b.py", "sub/c.py", "sub/deeper/d.py"] {
+            let p = nb.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "import marimo\napp = marimo.App()\n").unwrap();
+        }
+        let glob = |g: &str| {
+            let m = globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .unwrap();
+            Pick::Glob(m.compile_matcher(), g.to_owned())
+        };
+        let pages = |picks: Vec<(PathBuf, Pick)>, exclude: &GlobSet| {
+            let sources: Vec<_> = picks
+                .into_iter()
+                .map(|(folder, pick)| Source {
+                    folder,
+                    category: Category::Notebooks,
+                    pick,
+                })
+                .collect();
+            discover(&sources, exclude, &dir.path().join("_site")).map(|found| {
+                found
+                    .iter()
+                    .map(|f| f.page.display().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let sub = nb.join("sub");
+        let all_but_c = GlobSetBuilder::new()
+            .add(Glob::new("c.py").unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(
+            pages(
+                vec![(sub.clone(), Pick::File(sub.join("c.py")))],
+                &all_but_c
+            )
+            .unwrap(),
+            ["notebooks/c.html"],
+            "a named file is exported even when --exclude matches it"
+        );
+        assert_eq!(
+            pages(vec![(nb.clone(), glob("sub/*.py"))], &GlobSet::empty()).unwrap(),
+            ["notebooks/sub/b.html", "notebooks/sub/c.html"]
+        );
+        assert_eq!(
+            pages(
+                vec![(nb.clone(), glob("**/d.py")), (nb.clone(), Pick::All)],
+                &GlobSet::empty()
+            )
+            .unwrap()
+            .len(),
+            4,
+            "a notebook named twice is exported once"
+        );
+        let err = pages(vec![(nb.clone(), glob("*.ipynb"))], &GlobSet::empty()).unwrap_err();
+        assert_eq!(err.to_string(), "the glob \"*.ipynb\" matches no .py file");
+    }
+
+    #[test]
     fn two_notebooks_for_one_page_is_an_error_naming_both() {
         let dir = tempfile::tempdir().unwrap();
         for d in ["x", "y"] {
@@ -256,6 +348,7 @@ mod tests {
             .map(|d| Source {
                 folder: dir.path().join(d),
                 category: Category::Notebooks,
+                pick: Pick::All,
             })
             .collect();
         let err = discover(&sources, &GlobSet::empty(), dir.path())
@@ -282,6 +375,7 @@ mod tests {
         let sources = [Source {
             folder: nb.clone(),
             category: Category::Notebooks,
+            pick: Pick::All,
         }];
         let found = discover(&sources, &GlobSet::empty(), &dir.path().join("_site")).unwrap();
         let names: Vec<String> = found.iter().map(|f| f.rel.display().to_string()).collect();

@@ -236,7 +236,13 @@ impl EnvPool {
             venv = venv.arg("--python").arg(python);
         }
         self.run_uv(venv.arg(dir), cancel)
-            .map_err(|e| prefix(e, &format!("could not create {}", what())))?;
+            .map_err(|e| match &spec.python {
+                // uv's chain of causes (download retries, DNS) is not what the user needs first.
+                Some(wanted) if !matches!(e, TaskError::Cancelled) => {
+                    self.no_python(wanted, &e, cancel)
+                }
+                _ => prefix(e, &format!("could not create {}", what())),
+            })?;
         let requirements = dir.join("export-nb-requirements.txt");
         let mut list = spec.requirements.join("\n");
         list.push('\n');
@@ -264,6 +270,43 @@ impl EnvPool {
         });
         fanout::fsutil::write_atomic(&dir.join(READY), marker.to_string().as_bytes())
             .map_err(|e| TaskError::failed(e.to_string()))
+    }
+
+    /// `uv venv --python WANTED` failed: say which version the header asks for, which ones
+    /// are here, and why uv could not get one, in one line; uv's words stay in the detail.
+    fn no_python(&self, wanted: &str, e: &TaskError, cancel: &CancelToken) -> TaskError {
+        let detail = e.detail().unwrap_or_default().to_owned();
+        let said = uv_says(&detail).unwrap_or_else(|| e.to_string());
+        let list = Command::new(&self.uv)
+            .args([
+                "python",
+                "list",
+                "--only-installed",
+                "--output-format",
+                "json",
+            ])
+            .timeout(Some(Duration::from_secs(60)))
+            .stdout(fanout::Sink::Capture {
+                max_bytes: 1024 * 1024,
+            });
+        let found: Vec<String> = self
+            .runner
+            .run(&list, cancel)
+            .ok()
+            .and_then(|out| {
+                serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout.bytes).ok()
+            })
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["version"].as_str().map(str::to_owned))
+            .fold(Vec::new(), |mut seen, v| {
+                if !seen.contains(&v) {
+                    seen.push(v);
+                }
+                seen
+            });
+        let message = crate::hints::missing_python(wanted, &found, &format!("{said}\n{detail}"));
+        TaskError::failed(message).with_detail(detail)
     }
 
     fn run_uv(&self, cmd: Command, cancel: &CancelToken) -> Result<(), TaskError> {

@@ -86,19 +86,43 @@ impl Exporter<'_> {
     /// Export one notebook: get its environment, run marimo into a private folder, judge the
     /// result, point the page at the site's frontend (`--assets local`), move the page (and,
     /// for WebAssembly with `--assets cdn`, its assets) into place.
+    ///
+    /// The second value is a page installed although the export failed: with
+    /// `--keep-failed-pages`, the page of a notebook whose cells raised.
     pub(crate) fn export(
         &self,
         found: &Found,
         spec: &EnvSpec,
         index: usize,
         cancel: &CancelToken,
-    ) -> Result<Exported, TaskError> {
-        let env = self.envs.get(spec, cancel)?;
+    ) -> (Result<Exported, TaskError>, Option<Exported>) {
+        let env = match self.envs.get(spec, cancel) {
+            Ok(env) => env,
+            Err(e) => return (Err(e), None),
+        };
+        let (result, cell_errors) = self.export_in(found, &env, index, cancel);
+        match (result, cell_errors) {
+            (Ok(page), Some(error)) => (Err(error), Some(page)),
+            (result, _) => (result, None),
+        }
+    }
+
+    /// [`Exporter::export`] in the environment `env`; a page installed with the error its
+    /// cells raised (`--keep-failed-pages`) comes with that error.
+    fn export_in(
+        &self,
+        found: &Found,
+        env: &Env,
+        index: usize,
+        cancel: &CancelToken,
+    ) -> (Result<Exported, TaskError>, Option<TaskError>) {
         let output = &self.settings.output;
         let tmp = temp_dir(output, index);
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| TaskError::failed(format!("could not create {}: {e}", tmp.display())))?;
+        if let Err(e) = std::fs::create_dir_all(&tmp) {
+            let why = format!("could not create {}: {e}", tmp.display());
+            return (Err(TaskError::failed(why)), None);
+        }
         let file_name = found.page.file_name().expect("pages have file names");
         let dest = tmp.join(file_name);
         let logs = [tmp.with_extension("stdout"), tmp.with_extension("stderr")];
@@ -121,9 +145,21 @@ impl Exporter<'_> {
                 .map_err(TaskError::from),
         };
         let (mut frontend, mut beside) = (None, Vec::new());
-        let result = ran.and_then(|out| judge(out, &dest)).and_then(|()| {
+        let mut cell_errors = None;
+        let judged = ran.and_then(|out| judge(out, &dest, found, self.settings.sandbox));
+        let judged = match judged {
+            Ok(Some(error)) if self.settings.keep_failed_pages => {
+                cell_errors = Some(TaskError::failed(format!(
+                    "{error} (its page is published: --keep-failed-pages)"
+                )));
+                Ok(())
+            }
+            Ok(Some(error)) | Err(error) => Err(error),
+            Ok(None) => Ok(()),
+        };
+        let result = judged.and_then(|()| {
             if let Some(frontends) = self.frontends {
-                frontend = Some(localize(frontends, &env, found, &tmp, &dest)?);
+                frontend = Some(localize(frontends, env, found, &tmp, &dest)?);
             } else if let Some(static_dir) = &env.marimo_static {
                 beside = crate::frontend::copied_beside(&tmp, static_dir, file_name)
                     .into_iter()
@@ -142,11 +178,12 @@ impl Exporter<'_> {
         for log in &logs {
             let _ = std::fs::remove_file(log);
         }
-        result.map(|()| Exported {
+        let result = result.map(|()| Exported {
             path: output.join(&found.page),
             frontend,
             beside,
-        })
+        });
+        (result, cell_errors)
     }
 }
 
@@ -181,32 +218,49 @@ fn localize(
 }
 
 /// What marimo's exit means. Exit 0 is not enough: marimo exits 0 with a blank page for a file
-/// it cannot load, and exits 1 with a page when a cell raises.
-fn judge(out: ProcessOutput, page: &Path) -> Result<(), TaskError> {
+/// it cannot load, and exits 1 with a page when a cell raises. `Ok(Some(error))`: the page is
+/// written but cells raised `error` (its message says what to do where it can).
+fn judge(
+    out: ProcessOutput,
+    page: &Path,
+    found: &Found,
+    sandbox: bool,
+) -> Result<Option<TaskError>, TaskError> {
     let stderr = out.stderr.text().into_owned();
     let tail = || out.output_tail(25);
+    let wrote_page = page.metadata().is_ok_and(|m| m.is_file() && m.len() > 0);
     match out.ending {
         Ending::Exited(0) if stderr.contains(NOT_VALID) => Err(TaskError::failed(
             "marimo could not load it: not a valid marimo notebook",
         )
         .with_detail(tail())),
-        Ending::Exited(0) if !page.is_file() || page.metadata().is_ok_and(|m| m.len() == 0) => {
+        Ending::Exited(0) if !wrote_page => {
             Err(TaskError::failed("marimo reported success but wrote no page").with_detail(tail()))
         }
-        Ending::Exited(0) => Ok(()),
-        Ending::Exited(_) if out.slurm_failure.is_some() => out.into_result().map(|_| ()),
-        Ending::Exited(_) if stderr.contains(CELLS_FAILED) => Err(TaskError::failed(format!(
-            "a cell raised an error{}",
-            first_error_line(&stderr)
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default()
-        ))
-        .with_detail(tail())),
+        Ending::Exited(0) => Ok(None),
+        Ending::Exited(_) if out.slurm_failure.is_some() => out.into_result().map(|_| None),
+        Ending::Exited(_) if stderr.contains(CELLS_FAILED) => {
+            let line = first_error_line(&stderr);
+            let header = found.header.as_ref().ok().and_then(Option::as_ref);
+            let hint =
+                line.and_then(|l| crate::hints::missing_module(l, &found.source, header, sandbox));
+            let message = match (line, hint) {
+                (Some(l), Some(hint)) => format!("a cell raised an error: {l}; {hint}"),
+                (Some(l), None) => format!("a cell raised an error: {l}"),
+                (None, _) => "a cell raised an error".to_owned(),
+            };
+            let error = TaskError::failed(message).with_detail(tail());
+            if wrote_page {
+                Ok(Some(error))
+            } else {
+                Err(error)
+            }
+        }
         Ending::Exited(code) => {
             Err(TaskError::failed(format!("marimo exited with code {code}")).with_detail(tail()))
         }
         Ending::Signaled(_) | Ending::TimedOut(_) | Ending::Cancelled => {
-            out.into_result().map(|_| ())
+            out.into_result().map(|_| None)
         }
     }
 }

@@ -43,7 +43,8 @@ pub(crate) struct NotebookView {
     pub(crate) file: String,
     /// Link relative to the index; `None` when there is no working page.
     pub(crate) href: Option<String>,
-    /// `ok`, `failed`, `timed_out` or `cancelled`.
+    /// `ok`, `cell_errors` (published though cells raised: `--keep-failed-pages`), `failed`,
+    /// `timed_out` or `cancelled`.
     pub(crate) status: &'static str,
     pub(crate) up_to_date: bool,
     pub(crate) duration_seconds: f64,
@@ -120,13 +121,13 @@ impl Template {
             name: name.to_owned(),
             source: format!("notebooks/{name}.py"),
             file: format!("{name}.py"),
-            href: (status == "ok").then(|| format!("notebooks/{name}.html")),
+            href: matches!(status, "ok" | "cell_errors").then(|| format!("notebooks/{name}.html")),
             status,
             up_to_date: false,
             duration_seconds: 1.5,
             error: (status != "ok").then(|| "marimo exited with code 1".to_owned()),
         };
-        let items = ["ok", "failed", "timed_out", "cancelled"]
+        let items = ["ok", "cell_errors", "failed", "timed_out", "cancelled"]
             .into_iter()
             .flat_map(|s| {
                 Category::ALL

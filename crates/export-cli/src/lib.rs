@@ -20,6 +20,7 @@ mod frontend;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod hints;
 mod imports;
 mod index;
 mod manifest;

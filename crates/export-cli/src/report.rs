@@ -14,15 +14,15 @@ use crate::index::{Context as IndexContext, NotebookView};
 use crate::manifest::Entry;
 use crate::plan::{Action, Job, Plan};
 
+/// The batch's result: each export's page, and a page published although its export failed
+/// (`--keep-failed-pages`).
+pub(crate) type Batch = BatchResult<Exported, Option<Exported>>;
+
 impl Plan {
     /// Record exported pages, forget failed ones (so they are retried), remove the pages of
     /// notebooks that are gone and the frontends no page uses (`copied`: those this run put
     /// into the site).
-    pub(crate) fn update_manifest(
-        &mut self,
-        result: &BatchResult<Exported>,
-        copied: Vec<String>,
-    ) -> Result<()> {
+    pub(crate) fn update_manifest(&mut self, result: &Batch, copied: Vec<String>) -> Result<()> {
         let output = &self.settings.output;
         let current: std::collections::HashSet<&Path> = self
             .tasks
@@ -55,6 +55,18 @@ impl Plan {
                 }
                 // Not tried, or stopped by Ctrl-C: the next run has the same reason to export.
                 (Status::Cancelled, _) => {}
+                // Published although cells raised (--keep-failed-pages): that page and what it
+                // loads are in the site; exported again next time.
+                (_, _) if outcome.meta.is_some() => {
+                    let page = outcome.meta.as_ref().expect("checked");
+                    let entry = Entry {
+                        failed: true,
+                        frontend: page.frontend.clone(),
+                        beside: page.beside.clone(),
+                        ..entry
+                    };
+                    self.manifest.pages.insert(found.page.clone(), entry);
+                }
                 // The page of the last good export stays (a failed export never touches it),
                 // and with it what it loads: its frontend copy stays too.
                 _ => {
@@ -79,7 +91,7 @@ impl Plan {
         self.manifest.save(output)
     }
 
-    pub(crate) fn index_context(&self, result: &BatchResult<Exported>) -> IndexContext {
+    pub(crate) fn index_context(&self, result: &Batch) -> IndexContext {
         let items = self
             .tasks
             .iter()
@@ -91,11 +103,12 @@ impl Plan {
     }
 }
 
-fn notebook_view(job: &Job, outcome: &Outcome<Exported>) -> NotebookView {
+fn notebook_view(job: &Job, outcome: &Outcome<Exported, Option<Exported>>) -> NotebookView {
     let up_to_date = matches!(job.action, Action::UpToDate);
     let status = match outcome.status {
         Status::Succeeded => "ok",
         Status::Skipped if up_to_date => "ok",
+        Status::Failed if outcome.meta.is_some() => "cell_errors",
         Status::TimedOut => "timed_out",
         Status::Cancelled => "cancelled",
         Status::Failed | Status::Skipped => "failed",
@@ -104,7 +117,7 @@ fn notebook_view(job: &Job, outcome: &Outcome<Exported>) -> NotebookView {
         name: job.found.display_name(),
         source: job.found.source.display().to_string(),
         file: job.found.rel.display().to_string(),
-        href: (status == "ok").then(|| url_path(&job.found.page)),
+        href: matches!(status, "ok" | "cell_errors").then(|| url_path(&job.found.page)),
         status,
         up_to_date,
         duration_seconds: outcome.duration.as_secs_f64(),
@@ -142,18 +155,18 @@ struct ReportExtra {
     exported_because: Option<String>,
 }
 
-pub(crate) fn write_report(
-    result: &BatchResult<Exported>,
-    tasks: &[Task<Job>],
-    path: &Path,
-) -> Result<()> {
+pub(crate) fn write_report(result: &Batch, tasks: &[Task<Job>], path: &Path) -> Result<()> {
     result
         .report_with(|o| {
             let found = &tasks[o.index].input.found;
             ReportExtra {
                 source: found.source.display().to_string(),
                 category: found.category.dir(),
-                page: o.value.as_ref().map(|p| p.path.display().to_string()),
+                page: o
+                    .value
+                    .as_ref()
+                    .or(o.meta.as_ref())
+                    .map(|p| p.path.display().to_string()),
                 exported_because: match &tasks[o.index].input.action {
                     Action::Export { why, .. } => Some(why.to_string()),
                     _ => None,
@@ -184,7 +197,7 @@ pub(crate) fn print_environments(used: &[std::sync::Arc<crate::envs::Env>]) {
     }
 }
 
-pub(crate) fn print_failure_details(result: &BatchResult<Exported>) {
+pub(crate) fn print_failure_details(result: &Batch) {
     for o in result.failures() {
         let detail = o.error.as_ref().and_then(TaskError::detail).unwrap_or("");
         eprintln!(

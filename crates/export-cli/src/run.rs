@@ -3,15 +3,15 @@
 //! then the manifest, the index and the report (`report.rs`), and what ran, said.
 
 use anyhow::{Context, Result};
-use fanout::{BatchResult, ExitStatus, Pool, PoolConfig, ProcessRunner, TaskError};
+use fanout::{ExitStatus, Pool, PoolConfig, ProcessRunner, TaskError};
 use fanout_cli::UsageResult;
 
 use crate::cli;
 use crate::envs::EnvPool;
-use crate::export::{self, Exported};
+use crate::export;
 use crate::frontend::Frontends;
 use crate::plan::{Action, Job, Plan};
-use crate::report::{print_environments, print_failure_details, write_report};
+use crate::report::{Batch, print_environments, print_failure_details, write_report};
 use crate::site::STATE_DIR;
 
 impl Plan {
@@ -67,16 +67,20 @@ impl Plan {
             launcher: &launcher,
             frontends: frontends.as_ref(),
         });
-        let result = pool.run(
+        // The meta: a page published although its export failed (--keep-failed-pages).
+        let result = pool.run_with_meta(
             &self.tasks,
             interrupt,
             reporter.as_mut(),
             |job: &Job, ctx| match &job.action {
-                Action::NotANotebook(reason) => Err(TaskError::skipped(reason.clone())),
-                Action::UpToDate => Err(TaskError::skipped("up to date")),
-                Action::Export { env: Err(why), .. } => Err(TaskError::failed(format!(
-                    "its inline script metadata cannot be used: {why}"
-                ))),
+                Action::NotANotebook(reason) => (Err(TaskError::skipped(reason.clone())), None),
+                Action::UpToDate => (Err(TaskError::skipped("up to date")), None),
+                Action::Export { env: Err(why), .. } => (
+                    Err(TaskError::failed(format!(
+                        "its inline script metadata cannot be used: {why}"
+                    ))),
+                    None,
+                ),
                 Action::Export { env: Ok(spec), .. } => exporter
                     .as_ref()
                     .expect("an export has its environments")
@@ -92,7 +96,7 @@ impl Plan {
     /// After the batch: the manifest, the index page and the report written, what ran said.
     fn finish(
         mut self,
-        result: &BatchResult<Exported>,
+        result: &Batch,
         copied: Vec<String>,
         used: &[std::sync::Arc<crate::envs::Env>],
         interrupt: &fanout::CancelToken,

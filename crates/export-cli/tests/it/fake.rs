@@ -565,7 +565,7 @@ fn bad_input_is_a_clear_usage_error_before_anything_runs() {
         ),
         (
             vec!["missing-folder"],
-            "the folder missing-folder does not exist",
+            "missing-folder does not exist: name a folder of notebooks, a notebook (.py), or a glob",
         ),
         (
             vec!["--template", "nope.html"],

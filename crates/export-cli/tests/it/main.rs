@@ -1,6 +1,6 @@
 //! End-to-end tests of the real `export-nb` binary: fast ones with a stand-in `uv` that the
 //! tests write (`fake`); behind features that `cargo xtask test` turns on, a few with the real
-//! uv and marimo from PyPI (`real_uvx`, feature `real-uvx-tests`), on a Slurm cluster (`slurm`,
+//! uv and marimo from PyPI (`real_uvx` and `real_notebooks`, feature `real-uvx-tests`), on a Slurm cluster (`slurm`,
 //! `slurm-tests`) and in headless Chromium (`browser`, `browser-tests`). With a feature on, a
 //! missing uv, cluster or browser fails its tests: they never skip.
 
@@ -9,6 +9,8 @@ mod assets;
 mod browser;
 mod fake;
 mod layering;
+#[cfg(feature = "real-uvx-tests")]
+mod real_notebooks;
 #[cfg(feature = "real-uvx-tests")]
 mod real_uvx;
 #[cfg(feature = "slurm-tests")]
