@@ -123,7 +123,14 @@ pub(crate) struct EnvPool {
     workers: bool,
     runner: ProcessRunner,
     envs: Mutex<HashMap<String, Arc<EnvCell>>>,
+    /// Per `requires-python`: held while `uv venv` makes an environment for it, and why none
+    /// could be made. Notebooks with other packages but the same Python then fail at once with
+    /// the same reason, instead of each waiting for uv's download retries.
+    pythons: Mutex<HashMap<String, Arc<PythonSlot>>>,
 }
+
+/// Why no interpreter could be had for a `requires-python`, once it is known.
+type PythonSlot = Mutex<Option<TaskError>>;
 
 impl EnvPool {
     /// `workers`: start a marimo worker per environment where the marimo version allows.
@@ -134,6 +141,7 @@ impl EnvPool {
             workers,
             runner: ProcessRunner::new(),
             envs: Mutex::new(HashMap::new()),
+            pythons: Mutex::new(HashMap::new()),
         }
     }
 
@@ -163,6 +171,7 @@ impl EnvPool {
             .lock()
             .expect("env pool lock")
             .retain(|_, cell| !matches!(cell.get(), Some(Err(_))));
+        self.pythons.lock().expect("env pool lock").clear();
     }
 
     /// The environments this run used, with how their notebooks were exported.
@@ -235,14 +244,12 @@ impl EnvPool {
         if let Some(python) = &spec.python {
             venv = venv.arg("--python").arg(python);
         }
-        self.run_uv(venv.arg(dir), cancel)
-            .map_err(|e| match &spec.python {
-                // uv's chain of causes (download retries, DNS) is not what the user needs first.
-                Some(wanted) if !matches!(e, TaskError::Cancelled) => {
-                    self.no_python(wanted, &e, cancel)
-                }
-                _ => prefix(e, &format!("could not create {}", what())),
-            })?;
+        match &spec.python {
+            Some(wanted) => self.venv_with_python(venv.arg(dir), wanted, cancel)?,
+            None => self
+                .run_uv(venv.arg(dir), cancel)
+                .map_err(|e| prefix(e, &format!("could not create {}", what())))?,
+        }
         let requirements = dir.join("export-nb-requirements.txt");
         let mut list = spec.requirements.join("\n");
         list.push('\n');
@@ -270,6 +277,37 @@ impl EnvPool {
         });
         fanout::fsutil::write_atomic(&dir.join(READY), marker.to_string().as_bytes())
             .map_err(|e| TaskError::failed(e.to_string()))
+    }
+
+    /// Run `venv` (`uv venv --python WANTED`), one at a time per `wanted`; once one failed,
+    /// the others fail at once with its reason.
+    fn venv_with_python(
+        &self,
+        venv: Command,
+        wanted: &str,
+        cancel: &CancelToken,
+    ) -> Result<(), TaskError> {
+        let slot = Arc::clone(
+            self.pythons
+                .lock()
+                .expect("env pool lock")
+                .entry(wanted.to_owned())
+                .or_default(),
+        );
+        let mut failed = slot.lock().expect("python slot");
+        if let Some(why) = &*failed {
+            return Err(why.clone());
+        }
+        match self.run_uv(venv, cancel) {
+            Err(e @ TaskError::Cancelled) => Err(e),
+            // uv's chain of causes (download retries, DNS) is not what the user needs first.
+            Err(e) => {
+                let why = self.no_python(wanted, &e, cancel);
+                *failed = Some(why.clone());
+                Err(why)
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// `uv venv --python WANTED` failed: say which version the header asks for, which ones

@@ -148,8 +148,24 @@ fn real_a_python_no_interpreter_here_has_is_one_line_naming_the_versions() {
         "notebooks/future.py",
         &with_header(&["marimo"], ">=3.99", SHOWS_SIX),
     );
+    p.write(
+        "notebooks/future_too.py",
+        &with_header(&["marimo", "six"], ">=3.99", SHOWS_SIX),
+    );
     let envs = p.path().join("envs");
     let envs = envs.to_str().unwrap();
+    // The real uv, through a script that notes each subcommand.
+    let real_uv = which::which("uv").expect("uv on PATH (cargo xtask test installs it)");
+    let log = p.path().join("uv.log");
+    let uv = p.write(
+        "bin/uv",
+        &format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real_uv.display()
+        ),
+    );
+    std::fs::set_permissions(&uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let never = std::ffi::OsStr::new("never");
     for (env, why) in [
         (vec![], "uv knows no download of it"),
@@ -158,22 +174,36 @@ fn real_a_python_no_interpreter_here_has_is_one_line_naming_the_versions() {
             "uv did not download one",
         ),
     ] {
-        let out = p.run_with(&["--env-dir", envs, "--report", "r.json"], &env);
+        let _ = std::fs::remove_file(&log);
+        let args = [
+            "--env-dir",
+            envs,
+            "--uv",
+            uv.to_str().unwrap(),
+            "--report",
+            "r.json",
+        ];
+        let out = p.run_with(&args, &env);
         assert_eq!(out.code, Some(1), "{}", out.stderr);
         let report: Value = serde_json::from_str(&p.read("r.json")).unwrap();
-        let error = error_of(&report, "notebooks/future.py");
-        assert!(
-            error.starts_with(
-                "its header asks for Python >=3.99, which no interpreter here has (found: 3."
-            ) && error.contains(why)
-                && error.contains("uv python install '>=3.99'")
-                && !error.contains('\n'),
-            "{error}"
-        );
+        for name in ["notebooks/future.py", "notebooks/future_too.py"] {
+            let error = error_of(&report, name);
+            assert!(
+                error.starts_with(
+                    "its header asks for Python >=3.99, which no interpreter here has (found: 3."
+                ) && error.contains(why)
+                    && error.contains("uv python install '>=3.99'")
+                    && !error.contains('\n'),
+                "{name}: {error}"
+            );
+        }
         // uv's own words stay for -v.
         let detail = report["tasks"][0]["error_detail"]
             .as_str()
             .unwrap_or_default();
         assert!(detail.contains("No interpreter found"), "{detail}");
+        // Two environments want the same Python: uv is asked to make one once.
+        let venvs = p.read("uv.log").lines().filter(|l| *l == "venv").count();
+        assert_eq!(venvs, 1, "{}", p.read("uv.log"));
     }
 }
