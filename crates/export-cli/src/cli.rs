@@ -127,7 +127,7 @@ pub struct ExportArgs {
 
     /// Publish the page of a notebook whose cells raised errors (marimo still writes it, with
     /// the errors shown in their cells); the index marks it "cell errors" and the run still
-    /// exits 1. Without it such a page is never published (the last good page stays)
+    /// exits 1. Without it such a page is not published (the last good page, if any, stays)
     #[arg(long)]
     pub keep_failed_pages: bool,
 

@@ -52,49 +52,96 @@ fn skip_dir(path: &Path, name: &str, output: Option<&Path>) -> bool {
 }
 
 /// Every `.py` file of every source: the notebooks sorted by page, then the other Python files;
-/// excluded ones left out.
+/// excluded ones left out. A notebook reached twice (`export-nb nbs nbs/sub/a.py`, or by two
+/// spellings of its path) is exported once, where a named folder puts it.
 pub(crate) fn discover(sources: &[Source], exclude: &GlobSet, output: &Path) -> Result<Vec<Found>> {
     let output = output.canonicalize().ok();
-    let mut scanner = crate::imports::Scanner::default();
-    let mut by_page: BTreeMap<PathBuf, Found> = BTreeMap::new();
-    let mut others = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for src in sources {
+    let mut found_all = Discovered::default();
+    // Folders first, then globs, then files: a folder's layout wins for what it holds.
+    let rank = |s: &&Source| match s.pick {
+        Pick::All => 0,
+        Pick::Glob(..) => 1,
+        Pick::File(_) => 2,
+    };
+    let mut ordered: Vec<&Source> = sources.iter().collect();
+    ordered.sort_by_key(rank);
+    for src in ordered {
         let files = python_files(src, output.as_deref())?;
-        if let Pick::Glob(_, text) = &src.pick
-            && files.is_empty()
-        {
-            bail!("the glob {text:?} matches no .py file");
-        }
-        for path in files {
-            let rel = path.strip_prefix(&src.folder).unwrap_or(&path);
+        let mut notebooks = 0;
+        for path in &files {
+            let rel = path.strip_prefix(&src.folder).unwrap_or(path);
             // A file named on the command line is exported even if an --exclude matches it.
             let named = matches!(src.pick, Pick::File(_));
-            if !named && (exclude.is_match(rel) || exclude.is_match(&path)) {
-                continue;
+            if (named || !(exclude.is_match(rel) || exclude.is_match(path)))
+                && found_all.add(src, path)?
+            {
+                notebooks += 1;
             }
-            // Named twice (`export-nb nbs nbs/a.py`): exported once.
-            if !seen.insert((src.category, path.clone())) {
-                continue;
+        }
+        match &src.pick {
+            Pick::Glob(_, text) if files.is_empty() => {
+                bail!("the glob {text:?} matches no .py file");
             }
-            let found = found(src, &path, &mut scanner)?;
-            if found.not_a_notebook.is_some() {
-                // Never exported, so it claims no page.
-                others.push(found);
-                continue;
+            // Naming only what is not a notebook would empty the site: refuse instead.
+            Pick::Glob(_, text) if notebooks == 0 => {
+                bail!("the glob {text:?} matches no marimo notebook (no file has marimo.App)");
             }
-            if let Some(other) = by_page.get(&found.page) {
-                bail!(
-                    "{} and {} would both be exported to {}: rename one, or --exclude one",
-                    other.source.display(),
-                    found.source.display(),
-                    found.page.display()
-                );
+            Pick::File(path) => {
+                if let Some(why) = found_all.others.iter().find(|f| &f.source == path) {
+                    bail!(
+                        "{} is {}",
+                        path.display(),
+                        why.not_a_notebook.as_deref().unwrap_or("not a notebook")
+                    );
+                }
             }
-            by_page.insert(found.page.clone(), found);
+            _ => {}
         }
     }
-    Ok(by_page.into_values().chain(others).collect())
+    Ok(found_all
+        .by_page
+        .into_values()
+        .chain(found_all.others)
+        .collect())
+}
+
+/// What discovery has found so far.
+#[derive(Default)]
+struct Discovered {
+    scanner: crate::imports::Scanner,
+    by_page: BTreeMap<PathBuf, Found>,
+    others: Vec<Found>,
+    /// Each file's category and canonical path, and whether it is a notebook.
+    seen: std::collections::HashMap<(Category, PathBuf), bool>,
+}
+
+impl Discovered {
+    /// `path` of `src`, unless it was found already; two notebooks for one page are an error.
+    /// Whether it is a notebook.
+    fn add(&mut self, src: &Source, path: &Path) -> Result<bool> {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let key = (src.category, canonical);
+        if let Some(&notebook) = self.seen.get(&key) {
+            return Ok(notebook);
+        }
+        let found = found(src, path, &mut self.scanner)?;
+        self.seen.insert(key, found.not_a_notebook.is_none());
+        if found.not_a_notebook.is_some() {
+            // Never exported, so it claims no page.
+            self.others.push(found);
+            return Ok(false);
+        }
+        if let Some(other) = self.by_page.get(&found.page) {
+            bail!(
+                "{} and {} would both be exported to {}: rename one, or --exclude one",
+                other.source.display(),
+                found.source.display(),
+                found.page.display()
+            );
+        }
+        self.by_page.insert(found.page.clone(), found);
+        Ok(true)
+    }
 }
 
 /// The `.py` files below a source's folder, in name order; the folders `skip_dir` names (and
@@ -334,6 +381,32 @@ mod tests {
         );
         let err = pages(vec![(nb.clone(), glob("*.ipynb"))], &GlobSet::empty()).unwrap_err();
         assert_eq!(err.to_string(), "the glob \"*.ipynb\" matches no .py file");
+        // A file inside a named folder, named too (before it, by another spelling): once,
+        // where the folder puts it.
+        let dotted = nb.join(".").join("sub").join("b.py");
+        let both = vec![(sub.clone(), Pick::File(dotted)), (nb.clone(), Pick::All)];
+        let found = pages(both, &GlobSet::empty()).unwrap();
+        assert_eq!(found.len(), 4);
+        assert!(
+            found.contains(&"notebooks/sub/b.html".to_owned()),
+            "{found:?}"
+        );
+        // Naming what is not a notebook is refused, not an empty site.
+        std::fs::write(nb.join("helper.py"), "def f(): pass\n").unwrap();
+        let err = pages(
+            vec![(nb.clone(), Pick::File(nb.join("helper.py")))],
+            &GlobSet::empty(),
+        );
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.ends_with("helper.py is not a marimo notebook (no marimo.App)"),
+            "{err}"
+        );
+        let err = pages(vec![(nb.clone(), glob("help*.py"))], &GlobSet::empty()).unwrap_err();
+        assert!(
+            err.to_string().contains("matches no marimo notebook"),
+            "{err}"
+        );
     }
 
     #[test]

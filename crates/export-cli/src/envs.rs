@@ -245,7 +245,10 @@ impl EnvPool {
             venv = venv.arg("--python").arg(python);
         }
         match &spec.python {
-            Some(wanted) => self.venv_with_python(venv.arg(dir), wanted, cancel)?,
+            Some(wanted) => {
+                let context = format!("could not create {}", what());
+                self.venv_with_python(venv.arg(dir), wanted, &context, cancel)?;
+            }
             None => self
                 .run_uv(venv.arg(dir), cancel)
                 .map_err(|e| prefix(e, &format!("could not create {}", what())))?,
@@ -279,12 +282,14 @@ impl EnvPool {
             .map_err(|e| TaskError::failed(e.to_string()))
     }
 
-    /// Run `venv` (`uv venv --python WANTED`), one at a time per `wanted`; once one failed,
-    /// the others fail at once with its reason.
+    /// Run `venv` (`uv venv --python WANTED`), one at a time per `wanted`; once one found no
+    /// interpreter for it, the others fail at once with that reason. Any other failure is this
+    /// environment's (`context` names it) and is said in uv's words.
     fn venv_with_python(
         &self,
         venv: Command,
         wanted: &str,
+        context: &str,
         cancel: &CancelToken,
     ) -> Result<(), TaskError> {
         let slot = Arc::clone(
@@ -301,18 +306,21 @@ impl EnvPool {
         match self.run_uv(venv, cancel) {
             Err(e @ TaskError::Cancelled) => Err(e),
             // uv's chain of causes (download retries, DNS) is not what the user needs first.
-            Err(e) => {
-                let why = self.no_python(wanted, &e, cancel);
-                *failed = Some(why.clone());
-                Err(why)
-            }
+            Err(e) => match self.no_python(wanted, &e, cancel) {
+                Some(why) => {
+                    *failed = Some(why.clone());
+                    Err(why)
+                }
+                None => Err(prefix(e, context)),
+            },
             Ok(()) => Ok(()),
         }
     }
 
-    /// `uv venv --python WANTED` failed: say which version the header asks for, which ones
-    /// are here, and why uv could not get one, in one line; uv's words stay in the detail.
-    fn no_python(&self, wanted: &str, e: &TaskError, cancel: &CancelToken) -> TaskError {
+    /// `uv venv --python WANTED` failed: if no interpreter could be had, say which version the
+    /// header asks for, which ones are here, and why uv could not get one, in one line; uv's
+    /// words stay in the detail. `None` for another failure.
+    fn no_python(&self, wanted: &str, e: &TaskError, cancel: &CancelToken) -> Option<TaskError> {
         let detail = e.detail().unwrap_or_default().to_owned();
         let said = uv_says(&detail).unwrap_or_else(|| e.to_string());
         let list = Command::new(&self.uv)
@@ -343,8 +351,8 @@ impl EnvPool {
                 }
                 seen
             });
-        let message = crate::hints::missing_python(wanted, &found, &format!("{said}\n{detail}"));
-        TaskError::failed(message).with_detail(detail)
+        let message = crate::hints::missing_python(wanted, &found, &format!("{said}\n{detail}"))?;
+        Some(TaskError::failed(message).with_detail(detail))
     }
 
     fn run_uv(&self, cmd: Command, cancel: &CancelToken) -> Result<(), TaskError> {

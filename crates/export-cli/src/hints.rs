@@ -20,7 +20,7 @@ const DISTRIBUTIONS: &[(&str, &str)] = &[
     ("jwt", "pyjwt"),
     ("serial", "pyserial"),
     ("Bio", "biopython"),
-    ("google.protobuf", "protobuf"),
+    ("pkg_resources", "setuptools"),
     ("docx", "python-docx"),
     ("pptx", "python-pptx"),
     ("magic", "python-magic"),
@@ -29,21 +29,20 @@ const DISTRIBUTIONS: &[(&str, &str)] = &[
     ("mpl_toolkits", "matplotlib"),
 ];
 
-/// The distribution to install for an import of `module` (`sklearn.linear_model` ->
-/// `scikit-learn`, `polars` -> `polars`).
+/// The distribution to install for an import of the top-level `module` (`sklearn` ->
+/// `scikit-learn`, `polars_st` -> `polars-st`).
 pub(crate) fn distribution(module: &str) -> String {
     DISTRIBUTIONS
         .iter()
-        .find(|(m, _)| module == *m || module.starts_with(&format!("{m}.")))
-        .map_or_else(
-            || module.split('.').next().unwrap_or(module).replace('_', "-"),
-            |(_, d)| (*d).to_owned(),
-        )
+        .find(|(m, _)| module == *m)
+        .map_or_else(|| module.replace('_', "-"), |(_, d)| (*d).to_owned())
 }
 
 /// For a cell error `ModuleNotFoundError: No module named 'numpy'` in `notebook`: that its
 /// header does not list the package, and the command that adds it. `None` for another error,
-/// or when the header lists it (then the import fails for another reason).
+/// when the header lists it (then the import fails for another reason), for a submodule
+/// (`'google.cloud'`: its package imported, the name of what provides the rest is a guess), and
+/// for a module of the notebook's own folder (`helpers.py` beside it is no PyPI package).
 pub(crate) fn missing_module(
     error: &str,
     notebook: &Path,
@@ -52,6 +51,13 @@ pub(crate) fn missing_module(
 ) -> Option<String> {
     let rest = error.split("No module named '").nth(1)?;
     let module = &rest[..rest.find('\'')?];
+    let folder = notebook.parent().unwrap_or(Path::new("."));
+    if module.contains('.')
+        || folder.join(format!("{module}.py")).exists()
+        || folder.join(module).is_dir()
+    {
+        return None;
+    }
     let package = distribution(module);
     let listed = header.is_some_and(|h| {
         h.dependencies
@@ -82,8 +88,13 @@ pub(crate) fn missing_module(
 
 /// Why an environment for `requires_python` could not be made, in one line: the version asked
 /// for, the ones found here (`found`, from `uv python list`), and what uv said (`uv_error`,
-/// its `error:` line and causes).
-pub(crate) fn missing_python(requires_python: &str, found: &[String], uv_error: &str) -> String {
+/// its `error:` line and causes). `None` when uv's error is not that no interpreter could be
+/// had (a full disk, a folder in the way): that is said in uv's words.
+pub(crate) fn missing_python(
+    requires_python: &str,
+    found: &[String],
+    uv_error: &str,
+) -> Option<String> {
     let found = if found.is_empty() {
         "none".to_owned()
     } else {
@@ -110,15 +121,12 @@ pub(crate) fn missing_python(requires_python: &str, found: &[String], uv_error: 
              python-downloads): {install}"
         )
     } else {
-        format!(
-            "uv says: {}",
-            uv_error.lines().next().unwrap_or(uv_error).trim()
-        )
+        return None;
     };
-    format!(
+    Some(format!(
         "its header asks for Python {requires_python}, which no interpreter here has \
          (found: {found}); {why}"
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -134,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_module_the_header_lacks_is_named_with_the_command_that_adds_it() {
-        let error = "ModuleNotFoundError: No module named 'sklearn.linear_model'";
+        let error = "ModuleNotFoundError: No module named 'sklearn'";
         let nb = Path::new("my notebooks/fit.py");
         let hint = missing_module(error, nb, Some(&header(&["marimo"])), true).unwrap();
         assert_eq!(
@@ -150,6 +158,21 @@ mod tests {
         let listed = header(&["Scikit_Learn>=1"]);
         assert_eq!(missing_module(error, nb, Some(&listed), true), None);
         assert_eq!(missing_module("ZeroDivisionError: x", nb, None, true), None);
+        let submodule = "ModuleNotFoundError: No module named 'google.cloud'";
+        assert_eq!(missing_module(submodule, nb, None, true), None);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("helpers.py"), "").unwrap();
+        let local = "ModuleNotFoundError: No module named 'helpers'";
+        assert_eq!(
+            missing_module(local, &dir.path().join("nb.py"), None, true),
+            None
+        );
+        let setuptools = "ModuleNotFoundError: No module named 'pkg_resources'";
+        let hint = missing_module(setuptools, nb, None, true).unwrap();
+        assert!(
+            hint.ends_with("'my notebooks/fit.py' setuptools`"),
+            "{hint}"
+        );
     }
 
     #[test]
@@ -157,19 +180,18 @@ mod tests {
         let found = ["3.11.7".to_owned(), "3.11.2".to_owned()];
         let offline = "Request failed after 3 retries\n  cause: Failed to download `https://x`";
         assert_eq!(
-            missing_python(">=3.13", &found, offline),
+            missing_python(">=3.13", &found, offline).unwrap(),
             "its header asks for Python >=3.13, which no interpreter here has (found: 3.11.7, \
              3.11.2); uv could not download one (offline?): where it can, `uv python install \
              '>=3.13'` installs one; or lower the header's requires-python"
         );
         let never = "No interpreter found for Python >=3.13 in managed installations";
-        assert!(missing_python(">=3.13", &[], never).contains("(found: none); uv did not"));
+        let said = missing_python(">=3.13", &[], never).unwrap();
+        assert!(said.contains("(found: none); uv did not"), "{said}");
         let unknown = format!("{never}\n\nhint: uv embeds available Python downloads and ...");
-        assert!(missing_python(">=3.99", &[], &unknown).contains("uv knows no download of it"));
-        let other = missing_python(">=3.12", &found, "Failed to inspect Python at x\n cause: y");
-        assert!(
-            other.ends_with("uv says: Failed to inspect Python at x"),
-            "{other}"
-        );
+        let said = missing_python(">=3.99", &[], &unknown).unwrap();
+        assert!(said.contains("uv knows no download of it"), "{said}");
+        let other = "Failed to create virtual environment: File exists at `/x`";
+        assert_eq!(missing_python(">=3.11", &found, other), None);
     }
 }

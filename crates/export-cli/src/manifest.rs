@@ -47,6 +47,10 @@ pub(crate) struct Entry {
     /// Its last export failed: it is exported again, and says why.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) failed: bool,
+    /// The page in the site is one whose cells raised, published with `--keep-failed-pages`:
+    /// removed when a later export of it fails without publishing one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) cell_errors: bool,
     /// The marimo version of the frontend in `_marimo/` the page loads, if it loads one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) frontend: Option<String>,

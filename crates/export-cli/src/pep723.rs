@@ -29,7 +29,7 @@ struct Fields {
 /// or start with `# `, closed by the *last* `# ///` line of that run of comment lines (a
 /// `# Copyright` line after it does not reopen the block); blocks of other types are skipped
 /// whole. Two `script` blocks are an error, as in the PEP; so is a `# /// script` line that no
-/// `# ///` closes, which uv would silently ignore.
+/// `# ///` closes (uv refuses it too); an empty block is none.
 pub(crate) fn parse(text: &str) -> Result<Option<ScriptMetadata>, String> {
     let Some(Block723 { line, content }) = script_block(text)? else {
         return Ok(None);
@@ -60,10 +60,38 @@ pub(crate) fn parse(text: &str) -> Result<Option<ScriptMetadata>, String> {
             start + 1
         ));
     }
+    let requires_python = block.requires_python.map(|s| s.trim().to_owned());
+    if let Some(bad) = requires_python
+        .as_deref()
+        .filter(|r| !is_version_specifier(r))
+    {
+        return Err(format!(
+            "the `# /// script` block that starts on line {} has requires-python = {bad:?}, \
+             which is not a version specifier (such as \">=3.11\")",
+            start + 1
+        ));
+    }
     Ok(Some(ScriptMetadata {
-        requires_python: block.requires_python.map(|s| s.trim().to_owned()),
+        requires_python,
         dependencies,
     }))
+}
+
+/// Whether `text` reads as a Python version specifier: comma-separated clauses, each a
+/// version (`3.11`, `3.11.*`) after an optional operator (`>=`, `~=`, `==`, `!=`, `<`, ...).
+fn is_version_specifier(text: &str) -> bool {
+    text.split(',').all(|clause| {
+        let clause = clause.trim();
+        let version = ["===", "~=", "==", "!=", "<=", ">=", "<", ">"]
+            .iter()
+            .find_map(|op| clause.strip_prefix(op))
+            .unwrap_or(clause)
+            .trim();
+        version.starts_with(|c: char| c.is_ascii_digit())
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '+' | '!' | '-'))
+    })
 }
 
 /// A metadata block of type `script`: the 1-based line of its `# /// script`, and its content
@@ -158,30 +186,79 @@ pub(crate) fn check_against_reference(text: &str) {
     match (reference(text), &ours) {
         (Ok(Some(content)), Ok(Some(block))) => assert_eq!(block.content, content, "{text:?}"),
         (Ok(None), Ok(None)) | (Err(()), Err(_)) => {}
-        (Ok(None), Err(e)) if e.contains("never closed") => {}
+        (Ok(None), Err(e)) if e.contains("never closed") => assert_nothing_closes(text, e),
         (theirs, _) => panic!("{text:?}: the reference gives {theirs:?}, ours {ours:?}"),
+    }
+}
+
+/// Each line of `text`, and whether a `\n` ends it (the last line may have none).
+fn lines_of(text: &str) -> Vec<(&str, bool)> {
+    let mut lines: Vec<(&str, bool)> = text
+        .split_inclusive('\n')
+        .map(|l| l.strip_suffix('\n').map_or((l, false), |l| (l, true)))
+        .collect();
+    if lines.is_empty() {
+        lines.push(("", false));
+    }
+    lines
+}
+
+/// For each line, where the run of comment lines (each ended by `\n`) starting there ends; and
+/// the last `# ///` line at or before it. One pass each, so a file of a thousand unclosed
+/// openers is read in linear time.
+fn runs(lines: &[(&str, bool)]) -> (Vec<usize>, Vec<Option<usize>>) {
+    let is_comment = |l: &str| l == "#" || l.starts_with("# ");
+    let n = lines.len();
+    let mut run_end = vec![n; n + 1];
+    for j in (0..n).rev() {
+        run_end[j] = if lines[j].1 && is_comment(lines[j].0) {
+            run_end[j + 1]
+        } else {
+            j
+        };
+    }
+    let mut last_close: Vec<Option<usize>> = Vec::with_capacity(n);
+    for (j, (line, _)) in lines.iter().enumerate() {
+        let before = j.checked_sub(1).and_then(|k| last_close[k]);
+        last_close.push(if *line == "# ///" { Some(j) } else { before });
+    }
+    (run_end, last_close)
+}
+
+/// For an input ours calls unclosed: no `# ///` line follows its opening line in the run of
+/// comment lines after it (or right after that run).
+#[cfg(any(test, feature = "fuzzing"))]
+fn assert_nothing_closes(text: &str, error: &str) {
+    let line: usize = error
+        .split("starts on line ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the error names its line");
+    let text = normalize(text);
+    for l in text.split_inclusive('\n').skip(line) {
+        let body = l.strip_suffix('\n');
+        assert_ne!(
+            body.unwrap_or(l),
+            "# ///",
+            "{text:?}: closed, yet called unclosed"
+        );
+        if !body.is_some_and(|b| b == "#" || b.starts_with("# ")) {
+            break;
+        }
     }
 }
 
 /// The `script` block of `text` (see [`parse`]), its TOML not read yet.
 pub(crate) fn script_block(text: &str) -> Result<Option<Block723>, String> {
     let text = normalize(text);
-    // Each line, and whether a `\n` ends it (the last line may have none).
-    let lines: Vec<(&str, bool)> = {
-        let mut v: Vec<(&str, bool)> = text
-            .split_inclusive('\n')
-            .map(|l| l.strip_suffix('\n').map_or((l, false), |l| (l, true)))
-            .collect();
-        if v.is_empty() {
-            v.push(("", false));
-        }
-        v
-    };
-    let is_comment = |l: &str| l == "#" || l.starts_with("# ");
+    let lines = lines_of(&text);
+    let n = lines.len();
+    let (run_end, last_close) = runs(&lines);
     let mut found: Vec<Block723> = Vec::new();
     let mut unclosed = None;
     let mut i = 0;
-    while i < lines.len() {
+    while i < n {
         let (line, newline) = lines[i];
         let Some(kind) = line.strip_prefix("# /// ").filter(|k| {
             newline && !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -189,15 +266,14 @@ pub(crate) fn script_block(text: &str) -> Result<Option<Block723>, String> {
             i += 1;
             continue;
         };
-        // The run of comment lines after it (each ended by `\n`), then the last `# ///` in it or
-        // right after it (at the end of the text, with no `\n`), with content before it.
-        let run_end = (i + 1..lines.len())
-            .find(|&j| !(lines[j].1 && is_comment(lines[j].0)))
-            .unwrap_or(lines.len());
-        let last = run_end.min(lines.len() - 1);
-        let close = (i + 2..=last).rev().find(|&j| lines[j].0 == "# ///");
-        let Some(close) = close else {
-            if kind == "script" && unclosed.is_none() {
+        // The run of comment lines after it, then the last `# ///` in it or right after it (at
+        // the end of the text, with no `\n`), with at least one line of content before it.
+        let last = run_end[i + 1].min(n - 1);
+        let Some(close) = last_close[last].filter(|&c| c >= i + 2) else {
+            // `# /// script` then `# ///` at once is an empty block, which the PEP's
+            // expression does not match (and uv runs the file): no header, not an error.
+            let no_closing_line = last_close[last].is_none_or(|c| c <= i);
+            if kind == "script" && no_closing_line && unclosed.is_none() {
                 unclosed = Some(i + 1);
             }
             i += 1;
@@ -317,6 +393,30 @@ mod tests {
             script_block("# /// script \n# a = 1\n# ///\n").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn requires_python_must_be_a_version_specifier() {
+        let header = |r: &str| format!("# /// script\n# requires-python = \"{r}\"\n# ///\n");
+        for good in [">=3.10", "3.11", ">=3.9, <4", "~=3.11.0", "==3.12.*"] {
+            assert!(parse(&header(good)).is_ok(), "{good}");
+        }
+        for bad in ["foo", "", ">=", "3.11; rm -rf /"] {
+            let err = parse(&header(bad)).unwrap_err();
+            assert!(err.contains("not a version specifier"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_block_is_no_header_and_many_openers_are_read_quickly() {
+        assert_eq!(
+            script_block("# /// script\n# ///\nimport marimo\n").unwrap(),
+            None
+        );
+        assert!(script_block("# /// script\n# a = 1\nimport marimo\n").is_err());
+        // 60,000 openers and no closing line: one pass, not one per opener.
+        let text = "# /// a\n".repeat(60_000);
+        assert_eq!(script_block(&text).unwrap(), None);
     }
 
     /// Lines a header is made of, and the ones that trip parsers.

@@ -37,48 +37,9 @@ impl Plan {
             let Action::Export { key, .. } = &task.input.action else {
                 continue;
             };
-            let entry = Entry {
-                source: found.source.clone(),
-                key: key.clone(),
-                content: crate::site::hex(&found.content_hash),
-                modules: found.modules.clone(),
-                ..Entry::default()
-            };
-            match (outcome.status, &outcome.value) {
-                (Status::Succeeded, Some(exported)) => {
-                    let entry = Entry {
-                        frontend: exported.frontend.clone(),
-                        beside: exported.beside.clone(),
-                        ..entry
-                    };
-                    self.manifest.pages.insert(found.page.clone(), entry);
-                }
-                // Not tried, or stopped by Ctrl-C: the next run has the same reason to export.
-                (Status::Cancelled, _) => {}
-                // Published although cells raised (--keep-failed-pages): that page and what it
-                // loads are in the site; exported again next time.
-                (_, _) if outcome.meta.is_some() => {
-                    let page = outcome.meta.as_ref().expect("checked");
-                    let entry = Entry {
-                        failed: true,
-                        frontend: page.frontend.clone(),
-                        beside: page.beside.clone(),
-                        ..entry
-                    };
-                    self.manifest.pages.insert(found.page.clone(), entry);
-                }
-                // The page of the last good export stays (a failed export never touches it),
-                // and with it what it loads: its frontend copy stays too.
-                _ => {
-                    let kept = self.manifest.pages.get(&found.page);
-                    let entry = Entry {
-                        failed: true,
-                        frontend: kept.and_then(|e| e.frontend.clone()),
-                        beside: kept.map(|e| e.beside.clone()).unwrap_or_default(),
-                        ..entry
-                    };
-                    self.manifest.pages.insert(found.page.clone(), entry);
-                }
+            let old = self.manifest.pages.get(&found.page);
+            if let Some(entry) = entry_after(old, output, found, key, outcome) {
+                self.manifest.pages.insert(found.page.clone(), entry);
             }
         }
         let beside_after = self.manifest.beside();
@@ -101,6 +62,62 @@ impl Plan {
             .collect();
         IndexContext::new(&self.settings.title, items)
     }
+}
+
+/// A notebook's manifest entry after its export in this run (its entry before: `old`); `None`
+/// leaves the entry as it was (not tried, or stopped by Ctrl-C: the next run has the same
+/// reason to export).
+fn entry_after(
+    old: Option<&Entry>,
+    output: &Path,
+    found: &crate::discover::Found,
+    key: &str,
+    outcome: &Outcome<Exported, Option<Exported>>,
+) -> Option<Entry> {
+    let entry = Entry {
+        source: found.source.clone(),
+        key: key.to_owned(),
+        content: crate::site::hex(&found.content_hash),
+        modules: found.modules.clone(),
+        ..Entry::default()
+    };
+    Some(match (outcome.status, &outcome.value, &outcome.meta) {
+        (Status::Succeeded, Some(exported), _) => Entry {
+            frontend: exported.frontend.clone(),
+            beside: exported.beside.clone(),
+            ..entry
+        },
+        (Status::Cancelled, ..) => return None,
+        // Published although cells raised (--keep-failed-pages): that page and what it loads
+        // are in the site; exported again next time.
+        (_, _, Some(page)) => Entry {
+            failed: true,
+            cell_errors: true,
+            frontend: page.frontend.clone(),
+            beside: page.beside.clone(),
+            ..entry
+        },
+        // A page published with its cell errors goes when the notebook fails again without
+        // publishing one (no --keep-failed-pages now, or a worse failure): a failed page is
+        // shown only when asked for, and never unlisted.
+        _ if old.is_some_and(|e| e.cell_errors) => {
+            if let Some(path) = crate::site::page_inside(output, &found.page) {
+                let _ = std::fs::remove_file(path);
+            }
+            Entry {
+                failed: true,
+                ..entry
+            }
+        }
+        // The page of the last good export stays (a failed export never touches it), and
+        // with it what it loads: its frontend copy stays too.
+        _ => Entry {
+            failed: true,
+            frontend: old.and_then(|e| e.frontend.clone()),
+            beside: old.map(|e| e.beside.clone()).unwrap_or_default(),
+            ..entry
+        },
+    })
 }
 
 fn notebook_view(job: &Job, outcome: &Outcome<Exported, Option<Exported>>) -> NotebookView {

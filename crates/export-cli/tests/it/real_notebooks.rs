@@ -131,14 +131,18 @@ fn real_a_missing_module_names_the_fix_and_keep_failed_pages_publishes_the_page(
             .ends_with("notebooks/needs_six.html"),
         "{task}"
     );
-    // Exported again next time (it failed), and the page stays while it fails.
+    // Exported again next time (it failed); failing again without the flag, its page goes.
     let out = p.run_with(&["--env-dir", envs, "-v"], &[]);
     assert!(
         out.stderr.contains("export notebooks/needs_six.py"),
         "{}",
         out.stderr
     );
-    assert!(p.exists("_site/notebooks/needs_six.html"));
+    assert!(
+        !p.exists("_site/notebooks/needs_six.html"),
+        "a failed page only when asked for"
+    );
+    assert!(!p.read("_site/index.html").contains("needs_six.html"));
 }
 
 #[test]
