@@ -15,7 +15,13 @@ pub(crate) const TEST_FEATURES: &str = "fanout/slurm-tests,\
     testkit/dist-tests";
 
 /// The modules that hold those tests, in every test binary: each must have run tests.
-const FEATURE_MODULES: [&str; 4] = ["slurm::", "browser::", "real_uvx::", "dist::"];
+const FEATURE_MODULES: [&str; 5] = [
+    "slurm::",
+    "browser::",
+    "real_uvx::",
+    "real_notebooks::",
+    "dist::",
+];
 
 pub(crate) fn run(extra: &[String]) -> Result<()> {
     tasks::ensure_uv()?;
@@ -175,6 +181,6 @@ mod tests {
              3 tests, 0 benchmarks\nreal_uvx_like: test\n",
         );
         assert_eq!(listed.total, 6);
-        assert_eq!(listed.per_module, [2, 1, 0, 0]);
+        assert_eq!(listed.per_module, [2, 1, 0, 0, 0]);
     }
 }
