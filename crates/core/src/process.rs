@@ -1,6 +1,6 @@
 //! The subprocess runner: the only module that starts processes or sends signals.
 //!
-//! [`ProcessRunner::run`] starts a [`Command`] with duct (stdin from `/dev/null`, stdout and
+//! [`ProcessRunner::run`] starts a [`Command`] (stdin from `/dev/null`, stdout and
 //! stderr captured as a bounded tail, written to a file, or dropped), waits for it with an
 //! optional timeout while watching a [`CancelToken`](crate::cancel::CancelToken), and returns the exit as data
 //! ([`ProcessOutput`]). A timeout or cancel kills the job's *whole* process tree, including

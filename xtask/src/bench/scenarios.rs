@@ -166,7 +166,7 @@ impl Bench {
         let n = self.sizes.dispatch_jobs;
         let dir = self.dir("dispatch")?;
         let exe = self.probe_exe();
-        for j in [1, 2, 8] {
+        for j in [1, 2, 8, 32] {
             let floor = measure(
                 &format!("floor: {n} x true on {j} threads"),
                 self.plan(true),

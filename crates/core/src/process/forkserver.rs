@@ -30,7 +30,7 @@ use super::command::{Command, Sink, shell_quote};
 use super::output::{Captured, Ending, ProcessOutput};
 use super::pipes::{Tail, Target, open_sink, spawn_reader};
 use super::runner::CANCEL_POLL;
-use super::spawn::expression_with_stdin;
+use super::spawn::{Leader, std_command};
 use super::tree::{self, Cookie};
 use crate::cancel::CancelToken;
 use crate::result::TaskError;
@@ -140,7 +140,7 @@ pub struct ForkServer {
     command: String,
     requests: Mutex<Option<os_pipe::PipeWriter>>,
     shared: Arc<Shared>,
-    handle: Option<duct::Handle>,
+    leader: Option<Leader>,
     cookie: Cookie,
     pid: i32,
     stderr: Arc<Mutex<Tail>>,
@@ -173,18 +173,17 @@ impl ForkServer {
         let Target::Pipe(err_write) = err_target else {
             unreachable!("a capture sink is a pipe")
         };
-        let expr = expression_with_stdin(cmd, Some(requests_in))
+        let mut server = std_command(cmd, Some(requests_in.into())).map_err(spawn_err)?;
+        server
             .env(&cookie.name, &cookie.value)
-            .stdout_file(replies_out)
-            .stderr_file(err_write);
-        let handle = session
-            .spawn_registered(
-                || expr.start(),
-                |h| h.pids().first().map(|&p| p.cast_signed()),
-            )
+            .stdout(replies_out)
+            .stderr(err_write);
+        let leader = session
+            .spawn_registered(|| Leader::spawn(&mut server), |l| Some(l.pid()))
             .map_err(spawn_err)?;
-        drop(expr);
-        let pid = handle.pids().first().copied().unwrap_or(0).cast_signed();
+        // Our copies of the pipes' other ends: closed, so end of file means the server is gone.
+        drop(server);
+        let pid = leader.pid();
         let (stderr, _done) = match err_reader {
             Some((reader, max)) => spawn_reader(reader, max),
             None => unreachable!("a capture sink has a reader"),
@@ -202,7 +201,7 @@ impl ForkServer {
             command,
             requests: Mutex::new(Some(requests_out)),
             shared,
-            handle: Some(handle),
+            leader: Some(leader),
             cookie,
             pid,
             stderr,
@@ -382,13 +381,13 @@ impl ForkServer {
     /// End the server: end of file on its stdin, a moment to exit, then its tree is killed.
     fn stop(&mut self) {
         self.requests.lock().expect("requests lock").take();
-        let Some(handle) = self.handle.take() else {
+        let Some(mut leader) = self.leader.take() else {
             return;
         };
         let session = tree::session();
-        let exited = handle
-            .wait_deadline(Instant::now() + Duration::from_secs(2))
-            .is_ok_and(|o| o.is_some());
+        let exited = leader
+            .wait_until(Instant::now() + Duration::from_secs(2))
+            .unwrap_or(false);
         if exited {
             session.unregister(self.pid);
             session.finish(&self.cookie, self.pid, Duration::from_secs(1));
@@ -399,7 +398,7 @@ impl ForkServer {
                 tree::JobGroup::Pinned(self.pid),
                 Duration::from_secs(1),
             );
-            let _ = handle.wait();
+            let _ = leader.wait();
             session.unregister(self.pid);
         }
     }

@@ -41,9 +41,9 @@ impl Streams {
 /// Point the child's stdout and stderr at their sinks; start a reader thread per captured pipe.
 pub(super) fn wire_streams(
     cmd: &Command,
-    mut expr: duct::Expression,
+    command: &mut std::process::Command,
     program: &str,
-) -> Result<(duct::Expression, Streams), ProcessError> {
+) -> Result<Streams, ProcessError> {
     let mut streams = Streams {
         stdout: None,
         stderr: None,
@@ -56,39 +56,54 @@ pub(super) fn wire_streams(
             tail
         })
     };
+    let spawn_error = |source| ProcessError::Spawn {
+        program: program.to_owned(),
+        source,
+    };
+    let (target, reader) = open_sink(&cmd.stdout, program)?;
+    let out = capture(reader);
     let err = match &cmd.stderr {
         Stderr::ToStdout => {
-            expr = expr.stderr_to_stdout();
+            // The same stream as stdout: a copy of its descriptor.
+            command.stderr(target.try_clone().map_err(spawn_error)?);
             None
         }
         Stderr::Sink(sink) => {
             let (target, reader) = open_sink(sink, program)?;
-            expr = match target {
-                Target::Null => expr.stderr_null(),
-                Target::File(f) => expr.stderr_file(f),
-                Target::Pipe(w) => expr.stderr_file(w),
-            };
+            command.stderr(target.into_stdio());
             capture(reader)
         }
     };
-    // duct applies the outermost redirection first, so stdout is wired after (outside) stderr:
-    // `stderr_to_stdout` then joins the stream stdout is about to become.
-    let (target, reader) = open_sink(&cmd.stdout, program)?;
-    expr = match target {
-        Target::Null => expr.stdout_null(),
-        Target::File(f) => expr.stdout_file(f),
-        Target::Pipe(w) => expr.stdout_file(w),
-    };
-    let out = capture(reader);
+    command.stdout(target.into_stdio());
     streams.stdout = out;
     streams.stderr = err;
-    Ok((expr, streams))
+    Ok(streams)
 }
 
 pub(super) enum Target {
     Null,
     File(File),
     Pipe(os_pipe::PipeWriter),
+}
+
+impl Target {
+    /// The child's end of the stream.
+    pub(super) fn into_stdio(self) -> std::process::Stdio {
+        match self {
+            Target::Null => super::sys::null_stdio(),
+            Target::File(f) => f.into(),
+            Target::Pipe(w) => w.into(),
+        }
+    }
+
+    /// A second end of the same stream (stderr joining stdout).
+    fn try_clone(&self) -> io::Result<std::process::Stdio> {
+        Ok(match self {
+            Target::Null => super::sys::null_stdio(),
+            Target::File(f) => f.try_clone()?.into(),
+            Target::Pipe(w) => w.try_clone()?.into(),
+        })
+    }
 }
 
 pub(super) fn open_sink(

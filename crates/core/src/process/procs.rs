@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
@@ -101,8 +103,51 @@ impl Held {
     }
 }
 
-/// Pids of our own children, from `/proc/self/task/*/children` (orphans are re-parented to
-/// any thread of the subreaper, so every thread's list is read).
+/// Pids of the children the kernel re-parents to us as subreaper (orphans), and maybe others.
+///
+/// Since Linux 4.1 an orphan goes to the subreaper's first thread that is not exiting (kernel
+/// `find_alive_thread`): the main thread, which lives as long as the process. So one `pread`
+/// of its `children` file, kept open, finds them all: this runs after every job. Before 4.1 it
+/// went to the thread that had spawned the orphan's ancestor, so there every thread's list is
+/// read.
+pub(super) fn adoptive_children() -> Option<Vec<i32>> {
+    static MAIN: OnceLock<Option<fs::File>> = OnceLock::new();
+    let main = MAIN.get_or_init(|| {
+        if !orphans_go_to_the_main_thread() {
+            return None;
+        }
+        fs::File::open(format!("/proc/self/task/{}/children", std::process::id())).ok()
+    });
+    let Some(file) = main else {
+        return own_children();
+    };
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, text.len() as u64).ok()?;
+        text.extend_from_slice(&chunk[..n]);
+        // A seq_file read fills the buffer unless the list ended: a short read is the end.
+        if n < chunk.len() {
+            break;
+        }
+    }
+    Some(
+        text.split(u8::is_ascii_whitespace)
+            .filter_map(|p| std::str::from_utf8(p).ok()?.parse::<i32>().ok())
+            .collect(),
+    )
+}
+
+/// Whether this kernel (4.1 or later) re-parents orphans to a subreaper's main thread.
+fn orphans_go_to_the_main_thread() -> bool {
+    let release = rustix::system::uname();
+    let release = release.release().to_string_lossy();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    next().zip(next()).is_some_and(|v| v >= (4, 1))
+}
+
+/// Pids of our own children, from `/proc/self/task/*/children` (every thread's list).
 pub(super) fn own_children() -> Option<Vec<i32>> {
     let mut pids = Vec::new();
     for task in fs::read_dir("/proc/self/task").ok()?.flatten() {

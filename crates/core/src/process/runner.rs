@@ -8,7 +8,7 @@ use super::command::{Command, Launcher, Sink, Stderr};
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 use super::pipes::wire_streams;
 use super::slurm;
-use super::spawn::base_expression;
+use super::spawn::{Leader, std_command};
 use super::tree::{self, JobGroup};
 use crate::cancel::CancelToken;
 
@@ -54,42 +54,40 @@ impl ProcessRunner {
         // this attempt's lines only, not from an earlier attempt's.
         let log_start = log_file(cmd).map_or(0, |p| std::fs::metadata(p).map_or(0, |m| m.len()));
 
-        let base = base_expression(cmd).env(&cookie.name, &cookie.value);
-        let (expr, streams) = wire_streams(cmd, base, &program)?;
+        let spawn_error = |source| ProcessError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let mut command = std_command(cmd, None).map_err(spawn_error)?;
+        command.env(&cookie.name, &cookie.value);
+        let streams = wire_streams(cmd, &mut command, &program)?;
 
         let start = Instant::now();
-        let handle = session
-            .spawn_registered(
-                || expr.start(),
-                |h| h.pids().first().map(|&p| p.cast_signed()),
-            )
-            .map_err(|source| ProcessError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        // The expression holds our copies of the pipes' write ends; drop them so the readers
-        // see end-of-file once the tree is gone.
-        drop(expr);
-        let pid = handle.pids().first().copied().unwrap_or(0);
+        let mut leader = session
+            .spawn_registered(|| Leader::spawn(&mut command), |l| Some(l.pid()))
+            .map_err(spawn_error)?;
+        // The command holds our copies of the pipes' write ends; drop them so the readers see
+        // end-of-file once the tree is gone.
+        drop(command);
+        let pid = leader.pid();
         // The child leads its own process group (see sys.rs), so its pid is the group's id.
-        let group = pid.cast_signed();
         let job = Job {
             session,
             cookie: &cookie,
-            group,
+            group: pid,
             grace: cmd.grace,
         };
         let (wait_result, forced, mut killed_processes) =
-            job.wait(&handle, start, cmd.timeout, cancel);
-        let status = handle.try_wait().ok().flatten().map(|o| o.status);
-        session.unregister(group);
-        drop(handle);
+            job.wait(&mut leader, start, cmd.timeout, cancel);
+        let status = leader.status();
+        session.unregister(pid);
+        drop(leader);
         if let Err(source) = wait_result {
-            session.kill_tree(&cookie, JobGroup::Loose(group), Duration::ZERO);
+            session.kill_tree(&cookie, JobGroup::Loose(pid), Duration::ZERO);
             return Err(ProcessError::Wait { program, source });
         }
         if forced.is_none() {
-            killed_processes = session.finish(&cookie, group, cmd.grace);
+            killed_processes = session.finish(&cookie, pid, cmd.grace);
         }
         let duration = start.elapsed();
         let (stdout, stderr) = streams.collect();
@@ -101,7 +99,7 @@ impl ProcessRunner {
         };
         let ending = forced.unwrap_or_else(|| ending_of(status));
         Ok(ProcessOutput {
-            pid,
+            pid: pid.cast_unsigned(),
             ending,
             stdout,
             stderr,
@@ -128,7 +126,7 @@ impl Job<'_> {
     /// processes it killed.
     fn wait(
         &self,
-        handle: &duct::Handle,
+        leader: &mut Leader,
         start: Instant,
         timeout: Option<Duration>,
         cancel: &CancelToken,
@@ -138,9 +136,9 @@ impl Job<'_> {
         loop {
             let now = Instant::now();
             let slice_end = deadline.map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
-            match handle.wait_deadline(slice_end) {
-                Ok(Some(_)) => return (Ok(()), None, 0),
-                Ok(None) => {}
+            match leader.wait_until(slice_end) {
+                Ok(true) => return (Ok(()), None, 0),
+                Ok(false) => {}
                 Err(e) => return (Err(e), None, 0),
             }
             let ending = if cancel.is_cancelled() {
@@ -150,11 +148,11 @@ impl Job<'_> {
             } else {
                 continue;
             };
-            // Not reaped yet (wait_deadline saw it running): the group's id is pinned.
+            // Not reaped yet (it was running a moment ago): the group's id is pinned.
             let killed =
                 self.session
                     .kill_tree(self.cookie, JobGroup::Pinned(self.group), self.grace);
-            return (handle.wait().map(|_| ()), Some(ending), killed);
+            return (leader.wait().map(drop), Some(ending), killed);
         }
     }
 }

@@ -22,17 +22,13 @@ use rustix::process::Signal;
 /// cost of running `/bin/true` (measured by `cargo xtask bench`, dispatch scenario). The guardian
 /// kills every process of every job, direct children included, so it covers what the signal
 /// did; library users who do not call [`init`](super::init) keep the signal.
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "the signature duct requires of a before_spawn hook"
-)]
-pub(crate) fn configure_child(cmd: &mut Command) -> std::io::Result<()> {
+pub(crate) fn configure_child(cmd: &mut Command) {
     let detach = has_controlling_terminal();
     let guarded = super::guardian::running();
     if !detach {
         cmd.process_group(0);
         if guarded {
-            return Ok(());
+            return;
         }
     }
     let parent = rustix::process::getpid();
@@ -65,7 +61,6 @@ pub(crate) fn configure_child(cmd: &mut Command) -> std::io::Result<()> {
             Ok(())
         });
     }
-    Ok(())
 }
 
 /// Whether this process has a controlling terminal (it runs in someone's terminal, not in CI).
@@ -74,4 +69,25 @@ pub(crate) fn configure_child(cmd: &mut Command) -> std::io::Result<()> {
 fn has_controlling_terminal() -> bool {
     static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ANSWER.get_or_init(|| std::fs::File::open("/dev/tty").is_ok())
+}
+
+/// `/dev/null` as a child's stream: a copy of one descriptor opened once per process (one `dup`
+/// instead of an `open` by path for each stream of each job), or, if that cannot be had, opened
+/// by name when the child is started.
+pub(crate) fn null_stdio() -> std::process::Stdio {
+    dev_null().map_or_else(std::process::Stdio::null, std::process::Stdio::from)
+}
+
+fn dev_null() -> Option<std::fs::File> {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .ok()
+    })
+    .as_ref()?
+    .try_clone()
+    .ok()
 }

@@ -24,15 +24,15 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, WaitOptions};
 
 use super::procs::{
-    Held, descendants, environ_has, exited, find, group_has_live_members, group_members, is_zombie,
-    kill_all_marked, kill_groups, own_children, pgrp_of,
+    Held, adoptive_children, descendants, environ_has, exited, find, group_has_live_members,
+    group_members, is_zombie, kill_all_marked, kill_groups, pgrp_of,
 };
 
 /// Prefix of the environment variable that marks every process of a job.
 pub const JOB_ENV_PREFIX: &str = "FANOUT_JOB_";
 
 /// Process-wide state of the runner: the session cookie and which pids are the direct
-/// children of running jobs (those belong to duct, which reaps them; we must not).
+/// children of running jobs (their runner reaps them; we must not).
 #[derive(Debug)]
 pub(crate) struct Session {
     /// `FANOUT_JOB_<pid>_<nanos>`.
@@ -123,7 +123,7 @@ impl Session {
         }
     }
 
-    /// Forget a direct child once duct has reaped it.
+    /// Forget a direct child once its runner has reaped it.
     pub(crate) fn unregister(&self, pid: i32) {
         self.direct.lock().expect("registry").remove(&pid);
         super::guardian::note_group(pid, false);
@@ -192,7 +192,7 @@ impl Session {
         // Liveness: anything carrying the cookie, or a live member of the job's process group
         // (a process that dropped its environment, `env -i`, has no cookie but stays in the
         // group). Not signal 0 to the group: an unreaped zombie (the job's main process, until
-        // duct waits for it) still counts as a member, and waiting for it to "exit" would burn
+        // its runner reaps it) still counts as a member, and waiting for it to "exit" would burn
         // the whole grace period.
         let alive = || !find(&entry).is_empty() || group_has_live_members(pgid);
 
@@ -316,7 +316,7 @@ impl Session {
         if !self.subreaper {
             return None;
         }
-        let children = own_children()?;
+        let children = adoptive_children()?;
         let direct = self.direct.lock().expect("registry");
         Some(
             children
@@ -327,7 +327,7 @@ impl Session {
     }
 
     /// Reap adopted orphans that have exited (zombies). Never touches a running job's direct
-    /// child: duct reaps those, and reaping one here would make its wait fail.
+    /// child: its runner reaps those, and reaping one here would make its wait fail.
     pub(crate) fn reap_orphans(&self) {
         if !self.subreaper {
             return;
