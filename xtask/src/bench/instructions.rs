@@ -9,7 +9,8 @@
 //! differ by up to 20% (542-650 M). That one runs twice, keeps the smaller count, and has
 //! [`LIMIT_PACED`]; the others fail when a count grows by more than [`LIMIT`] over the
 //! baseline (`xtask/instructions-baseline.json`). `--save-baseline` writes the baseline from
-//! this run: commit it with the reason for the change.
+//! this run: commit it with the reason for the change. Each workload runs with only `PATH` and
+//! `HOME` set, so a count does not depend on the caller's environment.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -121,6 +122,11 @@ fn count(exe: &Path, args: &[String], cwd: &Path) -> Result<u64> {
         .arg(exe)
         .args(args)
         .current_dir(cwd)
+        // The same environment everywhere: every job copies its parent's environment, so the
+        // count of a dispatch grows with the number of variables (CI sets more than a shell).
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
         .output()
         .context("could not run valgrind (apt-get install valgrind)")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
