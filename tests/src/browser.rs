@@ -231,6 +231,38 @@ impl Page {
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("`{expression}` = {json}: {e}"))
     }
 
+    /// Click the element `selector` names, as a user does: the mouse moves to it and presses.
+    ///
+    /// # Panics
+    /// When no element matches, or the click cannot be sent.
+    pub fn click(&self, selector: &str) {
+        self.tab
+            .find_element(selector)
+            .and_then(|e| e.click().map(|_| ()))
+            .unwrap_or_else(|e| panic!("clicking {selector}: {e:#}"));
+    }
+
+    /// Focus the element `selector` names (clicking it) and type `text` key by key.
+    ///
+    /// # Panics
+    /// When no element matches, or the keys cannot be sent.
+    pub fn type_into(&self, selector: &str, text: &str) {
+        self.click(selector);
+        self.tab
+            .type_str(text)
+            .unwrap_or_else(|e| panic!("typing into {selector}: {e:#}"));
+    }
+
+    /// Press one key (`Backspace`, `Escape`...) where the focus is.
+    ///
+    /// # Panics
+    /// When the key cannot be sent.
+    pub fn press(&self, key: &str) {
+        self.tab
+            .press_key(key)
+            .unwrap_or_else(|e| panic!("pressing {key}: {e:#}"));
+    }
+
     /// Wait up to `limit` for a JavaScript expression to be true (a page that renders after it
     /// has loaded, or reloads itself, say); whether it became true.
     pub fn wait_until(&self, expression: &str, limit: Duration) -> bool {

@@ -5,8 +5,10 @@
 //! too, with a 40-token context window; `flaky` answers 429 with `Retry-After: 1` the first time
 //! it sees a prompt, then normally; `flaky-date` the same with `Retry-After` as an HTTP date two
 //! seconds ahead (three, as dates have whole seconds), `flaky-huge` with `Retry-After: 1e20`; `broken` answers 500; `garbled` answers 200 with a body that
-//! is not JSON; any other model is unknown (404). The server counts the generation requests in
-//! flight and remembers each one.
+//! is not JSON; `sometimes` answers "right" to the first three of every five sends of a
+//! prompt and "wrong" to the other two; `judge` is a grader: it answers a JSON verdict, passing
+//! when the text after the prompt's `## Answer` heading names Paris; any other model is unknown
+//! (404). The server counts the generation requests in flight and remembers each one.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +37,8 @@ struct State {
     peak: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     flaky_seen: Mutex<HashSet<String>>,
+    /// `sometimes`: how often each prompt was sent.
+    sends: Mutex<std::collections::HashMap<String, usize>>,
     /// `limited`: the start of the current one-second window and the requests in it.
     window: Mutex<Option<(std::time::Instant, u32)>>,
     /// Requests answered 429 because they went past `limited`'s window.
@@ -107,9 +111,8 @@ impl Drop for LlmServer {
 
 fn context_length(model: &str) -> Option<u64> {
     match model {
-        "llama-test" | "flaky" | "flaky-date" | "flaky-huge" | "broken" | "garbled" | "limited" => {
-            Some(4096)
-        }
+        "llama-test" | "flaky" | "flaky-date" | "flaky-huge" | "broken" | "garbled" | "limited"
+        | "sometimes" | "judge" => Some(4096),
         "tiny-ctx" => Some(40),
         _ => None,
     }
@@ -213,10 +216,19 @@ fn generate(st: &State, api: &'static str, body: &Value) -> Reply {
         body: body.clone(),
     });
     std::thread::sleep(st.latency);
-    let answer = format!(
-        "answer from {model} to: {}",
-        prompt.lines().next().unwrap_or("")
-    );
+    let answer = match model.as_str() {
+        "sometimes" => {
+            let mut sends = st.sends.lock().expect("sends");
+            let n = sends.entry(prompt.clone()).or_default();
+            *n += 1;
+            if (*n - 1) % 5 < 3 { "right" } else { "wrong" }.to_owned()
+        }
+        "judge" => verdict(&prompt),
+        _ => format!(
+            "answer from {model} to: {}",
+            prompt.lines().next().unwrap_or("")
+        ),
+    };
     let ok = match api {
         "ollama" => {
             json!({ "response": answer, "prompt_eval_count": 11, "eval_count": 7, "done": true })
@@ -268,7 +280,8 @@ fn reply_as(st: &State, model: &str, prompt: &str, ok: String) -> Reply {
                 )
             }
         }
-        "llama-test" | "tiny-ctx" | "flaky" | "flaky-date" | "flaky-huge" => (200, ok, vec![]),
+        "llama-test" | "tiny-ctx" | "flaky" | "flaky-date" | "flaky-huge" | "sometimes"
+        | "judge" => (200, ok, vec![]),
         "broken" => (
             500,
             json!({ "error": "the GPU caught fire" }).to_string(),
@@ -282,4 +295,22 @@ fn reply_as(st: &State, model: &str, prompt: &str, ok: String) -> Reply {
             vec![],
         ),
     }
+}
+
+/// `judge`'s verdict on the answer in a grading prompt: the text after `## Answer`, up to the
+/// instructions that follow it, passes when it names Paris.
+fn verdict(prompt: &str) -> String {
+    let answer = prompt
+        .split("## Answer")
+        .nth(1)
+        .unwrap_or("")
+        .split("Reply with only")
+        .next()
+        .unwrap_or("");
+    if answer.contains("Paris") {
+        json!({ "pass": true, "score": 1.0, "reason": "it names Paris" })
+    } else {
+        json!({ "pass": false, "score": 0.0, "reason": format!("it says {:?}, not Paris", answer.trim()) })
+    }
+    .to_string()
 }

@@ -45,7 +45,7 @@ Tasks:
           on a crash (--help for options)
   man     man pages of the three tools and their subcommands, from their clap definitions,
           into target/man (--out DIR for another folder)
-  screenshots  the pages export-nb and lorchestra write, in headless Chromium, into
+  screenshots  the pages export-nb, lorchestra and parallamr write, in headless Chromium, into
           docs/screenshots
   slurm-up  install, configure and start the project's single-node Slurm here (root or
           sudo), for the Slurm tests; its own name, ports and folders (/var/lib/fanout-test-slurm),

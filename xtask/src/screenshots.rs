@@ -23,6 +23,8 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
                 "export-nb",
                 "-p",
                 "lorchestra",
+                "-p",
+                "parallamr",
                 "--test",
                 "it",
                 "browser::",

@@ -11,7 +11,8 @@ use crate::tasks;
 /// `cargo test --workspace` leaves them off, so it passes on any machine with Rust.
 pub(crate) const TEST_FEATURES: &str = "fanout/slurm-tests,\
     export-nb/slurm-tests,export-nb/browser-tests,export-nb/real-uvx-tests,\
-    lorchestra/slurm-tests,lorchestra/browser-tests,parallamr/slurm-tests,testkit/browser-tests,\
+    lorchestra/slurm-tests,lorchestra/browser-tests,parallamr/slurm-tests,parallamr/browser-tests,\
+    testkit/browser-tests,\
     testkit/dist-tests";
 
 /// The modules that hold those tests, in every test binary: each must have run tests.

@@ -82,6 +82,11 @@ pub(crate) fn key(provider: &str, endpoint: &str, req: &Request<'_>) -> String {
         part(name.as_bytes());
         part(value.to_string().as_bytes());
     }
+    // The first send of a request is the answer without --repeat, so repeats reuse it.
+    if req.repeat > 1 {
+        part(b"repeat");
+        part(req.repeat.to_string().as_bytes());
+    }
     h.finalize().to_hex().to_string()
 }
 
@@ -350,6 +355,7 @@ mod tests {
             prompt,
             vars: &[],
             params,
+            repeat: 1,
         }
     }
 

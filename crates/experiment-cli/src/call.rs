@@ -9,6 +9,7 @@ use fanout::{CancelToken, TaskError};
 use crate::cache::{self, Cache, Entry};
 use crate::cost::{self, Budget};
 use crate::experiments::{Experiment, Template};
+use crate::grade::{Grade, Grader, grading_error, verdict};
 use crate::limit::Limit;
 use crate::plan::Inputs;
 use crate::providers::{Provider, Request, estimate_tokens};
@@ -36,6 +37,8 @@ pub(crate) struct Done {
     pub(crate) cached: bool,
     /// What the answer costs at the model's price, if it has one.
     pub(crate) cost: Option<f64>,
+    /// `--grader`: its verdict on the answer.
+    pub(crate) grade: Option<Grade>,
 }
 
 /// The prompt of `e` (empty for the command provider, which renders its own), and a warning
@@ -82,6 +85,7 @@ pub(crate) fn request<'a>(e: &'a Experiment, prompt: &'a str) -> Request<'a> {
         prompt,
         vars: &e.vars,
         params: &e.params,
+        repeat: e.repeat.unwrap_or(1),
     }
 }
 
@@ -91,10 +95,11 @@ pub(crate) struct Shared<'a> {
     pub(crate) limits: &'a HashMap<&'a str, Limit>,
     pub(crate) cache: Option<&'a Cache>,
     pub(crate) budget: Option<&'a Budget>,
+    /// `--grader`: asked about each answer.
+    pub(crate) grader: Option<&'a Grader>,
 }
 
-/// One experiment: render, answer from the cache if it has it, else check the context window
-/// and the budget and call (within the provider's limit), keeping a success in the cache.
+/// One experiment: its answer, then (with `--grader`) the grader's verdict on it.
 pub(crate) fn run_one(
     e: &Experiment,
     shared: &Shared<'_>,
@@ -103,10 +108,28 @@ pub(crate) fn run_one(
 ) -> Result<Done, TaskError> {
     let provider = shared.inputs.providers[e.provider.as_str()].as_ref();
     let template = &shared.inputs.templates[shared.inputs.template_of[e.index]];
+    let (prompt, warning) = render(e, provider, template).map_err(TaskError::failed)?;
+    let mut done = answer(e, &prompt, warning, shared, facts, cancel)?;
+    if let Some(g) = shared.grader {
+        done.grade = Some(ask_grader(g, e, &prompt, &done.text, shared, cancel)?);
+    }
+    Ok(done)
+}
+
+/// The answer to `e`'s `prompt`: from the cache if it has it, else check the context window and
+/// the budget and call (within the provider's limit), keeping a success in the cache.
+fn answer(
+    e: &Experiment,
+    prompt: &str,
+    mut warning: Option<String>,
+    shared: &Shared<'_>,
+    facts: &mut Facts,
+    cancel: &CancelToken,
+) -> Result<Done, TaskError> {
+    let provider = shared.inputs.providers[e.provider.as_str()].as_ref();
     let price = shared.inputs.prices.get(&e.provider, &e.model);
-    let (prompt, mut warning) = render(e, provider, template).map_err(TaskError::failed)?;
-    let input_tokens = estimate_tokens(&prompt);
-    let req = request(e, &prompt);
+    let input_tokens = estimate_tokens(prompt);
+    let req = request(e, prompt);
     let key = cache_entry(shared.cache, provider, &req);
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
@@ -180,6 +203,7 @@ fn from_cache(
         input_tokens: hit.input_tokens,
         output_tokens: hit.output_tokens,
         cached: true,
+        grade: None,
     })
 }
 
@@ -239,6 +263,7 @@ pub(crate) fn call(
             text: answer.text,
             cached: false,
             cost: None,
+            grade: None,
         },
         window,
     ))
@@ -284,4 +309,86 @@ pub(crate) fn store(
         context_window: window,
         warning,
     };
+}
+
+/// `--grader`: its verdict on `answer` (to `prompt`, for `e`): from the cache, else one request
+/// within the grader's provider limit, rate schedule and the budget.
+fn ask_grader(
+    g: &Grader,
+    e: &Experiment,
+    prompt: &str,
+    answer: &str,
+    shared: &Shared<'_>,
+    cancel: &CancelToken,
+) -> Result<Grade, TaskError> {
+    let text = g
+        .prompt(e, prompt, answer)
+        .map_err(|m| TaskError::failed(format!("the grader's rubric: {m}")))?;
+    let provider = shared.inputs.providers[g.provider.as_str()].as_ref();
+    let price = shared.inputs.prices.get(&g.provider, &g.model);
+    let req = Request {
+        model: &g.model,
+        prompt: &text,
+        vars: &[],
+        params: &[],
+        repeat: 1,
+    };
+    let input_estimate = estimate_tokens(&text);
+    let key = cache_entry(shared.cache, provider, &req);
+    if let Some((c, k)) = &key
+        && let Some(hit) = c.get(k)
+    {
+        let (i, o) = (
+            hit.input_tokens.unwrap_or(input_estimate),
+            hit.output_tokens.unwrap_or(0),
+        );
+        return Ok(verdict(&hit.text, i, o, price.map(|p| p.cost(i, o)), true));
+    }
+    let _slot = shared.limits[g.provider.as_str()]
+        .acquire(cancel)
+        .ok_or(TaskError::Cancelled)?;
+    let reservation = match (shared.budget, price) {
+        (Some(b), Some(p)) => Some((
+            b,
+            b.reserve(b.estimate(p, input_estimate, None))
+                .ok_or_else(|| TaskError::Skipped {
+                    reason: "not graded: the budget (--max-cost) is spent".to_owned(),
+                })?,
+        )),
+        _ => None,
+    };
+    let paced = shared
+        .inputs
+        .http
+        .pacers()
+        .get(&g.provider)
+        .map(|p| p.acquire(input_estimate, cancel));
+    let sent = match paced {
+        Some(Err(err)) => Err(err),
+        Some(Ok(_permit)) => provider.generate(&req, cancel),
+        None => provider.generate(&req, cancel),
+    };
+    let tokens = sent.as_ref().ok().map(|a| {
+        (
+            a.input_tokens.unwrap_or(input_estimate),
+            a.output_tokens.unwrap_or_else(|| estimate_tokens(&a.text)),
+        )
+    });
+    let cost = tokens.and_then(|(i, o)| price.map(|p| p.cost(i, o)));
+    if let Some((b, r)) = reservation {
+        b.settle(r, cost, tokens.map(|t| t.1));
+    }
+    let sent = sent.map_err(|err| grading_error(g, err))?;
+    let (i, o) = tokens.unwrap_or_default();
+    if let Some((c, k)) = &key {
+        let entry = Entry::new(
+            &req,
+            provider.name(),
+            sent.text.clone(),
+            (Some(i), Some(o)),
+            None,
+        );
+        c.put_or_warn(k, &entry);
+    }
+    Ok(verdict(&sent.text, i, o, cost, false))
 }

@@ -58,9 +58,28 @@ pub enum Commands {
     Cache(CacheCli),
     /// Write an example prompt, experiments file and README snippet here (never overwrites)
     Init,
+    /// Write the results as one self-contained HTML page: a matrix of rows by models, pass and
+    /// fail, cost and latency, a summary per model, filters; with --compare, what changed
+    View(ViewCli),
     #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "parallamr"))]
     /// Print a shell completion script (bash, zsh, fish, powershell)
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ViewCli {
+    /// The results file(s) of a run (CSV or JSON Lines)
+    #[arg(value_name = "RESULTS", required = true)]
+    pub results: Vec<PathBuf>,
+    /// Earlier results of the same sweep: mark the answers that changed, newly pass or fail
+    #[arg(long, value_name = "OLD")]
+    pub compare: Vec<PathBuf>,
+    /// The page to write
+    #[arg(short, long, value_name = "FILE", default_value = "results.html")]
+    pub output: PathBuf,
+    /// The page's title [default: from the results file's name]
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -172,10 +191,73 @@ pub struct RunCli {
     /// (without: refuse, naming its pid)
     #[arg(long)]
     pub wait: bool,
+    /// Send each experiment N times (a `repeat` column numbers them 1 to N); each is cached
+    /// apart, so a re-run with a larger N sends only the new ones
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub repeat: Option<u32>,
+    /// Also write the results page (as `parallamr view`) to FILE when the sweep ends
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     // The shared flags. --backend slurm runs the command provider's experiments as Slurm job
     // steps; HTTP requests are always sent from here.
     #[command(flatten)]
     pub run: RunArgs<Parallamr>,
+    // After the shared flags: its heading would otherwise take them in.
+    #[command(flatten)]
+    pub judge: JudgeCli,
+}
+
+/// How an answer is held against the `expected` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExpectMode {
+    // (No doc comments on the values: clap would switch `run --help` to its long layout.)
+    // The answer contains it, ignoring case.
+    Contains,
+    // The answer, trimmed, is exactly it.
+    Exact,
+    // It is a regular expression the answer matches somewhere.
+    Regex,
+    // The last number in the answer is within --tolerance of it.
+    Number,
+}
+
+/// How the answers are judged. Each check adds to the row's `pass` (all passed), `score` (their
+/// mean) and `reason` (what failed) columns; a failed check is not an error.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Judging the answers")]
+pub struct JudgeCli {
+    /// How an `expected` column is held against the answer: contains (ignoring case; the
+    /// default), exact (trimmed), regex (matches somewhere), number (the answer's last number,
+    /// within --tolerance). A column `expect_mode` may set it per row
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub expect: Option<ExpectMode>,
+    /// `--expect number`: how far the answer's last number may be from the expected one
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    pub tolerance: f64,
+    /// A check per row, as a minijinja expression that must be true; repeatable. It sees the
+    /// row's variables, `output`, `json` (the JSON in the answer), `latency_ms`, `cost_usd`,
+    /// `input_tokens`, `output_tokens`, `provider`, `model`, `repeat`. E.g. 'output | lower is
+    /// containing "paris"' or 'json.score >= 0.8'
+    #[arg(long = "assert", value_name = "EXPR")]
+    pub asserts: Vec<String>,
+    /// The answer must hold JSON (a fenced json block, else the first object or list)
+    #[arg(long)]
+    pub is_json: bool,
+    /// The JSON in the answer must be valid against this JSON Schema
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// Ask this model whether each answer meets the rubric (a second request per row, cached
+    /// like any other; its tokens and cost are counted apart)
+    #[arg(long, value_name = "PROVIDER/MODEL")]
+    pub grader: Option<String>,
+    /// The grader's instructions: a template that sees the row's variables, `prompt` and
+    /// `output` [default: is the answer correct, complete and responsive]
+    #[arg(long, value_name = "FILE")]
+    pub rubric: Option<PathBuf>,
+    /// Exit 1 when any answer failed a check (without it, only errors fail the run)
+    #[arg(long)]
+    pub fail_on_assert: bool,
 }
 
 /// `--max-cost`: a positive amount of dollars (`0.50`, `$2`).

@@ -21,13 +21,27 @@ pub(crate) struct Experiment {
     pub(crate) vars: Vec<(String, String)>,
     /// The request parameters among the variables (`temperature`...), typed.
     pub(crate) params: crate::params::Params,
+    /// With `--repeat N`: which of the row's N sends this is (1 to N).
+    pub(crate) repeat: Option<u32>,
 }
 
 impl Experiment {
-    /// What identifies an experiment's result row: provider, model and variable values.
+    /// The value of the variable `name`, if the row has the column.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// What identifies an experiment's result row: provider, model, variable values (and the
+    /// repeat).
     pub(crate) fn key(&self) -> Vec<String> {
         let mut k = vec![self.provider.clone(), self.model.clone()];
         k.extend(self.vars.iter().map(|(_, v)| v.clone()));
+        if let Some(r) = self.repeat {
+            k.push(r.to_string());
+        }
         k
     }
 }
@@ -123,6 +137,7 @@ impl Experiments {
                     .map(|&i| (headers[i].clone(), record[i].to_owned()))
                     .collect(),
                 params: Vec::new(),
+                repeat: None,
             });
         }
         Ok(Experiments {
@@ -134,6 +149,28 @@ impl Experiments {
 }
 
 impl Experiments {
+    /// `--repeat N`: each row N times in a row, numbered 1 to N (the `repeat` column).
+    pub(crate) fn repeat(&mut self, n: u32) -> Result<()> {
+        if self.var_names.iter().any(|v| v == "repeat") {
+            bail!(
+                "{}: the experiments have a column named repeat, and --repeat adds one: rename it",
+                self.source
+            );
+        }
+        let rows = std::mem::take(&mut self.rows);
+        self.rows.reserve(rows.len() * n as usize);
+        for e in rows {
+            for r in 1..=n {
+                self.rows.push(Experiment {
+                    index: self.rows.len(),
+                    repeat: Some(r),
+                    ..e.clone()
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Fill each row's request parameters from the columns `names`; a value of the wrong type
     /// is an error naming the file and line.
     pub(crate) fn read_params(&mut self, names: &[String]) -> Result<()> {

@@ -80,7 +80,7 @@ pub fn resume(dir: &Path, vars: &[String], results: &[u8]) {
     if std::fs::write(&path, results).is_err() {
         return;
     }
-    let header = header(vars);
+    let header = header(vars, crate::row::Shape::default());
     let Ok((_, done, _)) = Sink::resume(&path, &header, false) else {
         return;
     };

@@ -3,8 +3,9 @@
 //! The flow of `run`, as in every tool: `cli` (the flags) → `plan` (settings, the experiments,
 //! templates, providers and prices read and checked: every input error is raised before anything
 //! is sent; the dry run is `dryrun`) → `run` (one pool batch: `call` per experiment, within its
-//! provider's limit, retried by the core's policy) → rows written by the owner thread as they
-//! complete (`writer`, `sink`, `row`) → the exit status.
+//! provider's limit, retried by the core's policy; `grade` asks the grader) → rows judged
+//! (`judge`) and written by the owner thread as they complete (`writer`, `sink`, `row`) → the
+//! summary per model (`tally`, `summary`), the results page (`view`) → the exit status.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -21,7 +22,9 @@ mod flatten;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod grade;
 mod init;
+mod judge;
 mod limit;
 mod params;
 mod paths;
@@ -33,7 +36,9 @@ mod run;
 mod settings;
 mod shell_template;
 mod sink;
+mod summary;
 mod tally;
+mod view;
 mod writer;
 
 use std::time::Duration;
@@ -78,6 +83,20 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Cache(c) => cache_command(&c),
+        Commands::View(v) => {
+            for f in v.results.iter().chain(&v.compare) {
+                if !f.is_file() {
+                    return Err(anyhow::anyhow!(
+                        "the results file {} does not exist (or is not a file)",
+                        f.display()
+                    ))
+                    .usage();
+                }
+            }
+            view::write(&v.results, &v.compare, &v.output, v.title.as_deref()).usage()?;
+            eprintln!("results page: {}", v.output.display());
+            Ok(ExitStatus::Success)
+        }
         Commands::Init => {
             init::init(std::path::Path::new(".")).usage()?;
             Ok(ExitStatus::Success)

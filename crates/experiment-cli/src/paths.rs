@@ -173,6 +173,7 @@ mod tests {
             model: "gpt-4o".into(),
             vars: vec![("topic".into(), topic.into())],
             params: Vec::new(),
+            repeat: None,
         }
     }
 

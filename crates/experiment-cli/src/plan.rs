@@ -14,9 +14,11 @@ use crate::cache::{self, Cache};
 use crate::cli::RunCli;
 use crate::cost::Prices;
 use crate::experiments::{Experiments, Template, join_prompt, read_input};
+use crate::judge::{Judge, JudgeArgs};
 use crate::paths::{NoPath, PathTemplate};
 use crate::providers::{self, CommandProvider, Http, Provider};
 use crate::rate::Pacers;
+use crate::row::Shape;
 use crate::shell_template::ShellTemplate;
 use crate::writer::Flattening;
 
@@ -55,6 +57,14 @@ pub(crate) struct RunArgs {
     /// `--wait`: for another run writing the same results file.
     pub(crate) wait: fanout::runlock::Wait,
     pub(crate) report: Option<PathBuf>,
+    /// `--repeat N`.
+    pub(crate) repeat: Option<u32>,
+    /// The checks asked for.
+    pub(crate) judge: JudgeArgs,
+    /// `--fail-on-assert`.
+    pub(crate) fail_on_assert: bool,
+    /// `--html FILE`: the results page.
+    pub(crate) html: Option<PathBuf>,
     pub(crate) progress: ProgressMode,
     /// Lines of a failure's detail shown under it (`-v`).
     pub(crate) detail_lines: usize,
@@ -96,6 +106,10 @@ pub(crate) struct Inputs {
     pub(crate) http: Http,
     /// `-o`, checked (`None`: standard output).
     pub(crate) output: Option<PathTemplate>,
+    /// The checks of each answer (`None`: none asked for).
+    pub(crate) judge: Option<Judge>,
+    /// The columns the rows have besides the usual ones.
+    pub(crate) shape: Shape,
 }
 
 /// The names a path template may use: provider, model and the variables.
@@ -223,6 +237,18 @@ impl RunArgs {
                 fanout::runlock::Wait::No
             },
             report: shared.report.clone(),
+            repeat: r.repeat,
+            fail_on_assert: r.judge.fail_on_assert,
+            judge: JudgeArgs {
+                expect: r.judge.expect,
+                tolerance: r.judge.tolerance,
+                asserts: r.judge.asserts,
+                is_json: r.judge.is_json,
+                schema: r.judge.schema,
+                grader: r.judge.grader,
+                rubric: r.judge.rubric,
+            },
+            html: r.html,
         })
     }
 }
@@ -238,12 +264,27 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
     let param_columns =
         crate::params::columns(args.param_columns.as_deref(), &experiments.var_names)?;
     experiments.read_params(&param_columns)?;
+    if let Some(n) = args.repeat {
+        experiments.repeat(n)?;
+    }
     let (templates, template_of) = prompt_templates(args, &experiments)?;
     check_provider_flags(args)?;
+    let judge = Judge::new(&args.judge, &experiments)?;
+    if args.html.is_some() && args.output.is_none() {
+        bail!("--html makes its page from the results file: give one with -o FILE");
+    }
+    if args.fail_on_assert && judge.is_none() {
+        bail!(
+            "--fail-on-assert needs a check: an `expected` column, --assert, --is-json, \
+             --schema or --grader"
+        );
+    }
+    let grader = judge.as_ref().and_then(|j| j.grader.as_ref());
     let mut used: Vec<&str> = experiments
         .rows
         .iter()
         .map(|e| e.provider.as_str())
+        .chain(grader.map(|g| g.provider.as_str()))
         .collect();
     used.sort_unstable();
     used.dedup();
@@ -269,7 +310,11 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         .as_deref()
         .map(|o| PathTemplate::new("-o", o, &columns(&experiments)))
         .transpose()?;
-    let prices = prices(args, &experiments, &providers)?;
+    let prices = prices(args, &experiments, &providers, grader)?;
+    let shape = Shape {
+        repeat: args.repeat.is_some(),
+        judged: judge.is_some(),
+    };
     Ok(Inputs {
         experiments,
         templates,
@@ -279,6 +324,8 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         prices,
         http,
         output,
+        judge,
+        shape,
     })
 }
 
@@ -333,6 +380,7 @@ pub(crate) fn prices(
     args: &RunArgs,
     experiments: &Experiments,
     providers: &HashMap<String, Box<dyn Provider>>,
+    grader: Option<&crate::grade::Grader>,
 ) -> Result<Prices> {
     let mut prices = match &args.prices {
         Some(p) => Prices::load(p)?,
@@ -342,6 +390,7 @@ pub(crate) fn prices(
         .rows
         .iter()
         .map(|e| (e.provider.as_str(), e.model.as_str()))
+        .chain(grader.map(|g| (g.provider.as_str(), g.model.as_str())))
         .collect();
     models.sort_unstable();
     models.dedup();

@@ -66,6 +66,9 @@ pub(crate) struct Request<'a> {
     pub(crate) vars: &'a [(String, String)],
     /// Request parameters (`temperature`...), sent as the provider's API names them.
     pub(crate) params: &'a [(String, serde_json::Value)],
+    /// With `--repeat`: which send of the same request this is (1 to N); its answer is kept
+    /// apart from the others' in the cache.
+    pub(crate) repeat: u32,
 }
 
 pub(crate) trait Provider: Send + Sync {

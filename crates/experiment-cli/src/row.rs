@@ -19,12 +19,44 @@ pub(crate) const RESULT_COLUMNS: [&str; 9] = [
 /// The last column of a flattened CSV: the answer's keys that have no column of their own.
 pub(crate) const EXTRA: &str = "json_extra";
 
-/// `provider, model, <variables...>, status, ...`.
-pub(crate) fn header(var_names: &[String]) -> Vec<String> {
+/// The columns judging adds after `cost_usd`.
+pub(crate) const JUDGE_COLUMNS: [&str; 3] = ["pass", "score", "reason"];
+
+/// Which columns a run's rows have besides provider, model, the variables and the results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// `--repeat`: a `repeat` column after the variables (part of the row's key).
+    pub(crate) repeat: bool,
+    /// Checks are on: `pass`, `score`, `reason` after `cost_usd`.
+    pub(crate) judged: bool,
+}
+
+/// `provider, model, <variables...>, [repeat,] status, ..., cost_usd[, pass, score, reason]`.
+pub(crate) fn header(var_names: &[String], shape: Shape) -> Vec<String> {
     let mut h = vec!["provider".to_owned(), "model".to_owned()];
     h.extend(var_names.iter().cloned());
+    if shape.repeat {
+        h.push("repeat".to_owned());
+    }
     h.extend(RESULT_COLUMNS.iter().map(|c| (*c).to_owned()));
+    if shape.judged {
+        h.extend(JUDGE_COLUMNS.iter().map(|c| (*c).to_owned()));
+    }
     h
+}
+
+/// The position of the result's `status` in a header: the key's columns come before it.
+pub(crate) fn status_col(header: &[String]) -> usize {
+    let judged = header.ends_with(&JUDGE_COLUMNS.map(str::to_owned));
+    header.len() - RESULT_COLUMNS.len() - if judged { JUDGE_COLUMNS.len() } else { 0 }
+}
+
+/// A finished row's verdict on its checks (`judge`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict {
+    pub(crate) pass: bool,
+    pub(crate) score: f64,
+    pub(crate) reason: String,
 }
 
 /// One result row.
@@ -45,6 +77,10 @@ pub(crate) struct Row {
     pub(crate) cost_usd: Option<f64>,
     /// `--flatten`: the columns of the JSON in the output (`None` without `--flatten`).
     pub(crate) flat: Option<Vec<(String, serde_json::Value)>>,
+    /// With checks on: the row's verdict (`None` for a row not judged, an error).
+    pub(crate) verdict: Option<Verdict>,
+    /// Whether the rows have the judging columns.
+    pub(crate) judged: bool,
 }
 
 /// A value of a row, typed so JSON Lines keeps numbers numbers.
@@ -55,6 +91,10 @@ pub(crate) enum Cell {
     Seconds(f64),
     Flag(bool),
     Usd(Option<f64>),
+    /// A verdict: `true`, `false`, or empty for a row not judged.
+    Pass(Option<bool>),
+    /// A score from 0 to 1.
+    Score(Option<f64>),
     /// A value from the answer's JSON (`--flatten`).
     Json(serde_json::Value),
 }
@@ -67,6 +107,8 @@ impl Cell {
             Cell::Seconds(s) => format!("{s:.3}"),
             Cell::Flag(b) => b.to_string(),
             Cell::Usd(x) => x.map(|x| format!("{x:.6}")).unwrap_or_default(),
+            Cell::Pass(p) => p.map(|p| p.to_string()).unwrap_or_default(),
+            Cell::Score(s) => s.map(|s| s.to_string()).unwrap_or_default(),
             Cell::Json(v) => crate::flatten::cell(v),
         }
     }
@@ -81,6 +123,8 @@ impl Cell {
             Cell::Usd(x) => x.map_or(serde_json::Value::Null, |x| {
                 ((x * 1e6).round() / 1e6).into()
             }),
+            Cell::Pass(p) => p.map_or(serde_json::Value::Null, Into::into),
+            Cell::Score(s) => s.map_or(serde_json::Value::Null, Into::into),
             Cell::Json(v) => v.clone(),
         }
     }
@@ -100,6 +144,14 @@ impl Row {
             Cell::Flag(self.cached),
             Cell::Usd(self.cost_usd),
         ]);
+        if self.judged {
+            let v = self.verdict.as_ref();
+            f.extend([
+                Cell::Pass(v.map(|v| v.pass)),
+                Cell::Score(v.map(|v| v.score)),
+                Cell::Text(v.map(|v| v.reason.clone()).unwrap_or_default()),
+            ]);
+        }
         f
     }
 }
@@ -161,3 +213,18 @@ pub(crate) fn encode_csv(fields: &[String]) -> Vec<u8> {
 
 /// How many times each experiment key already has a finished row.
 pub(crate) type Done = HashMap<Vec<String>, usize>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_ends_where_the_status_is() {
+        let vars = ["topic".to_owned()];
+        for (repeat, judged) in [(false, false), (true, false), (false, true), (true, true)] {
+            let h = header(&vars, Shape { repeat, judged });
+            assert_eq!(h[status_col(&h)], "status", "{h:?}");
+            assert_eq!(status_col(&h), 3 + usize::from(repeat));
+        }
+    }
+}

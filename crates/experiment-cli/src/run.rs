@@ -16,6 +16,7 @@ use crate::call::{Done, Facts, Shared, run_one};
 use crate::cost::Budget;
 use crate::dryrun::dry_run;
 use crate::experiments::{Experiment, Experiments};
+use crate::judge::Judge;
 use crate::limit::limits;
 use crate::paths::NoPath;
 use crate::plan::{Flatten, Inputs, RunArgs, flatten_columns, prepare};
@@ -43,7 +44,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         error_rows: unplaced.len(),
         ..Tally::default()
     };
-    if let Err(err) = write_unplaced(args, &unplaced, &to, &mut out, &mut tally.written) {
+    if let Err(err) = write_unplaced(
+        args,
+        inputs.shape.judged,
+        &unplaced,
+        &to,
+        &mut out,
+        &mut tally.written,
+    ) {
         return Ok(stopped_by(&err, tally.written));
     }
     let limits = limits(args, &inputs.used);
@@ -54,6 +62,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         out: &mut out,
         to: &to,
         todo: &todo,
+        judge: inputs.judge.as_ref(),
         flatten: args.flatten.as_ref(),
         tally: &mut tally,
         write_error: None,
@@ -68,6 +77,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         limits: &limits,
         cache: args.cache.as_ref(),
         budget: budget.as_ref(),
+        grader: inputs.judge.as_ref().and_then(|j| j.grader.as_ref()),
     };
     let mut tee = Tee(vec![
         &mut rows as &mut dyn Reporter<Done, Facts>,
@@ -84,8 +94,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     if let Some(e) = write_error.map_or_else(|| out.finish().err(), Some) {
         return Ok(stopped_by(&e, tally.written));
     }
-    write_report(args.report.as_deref(), &result, &todo)?;
+    write_report(args.report.as_deref(), &result, &todo, &tally)?;
     tally.say(args, &files, todo.len() + unplaced.len(), started.elapsed());
+    if let Some(page) = &args.html {
+        crate::view::write(&files, &[], page, None)?;
+        if !matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent) {
+            eprintln!("results page: {}", page.display());
+        }
+    }
     // The run's results are written: the cache's limits are kept now, once a day.
     if let Some(c) = &args.cache {
         c.prune_daily(args.cache_limits);
@@ -93,16 +109,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     let stopped = budget.is_some_and(|b| say_budget(&b, tally.not_sent));
     Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
         ExitStatus::Interrupted
-    } else if tally.error_rows > 0 || stopped {
+    } else if tally.error_rows > 0 || stopped || (args.fail_on_assert && tally.failed_checks > 0) {
         ExitStatus::TaskFailed
     } else {
         ExitStatus::Success
     })
 }
 
-/// An experiment's task, named by its line.
+/// An experiment's task, named by its line (and its repeat: `line 4 #2`).
 fn task<'e>(experiments: &Experiments, e: &'e Experiment) -> Task<&'e Experiment> {
-    Task::new(format!("{} line {}", experiments.source, e.line), e)
+    let repeat = e.repeat.map(|r| format!(" #{r}")).unwrap_or_default();
+    Task::new(format!("{} line {}{repeat}", experiments.source, e.line), e)
 }
 
 /// The owner thread's reporter: each finished experiment's row, written as it completes.
@@ -110,6 +127,7 @@ struct Rows<'a, 'e> {
     out: &'a mut Outputs,
     to: &'a [usize],
     todo: &'a [&'e Experiment],
+    judge: Option<&'a Judge>,
     flatten: Option<&'a Flatten>,
     tally: &'a mut Tally,
     /// The first write that failed: the sweep stops at it.
@@ -133,10 +151,17 @@ impl Reporter<Done, Facts> for Rows<'_, '_> {
         }
         let e = self.todo[outcome.index];
         let mut row = row_for(e, outcome);
+        let grade = outcome.value.as_ref().and_then(|d| d.grade.as_ref());
+        if let Some(j) = self.judge {
+            row.judged = true;
+            if row.status != "error" {
+                row.verdict = Some(j.verdict(e, &row, grade));
+            }
+        }
         if let Some(f) = self.flatten {
             flatten_row(&mut row, f);
         }
-        self.tally.count(&row);
+        self.tally.count(e, &row, grade);
         if self.write_error.is_none()
             && let Err(err) = self.out.write(self.to[e.index], &row)
         {
@@ -211,13 +236,14 @@ fn pool(args: &RunArgs) -> Result<Pool> {
 /// named with `_missing_` for the empty values.
 fn write_unplaced(
     args: &RunArgs,
+    judged: bool,
     unplaced: &[(&Experiment, Vec<String>)],
     to: &[usize],
     out: &mut Outputs,
     written: &mut usize,
 ) -> Result<()> {
     for (e, missing) in unplaced {
-        let row = Row {
+        let mut row = Row {
             key: e.key(),
             status: "error",
             input_tokens: None,
@@ -233,7 +259,10 @@ fn write_unplaced(
             cached: false,
             cost_usd: None,
             flat: None,
+            verdict: None,
+            judged: false,
         };
+        row.judged = judged;
         out.write(to[e.index], &row)?;
         *written += 1;
     }
@@ -255,11 +284,23 @@ fn write_report(
     path: Option<&Path>,
     result: &fanout::BatchResult<Done, Facts>,
     todo: &[&Experiment],
+    tally: &Tally,
 ) -> Result<()> {
+    /// The shared report, and the summary per model the run ended with.
+    #[derive(serde::Serialize)]
+    struct WithModels<'a, X: serde::Serialize> {
+        #[serde(flatten)]
+        report: fanout::Report<'a, X>,
+        models: Vec<crate::summary::ModelSummary>,
+    }
     if let Some(path) = path {
-        result
-            .report_with(|o| ReportExtra::of(todo[o.index], o))
-            .write_json(path)?;
+        let report = WithModels {
+            report: result.report_with(|o| ReportExtra::of(todo[o.index], o)),
+            models: crate::summary::summarize(&tally.records, tally.repeated),
+        };
+        let mut json = serde_json::to_vec_pretty(&report)?;
+        json.push(b'\n');
+        fanout::fsutil::write_atomic(path, &json)?;
     }
     Ok(())
 }
@@ -295,7 +336,7 @@ struct Opened<'e> {
 /// is refused first, and each is resumed on its own).
 fn open_output<'e>(args: &RunArgs, inputs: &'e Inputs) -> Result<Opened<'e>> {
     let experiments = &inputs.experiments;
-    let header = row::header(&experiments.var_names);
+    let header = row::header(&experiments.var_names, inputs.shape);
     let Some(template) = &inputs.output else {
         if args.resume {
             bail!("--resume needs the results file (-o FILE) to complete");
@@ -389,6 +430,8 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             cached: d.cached,
             cost_usd: d.cost,
             flat: None,
+            verdict: None,
+            judged: false,
         },
         (None, err) => Row {
             key: e.key(),
@@ -402,6 +445,8 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             cached: false,
             cost_usd: None,
             flat: None,
+            verdict: None,
+            judged: false,
         },
     }
 }

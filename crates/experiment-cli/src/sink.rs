@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::row::{Cell, Done, EXTRA, Format, RESULT_COLUMNS, Row, encode_csv};
+use crate::row::{Cell, Done, EXTRA, Format, Row, encode_csv};
 
 /// One destination of rows.
 pub(crate) struct Sink {
@@ -241,7 +241,7 @@ pub(crate) fn finished_csv_rows(
     }
     let extra = flattened.then(|| found[header.len()..found.len() - 1].to_vec());
     // The experiment's key, then its status: the answer's columns come after both.
-    let status_col = header.len() - RESULT_COLUMNS.len();
+    let status_col = crate::row::status_col(header);
     let mut kept = encode_csv(&found);
     let mut done = Done::new();
     for record in reader.records() {
@@ -268,7 +268,7 @@ pub(crate) fn finished_json_rows(
     header: &[String],
     flattened: bool,
 ) -> Result<(Vec<u8>, Done)> {
-    let status_col = header.len() - RESULT_COLUMNS.len();
+    let status_col = crate::row::status_col(header);
     let mut kept = Vec::new();
     let mut done = Done::new();
     for line in bytes.split(|b| *b == b'\n') {
@@ -305,7 +305,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::row::header;
+    use crate::row::{Shape, header};
 
     fn row(topic: &str, status: &'static str) -> Row {
         Row {
@@ -320,13 +320,15 @@ mod tests {
             cached: false,
             cost_usd: None,
             flat: None,
+            verdict: None,
+            judged: false,
         }
     }
 
     fn resume_keeps_only_finished_rows(name: &str, torn: &[u8]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
-        let h = header(&["topic".to_owned()]);
+        let h = header(&["topic".to_owned()], Shape::default());
         let mut w = Sink::create(&path, Some(&h)).unwrap();
         w.write(&h, &row("cats", "ok")).unwrap();
         w.write(&h, &row("dogs", "error")).unwrap();
@@ -356,7 +358,7 @@ mod tests {
         resume_keeps_only_finished_rows("out.csv", b"mock,m,caf\xc3");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
-        let h = header(&["topic".to_owned()]);
+        let h = header(&["topic".to_owned()], Shape::default());
         let mut w = Sink::create(&path, Some(&h)).unwrap();
         w.write(&h, &row("cats", "ok")).unwrap();
         let mut r = csv::Reader::from_path(&path).unwrap();
@@ -370,7 +372,7 @@ mod tests {
         resume_keeps_only_finished_rows("out.jsonl", b"{\"provider\":\"mock\",\"model\":\"caf\xc3");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
-        let h = header(&["topic".to_owned()]);
+        let h = header(&["topic".to_owned()], Shape::default());
         let mut w = Sink::create(&path, Some(&h)).unwrap();
         w.write(&h, &row("cats", "ok")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -384,7 +386,7 @@ mod tests {
             "fields in column order: {text}"
         );
 
-        let other = header(&["tone".to_owned()]);
+        let other = header(&["tone".to_owned()], Shape::default());
         let e = Sink::resume(&path, &other, false).unwrap_err().to_string();
         assert!(e.contains("has other columns"), "{e}");
     }

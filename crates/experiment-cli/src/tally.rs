@@ -7,8 +7,11 @@ use std::time::Duration;
 use fanout::ProgressMode;
 
 use crate::cost::{self, Budget};
+use crate::experiments::Experiment;
+use crate::grade::Grade;
 use crate::plan::RunArgs;
 use crate::row::Row;
+use crate::summary::{self, Record};
 
 /// Whether the budget stopped the sweep, and if so say what it kept from being sent.
 pub(crate) fn say_budget(b: &Budget, not_sent: usize) -> bool {
@@ -32,76 +35,78 @@ pub(crate) struct Tally {
     pub(crate) from_cache: usize,
     /// Experiments the budget kept from being sent.
     pub(crate) not_sent: usize,
-    /// Tokens and cost per provider/model.
-    pub(crate) by_model: std::collections::BTreeMap<(String, String), Usage>,
+    /// Rows whose answer failed a check.
+    pub(crate) failed_checks: usize,
+    /// What the summary per model needs of each row.
+    pub(crate) records: Vec<Record>,
+    /// Whether the rows are repeats (`--repeat`).
+    pub(crate) repeated: bool,
+    /// `--grader`: its requests, tokens and cost, apart from the answers'.
+    pub(crate) grading: Grading,
 }
 
-/// What the rows of one provider/model came to.
+/// What grading the answers came to.
 #[derive(Debug, Default)]
-pub(crate) struct Usage {
-    pub(crate) rows: usize,
+pub(crate) struct Grading {
+    pub(crate) verdicts: usize,
+    pub(crate) from_cache: usize,
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
-    /// Spent on requests sent; `None` while no row had a price.
+    /// Spent on grading requests sent; `None` while none had a price.
     pub(crate) spent: Option<f64>,
-    /// What the answers from the cache cost when they were sent.
-    pub(crate) saved: f64,
 }
 
 impl Tally {
-    pub(crate) fn count(&mut self, row: &Row) {
+    pub(crate) fn count(&mut self, e: &Experiment, row: &Row, grade: Option<&Grade>) {
         self.written += 1;
         self.from_cache += usize::from(row.cached);
         self.error_rows += usize::from(row.status == "error");
-        let u = self
-            .by_model
-            .entry((row.key[0].clone(), row.key[1].clone()))
-            .or_default();
-        u.rows += 1;
-        u.input_tokens += row.input_tokens.unwrap_or(0);
-        u.output_tokens += row.output_tokens.unwrap_or(0);
-        if let Some(c) = row.cost_usd {
-            if row.cached {
-                u.saved += c;
-            } else {
-                *u.spent.get_or_insert(0.0) += c;
+        self.failed_checks += usize::from(row.verdict.as_ref().is_some_and(|v| !v.pass));
+        self.repeated |= e.repeat.is_some();
+        self.records.push(Record {
+            provider: e.provider.clone(),
+            model: e.model.clone(),
+            vars: e.vars.iter().map(|(_, v)| v.clone()).collect(),
+            status: row.status.to_owned(),
+            pass: row.verdict.as_ref().map(|v| v.pass),
+            seconds: row.duration_seconds,
+            input_tokens: row.input_tokens.unwrap_or(0),
+            output_tokens: row.output_tokens.unwrap_or(0),
+            cost: row.cost_usd,
+            cached: row.cached,
+        });
+        if let Some(g) = grade {
+            let t = &mut self.grading;
+            t.verdicts += 1;
+            t.from_cache += usize::from(g.cached);
+            t.input_tokens += g.input_tokens;
+            t.output_tokens += g.output_tokens;
+            if let (Some(c), false) = (g.cost, g.cached) {
+                *t.spent.get_or_insert(0.0) += c;
             }
         }
     }
 
-    /// Tokens and cost per provider/model, and the totals.
+    /// The summary per model as a table, then the totals: tokens, spent, saved by the cache,
+    /// and the grader's share.
     pub(crate) fn say_usage(&self) {
-        if self
-            .by_model
-            .values()
-            .all(|u| u.input_tokens + u.output_tokens == 0)
-        {
+        if self.records.is_empty() {
             return;
         }
-        eprintln!("tokens and cost:");
+        eprintln!("per model:");
+        eprint!(
+            "{}",
+            summary::table(&summary::summarize(&self.records, self.repeated))
+        );
         let (mut inp, mut out, mut spent, mut saved) = (0, 0, 0.0, 0.0);
-        for ((provider, model), u) in &self.by_model {
-            let cost = u.spent.map_or_else(
-                || {
-                    if u.saved > 0.0 {
-                        "$0".to_owned()
-                    } else {
-                        "no price".to_owned()
-                    }
-                },
-                cost::fmt_usd,
-            );
-            eprintln!(
-                "  {provider}/{model}: {} row{}, {} in + {} out tokens, {cost}",
-                u.rows,
-                if u.rows == 1 { "" } else { "s" },
-                u.input_tokens,
-                u.output_tokens
-            );
-            inp += u.input_tokens;
-            out += u.output_tokens;
-            spent += u.spent.unwrap_or(0.0);
-            saved += u.saved;
+        for r in &self.records {
+            inp += r.input_tokens;
+            out += r.output_tokens;
+            match (r.cost, r.cached) {
+                (Some(c), true) => saved += c,
+                (Some(c), false) => spent += c,
+                (None, _) => {}
+            }
         }
         let saved = if saved > 0.0 {
             format!(" ({} more answered from the cache)", cost::fmt_usd(saved))
@@ -112,6 +117,28 @@ impl Tally {
             "  total: {inp} in + {out} out tokens, {} spent{saved}",
             cost::fmt_usd(spent)
         );
+        let g = &self.grading;
+        if g.verdicts > 0 {
+            let cached = if g.from_cache > 0 {
+                format!(", {} from the cache", g.from_cache)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "  grading: {} verdicts{cached}, {} in + {} out tokens, {}",
+                g.verdicts,
+                g.input_tokens,
+                g.output_tokens,
+                g.spent.map_or_else(|| "no price".to_owned(), cost::fmt_usd)
+            );
+        }
+        let judged = self.records.iter().filter(|r| r.pass.is_some()).count();
+        if judged > 0 {
+            eprintln!(
+                "  checks: {} of {judged} answers passed",
+                judged - self.failed_checks
+            );
+        }
     }
 
     /// The closing line: where the rows went, how many, how long, how many were not sent.

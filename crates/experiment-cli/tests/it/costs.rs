@@ -40,8 +40,14 @@ fn openrouter_prices_give_each_row_its_cost_and_a_price_file_wins() {
     assert_eq!(costs(&p), ["0.000022"; 3]);
     assert!(
         out.stderr.contains(
-            "tokens and cost:\n  openrouter/llama-test: 3 rows, 36 in + 15 out tokens, $0.000066\n  total: 36 in + 15 out tokens, $0.000066 spent"
+            "per model:\n  MODEL                  ROWS  ERRORS  TOKENS IN  TOKENS OUT       COST    P50    P95\n  openrouter/llama-test     3       0         36          15  $0.000066"
         ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("  total: 36 in + 15 out tokens, $0.000066 spent"),
         "{}",
         out.stderr
     );

@@ -10,14 +10,17 @@ fn parallamr_modules_keep_their_layers() {
         &[
             // Prices and budgets; --flatten; `init`; parameter columns; rate limits; settings.
             "cost flatten init params rate settings",
-            // The experiments and templates; the provider trait; a result row.
-            "experiments providers row",
-            // The response cache; one results destination; --command; the HTTP providers.
-            "cache sink shell_template providers::mock providers::ollama providers::openai",
+            // The experiments and templates; the provider trait; a result row; the summary per
+            // model.
+            "experiments providers row summary",
+            // The response cache; one results destination; --command; the HTTP providers; the
+            // grader's rubric and verdicts; the results page.
+            "cache sink shell_template providers::mock providers::ollama providers::openai grade \
+             view",
             // The flags; every results destination; the command provider.
             "cli writer providers::command",
-            // -o path templates.
-            "paths",
+            // -o path templates; the checks of the answers.
+            "paths judge",
             // Every input judged before anything runs.
             "plan",
             // Per-provider limits; the tally of a sweep.

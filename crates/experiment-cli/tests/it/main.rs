@@ -768,9 +768,14 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
     drop(held);
 }
 
+/// The results page in headless Chromium (feature `browser-tests`; `cargo xtask test` turns
+/// it on).
+#[cfg(feature = "browser-tests")]
+mod browser;
 mod cache;
 mod costs;
 mod flatten;
+mod judge;
 mod layering;
 mod outputs;
 mod promises;

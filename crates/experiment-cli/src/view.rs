@@ -1,0 +1,753 @@
+//! `parallamr view RESULTS... [--compare OLD...] -o page.html` (and `run --html`): the results
+//! as one self-contained HTML page. A matrix of experiments (rows) by models (columns), each
+//! cell the answers (expandable), marked pass/fail in words and colour, with cost and latency;
+//! the summary per model with bars; filters (failed only, a model, text). With `--compare`, the
+//! cells whose verdict or answer changed, with a word diff.
+//!
+//! Every value from the files is data: the page is rendered by minijinja with HTML escaping, and
+//! its script only shows and hides what is there.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::row::{JUDGE_COLUMNS, RESULT_COLUMNS};
+use crate::summary::{self, ModelSummary, Record};
+
+/// The page's template (HTML, CSS and the filters' script, all inline).
+const PAGE: &str = include_str!("view.html");
+
+/// One row of a results file.
+#[derive(Debug, Clone, Default)]
+struct Answer {
+    provider: String,
+    model: String,
+    vars: Vec<String>,
+    repeat: u32,
+    status: String,
+    output: String,
+    error: String,
+    pass: Option<bool>,
+    reason: String,
+    seconds: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: Option<f64>,
+    cached: bool,
+}
+
+/// The rows of one or more results files of the same sweep.
+#[derive(Debug, Default)]
+struct Results {
+    var_names: Vec<String>,
+    answers: Vec<Answer>,
+    repeated: bool,
+    judged: bool,
+}
+
+/// Where the columns are in a header: the variables, the repeat, the results, the verdict.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    var_names: Vec<String>,
+    repeat: Option<usize>,
+    /// The position of `status`; the other results follow in `RESULT_COLUMNS` order.
+    status: usize,
+    judged: bool,
+}
+
+impl Layout {
+    fn of(header: &[String], file: &Path) -> Result<Layout> {
+        let status = (2..header.len())
+            .find(|&i| {
+                header.len() >= i + RESULT_COLUMNS.len()
+                    && header[i..i + RESULT_COLUMNS.len()]
+                        .iter()
+                        .zip(RESULT_COLUMNS)
+                        .all(|(a, b)| a == b)
+            })
+            .filter(|_| header[0] == "provider" && header[1] == "model")
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} is not a parallamr results file: its columns are not provider, model, \
+                     the variables, then {}",
+                    file.display(),
+                    RESULT_COLUMNS.join(", ")
+                )
+            })?;
+        let repeat = (header[status - 1] == "repeat" && status > 2).then_some(status - 1);
+        let after = status + RESULT_COLUMNS.len();
+        let judged = header.len() >= after + JUDGE_COLUMNS.len()
+            && header[after..after + JUDGE_COLUMNS.len()] == JUDGE_COLUMNS;
+        Ok(Layout {
+            var_names: header[2..repeat.unwrap_or(status)].to_vec(),
+            repeat,
+            status,
+            judged,
+        })
+    }
+
+    fn answer(&self, cells: &[String]) -> Answer {
+        let at = |i: usize| cells.get(i).map_or("", String::as_str);
+        let r = |name: &str| {
+            at(self.status + RESULT_COLUMNS.iter().position(|c| *c == name).unwrap_or(0))
+        };
+        let after = self.status + RESULT_COLUMNS.len();
+        Answer {
+            provider: at(0).to_owned(),
+            model: at(1).to_owned(),
+            vars: (2..2 + self.var_names.len())
+                .map(|i| at(i).to_owned())
+                .collect(),
+            repeat: self.repeat.map_or(1, |i| at(i).parse().unwrap_or(1)),
+            status: r("status").to_owned(),
+            output: r("output").to_owned(),
+            error: r("error_message").to_owned(),
+            pass: if self.judged {
+                match at(after) {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                }
+            } else {
+                None
+            },
+            reason: if self.judged { at(after + 2) } else { "" }.to_owned(),
+            seconds: r("duration_seconds").parse().unwrap_or(0.0),
+            input_tokens: r("input_tokens").parse().unwrap_or(0),
+            output_tokens: r("output_tokens").parse().unwrap_or(0),
+            cost: r("cost_usd").parse().ok(),
+            cached: r("cached") == "true",
+        }
+    }
+}
+
+/// A JSON Lines record with its fields in the file's order.
+struct Ordered(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(Ordered(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// Read results files (CSV, or JSON Lines by the name), all of one sweep: the same variables.
+fn read(files: &[PathBuf]) -> Result<Results> {
+    let mut results = Results::default();
+    let mut layout_seen: Option<Layout> = None;
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the results file {}", file.display()))?;
+        let mut take = |header: &[String], cells: &[String]| -> Result<()> {
+            let layout = Layout::of(header, file)?;
+            if let Some(seen) = &layout_seen
+                && seen.var_names != layout.var_names
+            {
+                bail!(
+                    "{} has the variables {}, and the other results {}: a page shows one sweep",
+                    file.display(),
+                    layout.var_names.join(", "),
+                    seen.var_names.join(", ")
+                );
+            }
+            results.repeated |= layout.repeat.is_some();
+            results.judged |= layout.judged;
+            results.answers.push(layout.answer(cells));
+            layout_seen = Some(layout);
+            Ok(())
+        };
+        if crate::row::Format::of(file) == crate::row::Format::JsonLines {
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let Ok(Ordered(fields)) = serde_json::from_str::<Ordered>(line) else {
+                    // A torn last line (a run killed mid-write) is left out; another is an error.
+                    if n + 1 == text.lines().count() {
+                        continue;
+                    }
+                    bail!("{} line {}: not a JSON object", file.display(), n + 1);
+                };
+                let header: Vec<String> = fields.iter().map(|(k, _)| k.clone()).collect();
+                let cells: Vec<String> = fields
+                    .into_iter()
+                    .map(|(_, v)| match v {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Null => String::new(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                take(&header, &cells)?;
+            }
+        } else {
+            let mut r = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(text.as_bytes());
+            let header: Vec<String> = r
+                .headers()
+                .with_context(|| format!("{}: no header row", file.display()))?
+                .iter()
+                .map(str::to_owned)
+                .collect();
+            Layout::of(&header, file)?;
+            for record in r.records() {
+                // A torn last row is left out, as --resume leaves it out.
+                let Ok(record) = record else { continue };
+                if record.len() != header.len() {
+                    continue;
+                }
+                let cells: Vec<String> = record.iter().map(str::to_owned).collect();
+                take(&header, &cells)?;
+            }
+        }
+    }
+    results.var_names = layout_seen.map(|l| l.var_names).unwrap_or_default();
+    Ok(results)
+}
+
+/// `parallamr view`: read, build, write the page.
+pub(crate) fn write(
+    files: &[PathBuf],
+    compare: &[PathBuf],
+    page: &Path,
+    title: Option<&str>,
+) -> Result<()> {
+    let now = read(files)?;
+    let old = if compare.is_empty() {
+        None
+    } else {
+        Some(read(compare)?)
+    };
+    let names = |fs: &[PathBuf]| {
+        fs.iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let title = title.map_or_else(
+        || {
+            let stem = files
+                .first()
+                .and_then(|f| f.file_name())
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            format!("Results: {stem}")
+        },
+        str::to_owned,
+    );
+    let view = build(&now, old.as_ref(), title, names(files), names(compare));
+    let mut env = minijinja::Environment::new();
+    env.add_template("view.html", PAGE)
+        .expect("the page template parses");
+    let html = env
+        .get_template("view.html")
+        .and_then(|t| t.render(&view))
+        .map_err(|e| anyhow!("rendering the results page: {e:#}"))?;
+    if let Some(dir) = page.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fanout::fsutil::write_atomic(page, html.as_bytes())
+        .with_context(|| format!("writing {}", page.display()))?;
+    Ok(())
+}
+
+/// The page, ready for the template.
+#[derive(Debug, Serialize)]
+struct View {
+    title: String,
+    source: String,
+    compared_with: String,
+    lede: String,
+    changes: String,
+    judged: bool,
+    var_names: Vec<String>,
+    models: Vec<ModelView>,
+    groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModelView {
+    name: String,
+    rows: usize,
+    errors: usize,
+    pass: String,
+    pass_width: f64,
+    all_repeats: String,
+    cost: String,
+    cost_width: f64,
+    tokens: String,
+    p50: String,
+    p95: String,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupView {
+    vars: Vec<String>,
+    cells: Vec<CellView>,
+}
+
+#[derive(Debug, Serialize)]
+struct CellView {
+    model: String,
+    /// pass, fail, mixed, error, ok or none: the colour.
+    class: &'static str,
+    /// The verdict in words.
+    label: String,
+    /// What changed since the compared results, in words (empty: nothing, or no comparison).
+    change: String,
+    failed: bool,
+    cost: String,
+    latency: String,
+    answers: Vec<AnswerView>,
+}
+
+#[derive(Debug, Serialize)]
+struct AnswerView {
+    heading: String,
+    snippet: String,
+    text: String,
+    reason: String,
+    error: String,
+    /// With --compare and a different answer: the word diff from the old one.
+    diff: Vec<Segment>,
+}
+
+#[derive(Debug, Serialize)]
+struct Segment {
+    /// same, del or ins.
+    kind: &'static str,
+    text: String,
+}
+
+/// The answers of one experiment, by model.
+type ByModel<'a> = HashMap<String, Vec<&'a Answer>>;
+
+/// The key of an answer across runs.
+type Key = (String, String, Vec<String>, u32);
+
+fn key(a: &Answer) -> Key {
+    (
+        a.provider.clone(),
+        a.model.clone(),
+        a.vars.clone(),
+        a.repeat,
+    )
+}
+
+fn build(
+    now: &Results,
+    old: Option<&Results>,
+    title: String,
+    source: String,
+    compared_with: String,
+) -> View {
+    let records: Vec<Record> = now.answers.iter().map(record).collect();
+    let summaries = summary::summarize(&records, now.repeated);
+    let models: Vec<String> = summaries
+        .iter()
+        .map(|m| format!("{}/{}", m.provider, m.model))
+        .collect();
+    let mut groups: Vec<(Vec<String>, ByModel<'_>)> = Vec::new();
+    let mut index: HashMap<&[String], usize> = HashMap::new();
+    for a in &now.answers {
+        let i = *index.entry(&a.vars).or_insert_with(|| {
+            groups.push((a.vars.clone(), HashMap::new()));
+            groups.len() - 1
+        });
+        groups[i]
+            .1
+            .entry(format!("{}/{}", a.provider, a.model))
+            .or_default()
+            .push(a);
+    }
+    let before: HashMap<Key, &Answer> = old
+        .map(|o| o.answers.iter().map(|a| (key(a), a)).collect())
+        .unwrap_or_default();
+    let mut tally = Changes::default();
+    let groups: Vec<GroupView> = groups
+        .into_iter()
+        .map(|(vars, mut cells)| GroupView {
+            vars,
+            cells: models
+                .iter()
+                .map(|m| {
+                    let mut answers = cells.remove(m).unwrap_or_default();
+                    answers.sort_by_key(|a| a.repeat);
+                    cell(m, &answers, old.map(|_| &before), now.judged, &mut tally)
+                })
+                .collect(),
+        })
+        .collect();
+    let max_cost = summaries
+        .iter()
+        .filter_map(|m| m.cost)
+        .fold(0.0_f64, f64::max);
+    View {
+        lede: lede(&summaries, now),
+        changes: if old.is_some() {
+            tally.say()
+        } else {
+            String::new()
+        },
+        title,
+        source,
+        compared_with,
+        judged: now.judged,
+        var_names: now.var_names.clone(),
+        models: summaries.iter().map(|m| model_view(m, max_cost)).collect(),
+        groups,
+    }
+}
+
+fn record(a: &Answer) -> Record {
+    Record {
+        provider: a.provider.clone(),
+        model: a.model.clone(),
+        vars: a.vars.clone(),
+        status: a.status.clone(),
+        pass: a.pass,
+        seconds: a.seconds,
+        input_tokens: a.input_tokens,
+        output_tokens: a.output_tokens,
+        cost: a.cost,
+        cached: a.cached,
+    }
+}
+
+/// The line under the title: rows, models, pass rate, cost.
+fn lede(models: &[ModelSummary], now: &Results) -> String {
+    let rows = now.answers.len();
+    let errors: usize = models.iter().map(|m| m.errors).sum();
+    let judged: usize = models.iter().map(|m| m.judged).sum();
+    let passed: usize = models.iter().map(|m| m.passed).sum();
+    let cost: f64 = models.iter().filter_map(|m| m.cost).sum();
+    let mut parts = vec![
+        format!("{rows} answer{}", if rows == 1 { "" } else { "s" }),
+        format!(
+            "{} model{}",
+            models.len(),
+            if models.len() == 1 { "" } else { "s" }
+        ),
+    ];
+    if judged > 0 {
+        parts.push(format!(
+            "{passed} of {judged} passed ({})",
+            summary::pct(passed as f64 / judged as f64)
+        ));
+    }
+    parts.push(format!(
+        "{errors} error{}",
+        if errors == 1 { "" } else { "s" }
+    ));
+    parts.push(format!("{} in all", crate::cost::fmt_usd(cost)));
+    parts.join(" · ")
+}
+
+fn model_view(m: &ModelSummary, max_cost: f64) -> ModelView {
+    let secs = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |s| format!("{s:.2} s"));
+    ModelView {
+        name: format!("{}/{}", m.provider, m.model),
+        rows: m.rows,
+        errors: m.errors,
+        pass: match (m.pass_rate, m.pass_low, m.pass_high) {
+            (Some(r), Some(lo), Some(hi)) => format!(
+                "{} ({} of {}; 95% CI {}-{})",
+                summary::pct(r),
+                m.passed,
+                m.judged,
+                summary::pct(lo),
+                summary::pct(hi)
+            ),
+            _ => "not judged".to_owned(),
+        },
+        pass_width: (m.pass_rate.unwrap_or(0.0) * 1000.0).round() / 10.0,
+        all_repeats: m
+            .all_passed
+            .map_or_else(String::new, |(k, n)| format!("{k} of {n}")),
+        cost: m
+            .cost
+            .map_or_else(|| "no price".to_owned(), crate::cost::fmt_usd),
+        cost_width: if max_cost > 0.0 {
+            (m.cost.unwrap_or(0.0) / max_cost * 1000.0).round() / 10.0
+        } else {
+            0.0
+        },
+        tokens: format!("{} in, {} out", m.input_tokens, m.output_tokens),
+        p50: secs(m.p50_seconds),
+        p95: secs(m.p95_seconds),
+    }
+}
+
+/// What changed since the compared results.
+#[derive(Debug, Default)]
+struct Changes {
+    newly_failing: usize,
+    newly_passing: usize,
+    changed: usize,
+    new: usize,
+}
+
+impl Changes {
+    fn say(&self) -> String {
+        format!(
+            "{} newly failing, {} newly passing, {} other answers changed, {} new",
+            self.newly_failing, self.newly_passing, self.changed, self.new
+        )
+    }
+}
+
+/// A cell: the answers of one experiment by one model (several with repeats).
+fn cell(
+    model: &str,
+    answers: &[&Answer],
+    before: Option<&HashMap<Key, &Answer>>,
+    judged: bool,
+    tally: &mut Changes,
+) -> CellView {
+    let n = answers.len();
+    let passed = answers.iter().filter(|a| a.pass == Some(true)).count();
+    let errors = answers.iter().filter(|a| a.status == "error").count();
+    let (class, label) = match (n, judged) {
+        (0, _) => ("none", "no answer".to_owned()),
+        _ if errors == n => (
+            "error",
+            if n == 1 {
+                "error".to_owned()
+            } else {
+                format!("{n} errors")
+            },
+        ),
+        (1, true) if passed == 1 => ("pass", "pass".to_owned()),
+        (1, true) => ("fail", "fail".to_owned()),
+        (_, true) if passed == n => ("pass", format!("{passed}/{n} pass")),
+        (_, true) if passed == 0 => ("fail", format!("0/{n} pass")),
+        (_, true) => ("mixed", format!("{passed}/{n} pass")),
+        _ if errors > 0 => ("mixed", format!("{errors} of {n} errors")),
+        _ => (
+            "ok",
+            if n == 1 {
+                "ok".to_owned()
+            } else {
+                format!("{n} answers")
+            },
+        ),
+    };
+    let mut changes = Vec::new();
+    let views = answers
+        .iter()
+        .map(|a| {
+            let old = before.and_then(|b| b.get(&key(a)));
+            let change = before.map(|_| change(old.copied(), a));
+            if let Some(c) = change {
+                match c {
+                    "newly failing" => tally.newly_failing += 1,
+                    "newly passing" => tally.newly_passing += 1,
+                    "answer changed" => tally.changed += 1,
+                    "new" => tally.new += 1,
+                    _ => {}
+                }
+                if !c.is_empty() {
+                    changes.push(c);
+                }
+            }
+            answer_view(a, n > 1, old.copied().filter(|o| o.output != a.output))
+        })
+        .collect();
+    changes.sort_unstable();
+    changes.dedup();
+    let cost: f64 = answers.iter().filter_map(|a| a.cost).sum();
+    let seconds: f64 = answers.iter().map(|a| a.seconds).sum::<f64>() / n.max(1) as f64;
+    CellView {
+        model: model.to_owned(),
+        class,
+        label,
+        change: changes.join(", "),
+        failed: matches!(class, "fail" | "mixed" | "error"),
+        cost: if answers.iter().any(|a| a.cost.is_some()) {
+            crate::cost::fmt_usd(cost)
+        } else {
+            String::new()
+        },
+        latency: if n > 0 {
+            format!("{seconds:.2} s")
+        } else {
+            String::new()
+        },
+        answers: views,
+    }
+}
+
+/// How an answer differs from the same experiment's in the compared results.
+fn change(old: Option<&Answer>, now: &Answer) -> &'static str {
+    let Some(old) = old else { return "new" };
+    let good = |a: &Answer| a.status != "error" && a.pass != Some(false);
+    match (good(old), good(now)) {
+        (true, false) => "newly failing",
+        (false, true) => "newly passing",
+        _ if old.output != now.output => "answer changed",
+        _ => "",
+    }
+}
+
+fn answer_view(a: &Answer, numbered: bool, old: Option<&Answer>) -> AnswerView {
+    let verdict = match a.pass {
+        Some(true) => "pass",
+        Some(false) => "fail",
+        None => a.status.as_str(),
+    };
+    let snippet: String = a.output.split_whitespace().collect::<Vec<_>>().join(" ");
+    let short: String = snippet.chars().take(90).collect();
+    AnswerView {
+        heading: if numbered {
+            format!("#{} {verdict}", a.repeat)
+        } else {
+            String::new()
+        },
+        snippet: if short.len() < snippet.len() {
+            format!("{short}…")
+        } else if short.is_empty() {
+            "(no answer)".to_owned()
+        } else {
+            short
+        },
+        text: a.output.clone(),
+        reason: a.reason.clone(),
+        error: a.error.clone(),
+        diff: old.map(|o| diff(&o.output, &a.output)).unwrap_or_default(),
+    }
+}
+
+/// The word diff of two answers, as runs of kept, removed and added text.
+fn diff(old: &str, new: &str) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    for c in similar::TextDiff::from_words(old, new).iter_all_changes() {
+        let kind = match c.tag() {
+            similar::ChangeTag::Equal => "same",
+            similar::ChangeTag::Delete => "del",
+            similar::ChangeTag::Insert => "ins",
+        };
+        match out.last_mut() {
+            Some(last) if last.kind == kind => last.text.push_str(c.value()),
+            _ => out.push(Segment {
+                kind,
+                text: c.value().to_owned(),
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "provider,model,q,repeat,status,input_tokens,context_window,\
+        output_tokens,duration_seconds,output,error_message,cached,cost_usd,pass,score,reason";
+
+    fn results(dir: &Path, name: &str, rows: &[&str]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{HEADER}\n{}\n", rows.join("\n"))).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_page_shows_every_cell_escaped_and_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = results(
+            dir.path(),
+            "old.csv",
+            &[
+                "mock,a,<b>capital</b>,1,ok,1,,1,0.5,Paris,,false,0.001,true,1,",
+                "mock,b,<b>capital</b>,1,ok,1,,1,0.5,Paris,,false,,true,1,",
+            ],
+        );
+        let new = results(
+            dir.path(),
+            "new.csv",
+            &[
+                "mock,a,<b>capital</b>,1,ok,1,,1,0.5,<script>alert(1)</script> Lyon,,false,0.001,false,0,expected Paris",
+                "mock,b,<b>capital</b>,1,ok,1,,1,0.5,Paris,,false,,true,1,",
+            ],
+        );
+        let page = dir.path().join("page.html");
+        write(&[new], &[old], &page, None).unwrap();
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert!(!html.contains("<script>alert"), "a value ran as markup");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt; Lyon"),
+            "shown as text"
+        );
+        assert!(html.contains("&lt;b&gt;capital&lt;&#x2f;b&gt;"));
+        assert!(html.contains("newly failing"));
+        assert!(html.contains("1 newly failing, 0 newly passing, 0 other answers changed, 0 new"));
+        assert!(html.contains("<title>Results: new.csv</title>"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_results_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.csv");
+        std::fs::write(&f, "a,b\n1,2\n").unwrap();
+        let e = format!(
+            "{:#}",
+            write(
+                std::slice::from_ref(&f),
+                &[],
+                &dir.path().join("p.html"),
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("x.csv is not a parallamr results file"), "{e}");
+        assert!(!dir.path().join("p.html").exists());
+    }
+
+    #[test]
+    fn json_lines_keep_their_column_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.jsonl");
+        std::fs::write(
+            &f,
+            "{\"provider\":\"mock\",\"model\":\"m\",\"zeta\":\"1\",\"alpha\":\"2\",\"status\":\"ok\",\
+             \"input_tokens\":1,\"context_window\":null,\"output_tokens\":2,\"duration_seconds\":0.1,\
+             \"output\":\"hi\",\"error_message\":\"\",\"cached\":false,\"cost_usd\":null}\n{\"torn",
+        )
+        .unwrap();
+        let r = read(&[f]).unwrap();
+        assert_eq!(r.var_names, ["zeta", "alpha"]);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].output, "hi");
+    }
+
+    #[test]
+    fn word_diffs() {
+        let d = diff("the cat sat", "the dog sat");
+        let kinds: Vec<(&str, &str)> = d.iter().map(|s| (s.kind, s.text.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("same", "the "),
+                ("del", "cat"),
+                ("ins", "dog"),
+                ("same", " sat")
+            ]
+        );
+    }
+}
