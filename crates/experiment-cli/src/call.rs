@@ -37,8 +37,11 @@ pub(crate) struct Done {
     pub(crate) cached: bool,
     /// What the answer costs at the model's price, if it has one.
     pub(crate) cost: Option<f64>,
-    /// `--grader`: its verdict on the answer.
-    pub(crate) grade: Option<Grade>,
+    /// `--grader`: its verdict on the answer, or why there is none (the grading request
+    /// failed after its retries, or the budget was spent): the answer is kept either way.
+    pub(crate) grading: Option<Result<Grade, String>>,
+    /// How long grading took: not part of the answer's latency.
+    pub(crate) grading_seconds: f64,
 }
 
 /// The prompt of `e` (empty for the command provider, which renders its own), and a warning
@@ -97,6 +100,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) budget: Option<&'a Budget>,
     /// `--grader`: asked about each answer.
     pub(crate) grader: Option<&'a Grader>,
+    /// `--retries`: also how often a grading request is retried on its own.
+    pub(crate) retries: u32,
 }
 
 /// One experiment: its answer, then (with `--grader`) the grader's verdict on it.
@@ -111,9 +116,51 @@ pub(crate) fn run_one(
     let (prompt, warning) = render(e, provider, template).map_err(TaskError::failed)?;
     let mut done = answer(e, &prompt, warning, shared, facts, cancel)?;
     if let Some(g) = shared.grader {
-        done.grade = Some(ask_grader(g, e, &prompt, &done.text, shared, cancel)?);
+        let started = std::time::Instant::now();
+        done.grading = Some(match grade(g, e, &prompt, &done.text, shared, cancel) {
+            Ok(grade) => Ok(grade),
+            Err(TaskError::Cancelled) => return Err(TaskError::Cancelled),
+            Err(err) => Err(format!("not graded: {err}")),
+        });
+        done.grading_seconds = started.elapsed().as_secs_f64();
     }
     Ok(done)
+}
+
+/// The grader's verdict, its request retried on its own (a failed grading never sends the
+/// answer again): after a retryable failure, wait the server's `Retry-After` or a backoff.
+fn grade(
+    g: &Grader,
+    e: &Experiment,
+    prompt: &str,
+    answer: &str,
+    shared: &Shared<'_>,
+    cancel: &CancelToken,
+) -> Result<Grade, TaskError> {
+    let text = g
+        .prompt(e, prompt, answer)
+        .map_err(|m| TaskError::failed(format!("the grader's rubric: {m}")))?;
+    let mut attempt = 0;
+    loop {
+        match ask_grader(g, &text, shared, cancel) {
+            Err(TaskError::Failed {
+                retryable: true,
+                retry_after,
+                ..
+            }) if attempt < shared.retries => {
+                let backoff = std::time::Duration::from_millis(500 << attempt.min(7));
+                if !cancel.sleep(
+                    retry_after
+                        .unwrap_or(backoff)
+                        .min(std::time::Duration::from_secs(120)),
+                ) {
+                    return Err(TaskError::Cancelled);
+                }
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The answer to `e`'s `prompt`: from the cache if it has it, else check the context window and
@@ -203,7 +250,8 @@ fn from_cache(
         input_tokens: hit.input_tokens,
         output_tokens: hit.output_tokens,
         cached: true,
-        grade: None,
+        grading: None,
+        grading_seconds: 0.0,
     })
 }
 
@@ -263,7 +311,8 @@ pub(crate) fn call(
             text: answer.text,
             cached: false,
             cost: None,
-            grade: None,
+            grading: None,
+            grading_seconds: 0.0,
         },
         window,
     ))
@@ -311,29 +360,24 @@ pub(crate) fn store(
     };
 }
 
-/// `--grader`: its verdict on `answer` (to `prompt`, for `e`): from the cache, else one request
-/// within the grader's provider limit, rate schedule and the budget.
+/// `--grader`: its verdict, asked with `text` (the rubric rendered for an answer): from the
+/// cache, else one request within the grader's provider limit, rate schedule and the budget.
 fn ask_grader(
     g: &Grader,
-    e: &Experiment,
-    prompt: &str,
-    answer: &str,
+    text: &str,
     shared: &Shared<'_>,
     cancel: &CancelToken,
 ) -> Result<Grade, TaskError> {
-    let text = g
-        .prompt(e, prompt, answer)
-        .map_err(|m| TaskError::failed(format!("the grader's rubric: {m}")))?;
     let provider = shared.inputs.providers[g.provider.as_str()].as_ref();
     let price = shared.inputs.prices.get(&g.provider, &g.model);
     let req = Request {
         model: &g.model,
-        prompt: &text,
+        prompt: text,
         vars: &[],
         params: &[],
         repeat: 1,
     };
-    let input_estimate = estimate_tokens(&text);
+    let input_estimate = estimate_tokens(text);
     let key = cache_entry(shared.cache, provider, &req);
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
@@ -347,16 +391,7 @@ fn ask_grader(
     let _slot = shared.limits[g.provider.as_str()]
         .acquire(cancel)
         .ok_or(TaskError::Cancelled)?;
-    let reservation = match (shared.budget, price) {
-        (Some(b), Some(p)) => Some((
-            b,
-            b.reserve(b.estimate(p, input_estimate, None))
-                .ok_or_else(|| TaskError::Skipped {
-                    reason: "not graded: the budget (--max-cost) is spent".to_owned(),
-                })?,
-        )),
-        _ => None,
-    };
+    let reservation = reserve_grading(shared.budget, price, input_estimate)?;
     let paced = shared
         .inputs
         .http
@@ -376,7 +411,8 @@ fn ask_grader(
     });
     let cost = tokens.and_then(|(i, o)| price.map(|p| p.cost(i, o)));
     if let Some((b, r)) = reservation {
-        b.settle(r, cost, tokens.map(|t| t.1));
+        // Verdicts are short: they do not go into the mean answer that estimates answers.
+        b.settle(r, cost, None);
     }
     let sent = sent.map_err(|err| grading_error(g, err))?;
     let (i, o) = tokens.unwrap_or_default();
@@ -391,4 +427,25 @@ fn ask_grader(
         c.put_or_warn(k, &entry);
     }
     Ok(verdict(&sent.text, i, o, cost, false))
+}
+
+/// With `--max-cost` and a price for the grader: the most a grading request can cost, reserved
+/// (refused when the budget cannot cover it).
+fn reserve_grading(
+    budget: Option<&Budget>,
+    price: Option<cost::Price>,
+    input_estimate: u64,
+) -> Result<Option<(&Budget, cost::Reservation)>, TaskError> {
+    let (Some(b), Some(p)) = (budget, price) else {
+        return Ok(None);
+    };
+    let r = b
+        .reserve(b.estimate(p, input_estimate, None))
+        .ok_or_else(|| {
+            TaskError::failed(format!(
+                "the budget (--max-cost {}) is spent",
+                cost::fmt_usd(b.max())
+            ))
+        })?;
+    Ok(Some((b, r)))
 }

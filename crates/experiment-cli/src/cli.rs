@@ -232,6 +232,9 @@ pub struct JudgeCli {
     /// within --tolerance). A column `expect_mode` may set it per row
     #[arg(long, value_name = "MODE", value_enum)]
     pub expect: Option<ExpectMode>,
+    /// The `expected` column is a variable only, not a check
+    #[arg(long, conflicts_with = "expect")]
+    pub no_expect: bool,
     /// `--expect number`: how far the answer's last number may be from the expected one
     #[arg(long, value_name = "X", default_value_t = 0.0)]
     pub tolerance: f64,

@@ -84,4 +84,7 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         String::new()
     };
     eprintln!("about {tokens} prompt tokens{cost}{cached}");
+    if let Some(j) = &inputs.judge {
+        eprintln!("each answer is judged by: {}", j.describe());
+    }
 }

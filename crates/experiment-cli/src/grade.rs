@@ -153,8 +153,26 @@ pub(crate) fn verdict(
     }
 }
 
+/// The first JSON object in `reply` with a `pass` field (the reply may say other things, with
+/// other JSON, around it).
+fn verdict_object(reply: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if let Some(serde_json::Value::Object(o)) = crate::flatten::extract(reply)
+        && o.contains_key("pass")
+    {
+        return Some(o);
+    }
+    reply.match_indices('{').find_map(|(i, _)| {
+        let mut values =
+            serde_json::Deserializer::from_str(&reply[i..]).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(serde_json::Value::Object(o))) if o.contains_key("pass") => Some(o),
+            _ => None,
+        }
+    })
+}
+
 fn read_verdict(reply: &str) -> (bool, Option<f64>, String) {
-    if let Some(serde_json::Value::Object(o)) = crate::flatten::extract(reply) {
+    if let Some(o) = verdict_object(reply) {
         let pass = match o.get("pass") {
             Some(serde_json::Value::Bool(b)) => Some(*b),
             Some(serde_json::Value::String(s)) => word_verdict(s),
@@ -217,6 +235,11 @@ mod tests {
         );
         assert!(read_verdict("PASS - names Paris").0);
         assert!(!read_verdict("No. It names Lyon.").0);
+        assert_eq!(
+            read_verdict("Lists [\"Paris\"]. {\"pass\": true, \"reason\": \"ok\"} done").2,
+            "ok",
+            "the object with the verdict, not the first JSON"
+        );
         let (pass, score, reason) = read_verdict("I think so");
         assert!(!pass);
         assert_eq!(score, Some(0.0));

@@ -26,6 +26,8 @@ pub(crate) use crate::cli::ExpectMode as Mode;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JudgeArgs {
     pub(crate) expect: Option<Mode>,
+    /// `--no-expect`: the `expected` column is no check.
+    pub(crate) no_expect: bool,
     pub(crate) tolerance: f64,
     pub(crate) asserts: Vec<String>,
     pub(crate) is_json: bool,
@@ -78,7 +80,18 @@ impl Judge {
     /// now: a bad mode, regular expression, number, expression, schema or rubric is an error
     /// naming where it is, before anything is sent.
     pub(crate) fn new(args: &JudgeArgs, experiments: &Experiments) -> Result<Option<Judge>> {
-        let expected = expected(args, experiments)?;
+        let has_expected = experiments.var_names.iter().any(|v| v == EXPECTED);
+        if args.expect.is_some() && !has_expected {
+            bail!(
+                "--expect needs an `{EXPECTED}` column in {}, and it has none",
+                experiments.source
+            );
+        }
+        let expected = if args.no_expect {
+            None
+        } else {
+            expected(args, experiments)?
+        };
         let grader = Grader::new(args.grader.as_deref(), args.rubric.as_deref(), experiments)?;
         if expected.is_none()
             && args.asserts.is_empty()
@@ -86,12 +99,6 @@ impl Judge {
             && args.schema.is_none()
             && grader.is_none()
         {
-            if args.expect.is_some() {
-                bail!(
-                    "--expect needs an `{EXPECTED}` column in {}, and it has none",
-                    experiments.source
-                );
-            }
             return Ok(None);
         }
         for name in ["pass", "score", "reason"] {
@@ -116,6 +123,28 @@ impl Judge {
             schema: args.schema.as_deref().map(schema).transpose()?,
             grader,
         }))
+    }
+
+    /// The checks, in words (for `--dry-run`).
+    pub(crate) fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.expected.is_some() {
+            parts.push(format!("the {EXPECTED} column"));
+        }
+        parts.extend(self.asserts.iter().map(|a| format!("--assert {a:?}")));
+        if self.is_json {
+            parts.push("--is-json".to_owned());
+        }
+        if let Some((name, _)) = &self.schema {
+            parts.push(format!("--schema {name}"));
+        }
+        if let Some(g) = &self.grader {
+            parts.push(format!(
+                "the grader {}/{} (a request per answer)",
+                g.provider, g.model
+            ));
+        }
+        parts.join(", ")
     }
 
     /// The verdict of a finished (ok or warning) row: every check, then the grader's.
@@ -223,7 +252,7 @@ impl Expected {
                 format!("expected the answer to match /{want}/")
             }),
             Mode::Number => {
-                let target: f64 = want.trim().parse().unwrap_or(f64::NAN);
+                let target = expected_number(want).unwrap_or(f64::NAN);
                 let found = last_number(answer);
                 Check::of(
                     found.is_some_and(|x| (x - target).abs() <= self.tolerance),
@@ -282,7 +311,7 @@ fn expected(args: &JudgeArgs, experiments: &Experiments) -> Result<Option<Expect
                     })?;
                     regexes.insert(want.to_owned(), r);
                 }
-                Mode::Number if want.trim().parse::<f64>().is_err() => {
+                Mode::Number if expected_number(want).is_none() => {
                     bail!("{}: the expected value {want:?} is not a number", at());
                 }
                 _ => {}
@@ -297,16 +326,26 @@ fn expected(args: &JudgeArgs, experiments: &Experiments) -> Result<Option<Expect
     }))
 }
 
-/// The last number written in `text` (`-3`, `4.5`, `1,000` read as 1000, `2e3`).
+/// The last number written in `text` (`-3`, `4.5`, `1,000` read as 1000, `2e3`). A `-` is a
+/// minus sign only where no word or number ends right before it (`10-12` is 10 and 12).
 pub(crate) fn last_number(text: &str) -> Option<f64> {
     static NUMBER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-            .expect("a valid expression")
+        regex::Regex::new(
+            r"(?:^|([\w.])|[^\w.])(-?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)",
+        )
+        .expect("a valid expression")
     });
-    NUMBER
-        .find_iter(text)
-        .last()
-        .and_then(|m| m.as_str().replace(',', "").parse().ok())
+    NUMBER.captures_iter(text).last().and_then(|c| {
+        let minus = c.get(2).is_some_and(|m| !m.is_empty()) && c.get(1).is_none();
+        let digits = c.get(3)?.as_str().replace(',', "");
+        let x: f64 = digits.parse().ok()?;
+        Some(if minus { -x } else { x })
+    })
+}
+
+/// An expected number as written (`1,000` is 1000).
+fn expected_number(s: &str) -> Option<f64> {
+    s.trim().replace(',', "").parse().ok()
 }
 
 /// `--schema FILE`, read and compiled.
@@ -560,5 +599,10 @@ mod tests {
         assert_eq!(last_number("1,234,567 stars"), Some(1_234_567.0));
         assert_eq!(last_number("2e3"), Some(2000.0));
         assert_eq!(last_number("none"), None);
+        assert_eq!(last_number("between 10-12"), Some(12.0));
+        assert_eq!(last_number("on 2024-03-01"), Some(1.0));
+        assert_eq!(last_number("-7"), Some(-7.0));
+        assert_eq!(last_number("it is -7"), Some(-7.0));
+        assert_eq!(expected_number("1,000"), Some(1000.0));
     }
 }

@@ -93,6 +93,9 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
                     .usage();
                 }
             }
+            let inputs: Vec<std::path::PathBuf> =
+                v.results.iter().chain(&v.compare).cloned().collect();
+            view::check_page_path(&v.output, &inputs, "-o").usage()?;
             view::write(&v.results, &v.compare, &v.output, v.title.as_deref()).usage()?;
             eprintln!("results page: {}", v.output.display());
             Ok(ExitStatus::Success)

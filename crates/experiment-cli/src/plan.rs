@@ -241,6 +241,7 @@ impl RunArgs {
             fail_on_assert: r.judge.fail_on_assert,
             judge: JudgeArgs {
                 expect: r.judge.expect,
+                no_expect: r.judge.no_expect,
                 tolerance: r.judge.tolerance,
                 asserts: r.judge.asserts,
                 is_json: r.judge.is_json,
@@ -270,8 +271,11 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
     let (templates, template_of) = prompt_templates(args, &experiments)?;
     check_provider_flags(args)?;
     let judge = Judge::new(&args.judge, &experiments)?;
-    if args.html.is_some() && args.output.is_none() {
-        bail!("--html makes its page from the results file: give one with -o FILE");
+    if let Some(page) = &args.html {
+        let Some(out) = &args.output else {
+            bail!("--html makes its page from the results file: give one with -o FILE");
+        };
+        crate::view::check_page_path(page, std::slice::from_ref(out), "--html")?;
     }
     if args.fail_on_assert && judge.is_none() {
         bail!(

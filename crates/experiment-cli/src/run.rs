@@ -40,18 +40,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         files,
     } = open_output(args, &inputs).usage()?;
     tell_settings(args);
-    let mut tally = Tally {
-        error_rows: unplaced.len(),
-        ..Tally::default()
-    };
-    if let Err(err) = write_unplaced(
-        args,
-        inputs.shape.judged,
-        &unplaced,
-        &to,
-        &mut out,
-        &mut tally.written,
-    ) {
+    let mut tally = Tally::new(unplaced.len(), inputs.shape);
+    let placed = write_unplaced(args, inputs.shape.judged, &unplaced, &to, &mut out);
+    tally.written += unplaced.len();
+    if let Err(err) = placed {
         return Ok(stopped_by(&err, tally.written));
     }
     let limits = limits(args, &inputs.used);
@@ -78,6 +70,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         cache: args.cache.as_ref(),
         budget: budget.as_ref(),
         grader: inputs.judge.as_ref().and_then(|j| j.grader.as_ref()),
+        retries: args.retries,
     };
     let mut tee = Tee(vec![
         &mut rows as &mut dyn Reporter<Done, Facts>,
@@ -94,26 +87,65 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     if let Some(e) = write_error.map_or_else(|| out.finish().err(), Some) {
         return Ok(stopped_by(&e, tally.written));
     }
+    if args.resume {
+        // The summary, --report and --fail-on-assert are of every row, those kept included.
+        tally.all = crate::view::records(&files).ok();
+    }
     write_report(args.report.as_deref(), &result, &todo, &tally)?;
     tally.say(args, &files, todo.len() + unplaced.len(), started.elapsed());
-    if let Some(page) = &args.html {
-        crate::view::write(&files, &[], page, None)?;
-        if !matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent) {
-            eprintln!("results page: {}", page.display());
-        }
-    }
+    Ok(closing(
+        args,
+        &tally,
+        &files,
+        budget.as_ref(),
+        interrupt.reason(),
+    ))
+}
+
+/// After the results are written: the results page, the cache's limits, what the budget and
+/// the checks came to, and the exit status.
+fn closing(
+    args: &RunArgs,
+    tally: &Tally,
+    files: &[PathBuf],
+    budget: Option<&Budget>,
+    reason: Option<CancelReason>,
+) -> ExitStatus {
+    let page_failed =
+        args.html
+            .as_deref()
+            .is_some_and(|page| match crate::view::write(files, &[], page, None) {
+                Ok(()) => {
+                    if !matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent) {
+                        eprintln!("results page: {}", page.display());
+                    }
+                    false
+                }
+                Err(e) => {
+                    eprintln!("parallamr: error: the results page was not written: {e:#}");
+                    true
+                }
+            });
     // The run's results are written: the cache's limits are kept now, once a day.
     if let Some(c) = &args.cache {
         c.prune_daily(args.cache_limits);
     }
-    let stopped = budget.is_some_and(|b| say_budget(&b, tally.not_sent));
-    Ok(if interrupt.reason() == Some(CancelReason::Interrupted) {
+    let stopped = budget.is_some_and(|b| say_budget(b, tally.not_sent));
+    let failed_checks = args.fail_on_assert && tally.failed() > 0;
+    if failed_checks {
+        eprintln!(
+            "parallamr: {} of {} answers failed a check (--fail-on-assert): exit 1",
+            tally.failed(),
+            tally.rows().iter().filter(|r| r.pass.is_some()).count()
+        );
+    }
+    if reason == Some(CancelReason::Interrupted) {
         ExitStatus::Interrupted
-    } else if tally.error_rows > 0 || stopped || (args.fail_on_assert && tally.failed_checks > 0) {
+    } else if tally.error_rows > 0 || stopped || failed_checks || page_failed {
         ExitStatus::TaskFailed
     } else {
         ExitStatus::Success
-    })
+    }
 }
 
 /// An experiment's task, named by its line (and its repeat: `line 4 #2`).
@@ -151,7 +183,14 @@ impl Reporter<Done, Facts> for Rows<'_, '_> {
         }
         let e = self.todo[outcome.index];
         let mut row = row_for(e, outcome);
-        let grade = outcome.value.as_ref().and_then(|d| d.grade.as_ref());
+        let grading = outcome.value.as_ref().and_then(|d| d.grading.as_ref());
+        if let Some(Err(why)) = grading {
+            // The answer is kept; without its verdict the row is not finished: --resume grades
+            // it again (the answer from the cache).
+            row.status = "error";
+            row.error_message.clone_from(why);
+        }
+        let grade = grading.and_then(|g| g.as_ref().ok());
         if let Some(j) = self.judge {
             row.judged = true;
             if row.status != "error" {
@@ -203,6 +242,9 @@ struct ReportExtra<'a> {
     output_tokens: Option<u64>,
     cached: bool,
     cost_usd: Option<f64>,
+    /// `--grader`: what grading this answer cost (apart from `cost_usd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grading_cost_usd: Option<f64>,
 }
 
 impl<'a> ReportExtra<'a> {
@@ -215,6 +257,10 @@ impl<'a> ReportExtra<'a> {
             output_tokens: d.and_then(|d| d.output_tokens),
             cached: d.is_some_and(|d| d.cached),
             cost_usd: d.and_then(|d| d.cost),
+            grading_cost_usd: d
+                .and_then(|d| d.grading.as_ref())
+                .and_then(|g| g.as_ref().ok())
+                .and_then(|g| g.cost),
         }
     }
 }
@@ -240,7 +286,6 @@ fn write_unplaced(
     unplaced: &[(&Experiment, Vec<String>)],
     to: &[usize],
     out: &mut Outputs,
-    written: &mut usize,
 ) -> Result<()> {
     for (e, missing) in unplaced {
         let mut row = Row {
@@ -264,7 +309,6 @@ fn write_unplaced(
         };
         row.judged = judged;
         out.write(to[e.index], &row)?;
-        *written += 1;
     }
     Ok(())
 }
@@ -296,7 +340,7 @@ fn write_report(
     if let Some(path) = path {
         let report = WithModels {
             report: result.report_with(|o| ReportExtra::of(todo[o.index], o)),
-            models: crate::summary::summarize(&tally.records, tally.repeated),
+            models: crate::summary::summarize(tally.rows(), tally.kind),
         };
         let mut json = serde_json::to_vec_pretty(&report)?;
         json.push(b'\n');
@@ -424,7 +468,8 @@ fn row_for(e: &Experiment, outcome: &fanout::Outcome<Done, Facts>) -> Row {
             input_tokens: d.input_tokens.or(f.input_tokens),
             context_window: f.context_window,
             output_tokens: d.output_tokens,
-            duration_seconds: outcome.duration.as_secs_f64(),
+            // The answer's latency: grading is not part of it.
+            duration_seconds: (outcome.duration.as_secs_f64() - d.grading_seconds).max(0.0),
             output: d.text.clone(),
             error_message: f.warning.unwrap_or_default(),
             cached: d.cached,

@@ -49,16 +49,25 @@ pub(crate) struct ModelSummary {
     pub(crate) p95_seconds: Option<f64>,
 }
 
+/// What kind of rows a summary is of.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Kind {
+    /// `--repeat`: rows with the same variables are repeats.
+    pub(crate) repeated: bool,
+    /// Checks were on: every row counts in the pass rate, an error as not passed.
+    pub(crate) judged: bool,
+}
+
 /// The summary of every model, best first: by pass rate (highest), then cost (lowest), then
 /// name.
-pub(crate) fn summarize(records: &[Record], repeated: bool) -> Vec<ModelSummary> {
+pub(crate) fn summarize(records: &[Record], kind: Kind) -> Vec<ModelSummary> {
     let mut by: BTreeMap<(&str, &str), Vec<&Record>> = BTreeMap::new();
     for r in records {
         by.entry((&r.provider, &r.model)).or_default().push(r);
     }
     let mut out: Vec<ModelSummary> = by
         .into_iter()
-        .map(|((provider, model), rs)| one(provider, model, &rs, repeated))
+        .map(|((provider, model), rs)| one(provider, model, &rs, kind))
         .collect();
     out.sort_by(|a, b| {
         let rate = |m: &ModelSummary| m.pass_rate.unwrap_or(-1.0);
@@ -70,13 +79,20 @@ pub(crate) fn summarize(records: &[Record], repeated: bool) -> Vec<ModelSummary>
     out
 }
 
-fn one(provider: &str, model: &str, rs: &[&Record], repeated: bool) -> ModelSummary {
-    let judged: Vec<bool> = rs.iter().filter_map(|r| r.pass).collect();
+fn one(provider: &str, model: &str, rs: &[&Record], kind: Kind) -> ModelSummary {
+    // An error is an answer that did not pass: a model that mostly fails to answer must not
+    // rank on its few answers.
+    let judged: Vec<bool> = if kind.judged {
+        rs.iter().map(|r| r.pass == Some(true)).collect()
+    } else {
+        Vec::new()
+    };
     let passed = judged.iter().filter(|p| **p).count();
     let interval = wilson(passed, judged.len());
+    // Latency is that of answers sent: one from the cache took no time.
     let mut seconds: Vec<f64> = rs
         .iter()
-        .filter(|r| r.status != "error")
+        .filter(|r| r.status != "error" && !r.cached)
         .map(|r| r.seconds)
         .collect();
     seconds.sort_by(f64::total_cmp);
@@ -91,7 +107,7 @@ fn one(provider: &str, model: &str, rs: &[&Record], repeated: bool) -> ModelSumm
         pass_rate: (!judged.is_empty()).then(|| passed as f64 / judged.len() as f64),
         pass_low: interval.map(|i| i.0),
         pass_high: interval.map(|i| i.1),
-        all_passed: (repeated && !judged.is_empty()).then(|| all_passed(rs)),
+        all_passed: (kind.repeated && !judged.is_empty()).then(|| all_passed(rs)),
         input_tokens: rs.iter().map(|r| r.input_tokens).sum(),
         output_tokens: rs.iter().map(|r| r.output_tokens).sum(),
         cost: (!priced.is_empty()).then(|| priced.iter().sum()),
@@ -243,7 +259,13 @@ mod tests {
             rs.push(rec("a", "y", Some(true), 0.5));
         }
         rs.push(rec("b", "x", None, 9.0));
-        let s = summarize(&rs, true);
+        let s = summarize(
+            &rs,
+            Kind {
+                repeated: true,
+                judged: true,
+            },
+        );
         assert_eq!(s[0].model, "a", "the model with a pass rate first");
         let a = &s[0];
         assert_eq!((a.rows, a.errors, a.judged, a.passed), (10, 0, 10, 8));
@@ -263,13 +285,23 @@ mod tests {
         assert_eq!(a.input_tokens, 100);
         assert!((a.cost.unwrap() - 0.01).abs() < 1e-12);
         let b = &s[1];
-        assert_eq!((b.errors, b.pass_rate, b.p50_seconds), (1, None, None));
+        assert_eq!(
+            (b.errors, b.pass_rate, b.p50_seconds),
+            (1, Some(0.0), None),
+            "an error is not a pass"
+        );
         let t = table(&s);
         assert!(
             t.contains("p/a      10       0  80.0% (49.0%-94.3%)          1/2"),
             "{t}"
         );
         assert!(t.lines().next().unwrap().contains("ALL REPEATS"), "{t}");
+        // Answers from the cache took no time: they are not in the latency.
+        let mut cached = rec("c", "x", Some(true), 0.0);
+        cached.cached = true;
+        let s = summarize(&[cached, rec("c", "y", Some(true), 2.0)], Kind::default());
+        assert_eq!(s[0].p50_seconds, Some(2.0));
+        assert_eq!(s[0].pass_rate, None, "not judged");
     }
 
     #[test]

@@ -35,12 +35,13 @@ pub(crate) struct Tally {
     pub(crate) from_cache: usize,
     /// Experiments the budget kept from being sent.
     pub(crate) not_sent: usize,
-    /// Rows whose answer failed a check.
-    pub(crate) failed_checks: usize,
     /// What the summary per model needs of each row.
     pub(crate) records: Vec<Record>,
-    /// Whether the rows are repeats (`--repeat`).
-    pub(crate) repeated: bool,
+    /// Whether the rows are repeats (`--repeat`), and judged.
+    pub(crate) kind: summary::Kind,
+    /// With `--resume`: every row of the results files, those kept from before included (the
+    /// summary and `--fail-on-assert` are of all of them).
+    pub(crate) all: Option<Vec<Record>>,
     /// `--grader`: its requests, tokens and cost, apart from the answers'.
     pub(crate) grading: Grading,
 }
@@ -57,12 +58,22 @@ pub(crate) struct Grading {
 }
 
 impl Tally {
+    /// A sweep's tally, its rows shaped as `shape`, `unplaced` rows written as errors already.
+    pub(crate) fn new(unplaced: usize, shape: crate::row::Shape) -> Self {
+        Tally {
+            error_rows: unplaced,
+            kind: summary::Kind {
+                repeated: shape.repeat,
+                judged: shape.judged,
+            },
+            ..Tally::default()
+        }
+    }
+
     pub(crate) fn count(&mut self, e: &Experiment, row: &Row, grade: Option<&Grade>) {
         self.written += 1;
         self.from_cache += usize::from(row.cached);
         self.error_rows += usize::from(row.status == "error");
-        self.failed_checks += usize::from(row.verdict.as_ref().is_some_and(|v| !v.pass));
-        self.repeated |= e.repeat.is_some();
         self.records.push(Record {
             provider: e.provider.clone(),
             model: e.model.clone(),
@@ -87,16 +98,32 @@ impl Tally {
         }
     }
 
+    /// The rows the summary is of: all of the results files' when resuming, else this run's.
+    pub(crate) fn rows(&self) -> &[Record] {
+        self.all.as_deref().unwrap_or(&self.records)
+    }
+
+    /// The rows of the summary whose answer failed a check (errors are counted apart).
+    pub(crate) fn failed(&self) -> usize {
+        self.rows().iter().filter(|r| r.pass == Some(false)).count()
+    }
+
     /// The summary per model as a table, then the totals: tokens, spent, saved by the cache,
     /// and the grader's share.
     pub(crate) fn say_usage(&self) {
-        if self.records.is_empty() {
+        if self.rows().is_empty() {
             return;
         }
-        eprintln!("per model:");
+        match &self.all {
+            Some(all) => eprintln!(
+                "per model (every row of the results, {} kept from before):",
+                all.len().saturating_sub(self.records.len())
+            ),
+            None => eprintln!("per model:"),
+        }
         eprint!(
             "{}",
-            summary::table(&summary::summarize(&self.records, self.repeated))
+            summary::table(&summary::summarize(self.rows(), self.kind))
         );
         let (mut inp, mut out, mut spent, mut saved) = (0, 0, 0.0, 0.0);
         for r in &self.records {
@@ -132,11 +159,11 @@ impl Tally {
                 g.spent.map_or_else(|| "no price".to_owned(), cost::fmt_usd)
             );
         }
-        let judged = self.records.iter().filter(|r| r.pass.is_some()).count();
+        let judged = self.rows().iter().filter(|r| r.pass.is_some()).count();
         if judged > 0 {
             eprintln!(
                 "  checks: {} of {judged} answers passed",
-                judged - self.failed_checks
+                judged - self.failed()
             );
         }
     }

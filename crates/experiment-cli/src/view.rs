@@ -223,6 +223,33 @@ fn read(files: &[PathBuf]) -> Result<Results> {
     Ok(results)
 }
 
+/// The page must not be written over a results file: refuse a page path that is one of
+/// `results` (or a path template's), or that is named like results (`.csv`, `.jsonl`).
+pub(crate) fn check_page_path(page: &Path, results: &[PathBuf], flag: &str) -> Result<()> {
+    let named_like_results = page
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["csv", "jsonl", "ndjson"].contains(&e.to_ascii_lowercase().as_str()));
+    let same = |r: &PathBuf| {
+        std::path::absolute(r).ok() == std::path::absolute(page).ok()
+            || r.canonicalize()
+                .ok()
+                .is_some_and(|r| Some(r) == page.canonicalize().ok())
+    };
+    if named_like_results || results.iter().any(same) {
+        bail!(
+            "{flag} {}: the page would be written over results; name it .html",
+            page.display()
+        );
+    }
+    Ok(())
+}
+
+/// What the summary needs of every row of `files`.
+pub(crate) fn records(files: &[PathBuf]) -> Result<Vec<Record>> {
+    Ok(read(files)?.answers.iter().map(record).collect())
+}
+
 /// `parallamr view`: read, build, write the page.
 pub(crate) fn write(
     files: &[PathBuf],
@@ -359,7 +386,13 @@ fn build(
     compared_with: String,
 ) -> View {
     let records: Vec<Record> = now.answers.iter().map(record).collect();
-    let summaries = summary::summarize(&records, now.repeated);
+    let summaries = summary::summarize(
+        &records,
+        summary::Kind {
+            repeated: now.repeated,
+            judged: now.judged,
+        },
+    );
     let models: Vec<String> = summaries
         .iter()
         .map(|m| format!("{}/{}", m.provider, m.model))

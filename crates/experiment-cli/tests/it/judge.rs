@@ -122,6 +122,12 @@ fn each_check_passes_and_fails_where_it_should() {
         None,
     );
     assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("parallamr: 4 of 8 answers failed a check (--fail-on-assert): exit 1"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -481,5 +487,120 @@ fn view_writes_a_self_contained_page_and_compare_marks_changes() {
         missing
             .stderr
             .contains("the results file nope.csv does not exist")
+    );
+}
+
+/// A grading request that fails never costs the answer: a 429 retries the grading alone, and a
+/// grader that keeps failing leaves the answer in an error row, which --resume grades again.
+#[test]
+fn grading_failures_keep_the_answer_and_retry_only_the_grading() {
+    let server = LlmServer::start(Duration::ZERO);
+    let p = Project::create(
+        "About {{ topic }}",
+        "provider,model,topic\nollama,llama-test,cats\n",
+    );
+    let run = |grader: &str, extra: &[&str]| -> testkit::Run {
+        p.command(
+            &[&crate::RUN[..], &["--grader", grader], extra].concat(),
+            Some(&server),
+        )
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .unwrap()
+        .into()
+    };
+    // `flaky` answers 429 with Retry-After: 1 the first time.
+    let out = run("openai/flaky", &["--no-cache"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let seen: Vec<String> = server.seen().iter().map(|s| s.model.clone()).collect();
+    assert_eq!(
+        seen,
+        ["llama-test", "flaky", "flaky"],
+        "the answer sent once, the grading twice"
+    );
+    let first = rows(&p, "out.csv");
+    assert_eq!(first[0]["status"], "ok");
+    assert!(
+        first[0]["reason"].starts_with("the grader's reply has no verdict"),
+        "{:?}",
+        first[0]
+    );
+    assert!(
+        first[0]["duration_seconds"].parse::<f64>().unwrap() < 0.9,
+        "the grading's wait is not the answer's latency: {:?}",
+        first[0]
+    );
+
+    // `broken` answers 500: the row keeps its answer, is an error, and --resume grades again.
+    std::fs::remove_file(p.path().join("out.csv")).unwrap();
+    server.reset();
+    let out = run("openai/broken", &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let rows = rows(&p, "out.csv");
+    assert_eq!(rows[0]["status"], "error");
+    assert_eq!(rows[0]["output"], "answer from llama-test to: About cats");
+    assert!(
+        rows[0]["error_message"].starts_with("not graded: grading with openai/broken: "),
+        "{:?}",
+        rows[0]
+    );
+    server.reset();
+    let out = run("openai/judge", &["--resume"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let seen: Vec<String> = server.seen().iter().map(|s| s.model.clone()).collect();
+    assert_eq!(seen, ["judge"], "the answer came from the cache");
+}
+
+/// --fail-on-assert judges every row of a resumed file, not only those sent this time; the page
+/// is never written over the results.
+#[test]
+fn resumed_results_are_judged_whole_and_the_page_never_overwrites_them() {
+    let p = Project::create(
+        "unused",
+        "provider,model,answer,expected\ncommand,m,Lyon,paris\ncommand,m,Paris,paris\n",
+    );
+    let args = ["--command", "printf '%s' {{ answer }}", "--fail-on-assert"];
+    let out = run_run(&p, &args, None);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let out = run_run(&p, &[&args[..], &["--resume"]].concat(), None);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "the failed row kept from before: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("per model (every row of the results, 2 kept from before):"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("1 of 2 answers failed a check"),
+        "{}",
+        out.stderr
+    );
+
+    let before = std::fs::read_to_string(p.path().join("out.csv")).unwrap();
+    for page in ["out.csv", "page.csv"] {
+        let out = run_run(
+            &p,
+            &[&args[..], &["--resume", "--html", page]].concat(),
+            None,
+        );
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "--html {page}: the page would be written over results"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    let view = p.run(&["view", "out.csv", "-o", "./out.csv"], None);
+    assert_eq!(view.code, Some(2), "{}", view.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("out.csv")).unwrap(),
+        before
     );
 }
