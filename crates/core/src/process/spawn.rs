@@ -224,14 +224,17 @@ mod tests {
         assert_eq!(resolve(&Command::new("sh").env_remove("PATH")), None);
     }
 
-    /// A leader that exits after `secs`, started as the runner starts one.
-    fn leader(secs: &str) -> Leader {
+    /// A leader that exits after `secs`, started as the runner starts one, and the instant
+    /// before it was started (its sleep cannot end earlier than `secs` after it).
+    fn leader(secs: &str) -> (Leader, Instant) {
+        let started = Instant::now();
         let mut command = std_command(&Command::new("sleep").arg(secs), None).expect("command");
-        Leader::spawn(&mut command).expect("sleep starts")
+        (Leader::spawn(&mut command).expect("sleep starts"), started)
     }
 
-    fn a_leader_is_waited_for_until_a_deadline_then_reaped(mut leader: Leader) {
-        let started = Instant::now();
+    fn a_leader_is_waited_for_until_a_deadline_then_reaped(
+        (mut leader, started): (Leader, Instant),
+    ) {
         assert!(
             !leader
                 .wait_until(started + Duration::from_millis(20))
@@ -253,14 +256,17 @@ mod tests {
     #[test]
     fn a_leader_is_waited_for_with_its_pidfd() {
         let leader = leader("0.3");
-        assert!(leader.exit.is_some(), "this kernel has pidfds (Linux 5.3+)");
+        assert!(
+            leader.0.exit.is_some(),
+            "this kernel has pidfds (Linux 5.3+)"
+        );
         a_leader_is_waited_for_until_a_deadline_then_reaped(leader);
     }
 
     #[test]
     fn a_leader_is_waited_for_by_sigchld_where_there_are_no_pidfds() {
         let mut leader = leader("0.3");
-        leader.exit = None;
+        leader.0.exit = None;
         a_leader_is_waited_for_until_a_deadline_then_reaped(leader);
     }
 
