@@ -117,6 +117,11 @@ pub struct ExportArgs {
     #[arg(long, value_name = "TEXT")]
     pub title: Option<String>,
 
+    /// The address the site is published at (an `http(s)://` URL): link previews get absolute
+    /// URLs, pages a canonical link, and the site a sitemap.xml
+    #[arg(long, value_name = "URL", value_parser = parse_base_url)]
+    pub base_url: Option<String>,
+
     /// Leave out notebooks whose path (relative to their folder) matches; repeatable
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
@@ -219,4 +224,24 @@ impl ExportArgs {
             None
         }
     }
+}
+
+/// `--base-url`: an `http(s)://` URL, made to end in `/`.
+pub(crate) fn parse_base_url(url: &str) -> Result<String, String> {
+    let u = url.trim();
+    let ok = (u.starts_with("https://") || u.starts_with("http://"))
+        && u.len() > "https://".len()
+        && !u
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+    if !ok {
+        return Err(format!(
+            "{url:?} is not an http(s) URL (e.g. https://me.github.io/notebooks/)"
+        ));
+    }
+    Ok(if u.ends_with('/') {
+        u.to_owned()
+    } else {
+        format!("{u}/")
+    })
 }

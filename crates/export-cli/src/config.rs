@@ -93,6 +93,8 @@ pub(crate) struct Settings {
     pub(crate) marimo_version: Option<String>,
     pub(crate) template: Option<PathBuf>,
     pub(crate) title: String,
+    /// `--base-url`, ending in `/`: absolute preview URLs, canonical links, sitemap.xml.
+    pub(crate) base_url: Option<String>,
     pub(crate) exclude: GlobSet,
     pub(crate) force: bool,
     /// `--keep-failed-pages`: install the page of a notebook whose cells raised.
@@ -130,6 +132,7 @@ struct FileSettings {
     marimo_version: Option<String>,
     template: Option<PathBuf>,
     title: Option<String>,
+    base_url: Option<String>,
     exclude: Option<Vec<String>>,
     keep_failed_pages: Option<bool>,
     assets: Option<Assets>,
@@ -237,6 +240,7 @@ impl Settings {
                 .title
                 .or(file.title)
                 .unwrap_or_else(|| "Notebooks".to_owned()),
+            base_url: base_url(cli.base_url, file.base_url)?,
             exclude,
             force: cli.force,
             keep_failed_pages: cli.keep_failed_pages || file.keep_failed_pages.unwrap_or(false),
@@ -442,6 +446,19 @@ fn exclude(patterns: &[String]) -> Result<GlobSet> {
         globs.add(Glob::new(p).with_context(|| format!("--exclude {p:?} is not a valid glob"))?);
     }
     globs.build().context("building the --exclude patterns")
+}
+
+/// `--base-url`, else `base-url` in `[tool.export-nb]` (checked as the flag is).
+fn base_url(flag: Option<String>, file: Option<String>) -> Result<Option<String>> {
+    match flag {
+        Some(u) => Ok(Some(u)),
+        None => file
+            .map(|u| {
+                crate::cli::parse_base_url(&u)
+                    .map_err(|e| anyhow::anyhow!("[tool.export-nb] base-url: {e}"))
+            })
+            .transpose(),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub(crate) struct Found {
     pub(crate) modules: BTreeMap<PathBuf, String>,
     /// Its inline script metadata (PEP 723), or why it cannot be read.
     pub(crate) header: Result<Option<ScriptMetadata>, String>,
+    /// What its card and link previews show.
+    pub(crate) meta: crate::meta::PageMeta,
 }
 
 impl Found {
@@ -210,6 +212,7 @@ fn found(src: &Source, path: &Path, scanner: &mut crate::imports::Scanner) -> Re
         content_hash,
         header,
         imports,
+        meta,
     } = inspect(path)?;
     // The manifest, the report and the index are JSON and HTML: text. A name that is not text
     // is refused here, with the reason, rather than after its export.
@@ -224,7 +227,12 @@ fn found(src: &Source, path: &Path, scanner: &mut crate::imports::Scanner) -> Re
     } else {
         BTreeMap::new()
     };
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('_', " "))
+        .unwrap_or_default();
     Ok(Found {
+        meta: crate::meta::PageMeta::of(path, &name, &meta),
         source: path.to_path_buf(),
         rel: rel.to_path_buf(),
         category: src.category,
@@ -242,6 +250,8 @@ pub(crate) struct Inspected {
     pub(crate) header: Result<Option<ScriptMetadata>, String>,
     /// The top-level modules it imports.
     pub(crate) imports: std::collections::BTreeSet<String>,
+    /// Its title, description and tags as its text gives them.
+    pub(crate) meta: crate::meta::FromText,
 }
 
 /// A marimo notebook creates a `marimo.App`; any other Python file is skipped with the reason.
@@ -263,6 +273,11 @@ pub(crate) fn inspect_bytes(bytes: &[u8]) -> Inspected {
         std::collections::BTreeSet::new()
     };
     Inspected {
+        meta: if not_a_notebook.is_none() {
+            crate::meta::FromText::read(&text)
+        } else {
+            crate::meta::FromText::default()
+        },
         header: pep723::parse(&text),
         not_a_notebook,
         content_hash: Sha256::digest(bytes).to_vec(),

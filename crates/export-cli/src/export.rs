@@ -158,6 +158,7 @@ impl Exporter<'_> {
             Ok(None) => Ok(()),
         };
         let result = judged.and_then(|()| {
+            add_previews(&dest, found, self.settings.base_url.as_deref())?;
             if let Some(frontends) = self.frontends {
                 frontend = Some(localize(frontends, env, found, &tmp, &dest)?);
             } else if let Some(static_dir) = &env.marimo_static {
@@ -185,6 +186,17 @@ impl Exporter<'_> {
         });
         (result, cell_errors)
     }
+}
+
+/// The page's link previews (`og:`, `twitter:`, canonical) put into its `<head>`.
+fn add_previews(dest: &Path, found: &Found, base_url: Option<&str>) -> Result<(), TaskError> {
+    let why = |e: std::io::Error| {
+        TaskError::failed(format!("could not add link previews to the page: {e}"))
+    };
+    let html = std::fs::read_to_string(dest).map_err(why)?;
+    let tags = crate::preview::Preview::of_page(&found.meta, &found.page, base_url).tags();
+    fanout::fsutil::write_atomic(dest, crate::preview::inject(&html, &tags).as_bytes())
+        .map_err(|e| TaskError::failed(format!("could not add link previews to the page: {e}")))
 }
 
 /// `--assets local`: put the environment's frontend into the site (once per version) and

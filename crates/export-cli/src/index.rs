@@ -18,6 +18,11 @@ pub(crate) struct Context {
     pub(crate) generated_at: String,
     pub(crate) summary: Counts,
     pub(crate) categories: Vec<CategoryView>,
+    /// Every tag of the listed notebooks, sorted: the index's filter.
+    pub(crate) tags: Vec<String>,
+    /// The index's link previews (`og:`, `twitter:`, canonical with `--base-url`), as HTML for
+    /// its `<head>`: `{{ meta_tags | safe }}`.
+    pub(crate) meta_tags: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +42,13 @@ pub(crate) struct CategoryView {
 #[derive(Debug, Serialize)]
 pub(crate) struct NotebookView {
     pub(crate) name: String,
+    /// From `[tool.marimo.opengraph]`, else its first markdown heading, else `name`.
+    pub(crate) title: String,
+    /// From `[tool.marimo.opengraph]`, else its first markdown paragraph.
+    pub(crate) description: Option<String>,
+    pub(crate) tags: Vec<String>,
+    /// Its picture: a path relative to the index, or an `https://` URL.
+    pub(crate) image: Option<String>,
     /// The notebook's path as found (`docs/notebooks/sub/intro.py`).
     pub(crate) source: String,
     /// Its path within its folder (`sub/intro.py`).
@@ -52,10 +64,30 @@ pub(crate) struct NotebookView {
 }
 
 impl Context {
-    pub(crate) fn new(title: &str, mut items: Vec<(Category, NotebookView)>) -> Self {
+    pub(crate) fn new(
+        title: &str,
+        mut items: Vec<(Category, NotebookView)>,
+        base_url: Option<&str>,
+    ) -> Self {
         items.sort_by_key(|(c, _)| *c);
         let total = items.len();
         let ok = items.iter().filter(|(_, n)| n.status == "ok").count();
+        let mut tags: Vec<String> = items.iter().flat_map(|(_, n)| n.tags.clone()).collect();
+        tags.sort_by_key(|t| t.to_lowercase());
+        tags.dedup();
+        let preview = crate::preview::Preview {
+            title: title.to_owned(),
+            description: Some(format!(
+                "{total} marimo notebook{}",
+                if total == 1 { "" } else { "s" }
+            )),
+            image: base_url.and_then(|base| {
+                let first = items.iter().find_map(|(_, n)| n.image.as_ref())?;
+                Some(format!("{base}{first}"))
+            }),
+            url: base_url.map(|b| format!("{b}index.html")),
+            site_name: Some(title.to_owned()),
+        };
         let mut categories: Vec<CategoryView> = Vec::new();
         for (category, view) in items {
             match categories.last_mut() {
@@ -77,6 +109,8 @@ impl Context {
                 failed: total - ok,
             },
             categories,
+            tags,
+            meta_tags: preview.tags(),
         }
     }
 }
@@ -119,6 +153,10 @@ impl Template {
     pub(crate) fn check(&self) -> Result<()> {
         let sample = |name: &str, status: &'static str| NotebookView {
             name: name.to_owned(),
+            title: format!("{name} title"),
+            description: Some("A sample description.".to_owned()),
+            tags: vec!["sample".to_owned()],
+            image: Some(format!("notebooks/{name}.og.png")),
             source: format!("notebooks/{name}.py"),
             file: format!("{name}.py"),
             href: matches!(status, "ok" | "cell_errors").then(|| format!("notebooks/{name}.html")),
@@ -137,7 +175,7 @@ impl Template {
             .collect();
         self.env
             .get_template(&self.name)
-            .and_then(|t| t.render(Context::new("Sample", items)))
+            .and_then(|t| t.render(Context::new("Sample", items, Some("https://example.com/"))))
             .map(drop)
             .map_err(|e| template_error(&e))
     }
@@ -207,6 +245,10 @@ mod tests {
     fn view(name: &str, status: &'static str, href: Option<&str>) -> NotebookView {
         NotebookView {
             name: name.to_owned(),
+            title: name.to_owned(),
+            description: None,
+            tags: Vec::new(),
+            image: None,
             source: format!("nbs/{name}.py"),
             file: format!("{name}.py"),
             href: href.map(str::to_owned),
@@ -215,6 +257,43 @@ mod tests {
             duration_seconds: 1.0,
             error: (status != "ok").then(|| "a cell raised an error".to_owned()),
         }
+    }
+
+    #[test]
+    fn cards_show_title_description_tags_and_picture_and_the_head_has_previews() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nb = view("sales", "ok", Some("notebooks/sales.html"));
+        nb.title = "Sales <by> region".into();
+        nb.description = Some("Per \"region\".".into());
+        nb.tags = vec!["finance".into(), "it's".into()];
+        nb.image = Some("notebooks/sales.og.png".into());
+        let mut other = view("misc", "ok", Some("notebooks/misc.html"));
+        other.tags = vec!["finance".into()];
+        let ctx = Context::new(
+            "Team",
+            vec![(Category::Notebooks, nb), (Category::Notebooks, other)],
+            Some("https://x.io/nb/"),
+        );
+        assert_eq!(ctx.tags, ["finance", "it's"]);
+        let html = std::fs::read_to_string(
+            Template::load(None)
+                .unwrap()
+                .write(&ctx, dir.path())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(html.contains(r#"<a href="notebooks/sales.html">Sales &lt;by&gt; region</a>"#));
+        assert!(html.contains(r#"<p class="description">Per &quot;region&quot;.</p>"#));
+        assert!(
+            html.contains(r#"<img src="notebooks/sales.og.png" alt="" "#),
+            "{html}"
+        );
+        assert!(html.contains("<li>it&#x27;s</li>"), "tags escaped");
+        assert!(html.contains(
+            r#"<meta property="og:image" content="https://x.io/nb/notebooks/sales.og.png">"#
+        ));
+        assert!(html.contains(r#"<link rel="canonical" href="https://x.io/nb/index.html">"#));
+        assert!(html.contains(r#"<button type="button" aria-pressed="false" data-tag="finance">"#));
     }
 
     #[test]
@@ -230,6 +309,7 @@ mod tests {
                 ),
                 (Category::Notebooks, view("broken", "failed", None)),
             ],
+            None,
         );
         let path = Template::load(None)
             .unwrap()

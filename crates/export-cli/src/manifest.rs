@@ -98,7 +98,8 @@ impl Manifest {
             // carry any key. Only a page inside the output folder is ever removed.
             match page_inside(output, &page) {
                 Some(path) => {
-                    let _ = std::fs::remove_file(path);
+                    let _ = std::fs::remove_file(&path);
+                    crate::preview::remove_images_of(&path);
                 }
                 None => eprintln!(
                     "export-nb: warning: {} names {} as a page; it is not a page inside {}, so \
@@ -210,6 +211,15 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     h.update(settings.assets.name().as_bytes());
     h.update([0]);
     h.update(&found.content_hash);
+    // A page's link previews name its URL and picture.
+    h.update(settings.base_url.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    match &found.meta.image {
+        Some(crate::meta::Image::File(f)) => h.update(f.as_os_str().as_encoded_bytes()),
+        Some(crate::meta::Image::Url(u)) => h.update(u.as_bytes()),
+        None => {}
+    }
+    h.update([0]);
     for (module, hash) in &found.modules {
         h.update(module.as_os_str().as_encoded_bytes());
         h.update([0]);

@@ -77,6 +77,53 @@ pub(crate) fn parse(text: &str) -> Result<Option<ScriptMetadata>, String> {
     }))
 }
 
+/// What `[tool.marimo.opengraph]` in the `script` block says (the keys marimo reads: `title`,
+/// `description`, `image`; and `tags`, as galleries use). Lenient: a block that does not parse,
+/// or a key of another type, gives nothing for it (the block's own errors are `parse`'s).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OpenGraph {
+    pub(crate) title: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) image: Option<String>,
+    pub(crate) tags: Vec<String>,
+}
+
+pub(crate) fn opengraph(text: &str) -> OpenGraph {
+    let Ok(Some(Block723 { content, .. })) = script_block(text) else {
+        return OpenGraph::default();
+    };
+    let Ok(table) = content.parse::<toml::Table>() else {
+        return OpenGraph::default();
+    };
+    let og = table
+        .get("tool")
+        .and_then(|t| t.get("marimo"))
+        .and_then(|m| m.get("opengraph"));
+    let text_of = |key: &str| {
+        og.and_then(|o| o.get(key))
+            .and_then(toml::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    OpenGraph {
+        title: text_of("title"),
+        description: text_of("description"),
+        image: text_of("image"),
+        tags: og
+            .and_then(|o| o.get("tags"))
+            .and_then(toml::Value::as_array)
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(toml::Value::as_str)
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// Whether `text` reads as a Python version specifier: comma-separated clauses, each a
 /// version (`3.11`, `3.11.*`) after an optional operator (`>=`, `~=`, `==`, `!=`, `<`, ...).
 fn is_version_specifier(text: &str) -> bool {

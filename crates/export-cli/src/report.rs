@@ -58,9 +58,19 @@ impl Plan {
             .iter()
             .zip(&result.outcomes)
             .filter(|(t, _)| t.input.found.not_a_notebook.is_none())
-            .map(|(t, o)| (t.input.found.category, notebook_view(&t.input, o)))
+            .map(|(t, o)| {
+                let mut view = notebook_view(&t.input, o);
+                if view.href.is_some() {
+                    view.image = published_image(&self.settings.output, &t.input.found);
+                }
+                (t.input.found.category, view)
+            })
             .collect();
-        IndexContext::new(&self.settings.title, items)
+        IndexContext::new(
+            &self.settings.title,
+            items,
+            self.settings.base_url.as_deref(),
+        )
     }
 }
 
@@ -120,6 +130,14 @@ fn entry_after(
     })
 }
 
+/// A notebook's picture for its card: copied into the site beside its page (a path relative
+/// to the index). A picture at an `https://` URL is only named in the link previews: the site
+/// never makes a browser fetch from another server.
+fn published_image(output: &Path, found: &crate::discover::Found) -> Option<String> {
+    let image = found.meta.image.as_ref()?;
+    crate::preview::publish_image(output, &found.page, image).map(|rel| crate::site::url_path(&rel))
+}
+
 fn notebook_view(job: &Job, outcome: &Outcome<Exported, Option<Exported>>) -> NotebookView {
     let up_to_date = matches!(job.action, Action::UpToDate);
     let status = match outcome.status {
@@ -130,36 +148,22 @@ fn notebook_view(job: &Job, outcome: &Outcome<Exported, Option<Exported>>) -> No
         Status::Cancelled => "cancelled",
         Status::Failed | Status::Skipped => "failed",
     };
+    let meta = &job.found.meta;
     NotebookView {
         name: job.found.display_name(),
+        title: meta.title.clone(),
+        description: meta.description.clone(),
+        tags: meta.tags.clone(),
+        image: None,
         source: job.found.source.display().to_string(),
         file: job.found.rel.display().to_string(),
-        href: matches!(status, "ok" | "cell_errors").then(|| url_path(&job.found.page)),
+        href: matches!(status, "ok" | "cell_errors")
+            .then(|| crate::site::url_path(&job.found.page)),
         status,
         up_to_date,
         duration_seconds: outcome.duration.as_secs_f64(),
         error: (status != "ok").then(|| outcome.error_message()).flatten(),
     }
-}
-
-/// A relative URL for a page path: `/` separators, unsafe characters percent-encoded.
-fn url_path(page: &Path) -> String {
-    page.components()
-        .map(|c| {
-            c.as_os_str()
-                .to_string_lossy()
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[derive(Serialize)]
@@ -226,18 +230,5 @@ pub(crate) fn print_failure_details(result: &Batch) {
         if !detail.is_empty() {
             eprintln!("{detail}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_relative_and_encoded() {
-        assert_eq!(
-            url_path(Path::new("notebooks/sub dir/a#b.html")),
-            "notebooks/sub%20dir/a%23b.html"
-        );
     }
 }

@@ -104,7 +104,9 @@ impl Plan {
         let output = self.settings.output.clone();
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
         self.update_manifest(result, copied)?;
-        let index = self.template.write(&self.index_context(result), &output)?;
+        let context = self.index_context(result);
+        let index = self.template.write(&context, &output)?;
+        write_sitemap(&context, self.settings.base_url.as_deref(), &output)?;
         if let Some(path) = &self.settings.report {
             write_report(result, &self.tasks, path)?;
         }
@@ -131,4 +133,26 @@ impl Plan {
         }
         Ok(ExitStatus::of_batch(&result.summary, interrupt))
     }
+}
+
+/// With `--base-url`: `sitemap.xml`, the index and every page; without, none (one left by an
+/// earlier run with it would name pages at an address no longer given).
+fn write_sitemap(
+    context: &crate::index::Context,
+    base_url: Option<&str>,
+    output: &std::path::Path,
+) -> Result<()> {
+    let path = output.join("sitemap.xml");
+    let Some(base) = base_url else {
+        let _ = std::fs::remove_file(path);
+        return Ok(());
+    };
+    let pages: Vec<String> = context
+        .categories
+        .iter()
+        .flat_map(|c| &c.notebooks)
+        .filter_map(|n| n.href.clone())
+        .collect();
+    fanout::fsutil::write_atomic(&path, crate::preview::sitemap(base, &pages).as_bytes())?;
+    Ok(())
 }

@@ -55,3 +55,36 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         s
     })
 }
+
+/// A relative URL for a page path: `/` separators, unsafe characters percent-encoded.
+pub(crate) fn url_path(page: &Path) -> String {
+    page.components()
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_relative_and_encoded() {
+        assert_eq!(
+            url_path(Path::new("notebooks/sub dir/a#b.html")),
+            "notebooks/sub%20dir/a%23b.html"
+        );
+    }
+}

@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Collatz sequences"
+# description = "How many steps the numbers below 10,000 take to reach 1, and which one takes the longest."
+# tags = ["math", "loops"]
 # ///
 
 import marimo

@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Dates and weekdays"
+# description = "The weekday each month of 2026 starts on, as a table, with Python's datetime."
+# tags = ["dates", "tables"]
 # ///
 
 import marimo

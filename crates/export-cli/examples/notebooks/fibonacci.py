@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Fibonacci numbers"
+# description = "The first twenty Fibonacci numbers, computed in a cell."
+# tags = ["math"]
 # ///
 
 import marimo

@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Hello, marimo"
+# description = "A first notebook: a markdown cell and Python cells that depend on each other."
+# tags = ["intro"]
 # ///
 
 import marimo

@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "A markdown tour"
+# description = "Bold, italic, code, math and a callout, as marimo renders markdown."
+# tags = ["intro", "markdown"]
 # ///
 
 import marimo

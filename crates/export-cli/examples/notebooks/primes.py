@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Prime numbers"
+# description = "The primes below 1000, how many there are and the last of them."
+# tags = ["math"]
 # ///
 
 import marimo

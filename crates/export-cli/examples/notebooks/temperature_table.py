@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Temperature table"
+# description = "Celsius to Fahrenheit as an interactive table."
+# tags = ["tables"]
 # ///
 
 import marimo

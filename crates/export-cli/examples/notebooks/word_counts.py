@@ -1,6 +1,11 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["marimo"]
+#
+# [tool.marimo.opengraph]
+# title = "Word counts"
+# description = "The most common words of the opening of A Tale of Two Cities."
+# tags = ["text", "tables"]
 # ///
 
 import marimo

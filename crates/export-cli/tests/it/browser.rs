@@ -52,8 +52,20 @@ fn the_index_works_in_a_browser_at_desktop_and_phone_widths() {
         );
         assert_eq!(links.len(), 9, "8 bundled notebooks and the app: {links:?}");
         for (text, href, file) in &links {
+            // The title of its [tool.marimo.opengraph], else its name.
             let stem = file.trim_end_matches(".py").replace('_', " ");
-            assert_eq!(text, &stem, "the link text names the notebook");
+            let expected = if file == "hello_marimo.py" {
+                "Hello, marimo"
+            } else if file == "sales_dashboard.py" {
+                "sales dashboard"
+            } else {
+                text.as_str()
+            };
+            assert_eq!(text, expected, "the link text is the notebook's title");
+            assert!(
+                !text.is_empty() && (file == "sales_dashboard.py" || text != &stem),
+                "the bundled notebooks have titles of their own: {text} ({file})"
+            );
             let page_file = p.path().join("site").join(href);
             assert!(
                 page_file.is_file(),
@@ -81,6 +93,28 @@ fn the_index_works_in_a_browser_at_desktop_and_phone_widths() {
         assert_ne!(border, ok_border, "the failed card stands out");
         let lede: String = page.eval("document.querySelector('.lede').textContent");
         assert!(lede.contains("10 notebooks, 1 failed to export"), "{lede}");
+
+        // Cards say what a notebook is; the tag filter shows those with a tag.
+        let description: String = page.eval(
+            "[...document.querySelectorAll('.card')].find(c => c.textContent.includes('Hello, marimo')).querySelector('.description').textContent",
+        );
+        assert!(description.starts_with("A first notebook"), "{description}");
+        page.click(".filter button[data-tag='math']");
+        let shown: Vec<String> = page.eval(
+            "[...document.querySelectorAll('.card')].filter(c => !c.hidden).map(c => c.querySelector('a, .name').textContent)",
+        );
+        assert_eq!(
+            shown,
+            ["Collatz sequences", "Fibonacci numbers", "Prime numbers"],
+            "the cards tagged math"
+        );
+        let apps_hidden: bool =
+            page.eval("document.querySelector('section[aria-labelledby=apps]').hidden");
+        assert!(apps_hidden, "a section with no card shown is hidden");
+        page.click(".filter button[data-tag='math']");
+        let all: usize =
+            page.eval("[...document.querySelectorAll('.card')].filter(c => !c.hidden).length");
+        assert_eq!(all, 10, "pressed again, the filter is off");
 
         page.assert_sound();
         page.screenshot(&shots.join(format!("export-nb-index-{name}.png")));

@@ -531,7 +531,9 @@ fn a_custom_template_gets_the_documented_context() {
         "site.html",
         "<h1>{{ title }}</h1>{{ summary.total }}/{{ summary.ok }}/{{ summary.failed }}\n\
          {% for c in categories %}[{{ c.key }}:{{ c.label }}]{% for n in c.notebooks %}\n\
-         {{ n.name }}|{{ n.source }}|{{ n.file }}|{{ n.href }}|{{ n.status }}|{{ n.up_to_date }}|{{ n.error }}{% endfor %}{% endfor %}\n",
+         {{ n.name }}|{{ n.source }}|{{ n.file }}|{{ n.href }}|{{ n.status }}|{{ n.up_to_date }}|{{ n.error }}{% endfor %}{% endfor %}\n\
+         {% for c in categories %}{% for n in c.notebooks %}<{{ n.title }}|{{ n.description }}|{{ n.tags | join(\",\") }}|{{ n.image }}>{% endfor %}{% endfor %}\n\
+         tags={{ tags | join(\",\") }}\n{{ meta_tags | safe }}",
     );
     let out = p.run(&["--template", "site.html", "--title", "T"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
@@ -546,6 +548,15 @@ fn a_custom_template_gets_the_documented_context() {
     );
     assert!(
         index.contains("\nbeta|notebooks/beta.py|beta.py|None|failed|False|a cell raised an error"),
+        "{index}"
+    );
+    assert!(
+        index.contains("<alpha|None||None><beta|None||None>"),
+        "{index}"
+    );
+    assert!(index.contains("\ntags=\n"), "{index}");
+    assert!(
+        index.contains(r#"<meta property="og:title" content="T">"#),
         "{index}"
     );
 }

@@ -11,9 +11,9 @@ fn export_nb_modules_keep_their_layers() {
             // The flags; the output folder's layout; a notebook's inline metadata.
             "cli site pep723",
             // What to do about the failures people meet, in one line each.
-            "hints",
+            "hints meta",
             // The checked settings; environments; marimo's frontend; local imports; the server.
-            "config envs frontend imports serve",
+            "config envs frontend imports serve preview",
             "discover index",
             "export manifest",
             // Every input judged, and the dry run, before anything runs.

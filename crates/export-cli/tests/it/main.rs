@@ -9,6 +9,7 @@ mod assets;
 mod browser;
 mod fake;
 mod layering;
+mod previews;
 #[cfg(feature = "real-uvx-tests")]
 mod real_notebooks;
 #[cfg(feature = "real-uvx-tests")]

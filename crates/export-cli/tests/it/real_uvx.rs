@@ -117,7 +117,17 @@ fn good_and_bad_notebooks(extra: &[&str], how: &str) {
     );
 
     let index = p.read("_site/index.html");
-    assert!(index.contains(r#"<a href="notebooks/good.html">good</a>"#));
+    // The card's title is the notebook's first markdown heading.
+    assert!(
+        index.contains(r#"<a href="notebooks/good.html">A good notebook</a>"#),
+        "{index}"
+    );
+    // Its page carries link previews, with marimo's page intact.
+    let page = p.read("_site/notebooks/good.html");
+    assert!(
+        page.contains(r#"<meta property="og:title" content="A good notebook">"#),
+        "{page}"
+    );
     assert!(!index.contains("raises.html") && !index.contains("syntax_error.html"));
 }
 
