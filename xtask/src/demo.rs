@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the main job on bundled examples — export-nb exports the bundled marimo
-//! notebooks to a static site in `target/demo/site`.
+//! notebooks to a static site in `target/demo/site`, with a photograph of each page on its card
+//! (`--thumbnails`) when Chromium is here.
 
 use std::process::Command;
 
@@ -13,6 +14,14 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     let root = tasks::root();
     let site = root.join("target/demo/site");
     let report = root.join("target/demo/export-report.json");
+    let thumbnails: &[&str] = if tasks::available("chromium") {
+        &["--thumbnails"]
+    } else {
+        eprintln!(
+            "xtask: no chromium on PATH: the cards get no photographs (apt-get install chromium)"
+        );
+        &[]
+    };
     tasks::run(
         Command::new(root.join("target/release/export-nb"))
             .arg("crates/export-cli/examples/notebooks")
@@ -22,6 +31,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
             .arg("export-nb demo")
             .arg("--report")
             .arg(&report)
+            .args(thumbnails)
             .args(extra),
     )?;
     eprintln!(

@@ -13,6 +13,8 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
         bail!("`cargo xtask screenshots` takes no arguments");
     }
     tasks::ensure_chromium()?;
+    // The gallery's screenshots are of real marimo pages.
+    tasks::ensure_uv()?;
     let dir = tasks::root().join("docs/screenshots");
     std::fs::create_dir_all(&dir)?;
     tasks::run(
@@ -25,6 +27,9 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
                 "lorchestra",
                 "-p",
                 "parallamr",
+                "--features",
+                "export-nb/browser-tests,export-nb/real-uvx-tests,lorchestra/browser-tests,\
+                 parallamr/browser-tests,testkit/browser-tests",
                 "--test",
                 "it",
                 "browser::",

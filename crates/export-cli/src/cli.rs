@@ -122,6 +122,15 @@ pub struct ExportArgs {
     #[arg(long, value_name = "URL", value_parser = parse_base_url)]
     pub base_url: Option<String>,
 
+    /// Photograph each exported page in headless Chromium for its card and link previews (a
+    /// notebook with a picture of its own keeps it); an unchanged page keeps its photograph
+    #[arg(long)]
+    pub thumbnails: bool,
+
+    /// The Chromium (or Chrome) for --thumbnails [default: chromium on PATH]
+    #[arg(long, value_name = "PATH")]
+    pub chromium: Option<PathBuf>,
+
     /// Leave out notebooks whose path (relative to their folder) matches; repeatable
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,

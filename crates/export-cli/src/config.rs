@@ -95,6 +95,8 @@ pub(crate) struct Settings {
     pub(crate) title: String,
     /// `--base-url`, ending in `/`: absolute preview URLs, canonical links, sitemap.xml.
     pub(crate) base_url: Option<String>,
+    /// `--thumbnails`: the Chromium that photographs the pages.
+    pub(crate) thumbnails: Option<PathBuf>,
     pub(crate) exclude: GlobSet,
     pub(crate) force: bool,
     /// `--keep-failed-pages`: install the page of a notebook whose cells raised.
@@ -133,6 +135,8 @@ struct FileSettings {
     template: Option<PathBuf>,
     title: Option<String>,
     base_url: Option<String>,
+    thumbnails: Option<bool>,
+    chromium: Option<PathBuf>,
     exclude: Option<Vec<String>>,
     keep_failed_pages: Option<bool>,
     assets: Option<Assets>,
@@ -241,6 +245,9 @@ impl Settings {
                 .or(file.title)
                 .unwrap_or_else(|| "Notebooks".to_owned()),
             base_url: base_url(cli.base_url, file.base_url)?,
+            thumbnails: (cli.thumbnails || file.thumbnails.unwrap_or(false))
+                .then(|| find_chromium(cli.chromium.or(file.chromium).as_deref()))
+                .transpose()?,
             exclude,
             force: cli.force,
             keep_failed_pages: cli.keep_failed_pages || file.keep_failed_pages.unwrap_or(false),
@@ -459,6 +466,30 @@ fn base_url(flag: Option<String>, file: Option<String>) -> Result<Option<String>
             })
             .transpose(),
     }
+}
+
+/// The Chromium used for `--thumbnails`: `--chromium PATH`, else `chromium`,
+/// `chromium-browser` or `google-chrome` on `PATH`.
+pub(crate) fn find_chromium(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        if which::which(path).is_err() {
+            anyhow::bail!(
+                "--chromium {}: no such program (give the path of a Chromium or Chrome binary)",
+                path.display()
+            );
+        }
+        return Ok(path.to_owned());
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| which::which(name).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--thumbnails needs Chromium to photograph the pages, and none was found on PATH \
+                 (chromium, chromium-browser, google-chrome): install it (apt-get install \
+                 chromium, brew install chromium) or give --chromium PATH"
+            )
+        })
 }
 
 #[cfg(test)]

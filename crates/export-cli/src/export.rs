@@ -68,6 +68,8 @@ pub(crate) struct Exporter<'a> {
     pub(crate) launcher: &'a Launcher,
     /// With `--assets local`: the site's copies of marimo's frontend.
     pub(crate) frontends: Option<&'a Frontends>,
+    /// `--thumbnails`: Chromium, and the site served for it.
+    pub(crate) thumbnails: Option<&'a crate::thumbnail::Thumbnailer>,
 }
 
 /// A page in place.
@@ -104,6 +106,21 @@ impl Exporter<'_> {
         match (result, cell_errors) {
             (Ok(page), Some(error)) => (Err(error), Some(page)),
             (result, _) => (result, None),
+        }
+    }
+
+    /// `--thumbnails`: photograph the page just put in place, unless the notebook has a
+    /// picture of its own. A photograph that fails is a warning: the page is there.
+    fn photograph(&self, found: &Found, cancel: &CancelToken) {
+        let Some(t) = self.thumbnails else { return };
+        if found.meta.image.is_some() {
+            return;
+        }
+        if let Err(why) = t.photograph(self.runner, &self.settings.output, &found.page, cancel) {
+            eprintln!(
+                "export-nb: warning: no thumbnail for {}: {why}",
+                found.source.display()
+            );
         }
     }
 
@@ -158,7 +175,12 @@ impl Exporter<'_> {
             Ok(None) => Ok(()),
         };
         let result = judged.and_then(|()| {
-            add_previews(&dest, found, self.settings.base_url.as_deref())?;
+            add_previews(
+                &dest,
+                found,
+                self.settings.base_url.as_deref(),
+                self.thumbnails.is_some(),
+            )?;
             if let Some(frontends) = self.frontends {
                 frontend = Some(localize(frontends, env, found, &tmp, &dest)?);
             } else if let Some(static_dir) = &env.marimo_static {
@@ -179,6 +201,9 @@ impl Exporter<'_> {
         for log in &logs {
             let _ = std::fs::remove_file(log);
         }
+        if result.is_ok() {
+            self.photograph(found, cancel);
+        }
         let result = result.map(|()| Exported {
             path: output.join(&found.page),
             frontend,
@@ -189,12 +214,18 @@ impl Exporter<'_> {
 }
 
 /// The page's link previews (`og:`, `twitter:`, canonical) put into its `<head>`.
-fn add_previews(dest: &Path, found: &Found, base_url: Option<&str>) -> Result<(), TaskError> {
+fn add_previews(
+    dest: &Path,
+    found: &Found,
+    base_url: Option<&str>,
+    thumbnail: bool,
+) -> Result<(), TaskError> {
     let why = |e: std::io::Error| {
         TaskError::failed(format!("could not add link previews to the page: {e}"))
     };
     let html = std::fs::read_to_string(dest).map_err(why)?;
-    let tags = crate::preview::Preview::of_page(&found.meta, &found.page, base_url).tags();
+    let tags =
+        crate::preview::Preview::of_page(&found.meta, &found.page, base_url, thumbnail).tags();
     fanout::fsutil::write_atomic(dest, crate::preview::inject(&html, &tags).as_bytes())
         .map_err(|e| TaskError::failed(format!("could not add link previews to the page: {e}")))
 }

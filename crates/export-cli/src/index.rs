@@ -20,6 +20,8 @@ pub(crate) struct Context {
     pub(crate) categories: Vec<CategoryView>,
     /// Every tag of the listed notebooks, sorted: the index's filter.
     pub(crate) tags: Vec<String>,
+    /// Whether `search-index.js` (the text of every page) is beside the index.
+    pub(crate) search: bool,
     /// The index's link previews (`og:`, `twitter:`, canonical with `--base-url`), as HTML for
     /// its `<head>`: `{{ meta_tags | safe }}`.
     pub(crate) meta_tags: String,
@@ -110,6 +112,7 @@ impl Context {
             },
             categories,
             tags,
+            search: false,
             meta_tags: preview.tags(),
         }
     }

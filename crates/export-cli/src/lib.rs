@@ -30,8 +30,10 @@ mod plan;
 mod preview;
 mod report;
 mod run;
+mod search;
 mod serve;
 mod site;
+mod thumbnail;
 mod watch;
 
 use anyhow::Result;

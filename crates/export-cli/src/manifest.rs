@@ -211,9 +211,9 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     h.update(settings.assets.name().as_bytes());
     h.update([0]);
     h.update(&found.content_hash);
-    // A page's link previews name its URL and picture.
+    // A page's link previews name its URL and picture (a photograph with --thumbnails).
     h.update(settings.base_url.as_deref().unwrap_or("").as_bytes());
-    h.update([0]);
+    h.update([0, u8::from(settings.thumbnails.is_some())]);
     match &found.meta.image {
         Some(crate::meta::Image::File(f)) => h.update(f.as_os_str().as_encoded_bytes()),
         Some(crate::meta::Image::Url(u)) => h.update(u.as_bytes()),

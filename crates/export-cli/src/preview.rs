@@ -24,16 +24,32 @@ pub(crate) struct Preview {
 
 impl Preview {
     /// The preview of a notebook's page `page` (a path in the site) with `meta`.
-    pub(crate) fn of_page(meta: &PageMeta, page: &Path, base_url: Option<&str>) -> Self {
-        let image = meta.image.as_ref().and_then(|i| match i {
-            Image::Url(u) => Some(u.clone()),
-            Image::File(_) => {
-                let beside = image_path(page, i)?;
-                Some(match base_url {
-                    Some(base) => format!("{base}{}", crate::site::url_path(&beside)),
-                    None => crate::site::url_path(Path::new(beside.file_name()?)),
-                })
+    /// `thumbnail`: with `--thumbnails`, a notebook without a picture gets its page's
+    /// photograph.
+    pub(crate) fn of_page(
+        meta: &PageMeta,
+        page: &Path,
+        base_url: Option<&str>,
+        thumbnail: bool,
+    ) -> Self {
+        let photo = (meta.image.is_none() && thumbnail).then(|| {
+            let beside = crate::site::thumb_path(page);
+            match base_url {
+                Some(base) => format!("{base}{}", crate::site::url_path(&beside)),
+                None => crate::site::url_path(Path::new(beside.file_name().unwrap_or_default())),
             }
+        });
+        let image = photo.or_else(|| {
+            meta.image.as_ref().and_then(|i| match i {
+                Image::Url(u) => Some(u.clone()),
+                Image::File(_) => {
+                    let beside = image_path(page, i)?;
+                    Some(match base_url {
+                        Some(base) => format!("{base}{}", crate::site::url_path(&beside)),
+                        None => crate::site::url_path(Path::new(beside.file_name()?)),
+                    })
+                }
+            })
         });
         Preview {
             title: meta.title.clone(),
@@ -131,10 +147,12 @@ pub(crate) fn remove_images_of(page: &Path) {
     let (Some(dir), Some(stem)) = (page.parent(), page.file_stem()) else {
         return;
     };
-    let prefix = format!("{}.og.", stem.to_string_lossy());
+    let stem = stem.to_string_lossy();
+    let (og, thumb) = (format!("{stem}.og."), format!("{stem}.thumb.png"));
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&og) || name == thumb {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -187,7 +205,7 @@ mod tests {
             image: Some(Image::File("nbs/__marimo__/assets/a/opengraph.png".into())),
         };
         let page = Path::new("notebooks/sub/a b.html");
-        let p = Preview::of_page(&meta, page, Some("https://x.io/nb/"));
+        let p = Preview::of_page(&meta, page, Some("https://x.io/nb/"), false);
         let t = p.tags();
         assert!(!t.contains("<script>"), "{t}");
         assert!(t.contains("content=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""));
@@ -198,7 +216,13 @@ mod tests {
         assert!(t.contains(
             "<link rel=\"canonical\" href=\"https://x.io/nb/notebooks/sub/a%20b.html\">"
         ));
-        let local = Preview::of_page(&meta, page, None).tags();
+        let local = Preview::of_page(&meta, page, None, false).tags();
+        let bare = PageMeta {
+            image: None,
+            ..meta.clone()
+        };
+        let photo = Preview::of_page(&bare, page, None, true).tags();
+        assert!(photo.contains("content=\"a%20b.thumb.png\""), "{photo}");
         assert!(local.contains("content=\"a%20b.og.png\""), "{local}");
         assert!(!local.contains("canonical"));
     }

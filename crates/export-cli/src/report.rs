@@ -52,25 +52,51 @@ impl Plan {
         self.manifest.save(output)
     }
 
-    pub(crate) fn index_context(&self, result: &Batch) -> IndexContext {
+    /// The index's data; with it, the pictures copied beside their pages and the search
+    /// index written (the text of every working page).
+    pub(crate) fn index_context(&self, result: &Batch) -> Result<IndexContext> {
+        let output = &self.settings.output;
+        let mut search = Vec::new();
         let items = self
             .tasks
             .iter()
             .zip(&result.outcomes)
             .filter(|(t, _)| t.input.found.not_a_notebook.is_none())
             .map(|(t, o)| {
+                let found = &t.input.found;
                 let mut view = notebook_view(&t.input, o);
-                if view.href.is_some() {
-                    view.image = published_image(&self.settings.output, &t.input.found);
+                if let Some(href) = &view.href {
+                    view.image = published_image(output, found);
+                    // What the card says is found too: its description and tags.
+                    let mut text = view.description.clone().unwrap_or_default();
+                    for tag in &view.tags {
+                        text.push(' ');
+                        text.push_str(tag);
+                    }
+                    text.push(' ');
+                    text.push_str(&crate::search::text_of(output, &found.page).unwrap_or_default());
+                    search.push(crate::search::Entry {
+                        href: href.clone(),
+                        title: view.title.clone(),
+                        text: text.trim().to_owned(),
+                    });
                 }
-                (t.input.found.category, view)
+                (found.category, view)
             })
             .collect();
-        IndexContext::new(
+        let mut context = IndexContext::new(
             &self.settings.title,
             items,
             self.settings.base_url.as_deref(),
-        )
+        );
+        if search.is_empty() {
+            // No page to search: none named by an index of an earlier run either.
+            let _ = std::fs::remove_file(output.join("search-index.js"));
+        } else {
+            crate::search::write_index(output, &search)?;
+            context.search = true;
+        }
+        Ok(context)
     }
 }
 
@@ -134,7 +160,14 @@ fn entry_after(
 /// to the index). A picture at an `https://` URL is only named in the link previews: the site
 /// never makes a browser fetch from another server.
 fn published_image(output: &Path, found: &crate::discover::Found) -> Option<String> {
-    let image = found.meta.image.as_ref()?;
+    let Some(image) = found.meta.image.as_ref() else {
+        // `--thumbnails`' photograph of the page, if it has one.
+        let photo = crate::site::thumb_path(&found.page);
+        return output
+            .join(&photo)
+            .is_file()
+            .then(|| crate::site::url_path(&photo));
+    };
     crate::preview::publish_image(output, &found.page, image).map(|rel| crate::site::url_path(&rel))
 }
 

@@ -13,6 +13,7 @@ use crate::frontend::Frontends;
 use crate::plan::{Action, Job, Plan};
 use crate::report::{Batch, print_environments, print_failure_details, write_report};
 use crate::site::STATE_DIR;
+use crate::thumbnail::Thumbnailer;
 
 impl Plan {
     /// Run the exports; `interrupt` stops them (Ctrl-C, or `watch` when a notebook being
@@ -60,12 +61,17 @@ impl Plan {
         let settings = &self.settings;
         let frontends =
             (settings.assets == cli::Assets::Local).then(|| Frontends::new(&settings.output));
+        let thumbnails = match (&settings.thumbnails, envs) {
+            (Some(chromium), Some(_)) => Some(Thumbnailer::start(chromium.clone(), &output)?),
+            _ => None,
+        };
         let exporter = envs.map(|envs| export::Exporter {
             settings,
             envs,
             runner: &runner,
             launcher: &launcher,
             frontends: frontends.as_ref(),
+            thumbnails: thumbnails.as_ref(),
         });
         // The meta: a page published although its export failed (--keep-failed-pages).
         let result = pool.run_with_meta(
@@ -104,7 +110,7 @@ impl Plan {
         let output = self.settings.output.clone();
         let _ = std::fs::remove_dir_all(output.join(STATE_DIR).join("tmp"));
         self.update_manifest(result, copied)?;
-        let context = self.index_context(result);
+        let context = self.index_context(result)?;
         let index = self.template.write(&context, &output)?;
         write_sitemap(&context, self.settings.base_url.as_deref(), &output)?;
         if let Some(path) = &self.settings.report {

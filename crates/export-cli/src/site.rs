@@ -76,6 +76,15 @@ pub(crate) fn url_path(page: &Path) -> String {
         .join("/")
 }
 
+/// Where a page's photograph goes: beside it, `<page stem>.thumb.png`.
+pub(crate) fn thumb_path(page: &Path) -> PathBuf {
+    let stem = page
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    page.with_file_name(format!("{stem}.thumb.png"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -305,3 +305,147 @@ fn real_marimo_page_served_by_watch_shows_the_edit() {
     );
     assert_eq!(w.interrupt(), Some(130));
 }
+
+/// `--thumbnails` and the search box on real marimo pages: each page photographed (a picture of
+/// the rendered page, not a blank one), an unchanged page not photographed again, and a word
+/// that appears only in one notebook's rendered output found by typing it into the index.
+#[cfg(feature = "real-uvx-tests")]
+#[test]
+fn real_pages_get_thumbnails_and_their_outputs_are_searchable() {
+    use std::time::{Duration, SystemTime};
+
+    let p = Project::create();
+    // Bundled notebooks, for the gallery's screenshots: a markdown-only one among them (the
+    // kind whose page draws last).
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/notebooks");
+    for name in ["hello_marimo.py", "temperature_table.py", "word_counts.py"] {
+        p.write(
+            &format!("notebooks/{name}"),
+            &std::fs::read_to_string(bundled.join(name)).unwrap(),
+        );
+    }
+    // 7 * 11 * 13 * 1009 = 1010009: in no source, only in the rendered output.
+    p.write("notebooks/product.py", &computing("7 * 11 * 13 * 1009"));
+    let chromium = testkit::browser::chromium();
+    let chromium = chromium.to_str().unwrap();
+    let args = [
+        "-j",
+        "2",
+        "--no-sandbox",
+        "--thumbnails",
+        "--chromium",
+        chromium,
+    ];
+    let out = p.run_with(&args, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("no thumbnail"), "{}", out.stderr);
+
+    let thumb = p.path().join("_site/notebooks/product.thumb.png");
+    let png = std::fs::read(&thumb).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert_eq!((w, h), (600, 315), "a small picture of fixed size");
+    assert!(png.len() < 200_000, "{} bytes", png.len());
+    let index = p.read("_site/index.html");
+    assert!(
+        index.contains(r#"<img src="notebooks/product.thumb.png""#),
+        "{index}"
+    );
+    assert!(
+        p.read("_site/notebooks/product.html")
+            .contains(r#"<meta property="og:image" content="product.thumb.png">"#)
+    );
+
+    // Not blank: the picture has the page's text on its background (pixels of many colours).
+    // Served over HTTP, so the canvas may read it.
+    let site = testkit::site_server::SiteServer::start(&p.path().join("_site"));
+    let browser = Browser::launch();
+    let tab = browser.open_url(&site.url_of("notebooks/product.thumb.png"), 800);
+    let colours: usize = tab.eval(
+        "(() => { const img = document.querySelector('img'); const c = document.createElement('canvas');
+           c.width = img.naturalWidth; c.height = img.naturalHeight; const g = c.getContext('2d');
+           g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+           const seen = new Set(); for (let i = 0; i < d.length; i += 4) seen.add(d[i] << 16 | d[i+1] << 8 | d[i+2]);
+           return seen.size; })()",
+    );
+    assert!(colours > 8, "the picture is blank ({colours} colours)");
+    // Every page was photographed drawn: a blank photograph is a few KB, a drawn one tens.
+    for entry in std::fs::read_dir(p.path().join("_site/notebooks")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".thumb.png") {
+            let bytes = std::fs::metadata(&path).unwrap().len();
+            assert!(
+                bytes > 10_000,
+                "{} is blank ({bytes} bytes)",
+                path.display()
+            );
+        }
+    }
+
+    // Nothing changed: no page exported, so none photographed again.
+    let before = std::fs::metadata(&thumb).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let out = p.run_with(&args, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        std::fs::metadata(&thumb).unwrap().modified().unwrap(),
+        before
+    );
+    assert!(before < SystemTime::now());
+
+    // Search: typed as a user types, the word leads to its notebook only.
+    let page = browser.open(&p.path().join("_site/index.html"), 1280);
+    page.type_into("#search", "1010009");
+    assert!(
+        page.wait_until(
+            "document.getElementById('matches').textContent === '1 notebook match'",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        page.eval::<String>("document.getElementById('matches').textContent")
+    );
+    let hits: Vec<(String, String)> = page.eval(
+        "[...document.querySelectorAll('#results a')].map(a => [a.textContent, a.getAttribute('href')])",
+    );
+    assert_eq!(
+        hits,
+        [("product".to_owned(), "notebooks/product.html".to_owned())]
+    );
+    let snippet: String = page.eval("document.querySelector('#results .snippet').textContent");
+    assert!(snippet.contains("The answer is 1010009."), "{snippet}");
+    page.assert_sound();
+
+    gallery_screenshots(&browser, &site);
+}
+
+/// The gallery as a reader sees it, for README.
+#[cfg(feature = "real-uvx-tests")]
+fn gallery_screenshots(browser: &Browser, site: &testkit::site_server::SiteServer) {
+    use std::time::Duration;
+
+    let shots = screenshot_dir("export-nb");
+    for (width, name) in [(1280, "desktop"), (390, "phone")] {
+        let page = browser.open_url(&site.url_of("index.html"), width);
+        page.type_into("#search", "tables");
+        // The cards' pictures load lazily, as a reader scrolls; a screenshot wants them all.
+        page.eval::<usize>(
+            "[...document.images].map(i => { i.loading = 'eager'; return 1; }).length",
+        );
+        let loaded = page.wait_until(
+            "[...document.images].every(i => i.complete && i.naturalWidth === 600)",
+            Duration::from_secs(20),
+        );
+        assert!(
+            loaded,
+            "{:?}",
+            page.eval::<Vec<(String, bool, u32)>>(
+                "[...document.images].map(i => [i.src, i.complete, i.naturalWidth])"
+            )
+        );
+        page.assert_sound();
+        page.screenshot(&shots.join(format!("export-nb-gallery-{name}.png")));
+    }
+}

@@ -13,8 +13,8 @@ fn export_nb_modules_keep_their_layers() {
             // What to do about the failures people meet, in one line each.
             "hints meta",
             // The checked settings; environments; marimo's frontend; local imports; the server.
-            "config envs frontend imports serve preview",
-            "discover index",
+            "config envs frontend imports serve preview search",
+            "discover index thumbnail",
             "export manifest",
             // Every input judged, and the dry run, before anything runs.
             "plan",

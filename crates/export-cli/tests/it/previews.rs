@@ -143,6 +143,20 @@ fn a_picture_outside_the_marimo_folder_or_at_an_url_is_never_fetched_by_the_site
         p.read("_site/notebooks/b.html")
             .contains(r#"<meta property="og:image" content="https://example.com/b.png">"#)
     );
+    let no_browser = p.run(&[
+        "notebooks",
+        "--thumbnails",
+        "--chromium",
+        "/nonexistent/chromium",
+    ]);
+    assert_eq!(no_browser.code, Some(2));
+    assert!(
+        no_browser
+            .stderr
+            .contains("--chromium /nonexistent/chromium: no such program"),
+        "{}",
+        no_browser.stderr
+    );
     let bad = p.run(&["notebooks", "--base-url", "me.github.io"]);
     assert_eq!(bad.code, Some(2));
     assert!(
