@@ -109,16 +109,40 @@ impl Exporter<'_> {
         }
     }
 
+    /// The page's link previews (`og:`, `twitter:`, canonical) put into its `<head>`.
+    fn add_previews(&self, dest: &Path, found: &Found) -> Result<(), TaskError> {
+        let why = |e: std::io::Error| {
+            TaskError::failed(format!("could not add link previews to the page: {e}"))
+        };
+        let html = std::fs::read_to_string(dest).map_err(why)?;
+        let preview = crate::preview::Preview::of_page(
+            &found.meta,
+            &found.page,
+            self.settings.base_url.as_deref(),
+            self.thumbnails.is_some(),
+        );
+        let html = crate::preview::inject(&html, &preview.tags());
+        fanout::fsutil::write_atomic(dest, html.as_bytes())
+            .map_err(|e| TaskError::failed(format!("could not add link previews to the page: {e}")))
+    }
+
     /// `--thumbnails`: photograph the page just put in place, unless the notebook has a
     /// picture of its own. A photograph that fails is a warning: the page is there.
     fn photograph(&self, found: &Found, cancel: &CancelToken) {
+        // The photograph of the page's last version goes: a new one replaces it, and without
+        // --thumbnails (or with a picture of the notebook's own) there is none.
+        if let Some(old) =
+            crate::site::path_inside(&self.settings.output, &crate::site::thumb_path(&found.page))
+        {
+            let _ = std::fs::remove_file(old);
+        }
         let Some(t) = self.thumbnails else { return };
         if found.meta.image.is_some() {
             return;
         }
         if let Err(why) = t.photograph(self.runner, &self.settings.output, &found.page, cancel) {
             eprintln!(
-                "export-nb: warning: no thumbnail for {}: {why}",
+                "export-nb: warning: no thumbnail for {} (the next run tries again): {why}",
                 found.source.display()
             );
         }
@@ -175,12 +199,7 @@ impl Exporter<'_> {
             Ok(None) => Ok(()),
         };
         let result = judged.and_then(|()| {
-            add_previews(
-                &dest,
-                found,
-                self.settings.base_url.as_deref(),
-                self.thumbnails.is_some(),
-            )?;
+            self.add_previews(&dest, found)?;
             if let Some(frontends) = self.frontends {
                 frontend = Some(localize(frontends, env, found, &tmp, &dest)?);
             } else if let Some(static_dir) = &env.marimo_static {
@@ -211,23 +230,6 @@ impl Exporter<'_> {
         });
         (result, cell_errors)
     }
-}
-
-/// The page's link previews (`og:`, `twitter:`, canonical) put into its `<head>`.
-fn add_previews(
-    dest: &Path,
-    found: &Found,
-    base_url: Option<&str>,
-    thumbnail: bool,
-) -> Result<(), TaskError> {
-    let why = |e: std::io::Error| {
-        TaskError::failed(format!("could not add link previews to the page: {e}"))
-    };
-    let html = std::fs::read_to_string(dest).map_err(why)?;
-    let tags =
-        crate::preview::Preview::of_page(&found.meta, &found.page, base_url, thumbnail).tags();
-    fanout::fsutil::write_atomic(dest, crate::preview::inject(&html, &tags).as_bytes())
-        .map_err(|e| TaskError::failed(format!("could not add link previews to the page: {e}")))
 }
 
 /// `--assets local`: put the environment's frontend into the site (once per version) and

@@ -76,7 +76,7 @@ impl Context {
         let ok = items.iter().filter(|(_, n)| n.status == "ok").count();
         let mut tags: Vec<String> = items.iter().flat_map(|(_, n)| n.tags.clone()).collect();
         tags.sort_by_key(|t| t.to_lowercase());
-        tags.dedup();
+        tags.dedup_by_key(|t| t.to_lowercase());
         let preview = crate::preview::Preview {
             title: title.to_owned(),
             description: Some(format!(

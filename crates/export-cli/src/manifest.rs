@@ -115,7 +115,13 @@ impl Manifest {
 
     /// Why `found`'s page must be exported (its key is `key`), or `None` when it is current:
     /// same key, and the page still there, with the frontend it loads from the site.
-    pub(crate) fn why_export(&self, found: &Found, key: &str, output: &Path) -> Option<Reason> {
+    pub(crate) fn why_export(
+        &self,
+        found: &Found,
+        key: &str,
+        output: &Path,
+        thumbnails: bool,
+    ) -> Option<Reason> {
         let Some(entry) = self.pages.get(&found.page) else {
             return Some(Reason::New);
         };
@@ -140,6 +146,12 @@ impl Manifest {
             .is_none_or(|v| is_plain_name(v) && is_complete(&output.join(DIR).join(v)));
         if !frontend_there || !output.join(&found.page).is_file() {
             return Some(Reason::Missing);
+        }
+        if thumbnails
+            && found.meta.image.is_none()
+            && !output.join(crate::site::thumb_path(&found.page)).is_file()
+        {
+            return Some(Reason::NoThumbnail);
         }
         None
     }
@@ -173,6 +185,8 @@ pub(crate) enum Reason {
     FailedLastTime,
     /// Its page, or the frontend in the site it loads, is gone.
     Missing,
+    /// `--thumbnails`: its page has no photograph (the last one failed, or it was never taken).
+    NoThumbnail,
 }
 
 impl std::fmt::Display for Reason {
@@ -193,6 +207,7 @@ impl std::fmt::Display for Reason {
             Reason::SettingsChanged => f.write_str("marimo version or export settings changed"),
             Reason::FailedLastTime => f.write_str("failed last time"),
             Reason::Missing => f.write_str("its page or its frontend is missing"),
+            Reason::NoThumbnail => f.write_str("its page has no thumbnail yet (--thumbnails)"),
         }
     }
 }
@@ -215,7 +230,16 @@ pub(crate) fn key(found: &Found, settings: &Settings) -> String {
     h.update(settings.base_url.as_deref().unwrap_or("").as_bytes());
     h.update([0, u8::from(settings.thumbnails.is_some())]);
     match &found.meta.image {
-        Some(crate::meta::Image::File(f)) => h.update(f.as_os_str().as_encoded_bytes()),
+        // Relative to the notebook's folder: the same however the folder was named.
+        Some(crate::meta::Image::File(f)) => {
+            let folder = found.source.parent().unwrap_or(Path::new(""));
+            h.update(
+                f.strip_prefix(folder)
+                    .unwrap_or(f)
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
+        }
         Some(crate::meta::Image::Url(u)) => h.update(u.as_bytes()),
         None => {}
     }

@@ -76,6 +76,9 @@ impl PageMeta {
     }
 }
 
+/// The largest picture copied into the site.
+const IMAGE_MAX_BYTES: u64 = 5 << 20;
+
 /// The header's `image`, if allowed and there, else the default thumbnail if there.
 fn image(notebook: &Path, declared: Option<&str>) -> Option<Image> {
     let folder = notebook.parent().unwrap_or(Path::new(""));
@@ -84,10 +87,10 @@ fn image(notebook: &Path, declared: Option<&str>) -> Option<Image> {
             return Some(Image::Url(d.to_owned()));
         }
         let rel = Path::new(d);
-        let inside = rel.starts_with("__marimo__")
+        let spelled_inside = rel.starts_with("__marimo__")
             && rel.components().all(|c| matches!(c, Component::Normal(_)));
         let file = folder.join(rel);
-        if inside && file.is_file() {
+        if spelled_inside && readable_inside(folder, &file) {
             return Some(Image::File(file));
         }
     }
@@ -96,7 +99,21 @@ fn image(notebook: &Path, declared: Option<&str>) -> Option<Image> {
         .join("__marimo__/assets")
         .join(stem)
         .join("opengraph.png");
-    default.is_file().then_some(Image::File(default))
+    readable_inside(folder, &default).then_some(Image::File(default))
+}
+
+/// A picture file that really is in the notebook's `__marimo__/` folder: its resolved path (a
+/// symlink followed) under the folder's resolved path, a regular file, not too large. A link
+/// to `~/.ssh/id_ed25519` in a cloned repository is never read into the site.
+fn readable_inside(folder: &Path, file: &Path) -> bool {
+    let (Ok(marimo), Ok(real)) = (
+        folder.join("__marimo__").canonicalize(),
+        file.canonicalize(),
+    ) else {
+        return false;
+    };
+    real.starts_with(&marimo)
+        && std::fs::metadata(&real).is_ok_and(|m| m.is_file() && m.len() <= IMAGE_MAX_BYTES)
 }
 
 /// A description cut at a word before `DESCRIPTION_MAX` characters, with an ellipsis.
@@ -115,6 +132,14 @@ fn shorten(text: &str) -> String {
 fn first_markdown(source: &str) -> (Option<String>, Option<String>) {
     let (mut heading, mut paragraph) = (None, None);
     for (at, _) in source.match_indices("mo.md(") {
+        // `memo.md(` is another thing.
+        if source[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        {
+            continue;
+        }
         let Some(md) = string_literal(&source[at + "mo.md(".len()..]) else {
             continue;
         };
@@ -266,7 +291,7 @@ def _(mo):
         let m = PageMeta::of(Path::new("nbs/sales.py"), "sales", &t);
         assert_eq!(m.title, "Sales by region");
         assert_eq!(m.image, None);
-        let none = FromText::read("import marimo\napp = marimo.App()\n");
+        let none = FromText::read("import marimo\napp = marimo.App()\nmemo.md(\"# Not this\")\n");
         assert_eq!(PageMeta::of(Path::new("a_b.py"), "a b", &none).title, "a b");
         let inline = FromText::read("mo.md(\"# Hello, marimo\\nA first notebook.\")");
         assert_eq!(inline.heading.as_deref(), Some("Hello, marimo"));
@@ -306,6 +331,12 @@ def _(mo):
             Some(Image::File(
                 dir.path().join("__marimo__/assets/sales/custom.png")
             ))
+        );
+        // A link out of the folder is not followed.
+        std::os::unix::fs::symlink("/etc/passwd", assets.join("link.png")).unwrap();
+        assert_eq!(
+            image(&nb, Some("__marimo__/assets/sales/link.png")),
+            Some(Image::File(assets.join("opengraph.png")))
         );
         for bad in [
             "../secret.png",

@@ -59,7 +59,12 @@ impl Plan {
                 let why = if settings.force {
                     Some(manifest::Reason::Forced)
                 } else {
-                    manifest.why_export(&found, &key, &settings.output)
+                    manifest.why_export(
+                        &found,
+                        &key,
+                        &settings.output,
+                        settings.thumbnails.is_some(),
+                    )
                 };
                 if let Some(why) = why {
                     let env = match (&found.header, settings.sandbox) {

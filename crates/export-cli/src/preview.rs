@@ -100,12 +100,9 @@ pub(crate) fn inject(html: &str, tags: &str) -> String {
     if html.contains("property=\"og:title\"") {
         return html.to_owned();
     }
-    let lower = html.to_ascii_lowercase();
-    let at = lower
-        .find("<head")
-        .and_then(|h| lower[h..].find('>').map(|e| h + e + 1));
-    match at {
-        Some(at) => format!("{}\n{tags}{}", &html[..at], &html[at..]),
+    // At the end of <head>: the page's own `<meta charset>` stays within its first bytes.
+    match html.to_ascii_lowercase().find("</head") {
+        Some(at) => format!("{}{tags}{}", &html[..at], &html[at..]),
         None => html.to_owned(),
     }
 }
@@ -149,10 +146,18 @@ pub(crate) fn remove_images_of(page: &Path) {
     };
     let stem = stem.to_string_lossy();
     let (og, thumb) = (format!("{stem}.og."), format!("{stem}.thumb.png"));
+    // `<stem>.og.<ext>`, a picture's extension: not `a.og.html`, another notebook's page.
+    let picture = |name: &str| {
+        name.strip_prefix(&og).is_some_and(|ext| {
+            !ext.is_empty()
+                && ext.chars().all(|c| c.is_ascii_alphanumeric())
+                && !ext.eq_ignore_ascii_case("html")
+        })
+    };
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&og) || name == thumb {
+            if picture(&name) || name == thumb {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -228,12 +233,12 @@ mod tests {
     }
 
     #[test]
-    fn injection_goes_after_the_head_tag_once() {
-        let html = "<!DOCTYPE html><html><HEAD lang=x><title>t</title></head></html>";
+    fn injection_goes_at_the_end_of_the_head_once() {
+        let html = "<!DOCTYPE html><html><HEAD lang=x><meta charset=\"utf-8\"><title>t</title></HEAD></html>";
         let out = inject(html, "<meta property=\"og:title\" content=\"x\">\n");
-        assert!(
-            out.starts_with("<!DOCTYPE html><html><HEAD lang=x>\n<meta property"),
-            "{out}"
+        assert_eq!(
+            out,
+            "<!DOCTYPE html><html><HEAD lang=x><meta charset=\"utf-8\"><title>t</title><meta property=\"og:title\" content=\"x\">\n</HEAD></html>"
         );
         assert_eq!(
             inject(&out, "<meta other>"),

@@ -30,6 +30,13 @@ pub(crate) fn page_text(html: &str) -> String {
             let outputs = cell["outputs"].as_array().into_iter().flatten();
             let console = cell["console"].as_array().into_iter().flatten();
             for out in outputs.chain(console) {
+                // A console stream: `{"type": "stream", "name": "stdout", "text": ...}`.
+                if out["type"] == "stream" {
+                    if let Some(t) = out["text"].as_str().filter(|_| out["name"] != "media") {
+                        parts.push(t.to_owned());
+                    }
+                    continue;
+                }
                 let data = &out["data"];
                 if let Some(map) = data.as_object() {
                     for (mime, value) in map {
@@ -53,6 +60,11 @@ pub(crate) fn page_text(html: &str) -> String {
     let text = parts.join(" ");
     let mut words = String::new();
     for w in text.split_whitespace() {
+        // A word longer than any a reader types (an encoded blob) is left out, not a reason to
+        // drop the rest of the page.
+        if w.len() > 100 {
+            continue;
+        }
         if words.len() + w.len() + 1 > TEXT_MAX {
             break;
         }
@@ -179,11 +191,11 @@ mod tests {
 <script data-marimo="true">
   Object.defineProperty(window, "__MARIMO_MOUNT_CONFIG__", { value: Object.freeze({
     "notebook": {"cells": [{"code": "secret_code_word = 1"}]},
-    "session": {"cells": [{"outputs": [{"data": {"text/markdown": "\u003Ch1\u003EHello &amp; welcome\u003C/h1\u003E"}, "type": "data"}], "console": [{"data": "zebrafish 42\n", "mimetype": "text/plain"}]}, {"outputs": [{"data": {"text/plain": "plain words", "image/png": "iVBOR"}}]}]},
+    "session": {"cells": [{"outputs": [{"data": {"text/markdown": "\u003Ch1\u003EHello &amp; welcome\u003C/h1\u003E"}, "type": "data"}], "console": [{"type": "stream", "name": "stdout", "text": "zebrafish 42\n"}, {"type": "stream", "name": "media", "mimetype": "image/png", "data": "iVBORw0KGgo"}]}, {"outputs": [{"data": {"text/plain": "plain words AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA after", "image/png": "iVBOR"}}]}]},
     "runtimeConfig": null }) });
 </script></body></html>"#;
         let text = page_text(html);
-        assert_eq!(text, "Hello & welcome zebrafish 42 plain words");
+        assert_eq!(text, "Hello & welcome zebrafish 42 plain words after");
         assert!(!text.contains("secret_code_word"), "code is not output");
     }
 

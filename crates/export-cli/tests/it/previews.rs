@@ -165,3 +165,72 @@ fn a_picture_outside_the_marimo_folder_or_at_an_url_is_never_fetched_by_the_site
         bad.stderr
     );
 }
+
+/// A photograph that fails is a warning, and the next run takes it again (the page is exported
+/// again for it); once there, an unchanged page is left alone. A stand-in Chromium that fails,
+/// then one that writes its picture.
+#[test]
+fn a_failed_thumbnail_is_taken_again_by_the_next_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let p = Project::with_fake_uvx();
+    p.write("notebooks/a.py", &notebook("ok"));
+    let chrome = p.path().join("chrome");
+    let install = |script: &str| {
+        std::fs::write(&chrome, script).unwrap();
+        std::fs::set_permissions(&chrome, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let chrome_arg = chrome.to_str().unwrap().to_owned();
+    let args = [
+        "notebooks",
+        "--thumbnails",
+        "--chromium",
+        chrome_arg.as_str(),
+    ];
+    install("#!/bin/sh\necho 'no display' >&2\nexit 1\n");
+    let out = p.run(&args);
+    assert_eq!(out.code, Some(0), "the page is published: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: no thumbnail for notebooks/a.py (the next run tries again)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!p.exists("_site/notebooks/a.thumb.png"));
+
+    install(
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --screenshot=*) printf 'picture' > \"${a#--screenshot=}\";; esac; done\n",
+    );
+    p.take_calls();
+    let out = p.run(&[&args[..], &["-v"]].concat());
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("its page has no thumbnail yet (--thumbnails)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(p.take_calls().len(), 1);
+    assert_eq!(
+        std::fs::read(p.path().join("_site/notebooks/a.thumb.png")).unwrap(),
+        b"picture"
+    );
+    assert!(
+        p.read("_site/index.html")
+            .contains(r#"<img src="notebooks/a.thumb.png""#)
+    );
+
+    let out = p.run(&args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        p.take_calls().is_empty(),
+        "unchanged: not exported, not photographed"
+    );
+
+    // Without --thumbnails the next export of the page drops its photograph.
+    p.write("notebooks/a.py", &notebook("changed"));
+    let out = p.run(&["notebooks"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!p.exists("_site/notebooks/a.thumb.png"));
+    assert!(!p.read("_site/index.html").contains("<img"));
+}
