@@ -82,6 +82,12 @@ pub(crate) fn key(provider: &str, endpoint: &str, req: &Request<'_>) -> String {
         part(name.as_bytes());
         part(value.to_string().as_bytes());
     }
+    // A schema sent as structured output changes the answer (a check alone does not).
+    if let Some(s) = req.schema {
+        part(b"schema");
+        part(s.name.as_bytes());
+        part(s.value.to_string().as_bytes());
+    }
     // The first send of a request is the answer without --repeat, so repeats reuse it.
     if req.repeat > 1 {
         part(b"repeat");
@@ -356,6 +362,7 @@ mod tests {
             vars: &[],
             params,
             repeat: 1,
+            schema: None,
         }
     }
 
@@ -383,6 +390,13 @@ mod tests {
             key("open", "aihttp://a", &req("hi", &none)),
             key("openai", "http://a", &req("hi", &none))
         );
+        // A schema sent as structured output is part of the request.
+        let schema = crate::providers::Schema::new("s", serde_json::json!({"type": "object"}));
+        let with = Request {
+            schema: Some(&schema),
+            ..req("hi", &none)
+        };
+        assert_ne!(base, key("openai", "http://a", &with));
     }
 
     #[test]

@@ -81,14 +81,15 @@ pub(crate) fn cache_entry<'c>(
     Some((cache, cache::key(provider.name(), &endpoint, req)))
 }
 
-/// What is sent for `e` with `prompt`.
-pub(crate) fn request<'a>(e: &'a Experiment, prompt: &'a str) -> Request<'a> {
+/// What is sent for `e` with `prompt` (and `--schema`, as structured output).
+pub(crate) fn request<'a>(e: &'a Experiment, prompt: &'a str, inputs: &'a Inputs) -> Request<'a> {
     Request {
         model: &e.model,
         prompt,
         vars: &e.vars,
         params: &e.params,
         repeat: e.repeat.unwrap_or(1),
+        schema: inputs.judge.as_ref().and_then(|j| j.native_schema()),
     }
 }
 
@@ -176,7 +177,7 @@ fn answer(
     let provider = shared.inputs.providers[e.provider.as_str()].as_ref();
     let price = shared.inputs.prices.get(&e.provider, &e.model);
     let input_tokens = estimate_tokens(prompt);
-    let req = request(e, prompt);
+    let req = request(e, prompt, shared.inputs);
     let key = cache_entry(shared.cache, provider, &req);
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
@@ -376,6 +377,7 @@ fn ask_grader(
         vars: &[],
         params: &[],
         repeat: 1,
+        schema: None,
     };
     let input_estimate = estimate_tokens(text);
     let key = cache_entry(shared.cache, provider, &req);

@@ -247,7 +247,9 @@ pub struct JudgeCli {
     /// The answer must hold JSON (a fenced json block, else the first object or list)
     #[arg(long)]
     pub is_json: bool,
-    /// The JSON in the answer must be valid against this JSON Schema
+    /// The JSON in the answer must be valid against this JSON Schema; the schema is also sent
+    /// as the provider's structured output (OpenAI `response_format`, Anthropic a forced tool,
+    /// Gemini `responseJsonSchema`, Ollama `format`)
     #[arg(long, value_name = "FILE")]
     pub schema: Option<PathBuf>,
     /// Ask this model whether each answer meets the rubric (a second request per row, cached

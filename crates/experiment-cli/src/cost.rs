@@ -132,6 +132,49 @@ impl Prices {
     }
 }
 
+/// The vendors' list prices (USD per million tokens, standard tier, as published in 2025), by
+/// the longest model name that starts the model's (`gpt-4o-2024-08-06` is `gpt-4o`,
+/// `gpt-4o-mini` its own). `--prices` overrides them; a price change at a vendor is one line.
+const LIST_PRICES: &[(&str, &str, f64, f64)] = &[
+    ("openai", "gpt-5", 1.25, 10.0),
+    ("openai", "gpt-5-mini", 0.25, 2.0),
+    ("openai", "gpt-5-nano", 0.05, 0.40),
+    ("openai", "gpt-4.1", 2.0, 8.0),
+    ("openai", "gpt-4.1-mini", 0.40, 1.60),
+    ("openai", "gpt-4.1-nano", 0.10, 0.40),
+    ("openai", "gpt-4o", 2.50, 10.0),
+    ("openai", "gpt-4o-mini", 0.15, 0.60),
+    ("openai", "o1", 15.0, 60.0),
+    ("openai", "o1-mini", 1.10, 4.40),
+    ("openai", "o3", 2.0, 8.0),
+    ("openai", "o3-mini", 1.10, 4.40),
+    ("openai", "o4-mini", 1.10, 4.40),
+    ("anthropic", "claude-opus-4-5", 5.0, 25.0),
+    ("anthropic", "claude-opus-4", 15.0, 75.0),
+    ("anthropic", "claude-3-opus", 15.0, 75.0),
+    ("anthropic", "claude-sonnet-4", 3.0, 15.0),
+    ("anthropic", "claude-3-7-sonnet", 3.0, 15.0),
+    ("anthropic", "claude-3-5-sonnet", 3.0, 15.0),
+    ("anthropic", "claude-haiku-4-5", 1.0, 5.0),
+    ("anthropic", "claude-3-5-haiku", 0.80, 4.0),
+    ("anthropic", "claude-3-haiku", 0.25, 1.25),
+    ("gemini", "gemini-2.5-pro", 1.25, 10.0),
+    ("gemini", "gemini-2.5-flash", 0.30, 2.50),
+    ("gemini", "gemini-2.5-flash-lite", 0.10, 0.40),
+    ("gemini", "gemini-2.0-flash", 0.10, 0.40),
+    ("gemini", "gemini-2.0-flash-lite", 0.075, 0.30),
+];
+
+/// `model`'s list price at `provider` (see [`LIST_PRICES`]).
+pub(crate) fn list_price(provider: &str, model: &str) -> Option<Price> {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    LIST_PRICES
+        .iter()
+        .filter(|(p, m, ..)| *p == provider && model.starts_with(m))
+        .max_by_key(|(_, m, ..)| m.len())
+        .map(|&(_, _, input, output)| Price { input, output })
+}
+
 /// `--max-cost`: the spent total and what the requests in flight may add.
 #[derive(Debug)]
 pub(crate) struct Budget {
@@ -258,6 +301,28 @@ mod tests {
         std::fs::write(&toml, "gpt = 3\n").unwrap();
         let e = Prices::load(&toml).unwrap_err().to_string();
         assert!(e.contains("expected lines like"), "{e}");
+    }
+
+    #[test]
+    fn list_prices_match_the_longest_name() {
+        let p = |provider, model| list_price(provider, model).map(|p| (p.input, p.output));
+        assert_eq!(p("openai", "gpt-4o-2024-08-06"), Some((2.5, 10.0)));
+        assert_eq!(p("openai", "gpt-4o-mini"), Some((0.15, 0.60)));
+        assert_eq!(
+            p("anthropic", "claude-sonnet-4-5-20250929"),
+            Some((3.0, 15.0))
+        );
+        assert_eq!(
+            p("gemini", "models/gemini-2.5-flash-lite"),
+            Some((0.10, 0.40))
+        );
+        assert_eq!(p("openrouter", "gpt-4o"), None, "OpenRouter says its own");
+        assert_eq!(
+            p("anthropic", "claude-opus-4-1-20250805"),
+            Some((15.0, 75.0))
+        );
+        assert_eq!(p("anthropic", "claude-opus-4-5"), Some((5.0, 25.0)));
+        assert_eq!(p("anthropic", "claude-unknown"), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         let vars: Vec<String> = e.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let (text, note) = match render(e, provider, template) {
             Ok((prompt, warning)) => {
-                let req = request(e, &prompt);
+                let req = request(e, &prompt, inputs);
                 let cached =
                     cache_entry(cache, provider, &req).is_some_and(|(c, k)| c.get(&k).is_some());
                 in_cache += usize::from(cached);

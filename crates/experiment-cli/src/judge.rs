@@ -14,6 +14,7 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 
 use crate::experiments::{Experiment, Experiments};
 use crate::grade::{Grade, Grader};
+use crate::providers::Schema;
 use crate::row::{Row, Verdict};
 
 /// The column that holds a row's expected answer, and the one that may set its mode.
@@ -46,6 +47,8 @@ pub(crate) struct Judge {
     env: Environment<'static>,
     is_json: bool,
     schema: Option<(String, jsonschema::Validator)>,
+    /// The same schema, sent with each request in the provider's structured-output form.
+    native: Option<Schema>,
     pub(crate) grader: Option<Grader>,
 }
 
@@ -76,6 +79,11 @@ impl Check {
 }
 
 impl Judge {
+    /// `--schema`, to send with each request as the provider's structured output.
+    pub(crate) fn native_schema(&self) -> Option<&Schema> {
+        self.native.as_ref()
+    }
+
     /// The checks `args` and the experiments ask for (`None`: no judging), every one checked
     /// now: a bad mode, regular expression, number, expression, schema or rubric is an error
     /// naming where it is, before anything is sent.
@@ -110,6 +118,16 @@ impl Judge {
                 );
             }
         }
+        let (schema, native) = match args.schema.as_deref() {
+            Some(path) => {
+                let (name, validator, value) = schema(path)?;
+                let stem = path
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                (Some((name, validator)), Some(Schema::new(&stem, value)))
+            }
+            None => (None, None),
+        };
         let env = assert_env();
         for a in &args.asserts {
             env.compile_expression(a)
@@ -120,7 +138,8 @@ impl Judge {
             asserts: args.asserts.clone(),
             env,
             is_json: args.is_json,
-            schema: args.schema.as_deref().map(schema).transpose()?,
+            schema,
+            native,
             grader,
         }))
     }
@@ -348,8 +367,8 @@ fn expected_number(s: &str) -> Option<f64> {
     s.trim().replace(',', "").parse().ok()
 }
 
-/// `--schema FILE`, read and compiled.
-fn schema(path: &Path) -> Result<(String, jsonschema::Validator)> {
+/// `--schema FILE`, read and compiled: its name, its validator and the schema.
+fn schema(path: &Path) -> Result<(String, jsonschema::Validator, serde_json::Value)> {
     let name = path.display().to_string();
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read --schema {name}"))?;
@@ -357,7 +376,7 @@ fn schema(path: &Path) -> Result<(String, jsonschema::Validator)> {
         serde_json::from_str(&text).with_context(|| format!("--schema {name} is not JSON"))?;
     let v = jsonschema::validator_for(&value)
         .map_err(|e| anyhow!("--schema {name} is not a valid JSON Schema: {e}"))?;
-    Ok((name, v))
+    Ok((name, v, value))
 }
 
 /// The environment `--assert` expressions are evaluated in: minijinja's, with `containing` and

@@ -378,7 +378,8 @@ fn command_provider(
     Ok(Some(command))
 }
 
-/// The price of each model used: `--prices`, else what the provider reports (OpenRouter). With
+/// The price of each model used: `--prices`, else what the provider reports (OpenRouter), else
+/// the vendors' list prices (OpenAI, Anthropic, Gemini models). With
 /// `--max-cost`, every model sent to must have one.
 pub(crate) fn prices(
     args: &RunArgs,
@@ -403,7 +404,10 @@ pub(crate) fn prices(
         if prices.known(provider, model) {
             continue;
         }
-        match providers[provider].price(model) {
+        match providers[provider]
+            .price(model)
+            .or_else(|| crate::cost::list_price(provider, model))
+        {
             Some(p) => prices.learn(provider, model, p),
             None => unpriced.push(format!("{provider}/{model}")),
         }

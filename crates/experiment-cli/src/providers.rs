@@ -2,7 +2,9 @@
 //! (connection pooling); errors are mapped once, here, to what a user can act on and to whether
 //! the core's retry policy should try again.
 
+mod anthropic;
 mod command;
+mod gemini;
 mod mock;
 mod ollama;
 mod openai;
@@ -20,18 +22,26 @@ use crate::rate::{Pacers, ServerWord};
 use crate::settings::Settings;
 
 /// The provider names, as written in the experiments file.
-pub(crate) const KNOWN: &[&str] = &["mock", "ollama", "openrouter", "openai", "command"];
+pub(crate) const KNOWN: &[&str] = &[
+    "mock",
+    "ollama",
+    "openrouter",
+    "openai",
+    "anthropic",
+    "gemini",
+    "command",
+];
 
 /// Whether a provider's server may tell its rate limits in its answers' headers (hosted APIs
 /// and the servers that imitate them): its first request then goes alone.
 pub(crate) fn tells_rate_limits(provider: &str) -> bool {
-    matches!(provider, "openai" | "openrouter")
+    matches!(provider, "openai" | "openrouter" | "anthropic")
 }
 
 /// Default limit of requests in flight per provider (`--provider-limit NAME=N` overrides).
 pub(crate) fn default_limit(provider: &str, max_workers: usize) -> usize {
     match provider {
-        "openrouter" | "openai" => 10,
+        "openrouter" | "openai" | "anthropic" | "gemini" => 10,
         "ollama" => 1,
         "mock" => 50,
         _ => max_workers,
@@ -69,6 +79,41 @@ pub(crate) struct Request<'a> {
     /// With `--repeat`: which send of the same request this is (1 to N); its answer is kept
     /// apart from the others' in the cache.
     pub(crate) repeat: u32,
+    /// `--schema`: the JSON Schema the answer must follow, sent in the provider's own
+    /// structured-output form (its name, from the file's, and the schema).
+    pub(crate) schema: Option<&'a Schema>,
+}
+
+/// A JSON Schema for structured output: a name the APIs accept (letters, digits, `_`, `-`; at
+/// most 64) and the schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Schema {
+    pub(crate) name: String,
+    pub(crate) value: serde_json::Value,
+}
+
+impl Schema {
+    pub(crate) fn new(file_stem: &str, value: serde_json::Value) -> Self {
+        let name: String = file_stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        Schema {
+            name: if name.is_empty() {
+                "answer".to_owned()
+            } else {
+                name
+            },
+            value,
+        }
+    }
 }
 
 pub(crate) trait Provider: Send + Sync {
@@ -135,6 +180,76 @@ impl Http {
     }
 }
 
+/// Where a hosted API is and the key it takes: `KEY_VAR` and `BASE_VAR` from the settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    /// The base URL, without a trailing `/`.
+    pub(crate) base: String,
+    pub(crate) key: Option<String>,
+    key_var: &'static str,
+    base_var: &'static str,
+    /// Where `base` and `key` came from, for `parallamr providers`.
+    base_origin: String,
+    key_origin: Option<String>,
+}
+
+impl Endpoint {
+    /// From the settings (the environment, else `.env`). The public endpoint needs a key; a
+    /// local server or a gateway usually not.
+    pub(crate) fn from_settings(
+        provider: &str,
+        (key_var, base_var, default_base): (&'static str, &'static str, &str),
+        settings: &Settings,
+    ) -> Result<Self> {
+        let (base, base_origin) = settings.get(base_var).map_or_else(
+            || (default_base.to_owned(), "default".to_owned()),
+            |(v, o)| (v, o.to_string()),
+        );
+        let key = settings.get(key_var);
+        if key.is_none() && base == default_base {
+            bail!(
+                "the experiments use {provider}, but {key_var} is not set (set it, in the \
+                 environment or a .env file, or point {base_var} at a server that needs no key)"
+            );
+        }
+        Ok(Endpoint {
+            base: base.trim_end_matches('/').to_owned(),
+            key_var,
+            base_var,
+            base_origin,
+            key_origin: key.as_ref().map(|(_, o)| o.to_string()),
+            key: key.map(|(k, _)| k),
+        })
+    }
+
+    /// `BASE_VAR = URL (origin), KEY_VAR set (origin)`, for `parallamr providers`.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} = {} ({}), {} {}",
+            self.base_var,
+            redact(&self.base),
+            self.base_origin,
+            self.key_var,
+            self.key_origin
+                .as_ref()
+                .map_or_else(|| "not set".to_owned(), |o| format!("set ({o})"))
+        )
+    }
+}
+
+/// A 404 to a generation request: the provider does not serve the model.
+pub(crate) fn unknown_model(e: TaskError, provider: &str, model: &str) -> TaskError {
+    match &e {
+        TaskError::Failed { message, .. } if message.contains("(404)") => {
+            TaskError::failed(format!(
+                "unknown model {model:?}: {provider} does not serve it (`parallamr models \
+                 {provider}` lists them)"
+            ))
+        }
+        _ => e,
+    }
+}
+
 /// Make every provider the experiments need. Missing API keys for public endpoints are
 /// configuration errors, raised before anything runs.
 pub(crate) fn build(
@@ -158,6 +273,8 @@ pub(crate) fn build(
                 http.clone(),
                 settings,
             )?),
+            "anthropic" => Box::new(anthropic::Anthropic::from_env(http.clone(), settings)?),
+            "gemini" => Box::new(gemini::Gemini::from_env(http.clone(), settings)?),
             "command" => match command {
                 Some(c) => Box::new(c.clone()),
                 None => bail!(
@@ -184,20 +301,29 @@ pub(crate) fn one(name: &str, http: &Http, settings: &Settings) -> Result<Box<dy
     Ok(all.remove(name).expect("built"))
 }
 
+/// Request headers: credentials and API versions (`Authorization`, `x-api-key`...).
+pub(crate) type Headers = Vec<(&'static str, String)>;
+
+/// `Authorization: Bearer KEY`, or nothing without a key.
+pub(crate) fn bearer(key: Option<&str>) -> Headers {
+    key.map(|k| vec![("Authorization", format!("Bearer {k}"))])
+        .unwrap_or_default()
+}
+
 /// A JSON request to `url`; maps the transport and HTTP status to what the run should do.
 pub(crate) fn post_json(
     http: &Http,
     provider: &str,
     url: &str,
-    key: Option<&str>,
+    headers: &Headers,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, TaskError> {
     let mut req = http
         .agent
         .post(url)
         .header("Content-Type", "application/json");
-    if let Some(k) = key {
-        req = req.header("Authorization", &format!("Bearer {k}"));
+    for (name, value) in headers {
+        req = req.header(*name, value);
     }
     let resp = req.send(body.to_string().as_bytes());
     read_json(http, provider, url, resp)
@@ -210,21 +336,16 @@ pub(crate) fn post_json_cancellable(
     http: &Http,
     provider: &'static str,
     url: &str,
-    key: Option<&str>,
+    headers: &Headers,
     body: &serde_json::Value,
     cancel: &fanout::CancelToken,
 ) -> Result<serde_json::Value, TaskError> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (http, url, key, body) = (
-        http.clone(),
-        url.to_owned(),
-        key.map(str::to_owned),
-        body.clone(),
-    );
+    let (http, url, headers, body) = (http.clone(), url.to_owned(), headers.clone(), body.clone());
     std::thread::Builder::new()
         .name("parallamr-request".to_owned())
         .spawn(move || {
-            let _ = tx.send(post_json(&http, provider, &url, key.as_deref(), &body));
+            let _ = tx.send(post_json(&http, provider, &url, &headers, &body));
         })
         .map_err(|e| TaskError::failed(format!("could not start a request: {e}")))?;
     loop {
@@ -278,11 +399,11 @@ pub(crate) fn get_json(
     http: &Http,
     provider: &str,
     url: &str,
-    key: Option<&str>,
+    headers: &Headers,
 ) -> Result<serde_json::Value, TaskError> {
     let mut req = http.agent.get(url);
-    if let Some(k) = key {
-        req = req.header("Authorization", &format!("Bearer {k}"));
+    for (name, value) in headers {
+        req = req.header(*name, value);
     }
     read_json(http, provider, url, req.call())
 }
@@ -341,9 +462,11 @@ fn read_json(
             TaskError::failed(format!("malformed answer from {provider}: {e}"))
                 .with_detail(body.chars().take(500).collect::<String>())
         }),
-        429 | 502 | 503 | 504 => {
+        // 529: Anthropic's "overloaded".
+        429 | 502 | 503 | 504 | 529 => {
             let e = TaskError::retryable(format!("{provider} answered {status}{}", says()));
-            Err(match retry_after {
+            // Google says when to come back in the body (`RetryInfo.retryDelay`, `"13s"`).
+            Err(match retry_after.or_else(|| retry_delay(&body)) {
                 Some(d) => e.with_retry_after(d),
                 None => e,
             })
@@ -363,7 +486,18 @@ fn read_json(
     }
 }
 
-/// `: <message>` from an error body (`{"error": "..."}` or `{"error": {"message": "..."}}`).
+/// Gemini's `{"error": {"details": [{"@type": ".../google.rpc.RetryInfo", "retryDelay": "13s"}]}}`.
+fn retry_delay(body: &str) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["error"]["details"]
+        .as_array()?
+        .iter()
+        .find_map(|d| d["retryDelay"].as_str())
+        .and_then(crate::rate::parse_reset)
+}
+
+/// `: <message>` from an error body (`{"error": "..."}` or `{"error": {"message": "..."}}`, the
+/// shape of OpenAI's, Anthropic's and Google's errors).
 fn server_message(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let msg = v["error"]["message"]
@@ -375,6 +509,15 @@ fn server_message(body: &str) -> String {
     } else {
         format!(": {msg}")
     }
+}
+
+/// `model`'s context window in a server's model list; none when the list failed or does not
+/// say (a server that lists no models does not stop the run: no check then).
+pub(crate) fn listed_window(list: Result<Vec<ModelInfo>, TaskError>, model: &str) -> Option<u64> {
+    list.ok()?
+        .into_iter()
+        .find(|m| m.name == model)?
+        .context_window
 }
 
 /// A per-model cache of context windows (looked up once per run).
@@ -396,6 +539,21 @@ impl WindowCache {
     }
 }
 
+/// The `system` parameter (a column sent with `--param-columns system`): each API takes a system
+/// prompt in a place of its own. The text, and the other parameters.
+pub(crate) fn split_system(
+    params: &[(String, serde_json::Value)],
+) -> (
+    Option<String>,
+    impl Iterator<Item = &(String, serde_json::Value)>,
+) {
+    let system = params
+        .iter()
+        .find(|(k, _)| k == "system")
+        .map(|(_, v)| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    (system, params.iter().filter(|(k, _)| k != "system"))
+}
+
 /// Characters / 4: the usual estimate when a provider gives no count.
 pub(crate) fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
@@ -413,6 +571,16 @@ mod tests {
         );
         assert_eq!(redact("https://host/v1/a@b"), "https://host/v1/a@b");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn gemini_says_when_to_retry_in_the_body() {
+        let body = r#"{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "13s"}]}}"#;
+        assert_eq!(retry_delay(body), Some(Duration::from_secs(13)));
+        assert_eq!(retry_delay("{}"), None);
+        assert_eq!(retry_delay("not json"), None);
     }
 
     #[test]

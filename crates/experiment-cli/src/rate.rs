@@ -77,26 +77,46 @@ pub(crate) struct ServerWord {
 }
 
 impl ServerWord {
-    /// From the headers of an answer (`None` when it has none of them).
+    /// From the headers of an answer (`None` when it has none of them): OpenAI's
+    /// `x-ratelimit-{remaining,reset,limit}-{requests,tokens}` (resets as durations, `6m0s`),
+    /// else Anthropic's `anthropic-ratelimit-{requests,tokens}-{remaining,reset,limit}` (resets
+    /// as RFC 3339 instants).
     pub(crate) fn from_headers(h: &ureq::http::HeaderMap) -> Option<Self> {
         let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-        let pair = |what: &str| -> Option<(u64, Duration)> {
-            let remaining = get(&format!("x-ratelimit-remaining-{what}"))?
-                .trim()
-                .parse::<u64>()
-                .ok()?;
+        let number = |name: &str| get(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let openai = |what: &str| -> Option<(u64, Duration)> {
+            let remaining = number(&format!("x-ratelimit-remaining-{what}"))?;
             let reset = get(&format!("x-ratelimit-reset-{what}"))
                 .and_then(parse_reset)
                 .unwrap_or(Duration::from_secs(1));
             Some((remaining, reset))
         };
+        let anthropic = |what: &str| -> Option<(u64, Duration)> {
+            let remaining = number(&format!("anthropic-ratelimit-{what}-remaining"))?;
+            let reset = get(&format!("anthropic-ratelimit-{what}-reset"))
+                .and_then(parse_instant)
+                .unwrap_or(Duration::from_secs(1));
+            Some((remaining, reset))
+        };
         let word = ServerWord {
-            requests: pair("requests"),
-            tokens: pair("tokens"),
-            request_limit: get("x-ratelimit-limit-requests").and_then(|v| v.trim().parse().ok()),
+            requests: openai("requests").or_else(|| anthropic("requests")),
+            tokens: openai("tokens").or_else(|| anthropic("tokens")),
+            request_limit: number("x-ratelimit-limit-requests")
+                .or_else(|| number("anthropic-ratelimit-requests-limit")),
         };
         (word != ServerWord::default()).then_some(word)
     }
+}
+
+/// How long until an RFC 3339 instant (`2026-12-04T12:00:05Z`), as Anthropic writes its resets:
+/// zero when it has passed, capped at an hour.
+pub(crate) fn parse_instant(s: &str) -> Option<Duration> {
+    let at = humantime::parse_rfc3339_weak(s.trim()).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(3600)),
+    )
 }
 
 /// A reset time as OpenAI and its imitators write it: `1s`, `6m0s`, `20ms`, `1h2m3.5s`, or
@@ -387,6 +407,34 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_headers_are_read_as_openai_ones() {
+        let mut h = ureq::http::HeaderMap::new();
+        let at = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(20),
+        )
+        .to_string();
+        h.insert("anthropic-ratelimit-requests-limit", "50".parse().unwrap());
+        h.insert(
+            "anthropic-ratelimit-requests-remaining",
+            "3".parse().unwrap(),
+        );
+        h.insert("anthropic-ratelimit-requests-reset", at.parse().unwrap());
+        let w = ServerWord::from_headers(&h).unwrap();
+        assert_eq!(w.request_limit, Some(50));
+        let (remaining, reset) = w.requests.unwrap();
+        assert_eq!(remaining, 3);
+        assert!(
+            reset > Duration::from_secs(15) && reset <= Duration::from_secs(20),
+            "{reset:?}"
+        );
+        assert_eq!(w.tokens, None);
+        assert_eq!(
+            ServerWord::from_headers(&ureq::http::HeaderMap::new()),
+            None
+        );
+    }
+
+    #[test]
     fn reset_times_read_like_openai_writes_them() {
         assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
@@ -395,6 +443,17 @@ mod tests {
         assert_eq!(parse_reset("0.25"), Some(Duration::from_millis(250)));
         assert_eq!(parse_reset("2h"), Some(Duration::from_secs(3600)), "capped");
         assert_eq!(parse_reset("soon"), None);
+        let soon = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(30),
+        )
+        .to_string();
+        let d = parse_instant(&soon).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(parse_instant("2020-01-01T00:00:00Z"), Some(Duration::ZERO));
+        assert_eq!(parse_instant("tomorrow"), None);
         assert_eq!(parse_reset("5x"), None);
     }
 

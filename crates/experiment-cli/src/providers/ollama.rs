@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{
     Answer, Http, ModelInfo, Provider, Request, WindowCache, get_json, post_json,
-    post_json_cancellable,
+    post_json_cancellable, split_system,
 };
 
 #[derive(Debug)]
@@ -35,8 +35,14 @@ impl Ollama {
 
     fn show(&self, model: &str) -> Result<Option<u64>, TaskError> {
         let url = format!("{}/api/show", self.base);
-        let v = post_json(&self.http, "ollama", &url, None, &json!({ "model": model }))
-            .map_err(|e| unknown_model(e, model))?;
+        let v = post_json(
+            &self.http,
+            "ollama",
+            &url,
+            &Vec::new(),
+            &json!({ "model": model }),
+        )
+        .map_err(|e| unknown_model(e, model))?;
         // The key is `<architecture>.context_length`.
         Ok(v["model_info"].as_object().and_then(|info| {
             info.iter()
@@ -73,11 +79,15 @@ impl Provider for Ollama {
         let model = req.model;
         let url = format!("{}/api/generate", self.base);
         let mut body = json!({ "model": model, "prompt": req.prompt, "stream": false });
-        if !req.params.is_empty() {
+        let (system, params) = split_system(req.params);
+        if let Some(s) = system {
+            body["system"] = s.into();
+        }
+        let params: Vec<_> = params.collect();
+        if !params.is_empty() {
             // Ollama takes sampling parameters in `options`, and calls max_tokens num_predict.
-            let options: serde_json::Map<String, serde_json::Value> = req
-                .params
-                .iter()
+            let options: serde_json::Map<String, serde_json::Value> = params
+                .into_iter()
                 .map(|(k, v)| {
                     let k = if k == "max_tokens" { "num_predict" } else { k };
                     (k.to_owned(), v.clone())
@@ -85,7 +95,11 @@ impl Provider for Ollama {
                 .collect();
             body["options"] = options.into();
         }
-        let v = post_json_cancellable(&self.http, "ollama", &url, None, &body, cancel)
+        if let Some(s) = req.schema {
+            // Ollama's structured output: the schema itself as `format`.
+            body["format"] = s.value.clone();
+        }
+        let v = post_json_cancellable(&self.http, "ollama", &url, &Vec::new(), &body, cancel)
             .map_err(|e| unknown_model(e, model))?;
         let text = v["response"].as_str().ok_or_else(|| {
             TaskError::failed("malformed answer from ollama: no \"response\" field")
@@ -108,7 +122,7 @@ impl Provider for Ollama {
 
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError> {
         let url = format!("{}/api/tags", self.base);
-        let v = get_json(&self.http, "ollama", &url, None)?;
+        let v = get_json(&self.http, "ollama", &url, &Vec::new())?;
         let mut out = Vec::new();
         for m in v["models"].as_array().into_iter().flatten() {
             let name = m["name"].as_str().unwrap_or_default().to_owned();

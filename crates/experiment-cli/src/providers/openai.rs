@@ -3,14 +3,17 @@
 
 use std::sync::OnceLock;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use fanout::{CancelToken, TaskError};
 use serde_json::json;
 
 use crate::cost::Price;
 use crate::settings::Settings;
 
-use super::{Answer, Http, ModelInfo, Provider, Request, get_json, post_json_cancellable};
+use super::{
+    Answer, Endpoint, Http, ModelInfo, Provider, Request, bearer, get_json, listed_window,
+    post_json_cancellable, split_system, unknown_model,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavor {
@@ -45,11 +48,7 @@ impl Flavor {
 #[derive(Debug)]
 pub(crate) struct OpenAi {
     flavor: Flavor,
-    base: String,
-    key: Option<String>,
-    /// Where `base` and `key` came from, for `parallamr providers`.
-    base_origin: String,
-    key_origin: Option<String>,
+    endpoint: Endpoint,
     http: Http,
     /// `/models`, fetched once.
     models: OnceLock<Result<Vec<ModelInfo>, TaskError>>,
@@ -59,25 +58,9 @@ impl OpenAi {
     /// From the settings (the environment, else `.env`). The public endpoints need a key; a
     /// local server usually not.
     pub(crate) fn from_env(flavor: Flavor, http: Http, settings: &Settings) -> Result<Self> {
-        let (key_var, base_var, default_base) = flavor.vars();
-        let (base, base_origin) = settings.get(base_var).map_or_else(
-            || (default_base.to_owned(), "default".to_owned()),
-            |(v, o)| (v, o.to_string()),
-        );
-        let key = settings.get(key_var);
-        if key.is_none() && base == default_base {
-            bail!(
-                "the experiments use {}, but {key_var} is not set (set it, in the environment \
-                 or a .env file, or point {base_var} at a server that needs no key)",
-                flavor.name()
-            );
-        }
         Ok(OpenAi {
             flavor,
-            base: base.trim_end_matches('/').to_owned(),
-            base_origin,
-            key_origin: key.as_ref().map(|(_, o)| o.to_string()),
-            key: key.map(|(k, _)| k),
+            endpoint: Endpoint::from_settings(flavor.name(), flavor.vars(), settings)?,
             http,
             models: OnceLock::new(),
         })
@@ -86,8 +69,13 @@ impl OpenAi {
     fn list(&self) -> Result<Vec<ModelInfo>, TaskError> {
         self.models
             .get_or_init(|| {
-                let url = format!("{}/models", self.base);
-                let v = get_json(&self.http, self.flavor.name(), &url, self.key.as_deref())?;
+                let url = format!("{}/models", self.endpoint.base);
+                let v = get_json(
+                    &self.http,
+                    self.flavor.name(),
+                    &url,
+                    &bearer(self.endpoint.key.as_deref()),
+                )?;
                 Ok(v["data"]
                     .as_array()
                     .into_iter()
@@ -112,43 +100,39 @@ impl Provider for OpenAi {
     }
 
     fn settings(&self) -> String {
-        let (key_var, base_var, _) = self.flavor.vars();
-        format!(
-            "{base_var} = {} ({}), {key_var} {}",
-            super::redact(&self.base),
-            self.base_origin,
-            self.key_origin
-                .as_ref()
-                .map_or_else(|| "not set".to_owned(), |o| format!("set ({o})"))
-        )
+        self.endpoint.describe()
     }
 
     fn generate(&self, req: &Request<'_>, cancel: &CancelToken) -> Result<Answer, TaskError> {
         let model = req.model;
-        let url = format!("{}/chat/completions", self.base);
-        let mut body =
-            json!({ "model": model, "messages": [{ "role": "user", "content": req.prompt }] });
-        for (k, v) in req.params {
+        let url = format!("{}/chat/completions", self.endpoint.base);
+        let (system, params) = split_system(req.params);
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(json!({ "role": "system", "content": s }));
+        }
+        messages.push(json!({ "role": "user", "content": req.prompt }));
+        let mut body = json!({ "model": model, "messages": messages });
+        for (k, v) in params {
             body[k] = v.clone();
+        }
+        if let Some(s) = req.schema {
+            // Not `strict`: strict mode refuses schemas that leave a property optional or
+            // allow others; the answer is checked against the schema either way.
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": { "name": s.name, "schema": s.value },
+            });
         }
         let v = post_json_cancellable(
             &self.http,
             self.flavor.name(),
             &url,
-            self.key.as_deref(),
+            &bearer(self.endpoint.key.as_deref()),
             &body,
             cancel,
         )
-            .map_err(|e| match &e {
-                TaskError::Failed { message, .. } if message.contains("(404)") => {
-                    TaskError::failed(format!(
-                        "unknown model {model:?}: {} does not serve it (`parallamr models {}` lists them)",
-                        self.flavor.name(),
-                        self.flavor.name()
-                    ))
-                }
-                _ => e,
-            })?;
+        .map_err(|e| unknown_model(e, self.flavor.name(), model))?;
         let text = v["choices"][0]["message"]["content"]
             .as_str()
             .ok_or_else(|| {
@@ -166,16 +150,11 @@ impl Provider for OpenAi {
     }
 
     fn cache_endpoint(&self) -> Option<String> {
-        Some(self.base.clone())
+        Some(self.endpoint.base.clone())
     }
 
     fn context_window(&self, model: &str) -> Result<Option<u64>, TaskError> {
-        // A server that lists no models (or no windows) does not stop the run: no check then.
-        Ok(self
-            .list()
-            .ok()
-            .and_then(|l| l.into_iter().find(|m| m.name == model))
-            .and_then(|m| m.context_window))
+        Ok(listed_window(self.list(), model))
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, TaskError> {

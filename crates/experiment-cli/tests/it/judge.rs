@@ -10,7 +10,7 @@ use testkit::llm_server::LlmServer;
 use crate::{Project, run_run};
 
 /// The rows of `file` as maps from column to value.
-fn rows(p: &Project, file: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn rows(p: &Project, file: &str) -> Vec<BTreeMap<String, String>> {
     let mut r = csv::Reader::from_path(p.path().join(file)).unwrap();
     let h: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
     r.records()

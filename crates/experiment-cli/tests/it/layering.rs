@@ -15,7 +15,8 @@ fn parallamr_modules_keep_their_layers() {
             "experiments providers row summary",
             // The response cache; one results destination; --command; the HTTP providers; the
             // grader's rubric and verdicts; the results page.
-            "cache sink shell_template providers::mock providers::ollama providers::openai grade \
+            "cache sink shell_template providers::mock providers::ollama providers::openai \
+             providers::anthropic providers::gemini grade \
              view",
             // The flags; every results destination; the command provider.
             "cli writer providers::command",

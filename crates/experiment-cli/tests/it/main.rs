@@ -69,12 +69,18 @@ impl Project {
             "OPENAI_API_KEY",
             "OPENROUTER_API_KEY",
             "OPENROUTER_BASE_URL",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "GEMINI_API_KEY",
+            "GEMINI_BASE_URL",
         ] {
             cmd.env_remove(var);
         }
         if let Some(s) = server {
             cmd.env("OLLAMA_BASE_URL", &s.url)
-                .env("OPENAI_BASE_URL", &s.url);
+                .env("OPENAI_BASE_URL", &s.url)
+                .env("ANTHROPIC_BASE_URL", &s.url)
+                .env("GEMINI_BASE_URL", &s.url);
         }
         cmd
     }
@@ -618,7 +624,7 @@ fn bad_input_is_a_clear_error_before_anything_runs() {
         (
             "provider,model,topic\nopenia,m,a\n",
             vec![],
-            "experiments.csv line 2: unknown provider \"openia\"; the known providers: mock, ollama, openrouter, openai, command",
+            "experiments.csv line 2: unknown provider \"openia\"; the known providers: mock, ollama, openrouter, openai, anthropic, gemini, command",
         ),
         (
             "provider,model,topic\nmock,m,a\nmock,m\n",
@@ -782,6 +788,7 @@ mod promises;
 mod rates;
 mod requests;
 mod snapshots;
+mod vendors;
 
 /// On the project's Slurm test cluster (feature `slurm-tests`; `cargo xtask test` starts the
 /// cluster and turns the feature on).

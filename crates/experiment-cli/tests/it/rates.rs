@@ -82,26 +82,35 @@ fn tokens_per_minute_follow_each_prompts_size() {
 
 #[test]
 fn the_servers_rate_limit_headers_slow_the_sweep_before_any_429() {
-    // `limited` allows 5 requests a second and says so in x-ratelimit-* headers; 8 at once
-    // would pass it at the first second.
-    let server = LlmServer::start(Duration::from_millis(20));
-    let p = Project::create("About {{ topic }}", &topics(16, "openai", "limited"));
-    let mut args = RUN.to_vec();
-    args.extend(["-j", "8", "--provider-limit", "openai=8", "--retries", "0"]);
-    let out = p.run(&args, Some(&server));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(
-        server.rejected(),
-        0,
-        "no request went past the server's limit"
-    );
-    assert_eq!(server.seen().len(), 16);
-    assert_eq!(p.results().len(), 16);
-    assert!(
-        span(&server) >= Duration::from_secs(2),
-        "16 at 5 a second: {:?}",
-        span(&server)
-    );
+    // `limited` allows 5 requests a second and says so in its headers (OpenAI's x-ratelimit-*,
+    // Anthropic's anthropic-ratelimit-* with resets as instants); 8 at once would pass it at
+    // the first second.
+    for provider in ["openai", "anthropic"] {
+        let server = LlmServer::start(Duration::from_millis(20));
+        let p = Project::create("About {{ topic }}", &topics(16, provider, "limited"));
+        let mut args = RUN.to_vec();
+        let limit = format!("{provider}=8");
+        args.extend(["-j", "8", "--provider-limit", &limit, "--retries", "0"]);
+        let out: testkit::Run = p
+            .command(&args, Some(&server))
+            .env("ANTHROPIC_API_KEY", "k")
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(out.code, Some(0), "{provider}: {}", out.stderr);
+        assert_eq!(
+            server.rejected(),
+            0,
+            "{provider}: no request went past the server's limit"
+        );
+        assert_eq!(server.seen().len(), 16);
+        assert_eq!(p.results().len(), 16);
+        assert!(
+            span(&server) >= Duration::from_secs(2),
+            "{provider}: 16 at 5 a second: {:?}",
+            span(&server)
+        );
+    }
 }
 
 #[test]
