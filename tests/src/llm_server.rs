@@ -12,7 +12,8 @@
 //! `structured` answers `{"city": "Paris"}`, any other `{"answer": TEXT}`.
 //!
 //! The model name picks the behaviour: `llama-test` answers after the set latency (as do
-//! `structured`, `claude-sonnet-4-5` and `gemini-2.5-flash`, models with list prices); `tiny-ctx`
+//! `structured`, `claude-sonnet-4-5`, `gemini-2.5-flash` and `gpt-4o-mini`, models with list
+//! prices); `tiny-ctx`
 //! too, with a 40-token context window; `flaky` answers 429 with `Retry-After: 1` the first time
 //! it sees a prompt, then normally; `flaky-date` the same with `Retry-After` as an HTTP date two
 //! seconds ahead (three, as dates have whole seconds), `flaky-huge` with `Retry-After: 1e20`; `broken` answers 500; `garbled` answers 200 with a body that
@@ -20,6 +21,10 @@
 //! prompt and "wrong" to the other two; `judge` is a grader: it answers a JSON verdict, passing
 //! when the text after the prompt's `## Answer` heading names Paris; any other model is unknown
 //! (404). The server counts the generation requests in flight and remembers each one.
+
+mod batches;
+
+pub use batches::BatchSeen;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +61,8 @@ struct State {
     window: Mutex<Option<(std::time::Instant, u32)>>,
     /// Requests answered 429 because they went past `limited`'s window.
     rejected: AtomicUsize,
+    /// The batch APIs' batches and files.
+    batches: batches::Batches,
 }
 
 /// The running server; it stops when dropped.
@@ -103,6 +110,11 @@ impl LlmServer {
         self.state.rejected.load(Ordering::SeqCst)
     }
 
+    /// Every batch submitted so far (OpenAI's and Anthropic's), in order.
+    pub fn batches(&self) -> Vec<BatchSeen> {
+        self.state.batches.seen()
+    }
+
     /// Forget the requests and the peak.
     pub fn reset(&self) {
         self.state.seen.lock().expect("seen").clear();
@@ -147,7 +159,9 @@ fn handle(mut req: tiny_http::Request, st: &State) {
             )
         })
         .collect();
-    let (code, text, headers) = route(st, &path, v, sent);
+    let method = req.method().as_str().to_owned();
+    let (code, text, headers) = batches::route(st, &method, &path, &body, &sent)
+        .unwrap_or_else(|| route(st, &path, v, sent));
     let mut resp = Response::from_string(text)
         .with_status_code(code)
         .with_header(Header::from_bytes("Content-Type", "application/json").expect("header"));
@@ -338,6 +352,25 @@ fn asks_for_schema(api: &str, body: &Value) -> Option<Value> {
 }
 
 fn generate(st: &State, api: &'static str, body: &Value, headers: Vec<(String, String)>) -> Reply {
+    let (model, prompt) = model_and_prompt(api, body);
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    st.peak.fetch_max(now, Ordering::SeqCst);
+    st.seen.lock().expect("seen").push(Seen {
+        at: std::time::Instant::now(),
+        api,
+        model,
+        prompt,
+        body: body.clone(),
+        headers,
+    });
+    std::thread::sleep(st.latency);
+    let result = respond(st, api, body);
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+/// The model a request names and the user's prompt in it.
+fn model_and_prompt(api: &str, body: &Value) -> (String, String) {
     let model = body["model"].as_str().unwrap_or("").to_owned();
     let prompt = match api {
         "ollama" => body["prompt"].as_str(),
@@ -349,17 +382,12 @@ fn generate(st: &State, api: &'static str, body: &Value, headers: Vec<(String, S
     }
     .unwrap_or("")
     .to_owned();
-    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    st.peak.fetch_max(now, Ordering::SeqCst);
-    st.seen.lock().expect("seen").push(Seen {
-        at: std::time::Instant::now(),
-        api,
-        model: model.clone(),
-        prompt: prompt.clone(),
-        body: body.clone(),
-        headers,
-    });
-    std::thread::sleep(st.latency);
+    (model, prompt)
+}
+
+/// The answer to a generation request in `api`'s shape (online, or one line of a batch).
+fn respond(st: &State, api: &str, body: &Value) -> Reply {
+    let (model, prompt) = model_and_prompt(api, body);
     let answer = match model.as_str() {
         "sometimes" => {
             let mut sends = st.sends.lock().expect("sends");
@@ -409,9 +437,7 @@ fn generate(st: &State, api: &'static str, body: &Value, headers: Vec<(String, S
                      "usage": { "prompt_tokens": 12, "completion_tokens": 5 } }),
     }
     .to_string();
-    let result = in_dialect(api, reply_as(st, &model, &prompt, ok));
-    st.in_flight.fetch_sub(1, Ordering::SeqCst);
-    result
+    in_dialect(api, reply_as(st, &model, &prompt, ok))
 }
 
 /// A reply as `api` writes it: Anthropic's and Google's error bodies, Anthropic's rate-limit
@@ -528,7 +554,9 @@ fn reply_as(st: &State, model: &str, prompt: &str, ok: String) -> Reply {
             }
         }
         "llama-test" | "tiny-ctx" | "flaky" | "flaky-date" | "flaky-huge" | "sometimes"
-        | "judge" | "structured" | "claude-sonnet-4-5" | "gemini-2.5-flash" => (200, ok, vec![]),
+        | "judge" | "structured" | "claude-sonnet-4-5" | "gemini-2.5-flash" | "gpt-4o-mini" => {
+            (200, ok, vec![])
+        }
         "broken" => (
             500,
             json!({ "error": "the GPU caught fire" }).to_string(),

@@ -41,6 +41,9 @@ pub(crate) struct Entry {
     model: String,
     /// Seconds since the Unix epoch.
     created: u64,
+    /// Answered in a provider's batch (`--batch`): it cost the batch price.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) batch: bool,
 }
 
 impl Entry {
@@ -51,16 +54,35 @@ impl Entry {
         tokens: (Option<u64>, Option<u64>),
         context_window: Option<u64>,
     ) -> Self {
+        Self::answered((provider, req.model), text, tokens, context_window)
+    }
+
+    /// The answer of `model` at `provider`.
+    pub(crate) fn answered(
+        (provider, model): (&str, &str),
+        text: String,
+        tokens: (Option<u64>, Option<u64>),
+        context_window: Option<u64>,
+    ) -> Self {
         Entry {
             text,
             input_tokens: tokens.0,
             output_tokens: tokens.1,
             context_window,
             provider: provider.to_owned(),
-            model: req.model.to_owned(),
+            model: model.to_owned(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            batch: false,
+        }
+    }
+
+    /// The same, answered in a batch.
+    pub(crate) fn in_batch(self) -> Self {
+        Entry {
+            batch: true,
+            ..self
         }
     }
 }

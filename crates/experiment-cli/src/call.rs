@@ -12,7 +12,7 @@ use crate::experiments::{Experiment, Template};
 use crate::grade::{Grade, Grader, grading_error, verdict};
 use crate::limit::Limit;
 use crate::plan::Inputs;
-use crate::providers::{Provider, Request, estimate_tokens};
+use crate::providers::{Answer, Provider, Request, estimate_tokens};
 
 /// Share of the context window above which a row warns, and above which it is not sent.
 pub(crate) const WARN_SHARE: f64 = 0.8;
@@ -103,6 +103,15 @@ pub(crate) struct Shared<'a> {
     pub(crate) grader: Option<&'a Grader>,
     /// `--retries`: also how often a grading request is retried on its own.
     pub(crate) retries: u32,
+    /// `--batch`: the batches that answer some of the experiments.
+    pub(crate) batcher: Option<&'a dyn Batched>,
+}
+
+/// Where some experiments' answers come from instead of a request of their own (`--batch`).
+pub(crate) trait Batched: Sync {
+    /// The outcome of the request `key` once its batch has ended (waiting until then, or until
+    /// `cancel` fires); `None` when no batch holds it.
+    fn wait(&self, key: &str, cancel: &CancelToken) -> Option<Result<Answer, TaskError>>;
 }
 
 /// One experiment: its answer, then (with `--grader`) the grader's verdict on it.
@@ -179,6 +188,16 @@ fn answer(
     let input_tokens = estimate_tokens(prompt);
     let req = request(e, prompt, shared.inputs);
     let key = cache_entry(shared.cache, provider, &req);
+    // A request in a batch waits for it (before the cache: the batch puts its answer there).
+    if let (Some(b), Some((_, k))) = (shared.batcher, &key)
+        && let Some(outcome) = b.wait(k, cancel)
+    {
+        let window = provider.context_window(&e.model).ok().flatten();
+        let checked = check_window(&e.model, input_tokens, window, &mut warning);
+        store(facts, Some(input_tokens), window, warning);
+        checked?;
+        return outcome.map(|a| answered_in_batch(a, input_tokens, price));
+    }
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
     {
@@ -228,6 +247,25 @@ fn answer(
     Ok(Done { cost, ..answer })
 }
 
+/// An answer from a batch, at the batch price.
+fn answered_in_batch(a: Answer, input_tokens: u64, price: Option<cost::Price>) -> Done {
+    let output_tokens = a.output_tokens.or_else(|| Some(estimate_tokens(&a.text)));
+    Done {
+        cost: price.map(|p| {
+            cost::batch_price(p).cost(
+                a.input_tokens.unwrap_or(input_tokens),
+                output_tokens.unwrap_or(0),
+            )
+        }),
+        text: a.text,
+        input_tokens: a.input_tokens,
+        output_tokens,
+        cached: false,
+        grading: None,
+        grading_seconds: 0.0,
+    }
+}
+
 /// The answer the cache has, checked against the model's context window.
 fn from_cache(
     model: &str,
@@ -240,6 +278,8 @@ fn from_cache(
     let checked = check_window(model, input_tokens, hit.context_window, &mut warning);
     store(facts, Some(input_tokens), hit.context_window, warning);
     checked?;
+    // An answer a batch gave cost the batch price.
+    let price = price.map(|p| if hit.batch { cost::batch_price(p) } else { p });
     Ok(Done {
         cost: price.map(|p| {
             p.cost(
@@ -267,18 +307,9 @@ fn reserve<'b>(
     let (Some(b), Some(p)) = (budget, price) else {
         return Ok(None);
     };
-    let max_tokens = e
-        .params
-        .iter()
-        .find(|(k, _)| k == "max_tokens")
-        .and_then(|(_, v)| v.as_u64());
-    let estimate = b.estimate(p, input_tokens, max_tokens);
-    let reservation = b.reserve(estimate).ok_or_else(|| TaskError::Skipped {
-        reason: format!(
-            "not sent: the budget (--max-cost {}) is spent",
-            cost::fmt_usd(b.max())
-        ),
-    })?;
+    let reservation = b
+        .hold(p, input_tokens, e.max_tokens())
+        .map_err(|reason| TaskError::Skipped { reason })?;
     Ok(Some((b, reservation)))
 }
 

@@ -56,6 +56,8 @@ pub enum Commands {
     },
     /// Show or empty the response cache
     Cache(CacheCli),
+    /// Show or cancel the batches of a `run --batch` still at the providers
+    Batch(BatchCli),
     /// Write an example prompt, experiments file and README snippet here (never overwrites)
     Init,
     /// Write the results as one self-contained HTML page: a matrix of rows by models, pass and
@@ -64,6 +66,39 @@ pub enum Commands {
     #[command(long_about = fanout_cli::COMPLETIONS_HELP.replace("<tool>", "parallamr"))]
     /// Print a shell completion script (bash, zsh, fish, powershell)
     Completions(CompletionsArgs),
+}
+
+/// `--batch-poll`: a duration of at least 100 ms.
+fn parse_poll(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration (e.g. 30s, 2m): {e}"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?} is too often: at least 100ms"));
+    }
+    Ok(d)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BatchCli {
+    #[command(subcommand)]
+    pub action: BatchAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Where each batch of a results file is (as its provider says)
+    Status {
+        /// The results file of a `run --batch`
+        #[arg(value_name = "RESULTS")]
+        results: PathBuf,
+    },
+    /// Stop every batch of a results file; the answers given so far are collected by the next
+    /// `run --resume`
+    Cancel {
+        /// The results file of a `run --batch`
+        #[arg(value_name = "RESULTS")]
+        results: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +226,21 @@ pub struct RunCli {
     /// (without: refuse, naming its pid)
     #[arg(long)]
     pub wait: bool,
+    /// Send the rows for openai and anthropic through their batch APIs: a few batches at half
+    /// the price, answered within 24 h (usually minutes); other providers' rows go online.
+    /// Batch ids are kept beside the results (.NAME.batches.json): a killed run, run again with
+    /// --resume, polls them instead of sending again. Needs -o and the response cache
+    #[arg(long, conflicts_with = "no_cache")]
+    pub batch: bool,
+    /// With --batch: at most N requests per batch [default: the provider's limit, 50000
+    /// for openai, 100000 for anthropic]
+    #[arg(long, value_name = "N", requires = "batch",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+    /// With --batch: how often each batch is asked where it is (e.g. 30s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "batch",
+          value_parser = parse_poll)]
+    pub batch_poll: std::time::Duration,
     /// Send each experiment N times (a `repeat` column numbers them 1 to N); each is cached
     /// apart, so a re-run with a larger N sends only the new ones
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]

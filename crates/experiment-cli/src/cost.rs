@@ -132,6 +132,18 @@ impl Prices {
     }
 }
 
+/// What a batch answer costs, as a share of the same answer online (`--batch`): OpenAI and
+/// Anthropic both sell batches at half the price.
+pub(crate) const BATCH_DISCOUNT: f64 = 0.5;
+
+/// `price` at the batch discount.
+pub(crate) fn batch_price(price: Price) -> Price {
+    Price {
+        input: price.input * BATCH_DISCOUNT,
+        output: price.output * BATCH_DISCOUNT,
+    }
+}
+
 /// The vendors' list prices (USD per million tokens, standard tier, as published in 2025), by
 /// the longest model name that starts the model's (`gpt-4o-2024-08-06` is `gpt-4o`,
 /// `gpt-4o-mini` its own). `--prices` overrides them; a price change at a vendor is one line.
@@ -234,6 +246,23 @@ impl Budget {
         }
         s.reserved += estimate;
         Some(Reservation { amount: estimate })
+    }
+
+    /// Hold what a request of `input` tokens (answered in at most `max_tokens`) may cost at
+    /// `price`, or say why it is not sent.
+    pub(crate) fn hold(
+        &self,
+        price: Price,
+        input: u64,
+        max_tokens: Option<u64>,
+    ) -> Result<Reservation, String> {
+        self.reserve(self.estimate(price, input, max_tokens))
+            .ok_or_else(|| {
+                format!(
+                    "not sent: the budget (--max-cost {}) is spent",
+                    fmt_usd(self.max)
+                )
+            })
     }
 
     /// A request ended: its estimate is released, and what it cost (if it was answered) spent.

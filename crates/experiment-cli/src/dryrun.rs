@@ -9,11 +9,12 @@ use crate::providers::estimate_tokens;
 
 /// `--dry-run`: the summary, and on standard output every prompt as it would be sent (the
 /// command, for the command provider) with its size, its warning and whether the cache has its
-/// answer. Nothing is sent.
-pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
+/// answer (and with `--batch`, whether it would go in a batch). Nothing is sent.
+pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>, batch: bool) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let mut in_cache = 0usize;
+    let mut batched = 0usize;
     let mut tokens = 0u64;
     let mut prompt_cost = 0.0;
     for e in &inputs.experiments.rows {
@@ -28,7 +29,10 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
                 in_cache += usize::from(cached);
                 let n = estimate_tokens(&prompt);
                 tokens += n;
+                let in_batch = batch && !cached && provider.batch().is_some();
+                batched += usize::from(in_batch);
                 if let Some(p) = inputs.prices.get(&e.provider, &e.model) {
+                    let p = if in_batch { cost::batch_price(p) } else { p };
                     prompt_cost += p.cost(n, 0);
                 }
                 let mut facts = vec![if provider.name() == "command" {
@@ -38,6 +42,9 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
                 }];
                 if cached {
                     facts.push("answer in the cache".to_owned());
+                }
+                if in_batch {
+                    facts.push("in a batch".to_owned());
                 }
                 let preview = provider
                     .preview(&req)
@@ -63,6 +70,24 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         }
     }
     drop(out);
+    say_totals(
+        inputs,
+        cache.is_some(),
+        (in_cache, batched),
+        (tokens, prompt_cost),
+        batch,
+    );
+}
+
+/// The dry run's totals on standard error: the summary, the prompt tokens and their cost, what
+/// the cache answers and what would go in batches, and the checks.
+fn say_totals(
+    inputs: &Inputs,
+    cache: bool,
+    (in_cache, batched): (usize, usize),
+    (tokens, prompt_cost): (u64, f64),
+    batch: bool,
+) {
     eprintln!(
         "{}",
         dry_run_summary(&inputs.experiments, &inputs.templates, &inputs.used)
@@ -75,7 +100,7 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
     } else {
         String::new()
     };
-    let cached = if cache.is_some() {
+    let cached = if cache {
         format!(
             "; {in_cache} of {} answers are in the cache (not sent)",
             inputs.experiments.rows.len()
@@ -84,6 +109,12 @@ pub(crate) fn dry_run(inputs: &Inputs, cache: Option<&Cache>) {
         String::new()
     };
     eprintln!("about {tokens} prompt tokens{cost}{cached}");
+    if batch {
+        eprintln!(
+            "--batch: {batched} requests would go in batches (openai and anthropic rows, at half \
+             the price); the others are sent one by one"
+        );
+    }
     if let Some(j) = &inputs.judge {
         eprintln!("each answer is judged by: {}", j.describe());
     }

@@ -26,6 +26,14 @@ pub(crate) struct Experiment {
 }
 
 impl Experiment {
+    /// The `max_tokens` parameter the row sends, if any.
+    pub(crate) fn max_tokens(&self) -> Option<u64> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == "max_tokens")
+            .and_then(|(_, v)| v.as_u64())
+    }
+
     /// The value of the variable `name`, if the row has the column.
     pub(crate) fn var(&self, name: &str) -> Option<&str> {
         self.vars

@@ -12,6 +12,7 @@
     reason = "the tool's own messages and tables; progress goes through fanout's reporters"
 )]
 
+mod batch;
 mod cache;
 mod call;
 pub mod cli;
@@ -83,6 +84,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Cache(c) => cache_command(&c),
+        Commands::Batch(b) => batch::command(&b.action),
         Commands::View(v) => {
             for f in v.results.iter().chain(&v.compare) {
                 if !f.is_file() {

@@ -59,6 +59,8 @@ pub(crate) struct RunArgs {
     pub(crate) report: Option<PathBuf>,
     /// `--repeat N`.
     pub(crate) repeat: Option<u32>,
+    /// `--batch`, its size and poll interval.
+    pub(crate) batch: Option<BatchSettings>,
     /// The checks asked for.
     pub(crate) judge: JudgeArgs,
     /// `--fail-on-assert`.
@@ -110,6 +112,29 @@ pub(crate) struct Inputs {
     pub(crate) judge: Option<Judge>,
     /// The columns the rows have besides the usual ones.
     pub(crate) shape: Shape,
+}
+
+/// The settings of `--batch`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSettings {
+    /// `--batch-size`: at most this many requests per batch (else the provider's limit).
+    pub(crate) size: Option<usize>,
+    /// `--batch-poll`: how often a batch is asked where it is.
+    pub(crate) poll: Duration,
+}
+
+/// Flags that cannot go together.
+fn check_flags(args: &RunArgs) -> Result<()> {
+    if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
+        bail!("only one of the prompt (-p) and the experiments (-e) can come from standard input");
+    }
+    if args.batch.is_some() && args.output.is_none() {
+        bail!(
+            "--batch needs a results file (-o FILE): the batches in flight are recorded beside \
+             it, for --resume"
+        );
+    }
+    Ok(())
 }
 
 /// The names a path template may use: provider, model and the variables.
@@ -238,6 +263,10 @@ impl RunArgs {
             },
             report: shared.report.clone(),
             repeat: r.repeat,
+            batch: r.batch.then(|| BatchSettings {
+                size: r.batch_size.map(|n| n as usize),
+                poll: r.batch_poll,
+            }),
             fail_on_assert: r.judge.fail_on_assert,
             judge: JudgeArgs {
                 expect: r.judge.expect,
@@ -256,9 +285,7 @@ impl RunArgs {
 
 /// Read and check everything.
 pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
-    if args.prompt == std::path::Path::new("-") && args.experiments == std::path::Path::new("-") {
-        bail!("only one of the prompt (-p) and the experiments (-e) can come from standard input");
-    }
+    check_flags(args)?;
     let exp_name = args.experiments.display().to_string();
     let exp_text = read_input(&args.experiments, "experiments")?;
     let mut experiments = Experiments::parse(&exp_text, &exp_name, providers::KNOWN)?;

@@ -135,6 +135,48 @@ pub(crate) trait Provider: Send + Sync {
     fn price(&self, _model: &str) -> Option<crate::cost::Price> {
         None
     }
+    /// The provider's batch API (`--batch`), if it has one.
+    fn batch(&self) -> Option<&dyn BatchApi> {
+        None
+    }
+}
+
+/// A provider's batch API (`--batch`): many requests sent as one job, answered within a day at
+/// half the price (OpenAI's Batch API, Anthropic's Message Batches).
+pub(crate) trait BatchApi: Send + Sync {
+    /// At most this many requests, and this many bytes of them, in one batch.
+    fn limits(&self) -> (usize, usize);
+    /// The line of a batch that asks `req`, named `id` (its answer comes back under the name).
+    fn line(&self, id: &str, req: &Request<'_>) -> serde_json::Value;
+    /// Send `lines` as one batch: its id.
+    fn submit(&self, lines: &[serde_json::Value]) -> Result<String, TaskError>;
+    /// Where the batch `id` is.
+    fn poll(&self, id: &str) -> Result<BatchState, TaskError>;
+    /// The answers of a finished batch, by line name (a line that failed: why). With
+    /// `schema`, the structured answer's name (Anthropic's forced tool).
+    fn results(&self, state: &BatchState, schema: Option<&str>) -> Result<Vec<Line>, TaskError>;
+    /// Ask the provider to stop the batch `id` (the answers so far can still be fetched).
+    fn cancel(&self, id: &str) -> Result<BatchState, TaskError>;
+}
+
+/// One line of a batch's results: its name and the answer, or why there is none.
+pub(crate) type Line = (String, Result<Answer, String>);
+
+/// A batch as its provider describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BatchState {
+    pub(crate) id: String,
+    /// The provider's word (`validating`, `in_progress`, `ended`...).
+    pub(crate) status: String,
+    /// It will change no more: its results can be fetched.
+    pub(crate) finished: bool,
+    pub(crate) total: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    /// Where its results are (OpenAI: the output and error files).
+    pub(crate) files: Vec<String>,
+    /// Why the whole batch failed (OpenAI: a batch that did not validate).
+    pub(crate) error: Option<String>,
 }
 
 /// How long a connection may take to open (at most half of `--timeout`).
@@ -414,6 +456,65 @@ fn read_json(
     url: &str,
     resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<serde_json::Value, TaskError> {
+    let body = read_body(http, provider, url, resp, JSON_LIMIT)?;
+    serde_json::from_str(&body).map_err(|e| {
+        TaskError::failed(format!("malformed answer from {provider}: {e}"))
+            .with_detail(body.chars().take(500).collect::<String>())
+    })
+}
+
+/// The most an answer's body may hold (ureq's default, 10 MB, is for pages, not a model's
+/// longest answer), and a batch's results file.
+const JSON_LIMIT: u64 = 64 << 20;
+const FILE_LIMIT: u64 = 4 << 30;
+
+/// A file's text (a batch's results, JSON Lines): `GET url`, statuses mapped as for JSON.
+pub(crate) fn get_text(
+    http: &Http,
+    provider: &str,
+    url: &str,
+    headers: &Headers,
+) -> Result<String, TaskError> {
+    let mut req = http.agent.get(url);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    read_body(http, provider, url, req.call(), FILE_LIMIT)
+}
+
+/// `POST url` with a multipart form: `fields` as text and `file` (its name and bytes), as
+/// OpenAI's `/files` takes a batch's input.
+pub(crate) fn post_file(
+    http: &Http,
+    provider: &str,
+    url: &str,
+    headers: &Headers,
+    fields: &[(&str, &str)],
+    file: (&str, &[u8]),
+) -> Result<serde_json::Value, TaskError> {
+    use ureq::unversioned::multipart::{Form, Part};
+    let mut form = Form::new();
+    for (name, value) in fields {
+        form = form.text(name, value);
+    }
+    let form = form.part("file", Part::bytes(file.1).file_name(file.0));
+    let mut req = http.agent.post(url);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    read_json(http, provider, url, req.send(form))
+}
+
+/// The body of an answer, its status mapped to what the run should do: a 2xx is the body; 429
+/// and the gateway errors are retryable (after the server's `Retry-After`); credentials, a
+/// missing model and the rest are failures carrying the server's words.
+fn read_body(
+    http: &Http,
+    provider: &str,
+    url: &str,
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    limit: u64,
+) -> Result<String, TaskError> {
     let url = &*redact(url);
     let mut resp = match resp {
         Ok(r) => r,
@@ -455,34 +556,46 @@ fn read_json(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    let says = || server_message(&body);
+    let read = resp.body_mut().with_config().limit(limit).read_to_string();
+    let body = match read {
+        Ok(b) => b,
+        Err(e) if (200..300).contains(&status) => {
+            return Err(TaskError::retryable(format!(
+                "{provider} at {url}: the answer could not be read: {e}"
+            )));
+        }
+        Err(_) => String::new(),
+    };
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    Err(status_error(provider, status, &body, retry_after))
+}
+
+/// What an answer's error status means for the run, with the server's words.
+fn status_error(
+    provider: &str,
+    status: u16,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> TaskError {
+    let says = || server_message(body);
     match status {
-        200..=299 => serde_json::from_str(&body).map_err(|e| {
-            TaskError::failed(format!("malformed answer from {provider}: {e}"))
-                .with_detail(body.chars().take(500).collect::<String>())
-        }),
         // 529: Anthropic's "overloaded".
         429 | 502 | 503 | 504 | 529 => {
             let e = TaskError::retryable(format!("{provider} answered {status}{}", says()));
             // Google says when to come back in the body (`RetryInfo.retryDelay`, `"13s"`).
-            Err(match retry_after.or_else(|| retry_delay(&body)) {
+            match retry_after.or_else(|| retry_delay(body)) {
                 Some(d) => e.with_retry_after(d),
                 None => e,
-            })
+            }
         }
-        401 | 403 => Err(TaskError::failed(format!(
+        401 | 403 => TaskError::failed(format!(
             "{provider} refused the credentials ({status}){}; check the API key",
             says()
-        ))),
-        404 => Err(TaskError::failed(format!(
-            "{provider}: not found (404){}",
-            says()
-        ))),
-        _ => Err(TaskError::failed(format!(
-            "{provider} answered {status}{}",
-            says()
-        ))),
+        )),
+        404 => TaskError::failed(format!("{provider}: not found (404){}", says())),
+        _ => TaskError::failed(format!("{provider} answered {status}{}", says())),
     }
 }
 

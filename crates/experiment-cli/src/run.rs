@@ -27,7 +27,7 @@ use crate::writer::Outputs;
 pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     let inputs = prepare(args).usage()?;
     if args.dry_run {
-        dry_run(&inputs, args.cache.as_ref());
+        dry_run(&inputs, args.cache.as_ref(), args.batch.is_some());
         return Ok(ExitStatus::Success);
     }
     let experiments = &inputs.experiments;
@@ -49,6 +49,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     let limits = limits(args, &inputs.used);
     let tasks: Vec<Task<&Experiment>> = todo.iter().map(|e| task(experiments, e)).collect();
     let interrupt = fanout::install_interrupt_handler()?;
+    let batcher = batches(args, &inputs, &todo, budget.as_ref())?;
     let pool = pool(args)?;
     let mut rows = Rows {
         out: &mut out,
@@ -71,16 +72,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         budget: budget.as_ref(),
         grader: inputs.judge.as_ref().and_then(|j| j.grader.as_ref()),
         retries: args.retries,
+        batcher: batcher.as_ref().map(|b| b as &dyn crate::call::Batched),
     };
     let mut tee = Tee(vec![
         &mut rows as &mut dyn Reporter<Done, Facts>,
         progress.as_mut(),
     ]);
-    let result = pool.run_with_meta(&tasks, &interrupt, &mut tee, |e: &&Experiment, ctx| {
-        let mut facts = Facts::default();
-        let result = run_one(e, &shared, &mut facts, ctx.cancel_token());
-        (result, facts)
-    })?;
+    let result = run_pool(
+        &pool,
+        &tasks,
+        &interrupt,
+        &mut tee,
+        (&shared, batcher.as_ref()),
+    )?;
     drop(tee);
     let write_error = rows.write_error.take();
     drop(rows);
@@ -100,6 +104,54 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         budget.as_ref(),
         interrupt.reason(),
     ))
+}
+
+/// The pool over `tasks`. With --batch, the batches are polled beside it on a thread of their
+/// own, and the rows they answer wait in it; those still running at the end are named.
+fn run_pool(
+    pool: &Pool,
+    tasks: &[Task<&Experiment>],
+    interrupt: &CancelToken,
+    tee: &mut Tee<'_, Done, Facts>,
+    (shared, batcher): (&Shared<'_>, Option<&crate::batch::Batcher<'_>>),
+) -> Result<fanout::BatchResult<Done, Facts>> {
+    let result = std::thread::scope(|scope| {
+        if let Some(b) = batcher {
+            scope.spawn(|| b.drive(interrupt));
+        }
+        let result = pool.run_with_meta(tasks, interrupt, tee, |e: &&Experiment, ctx| {
+            let mut facts = Facts::default();
+            let result = run_one(e, shared, &mut facts, ctx.cancel_token());
+            (result, facts)
+        });
+        if let Some(b) = batcher {
+            b.stop();
+        }
+        result
+    })?;
+    if let Some(left) = batcher.and_then(crate::batch::Batcher::left) {
+        eprintln!("parallamr: {left}");
+    }
+    Ok(result)
+}
+
+/// With `--batch`: the batches that answer this run's rows, found in the state file or sent
+/// now (before any row runs).
+fn batches<'a>(
+    args: &'a RunArgs,
+    inputs: &'a Inputs,
+    todo: &[&'a Experiment],
+    budget: Option<&'a Budget>,
+) -> Result<Option<crate::batch::Batcher<'a>>> {
+    let Some(settings) = args.batch else {
+        return Ok(None);
+    };
+    let (Some(output), Some(cache)) = (&args.output, &args.cache) else {
+        // -o and the cache are checked before anything runs (plan.rs).
+        return Ok(None);
+    };
+    let quiet = matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent);
+    crate::batch::Batcher::prepare(inputs, todo, (cache, budget), (settings, output, quiet))
 }
 
 /// After the results are written: the results page, the cache's limits, what the budget and

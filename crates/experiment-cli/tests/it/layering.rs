@@ -28,7 +28,8 @@ fn parallamr_modules_keep_their_layers() {
             "limit tally",
             // One experiment: cache, budget, call.
             "call",
-            "dryrun",
+            // --batch: the batches of a run; the dry run.
+            "batch dryrun",
             // The sweep; the fuzz entry points.
             "run fuzz",
         ],

@@ -774,6 +774,7 @@ fn a_server_that_never_accepts_costs_the_connect_timeout_and_is_retried() {
     drop(held);
 }
 
+mod batches;
 /// The results page in headless Chromium (feature `browser-tests`; `cargo xtask test` turns
 /// it on).
 #[cfg(feature = "browser-tests")]
