@@ -23,6 +23,7 @@ impl Tool for Parallamr {
 const EXAMPLES: &str = "  parallamr init
   parallamr run -p prompt.txt -e experiments.csv -o results.csv -j 8
   parallamr run -p prompt.txt -e experiments.csv -o results.csv --resume
+  parallamr run -p prompt.txt -e experiments.csv -o results.csv --batch
   parallamr models ollama
   parallamr completions zsh > ~/.zfunc/_parallamr";
 
@@ -34,7 +35,8 @@ const EXAMPLES: &str = "  parallamr init
     long_about = "Run experiment sweeps: a prompt template against many provider/model/variable \
         rows of a CSV, in parallel, with results streamed to CSV as they complete.\n\n\
         Providers: mock (no network), ollama, openrouter, openai (and OpenAI-compatible servers \
-        via OPENAI_BASE_URL), command (a command template per row). `parallamr providers` shows \
+        via OPENAI_BASE_URL), anthropic, gemini, command (a command template per row). \
+        --batch sends the openai and anthropic rows through their batch APIs at half the price. `parallamr providers` shows \
         their settings and limits.",
     after_help = fanout_cli::after_help(EXAMPLES, Parallamr::NOUN),
 )]

@@ -157,6 +157,10 @@ fn a_run_killed_after_submission_resumes_by_polling_the_same_batches() {
         state.contains("batch_1") && state.contains("msgbatch_02"),
         "{state}"
     );
+    assert!(
+        !state.contains("sk-ant-batch-test"),
+        "no key in the state file"
+    );
 
     let out = resume(&p, &server);
     assert_eq!(out.code, Some(0), "{}", out.stderr);

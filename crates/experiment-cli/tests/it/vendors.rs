@@ -68,7 +68,11 @@ fn anthropic_and_gemini_answer_with_their_tokens_and_list_prices() {
          anthropic,claude-sonnet-4-5,cats,Be brief.\n\
          gemini,gemini-2.5-flash,dogs,Be brief.\n",
     );
-    let out = run_keyed(&p, &["--param-columns", "system"], &server);
+    let out = run_keyed(
+        &p,
+        &["--param-columns", "system", "--report", "report.json"],
+        &server,
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let rows = rows(&p, "out.csv");
     let claude = rows.iter().find(|r| r["provider"] == "anthropic").unwrap();
@@ -118,7 +122,8 @@ fn anthropic_and_gemini_answer_with_their_tokens_and_list_prices() {
     assert_eq!(g.model, "gemini-2.5-flash", "the model is in the path");
     assert_eq!(g.body["systemInstruction"]["parts"][0]["text"], "Be brief.");
 
-    // The keys are nowhere in what the run wrote or printed.
+    // The keys are nowhere in what the run wrote (results, report, cache) or printed.
+    assert!(p.path().join("report.json").is_file());
     for (path, text) in all_files(p.path()) {
         for key in [ANTHROPIC_KEY, GEMINI_KEY] {
             assert!(!text.contains(key), "{path} holds a key");
