@@ -3,120 +3,50 @@
 //!
 //! Before the pool starts, [`Batcher::prepare`] renders those rows' requests, leaves out what the
 //! cache has, and submits the rest in batches within the provider's limits (and `--batch-size`);
-//! each batch's id is written to the results' state file (`.NAME.batches.json` beside the
-//! results) as soon as the provider returns it, before anything else. A later run (`--resume`,
-//! or a run killed and started again) finds the requests it needs in the batches recorded there
-//! and polls those instead of sending them again. While the pool runs, [`Batcher::drive`] polls
-//! the batches on a thread of its own and, as each ends, puts its answers in the cache and hands
-//! them to the rows waiting for them ([`Batcher::wait`]): rows stream as batches finish, and a
-//! request that failed inside a batch is an error row. Ctrl-C stops waiting, not the batches:
-//! they stay recorded for `--resume`, and `parallamr batch cancel` stops them.
+//! each batch's id is written to the results' state file (`state.rs`) as soon as the provider
+//! returns it, before anything else. A later `--batch --resume` (or a run killed and started
+//! again) polls every batch recorded there: the requests it needs are not sent again, and the
+//! answers no row waits for any more still go into the cache. While the pool runs,
+//! [`Batcher::drive`] polls the batches on a thread of its own and, as each ends, puts its
+//! answers in the cache and hands them to the rows waiting for them ([`Batched::wait`]). The
+//! rows are ordered so the online ones run first and the batched ones by batch: a worker waits
+//! only for a batch that has been sent. Ctrl-C stops waiting, not the batches: they stay
+//! recorded, and `parallamr batch cancel` (`command.rs`) stops them.
 
-use std::collections::{HashMap, HashSet};
+mod command;
+mod state;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use fanout::{CancelReason, CancelToken, TaskError};
-use serde::{Deserialize, Serialize};
+
+pub(crate) use command::command;
+pub(crate) use state::{State, state_path};
 
 use crate::cache::{self, Cache, Entry};
 use crate::call::{Batched, check_window, render, request};
 use crate::cost::{Budget, Price, Reservation, batch_price};
 use crate::experiments::Experiment;
 use crate::plan::{BatchSettings as Settings, Inputs};
-use crate::providers::{Answer, BatchApi, BatchState, Provider, estimate_tokens};
-
-/// The state file of the results file `output`: `.NAME.batches.json` in its folder (with a path
-/// template, in the fixed folder before the first placeholder).
-pub(crate) fn state_path(output: &Path) -> PathBuf {
-    let text = output.to_string_lossy();
-    let fixed = text.split("{{").next().unwrap_or_default();
-    let folder = if fixed.len() == text.len() {
-        output.parent().map(Path::to_path_buf).unwrap_or_default()
-    } else {
-        Path::new(&fixed[..fixed.rfind('/').map_or(0, |i| i + 1)]).to_path_buf()
-    };
-    let name: String = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    folder.join(format!(".{name}.batches.json"))
-}
+use crate::providers::{Answer, BatchApi, BatchState, Provider, estimate_tokens, redact};
+use state::Recorded;
 
 /// `1 request`, `2 requests`.
 fn plural(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
-/// The batches a results file has in flight at the providers.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct State {
-    pub(crate) batches: Vec<Recorded>,
-}
-
-/// One batch, as soon as its provider named it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Recorded {
-    pub(crate) provider: String,
-    /// Where it was sent (the provider's base URL): a later run polls it there.
-    pub(crate) endpoint: String,
-    pub(crate) id: String,
-    /// With `--schema`, the structured answer's name.
-    pub(crate) schema: Option<String>,
-    /// Seconds since the Unix epoch.
-    pub(crate) submitted: u64,
-    /// The requests in it, by their cache keys (their names in the batch).
-    pub(crate) keys: Vec<String>,
-}
-
-impl State {
-    /// The state file at `path`; none is an empty state.
-    pub(crate) fn load(path: &Path) -> Result<State> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is not a batch state file parallamr can read (remove it only if no \
-                     batch of it is still running)",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
-        }
-    }
-
-    /// Written whole and atomically; with no batch left, removed.
-    pub(crate) fn save(&self, path: &Path) -> Result<()> {
-        if self.batches.is_empty() {
-            return match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(anyhow!("cannot remove {}: {e}", path.display()))
-                }
-                _ => Ok(()),
-            };
-        }
-        let text = serde_json::to_vec_pretty(self).expect("a state serializes");
-        fanout::fsutil::write_atomic(path, &text)
-            .with_context(|| format!("cannot write the batch state file {}", path.display()))
-    }
-}
-
 /// What the rows waiting for a request get.
 #[derive(Debug)]
 enum Slot {
     Pending,
-    Answered(Answer),
+    /// The answer, and whether a row has taken it (a second row with the same request is
+    /// answered as from the cache: one request was paid for).
+    Answered(Answer, bool),
     Failed(String),
     /// `--max-cost` left no room for it: it was not sent.
     NotSent(String),
@@ -133,6 +63,20 @@ struct Meta {
     reservation: Option<Reservation>,
 }
 
+/// A batch this run polls, and what it last said.
+#[derive(Debug)]
+struct Watch {
+    id: String,
+    last: Option<BatchState>,
+    /// Polls in a row that failed, and fetches of its results that failed.
+    poll_failures: u32,
+    fetch_failures: u32,
+}
+
+/// After this many failed polls (or fetches of its results) in a row, a batch's rows fail;
+/// the batch stays recorded for the next `--batch --resume`.
+const MAX_FAILURES: u32 = 5;
+
 /// The batches of a run and the rows waiting for their answers.
 pub(crate) struct Batcher<'a> {
     inputs: &'a Inputs,
@@ -146,16 +90,18 @@ pub(crate) struct Batcher<'a> {
     slots: Mutex<HashMap<String, Slot>>,
     changed: Condvar,
     meta: Mutex<HashMap<String, Meta>>,
+    /// Each batched experiment's request, by the experiment's index.
+    keys: Mutex<HashMap<usize, String>>,
     state: Mutex<State>,
-    /// The batches this run waits for (their ids), and what each last said.
-    watched: Mutex<Vec<(String, Option<BatchState>, u32)>>,
+    watched: Mutex<Vec<Watch>>,
     /// Set when the run no longer waits (its pool ended, or Ctrl-C).
     stop: CancelToken,
 }
 
 impl<'a> Batcher<'a> {
     /// Find or submit a batch for every request of `todo` that a provider with a batch API
-    /// would get and the cache cannot answer. `None` when there is none.
+    /// would get and the cache cannot answer, and watch every batch recorded before. `None`
+    /// when there is nothing to wait for.
     pub(crate) fn prepare(
         inputs: &'a Inputs,
         todo: &[&Experiment],
@@ -175,6 +121,7 @@ impl<'a> Batcher<'a> {
             slots: Mutex::default(),
             changed: Condvar::new(),
             meta: Mutex::default(),
+            keys: Mutex::default(),
             state: Mutex::new(state),
             watched: Mutex::default(),
             stop: CancelToken::new(),
@@ -184,14 +131,15 @@ impl<'a> Batcher<'a> {
         for (provider, lines) in fresh {
             b.submit_all(&provider, lines, settings.size)?;
         }
-        let any = !b.slots.lock().expect("slots").is_empty();
-        Ok(any.then_some(b))
+        let waits = !b.slots.lock().expect("slots").is_empty()
+            || !b.watched.lock().expect("watched").is_empty();
+        Ok(waits.then_some(b))
     }
 
     /// The requests to batch: each gets a slot (a recorded batch may have it already); the
     /// lines of those to send, by provider.
     fn plan(&self, todo: &[&Experiment]) -> Vec<(String, Vec<(String, serde_json::Value)>)> {
-        let recorded: HashSet<String> = self
+        let recorded: std::collections::HashSet<String> = self
             .state
             .lock()
             .expect("state")
@@ -202,27 +150,14 @@ impl<'a> Batcher<'a> {
         let mut fresh: Vec<(String, Vec<(String, serde_json::Value)>)> = Vec::new();
         let mut slots = self.slots.lock().expect("slots");
         let mut meta = self.meta.lock().expect("meta");
+        let mut keys = self.keys.lock().expect("keys");
         for e in todo {
-            let Some((provider, api)) = self.batchable(e) else {
+            let Some(planned) = self.batch_line(e) else {
                 continue;
             };
-            let template = &self.inputs.templates[self.inputs.template_of[e.index]];
-            // A row that cannot be rendered, or is too long for its model, fails online as it
-            // would without --batch: nothing is sent for it either way.
-            let Ok((prompt, _)) = render(e, provider, template) else {
-                continue;
-            };
-            let req = request(e, &prompt, self.inputs);
-            let Some(endpoint) = provider.cache_endpoint() else {
-                continue;
-            };
-            let key = cache::key(provider.name(), &endpoint, &req);
-            if slots.contains_key(&key) || self.cache.get(&key).is_some() {
-                continue;
-            }
-            let input_estimate = estimate_tokens(&prompt);
-            let window = provider.context_window(&e.model).ok().flatten();
-            if check_window(&e.model, input_estimate, window, &mut None).is_err() {
+            let req_key = planned.key;
+            keys.insert(e.index, req_key.clone());
+            if slots.contains_key(&req_key) {
                 continue;
             }
             let price = self
@@ -230,69 +165,111 @@ impl<'a> Batcher<'a> {
                 .prices
                 .get(&e.provider, &e.model)
                 .map(batch_price);
-            let reservation = match self.reserve(e, price, input_estimate) {
-                Ok(r) => r,
-                Err(why) => {
-                    slots.insert(key, Slot::NotSent(why));
-                    continue;
+            let sent = recorded.contains(&req_key);
+            // A request already sent is paid for whatever the budget says: it is charged when
+            // answered, not held.
+            let reservation = match (sent, self.budget, price) {
+                (false, Some(b), Some(p)) => {
+                    match b.hold(p, planned.input_estimate, e.max_tokens()) {
+                        Ok(r) => Some(r),
+                        Err(why) => {
+                            slots.insert(req_key, Slot::NotSent(why));
+                            continue;
+                        }
+                    }
                 }
+                _ => None,
             };
             meta.insert(
-                key.clone(),
+                req_key.clone(),
                 Meta {
-                    provider: provider.name().to_owned(),
+                    provider: planned.provider.name().to_owned(),
                     model: e.model.clone(),
-                    window,
+                    window: planned.window,
                     price,
-                    input_estimate,
+                    input_estimate: planned.input_estimate,
                     reservation,
                 },
             );
-            slots.insert(key.clone(), Slot::Pending);
-            if !recorded.contains(&key) {
-                let line = api.line(&key, &req);
+            slots.insert(req_key.clone(), Slot::Pending);
+            if !sent {
+                let entry = (req_key, planned.line);
                 match fresh.iter_mut().find(|(p, _)| p == &e.provider) {
-                    Some((_, lines)) => lines.push((key, line)),
-                    None => fresh.push((e.provider.clone(), vec![(key, line)])),
+                    Some((_, lines)) => lines.push(entry),
+                    None => fresh.push((e.provider.clone(), vec![entry])),
                 }
             }
         }
         fresh
     }
 
-    fn batchable(&self, e: &Experiment) -> Option<(&'a dyn Provider, &'a dyn BatchApi)> {
+    /// The batch line of `e`. `None` when it goes online: its provider has no batch API, the
+    /// cache answers it, or it fails before any sending (it cannot be rendered, or is too long
+    /// for its model), as it would without `--batch`.
+    fn batch_line(&self, e: &Experiment) -> Option<Planned<'a>> {
         let provider = self.inputs.providers[e.provider.as_str()].as_ref();
-        Some((provider, provider.batch()?))
+        let api = provider.batch()?;
+        let template = &self.inputs.templates[self.inputs.template_of[e.index]];
+        let (prompt, _) = render(e, provider, template).ok()?;
+        let endpoint = provider.cache_endpoint()?;
+        let req = request(e, &prompt, self.inputs);
+        let key = cache::key(provider.name(), &endpoint, &req);
+        if self.cache.get(&key).is_some() {
+            return None;
+        }
+        let input_estimate = estimate_tokens(&prompt);
+        let window = provider.context_window(&e.model).ok().flatten();
+        check_window(&e.model, input_estimate, window, &mut None).ok()?;
+        Some(Planned {
+            provider,
+            line: api.line(&key, &req),
+            key,
+            input_estimate,
+            window,
+        })
     }
+}
 
-    /// With `--max-cost`, the request's estimate at the batch price held from the budget.
-    fn reserve(
-        &self,
-        e: &Experiment,
-        price: Option<Price>,
-        input: u64,
-    ) -> Result<Option<Reservation>, String> {
-        let (Some(b), Some(p)) = (self.budget, price) else {
-            return Ok(None);
-        };
-        b.hold(p, input, e.max_tokens()).map(Some)
-    }
+/// A request that goes in a batch.
+struct Planned<'a> {
+    provider: &'a dyn Provider,
+    /// Its cache key: its name in the batch.
+    key: String,
+    line: serde_json::Value,
+    input_estimate: u64,
+    window: Option<u64>,
+}
 
-    /// Watch the recorded batches that hold a request this run waits for.
+impl Batcher<'_> {
+    /// Watch every recorded batch this run can poll: its provider is one the run uses and the
+    /// settings still point where the batch was sent. The others stay recorded.
     fn watch_recorded(&self) {
-        let slots = self.slots.lock().expect("slots");
         let state = self.state.lock().expect("state");
         let mut watched = self.watched.lock().expect("watched");
         for r in &state.batches {
-            if r.keys
-                .iter()
-                .any(|k| matches!(slots.get(k), Some(Slot::Pending)))
-            {
-                self.say(&format!(
-                    "{} batch {}: sent by an earlier run, polled again (not sent twice)",
-                    r.provider, r.id
-                ));
-                watched.push((r.id.clone(), None, 0));
+            let here = self
+                .inputs
+                .providers
+                .get(&r.provider)
+                .filter(|p| p.batch().is_some())
+                .and_then(|p| p.cache_endpoint())
+                .map(|e| redact(&e).into_owned());
+            match here {
+                Some(endpoint) if endpoint == r.endpoint => {
+                    self.say(&format!(
+                        "{} batch {}: sent by an earlier run, polled again (not sent twice)",
+                        r.provider, r.id
+                    ));
+                    watched.push(Watch::new(&r.id));
+                }
+                Some(endpoint) => self.say(&format!(
+                    "{} batch {} was sent to {}, not {endpoint}: not polled (it stays in {})",
+                    r.provider,
+                    r.id,
+                    r.endpoint,
+                    self.path.display()
+                )),
+                None => {}
             }
         }
     }
@@ -325,7 +302,8 @@ impl<'a> Batcher<'a> {
         Ok(())
     }
 
-    /// Send one batch and record its id at once. A batch the provider refuses fails its rows.
+    /// Send one batch (a 429 or 5xx retried, after the server's `Retry-After`) and record its id
+    /// at once. A batch the provider refuses fails its rows.
     fn submit(
         &self,
         p: &dyn Provider,
@@ -334,47 +312,68 @@ impl<'a> Batcher<'a> {
     ) -> Result<()> {
         let lines: Vec<serde_json::Value> = chunk.iter().map(|(_, l)| l.clone()).collect();
         let keys: Vec<String> = chunk.into_iter().map(|(k, _)| k).collect();
-        let id = match api.submit(&lines) {
+        let id = match submit_retried(api, &lines) {
             Ok(id) => id,
             Err(e) => {
                 let why = format!("the batch was not accepted: {e}");
                 self.say(&format!(
-                    "{} batch of {} requests: {why}",
+                    "{} batch of {}: {why}",
                     p.name(),
-                    keys.len()
+                    plural(keys.len(), "request")
                 ));
                 self.finish(&keys, |_| Err(why.clone()));
                 return Ok(());
             }
         };
-        {
-            let mut state = self.state.lock().expect("state");
-            state.batches.push(Recorded {
-                provider: p.name().to_owned(),
-                endpoint: p.cache_endpoint().unwrap_or_default(),
-                id: id.clone(),
-                schema: self
-                    .inputs
-                    .judge
-                    .as_ref()
-                    .and_then(|j| j.native_schema())
-                    .map(|s| s.name.clone()),
-                submitted: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                keys: keys.clone(),
-            });
-            // Before anything else: a run killed from here on polls this batch, never sends
-            // its requests again.
-            state.save(&self.path)?;
-        }
         self.say(&format!(
             "{} batch {id}: {} sent (state in {})",
             p.name(),
             plural(keys.len(), "request"),
             self.path.display()
         ));
-        self.watched.lock().expect("watched").push((id, None, 0));
+        let models = {
+            let meta = self.meta.lock().expect("meta");
+            keys.iter()
+                .map(|k| meta.get(k).map(|m| m.model.clone()).unwrap_or_default())
+                .collect()
+        };
+        let mut state = self.state.lock().expect("state");
+        state.batches.push(Recorded {
+            provider: p.name().to_owned(),
+            endpoint: redact(&p.cache_endpoint().unwrap_or_default()).into_owned(),
+            id: id.clone(),
+            schema: self
+                .inputs
+                .judge
+                .as_ref()
+                .and_then(|j| j.native_schema())
+                .map(|s| s.name.clone()),
+            submitted: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            keys,
+            models,
+        });
+        // Before anything else: a run killed from here on polls this batch, never sends its
+        // requests again. A batch that cannot be recorded is stopped, not left to be paid for
+        // twice.
+        if let Err(e) = state.save(&self.path) {
+            let stopped = api.cancel(&id).map_or_else(
+                |c| {
+                    format!(
+                        "and could not be cancelled ({c}): cancel it at {}",
+                        p.name()
+                    )
+                },
+                |_| "so it was cancelled".to_owned(),
+            );
+            return Err(anyhow!(
+                "{} batch {id} could not be recorded, {stopped}: {e:#}",
+                p.name()
+            ));
+        }
+        drop(state);
+        self.watched.lock().expect("watched").push(Watch::new(&id));
         Ok(())
     }
 
@@ -384,7 +383,8 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Give `keys` their outcome and wake the rows waiting for them; settle their budget.
+    /// Give `keys` their outcome and wake the rows waiting for them; settle their budget and
+    /// keep the answers in the cache.
     fn finish(&self, keys: &[String], mut outcome: impl FnMut(&str) -> Result<Answer, String>) {
         let mut slots = self.slots.lock().expect("slots");
         let mut meta = self.meta.lock().expect("meta");
@@ -394,32 +394,12 @@ impl<'a> Batcher<'a> {
             }
             let result = outcome(k);
             if let Some(m) = meta.get_mut(k) {
-                let cost = result.as_ref().ok().and_then(|a| {
-                    m.price.map(|p| {
-                        p.cost(
-                            a.input_tokens.unwrap_or(m.input_estimate),
-                            a.output_tokens.unwrap_or(0),
-                        )
-                    })
-                });
-                if let (Some(b), Some(r)) = (self.budget, m.reservation.take()) {
-                    b.settle(r, cost, result.as_ref().ok().and_then(|a| a.output_tokens));
-                }
-                if let Ok(a) = &result {
-                    let entry = Entry::answered(
-                        (&m.provider, &m.model),
-                        a.text.clone(),
-                        (a.input_tokens, a.output_tokens),
-                        m.window,
-                    )
-                    .in_batch();
-                    self.cache.put_or_warn(k, &entry);
-                }
+                self.account(k, m, &result);
             }
             slots.insert(
                 k.clone(),
                 match result {
-                    Ok(a) => Slot::Answered(a),
+                    Ok(a) => Slot::Answered(a, false),
                     Err(why) => Slot::Failed(why),
                 },
             );
@@ -428,30 +408,81 @@ impl<'a> Batcher<'a> {
         self.changed.notify_all();
     }
 
+    /// What an outcome costs the budget, and its answer in the cache.
+    fn account(&self, key: &str, m: &mut Meta, result: &Result<Answer, String>) {
+        let answer = result.as_ref().ok();
+        let cost = answer.and_then(|a| {
+            m.price.map(|p| {
+                p.cost(
+                    a.input_tokens.unwrap_or(m.input_estimate),
+                    a.output_tokens.unwrap_or(0),
+                )
+            })
+        });
+        if let Some(b) = self.budget {
+            match m.reservation.take() {
+                Some(r) => b.settle(r, cost, answer.and_then(|a| a.output_tokens)),
+                None => b.charge(cost.unwrap_or(0.0)),
+            }
+        }
+        if let Some(a) = answer {
+            self.keep(key, (&m.provider, &m.model), a, m.window);
+        }
+    }
+
+    fn keep(&self, key: &str, (provider, model): (&str, &str), a: &Answer, window: Option<u64>) {
+        let entry = Entry::answered(
+            (provider, model),
+            a.text.clone(),
+            (a.input_tokens, a.output_tokens),
+            window,
+        )
+        .in_batch();
+        self.cache.put_or_warn(key, &entry);
+    }
+
+    /// The rows in the order that keeps the workers busy: those sent online first, then the
+    /// batched ones batch by batch (a worker waits only for a batch that was sent, and the
+    /// rows of a batch come out together as it ends).
+    pub(crate) fn order(&self, todo: &mut [&Experiment]) {
+        let keys = self.keys.lock().expect("keys");
+        let state = self.state.lock().expect("state");
+        let rank: HashMap<&str, usize> = state
+            .batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.keys.iter().map(move |k| (k.as_str(), i + 1)))
+            .collect();
+        todo.sort_by_key(|e| {
+            keys.get(&e.index)
+                .and_then(|k| rank.get(k.as_str()))
+                .copied()
+                .unwrap_or(0)
+        });
+    }
+
     /// Poll the watched batches until each has ended or the run stops waiting (the pool ended,
     /// or Ctrl-C): runs on a thread of its own beside the pool.
     pub(crate) fn drive(&self, interrupt: &CancelToken) {
+        let stopped = || interrupt.is_cancelled() || self.stop.is_cancelled();
         loop {
-            if interrupt.is_cancelled() || self.stop.is_cancelled() {
-                return;
-            }
             let ids: Vec<String> = self
                 .watched
                 .lock()
                 .expect("watched")
                 .iter()
-                .map(|(id, ..)| id.clone())
+                .map(|w| w.id.clone())
                 .collect();
-            if ids.is_empty() {
-                return;
-            }
-            for id in ids {
-                if interrupt.is_cancelled() || self.stop.is_cancelled() {
+            for id in &ids {
+                if stopped() {
                     return;
                 }
-                self.poll_one(&id);
+                self.poll_one(id);
             }
-            if self.watched.lock().expect("watched").is_empty() || !self.stop.sleep(self.poll) {
+            if stopped()
+                || self.watched.lock().expect("watched").is_empty()
+                || !self.stop.sleep(self.poll)
+            {
                 return;
             }
         }
@@ -464,30 +495,67 @@ impl<'a> Batcher<'a> {
         };
         let api = self.inputs.providers[rec.provider.as_str()]
             .batch()
-            .expect("batchable");
+            .expect("watched batches are of batch providers");
         match api.poll(id) {
             Ok(s) => {
                 self.tell(&rec, &s);
                 if s.finished {
-                    self.collect(&rec, api, &s);
+                    self.collect(&rec, api, s);
                 }
             }
-            Err(e) => {
-                let mut watched = self.watched.lock().expect("watched");
-                let Some(w) = watched.iter_mut().find(|(i, ..)| i == id) else {
-                    return;
-                };
-                w.2 += 1;
-                // A provider that cannot be reached for a while fails the rows, not the run:
-                // the batch stays recorded for --resume.
-                if w.2 >= 5 {
-                    watched.retain(|(i, ..)| i != id);
-                    drop(watched);
-                    let why = format!("batch {id} could not be polled: {e}; --resume tries again");
-                    self.say(&format!("{} {why}", rec.provider));
-                    self.finish(&rec.keys, |_| Err(why.clone()));
-                }
+            Err(e) if e.to_string().contains("(404)") => {
+                // The provider does not know it (another key or project, or long gone).
+                self.forget(
+                    &rec,
+                    &format!(
+                        "{} does not know batch {id} (404): it was forgotten; --batch --resume \
+                         sends its requests again",
+                        rec.provider
+                    ),
+                );
             }
+            Err(e) => self.failed(
+                &rec,
+                |w| &mut w.poll_failures,
+                &format!("could not be polled: {e}"),
+            ),
+        }
+    }
+
+    /// One more failure of batch `rec` (counted by `counter`); after [`MAX_FAILURES`] in a row
+    /// its rows fail and the run stops watching it (it stays recorded).
+    fn failed(&self, rec: &Recorded, counter: impl Fn(&mut Watch) -> &mut u32, what: &str) {
+        let mut watched = self.watched.lock().expect("watched");
+        let Some(w) = watched.iter_mut().find(|w| w.id == rec.id) else {
+            return;
+        };
+        let n = counter(w);
+        *n += 1;
+        if *n < MAX_FAILURES {
+            return;
+        }
+        watched.retain(|w| w.id != rec.id);
+        drop(watched);
+        let why = format!(
+            "{} batch {} {what}; --batch --resume tries again",
+            rec.provider, rec.id
+        );
+        self.say(&why);
+        self.finish(&rec.keys, |_| Err(why.clone()));
+    }
+
+    /// Stop watching batch `rec` and remove it from the state file; its rows fail with `why`.
+    fn forget(&self, rec: &Recorded, why: &str) {
+        self.say(why);
+        self.watched
+            .lock()
+            .expect("watched")
+            .retain(|w| w.id != rec.id);
+        self.finish(&rec.keys, |_| Err(why.to_owned()));
+        let mut state = self.state.lock().expect("state");
+        state.batches.retain(|r| r.id != rec.id);
+        if let Err(e) = state.save(&self.path) {
+            self.say(&format!("{e:#}"));
         }
     }
 
@@ -504,12 +572,12 @@ impl<'a> Batcher<'a> {
     /// Say what changed since the last poll.
     fn tell(&self, rec: &Recorded, s: &BatchState) {
         let mut watched = self.watched.lock().expect("watched");
-        let Some(w) = watched.iter_mut().find(|(i, ..)| *i == rec.id) else {
+        let Some(w) = watched.iter_mut().find(|w| w.id == rec.id) else {
             return;
         };
-        w.2 = 0;
-        if w.1.as_ref() != Some(s) {
-            w.1 = Some(s.clone());
+        w.poll_failures = 0;
+        if w.last.as_ref() != Some(s) {
+            w.last = Some(s.clone());
             drop(watched);
             self.say(&format!(
                 "{} batch {}: {}, {} of {} answered, {} failed",
@@ -518,40 +586,44 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// The answers of an ended batch into the cache and the waiting rows; the batch leaves the
-    /// state file once they are in the cache.
-    fn collect(&self, rec: &Recorded, api: &dyn BatchApi, s: &BatchState) {
+    /// The answers of an ended batch into the cache and the waiting rows (and those no row
+    /// waits for any more into the cache); the batch then leaves the state file.
+    fn collect(&self, rec: &Recorded, api: &dyn BatchApi, mut s: BatchState) {
+        s.id.clone_from(&rec.id);
         let lines = match &s.error {
-            Some(why) => Ok(Vec::new()).map(|v: Vec<_>| (v, Some(why.clone()))),
-            None => api.results(s, rec.schema.as_deref()).map(|v| (v, None)),
-        };
-        let (lines, refused) = match lines {
-            Ok(l) => l,
-            Err(e) => {
-                // Try again at the next poll.
-                self.say(&format!(
-                    "{} batch {}: its results could not be fetched yet: {e}",
-                    rec.provider, rec.id
-                ));
-                return;
-            }
+            Some(_) => Vec::new(),
+            None => match api.results(&s, rec.schema.as_deref()) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    let what = format!("answered, but its results could not be fetched: {e}");
+                    self.say(&format!("{} batch {}: {what}", rec.provider, rec.id));
+                    self.failed(rec, |w| &mut w.fetch_failures, &what);
+                    return;
+                }
+            },
         };
         let mut by_key: HashMap<String, Result<Answer, String>> = lines.into_iter().collect();
         self.finish(&rec.keys, |k| {
             by_key.remove(k).unwrap_or_else(|| {
-                Err(refused.clone().unwrap_or_else(|| {
+                Err(s.error.clone().unwrap_or_else(|| {
                     format!(
-                        "batch {} ended ({}) without an answer for this request; --resume sends \
-                         it again",
+                        "batch {} ended ({}) without an answer for this request; --batch \
+                         --resume sends it again",
                         rec.id, s.status
                     )
                 }))
             })
         });
+        // What is left was answered for rows this run does not have: kept all the same.
+        for (k, outcome) in by_key {
+            if let (Ok(a), Some(model)) = (outcome, rec.model_of(&k)) {
+                self.keep(&k, (&rec.provider, model), &a, None);
+            }
+        }
         self.watched
             .lock()
             .expect("watched")
-            .retain(|(i, ..)| *i != rec.id);
+            .retain(|w| w.id != rec.id);
         let mut state = self.state.lock().expect("state");
         state.batches.retain(|r| r.id != rec.id);
         if let Err(e) = state.save(&self.path) {
@@ -565,7 +637,7 @@ impl<'a> Batcher<'a> {
         self.changed.notify_all();
     }
 
-    /// After the run: the batches still in flight, and where they are recorded.
+    /// After the run: the batches still at the providers, and what to do about them.
     pub(crate) fn left(&self) -> Option<String> {
         let state = self.state.lock().expect("state");
         (!state.batches.is_empty()).then(|| {
@@ -575,11 +647,14 @@ impl<'a> Batcher<'a> {
                 .map(|r| format!("{} {}", r.provider, r.id))
                 .collect();
             format!(
-                "{} batch{} still running at the provider ({}), recorded in {}: run again with \
-                 --resume to collect the answers (nothing is sent twice), or `parallamr batch \
-                 cancel {}` to stop {}",
-                ids.len(),
-                if ids.len() == 1 { " is" } else { "es are" },
+                "{} still at the provider ({}), recorded in {}: `parallamr run ... --batch \
+                 --resume` collects the answers (nothing is sent twice), `parallamr batch cancel \
+                 {}` stops {}",
+                if ids.len() == 1 {
+                    "1 batch is".to_owned()
+                } else {
+                    format!("{} batches are", ids.len())
+                },
                 ids.join(", "),
                 self.path.display(),
                 self.output.display(),
@@ -589,92 +664,48 @@ impl<'a> Batcher<'a> {
     }
 }
 
-/// `parallamr batch status|cancel RESULTS`: each recorded batch as its provider describes it
-/// (and, for `cancel`, after asking it to stop). A batch its provider no longer knows is said
-/// so and kept: `run --resume` ends its rows.
-pub(crate) fn command(action: &crate::cli::BatchAction) -> Result<fanout::ExitStatus> {
-    use crate::cli::BatchAction;
-    use fanout_cli::UsageResult;
-    let (results, cancel) = match action {
-        BatchAction::Status { results } => (results, false),
-        BatchAction::Cancel { results } => (results, true),
-    };
-    let path = state_path(results);
-    let state = State::load(&path).usage()?;
-    if state.batches.is_empty() {
-        println!(
-            "no batch of {} is in flight ({} does not exist)",
-            results.display(),
-            path.display()
-        );
-        return Ok(fanout::ExitStatus::Success);
-    }
-    let settings = crate::settings::Settings::load().usage()?;
-    let http = crate::providers::Http::new(Duration::from_secs(60));
-    let mut failed = false;
-    println!(
-        "{:<10} {:<32} {:<12} {:>9} {:>9} {:>9}  SENT",
-        "PROVIDER", "BATCH", "STATUS", "REQUESTS", "ANSWERED", "FAILED"
-    );
-    for r in &state.batches {
-        let described = crate::providers::one(&r.provider, &http, &settings)
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|p| {
-                let api = p
-                    .batch()
-                    .ok_or_else(|| format!("{} has no batch API", r.provider))?;
-                if cancel {
-                    api.cancel(&r.id)
-                } else {
-                    api.poll(&r.id)
-                }
-                .map_err(|e| e.to_string())
-            });
-        let sent = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_secs(r.submitted),
-        );
-        match described {
-            Ok(s) => println!(
-                "{:<10} {:<32} {:<12} {:>9} {:>9} {:>9}  {sent}",
-                r.provider, r.id, s.status, s.total, s.succeeded, s.failed
-            ),
-            Err(why) => {
-                failed = true;
-                println!(
-                    "{:<10} {:<32} {:<12} {:>9} {:>9} {:>9}  {sent}",
-                    r.provider,
-                    r.id,
-                    "?",
-                    r.keys.len(),
-                    "?",
-                    "?"
-                );
-                eprintln!("parallamr: {} batch {}: {why}", r.provider, r.id);
-            }
+impl Watch {
+    fn new(id: &str) -> Self {
+        Watch {
+            id: id.to_owned(),
+            last: None,
+            poll_failures: 0,
+            fetch_failures: 0,
         }
     }
-    if cancel {
-        println!(
-            "Asked to stop. `parallamr run ... --resume` collects what they answered and sends \
-             the rest again."
-        );
+}
+
+/// Submit a batch, retrying what the provider says to retry (429, 5xx, a dropped connection)
+/// up to three times.
+fn submit_retried(api: &dyn BatchApi, lines: &[serde_json::Value]) -> Result<String, TaskError> {
+    let mut attempt = 0;
+    loop {
+        match api.submit(lines) {
+            Err(TaskError::Failed {
+                retryable: true,
+                retry_after,
+                ..
+            }) if attempt < 3 => {
+                let backoff = Duration::from_secs(1 << attempt);
+                std::thread::sleep(retry_after.unwrap_or(backoff).min(Duration::from_secs(60)));
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
-    Ok(if failed {
-        fanout::ExitStatus::TaskFailed
-    } else {
-        fanout::ExitStatus::Success
-    })
 }
 
 impl Batched for Batcher<'_> {
-    /// The outcome of the request `key`, once its batch has ended; `None` when it is not in a
-    /// batch (it goes online). Gives up when `cancel` fires.
-    fn wait(&self, key: &str, cancel: &CancelToken) -> Option<Result<Answer, TaskError>> {
+    fn wait(&self, key: &str, cancel: &CancelToken) -> Option<Result<(Answer, bool), TaskError>> {
         let mut slots = self.slots.lock().expect("slots");
         loop {
-            match slots.get(key)? {
+            match slots.get_mut(key)? {
                 Slot::Pending => {}
-                Slot::Answered(a) => return Some(Ok(a.clone())),
+                Slot::Answered(a, taken) => {
+                    let first = !*taken;
+                    *taken = true;
+                    return Some(Ok((a.clone(), first)));
+                }
                 Slot::Failed(why) => return Some(Err(TaskError::failed(why.clone()))),
                 Slot::NotSent(why) => {
                     return Some(Err(TaskError::Skipped {
@@ -692,4 +723,27 @@ impl Batched for Batcher<'_> {
                 .0;
         }
     }
+}
+
+/// Refuse a run without `--batch` on a results file whose batches are still at the providers:
+/// it would send their requests again, at full price.
+pub(crate) fn refuse_without_batch(output: &Path) -> Result<()> {
+    let path = state_path(output);
+    let state = State::load(&path)?;
+    if state.batches.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{} has {} still at the providers (recorded in {}): add --batch to collect their \
+         answers instead of sending the requests again, or stop them with `parallamr batch \
+         cancel {}` and collect what they answered with --batch --resume",
+        output.display(),
+        if state.batches.len() == 1 {
+            "1 batch".to_owned()
+        } else {
+            format!("{} batches", state.batches.len())
+        },
+        path.display(),
+        output.display()
+    ))
 }

@@ -111,7 +111,9 @@ pub(crate) struct Shared<'a> {
 pub(crate) trait Batched: Sync {
     /// The outcome of the request `key` once its batch has ended (waiting until then, or until
     /// `cancel` fires); `None` when no batch holds it.
-    fn wait(&self, key: &str, cancel: &CancelToken) -> Option<Result<Answer, TaskError>>;
+    /// With the answer, whether this is its first row (a second row of the same request is
+    /// answered as from the cache: one request was paid for).
+    fn wait(&self, key: &str, cancel: &CancelToken) -> Option<Result<(Answer, bool), TaskError>>;
 }
 
 /// One experiment: its answer, then (with `--grader`) the grader's verdict on it.
@@ -196,7 +198,7 @@ fn answer(
         let checked = check_window(&e.model, input_tokens, window, &mut warning);
         store(facts, Some(input_tokens), window, warning);
         checked?;
-        return outcome.map(|a| answered_in_batch(a, input_tokens, price));
+        return outcome.map(|(a, first)| answered_in_batch(a, input_tokens, price, first));
     }
     if let Some((c, k)) = &key
         && let Some(hit) = c.get(k)
@@ -247,8 +249,14 @@ fn answer(
     Ok(Done { cost, ..answer })
 }
 
-/// An answer from a batch, at the batch price.
-fn answered_in_batch(a: Answer, input_tokens: u64, price: Option<cost::Price>) -> Done {
+/// An answer from a batch, at the batch price; a second row of the same request counts as
+/// answered from the cache.
+fn answered_in_batch(
+    a: Answer,
+    input_tokens: u64,
+    price: Option<cost::Price>,
+    first: bool,
+) -> Done {
     let output_tokens = a.output_tokens.or_else(|| Some(estimate_tokens(&a.text)));
     Done {
         cost: price.map(|p| {
@@ -260,7 +268,7 @@ fn answered_in_batch(a: Answer, input_tokens: u64, price: Option<cost::Price>) -
         text: a.text,
         input_tokens: a.input_tokens,
         output_tokens,
-        cached: false,
+        cached: !first,
         grading: None,
         grading_seconds: 0.0,
     }

@@ -144,9 +144,9 @@ pub(crate) fn batch_price(price: Price) -> Price {
     }
 }
 
-/// The vendors' list prices (USD per million tokens, standard tier, as published in 2025), by
-/// the longest model name that starts the model's (`gpt-4o-2024-08-06` is `gpt-4o`,
-/// `gpt-4o-mini` its own). `--prices` overrides them; a price change at a vendor is one line.
+/// The vendors' list prices (USD per million tokens, standard tier, as published in 2025; Gemini
+/// 2.5 Pro's for prompts up to 200k tokens), matched as [`list_price`] says. `--prices`
+/// overrides them; a price change at a vendor is one line.
 const LIST_PRICES: &[(&str, &str, f64, f64)] = &[
     ("openai", "gpt-5", 1.25, 10.0),
     ("openai", "gpt-5-mini", 0.25, 2.0),
@@ -156,10 +156,15 @@ const LIST_PRICES: &[(&str, &str, f64, f64)] = &[
     ("openai", "gpt-4.1-nano", 0.10, 0.40),
     ("openai", "gpt-4o", 2.50, 10.0),
     ("openai", "gpt-4o-mini", 0.15, 0.60),
+    ("openai", "gpt-5-pro", 15.0, 120.0),
     ("openai", "o1", 15.0, 60.0),
     ("openai", "o1-mini", 1.10, 4.40),
+    ("openai", "o1-pro", 150.0, 600.0),
     ("openai", "o3", 2.0, 8.0),
     ("openai", "o3-mini", 1.10, 4.40),
+    ("openai", "o3-pro", 20.0, 80.0),
+    ("openai", "o3-deep-research", 10.0, 40.0),
+    ("openai", "o4-mini-deep-research", 2.0, 8.0),
     ("openai", "o4-mini", 1.10, 4.40),
     ("anthropic", "claude-opus-4-5", 5.0, 25.0),
     ("anthropic", "claude-opus-4", 15.0, 75.0),
@@ -177,12 +182,23 @@ const LIST_PRICES: &[(&str, &str, f64, f64)] = &[
     ("gemini", "gemini-2.0-flash-lite", 0.075, 0.30),
 ];
 
-/// `model`'s list price at `provider` (see [`LIST_PRICES`]).
+/// `model`'s list price at `provider` (see [`LIST_PRICES`]): its own line, or that of the name
+/// it extends with a version or date (`-20250929`, `-2024-08-06`, `-5`, `-latest`). A name that
+/// extends another with a word (`o1-pro`, `gpt-4o-mini`) is another model: its own line or none.
 pub(crate) fn list_price(provider: &str, model: &str) -> Option<Price> {
     let model = model.strip_prefix("models/").unwrap_or(model);
+    let extends = |base: &str| {
+        model.strip_prefix(base).is_some_and(|rest| {
+            rest.is_empty()
+                || rest == "-latest"
+                || rest
+                    .strip_prefix('-')
+                    .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        })
+    };
     LIST_PRICES
         .iter()
-        .filter(|(p, m, ..)| *p == provider && model.starts_with(m))
+        .filter(|(p, m, ..)| *p == provider && extends(m))
         .max_by_key(|(_, m, ..)| m.len())
         .map(|&(_, _, input, output)| Price { input, output })
 }
@@ -263,6 +279,12 @@ impl Budget {
                     fmt_usd(self.max)
                 )
             })
+    }
+
+    /// What a request sent before this run (a batch recorded by an earlier run) cost: spent,
+    /// never refused.
+    pub(crate) fn charge(&self, cost: f64) {
+        self.state.lock().expect("budget").spent += cost;
     }
 
     /// A request ended: its estimate is released, and what it cost (if it was answered) spent.
@@ -352,6 +374,14 @@ mod tests {
         );
         assert_eq!(p("anthropic", "claude-opus-4-5"), Some((5.0, 25.0)));
         assert_eq!(p("anthropic", "claude-unknown"), None);
+        // A word after the name is another model, priced on its own line or not at all.
+        assert_eq!(p("openai", "o1-pro"), Some((150.0, 600.0)));
+        assert_eq!(p("openai", "o3-pro-2025-06-10"), Some((20.0, 80.0)));
+        assert_eq!(p("openai", "gpt-4o-audio-preview"), None);
+        assert_eq!(
+            p("anthropic", "claude-3-5-sonnet-latest"),
+            Some((3.0, 15.0))
+        );
     }
 
     #[test]

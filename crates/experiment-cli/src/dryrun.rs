@@ -111,8 +111,13 @@ fn say_totals(
     eprintln!("about {tokens} prompt tokens{cost}{cached}");
     if batch {
         eprintln!(
-            "--batch: {batched} requests would go in batches (openai and anthropic rows, at half \
-             the price); the others are sent one by one"
+            "--batch: {} (only openai and anthropic rows the cache does not answer go in \
+             batches, at half the price; the others are sent one by one)",
+            match batched {
+                0 => "no request would go in a batch".to_owned(),
+                1 => "1 request would go in a batch".to_owned(),
+                n => format!("{n} requests would go in batches"),
+            }
         );
     }
     if let Some(j) = &inputs.judge {

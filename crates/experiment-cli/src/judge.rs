@@ -124,7 +124,18 @@ impl Judge {
                 let stem = path
                     .file_stem()
                     .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                (Some((name, validator)), Some(Schema::new(&stem, value)))
+                // OpenAI's and Anthropic's structured output take an object at the root; any
+                // other schema only checks the answers.
+                let object = value["type"] == "object"
+                    || (value.get("type").is_none() && value.get("properties").is_some());
+                if !object {
+                    eprintln!(
+                        "parallamr: --schema {name}: its root is not an object, which the \
+                         providers' structured output does not take: it only checks the answers"
+                    );
+                }
+                let native = object.then(|| Schema::new(&stem, value));
+                (Some((name, validator)), native)
             }
             None => (None, None),
         };

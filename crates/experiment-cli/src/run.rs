@@ -47,9 +47,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         return Ok(stopped_by(&err, tally.written));
     }
     let limits = limits(args, &inputs.used);
-    let tasks: Vec<Task<&Experiment>> = todo.iter().map(|e| task(experiments, e)).collect();
     let interrupt = fanout::install_interrupt_handler()?;
-    let batcher = batches(args, &inputs, &todo, budget.as_ref())?;
+    let (batcher, todo) = batches(args, &inputs, todo, budget.as_ref())?;
+    let tasks: Vec<Task<&Experiment>> = todo.iter().map(|e| task(experiments, e)).collect();
     let pool = pool(args)?;
     let mut rows = Rows {
         out: &mut out,
@@ -115,19 +115,25 @@ fn run_pool(
     tee: &mut Tee<'_, Done, Facts>,
     (shared, batcher): (&Shared<'_>, Option<&crate::batch::Batcher<'_>>),
 ) -> Result<fanout::BatchResult<Done, Facts>> {
+    /// Stops the batches' driver when the pool is done, even by a panic.
+    struct StopOnDrop<'b, 'a>(Option<&'b crate::batch::Batcher<'a>>);
+    impl Drop for StopOnDrop<'_, '_> {
+        fn drop(&mut self) {
+            if let Some(b) = self.0 {
+                b.stop();
+            }
+        }
+    }
     let result = std::thread::scope(|scope| {
         if let Some(b) = batcher {
             scope.spawn(|| b.drive(interrupt));
         }
-        let result = pool.run_with_meta(tasks, interrupt, tee, |e: &&Experiment, ctx| {
+        let _stop = StopOnDrop(batcher);
+        pool.run_with_meta(tasks, interrupt, tee, |e: &&Experiment, ctx| {
             let mut facts = Facts::default();
             let result = run_one(e, shared, &mut facts, ctx.cancel_token());
             (result, facts)
-        });
-        if let Some(b) = batcher {
-            b.stop();
-        }
-        result
+        })
     })?;
     if let Some(left) = batcher.and_then(crate::batch::Batcher::left) {
         eprintln!("parallamr: {left}");
@@ -135,23 +141,32 @@ fn run_pool(
     Ok(result)
 }
 
-/// With `--batch`: the batches that answer this run's rows, found in the state file or sent
-/// now (before any row runs).
-fn batches<'a>(
+/// The experiments' order in the pool. With `--batch`: the batches that answer some of them,
+/// found in the state file or sent now (before any row runs), and the online rows first, the
+/// batched ones batch by batch (see batch.rs).
+fn batches<'a, 'e>(
     args: &'a RunArgs,
     inputs: &'a Inputs,
-    todo: &[&'a Experiment],
+    mut todo: Vec<&'e Experiment>,
     budget: Option<&'a Budget>,
-) -> Result<Option<crate::batch::Batcher<'a>>> {
+) -> Result<(Option<crate::batch::Batcher<'a>>, Vec<&'e Experiment>)> {
     let Some(settings) = args.batch else {
-        return Ok(None);
+        if let Some(output) = &args.output {
+            crate::batch::refuse_without_batch(output).usage()?;
+        }
+        return Ok((None, todo));
     };
     let (Some(output), Some(cache)) = (&args.output, &args.cache) else {
         // -o and the cache are checked before anything runs (plan.rs).
-        return Ok(None);
+        return Ok((None, todo));
     };
     let quiet = matches!(args.progress, ProgressMode::Quiet | ProgressMode::Silent);
-    crate::batch::Batcher::prepare(inputs, todo, (cache, budget), (settings, output, quiet))
+    let batcher =
+        crate::batch::Batcher::prepare(inputs, &todo, (cache, budget), (settings, output, quiet))?;
+    if let Some(b) = &batcher {
+        b.order(&mut todo);
+    }
+    Ok((batcher, todo))
 }
 
 /// After the results are written: the results page, the cache's limits, what the budget and

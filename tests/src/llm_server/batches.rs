@@ -87,6 +87,18 @@ pub(super) fn route(
 ) -> Option<Reply> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let b = &st.batches;
+    let openai = matches!(parts.first(), Some(&("files" | "batches")));
+    let bearer = headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v.starts_with("Bearer ") && v.len() > 7);
+    if openai && !bearer {
+        return Some((
+            401,
+            json!({ "error": { "message": "You didn't provide an API key.", "type": "invalid_request_error" } })
+                .to_string(),
+            vec![],
+        ));
+    }
     Some(match (method, parts.as_slice()) {
         ("POST", ["files"]) => openai_upload(b, body, headers),
         ("POST", ["batches"]) => openai_create(b, body),

@@ -249,11 +249,11 @@ impl BatchApi for Anthropic {
         let text = get_text(&self.http, "anthropic", &url, &self.headers())?;
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: Value = serde_json::from_str(line).map_err(|e| {
-                TaskError::failed(format!(
-                    "anthropic's batch results hold a line that is not JSON: {e}"
-                ))
-            })?;
+            // A line that is not JSON names no request: its request ends without an answer (an
+            // error row, sent again by --resume), the others are kept.
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
             let Some(id) = v["custom_id"].as_str() else {
                 continue;
             };

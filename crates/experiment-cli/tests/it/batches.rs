@@ -22,7 +22,8 @@ fn batch_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 fn keyed(p: &Project, args: &[&str], server: &LlmServer) -> std::process::Command {
     let mut cmd = p.command(args, Some(server));
-    cmd.env("ANTHROPIC_API_KEY", "sk-ant-batch-test");
+    cmd.env("ANTHROPIC_API_KEY", "sk-ant-batch-test")
+        .env("OPENAI_API_KEY", "sk-openai-batch-test");
     cmd
 }
 
@@ -219,9 +220,10 @@ fn ctrl_c_leaves_the_batches_running_and_batch_cancel_stops_them() {
     let out: testkit::Run = child.wait_with_output().unwrap().into();
     assert_eq!(out.code, Some(130), "{}", out.stderr);
     assert!(
-        out.stderr
-            .contains("2 batches are still running at the provider")
-            && out.stderr.contains("--resume")
+        out.stderr.contains("2 batches are still at the provider")
+            && out
+                .stderr
+                .contains("--batch --resume` collects the answers")
             && out.stderr.contains("parallamr batch cancel out.csv"),
         "{}",
         out.stderr
@@ -264,6 +266,118 @@ fn ctrl_c_leaves_the_batches_running_and_batch_cancel_stops_them() {
         "{}",
         status.stdout
     );
+}
+
+#[test]
+fn the_budget_holds_each_request_at_the_batch_price_before_the_batch_is_sent() {
+    let server = LlmServer::start(Duration::ZERO);
+    // Each request may cost up to about 3 x $1 + 1000 x $4 per million at the batch price
+    // ($0.004003): $0.01 holds two of the five.
+    let mut experiments = String::from("provider,model,topic,max_tokens\n");
+    for i in 0..5 {
+        let _ = writeln!(experiments, "openai,llama-test,t{i},1000");
+    }
+    let p = project(&experiments);
+    let out = run(
+        &p,
+        &batch_args(&["--max-cost", "0.01", "--batch-poll", "100ms"]),
+        &server,
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(server.batches()[0].requests, 2, "{:?}", server.batches());
+    assert_eq!(
+        rows(&p, "out.csv").len(),
+        2,
+        "the others have no row, for --resume"
+    );
+    assert!(
+        out.stderr
+            .contains("stopped at the budget (--max-cost $0.0100): 3 experiments not sent"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn online_rows_run_first_and_an_earlier_batch_no_row_needs_is_still_collected() {
+    let server = LlmServer::start(Duration::ZERO);
+    // The batched rows come first in the file; with one worker, the ollama rows would wait
+    // behind them until the batch ended.
+    let p = project(
+        "provider,model,topic\nopenai,llama-test,a\nopenai,llama-test,b\n\
+         ollama,llama-test,x\nollama,llama-test,y\n",
+    );
+    let child = keyed(&p, &batch_args(&["-j", "1", "--batch-poll", "1h"]), &server)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("the online rows while the batch runs", || {
+        std::fs::read_to_string(p.path().join("out.csv")).is_ok_and(|t| t.lines().count() == 3)
+    });
+    testkit::interrupt(&child);
+    let out: testkit::Run = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, Some(130), "{}", out.stderr);
+
+    // Without --batch, the recorded batch's requests would be sent again at full price.
+    let mut plain = crate::RUN.to_vec();
+    plain.push("--resume");
+    let out = run(&p, &plain, &server);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("out.csv has 1 batch still at the providers (recorded in .out.csv.batches.json): add --batch"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        server.seen().len(),
+        2,
+        "only the two ollama rows went online"
+    );
+
+    // The prompt changes: the recorded batch serves no row now, but it is polled to its end
+    // and its answers kept; the new requests go in a new batch.
+    std::fs::write(p.path().join("prompt.txt"), "Tell me about {{ topic }}").unwrap();
+    let out = resume(&p, &server);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(server.batches().len(), 2);
+    assert!(!state_file(&p).exists(), "{}", out.stderr);
+    std::fs::write(p.path().join("prompt.txt"), "About {{ topic }}").unwrap();
+    let mut args = batch_args(&[]);
+    args[6] = "old.csv";
+    let out = run(&p, &args, &server);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        server.batches().len(),
+        2,
+        "the first batch's answers were kept"
+    );
+    assert!(rows(&p, "old.csv").iter().all(|r| r["cached"] == "true"));
+}
+
+#[test]
+fn a_recorded_batch_its_provider_does_not_know_is_forgotten() {
+    let server = LlmServer::start(Duration::ZERO);
+    let p = project("provider,model,topic\nopenai,llama-test,a\n");
+    std::fs::write(
+        state_file(&p),
+        serde_json::json!({ "batches": [{
+            "provider": "openai", "endpoint": server.url, "id": "batch_999", "schema": null,
+            "submitted": 0, "keys": ["0123"], "models": ["llama-test"],
+        }] })
+        .to_string(),
+    )
+    .unwrap();
+    let out = run(&p, &batch_args(&["--batch-poll", "100ms"]), &server);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("openai does not know batch batch_999 (404): it was forgotten"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rows(&p, "out.csv")[0]["status"], "ok");
+    assert!(!state_file(&p).exists());
 }
 
 #[test]

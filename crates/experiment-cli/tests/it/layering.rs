@@ -9,7 +9,8 @@ fn parallamr_modules_keep_their_layers() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
         &[
             // Prices and budgets; --flatten; `init`; parameter columns; rate limits; settings.
-            "cost flatten init params rate settings",
+            // The state file of --batch.
+            "batch::state cost flatten init params rate settings",
             // The experiments and templates; the provider trait; a result row; the summary per
             // model.
             "experiments providers row summary",
@@ -20,8 +21,8 @@ fn parallamr_modules_keep_their_layers() {
              view",
             // The flags; every results destination; the command provider.
             "cli writer providers::command",
-            // -o path templates; the checks of the answers.
-            "paths judge",
+            // -o path templates; the checks of the answers; `parallamr batch status|cancel`.
+            "paths judge batch::command",
             // Every input judged before anything runs.
             "plan",
             // Per-provider limits; the tally of a sweep.
