@@ -33,11 +33,13 @@ command = "echo no value"
 
 #[test]
 fn a_value_that_is_not_json_or_too_large_fails_its_job() {
+    // `bad` fails only once `huge` has started (up to 10 s): were it to fail first, the graph
+    // would stop and `huge` would be skipped, not failed, on a slow machine.
     let pipeline = r#"
 [jobs.bad]
-command = "echo '{not json' > \"$LORCHESTRA_OUTPUT\""
+command = "for i in $(seq 100); do [ -e huge-started ] && break; sleep 0.1; done; echo '{not json' > \"$LORCHESTRA_OUTPUT\""
 [jobs.huge]
-command = "head -c 1048577 /dev/zero | tr '\\0' ' ' > \"$LORCHESTRA_OUTPUT\""
+command = "touch huge-started; head -c 1048577 /dev/zero | tr '\\0' ' ' > \"$LORCHESTRA_OUTPUT\""
 [jobs.after]
 command = "true"
 needs = ["bad"]
