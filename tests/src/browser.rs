@@ -97,6 +97,9 @@ impl Browser {
     /// When the tab cannot be opened or the page does not load.
     pub fn open_url(&self, url: &str, width: u32) -> Page {
         let tab = self.chrome.new_tab().expect("a new tab");
+        // headless_chrome waits 20 s for an event by default; a real marimo page (megabytes of
+        // JavaScript) on a loaded two-core machine once took longer to fire `load`.
+        tab.set_default_timeout(Duration::from_secs(90));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let record = Arc::clone(&seen);
         tab.add_event_listener(Arc::new(move |event: &Event| {
