@@ -14,7 +14,9 @@
 //! recorded, and `parallamr batch cancel` (`command.rs`) stops them.
 
 mod command;
+mod poll;
 mod state;
+mod submit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,8 +34,8 @@ use crate::call::{Batched, check_window, render, request};
 use crate::cost::{Budget, Price, Reservation, batch_price};
 use crate::experiments::Experiment;
 use crate::plan::{BatchSettings as Settings, Inputs};
-use crate::providers::{Answer, BatchApi, BatchState, Provider, estimate_tokens, redact};
-use state::Recorded;
+use crate::providers::{Answer, Provider, estimate_tokens, redact};
+use poll::Watch;
 
 /// `1 request`, `2 requests`.
 fn plural(n: usize, noun: &str) -> String {
@@ -62,20 +64,6 @@ struct Meta {
     input_estimate: u64,
     reservation: Option<Reservation>,
 }
-
-/// A batch this run polls, and what it last said.
-#[derive(Debug)]
-struct Watch {
-    id: String,
-    last: Option<BatchState>,
-    /// Polls in a row that failed, and fetches of its results that failed.
-    poll_failures: u32,
-    fetch_failures: u32,
-}
-
-/// After this many failed polls (or fetches of its results) in a row, a batch's rows fail;
-/// the batch stays recorded for the next `--batch --resume`.
-const MAX_FAILURES: u32 = 5;
 
 /// The batches of a run and the rows waiting for their answers.
 pub(crate) struct Batcher<'a> {
@@ -274,109 +262,6 @@ impl Batcher<'_> {
         }
     }
 
-    /// Send `lines` to `provider` in as few batches as its limits (and `--batch-size`) allow.
-    fn submit_all(
-        &self,
-        provider: &str,
-        lines: Vec<(String, serde_json::Value)>,
-        size: Option<usize>,
-    ) -> Result<()> {
-        let p = self.inputs.providers[provider].as_ref();
-        let api = p.batch().expect("batchable");
-        let (max_count, max_bytes) = api.limits();
-        let max_count = size.unwrap_or(max_count).clamp(1, max_count);
-        let mut chunk: Vec<(String, serde_json::Value)> = Vec::new();
-        let mut bytes = 0;
-        for (key, line) in lines {
-            let n = line.to_string().len() + 1;
-            if !chunk.is_empty() && (chunk.len() == max_count || bytes + n > max_bytes) {
-                self.submit(p, api, std::mem::take(&mut chunk))?;
-                bytes = 0;
-            }
-            bytes += n;
-            chunk.push((key, line));
-        }
-        if !chunk.is_empty() {
-            self.submit(p, api, chunk)?;
-        }
-        Ok(())
-    }
-
-    /// Send one batch (a 429 or 5xx retried, after the server's `Retry-After`) and record its id
-    /// at once. A batch the provider refuses fails its rows.
-    fn submit(
-        &self,
-        p: &dyn Provider,
-        api: &dyn BatchApi,
-        chunk: Vec<(String, serde_json::Value)>,
-    ) -> Result<()> {
-        let lines: Vec<serde_json::Value> = chunk.iter().map(|(_, l)| l.clone()).collect();
-        let keys: Vec<String> = chunk.into_iter().map(|(k, _)| k).collect();
-        let id = match submit_retried(api, &lines) {
-            Ok(id) => id,
-            Err(e) => {
-                let why = format!("the batch was not accepted: {e}");
-                self.say(&format!(
-                    "{} batch of {}: {why}",
-                    p.name(),
-                    plural(keys.len(), "request")
-                ));
-                self.finish(&keys, |_| Err(why.clone()));
-                return Ok(());
-            }
-        };
-        self.say(&format!(
-            "{} batch {id}: {} sent (state in {})",
-            p.name(),
-            plural(keys.len(), "request"),
-            self.path.display()
-        ));
-        let models = {
-            let meta = self.meta.lock().expect("meta");
-            keys.iter()
-                .map(|k| meta.get(k).map(|m| m.model.clone()).unwrap_or_default())
-                .collect()
-        };
-        let mut state = self.state.lock().expect("state");
-        state.batches.push(Recorded {
-            provider: p.name().to_owned(),
-            endpoint: redact(&p.cache_endpoint().unwrap_or_default()).into_owned(),
-            id: id.clone(),
-            schema: self
-                .inputs
-                .judge
-                .as_ref()
-                .and_then(|j| j.native_schema())
-                .map(|s| s.name.clone()),
-            submitted: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            keys,
-            models,
-        });
-        // Before anything else: a run killed from here on polls this batch, never sends its
-        // requests again. A batch that cannot be recorded is stopped, not left to be paid for
-        // twice.
-        if let Err(e) = state.save(&self.path) {
-            let stopped = api.cancel(&id).map_or_else(
-                |c| {
-                    format!(
-                        "and could not be cancelled ({c}): cancel it at {}",
-                        p.name()
-                    )
-                },
-                |_| "so it was cancelled".to_owned(),
-            );
-            return Err(anyhow!(
-                "{} batch {id} could not be recorded, {stopped}: {e:#}",
-                p.name()
-            ));
-        }
-        drop(state);
-        self.watched.lock().expect("watched").push(Watch::new(&id));
-        Ok(())
-    }
-
     fn say(&self, line: &str) {
         if !self.quiet {
             eprintln!("parallamr: {line}");
@@ -461,176 +346,6 @@ impl Batcher<'_> {
         });
     }
 
-    /// Poll the watched batches until each has ended or the run stops waiting (the pool ended,
-    /// or Ctrl-C): runs on a thread of its own beside the pool.
-    pub(crate) fn drive(&self, interrupt: &CancelToken) {
-        let stopped = || interrupt.is_cancelled() || self.stop.is_cancelled();
-        loop {
-            let ids: Vec<String> = self
-                .watched
-                .lock()
-                .expect("watched")
-                .iter()
-                .map(|w| w.id.clone())
-                .collect();
-            for id in &ids {
-                if stopped() {
-                    return;
-                }
-                self.poll_one(id);
-            }
-            if stopped()
-                || self.watched.lock().expect("watched").is_empty()
-                || !self.stop.sleep(self.poll)
-            {
-                return;
-            }
-        }
-    }
-
-    /// Ask where batch `id` is; when it has ended, collect its answers.
-    fn poll_one(&self, id: &str) {
-        let Some(rec) = self.recorded(id) else {
-            return;
-        };
-        let api = self.inputs.providers[rec.provider.as_str()]
-            .batch()
-            .expect("watched batches are of batch providers");
-        match api.poll(id) {
-            Ok(s) => {
-                self.tell(&rec, &s);
-                if s.finished {
-                    self.collect(&rec, api, s);
-                }
-            }
-            Err(e) if e.to_string().contains("(404)") => {
-                // The provider does not know it (another key or project, or long gone).
-                self.forget(
-                    &rec,
-                    &format!(
-                        "{} does not know batch {id} (404): it was forgotten; --batch --resume \
-                         sends its requests again",
-                        rec.provider
-                    ),
-                );
-            }
-            Err(e) => self.failed(
-                &rec,
-                |w| &mut w.poll_failures,
-                &format!("could not be polled: {e}"),
-            ),
-        }
-    }
-
-    /// One more failure of batch `rec` (counted by `counter`); after [`MAX_FAILURES`] in a row
-    /// its rows fail and the run stops watching it (it stays recorded).
-    fn failed(&self, rec: &Recorded, counter: impl Fn(&mut Watch) -> &mut u32, what: &str) {
-        let mut watched = self.watched.lock().expect("watched");
-        let Some(w) = watched.iter_mut().find(|w| w.id == rec.id) else {
-            return;
-        };
-        let n = counter(w);
-        *n += 1;
-        if *n < MAX_FAILURES {
-            return;
-        }
-        watched.retain(|w| w.id != rec.id);
-        drop(watched);
-        let why = format!(
-            "{} batch {} {what}; --batch --resume tries again",
-            rec.provider, rec.id
-        );
-        self.say(&why);
-        self.finish(&rec.keys, |_| Err(why.clone()));
-    }
-
-    /// Stop watching batch `rec` and remove it from the state file; its rows fail with `why`.
-    fn forget(&self, rec: &Recorded, why: &str) {
-        self.say(why);
-        self.watched
-            .lock()
-            .expect("watched")
-            .retain(|w| w.id != rec.id);
-        self.finish(&rec.keys, |_| Err(why.to_owned()));
-        let mut state = self.state.lock().expect("state");
-        state.batches.retain(|r| r.id != rec.id);
-        if let Err(e) = state.save(&self.path) {
-            self.say(&format!("{e:#}"));
-        }
-    }
-
-    fn recorded(&self, id: &str) -> Option<Recorded> {
-        self.state
-            .lock()
-            .expect("state")
-            .batches
-            .iter()
-            .find(|r| r.id == id)
-            .cloned()
-    }
-
-    /// Say what changed since the last poll.
-    fn tell(&self, rec: &Recorded, s: &BatchState) {
-        let mut watched = self.watched.lock().expect("watched");
-        let Some(w) = watched.iter_mut().find(|w| w.id == rec.id) else {
-            return;
-        };
-        w.poll_failures = 0;
-        if w.last.as_ref() != Some(s) {
-            w.last = Some(s.clone());
-            drop(watched);
-            self.say(&format!(
-                "{} batch {}: {}, {} of {} answered, {} failed",
-                rec.provider, rec.id, s.status, s.succeeded, s.total, s.failed
-            ));
-        }
-    }
-
-    /// The answers of an ended batch into the cache and the waiting rows (and those no row
-    /// waits for any more into the cache); the batch then leaves the state file.
-    fn collect(&self, rec: &Recorded, api: &dyn BatchApi, mut s: BatchState) {
-        s.id.clone_from(&rec.id);
-        let lines = match &s.error {
-            Some(_) => Vec::new(),
-            None => match api.results(&s, rec.schema.as_deref()) {
-                Ok(lines) => lines,
-                Err(e) => {
-                    let what = format!("answered, but its results could not be fetched: {e}");
-                    self.say(&format!("{} batch {}: {what}", rec.provider, rec.id));
-                    self.failed(rec, |w| &mut w.fetch_failures, &what);
-                    return;
-                }
-            },
-        };
-        let mut by_key: HashMap<String, Result<Answer, String>> = lines.into_iter().collect();
-        self.finish(&rec.keys, |k| {
-            by_key.remove(k).unwrap_or_else(|| {
-                Err(s.error.clone().unwrap_or_else(|| {
-                    format!(
-                        "batch {} ended ({}) without an answer for this request; --batch \
-                         --resume sends it again",
-                        rec.id, s.status
-                    )
-                }))
-            })
-        });
-        // What is left was answered for rows this run does not have: kept all the same.
-        for (k, outcome) in by_key {
-            if let (Ok(a), Some(model)) = (outcome, rec.model_of(&k)) {
-                self.keep(&k, (&rec.provider, model), &a, None);
-            }
-        }
-        self.watched
-            .lock()
-            .expect("watched")
-            .retain(|w| w.id != rec.id);
-        let mut state = self.state.lock().expect("state");
-        state.batches.retain(|r| r.id != rec.id);
-        if let Err(e) = state.save(&self.path) {
-            self.say(&format!("{e:#}"));
-        }
-    }
-
     /// The run no longer waits: the driver returns at its next look.
     pub(crate) fn stop(&self) {
         self.stop.cancel(CancelReason::Requested);
@@ -661,37 +376,6 @@ impl Batcher<'_> {
                 if ids.len() == 1 { "it" } else { "them" }
             )
         })
-    }
-}
-
-impl Watch {
-    fn new(id: &str) -> Self {
-        Watch {
-            id: id.to_owned(),
-            last: None,
-            poll_failures: 0,
-            fetch_failures: 0,
-        }
-    }
-}
-
-/// Submit a batch, retrying what the provider says to retry (429, 5xx, a dropped connection)
-/// up to three times.
-fn submit_retried(api: &dyn BatchApi, lines: &[serde_json::Value]) -> Result<String, TaskError> {
-    let mut attempt = 0;
-    loop {
-        match api.submit(lines) {
-            Err(TaskError::Failed {
-                retryable: true,
-                retry_after,
-                ..
-            }) if attempt < 3 => {
-                let backoff = Duration::from_secs(1 << attempt);
-                std::thread::sleep(retry_after.unwrap_or(backoff).min(Duration::from_secs(60)));
-                attempt += 1;
-            }
-            other => return other,
-        }
     }
 }
 

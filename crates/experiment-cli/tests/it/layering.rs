@@ -11,6 +11,8 @@ fn parallamr_modules_keep_their_layers() {
             // Prices and budgets; --flatten; `init`; parameter columns; rate limits; settings.
             // The state file of --batch.
             "batch::state cost flatten init params rate settings",
+            // The HTTP the hosted providers share.
+            "providers::http",
             // The experiments and templates; the provider trait; a result row; the summary per
             // model.
             "experiments providers row summary",
@@ -31,6 +33,10 @@ fn parallamr_modules_keep_their_layers() {
             "call",
             // --batch: the batches of a run; the dry run.
             "batch dryrun",
+            // Its batches polled.
+            "batch::poll",
+            // Its batches sent.
+            "batch::submit",
             // The sweep; the fuzz entry points.
             "run fuzz",
         ],
