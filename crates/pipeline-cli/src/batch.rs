@@ -279,10 +279,10 @@ impl Recorder<'_, '_> {
                     self.send(Update::Reason { stage, job, reason });
                 }
                 if !stamps.is_empty() {
-                    self.send(Update::Cache(CacheUpdate {
+                    self.send(Update::Cache(Box::new(CacheUpdate {
                         job: None,
                         stamps: stamps.clone(),
-                    }));
+                    })));
                 }
                 if let Some(value) = output {
                     let value = value.clone();
@@ -292,10 +292,10 @@ impl Recorder<'_, '_> {
             JobNote::Starting { attempt, at, entry } => {
                 if let Some(entry) = entry {
                     let name = self.ctx.cache.name(&self.flat[fi].2.id);
-                    self.send(Update::Cache(CacheUpdate {
+                    self.send(Update::Cache(Box::new(CacheUpdate {
                         job: Some((name, entry.clone())),
                         stamps: Vec::new(),
-                    }));
+                    })));
                 }
                 self.send(Update::Started {
                     stage,
@@ -355,10 +355,10 @@ impl Recorder<'_, '_> {
             });
         }
         if let Some(entry) = &facts.entry {
-            self.send(Update::Cache(CacheUpdate {
+            self.send(Update::Cache(Box::new(CacheUpdate {
                 job: Some((self.ctx.cache.name(&job.id), entry.clone())),
                 stamps: Vec::new(),
-            }));
+            })));
         }
         self.send(Update::Finished {
             stage: si,

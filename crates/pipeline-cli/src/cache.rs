@@ -2,7 +2,8 @@
 //! changed since it last succeeded, and says what.
 //!
 //! A job's **key** hashes its definition (command, env, folder, its `inputs` and `outputs`
-//! patterns), the content of its input files and the keys of the jobs it waits for. The keys
+//! patterns), the values of the parameters it tracks (`params.rs`), the content of its input
+//! files and the keys of the jobs it waits for. The keys
 //! of jobs that succeeded live in `.lorchestra/cache.json` with what went into them, so the
 //! reason a job runs can be named ("input data/raw/a.csv changed"). File contents are hashed
 //! with BLAKE3; a file whose size and modification time match the last hash is not read again.
@@ -90,6 +91,9 @@ pub(crate) struct Cache {
     project: PathBuf,
     jobs: BTreeMap<String, Entry>,
     stamps: Mutex<HashMap<String, Stamp>>,
+    /// Parameter files, each read once, and `--set`.
+    params: crate::params::Files,
+    set: crate::params::Overrides,
 }
 
 impl Cache {
@@ -97,7 +101,7 @@ impl Cache {
         project: &Path,
         pipeline: &str,
         file: CacheFile,
-        payload: &crate::payload::Payload,
+        (payload, set): (&crate::payload::Payload, &crate::params::Overrides),
     ) -> Cache {
         let payload = serde_json::to_string(payload).expect("a payload serializes");
         Cache {
@@ -106,7 +110,19 @@ impl Cache {
             project: project.to_path_buf(),
             jobs: file.jobs,
             stamps: Mutex::new(file.files.into_iter().collect()),
+            params: crate::params::Files::default(),
+            set: set.clone(),
         }
+    }
+
+    /// The values of the parameters `job` tracks, `--set` applied; an error names a missing
+    /// file or key.
+    pub(crate) fn params_of(
+        &self,
+        job: &Job,
+    ) -> Result<BTreeMap<String, serde_json::Value>, String> {
+        self.params
+            .values(&self.job_dir(job), &job.params, &self.set)
     }
 
     /// The name of `job_id` in the cache.
@@ -137,7 +153,7 @@ impl Cache {
         forced: bool,
         salt: &str,
     ) -> Result<Decision, String> {
-        if job.inputs.is_empty() {
+        if !job.tracked() {
             // It always runs, and so do the jobs that depend on it: its key only has to differ
             // from run to run (no hashing for the many jobs without inputs).
             return Ok(Decision {
@@ -161,7 +177,8 @@ impl Cache {
             let hash = self.hash(&dir, &file, &mut stamps)?;
             inputs.insert(file, hash);
         }
-        let key = key_of(&definition, &inputs, &dep_keys);
+        let params = self.params_of(job)?;
+        let key = key_of(&definition, (&params, &inputs), &dep_keys);
         let last = self.jobs.get(&self.name(&job.id));
         let verdict = if let Some(why) = first_reason(forced, last.is_none(), deps) {
             Verdict::Run(why)
@@ -169,7 +186,7 @@ impl Cache {
             if last.incomplete {
                 Some("its last run did not succeed".to_owned())
             } else {
-                compare(last, &definition, &inputs, &dep_keys)
+                compare(last, &definition, (&params, &inputs), &dep_keys)
             }
             .or_else(|| missing_output(&dir, &job.outputs))
             .map_or(Verdict::UpToDate, Verdict::Run)
@@ -181,6 +198,7 @@ impl Cache {
             definition,
             inputs,
             deps: dep_keys,
+            params,
             incomplete: false,
             output: None,
         };
@@ -309,12 +327,24 @@ fn definition(job: &Job, payload: &str) -> Definition {
     }
 }
 
+/// A job's parameter values and its input files' hashes, by name.
+type Tracked<'a> = (
+    &'a BTreeMap<String, serde_json::Value>,
+    &'a BTreeMap<String, String>,
+);
+
 fn key_of(
     d: &Definition,
-    inputs: &BTreeMap<String, String>,
+    (params, inputs): Tracked<'_>,
     deps: &BTreeMap<String, String>,
 ) -> String {
-    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, &d.payload, "inputs"];
+    let values: Vec<String> = params
+        .iter()
+        .flat_map(|(name, v)| [name.clone(), v.to_string()])
+        .collect();
+    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, &d.payload, "params"];
+    parts.extend(values.iter().map(String::as_str));
+    parts.push("inputs");
     for (p, h) in inputs {
         parts.push(p);
         parts.push(h);
@@ -331,7 +361,7 @@ fn key_of(
 fn compare(
     last: &Entry,
     definition: &Definition,
-    inputs: &BTreeMap<String, String>,
+    (params, inputs): Tracked<'_>,
     deps: &BTreeMap<String, String>,
 ) -> Option<String> {
     let d = &last.definition;
@@ -349,6 +379,9 @@ fn compare(
     }
     if d.payload != definition.payload {
         return Some("payload changed".to_owned());
+    }
+    if let Some(why) = params_changed(&last.params, params) {
+        return Some(why);
     }
     for (path, hash) in inputs {
         match last.inputs.get(path) {
@@ -371,6 +404,25 @@ fn compare(
         .keys()
         .find(|id| !deps.contains_key(*id))
         .map(|id| format!("it no longer depends on {id}"))
+}
+
+/// The first tracked parameter whose value changed, in words: `params.yaml:train.lr 0.01 ->
+/// 0.02`.
+fn params_changed(
+    last: &BTreeMap<String, serde_json::Value>,
+    now: &BTreeMap<String, serde_json::Value>,
+) -> Option<String> {
+    use crate::params::show;
+    for (name, v) in now {
+        match last.get(name) {
+            None => return Some(format!("{name} is now tracked")),
+            Some(old) if old != v => return Some(format!("{name} {} -> {}", show(old), show(v))),
+            Some(_) => {}
+        }
+    }
+    last.keys()
+        .find(|n| !now.contains_key(*n))
+        .map(|n| format!("{n} is no longer tracked"))
 }
 
 /// The first output pattern that matches no file, in words.
@@ -418,7 +470,10 @@ mod tests {
             d.path(),
             "p",
             CacheFile::empty(),
-            &crate::payload::Payload::new(),
+            (
+                &crate::payload::Payload::new(),
+                &crate::params::Overrides::new(),
+            ),
         )
         .decide(job, &[], false, "")
         .unwrap();
@@ -431,7 +486,15 @@ mod tests {
         // Other bytes, same size and time: the stamp is believed, the file not read.
         std::fs::write(&input, "bbbb").unwrap();
         set_time();
-        let cache = Cache::new(d.path(), "p", file, &crate::payload::Payload::new());
+        let cache = Cache::new(
+            d.path(),
+            "p",
+            file,
+            (
+                &crate::payload::Payload::new(),
+                &crate::params::Overrides::new(),
+            ),
+        );
         let second = cache.decide(job, &[], false, "").unwrap();
         assert!(second.stamps.is_empty());
         assert_eq!(second.key, first.key);

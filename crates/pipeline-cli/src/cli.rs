@@ -65,7 +65,7 @@ pub enum Commands {
         .lorchestra/runs/<RUN_ID>/run.json after every job, with the shared JSON report beside \
         it in report.json (and in --report FILE)."
     )]
-    Pipeline(PipelineArgs),
+    Pipeline(Box<PipelineArgs>),
     /// Print a pipeline's jobs and what each waits for
     #[command(
         long_about = "Print a pipeline's jobs and what each waits for: the jobs it `needs` \
@@ -97,6 +97,11 @@ pub enum Commands {
         #[arg(value_name = "RUN_ID")]
         run_id: String,
     },
+    /// Compare the parameters two runs used (`params` of their jobs, `--set` applied)
+    Params {
+        #[command(subcommand)]
+        action: ParamsAction,
+    },
     /// Write a run's timeline as a self-contained HTML page
     Report {
         #[arg(value_name = "RUN_ID")]
@@ -120,6 +125,23 @@ pub enum Halt {
 }
 
 /// `lorchestra pipeline`'s arguments.
+#[derive(Debug, Subcommand)]
+pub enum ParamsAction {
+    /// The parameters that differ between two runs [default: the newest run and the one before
+    /// it of the same pipeline]
+    Diff {
+        /// The earlier run
+        #[arg(value_name = "RUN_A")]
+        a: Option<String>,
+        /// The later run
+        #[arg(value_name = "RUN_B")]
+        b: Option<String>,
+        /// Show the parameters that did not change too
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
     /// A pipeline name (pipelines/NAME.toml or .yaml) or a pipeline file
@@ -150,6 +172,11 @@ pub struct PipelineArgs {
     /// Payload values from a JSON object; --payload values win over it
     #[arg(long, value_name = "FILE.json")]
     pub payload_file: Option<PathBuf>,
+    /// Override a parameter for this run without editing its file (repeatable): a key path of
+    /// the jobs' `params` (`train.lr=0.05`; JSON values are typed). It changes the up-to-date
+    /// key of the jobs that track it, is in their `LORCHESTRA_PARAMS`, and is recorded
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// When another lorchestra run is using the project, wait for it to end (without:
     /// refuse, naming its pid)
     #[arg(long)]

@@ -138,14 +138,14 @@ fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Res
         &project.dir,
         &pipeline.name,
         CacheFile::load(&project.dir),
-        &opts.payload,
+        (&opts.payload, &opts.set),
     );
     let mut states: Vec<DepState> = Vec::new();
     let mut combined = HashMap::new();
     let mut verdicts = Vec::new();
     for (fi, (_, _, job)) in pipeline.jobs().enumerate() {
         let deps = deps_of(pipeline, fi, |d| states[d].clone(), &mut combined);
-        let new = !job.inputs.is_empty() && cache.last_key(&job.id).is_none();
+        let new = job.tracked() && cache.last_key(&job.id).is_none();
         let (key, verdict) = if deps.iter().any(|d| d.runs.is_some()) || forced[fi] {
             // Its inputs may be what a job that runs first writes: not hashed now.
             let why = first_reason(forced[fi], new, &deps).expect("a reason");

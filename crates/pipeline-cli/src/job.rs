@@ -85,6 +85,14 @@ pub(crate) fn run_job(
     for (k, v) in &job.env {
         cmd = cmd.env(k, v);
     }
+    if !job.params.is_empty() {
+        // Its parameters, `--set` applied: a job reads its values here when a run overrides them.
+        let values = ctx.cache.params_of(job).map_err(TaskError::failed)?;
+        cmd = cmd.env(
+            crate::params::ENV,
+            serde_json::to_string(&values).expect("values serialize"),
+        );
+    }
     log_header(log, job, attempt);
     runner.run(&cmd, cancel).map_err(TaskError::from)
 }

@@ -154,6 +154,14 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
             })?;
         }
     }
+    let params = raw
+        .params
+        .iter()
+        .map(|p| {
+            crate::params::ParamRef::parse(p)
+                .map_err(|why| anyhow!("{at}: the job {id:?} has params {why}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Job {
         id: id.to_owned(),
         run,
@@ -169,6 +177,7 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         needs: raw.needs,
         inputs: raw.inputs,
         outputs: raw.outputs,
+        params,
         output: raw.output,
         iteration: None,
         matrix,

@@ -97,6 +97,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         needs: Vec::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
+        params: Vec::new(),
         output: OutputFrom::File,
         iteration: None,
         matrix: Vec::new(),
@@ -179,6 +180,8 @@ pub(crate) struct Job {
     /// Globs of the files it writes, relative to its folder; each must match a file for the
     /// job to be up to date.
     pub(crate) outputs: Vec<String>,
+    /// The parameters its up-to-date key tracks (see `params.rs`).
+    pub(crate) params: Vec<crate::params::ParamRef>,
     /// Where the JSON value it returns comes from (see `output.rs`).
     pub(crate) output: OutputFrom,
     /// An iteration of a loop's or a matrix's job: the job as defined, and the payload of its
@@ -197,6 +200,12 @@ pub(crate) struct Iteration {
 }
 
 impl Job {
+    /// Whether it declares what it depends on (`inputs` or `params`): only such a job can be up
+    /// to date; one that declares neither always runs.
+    pub(crate) fn tracked(&self) -> bool {
+        !self.inputs.is_empty() || !self.params.is_empty()
+    }
+
     /// A hash of what the job does: its command, environment and folder (not its timeout,
     /// retries or where it runs). `--resume` runs a job again when this changed since it
     /// succeeded.

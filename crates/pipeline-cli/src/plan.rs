@@ -3,7 +3,7 @@
 //! the resumed run's, with what is done). Every input error is raised here, before anything
 //! runs; the dry run that prints the plan is `dryrun.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +43,8 @@ pub(crate) struct RunOptions {
     pub(crate) force: Force,
     /// The invocation payload (placeholders are replaced before anything runs).
     pub(crate) payload: Payload,
+    /// `--set`: parameter overrides for this run (a resumed run reuses its own).
+    pub(crate) set: crate::params::Overrides,
 }
 
 /// `--force`: which jobs run even if they are up to date.
@@ -139,6 +141,7 @@ impl RunOptions {
             report: args.report.clone(),
             force,
             payload: Payload::new(),
+            set: crate::params::Overrides::new(),
         })
     }
 }
@@ -245,6 +248,8 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
         strategy: None,
         resumes: 0,
         payload: opts.payload.clone(),
+        params_set: opts.set.clone(),
+        params: BTreeMap::new(),
         stages: pipeline
             .stages
             .iter()

@@ -99,6 +99,9 @@ pub(crate) struct RawJob {
     pub(crate) inputs: Vec<String>,
     #[serde(default)]
     pub(crate) outputs: Vec<String>,
+    /// `params = ["params.yaml:train.lr"]`: values its up-to-date key tracks (`params.rs`).
+    #[serde(default)]
+    pub(crate) params: Vec<String>,
     /// `output = "stdout"`: its value may be the last line of its log.
     #[serde(default)]
     pub(crate) output: crate::model::OutputFrom,

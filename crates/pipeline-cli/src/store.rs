@@ -97,6 +97,13 @@ pub(crate) struct RunRecord {
     /// The invocation payload (`--payload`, `--payload-file`); a resumed run reuses it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) payload: crate::payload::Payload,
+    /// `--set`: the parameter overrides of the run; a resumed run reuses them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) params_set: crate::params::Overrides,
+    /// The values of the parameters the run's jobs track, `--set` applied, by name
+    /// (`params.yaml:train.lr`): what `lorchestra params diff` compares.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) params: BTreeMap<String, serde_json::Value>,
     pub(crate) stages: Vec<StageRecord>,
 }
 

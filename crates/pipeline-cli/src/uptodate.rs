@@ -34,7 +34,7 @@ pub(crate) fn deps_of(
     deps
 }
 
-/// What deciding found: whether the job is up to date, why it runs (for a job with inputs),
+/// What deciding found: whether the job is up to date, why it runs (for a job that tracks inputs or params),
 /// the files hashed afresh, the value an up-to-date job returned when it last ran, and the cache
 /// entry to keep if it runs and succeeds. The worker tells the owner (see `batch.rs`).
 #[derive(Debug)]
@@ -56,11 +56,9 @@ pub(crate) fn decide(
     combined: &Combined,
 ) -> Result<Decided, String> {
     let job = flat[fi].2;
-    // A job without inputs always runs whatever it depends on (see `Cache::decide`): no need
+    // A job that tracks nothing always runs whatever it depends on (see `Cache::decide`): no need
     // to gather their states.
-    let deps = if job.inputs.is_empty() {
-        Vec::new()
-    } else {
+    let deps = if job.tracked() {
         let mut combined = lock(combined);
         let states = lock(&so_far.deps);
         deps_of(
@@ -74,6 +72,8 @@ pub(crate) fn decide(
             },
             &mut combined,
         )
+    } else {
+        Vec::new()
     };
     let decision = ctx.cache.decide(job, &deps, ctx.forced[fi], ctx.run_id)?;
     let (runs, reason) = match decision.verdict {
@@ -93,8 +93,8 @@ pub(crate) fn decide(
     }
     Ok(Decided {
         up_to_date,
-        // A job without inputs always runs: nothing to explain in its record.
-        reason: (!job.inputs.is_empty()).then_some(reason),
+        // A job that tracks nothing always runs: nothing to explain in its record.
+        reason: job.tracked().then_some(reason),
         stamps: decision.stamps,
         output,
         entry: decision.entry.filter(|_| !up_to_date),

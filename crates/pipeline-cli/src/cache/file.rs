@@ -38,6 +38,10 @@ pub(crate) struct Entry {
     pub(super) inputs: BTreeMap<String, String>,
     /// Job id -> its key.
     pub(super) deps: BTreeMap<String, String>,
+    /// The values of the parameters it tracks, by name (`params.yaml:train.lr`): kept whole, so
+    /// the reason can say what a value was.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) params: BTreeMap<String, serde_json::Value>,
     /// Written when the job starts, replaced when it succeeds: a job that failed or was killed
     /// may have left half-written outputs, so it is not up to date whatever its key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -223,6 +227,7 @@ mod tests {
             ),
             inputs: BTreeMap::new(),
             deps: BTreeMap::new(),
+            params: BTreeMap::new(),
             incomplete: false,
             output: None,
         };

@@ -66,7 +66,7 @@ pub(crate) enum Update {
         reason: String,
     },
     /// A job with inputs succeeded, or files were hashed afresh.
-    Cache(CacheUpdate),
+    Cache(Box<CacheUpdate>),
     RunFinished {
         status: RunStatus,
         at: SystemTime,
@@ -107,7 +107,7 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
         }
         Update::Cache(change) => {
             if let Some(cache) = cache {
-                cache.changed.apply(change);
+                cache.changed.apply(*change);
                 cache.dirty = true;
             }
         }
@@ -361,6 +361,8 @@ mod tests {
             strategy: None,
             resumes: 0,
             payload: BTreeMap::new(),
+            params_set: BTreeMap::new(),
+            params: BTreeMap::new(),
             stages: vec![StageRecord {
                 note: None,
                 name: "s".into(),

@@ -10,7 +10,8 @@ fn lorchestra_modules_keep_their_layers() {
         &[
             // The flags; a run folder's names; inputs patterns; payload values; the project
             // folder; the cache file.
-            "cli layout patterns payload project cache::file",
+            // Parameter files and `--set`.
+            "cli layout patterns payload project cache::file params",
             // The checked model; the run record.
             "model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked

@@ -5,6 +5,7 @@ mod browser;
 mod layering;
 mod loops;
 mod outputs;
+mod params;
 mod payload;
 mod promises;
 #[cfg(feature = "slurm-tests")]
