@@ -144,8 +144,16 @@ impl Work<'_> {
                     lock(&self.decided)[fi] = true;
                     lock(&self.entries)[fi] = entry;
                     if up_to_date {
+                        let job = self.flat[fi].2;
+                        // Its metrics as its last success left them (none if they are gone).
+                        let metrics = (!job.metrics.is_empty())
+                            .then(|| {
+                                crate::metrics::read(&job_dir(self.ctx, job), &job.metrics).ok()
+                            })
+                            .flatten();
                         let facts = JobFacts {
                             up_to_date: true,
+                            metrics,
                             ..JobFacts::default()
                         };
                         return (Ok(()), facts);
@@ -206,6 +214,12 @@ impl Work<'_> {
             if let Some(value) = &facts.output {
                 lock(&self.so_far.outputs).insert(job.id.clone(), value.clone());
             }
+            if !job.metrics.is_empty() {
+                facts.metrics = Some(
+                    crate::metrics::read(&job_dir(ctx, job), &job.metrics)
+                        .map_err(TaskError::failed)?,
+                );
+            }
             Ok(())
         });
         if result.is_ok()
@@ -216,6 +230,13 @@ impl Work<'_> {
         }
         (result, facts)
     }
+}
+
+/// The folder job `job` runs in.
+fn job_dir(ctx: &RunContext<'_>, job: &Job) -> std::path::PathBuf {
+    job.cwd
+        .as_ref()
+        .map_or_else(|| ctx.project.dir.clone(), |c| ctx.project.dir.join(c))
 }
 
 /// The owner thread's reporter: every event to the progress reporter, and what the jobs tell
@@ -352,6 +373,13 @@ impl Recorder<'_, '_> {
                 stage: si,
                 job: ji,
                 value,
+            });
+        }
+        if let Some(values) = &facts.metrics {
+            self.send(Update::Metrics {
+                stage: si,
+                job: ji,
+                values: values.clone(),
             });
         }
         if let Some(entry) = &facts.entry {

@@ -91,6 +91,10 @@ pub enum Commands {
         /// How many runs to show
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+        /// Show these metrics (comma-separated names, e.g. acc,loss) and the parameters that
+        /// differ among the runs, as columns
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        metrics: Vec<String>,
     },
     /// Show a run's stages and jobs
     Status {
@@ -101,6 +105,11 @@ pub enum Commands {
     Params {
         #[command(subcommand)]
         action: ParamsAction,
+    },
+    /// Show a run's metrics, or compare two runs' (`metrics` files of their jobs)
+    Metrics {
+        #[command(subcommand)]
+        action: MetricsAction,
     },
     /// Write a run's timeline as a self-contained HTML page
     Report {
@@ -126,20 +135,36 @@ pub enum Halt {
 
 /// `lorchestra pipeline`'s arguments.
 #[derive(Debug, Subcommand)]
+pub enum MetricsAction {
+    /// A run's metrics by job [default: the newest run]
+    Show {
+        #[arg(value_name = "RUN_ID")]
+        run: Option<String>,
+    },
+    /// The metrics that differ between two runs, with the absolute and relative change
+    /// [default: the newest run and the one before it of the same pipeline]
+    Diff(DiffArgs),
+}
+
+/// Two runs to compare.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier run
+    #[arg(value_name = "RUN_A")]
+    pub a: Option<String>,
+    /// The later run
+    #[arg(value_name = "RUN_B")]
+    pub b: Option<String>,
+    /// Show the values that did not change too
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ParamsAction {
     /// The parameters that differ between two runs [default: the newest run and the one before
     /// it of the same pipeline]
-    Diff {
-        /// The earlier run
-        #[arg(value_name = "RUN_A")]
-        a: Option<String>,
-        /// The later run
-        #[arg(value_name = "RUN_B")]
-        b: Option<String>,
-        /// Show the parameters that did not change too
-        #[arg(long)]
-        all: bool,
-    },
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,8 @@ pub(crate) struct JobFacts {
     pub(crate) output: Option<serde_json::Value>,
     /// Its cache entry, to keep now that it succeeded.
     pub(crate) entry: Option<Entry>,
+    /// Its metrics, read after it succeeded (or from its files, up to date).
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// What a job tells the owner thread while it runs ([`fanout::TaskContext::note`]), for the

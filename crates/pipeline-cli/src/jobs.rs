@@ -162,6 +162,10 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
                 .map_err(|why| anyhow!("{at}: the job {id:?} has params {why}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    for file in &raw.metrics {
+        crate::metrics::check(file)
+            .map_err(|why| anyhow!("{at}: the job {id:?} has metrics {why}"))?;
+    }
     Ok(Job {
         id: id.to_owned(),
         run,
@@ -178,6 +182,7 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         inputs: raw.inputs,
         outputs: raw.outputs,
         params,
+        metrics: raw.metrics,
         output: raw.output,
         iteration: None,
         matrix,

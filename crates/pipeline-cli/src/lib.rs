@@ -14,6 +14,7 @@
 mod batch;
 mod cache;
 pub mod cli;
+mod compare;
 mod context;
 mod dryrun;
 #[cfg(feature = "fuzzing")]
@@ -25,6 +26,7 @@ mod jobs;
 mod layout;
 mod load;
 mod looping;
+mod metrics;
 mod model;
 mod output;
 mod params;
@@ -89,7 +91,10 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
-        Commands::Runs { limit } => {
+        Commands::Runs { limit, metrics } if !metrics.is_empty() => {
+            Ok(compare::runs_table(&project.at(""), limit, &metrics))
+        }
+        Commands::Runs { limit, .. } => {
             print_runs(&project, limit);
             Ok(ExitStatus::Success)
         }
@@ -99,8 +104,14 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Commands::Params {
-            action: cli::ParamsAction::Diff { a, b, all },
-        } => params_diff(&project, a.as_deref(), b.as_deref(), all),
+            action: cli::ParamsAction::Diff(d),
+        } => compare::params_diff(&project.at(""), &d),
+        Commands::Metrics { action } => match action {
+            cli::MetricsAction::Show { run } => {
+                compare::metrics_show(&project.at(""), run.as_deref())
+            }
+            cli::MetricsAction::Diff(d) => compare::metrics_diff(&project.at(""), &d),
+        },
         Commands::Report { run_id, output } => {
             let r = store::load(&project.at(""), &run_id).usage()?;
             report::write(&r, &output)?;
@@ -314,79 +325,4 @@ fn status_text(project: &std::path::Path, r: &store::RunRecord) -> String {
         }
     }
     out
-}
-
-/// `lorchestra params diff [RUN_A] [RUN_B]`: each parameter whose value differs (with `--all`,
-/// every one), as a table.
-fn params_diff(
-    project: &Project,
-    a: Option<&str>,
-    b: Option<&str>,
-    all: bool,
-) -> Result<ExitStatus> {
-    let dir = project.at("");
-    let (old, new) = match (a, b) {
-        (Some(a), Some(b)) => (store::load(&dir, a), store::load(&dir, b)),
-        (Some(a), None) => {
-            let newest = store::list(&dir).into_iter().next();
-            (
-                store::load(&dir, a),
-                newest.ok_or_else(|| anyhow::anyhow!("no runs yet")),
-            )
-        }
-        _ => {
-            let runs = store::list(&dir);
-            let newest = runs.first().cloned();
-            let before = newest.as_ref().and_then(|n| {
-                runs.iter()
-                    .skip(1)
-                    .find(|r| r.pipeline == n.pipeline)
-                    .cloned()
-            });
-            match (before, newest) {
-                (Some(o), Some(n)) => (Ok(o), Ok(n)),
-                _ => {
-                    return Err(anyhow::anyhow!(
-                        "params diff needs two runs of a pipeline; name them: lorchestra params \
-                         diff RUN_A RUN_B (`lorchestra runs` lists them)"
-                    ))
-                    .usage();
-                }
-            }
-        }
-    };
-    let (old, new) = (old.usage()?, new.usage()?);
-    let names: std::collections::BTreeSet<&String> =
-        old.params.keys().chain(new.params.keys()).collect();
-    let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "-".to_owned(), params::show);
-    let rows: Vec<[String; 3]> = names
-        .into_iter()
-        .filter(|n| all || old.params.get(*n) != new.params.get(*n))
-        .map(|n| [n.clone(), show(old.params.get(n)), show(new.params.get(n))])
-        .collect();
-    if rows.is_empty() {
-        println!(
-            "no parameter differs between {} and {}",
-            old.run_id, new.run_id
-        );
-        return Ok(ExitStatus::Success);
-    }
-    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0).max(5);
-    let w1 = rows
-        .iter()
-        .map(|r| r[1].len())
-        .max()
-        .unwrap_or(0)
-        .max(old.run_id.len());
-    println!("{:<w0$}  {:<w1$}  {}", "PARAM", old.run_id, new.run_id);
-    for [n, a, b] in rows {
-        println!("{n:<w0$}  {a:<w1$}  {b}");
-    }
-    for (run, set) in [(&old, &old.params_set), (&new, &new.params_set)] {
-        if !set.is_empty() {
-            let pairs: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{} ran with --set {}", run.run_id, pairs.join(" --set "));
-        }
-    }
-    Ok(ExitStatus::Success)
 }

@@ -98,6 +98,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         inputs: Vec::new(),
         outputs: Vec::new(),
         params: Vec::new(),
+        metrics: Vec::new(),
         output: OutputFrom::File,
         iteration: None,
         matrix: Vec::new(),
@@ -182,6 +183,8 @@ pub(crate) struct Job {
     pub(crate) outputs: Vec<String>,
     /// The parameters its up-to-date key tracks (see `params.rs`).
     pub(crate) params: Vec<crate::params::ParamRef>,
+    /// Files of numbers recorded after it succeeds (see `metrics.rs`), relative to its folder.
+    pub(crate) metrics: Vec<String>,
     /// Where the JSON value it returns comes from (see `output.rs`).
     pub(crate) output: OutputFrom,
     /// An iteration of a loop's or a matrix's job: the job as defined, and the payload of its

@@ -102,6 +102,9 @@ pub(crate) struct RawJob {
     /// `params = ["params.yaml:train.lr"]`: values its up-to-date key tracks (`params.rs`).
     #[serde(default)]
     pub(crate) params: Vec<String>,
+    /// `metrics = ["out/metrics.json"]`: numbers recorded after it succeeds (`metrics.rs`).
+    #[serde(default)]
+    pub(crate) metrics: Vec<String>,
     /// `output = "stdout"`: its value may be the last line of its log.
     #[serde(default)]
     pub(crate) output: crate::model::OutputFrom,

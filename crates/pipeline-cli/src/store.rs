@@ -146,6 +146,9 @@ pub(crate) struct JobRecord {
     /// The JSON value the job returned (see `output.rs`), when it succeeded and returned one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) output: Option<serde_json::Value>,
+    /// The numbers of its `metrics` files, when it succeeded (or was up to date).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 fn local() -> String {
@@ -160,6 +163,7 @@ impl JobRecord {
             definition: None,
             reason: None,
             output: None,
+            metrics: BTreeMap::new(),
             job_id: job_id.to_owned(),
             status: JobStatus::Pending,
             attempts: 0,

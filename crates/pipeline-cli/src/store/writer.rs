@@ -59,6 +59,12 @@ pub(crate) enum Update {
         job: usize,
         value: serde_json::Value,
     },
+    /// The numbers of a job's metrics files.
+    Metrics {
+        stage: usize,
+        job: usize,
+        values: crate::metrics::Metrics,
+    },
     /// Why a job runs, or that it is up to date: decided when its turn came.
     Reason {
         stage: usize,
@@ -104,6 +110,9 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
         Update::Strategy(strategy) => record.strategy = Some(strategy),
         Update::Output { stage, job, value } => {
             record.stages[stage].jobs[job].output = Some(value);
+        }
+        Update::Metrics { stage, job, values } => {
+            record.stages[stage].jobs[job].metrics = values;
         }
         Update::Cache(change) => {
             if let Some(cache) = cache {

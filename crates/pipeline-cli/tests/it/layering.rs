@@ -11,7 +11,7 @@ fn lorchestra_modules_keep_their_layers() {
             // The flags; a run folder's names; inputs patterns; payload values; the project
             // folder; the cache file.
             // Parameter files and `--set`.
-            "cli layout patterns payload project cache::file params",
+            "cli layout patterns payload project cache::file params metrics",
             // The checked model; the run record.
             "model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked
@@ -21,8 +21,8 @@ fn lorchestra_modules_keep_their_layers() {
             "jobs placeholders context",
             // Loading a pipeline; loops; a job to a command; segments; up to date or not.
             "load looping job segment uptodate",
-            // `graph`; the dry run; one segment's batch.
-            "graph dryrun batch",
+            // `graph`; the dry run; one segment's batch; runs compared (params, metrics).
+            "graph dryrun batch compare",
             // A run's life; the fuzz entry points.
             "run fuzz",
         ],

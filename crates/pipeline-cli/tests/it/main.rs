@@ -4,6 +4,7 @@
 mod browser;
 mod layering;
 mod loops;
+mod metrics;
 mod outputs;
 mod params;
 mod payload;
