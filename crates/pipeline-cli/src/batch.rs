@@ -87,9 +87,7 @@ fn batch_tasks(
             };
             let w = &ctx.pipeline.waits[fi];
             Task::new(job.id.clone(), fi)
-                .with_retry(RetryPolicy::retries(job.retries).retry_if(|e| {
-                    matches!(e, TaskError::Failed { .. } | TaskError::TimedOut { .. })
-                }))
+                .with_retry(retry_policy(job))
                 .with_failure_policy(policy)
                 .needs(w.needs.iter().filter_map(|&d| batch_index[d]))
                 .after_shared(
@@ -229,6 +227,21 @@ impl Work<'_> {
             facts.entry = Some(entry);
         }
         (result, facts)
+    }
+}
+
+/// A job's retries: failures and time-outs, after a backoff doubling from its `retry_backoff`
+/// (else the core's 500 ms) with 20% jitter, at most 32 times the first (and at least 30 s).
+fn retry_policy(job: &Job) -> RetryPolicy {
+    let policy = RetryPolicy::retries(job.retries)
+        .retry_if(|e| matches!(e, TaskError::Failed { .. } | TaskError::TimedOut { .. }));
+    match job.retry_backoff {
+        Some(first) => policy.with_initial_backoff(first).with_max_backoff(
+            first
+                .saturating_mul(32)
+                .max(std::time::Duration::from_secs(30)),
+        ),
+        None => policy,
     }
 }
 

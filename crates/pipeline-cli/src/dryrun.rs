@@ -104,7 +104,14 @@ fn print_job(job: &Job, opts: &RunOptions) {
         extra.push(format!("timeout {}", fanout::fmt_duration(t)));
     }
     if job.retries > 0 {
-        extra.push(format!("retries {}", job.retries));
+        extra.push(match job.retry_backoff {
+            Some(b) => format!(
+                "retries {} (backoff {}, doubling)",
+                job.retries,
+                fanout::fmt_duration(b)
+            ),
+            None => format!("retries {}", job.retries),
+        });
     }
     if let Launcher::Slurm(slurm) = &job.launcher {
         let srun = Command::new("job").job_name(&job.id).srun_line(slurm);

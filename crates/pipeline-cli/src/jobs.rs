@@ -162,6 +162,15 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
                 .map_err(|why| anyhow!("{at}: the job {id:?} has params {why}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let retry_backoff = raw
+        .retry_backoff
+        .as_deref()
+        .map(|b| {
+            humantime::parse_duration(b.trim()).map_err(|e| {
+                anyhow!("{at}: the job {id:?} has retry_backoff = {b:?}: {e} (e.g. \"5s\", \"1m\")")
+            })
+        })
+        .transpose()?;
     for file in &raw.metrics {
         crate::metrics::check(file)
             .map_err(|why| anyhow!("{at}: the job {id:?} has metrics {why}"))?;
@@ -174,6 +183,7 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         launcher: fanout::Launcher::Local,
         timeout,
         retries: raw.retries,
+        retry_backoff,
         env: raw.env,
         cwd: raw.cwd,
         outside_project: raw.outside_project,

@@ -90,6 +90,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         launcher: fanout::Launcher::Local,
         timeout: None,
         retries: 0,
+        retry_backoff: None,
         env: BTreeMap::new(),
         cwd: None,
         outside_project: false,
@@ -165,6 +166,9 @@ pub(crate) struct Job {
     /// Its own `timeout`; after `run::settle`, else the command line's.
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
+    /// The wait before its first retry (`retry_backoff`), doubling after; else the core's
+    /// (500 ms).
+    pub(crate) retry_backoff: Option<Duration>,
     pub(crate) env: BTreeMap<String, String>,
     /// Relative to the project folder.
     pub(crate) cwd: Option<PathBuf>,

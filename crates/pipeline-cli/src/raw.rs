@@ -86,6 +86,8 @@ pub(crate) struct RawJob {
     pub(crate) timeout: Option<f64>,
     #[serde(default)]
     pub(crate) retries: u32,
+    /// `retry_backoff = "5s"`: the wait before the first retry, doubling (with jitter) after.
+    pub(crate) retry_backoff: Option<String>,
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) cwd: Option<PathBuf>,

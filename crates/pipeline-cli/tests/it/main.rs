@@ -9,6 +9,7 @@ mod outputs;
 mod params;
 mod payload;
 mod promises;
+mod retries;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 mod snapshots;
