@@ -24,6 +24,7 @@ fn options() -> RunOptions {
         report: None,
         force: plan::Force::Nothing,
         payload: crate::payload::Payload::new(),
+        set: crate::params::Overrides::new(),
     }
 }
 
