@@ -124,6 +124,7 @@ impl Work<'_> {
                         reason: Some(why.clone()),
                         stamps: Vec::new(),
                         output: None,
+                        params: std::collections::BTreeMap::new(),
                     });
                     return (Err(TaskError::failed(why)), JobFacts::default());
                 }
@@ -133,11 +134,13 @@ impl Work<'_> {
                     stamps,
                     output,
                     entry,
+                    params,
                 }) => {
                     tctx.note(JobNote::Decided {
                         reason,
                         stamps,
                         output,
+                        params,
                     });
                     lock(&self.decided)[fi] = true;
                     lock(&self.entries)[fi] = entry;
@@ -307,7 +310,11 @@ impl Recorder<'_, '_> {
                 reason,
                 stamps,
                 output,
+                params,
             } => {
+                if !params.is_empty() {
+                    self.send(Update::Params(params.clone()));
+                }
                 if let Some(reason) = reason {
                     let reason = reason.clone();
                     self.send(Update::Reason { stage, job, reason });

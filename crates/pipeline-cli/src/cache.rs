@@ -80,6 +80,8 @@ pub(crate) struct Decision {
     pub(crate) entry: Option<Entry>,
     /// Files hashed afresh.
     pub(crate) stamps: Vec<(String, Stamp)>,
+    /// The values of the parameters it tracks, `--set` applied.
+    pub(crate) params: BTreeMap<String, serde_json::Value>,
 }
 
 /// The cache as one run sees it: the entries read at its start, the stamps it knows.
@@ -113,6 +115,42 @@ impl Cache {
             params: crate::params::Files::default(),
             set: set.clone(),
         }
+    }
+
+    /// `--set` keys that no job of `pipeline` tracks (loops' jobs included), refused before
+    /// anything runs.
+    pub(crate) fn check_set(&self, pipeline: &crate::model::Pipeline) -> Result<(), String> {
+        // A nested pipeline gets all of its parent's overrides: those for the parent's jobs
+        // are not its business.
+        if self.set.is_empty() || std::env::var_os(crate::layout::NESTED_RUN_FILE).is_some() {
+            return Ok(());
+        }
+        let jobs = pipeline.stages.iter().flat_map(|s| {
+            s.jobs
+                .iter()
+                .chain(s.looping.iter().flat_map(|l| l.jobs.iter()))
+        });
+        let tracked: Vec<_> = jobs
+            .flat_map(|j| self.params.raw(&self.job_dir(j), &j.params))
+            .collect();
+        let unused = crate::params::unused(&self.set, &tracked);
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<String> = tracked.iter().map(|(r, _)| r.name()).collect();
+        names.sort();
+        names.dedup();
+        Err(format!(
+            "--set {}: no job of {} tracks {} (tracked: {})",
+            unused.join(", "),
+            pipeline.name,
+            if unused.len() == 1 { "it" } else { "them" },
+            if names.is_empty() {
+                "none; a job tracks values with params = [\"FILE:KEY\"]".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ))
     }
 
     /// The values of the parameters `job` tracks, `--set` applied; an error names a missing
@@ -161,6 +199,7 @@ impl Cache {
                 verdict: Verdict::Run("no inputs declared: it always runs".to_owned()),
                 entry: None,
                 stamps: Vec::new(),
+                params: BTreeMap::new(),
             });
         }
         // An iteration's environment carries its item's payload.
@@ -198,7 +237,7 @@ impl Cache {
             definition,
             inputs,
             deps: dep_keys,
-            params,
+            params: params.clone(),
             incomplete: false,
             output: None,
         };
@@ -207,6 +246,7 @@ impl Cache {
             verdict,
             entry: Some(entry),
             stamps,
+            params,
         })
     }
 
@@ -342,8 +382,12 @@ fn key_of(
         .iter()
         .flat_map(|(name, v)| [name.clone(), v.to_string()])
         .collect();
-    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, &d.payload, "params"];
-    parts.extend(values.iter().map(String::as_str));
+    let mut parts: Vec<&str> = vec![&d.command, &d.env, &d.cwd, &d.files, &d.payload];
+    // Only with params: the keys of jobs that track none stay those of earlier versions.
+    if !params.is_empty() {
+        parts.push("params");
+        parts.extend(values.iter().map(String::as_str));
+    }
     parts.push("inputs");
     for (p, h) in inputs {
         parts.push(p);

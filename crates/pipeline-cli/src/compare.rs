@@ -13,7 +13,7 @@ use crate::metrics;
 use crate::store::{self, RunRecord};
 
 /// The two runs to compare: as named, else the newest run and the one before it of the same
-/// pipeline (with one name: that run and the newest).
+/// pipeline (with one name: that run and the newest other run of its pipeline).
 fn two_runs(dir: &Path, a: Option<&str>, b: Option<&str>) -> Result<(RunRecord, RunRecord)> {
     let runs = store::list(dir);
     let newest = || {
@@ -23,7 +23,15 @@ fn two_runs(dir: &Path, a: Option<&str>, b: Option<&str>) -> Result<(RunRecord, 
     };
     Ok(match (a, b) {
         (Some(a), Some(b)) => (store::load(dir, a)?, store::load(dir, b)?),
-        (Some(a), None) => (store::load(dir, a)?, newest()?),
+        (Some(a), None) => {
+            let a = store::load(dir, a)?;
+            let latest = runs
+                .iter()
+                .find(|r| r.pipeline == a.pipeline && r.run_id != a.run_id)
+                .cloned()
+                .ok_or_else(|| anyhow!("{} is the only run of {}", a.run_id, a.pipeline))?;
+            (a, latest)
+        }
         _ => {
             let newest = newest()?;
             let before = runs

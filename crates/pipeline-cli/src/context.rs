@@ -43,6 +43,8 @@ pub(crate) enum JobNote {
         reason: Option<String>,
         stamps: Vec<(String, Stamp)>,
         output: Option<serde_json::Value>,
+        /// The values of the parameters it tracks (for the run record).
+        params: std::collections::BTreeMap<String, serde_json::Value>,
     },
     /// It is about to start its process: until it succeeds it is not up to date (`entry`,
     /// marked started, replaces its cache entry).

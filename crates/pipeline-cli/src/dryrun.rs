@@ -147,6 +147,10 @@ fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Res
         CacheFile::load(&project.dir),
         (&opts.payload, &opts.set),
     );
+    cache
+        .check_set(pipeline)
+        .map_err(|e| anyhow::anyhow!(e))
+        .usage()?;
     let mut states: Vec<DepState> = Vec::new();
     let mut combined = HashMap::new();
     let mut verdicts = Vec::new();

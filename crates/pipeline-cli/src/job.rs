@@ -142,6 +142,13 @@ fn nested(ctx: &RunContext<'_>, job: &Job, name: &str) -> Result<Command, TaskEr
             .arg("--payload-file")
             .arg(nested_payload_file(ctx, job)?);
     }
+    // Its jobs key on (and see) the same overrides; a resumed nested run reuses its own. Only
+    // the keys the nested pipeline's jobs track: it refuses others.
+    if !resumes_nested {
+        for (k, v) in &ctx.opts.set {
+            nested = nested.arg(format!("--set={k}={v}"));
+        }
+    }
     Ok(nested)
 }
 

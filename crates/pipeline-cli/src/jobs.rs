@@ -166,9 +166,13 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         .retry_backoff
         .as_deref()
         .map(|b| {
-            humantime::parse_duration(b.trim()).map_err(|e| {
+            let d = humantime::parse_duration(b.trim()).map_err(|e| {
                 anyhow!("{at}: the job {id:?} has retry_backoff = {b:?}: {e} (e.g. \"5s\", \"1m\")")
-            })
+            })?;
+            if d > MAX_BACKOFF {
+                bail!("{at}: the job {id:?} has retry_backoff = {b:?}: at most a day");
+            }
+            Ok(d)
         })
         .transpose()?;
     for file in &raw.metrics {
@@ -198,6 +202,9 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         matrix,
     })
 }
+
+/// The longest first wait before a retry (`retry_backoff`).
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Every combination of a `matrix`'s values, in key order.
 fn cross_product(m: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Payload>, String> {

@@ -93,18 +93,32 @@ fn flatten(prefix: &str, v: &Value, out: &mut Metrics) {
     }
 }
 
-/// A metric as tables show it: at most 6 significant digits, no trailing zeros.
+/// A metric as tables show it: six significant digits without trailing zeros, in scientific
+/// notation below 1e-4 or from 1e15 on.
 pub(crate) fn show(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
+    if x == 0.0 {
+        return "0".to_owned();
+    }
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s
+        }
+    };
+    if !(1e-4..1e15).contains(&x.abs()) {
+        let s = format!("{x:.5e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        return format!("{}e{exp}", trim(mantissa.to_owned()));
+    }
+    if x.fract() == 0.0 {
         return format!("{x:.0}");
     }
-    let digits = 5 - x.abs().log10().floor().clamp(-10.0, 5.0) as i32;
-    let s = format!("{x:.*}", usize::try_from(digits.max(0)).unwrap_or(0));
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s
-    }
+    let digits = 5 - x.abs().log10().floor() as i32;
+    trim(format!(
+        "{x:.*}",
+        usize::try_from(digits.max(0)).unwrap_or(0)
+    ))
 }
 
 #[cfg(test)]
@@ -151,6 +165,16 @@ mod tests {
                 .starts_with("metrics file gone.json: ")
         );
         assert!(check("m.txt").is_err() && check("m.CSV").is_ok());
+        assert_eq!(
+            [
+                show(1e-20),
+                show(-3.2e-12),
+                show(-0.0),
+                show(1e300),
+                show(-0.5)
+            ],
+            ["1e-20", "-3.2e-12", "0", "1e300", "-0.5"]
+        );
         assert_eq!(
             (show(0.912_345_6), show(12.0), show(1_234.567_8)),
             ("0.912346".into(), "12".into(), "1234.57".into())

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -70,7 +71,8 @@ fn kind(file: &str) -> Option<Kind> {
     }
 }
 
-/// `--set KEY=VALUE`s: a key path and its value (JSON when it parses as JSON, else text).
+/// `--set KEY=VALUE`s, by key: `train.lr`, or with its file, `params.yaml:train.lr`; the value
+/// is JSON when it parses as JSON, else text.
 pub(crate) type Overrides = BTreeMap<String, Value>;
 
 /// `--set` pairs, checked.
@@ -83,8 +85,15 @@ pub(crate) fn overrides(pairs: &[String]) -> Result<Overrides, String> {
             ));
         };
         let k = k.trim();
-        if k.is_empty() || k.split('.').any(str::is_empty) {
-            return Err(format!("--set {pair}: the key path has an empty part"));
+        let (file, path) = split_key(k);
+        if path.is_empty()
+            || path.split('.').any(str::is_empty)
+            || file.is_some_and(|f| kind(f).is_none())
+        {
+            return Err(format!(
+                "--set {pair}: expected a key path (train.lr) or a file and a key path \
+                 (params.yaml:train.lr)"
+            ));
         }
         let value = serde_json::from_str(v.trim()).unwrap_or_else(|_| Value::String(v.to_owned()));
         out.insert(k.to_owned(), value);
@@ -92,15 +101,62 @@ pub(crate) fn overrides(pairs: &[String]) -> Result<Overrides, String> {
     Ok(out)
 }
 
-/// Parameter files as read in one run: each parsed once.
+/// `params.yaml:train.lr` as its file and key path; `train.lr` has no file.
+fn split_key(k: &str) -> (Option<&str>, &str) {
+    match k.split_once(':') {
+        Some((f, p)) => (Some(f), p),
+        None => (None, k),
+    }
+}
+
+/// Where override `key` lands in the value `r` selects: `Some("")` for the value itself, the
+/// path inside it, or `None` when it is not about `r` (another file, another key).
+fn inside<'k>(r: &ParamRef, key: &'k str) -> Option<&'k str> {
+    let (file, path) = split_key(key);
+    if file.is_some_and(|f| f != r.file) {
+        return None;
+    }
+    if r.path.is_empty() {
+        return Some(path);
+    }
+    if path == r.path {
+        return Some("");
+    }
+    path.strip_prefix(&r.path)?.strip_prefix('.')
+}
+
+/// The `--set` keys that no value of `tracked` (each ref with its value before overrides; none
+/// when its file is not there yet, and any key inside it may be right) has: a misspelled key
+/// must not pass unnoticed.
+pub(crate) fn unused<'s>(
+    set: &'s Overrides,
+    tracked: &[(ParamRef, Option<Value>)],
+) -> Vec<&'s str> {
+    set.keys()
+        .map(String::as_str)
+        .filter(|k| {
+            !tracked.iter().any(|(r, v)| {
+                inside(r, k).is_some_and(|at| {
+                    at.is_empty() || v.as_ref().is_none_or(|v| select(v, at).is_some())
+                })
+            })
+        })
+        .collect()
+}
+
+/// A parsed file: its size and modification time when read, and what it held.
+type Parsed = (Option<(u64, Option<SystemTime>)>, Result<Value, String>);
+
+/// Parameter files as read in one run: each parsed again only when it changed (an earlier job
+/// of the run may write it).
 #[derive(Debug, Default)]
 pub(crate) struct Files {
-    parsed: Mutex<HashMap<PathBuf, Result<Value, String>>>,
+    parsed: Mutex<HashMap<PathBuf, Parsed>>,
 }
 
 impl Files {
     /// The values of `refs` (files relative to `dir`) with `set` applied, by name. A missing
-    /// file or key is an error naming it.
+    /// file or key is an error naming it. An override sets only a key the value has.
     pub(crate) fn values(
         &self,
         dir: &Path,
@@ -114,16 +170,14 @@ impl Files {
                 format!("params {}: {} has no key {:?}", r.name(), r.file, r.path)
             })?;
             for (k, v) in set {
-                if *k == r.path {
-                    value = v.clone();
-                } else if let Some(inner) = k.strip_prefix(&r.path).and_then(|rest| {
-                    if r.path.is_empty() {
-                        Some(rest)
-                    } else {
-                        rest.strip_prefix('.')
+                match inside(r, k) {
+                    Some("") => value = v.clone(),
+                    Some(at) => {
+                        if let Some(slot) = select_mut(&mut value, at) {
+                            *slot = v.clone();
+                        }
                     }
-                }) {
-                    put(&mut value, inner, v.clone());
+                    None => {}
                 }
             }
             out.insert(r.name(), value);
@@ -131,15 +185,35 @@ impl Files {
         Ok(out)
     }
 
+    /// The values of `refs` before any override, with their refs (for [`unused`]): none for a
+    /// file that is not there (yet).
+    pub(crate) fn raw(&self, dir: &Path, refs: &[ParamRef]) -> Vec<(ParamRef, Option<Value>)> {
+        refs.iter()
+            .map(|r| {
+                let whole = self.file(&dir.join(&r.file), &r.file).ok();
+                let value = whole.map(|w| select(&w, &r.path).cloned().unwrap_or(Value::Null));
+                (r.clone(), value)
+            })
+            .collect()
+    }
+
     fn file(&self, path: &Path, shown: &str) -> Result<Value, String> {
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
         let mut parsed = self
             .parsed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        parsed
-            .entry(path.to_path_buf())
-            .or_insert_with(|| parse(path, shown))
-            .clone()
+        if let Some((at, value)) = parsed.get(path)
+            && stamp.is_some()
+            && *at == stamp
+        {
+            return value.clone();
+        }
+        let value = parse(path, shown);
+        parsed.insert(path.to_path_buf(), (stamp, value.clone()));
+        value
     }
 }
 
@@ -164,20 +238,13 @@ fn select<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     })
 }
 
-/// Set the value at a dotted key path, making the objects on the way.
-fn put(v: &mut Value, path: &str, new: Value) {
-    let mut at = v;
-    for part in path.split('.') {
-        if !at.is_object() {
-            *at = Value::Object(serde_json::Map::new());
-        }
-        at = at
-            .as_object_mut()
-            .expect("made an object")
-            .entry(part)
-            .or_insert(Value::Null);
-    }
-    *at = new;
+/// The value at a dotted key path, to change it.
+fn select_mut<'v>(v: &'v mut Value, path: &str) -> Option<&'v mut Value> {
+    path.split('.').try_fold(v, |v, part| match v {
+        Value::Object(m) => m.get_mut(part),
+        Value::Array(a) => a.get_mut(part.parse::<usize>().ok()?),
+        _ => None,
+    })
 }
 
 /// A value as a reason shows it: `0.01`, `"adam"`, `{"size":10}` (cut after 60 characters).
@@ -221,10 +288,39 @@ mod tests {
         assert_eq!(v["p.toml:data"], json!({"size": 10, "name": "x"}));
         assert_eq!(v["p.json"], json!({"a": {"b": true}}));
 
-        let set = overrides(&["train.lr=0.05".into(), "data.size=3".into()]).unwrap();
+        let set = overrides(&["train.lr=0.05".into(), "p.toml:data.size=3".into()]).unwrap();
         let v = files.values(d.path(), &refs, &set).unwrap();
         assert_eq!(v["params.yaml:train.lr"], json!(0.05));
         assert_eq!(v["p.toml:data"], json!({"size": 3, "name": "x"}));
+        assert_eq!(
+            v["p.json"],
+            json!({"a": {"b": true}}),
+            "no key of its own: untouched"
+        );
+        // Inside a tracked list; a key with another file's name is not about this one.
+        let whole = [ParamRef::parse("params.yaml:train").unwrap()];
+        let set = overrides(&[
+            "train.layers.0=128".into(),
+            "p.toml:train.layers.0=1".into(),
+        ])
+        .unwrap();
+        let v = files.values(d.path(), &whole, &set).unwrap();
+        assert_eq!(v["params.yaml:train"]["layers"], json!([128, 32]));
+        // Keys no tracked value has are named.
+        let set = overrides(&[
+            "train.lr=1".into(),
+            "train.momentum=0.9".into(),
+            "x.yaml:a=1".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            unused(&set, &files.raw(d.path(), &refs)),
+            ["train.momentum", "x.yaml:a"]
+        );
+        // A file that changes is read again.
+        std::fs::write(d.path().join("p.json"), "{\"a\": {\"b\": false, \"c\": 1}}").unwrap();
+        let v = files.values(d.path(), &refs, &Overrides::new()).unwrap();
+        assert_eq!(v["p.json"], json!({"a": {"b": false, "c": 1}}));
 
         let missing = [ParamRef::parse("params.yaml:train.momentum").unwrap()];
         assert_eq!(
@@ -236,6 +332,7 @@ mod tests {
         assert!(ParamRef::parse("params.ini:a").is_err());
         assert!(ParamRef::parse("p.yaml:a..b").is_err());
         assert!(overrides(&["lr".into()]).is_err());
+        assert!(overrides(&["params.ini:lr=1".into()]).is_err());
         assert_eq!(
             overrides(&["opt=adam".into()]).unwrap()["opt"],
             json!("adam")

@@ -30,7 +30,7 @@ pub(crate) fn run(
     opts: &RunOptions,
     project_lock: Lock,
 ) -> Result<ExitStatus> {
-    let (mut record, done) = checked_record(pipeline, opts)?;
+    let (record, done) = checked_record(pipeline, opts)?;
     // Checked before anything runs; computed again as loop stages are expanded.
     opts.force.forced(pipeline).usage()?;
     let _lock = match project_lock.held {
@@ -45,7 +45,10 @@ pub(crate) fn run(
         CacheFile::load(&project.dir),
         (&opts.payload, &opts.set),
     );
-    record.params = tracked_params(pipeline, &cache);
+    cache
+        .check_set(pipeline)
+        .map_err(|e| anyhow::anyhow!(e))
+        .usage()?;
     let state = RunState::default();
     for &(si, ji) in &done {
         let j = &record.stages[si].jobs[ji];
@@ -120,22 +123,6 @@ fn finish(
         report::write_json(&record, copy)?;
     }
     Ok(record_writes)
-}
-
-/// The values of every parameter the pipeline's jobs track, `--set` applied (a job whose file or
-/// key is missing fails with it when it runs: it adds nothing here).
-fn tracked_params(
-    pipeline: &Pipeline,
-    cache: &Cache,
-) -> std::collections::BTreeMap<String, serde_json::Value> {
-    pipeline
-        .stages
-        .iter()
-        .flat_map(|s| &s.jobs)
-        .filter(|j| !j.params.is_empty())
-        .filter_map(|j| cache.params_of(j).ok())
-        .flatten()
-        .collect()
 }
 
 /// The run's folder, with its `logs/` and `outputs/`, and the payload nested pipelines read.

@@ -44,6 +44,8 @@ pub(crate) struct Decided {
     pub(crate) stamps: Vec<(String, Stamp)>,
     pub(crate) output: Option<serde_json::Value>,
     pub(crate) entry: Option<Entry>,
+    /// The values of the parameters it tracks, `--set` applied (for the run record).
+    pub(crate) params: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Whether job `fi` runs, and why; kept in `so_far` for the jobs that wait for it (and its
@@ -98,5 +100,6 @@ pub(crate) fn decide(
         stamps: decision.stamps,
         output,
         entry: decision.entry.filter(|_| !up_to_date),
+        params: decision.params,
     })
 }

@@ -59,6 +59,8 @@ pub(crate) enum Update {
         job: usize,
         value: serde_json::Value,
     },
+    /// The values of the parameters a job tracks, added to the run's.
+    Params(std::collections::BTreeMap<String, serde_json::Value>),
     /// The numbers of a job's metrics files.
     Metrics {
         stage: usize,
@@ -111,6 +113,7 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
         Update::Output { stage, job, value } => {
             record.stages[stage].jobs[job].output = Some(value);
         }
+        Update::Params(values) => record.params.extend(values),
         Update::Metrics { stage, job, values } => {
             record.stages[stage].jobs[job].metrics = values;
         }

@@ -204,3 +204,66 @@ fn bad_params_are_named() {
         out.stderr
     );
 }
+
+#[test]
+fn set_is_checked_reused_by_resume_and_a_params_file_may_come_from_an_earlier_job() {
+    // `make` writes config.json; `use` tracks a key of it: read when use's turn comes.
+    let p = Project::create(&[(
+        "pipelines/p.toml",
+        r#"
+[[stages]]
+name = "first"
+jobs = ["make"]
+[[stages]]
+name = "then"
+jobs = ["use"]
+
+[jobs.make]
+command = "echo '{\"lr\": 0.1}' > config.json"
+
+[jobs.use]
+command = "printf '%s' \"$LORCHESTRA_PARAMS\" > seen.json; test -e ok"
+params = ["config.json:lr"]
+"#,
+    )]);
+    let out = p.run(&["pipeline", "p", "--no-progress", "--set", "lr=0.5"]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "use fails until `ok` exists: {}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("seen.json")).unwrap(),
+        r#"{"config.json:lr":0.5}"#
+    );
+    let run_id = p.last_record()["run_id"].as_str().unwrap().to_owned();
+
+    // --resume keeps the run's --set, and refuses another.
+    let out = p.run(&["pipeline", "p", "--resume", &run_id, "--set", "lr=0.9"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("reuses the --set values of that run"),
+        "{}",
+        out.stderr
+    );
+    p.write("ok", "");
+    std::fs::remove_file(p.path().join("seen.json")).unwrap();
+    let out = p.run(&["pipeline", "p", "--no-progress", "--resume", &run_id]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("seen.json")).unwrap(),
+        r#"{"config.json:lr":0.5}"#
+    );
+    assert_eq!(p.last_record()["params"]["config.json:lr"], 0.5);
+
+    // A key no job tracks: refused before anything runs, naming what is tracked.
+    let out = p.run(&["pipeline", "p", "--set", "lr=1", "--set", "momentum=0.9"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--set momentum: no job of p tracks it (tracked: config.json:lr)"),
+        "{}",
+        out.stderr
+    );
+}
