@@ -26,6 +26,9 @@ pub enum PoolError {
     /// Tasks that wait for each other in a circle, or for a task that is not in the batch.
     #[error("{0}")]
     InvalidGraph(String),
+    /// A task that needs more of a resource than the pool's budget has.
+    #[error("{0}")]
+    OverBudget(String),
 }
 
 /// How many tasks may run at once: validated to `1..=cap`.
@@ -82,6 +85,8 @@ pub struct PoolConfig {
     pub noun: (&'static str, &'static str),
     /// How [`Pool::map`](crate::Pool::map) cuts its batches into chunks.
     pub chunking: Chunking,
+    /// Counted resources tasks take while they run (see [`Task::uses`](crate::Task::uses)).
+    pub budget: Option<crate::resources::Budget>,
 }
 
 impl PoolConfig {
@@ -95,7 +100,14 @@ impl PoolConfig {
             retry: RetryPolicy::none(),
             noun: ("task", "tasks"),
             chunking: Chunking::default(),
+            budget: None,
         }
+    }
+
+    /// Admit tasks by what they [use](crate::Task::uses) of `budget`, besides `max_workers`.
+    pub fn with_budget(mut self, budget: crate::resources::Budget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn strategy(mut self, strategy: Strategy) -> Self {

@@ -3,10 +3,28 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use crate::cancel::CancelToken;
 use crate::config::PoolError;
+use crate::resources::{Budget, Demand, fits, give, take};
 use crate::result::Status;
 use crate::task::Task;
+
+/// A task handed to a worker: its index, why it must not start (a task it needs did not
+/// succeed), and how long it waited for resources once a worker was free for it.
+#[derive(Debug, Default)]
+pub(crate) struct Handed {
+    pub(crate) index: usize,
+    pub(crate) blocked: Option<String>,
+    pub(crate) waited: Duration,
+}
+
+/// The budget's side of a graph: each task's demand (`None`: it takes nothing).
+struct Admission {
+    capacity: Vec<u64>,
+    demands: Vec<Option<Demand>>,
+}
 
 pub(crate) struct Graph {
     /// Tasks, then barriers: per node, the nodes waiting for it and whether they need it to
@@ -16,6 +34,7 @@ pub(crate) struct Graph {
     tasks: usize,
     state: Mutex<State>,
     changed: Condvar,
+    admission: Option<Admission>,
 }
 
 struct State {
@@ -27,12 +46,18 @@ struct State {
     ready: BTreeSet<usize>,
     /// How many tasks were handed out.
     handed: usize,
+    /// With a budget: what is free, per task the attempt whose amounts it holds (0: none),
+    /// and when a free worker first found it did not fit.
+    free: Vec<u64>,
+    held: Vec<u32>,
+    refused: Vec<Option<Instant>>,
 }
 
 impl Graph {
-    /// The graph of `tasks`; an error names a task waiting for one outside the batch, or the
-    /// tasks of a cycle.
-    pub(crate) fn new<I>(tasks: &[Task<I>]) -> Result<Self, PoolError> {
+    /// The graph of `tasks`, admitted by `budget` if given; an error names a task waiting for
+    /// one outside the batch, the tasks of a cycle, or a task that needs more than the budget.
+    pub(crate) fn new<I>(tasks: &[Task<I>], budget: Option<&Budget>) -> Result<Self, PoolError> {
+        let admission = budget.map(|b| admission(tasks, b)).transpose()?;
         let total = tasks.len();
         let mut dependents: Vec<Vec<(usize, bool)>> = vec![Vec::new(); total];
         let mut waiting = vec![0; total];
@@ -81,6 +106,7 @@ impl Graph {
             waiting[i] += 1;
         }
         check_acyclic(tasks, &dependents, &waiting)?;
+        let budgeted = if admission.is_some() { total } else { 0 };
         let mut graph = Graph {
             dependents,
             tasks: total,
@@ -89,8 +115,14 @@ impl Graph {
                 blocked: vec![None; total],
                 ready: BTreeSet::new(),
                 handed: 0,
+                free: admission
+                    .as_ref()
+                    .map_or_else(Vec::new, |a| a.capacity.clone()),
+                held: vec![0; budgeted],
+                refused: vec![None; budgeted],
             }),
             changed: Condvar::new(),
+            admission,
         };
         let state = graph
             .state
@@ -106,14 +138,14 @@ impl Graph {
     }
 
     /// The next task to run and, if it must not start, why; waits while tasks are running that
-    /// others wait for. `None` when every task was handed out.
-    pub(crate) fn next(&self) -> Option<(usize, Option<String>)> {
+    /// others wait for, or that hold the resources the ready ones need. `None` when every task
+    /// was handed out.
+    pub(crate) fn next(&self) -> Option<Handed> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(i) = state.ready.pop_first() {
+            if let Some(handed) = self.pick(&mut state) {
                 state.handed += 1;
-                let blocked = state.blocked[i].take();
-                return Some((i, blocked));
+                return Some(handed);
             }
             if state.handed == self.tasks {
                 return None;
@@ -125,9 +157,127 @@ impl Graph {
         }
     }
 
+    /// The first ready task that may start now: without a budget the first ready one; with
+    /// one, the first that fits (or must not start, taking nothing), its first attempt's
+    /// amounts taken.
+    fn pick(&self, state: &mut State) -> Option<Handed> {
+        let Some(admission) = &self.admission else {
+            let index = state.ready.pop_first()?;
+            let blocked = state.blocked[index].take();
+            return Some(Handed {
+                index,
+                blocked,
+                waited: Duration::ZERO,
+            });
+        };
+        let now = Instant::now();
+        // Tasks of one stage usually need the same: one that did not fit, the next alike
+        // will not either.
+        let mut refused_amounts: Option<Vec<u64>> = None;
+        let mut skipped = Vec::new();
+        let mut chosen = None;
+        for &i in &state.ready {
+            if state.blocked[i].is_some() {
+                chosen = Some((i, None));
+                break;
+            }
+            let Some(demand) = &admission.demands[i] else {
+                chosen = Some((i, None));
+                break;
+            };
+            let amounts = demand.at(1, &admission.capacity);
+            if refused_amounts.as_ref() != Some(&amounts) && fits(&amounts, &state.free) {
+                chosen = Some((i, Some(amounts)));
+                break;
+            }
+            refused_amounts = Some(amounts);
+            skipped.push(i);
+        }
+        for i in skipped {
+            state.refused[i].get_or_insert(now);
+        }
+        let (index, amounts) = chosen?;
+        state.ready.remove(&index);
+        if let Some(amounts) = amounts {
+            take(&amounts, &mut state.free);
+            state.held[index] = 1;
+        }
+        let waited = state.refused[index].map_or(Duration::ZERO, |t| now - t);
+        Some(Handed {
+            index,
+            blocked: state.blocked[index].take(),
+            waited,
+        })
+    }
+
+    /// Task `index` gives back what it holds (before a retry's wait).
+    pub(crate) fn release(&self, index: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.give_back(&mut state, index);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn give_back(&self, state: &mut State, index: usize) {
+        let Some(admission) = &self.admission else {
+            return;
+        };
+        let attempt = std::mem::take(&mut state.held[index]);
+        if attempt > 0
+            && let Some(demand) = &admission.demands[index]
+        {
+            give(&demand.at(attempt, &admission.capacity), &mut state.free);
+        }
+    }
+
+    /// Take task `index`'s amounts for attempt `attempt`, waiting until they fit; how long it
+    /// waited, or `None` if `cancel` was cancelled first.
+    pub(crate) fn acquire(
+        &self,
+        index: usize,
+        attempt: u32,
+        cancel: &CancelToken,
+    ) -> Option<Duration> {
+        let Some(admission) = &self.admission else {
+            return Some(Duration::ZERO);
+        };
+        let Some(demand) = &admission.demands[index] else {
+            return Some(Duration::ZERO);
+        };
+        let amounts = demand.at(attempt, &admission.capacity);
+        let since = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !fits(&amounts, &state.free) {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        take(&amounts, &mut state.free);
+        state.held[index] = attempt;
+        Some(since.elapsed())
+    }
+
+    /// The amounts task `index` holds now (empty without a budget).
+    pub(crate) fn held(&self, index: usize) -> Vec<u64> {
+        let Some(admission) = &self.admission else {
+            return Vec::new();
+        };
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match (&admission.demands[index], state.held[index]) {
+            (Some(demand), attempt) if attempt > 0 => demand.at(attempt, &admission.capacity),
+            _ => vec![0; admission.capacity.len()],
+        }
+    }
+
     /// Task `index`, named `name`, finished with `status`: release the tasks waiting for it.
     pub(crate) fn done(&self, index: usize, name: &str, status: Status) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.give_back(&mut state, index);
         for &(d, needs) in &self.dependents[index] {
             if needs && status != Status::Succeeded && state.blocked[d].is_none() {
                 let how = match status {
@@ -148,6 +298,26 @@ impl Graph {
     }
 }
 
+/// The budget's side of `tasks`; an error names a task that needs more than the budget.
+fn admission<I>(tasks: &[Task<I>], budget: &Budget) -> Result<Admission, PoolError> {
+    let mut demands = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Some(demand) = &task.demand
+            && let Some((name, amount, cap)) = demand.exceeds(budget)
+        {
+            return Err(PoolError::OverBudget(format!(
+                "the task {:?} needs {name}={amount}, more than the budget's {name}={cap}",
+                task.name
+            )));
+        }
+        demands.push(task.demand.clone());
+    }
+    Ok(Admission {
+        capacity: budget.capacity().to_vec(),
+        demands,
+    })
+}
+
 /// Node `n` waits for nothing any more: a task becomes ready; a barrier is passed at once,
 /// releasing what waits for it.
 fn release(dependents: &[Vec<(usize, bool)>], tasks: usize, state: &mut State, n: usize) {
@@ -166,7 +336,7 @@ fn release(dependents: &[Vec<(usize, bool)>], tasks: usize, state: &mut State, n
 /// Check that the waits of `tasks` name tasks of the batch and form no cycle: the error of
 /// [`Pool::run`](crate::Pool::run) for such a batch, without running anything.
 pub fn check_waits<I>(tasks: &[Task<I>]) -> Result<(), PoolError> {
-    Graph::new(tasks).map(drop)
+    Graph::new(tasks, None).map(drop)
 }
 
 /// Kahn's algorithm; what is left over holds a cycle, which the error spells out.

@@ -307,6 +307,8 @@ impl<I, F> Shared<'_, I, F> {
                 attempt,
                 cancel: &self.cancel,
                 notes: None,
+                resource_wait: std::time::Duration::ZERO,
+                resources: &[],
             };
             // The common case returns at once: moving a whole `Result<T, TaskError>` around
             // costs more than a tiny item does.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cancel::{CancelReason, CancelToken};
 use crate::config::{FailurePolicy, PoolConfig, PoolError};
 use crate::events::{Event, Reporter};
-use crate::graph::Graph;
+use crate::graph::{Graph, Handed};
 use crate::result::{BatchResult, Outcome, Status, Summary, TaskError};
 use crate::retry::RetryPolicy;
 use crate::strategy::{Strategy, TaskKind};
@@ -56,20 +56,26 @@ struct Shared<'t, I, F> {
     /// Set by the first failure under `StopSoon`/`StopNow`: start nothing new.
     stop: AtomicBool,
     start: Instant,
+    /// With waits or a budget: the ready queue, which also keeps the budget's books.
+    graph: Option<&'t Graph>,
 }
 
 impl<I, F> Shared<'_, I, F> {
-    /// Run task `index`, unless it must not start: `blocked` says why (a task it needs did
-    /// not succeed), or the batch is stopping.
+    /// Run the task handed out, unless it must not start: `blocked` says why (a task it needs
+    /// did not succeed), or the batch is stopping.
     fn run_one<T, M: Default>(
         &self,
-        index: usize,
-        blocked: Option<String>,
+        handed: Handed,
         emit: &mut dyn FnMut(Msg<T, M>),
     ) -> Outcome<T, M>
     where
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
+        let Handed {
+            index,
+            blocked,
+            mut waited,
+        } = handed;
         let task = &self.tasks[index];
         if let Some(not_started) = self.refuse_to_start(index, task, blocked) {
             return not_started;
@@ -82,12 +88,15 @@ impl<I, F> Shared<'_, I, F> {
         let notes = |note: Note| (emit.borrow_mut())(Msg::Note { index, note });
         let (result, meta) = loop {
             (emit.borrow_mut())(Msg::Started { index, attempt });
+            let held = self.graph.map(|g| g.held(index)).unwrap_or_default();
             let ctx = TaskContext {
                 index,
                 name: &task.name,
                 attempt,
                 cancel: &self.cancel,
                 notes: Some(&notes),
+                resource_wait: waited,
+                resources: &held,
             };
             let (result, meta) = catch_unwind(AssertUnwindSafe(|| (self.work)(&task.input, &ctx)))
                 .unwrap_or_else(|panic| {
@@ -105,10 +114,20 @@ impl<I, F> Shared<'_, I, F> {
                         delay,
                         error,
                     });
+                    // What it holds is free for others while it waits; the next attempt may
+                    // need more (`mem = 4G * attempt`).
+                    if let Some(graph) = self.graph {
+                        graph.release(index);
+                    }
                     if !self.cancel.sleep(delay) {
                         break (Err(TaskError::Cancelled), meta);
                     }
                     attempt += 1;
+                    match self.graph.map(|g| g.acquire(index, attempt, &self.cancel)) {
+                        Some(None) => break (Err(TaskError::Cancelled), meta),
+                        Some(Some(w)) => waited = w,
+                        None => {}
+                    }
                 }
                 other => break (other, meta),
             }
@@ -199,7 +218,7 @@ where
     let mut long = 0;
     let mut ran = 0;
     while ran < shared.tasks.len() {
-        let outcome = shared.run_one(ran, None, &mut |m| owner.handle(m));
+        let outcome = shared.run_one(handed(ran), &mut |m| owner.handle(m));
         if outcome.duration >= TINY_TASK {
             long += 1;
         }
@@ -239,18 +258,13 @@ impl<T, M> Outbox<T, M> {
         }
     }
 
-    /// Run task `index` (see [`Shared::run_one`]); returns how it ended.
-    fn run<I, F>(
-        &mut self,
-        shared: &Shared<'_, I, F>,
-        index: usize,
-        blocked: Option<String>,
-    ) -> Status
+    /// Run the task handed out (see [`Shared::run_one`]); returns how it ended.
+    fn run<I, F>(&mut self, shared: &Shared<'_, I, F>, handed: Handed) -> Status
     where
         M: Default,
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
     {
-        let outcome = shared.run_one(index, blocked, &mut |m| self.push(m));
+        let outcome = shared.run_one(handed, &mut |m| self.push(m));
         self.tiny = outcome.duration < TINY_TASK;
         let status = outcome.status;
         self.push(Msg::Finished(outcome));
@@ -329,7 +343,7 @@ impl Workers<'_> {
                         (first..total).into_par_iter().for_each_with(
                             Outbox::new(tx),
                             |outbox, i| {
-                                outbox.run(shared, i, None);
+                                outbox.run(shared, handed(i));
                             },
                         );
                     });
@@ -365,8 +379,9 @@ fn worker<I, T, M, F>(
     F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M),
 {
     if let Some(graph) = graph {
-        while let Some((i, blocked)) = graph.next() {
-            let status = outbox.run(shared, i, blocked);
+        while let Some(h) = graph.next() {
+            let i = h.index;
+            let status = outbox.run(shared, h);
             // The owner hears of a task's end before of the start of the tasks it releases.
             outbox.flush();
             graph.done(i, &shared.tasks[i].name, status);
@@ -379,7 +394,15 @@ fn worker<I, T, M, F>(
         if i >= total {
             break;
         }
-        outbox.run(shared, i, None);
+        outbox.run(shared, handed(i));
+    }
+}
+
+/// Task `index`, free to start (no graph: nothing to wait for).
+fn handed(index: usize) -> Handed {
+    Handed {
+        index,
+        ..Handed::default()
     }
 }
 
@@ -500,8 +523,9 @@ impl Pool {
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
     {
         let max_workers = self.config.max_workers;
-        let graph = if tasks.iter().any(Task::waits) {
-            Some(Graph::new(tasks)?)
+        let budget = self.config.budget.as_ref();
+        let graph = if budget.is_some() || tasks.iter().any(Task::waits) {
+            Some(Graph::new(tasks, budget)?)
         } else {
             None
         };
@@ -526,6 +550,7 @@ impl Pool {
             cancel: cancel.child(),
             stop: AtomicBool::new(false),
             start: Instant::now(),
+            graph: graph.as_ref(),
         };
         let total = tasks.len();
         reporter.report(&Event::BatchStarted {
@@ -579,14 +604,15 @@ impl Pool {
     {
         let total = shared.tasks.len();
         if let (Some(graph), Strategy::Serial) = (graph, strategy) {
-            while let Some((i, blocked)) = graph.next() {
-                let outcome = shared.run_one(i, blocked, &mut |m| owner.handle(m));
+            while let Some(h) = graph.next() {
+                let i = h.index;
+                let outcome = shared.run_one(h, &mut |m| owner.handle(m));
                 graph.done(i, &outcome.name, outcome.status);
                 owner.handle(Msg::Finished(outcome));
             }
         } else if strategy == Strategy::Serial || total == 0 {
             for i in 0..total {
-                let outcome = shared.run_one(i, None, &mut |m| owner.handle(m));
+                let outcome = shared.run_one(handed(i), &mut |m| owner.handle(m));
                 owner.handle(Msg::Finished(outcome));
             }
         } else if graph.is_none() && self.samples_first(total) {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::cancel::CancelToken;
 use crate::config::FailurePolicy;
+use crate::resources::Demand;
 use crate::retry::RetryPolicy;
 
 /// One unit of work: a name for reports, the input for the work function, and optionally its
@@ -26,6 +27,8 @@ pub struct Task<I> {
     pub after: Option<Arc<[usize]>>,
     /// What a failure of this task does to the batch, instead of the pool's policy.
     pub failure_policy: Option<FailurePolicy>,
+    /// What it takes of the pool's [`Budget`](crate::Budget) while it runs (`None`: nothing).
+    pub demand: Option<Demand>,
 }
 
 impl<I> Task<I> {
@@ -37,7 +40,14 @@ impl<I> Task<I> {
             needs: Vec::new(),
             after: None,
             failure_policy: None,
+            demand: None,
         }
+    }
+
+    /// Start only when `demand` fits in what the pool's budget has left (see `resources`).
+    pub fn uses(mut self, demand: Demand) -> Self {
+        self.demand = Some(demand);
+        self
     }
 
     /// Start only once these tasks (indices in the batch) succeeded; skipped if one did not.
@@ -95,6 +105,9 @@ pub struct TaskContext<'a> {
     pub(crate) cancel: &'a CancelToken,
     /// Where [`note`](Self::note)s go: the batch's owner thread (nowhere for `map`'s items).
     pub(crate) notes: Option<&'a dyn Fn(Note)>,
+    /// How long this attempt waited for the budget's resources, and what it holds of them.
+    pub(crate) resource_wait: std::time::Duration,
+    pub(crate) resources: &'a [u64],
 }
 
 impl std::fmt::Debug for TaskContext<'_> {
@@ -121,6 +134,17 @@ impl<'a> TaskContext<'a> {
     /// 1 for the first attempt, 2 for the first retry...
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// How long this attempt waited, with a worker free for it, until the resources it needs
+    /// were (see [`Task::uses`]); zero without a budget.
+    pub fn resource_wait(&self) -> std::time::Duration {
+        self.resource_wait
+    }
+
+    /// What this attempt holds of the pool's budget, in the budget's order (empty without one).
+    pub fn resources(&self) -> &'a [u64] {
+        self.resources
     }
 
     /// Cancelled when the batch is interrupted or stopped by the failure policy. Pass it to

@@ -9,8 +9,8 @@ fn the_core_modules_keep_their_layers() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
         &[
             // Foundations: time and text, files, memory, cancellation, strategies; the facades
-            // of `process` and `shell`; `/proc` and Slurm's settings.
-            "time text fsutil mem cancel strategy process process::procs process::slurm shell",
+            // of `process` and `shell`; `/proc` and Slurm's settings; counted resources.
+            "time text fsutil mem cancel strategy process process::procs process::slurm shell resources",
             // What a task's end is; what a worker shares; locks; a command, the guardian; the
             // words of a shell command.
             "result worker runlock process::command process::guardian shell::code",

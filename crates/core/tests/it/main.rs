@@ -15,6 +15,7 @@ mod map;
 mod pool;
 mod process;
 mod reporting;
+mod resources;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
 
