@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::Result;
-use fanout::{Event, FailurePolicy, Pool, PoolConfig, RetryPolicy, Task, TaskError};
+use fanout::{Budget, Event, FailurePolicy, Pool, PoolConfig, RetryPolicy, Task, TaskError};
 
 use crate::cache::CacheUpdate;
 use crate::cli::Halt;
@@ -32,12 +32,15 @@ pub(crate) fn run_jobs(
 ) -> Result<()> {
     let flat: Vec<(usize, usize, &Job)> = ctx.pipeline.jobs().collect();
     let todo = segment_todo(ctx, &flat, stages, ran, so_far);
-    let tasks = batch_tasks(ctx, &flat, &todo);
-    let pool = Pool::new(
-        PoolConfig::new(ctx.opts.max_workers)
-            .noun("job", "jobs")
-            .with_env_overrides()?,
-    );
+    let budget = batch_budget(ctx, &flat, &todo);
+    let tasks = batch_tasks(ctx, &flat, &todo, budget.as_ref());
+    let mut config = PoolConfig::new(ctx.opts.max_workers)
+        .noun("job", "jobs")
+        .with_env_overrides()?;
+    if let Some(budget) = &budget {
+        config = config.with_budget(budget.clone());
+    }
+    let pool = Pool::new(config);
     let mut recorder = Recorder {
         ctx,
         flat: &flat,
@@ -56,6 +59,7 @@ pub(crate) fn run_jobs(
         decided: Mutex::new(vec![false; flat.len()]),
         entries: Mutex::new(vec![None; flat.len()]),
         combined: Mutex::new(HashMap::new()),
+        budget,
     };
     pool.run_with_meta(&tasks, ctx.interrupt, &mut recorder, |&fi, tctx| {
         work.job(fi, tctx)
@@ -63,12 +67,45 @@ pub(crate) fn run_jobs(
     Ok(())
 }
 
-/// The batch's tasks: each job with its retries, its stage's failure policy and what it waits
-/// for, in batch positions.
+/// The batch's budget: what the run has of each resource one of its jobs takes (see
+/// `plan::local_needs`); `None` when none takes anything, so only `-j` limits them.
+fn batch_budget(
+    ctx: &RunContext<'_>,
+    flat: &[(usize, usize, &Job)],
+    todo: &[usize],
+) -> Option<Budget> {
+    let names: std::collections::BTreeSet<&String> = todo
+        .iter()
+        .flat_map(|&fi| crate::plan::local_needs(flat[fi].2).map(|(name, _)| name))
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let has = crate::plan::budget(ctx.pipeline, ctx.opts);
+    Some(names.into_iter().fold(Budget::new(), |b, name| {
+        // `plan::check_resources` made sure the run has every resource a job needs.
+        b.with(name.clone(), has.get(name).copied().unwrap_or(0))
+    }))
+}
+
+/// What `job` takes of `budget` (per attempt: an amount may grow with it).
+fn demand(budget: &Budget, job: &Job) -> fanout::Demand {
+    let mut demand = budget.nothing();
+    for (name, amount) in crate::plan::local_needs(job) {
+        if let Some(i) = budget.index(name) {
+            demand.set(i, amount.base, amount.grows);
+        }
+    }
+    demand
+}
+
+/// The batch's tasks: each job with its retries, its stage's failure policy, what it waits
+/// for (in batch positions) and what it takes of the budget.
 fn batch_tasks(
     ctx: &RunContext<'_>,
     flat: &[(usize, usize, &Job)],
     todo: &[usize],
+    budget: Option<&Budget>,
 ) -> Vec<Task<usize>> {
     let mut batch_index = vec![None; flat.len()];
     for (bi, &fi) in todo.iter().enumerate() {
@@ -86,8 +123,13 @@ fn batch_tasks(
                 (true, Halt::Now) => FailurePolicy::StopNow,
             };
             let w = &ctx.pipeline.waits[fi];
-            Task::new(job.id.clone(), fi)
-                .with_retry(retry_policy(job))
+            let task = match budget {
+                Some(budget) if crate::plan::local_needs(job).next().is_some() => {
+                    Task::new(job.id.clone(), fi).uses(demand(budget, job))
+                }
+                _ => Task::new(job.id.clone(), fi),
+            };
+            task.with_retry(retry_policy(job))
                 .with_failure_policy(policy)
                 .needs(w.needs.iter().filter_map(|&d| batch_index[d]))
                 .after_shared(
@@ -111,6 +153,8 @@ struct Work<'a> {
     /// Per job: the cache entry to keep if it succeeds.
     entries: Mutex<Vec<Option<crate::cache::Entry>>>,
     combined: Combined,
+    /// The batch's budget, if its jobs take resources: names what the pool hands out.
+    budget: Option<Budget>,
 }
 
 impl Work<'_> {
@@ -167,30 +211,66 @@ impl Work<'_> {
         let started = if first {
             lock(&self.entries)[fi]
                 .as_ref()
-                .map(crate::cache::Entry::started)
+                .map(|e| Box::new(e.started()))
         } else {
             None
         };
+        let resources = self.attempt_resources(self.flat[fi].2, tctx);
         tctx.note(JobNote::Starting {
             attempt: tctx.attempt(),
             at: SystemTime::now(),
             entry: started,
+            waited: tctx.resource_wait(),
+            resources: resources.clone(),
         });
-        self.run(fi, tctx)
+        self.run(fi, tctx, &resources)
+    }
+
+    /// What this attempt of `job` has of each resource it needs: what the pool handed it
+    /// (capped at the run's), else (on Slurm) what it asks Slurm for.
+    fn attempt_resources(
+        &self,
+        job: &Job,
+        tctx: &fanout::TaskContext<'_>,
+    ) -> crate::resources::Amounts {
+        if job.resources.is_empty() {
+            return crate::resources::Amounts::new();
+        }
+        let handed: crate::resources::Amounts = match &self.budget {
+            Some(budget) => budget
+                .names()
+                .iter()
+                .cloned()
+                .zip(tctx.resources().iter().copied())
+                .collect(),
+            None => crate::resources::Amounts::new(),
+        };
+        job.resources
+            .iter()
+            .map(|(name, amount)| {
+                let value = handed
+                    .get(name)
+                    .copied()
+                    .unwrap_or_else(|| amount.at(tctx.attempt()));
+                (name.clone(), value)
+            })
+            .collect()
     }
 
     /// Run job `fi`'s process; its value and, on success, its cache entry go with the facts.
-    fn run(&self, fi: usize, tctx: &fanout::TaskContext<'_>) -> (Result<(), TaskError>, JobFacts) {
+    fn run(
+        &self,
+        fi: usize,
+        tctx: &fanout::TaskContext<'_>,
+        resources: &crate::resources::Amounts,
+    ) -> (Result<(), TaskError>, JobFacts) {
         let (ctx, job) = (self.ctx, self.flat[fi].2);
         let log = ctx.run_dir.join(crate::layout::log_name(&job.id));
-        let out = match run_job(
-            ctx,
-            job,
-            &log,
-            tctx.attempt(),
-            ctx.runner,
-            tctx.cancel_token(),
-        ) {
+        let attempt = crate::job::Attempt {
+            number: tctx.attempt(),
+            resources,
+        };
+        let out = match run_job(ctx, job, &log, &attempt, ctx.runner, tctx.cancel_token()) {
             Ok(out) => out,
             Err(e) => return (Err(e), JobFacts::default()),
         };
@@ -330,11 +410,17 @@ impl Recorder<'_, '_> {
                     self.send(Update::Output { stage, job, value });
                 }
             }
-            JobNote::Starting { attempt, at, entry } => {
+            JobNote::Starting {
+                attempt,
+                at,
+                entry,
+                waited,
+                resources,
+            } => {
                 if let Some(entry) = entry {
                     let name = self.ctx.cache.name(&self.flat[fi].2.id);
                     self.send(Update::Cache(Box::new(CacheUpdate {
-                        job: Some((name, entry.clone())),
+                        job: Some((name, (**entry).clone())),
                         stamps: Vec::new(),
                     })));
                 }
@@ -343,6 +429,8 @@ impl Recorder<'_, '_> {
                     job,
                     attempt: *attempt,
                     at: *at,
+                    waited: *waited,
+                    resources: resources.clone(),
                 });
             }
         }

@@ -202,8 +202,17 @@ pub struct PipelineArgs {
     /// key of the jobs that track it, is in their `LORCHESTRA_PARAMS`, and is recorded
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// What the run has of the resources jobs declare (`cpus`, `mem`, `gpus`, `resources =
+    /// {db = 1}`): a job starts only when its needs fit what running jobs left. Defaults: cpus
+    /// = cores, mem = available memory, gpus = 0, named ones from the pipeline's `resources`
+    #[arg(long, value_name = "NAME=AMOUNT,...", value_parser = parse_resources)]
+    pub resources: Option<crate::resources::Amounts>,
     /// When another lorchestra run is using the project, wait for it to end (without:
     /// refuse, naming its pid)
     #[arg(long)]
     pub wait: bool,
+}
+
+fn parse_resources(text: &str) -> Result<crate::resources::Amounts, String> {
+    crate::resources::parse_flag(text)
 }

@@ -51,7 +51,10 @@ pub(crate) enum JobNote {
     Starting {
         attempt: u32,
         at: SystemTime,
-        entry: Option<Entry>,
+        entry: Option<Box<Entry>>,
+        /// How long it waited for resources, and what it has of them.
+        waited: std::time::Duration,
+        resources: crate::resources::Amounts,
     },
 }
 

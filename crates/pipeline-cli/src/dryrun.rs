@@ -113,6 +113,19 @@ fn print_job(job: &Job, opts: &RunOptions) {
             None => format!("retries {}", job.retries),
         });
     }
+    if !job.resources.is_empty() {
+        let needs: Vec<String> = (job.resources.iter())
+            .map(|(name, a)| {
+                let v = crate::resources::show(name, a.base);
+                if a.grows {
+                    format!("{name}={v} * attempt")
+                } else {
+                    format!("{name}={v}")
+                }
+            })
+            .collect();
+        extra.push(format!("needs {}", needs.join(" ")));
+    }
     if let Launcher::Slurm(slurm) = &job.launcher {
         let srun = Command::new("job").job_name(&job.id).srun_line(slurm);
         extra.push(format!("on Slurm: {srun}"));

@@ -25,6 +25,7 @@ fn options() -> RunOptions {
         force: plan::Force::Nothing,
         payload: crate::payload::Payload::new(),
         set: crate::params::Overrides::new(),
+        resources: crate::resources::Amounts::new(),
     }
 }
 
@@ -36,6 +37,7 @@ pub fn project(dir: &Path) {
     for name in project.pipeline_names() {
         if let Ok(mut pipeline) = project.load(&name) {
             plan::settle(&mut pipeline, &options());
+            let _ = plan::check_resources(&pipeline, &options());
             for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
                 let _ = (job.definition_hash(), job.run.display());
             }

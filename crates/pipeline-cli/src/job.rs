@@ -39,12 +39,19 @@ pub(crate) fn nested_payload_file(ctx: &RunContext<'_>, job: &Job) -> Result<Pat
     Ok(path)
 }
 
+/// One attempt of a job: its number (1 for the first) and what it has of each resource it
+/// needs.
+pub(crate) struct Attempt<'a> {
+    pub(crate) number: u32,
+    pub(crate) resources: &'a crate::resources::Amounts,
+}
+
 /// Run one attempt of `job`, its output appended to `log`.
 pub(crate) fn run_job(
     ctx: &RunContext<'_>,
     job: &Job,
     log: &Path,
-    attempt: u32,
+    attempt: &Attempt<'_>,
     runner: &ProcessRunner,
     cancel: &CancelToken,
 ) -> Result<fanout::ProcessOutput, TaskError> {
@@ -64,9 +71,15 @@ pub(crate) fn run_job(
     // attempt, or the killed run a resume continues, may have left one.
     let output_file = crate::layout::value_file(ctx.run_dir, &job.id);
     let _ = std::fs::remove_file(&output_file);
+    // A retry whose needs grow asks Slurm for more.
+    let launcher = if attempt.number > 1 && job.resources.values().any(|a| a.grows) {
+        crate::plan::launcher(job, ctx.opts, attempt.number)
+    } else {
+        job.launcher.clone()
+    };
     let mut cmd = cmd
         .env(output::ENV, &output_file)
-        .launcher(job.launcher.clone())
+        .launcher(launcher)
         .job_name(&job.id)
         .current_dir(cwd)
         .env("LORCHESTRA_RUN_ID", ctx.run_id)
@@ -82,6 +95,12 @@ pub(crate) fn run_job(
     for (k, v) in payload::env(job_payload) {
         cmd = cmd.env(k, v);
     }
+    // The attempt's cpus, memory and GPUs, for a job to size its threads by.
+    for (name, var) in crate::resources::ENV {
+        if let Some(v) = attempt.resources.get(name) {
+            cmd = cmd.env(var, v.to_string());
+        }
+    }
     for (k, v) in &job.env {
         cmd = cmd.env(k, v);
     }
@@ -93,7 +112,7 @@ pub(crate) fn run_job(
             serde_json::to_string(&values).expect("values serialize"),
         );
     }
-    log_header(log, job, attempt);
+    log_header(log, job, attempt.number);
     runner.run(&cmd, cancel).map_err(TaskError::from)
 }
 
@@ -134,6 +153,12 @@ fn nested(ctx: &RunContext<'_>, job: &Job, name: &str) -> Result<Command, TaskEr
     }
     if let Some(t) = ctx.opts.timeout {
         nested = nested.arg(format!("--timeout={}", t.as_secs_f64()));
+    }
+    if !ctx.opts.resources.is_empty() {
+        let amounts: Vec<String> = (ctx.opts.resources.iter())
+            .map(|(k, v)| format!("{k}={}", crate::resources::show(k, *v)))
+            .collect();
+        nested = nested.arg(format!("--resources={}", amounts.join(",")));
     }
     // A resumed nested run reuses its own record's payload, which is this one.
     let has_payload = !ctx.opts.payload.is_empty() || job.iteration.is_some();

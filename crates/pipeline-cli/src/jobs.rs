@@ -175,6 +175,13 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
             Ok(d)
         })
         .transpose()?;
+    let resources = crate::resources::needs(
+        raw.cpus.as_ref(),
+        raw.mem.as_ref(),
+        raw.gpus.as_ref(),
+        &raw.resources,
+    )
+    .map_err(|why| anyhow!("{at}: the job {id:?} has {why}"))?;
     for file in &raw.metrics {
         crate::metrics::check(file)
             .map_err(|why| anyhow!("{at}: the job {id:?} has metrics {why}"))?;
@@ -188,6 +195,7 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         timeout,
         retries: raw.retries,
         retry_backoff,
+        resources,
         env: raw.env,
         cwd: raw.cwd,
         outside_project: raw.outside_project,

@@ -37,6 +37,7 @@ mod plan;
 mod project;
 mod raw;
 mod report;
+mod resources;
 mod run;
 mod segment;
 mod store;
@@ -135,6 +136,7 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         payload,
         payload_file,
         set,
+        resources,
         wait,
     } = args;
     let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
@@ -178,7 +180,9 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
     };
     let mut pipeline = project.load(&pipeline).usage()?;
     placeholders::apply(&mut pipeline, &opts.payload).usage()?;
+    opts.resources = resources.unwrap_or_default();
     plan::settle(&mut pipeline, &opts);
+    plan::check_resources(&pipeline, &opts).usage()?;
     if reads_only {
         dryrun::print_plan(project, &pipeline, &opts, explain)?;
         return Ok(ExitStatus::Success);

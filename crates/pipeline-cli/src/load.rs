@@ -117,6 +117,8 @@ impl Project {
             stages,
             waits: Vec::new(),
             is_graph,
+            resources: crate::resources::from_file(&raw.resources)
+                .map_err(|why| anyhow!("{at}: {why}"))?,
         };
         pipeline.waits = waits(&pipeline)?;
         Ok(pipeline)

@@ -23,6 +23,9 @@ pub(crate) struct Pipeline {
     /// No `[[stages]]`: the jobs, ordered so that each comes after what it needs, form one
     /// stage named [`GRAPH_STAGE`].
     pub(crate) is_graph: bool,
+    /// `resources = { db = 1 }`: what the run has of named resources, unless `--resources`
+    /// says otherwise.
+    pub(crate) resources: crate::resources::Amounts,
 }
 
 /// The one stage of a pipeline of jobs with `needs` and no stages.
@@ -91,6 +94,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         timeout: None,
         retries: 0,
         retry_backoff: None,
+        resources: crate::resources::Needs::new(),
         env: BTreeMap::new(),
         cwd: None,
         outside_project: false,
@@ -169,6 +173,9 @@ pub(crate) struct Job {
     /// The wait before its first retry (`retry_backoff`), doubling after; else the core's
     /// (500 ms).
     pub(crate) retry_backoff: Option<Duration>,
+    /// What it takes of the run's resources while it runs (see `resources.rs`); on Slurm,
+    /// `cpus`, `mem` and `gpus` are asked of Slurm instead.
+    pub(crate) resources: crate::resources::Needs,
     pub(crate) env: BTreeMap<String, String>,
     /// Relative to the project folder.
     pub(crate) cwd: Option<PathBuf>,

@@ -45,6 +45,8 @@ pub(crate) struct RunOptions {
     pub(crate) payload: Payload,
     /// `--set`: parameter overrides for this run (a resumed run reuses its own).
     pub(crate) set: crate::params::Overrides,
+    /// `--resources`: what the run has, over the pipeline's and the machine's.
+    pub(crate) resources: crate::resources::Amounts,
 }
 
 /// `--force`: which jobs run even if they are up to date.
@@ -142,25 +144,125 @@ impl RunOptions {
             force,
             payload: Payload::new(),
             set: crate::params::Overrides::new(),
+            resources: crate::resources::Amounts::new(),
         })
     }
 }
 
 /// Settle, once and before anything runs or is printed, what the command line decides for
-/// each job: where it runs (its pipeline file's `backend`, else `--backend`; on Slurm the
-/// file's settings with the `--slurm-arg`s after them) and its time limit (its own, else
-/// `--timeout`).
+/// each job (loop templates included): where it runs (its pipeline file's `backend`, else
+/// `--backend`; on Slurm the file's settings, then its `cpus`, `mem` and `gpus` as `srun`
+/// options, then the `--slurm-arg`s) and its time limit (its own, else `--timeout`).
 pub(crate) fn settle(pipeline: &mut Pipeline, opts: &RunOptions) {
+    let templates = pipeline
+        .stages
+        .iter_mut()
+        .flat_map(|s| s.looping.iter_mut().flat_map(|l| &mut l.jobs));
+    let jobs: Vec<&mut crate::model::Job> = templates.collect();
+    for job in jobs {
+        settle_job(job, opts);
+    }
     for job in pipeline.stages.iter_mut().flat_map(|s| &mut s.jobs) {
-        job.launcher = match job.backend.unwrap_or(opts.backend) {
-            Backend::Local => Launcher::Local,
-            Backend::Slurm => Launcher::Slurm(job.slurm.merged_with(&fanout::Slurm {
+        settle_job(job, opts);
+    }
+}
+
+fn settle_job(job: &mut crate::model::Job, opts: &RunOptions) {
+    job.launcher = launcher(job, opts, 1);
+    job.timeout = job.timeout.or(opts.timeout);
+}
+
+/// Where attempt `attempt` of `job` runs: here, or on Slurm with the file's settings, the
+/// attempt's needs and the `--slurm-arg`s.
+pub(crate) fn launcher(job: &crate::model::Job, opts: &RunOptions, attempt: u32) -> Launcher {
+    match job.backend.unwrap_or(opts.backend) {
+        Backend::Local => Launcher::Local,
+        Backend::Slurm => Launcher::Slurm(
+            slurm_needs(job.slurm.clone(), &job.resources, attempt).merged_with(&fanout::Slurm {
                 args: opts.slurm_args.clone(),
                 ..fanout::Slurm::default()
-            })),
-        };
-        job.timeout = job.timeout.or(opts.timeout);
+            }),
+        ),
     }
+}
+
+/// `slurm` with a job's needs of attempt `attempt` as `srun` options: `cpus` as
+/// `--cpus-per-task`, `mem` as `--mem` (unless the job's `slurm` table sets them), `gpus` as
+/// `--gres=gpu:N`.
+pub(crate) fn slurm_needs(
+    mut slurm: fanout::Slurm,
+    needs: &crate::resources::Needs,
+    attempt: u32,
+) -> fanout::Slurm {
+    use crate::resources::{CPUS, GPUS, MEM};
+    if let Some(cpus) = needs.get(CPUS) {
+        slurm.cpus = slurm
+            .cpus
+            .or(Some(u32::try_from(cpus.at(attempt)).unwrap_or(u32::MAX)));
+    }
+    if let Some(mem) = needs.get(MEM) {
+        slurm.mem = slurm.mem.or(Some(format!("{}M", mem.at(attempt))));
+    }
+    if let Some(gpus) = needs.get(GPUS) {
+        slurm.args.push(format!("--gres=gpu:{}", gpus.at(attempt)));
+    }
+    slurm
+}
+
+/// What the run has of each resource: the machine's, the pipeline's `resources`, then
+/// `--resources`.
+pub(crate) fn budget(pipeline: &Pipeline, opts: &RunOptions) -> crate::resources::Amounts {
+    crate::resources::budget(&pipeline.resources, &opts.resources)
+}
+
+/// What job `job` takes of the run's resources: all its needs here, only the named ones on
+/// Slurm (whose own scheduler gives it cpus, memory and GPUs).
+pub(crate) fn local_needs(
+    job: &crate::model::Job,
+) -> impl Iterator<Item = (&String, &crate::resources::Amount)> {
+    let on_slurm = matches!(job.launcher, Launcher::Slurm(_));
+    job.resources
+        .iter()
+        .filter(move |(name, _)| !(on_slurm && crate::resources::is_builtin(name)))
+}
+
+/// Before anything runs: every job (loop templates included) fits in the run's resources on
+/// its own; the error names the job, what it needs and what the run has.
+pub(crate) fn check_resources(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
+    let budget = budget(pipeline, opts);
+    let templates = pipeline
+        .stages
+        .iter()
+        .flat_map(|s| s.looping.iter().flat_map(|l| &l.jobs));
+    for job in pipeline
+        .stages
+        .iter()
+        .flat_map(|s| &s.jobs)
+        .chain(templates)
+    {
+        for (name, need) in local_needs(job) {
+            let show = |v| crate::resources::show(name, v);
+            match budget.get(name) {
+                None => bail!(
+                    "{}: the job {:?} needs {name}={}, but the run has no {name:?}: give it \
+                     with resources = {{ {name} = N }} in the pipeline, or --resources {name}=N",
+                    job.defined_in.display(),
+                    job.id,
+                    show(need.base)
+                ),
+                Some(&has) if need.base > has => bail!(
+                    "{}: the job {:?} needs {name}={}, more than the run has ({name}={}); \
+                     change it with --resources {name}=AMOUNT",
+                    job.defined_in.display(),
+                    job.id,
+                    show(need.base),
+                    show(has)
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Before anything runs: every job bound for Slurm can go there (srun is here, its partition

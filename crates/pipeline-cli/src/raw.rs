@@ -26,6 +26,9 @@ pub(crate) struct RawPipeline {
     pub(crate) stop_on_failure: Option<bool>,
     pub(crate) backend: Option<Backend>,
     pub(crate) slurm: Option<RawSlurm>,
+    /// `resources = { db = 1 }`: what the run has of named resources (see `resources.rs`).
+    #[serde(default)]
+    pub(crate) resources: BTreeMap<String, crate::resources::RawAmount>,
     #[serde(default)]
     pub(crate) stages: Vec<RawStage>,
     #[serde(default)]
@@ -88,6 +91,13 @@ pub(crate) struct RawJob {
     pub(crate) retries: u32,
     /// `retry_backoff = "5s"`: the wait before the first retry, doubling (with jitter) after.
     pub(crate) retry_backoff: Option<String>,
+    /// What it needs while it runs: `cpus = 2`, `mem = "4G * attempt"`, `gpus = 1`,
+    /// `resources = { db = 1 }` (see `resources.rs`).
+    pub(crate) cpus: Option<crate::resources::RawAmount>,
+    pub(crate) mem: Option<crate::resources::RawAmount>,
+    pub(crate) gpus: Option<crate::resources::RawAmount>,
+    #[serde(default)]
+    pub(crate) resources: BTreeMap<String, crate::resources::RawAmount>,
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) cwd: Option<PathBuf>,

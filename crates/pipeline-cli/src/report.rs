@@ -40,6 +40,8 @@ struct Row {
     mark: &'static str,
     title: String,
     bar: Option<Bar>,
+    /// The time before its bar it waited for resources (a job, not a group).
+    wait: Option<Bar>,
 }
 
 /// A status in the legend: its class (the colour), mark and words.
@@ -237,6 +239,18 @@ fn legend(record: &RunRecord) -> Vec<LegendEntry> {
         mark: mark(*s),
         words: s.as_str().replace('_', " "),
     })
+    .chain(
+        record
+            .stages
+            .iter()
+            .flat_map(|st| &st.jobs)
+            .any(|j| j.resource_wait_seconds.is_some())
+            .then(|| LegendEntry {
+                status: "waiting",
+                mark: "",
+                words: "waited for resources".to_owned(),
+            }),
+    )
     .collect()
 }
 
@@ -257,6 +271,7 @@ fn chart_rows(record: &RunRecord, t0: f64, end: f64, x_of: &dyn Fn(f64) -> f64) 
             mark: "",
             title: String::new(),
             bar: None,
+            wait: None,
         });
         y += ROW_HEIGHT;
         // In the order they started (those that did not, last, in pipeline order): with
@@ -282,6 +297,16 @@ fn chart_rows(record: &RunRecord, t0: f64, end: f64, x_of: &dyn Fn(f64) -> f64) 
                 w: round((x_of(finish.max(start)) - x_of(start)).max(2.0)),
             });
             let status = g.status();
+            let wait = match (&g.summary, g.jobs[0].resource_wait_seconds) {
+                (None, Some(w)) if start.is_finite() && w > 0.0 => {
+                    let from = x_of((start - w).max(t0));
+                    Some(Bar {
+                        x: round(from),
+                        w: round((x_of(start) - from).max(1.0)),
+                    })
+                }
+                _ => None,
+            };
             let (label, title) = match &g.summary {
                 Some(summary) => (
                     format!("{} \u{d7}{}", g.base, g.jobs.len()),
@@ -300,6 +325,7 @@ fn chart_rows(record: &RunRecord, t0: f64, end: f64, x_of: &dyn Fn(f64) -> f64) 
                 mark: mark(status),
                 title,
                 bar,
+                wait,
             });
             y += ROW_HEIGHT;
         }
@@ -420,6 +446,15 @@ fn tooltip(job: &crate::store::JobRecord, stage: &str, t0: f64) -> String {
     }
     if job.attempts > 1 {
         let _ = write!(title, ", {} attempts", job.attempts);
+    }
+    if let Some(w) = job.resource_wait_seconds {
+        let _ = write!(title, ", waited {w:.2} s for resources");
+    }
+    if let Some(last) = job.tries.last().filter(|t| !t.resources.is_empty()) {
+        let had: Vec<String> = (last.resources.iter())
+            .map(|(n, v)| format!("{n}={}", crate::resources::show(n, *v)))
+            .collect();
+        let _ = write!(title, " (had {})", had.join(", "));
     }
     if let Some(id) = job.slurm_job_id {
         let _ = write!(title, ", Slurm job {id}");

@@ -149,6 +149,33 @@ pub(crate) struct JobRecord {
     /// The numbers of its `metrics` files, when it succeeded (or was up to date).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Seconds it waited, over its attempts, for the resources it needs while a worker was
+    /// free for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resource_wait_seconds: Option<f64>,
+    /// Its attempts, once it retried or when it needs resources: when each started, what it
+    /// had, how long it waited for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tries: Vec<AttemptRecord>,
+}
+
+/// One attempt of a job (see [`JobRecord::tries`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct AttemptRecord {
+    pub(crate) attempt: u32,
+    pub(crate) started_at_unix: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) waited_seconds: f64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) resources: crate::resources::Amounts,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn local() -> String {
@@ -164,6 +191,8 @@ impl JobRecord {
             reason: None,
             output: None,
             metrics: BTreeMap::new(),
+            resource_wait_seconds: None,
+            tries: Vec::new(),
             job_id: job_id.to_owned(),
             status: JobStatus::Pending,
             attempts: 0,

@@ -27,6 +27,9 @@ pub(crate) enum Update {
         job: usize,
         attempt: u32,
         at: SystemTime,
+        /// How long it waited for resources, and what it has of them.
+        waited: Duration,
+        resources: crate::resources::Amounts,
     },
     Finished {
         stage: usize,
@@ -128,21 +131,15 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
             job,
             attempt,
             at,
-        } => {
-            let j = &mut record.stages[stage].jobs[job];
-            j.status = JobStatus::Running;
-            j.attempts = attempt;
-            if attempt == 1 {
-                let (s, u) = timestamp(at);
-                j.started_at = Some(s);
-                j.started_at_unix = Some(u);
-                j.finished_at = None;
-                j.finished_at_unix = None;
-                j.error = None;
-                j.exit_code = None;
-                j.output = None;
-            }
-        }
+            waited,
+            resources,
+        } => started(
+            &mut record.stages[stage].jobs[job],
+            attempt,
+            at,
+            waited,
+            resources,
+        ),
         Update::Finished {
             stage,
             job,
@@ -175,6 +172,51 @@ fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update)
             record.duration_seconds = Some(u - record.started_at_unix);
         }
     }
+}
+
+/// Attempt `attempt` of job `j` started at `at`, after waiting `waited` for `resources`.
+fn started(
+    j: &mut JobRecord,
+    attempt: u32,
+    at: SystemTime,
+    waited: Duration,
+    resources: crate::resources::Amounts,
+) {
+    j.status = JobStatus::Running;
+    j.attempts = attempt;
+    let (s, u) = timestamp(at);
+    if attempt == 1 {
+        j.started_at = Some(s);
+        j.started_at_unix = Some(u);
+        j.finished_at = None;
+        j.finished_at_unix = None;
+        j.error = None;
+        j.exit_code = None;
+        j.output = None;
+        j.tries.clear();
+        j.resource_wait_seconds = None;
+    }
+    if !waited.is_zero() {
+        *j.resource_wait_seconds.get_or_insert(0.0) += waited.as_secs_f64();
+    }
+    if resources.is_empty() && attempt == 1 {
+        return;
+    }
+    if j.tries.is_empty() && attempt > 1 {
+        // A job without resources is recorded per attempt once it retries.
+        j.tries.push(crate::store::AttemptRecord {
+            attempt: 1,
+            started_at_unix: j.started_at_unix.unwrap_or(u),
+            waited_seconds: 0.0,
+            resources: crate::resources::Amounts::new(),
+        });
+    }
+    j.tries.push(crate::store::AttemptRecord {
+        attempt,
+        started_at_unix: u,
+        waited_seconds: waited.as_secs_f64(),
+        resources,
+    });
 }
 
 /// The cache's changes made by this run, written beside the record.
@@ -397,6 +439,8 @@ mod tests {
                 job,
                 attempt: 1,
                 at: SystemTime::now(),
+                waited: Duration::ZERO,
+                resources: crate::resources::Amounts::new(),
             });
             w.send(Update::Finished {
                 stage: 0,

@@ -8,12 +8,11 @@ fn lorchestra_modules_keep_their_layers() {
     testkit::layering::assert_layers(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
         &[
-            // The flags; a run folder's names; inputs patterns; payload values; the project
-            // folder; the cache file.
-            // Parameter files and `--set`.
-            "cli layout patterns payload project cache::file params metrics",
-            // The checked model; the run record.
-            "model store",
+            // A run folder's names; inputs patterns; payload values; the project folder; the
+            // cache file; parameter files and `--set`; metrics files; resources needed and had.
+            "layout patterns payload project cache::file params metrics resources",
+            // The flags (amounts of `--resources`); the checked model; the run record.
+            "cli model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked
             // options (plan); the up-to-date decision; the record's writer.
             "raw waits output report plan cache store::writer",

@@ -9,6 +9,7 @@ mod outputs;
 mod params;
 mod payload;
 mod promises;
+mod resources;
 mod retries;
 #[cfg(feature = "slurm-tests")]
 mod slurm;
@@ -68,6 +69,12 @@ impl Project {
             cmd.env(k, v);
         }
         cmd.output().unwrap().into()
+    }
+
+    /// A file of the project, as text.
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel))
+            .unwrap_or_else(|e| panic!("reading {rel}: {e}"))
     }
 
     /// The newest run's record.
