@@ -240,6 +240,12 @@ fn cross_product(m: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Payload>, Strin
 pub(crate) fn matrix_jobs(at: &std::path::Display<'_>, job: &Job) -> Result<Vec<Job>> {
     let mut names = HashSet::new();
     let mut jobs = Vec::with_capacity(job.matrix.len());
+    // Each iteration is the job without its matrix: cloning the matrix per iteration would
+    // cost the square of its size.
+    let template = Job {
+        matrix: Vec::new(),
+        ..job.clone()
+    };
     for combination in &job.matrix {
         let values: Vec<String> = combination.values().map(crate::payload::text).collect();
         let name = format!("{}[{}]", job.id, values.join(","));
@@ -249,8 +255,7 @@ pub(crate) fn matrix_jobs(at: &std::path::Display<'_>, job: &Job) -> Result<Vec<
                 job.id
             );
         }
-        let mut one = job.clone();
-        one.matrix = Vec::new();
+        let mut one = template.clone();
         one.id = name;
         one.iteration = Some(Iteration {
             of: job.id.clone(),
