@@ -151,7 +151,8 @@ struct Work<'a> {
     /// decision that failed, so a job never runs without one).
     decided: Mutex<Vec<bool>>,
     /// Per job: the cache entry to keep if it succeeds.
-    entries: Mutex<Vec<Option<crate::cache::Entry>>>,
+    /// Boxed: most jobs have none.
+    entries: Mutex<Vec<Option<Box<crate::cache::Entry>>>>,
     combined: Combined,
     /// The batch's budget, if its jobs take resources: names what the pool hands out.
     budget: Option<Budget>,
@@ -187,7 +188,7 @@ impl Work<'_> {
                         params,
                     });
                     lock(&self.decided)[fi] = true;
-                    lock(&self.entries)[fi] = entry;
+                    lock(&self.entries)[fi] = entry.map(Box::new);
                     if up_to_date {
                         let job = self.flat[fi].2;
                         // Its metrics as its last success left them (none if they are gone).
@@ -492,7 +493,7 @@ impl Recorder<'_, '_> {
         }
         if let Some(entry) = &facts.entry {
             self.send(Update::Cache(Box::new(CacheUpdate {
-                job: Some((self.ctx.cache.name(&job.id), entry.clone())),
+                job: Some((self.ctx.cache.name(&job.id), (**entry).clone())),
                 stamps: Vec::new(),
             })));
         }

@@ -37,8 +37,9 @@ const EXAMPLES: &str = "  lorchestra pipeline ingest --max-workers 4
     version = fanout_cli::VERSION,
     long_about = "Run a pipeline's stages in order; the independent jobs inside a stage run in \
         parallel through a bounded worker pool. Each job's output goes to its log; the run's \
-        state is saved after every job in .lorchestra/runs/<RUN_ID>/run.json, so an interrupted \
-        or crashed run can be resumed.\n\n\
+        state is saved after every job in .lorchestra/runs/<RUN_ID>/ (run.json and its journal; \
+        `lorchestra status RUN_ID --json` reads both), so an interrupted or crashed run can be \
+        resumed.\n\n\
         A project folder holds pipelines/<NAME>.toml (or .yaml) and, for jobs shared by several \
         pipelines, jobs/<JOB_ID>.toml.",
     after_help = fanout_cli::after_help(EXAMPLES, Lorchestra::NOUN),
@@ -62,8 +63,8 @@ pub enum Commands {
         depends on changed since it last succeeded (or an output is missing); --explain says \
         why each job would run, --force runs them anyway. A job's or its pipeline's `backend` \
         and a job's `timeout` in the pipeline file win over --backend and --timeout. The run is recorded in \
-        .lorchestra/runs/<RUN_ID>/run.json after every job, with the shared JSON report beside \
-        it in report.json (and in --report FILE)."
+        .lorchestra/runs/<RUN_ID>/ after every job (run.json, with journal.jsonl while it runs), \
+        with the shared JSON report beside it in report.json (and in --report FILE)."
     )]
     Pipeline(Box<PipelineArgs>),
     /// Print a pipeline's jobs and what each waits for
@@ -100,6 +101,10 @@ pub enum Commands {
     Status {
         #[arg(value_name = "RUN_ID")]
         run_id: String,
+        /// Print the whole record as JSON: `run.json` with the changes of its journal applied
+        /// (a running or killed run's `run.json` alone is as of its start)
+        #[arg(long)]
+        json: bool,
     },
     /// Compare the parameters two runs used (`params` of their jobs, `--set` applied)
     Params {

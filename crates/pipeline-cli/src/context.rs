@@ -27,8 +27,9 @@ pub(crate) struct JobFacts {
     pub(crate) ended_at: Option<SystemTime>,
     /// The value it returned.
     pub(crate) output: Option<serde_json::Value>,
-    /// Its cache entry, to keep now that it succeeded.
-    pub(crate) entry: Option<Entry>,
+    /// Its cache entry, to keep now that it succeeded (boxed: most jobs have none, and every
+    /// job's outcome holds these facts until the batch ends).
+    pub(crate) entry: Option<Box<Entry>>,
     /// Its metrics, read after it succeeded (or from its files, up to date).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }

@@ -99,9 +99,16 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             print_runs(&project, limit);
             Ok(ExitStatus::Success)
         }
-        Commands::Status { run_id } => {
+        Commands::Status { run_id, json } => {
             let r = store::load(&project.at(""), &run_id).usage()?;
-            print_status(&project, &r);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("records serialize")
+                );
+            } else {
+                print_status(&project, &r);
+            }
             Ok(ExitStatus::Success)
         }
         Commands::Params {
@@ -187,7 +194,7 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         dryrun::print_plan(project, &pipeline, &opts, explain)?;
         return Ok(ExitStatus::Success);
     }
-    run::run(project, &pipeline, &opts, plan::Lock { held: lock, wait })
+    run::run(project, pipeline, &opts, plan::Lock { held: lock, wait })
 }
 
 /// What `lorchestra validate` prints for a valid pipeline.

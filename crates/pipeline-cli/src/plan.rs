@@ -352,6 +352,7 @@ pub(crate) fn new_record(pipeline: &Pipeline, opts: &RunOptions) -> RunRecord {
         payload: opts.payload.clone(),
         params_set: opts.set.clone(),
         params: BTreeMap::new(),
+        generation: 0,
         stages: pipeline
             .stages
             .iter()

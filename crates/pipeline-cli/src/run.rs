@@ -23,16 +23,17 @@ use crate::store::{self, CacheState, JobStatus, RecordWriter, RunStatus, Update}
 /// The run's report in the shared shape, beside its record.
 pub(crate) const REPORT_FILE: &str = "report.json";
 
-/// Run `pipeline`; returns the exit status. Errors are problems before any job ran.
+/// Run `pipeline` (its loop stages are expanded as it goes); returns the exit status. Errors
+/// are problems before any job ran.
 pub(crate) fn run(
     project: &Project,
-    pipeline: &Pipeline,
+    mut pipeline: Pipeline,
     opts: &RunOptions,
     project_lock: Lock,
 ) -> Result<ExitStatus> {
-    let (record, done) = checked_record(pipeline, opts)?;
+    let (record, done) = checked_record(&pipeline, opts)?;
     // Checked before anything runs; computed again as loop stages are expanded.
-    opts.force.forced(pipeline).usage()?;
+    opts.force.forced(&pipeline).usage()?;
     let _lock = match project_lock.held {
         Some(held) => Some(held),
         None => lock_project(project, project_lock.wait).usage()?,
@@ -46,7 +47,7 @@ pub(crate) fn run(
         (&opts.payload, &opts.set),
     );
     cache
-        .check_set(pipeline)
+        .check_set(&pipeline)
         .map_err(|e| anyhow::anyhow!(e))
         .usage()?;
     let state = RunState::default();
@@ -63,7 +64,7 @@ pub(crate) fn run(
     let interrupt = fanout::install_interrupt_handler()?;
     let runner = ProcessRunner::new();
     let start = std::time::Instant::now();
-    print_start(&run_id, pipeline, opts, done.len());
+    print_start(&run_id, &pipeline, opts, done.len());
     let life = Life {
         project,
         opts,
@@ -75,7 +76,6 @@ pub(crate) fn run(
         cache: &cache,
         state: &state,
     };
-    let mut pipeline = pipeline.clone();
     let mut ran = Ran::default();
     life.segments(&mut pipeline, &mut ran)?;
 

@@ -1,16 +1,17 @@
 //! The run record: `<dir>/.lorchestra/runs/<RUN_ID>/run.json`, what it holds, where it lives
 //! and how it is read back (`runs`, `show`, `--resume`). One thread writes it: [`writer`].
 
+mod journal;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use writer::{CacheState, RecordWriter, Update};
+pub(crate) use journal::{Update, list, load};
+pub(crate) use writer::{CacheState, RecordWriter};
 
 /// Where runs live, below the project folder.
 pub(crate) const RUNS_DIR: &str = ".lorchestra/runs";
@@ -105,6 +106,9 @@ pub(crate) struct RunRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) params: BTreeMap<String, serde_json::Value>,
     pub(crate) stages: Vec<StageRecord>,
+    /// Which journal (`journal.jsonl` beside it) goes with this file: see `store::journal`.
+    #[serde(default)]
+    pub(crate) generation: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,34 +242,6 @@ pub(crate) fn run_dir(project: &Path, run_id: &str) -> PathBuf {
 
 pub(crate) fn record_path(project: &Path, run_id: &str) -> PathBuf {
     run_dir(project, run_id).join("run.json")
-}
-
-/// Read a run's record; the error names the run and what to do.
-pub(crate) fn load(project: &Path, run_id: &str) -> Result<RunRecord> {
-    let path = record_path(project, run_id);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no run {run_id:?} in {} (`lorchestra runs` lists them)",
-            project.join(RUNS_DIR).display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a run record", path.display()))
-}
-
-/// Every run's record, newest first. Unreadable records are skipped.
-pub(crate) fn list(project: &Path) -> Vec<RunRecord> {
-    let mut runs: Vec<RunRecord> = std::fs::read_dir(project.join(RUNS_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("run.json")).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect();
-    runs.sort_by(|a, b| b.run_id.cmp(&a.run_id));
-    runs
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //!
 //! Only deterministic work is measured: serial strategies and the parent process (callgrind
 //! does not follow children), so a count moves only when the code does: runs differ by under
-//! 0.2%, except the lorchestra stage, whose record writer rewrites `run.json` as often as updates
-//! arrive apart (coalescing those that come together), so timing changes how often: its runs
-//! differ by up to 20% (542-650 M). That one runs twice, keeps the smaller count, and has
+//! 0.2%, except the lorchestra stage, whose record writer flushes its journal (and, before the
+//! journal, rewrote `run.json`) as often as updates arrive apart (gathering those that come
+//! together), so timing changes how often: its runs differed by up to 20% (542-650 M). That one runs twice, keeps the smaller count, and has
 //! [`LIMIT_PACED`]; the others fail when a count grows by more than [`LIMIT`] over the
 //! baseline (`xtask/instructions-baseline.json`). `--save-baseline` writes the baseline from
 //! this run: commit it with the reason for the change. Each workload runs with only `PATH` and

@@ -1,13 +1,14 @@
 //! The one thread that writes the run record (and the cache with it).
 //!
-//! Crash safety: every write is a complete file written atomically (temp file, fsync, rename),
-//! so `kill -9` at any instant leaves the previous or the next complete record, never a torn
-//! one. Cost: one thread owns the record; the run sends it transitions over a channel and never
-//! waits for the disk. The writer applies every transition it has received, then writes. While
-//! jobs are slow, each transition gets its own write at once; when transitions come faster than
-//! a write takes (a 10,000-job stage of `true`), they are coalesced, with writes at least
-//! `5 x the last write's duration` (and 50 ms) apart, so writing never takes more than about a
-//! sixth of the writer's time however large the record grows.
+//! Cost and crash safety: `run.json` is written whole, atomically (temp file, fsync, rename),
+//! only when a run starts or resumes and when it ends. In between, each change is a line
+//! appended to the journal beside it (`journal.jsonl`, see `journal.rs`), so a change costs the
+//! same however large the record is (30,000 jobs write 60,000 short lines, not 30,000 copies of
+//! a growing file). `kill -9` at any instant leaves a complete `run.json` and a journal whose
+//! last line may be torn; readers replay it. One thread owns the record: the run sends it
+//! changes over a channel and never waits for the disk. While jobs are slow, each change is
+//! appended and flushed at once; when they come faster, they are gathered and flushed (fsync)
+//! at most every 50 ms.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -16,208 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
-use crate::cache::{CacheFile, CacheUpdate};
-use crate::store::{JobRecord, JobStatus, RunRecord, RunStatus, timestamp};
-
-/// A change to the record.
-#[derive(Debug)]
-pub(crate) enum Update {
-    Started {
-        stage: usize,
-        job: usize,
-        attempt: u32,
-        at: SystemTime,
-        /// How long it waited for resources, and what it has of them.
-        waited: Duration,
-        resources: crate::resources::Amounts,
-    },
-    Finished {
-        stage: usize,
-        job: usize,
-        status: JobStatus,
-        attempts: u32,
-        exit_code: Option<i32>,
-        slurm_job_id: Option<u64>,
-        error: Option<String>,
-        duration: Duration,
-        at: SystemTime,
-    },
-    /// A loop stage's iterations, now known.
-    Expand {
-        stage: usize,
-        jobs: Vec<JobRecord>,
-        note: String,
-    },
-    /// A batch started, with the strategy the pool chose.
-    Strategy(fanout::Strategy),
-    /// A loop stage not expanded in this run (not reached, or its list not found): its note;
-    /// the iterations recorded so far stay.
-    Note {
-        stage: usize,
-        note: String,
-    },
-    /// The value a job returned.
-    Output {
-        stage: usize,
-        job: usize,
-        value: serde_json::Value,
-    },
-    /// The values of the parameters a job tracks, added to the run's.
-    Params(std::collections::BTreeMap<String, serde_json::Value>),
-    /// The numbers of a job's metrics files.
-    Metrics {
-        stage: usize,
-        job: usize,
-        values: crate::metrics::Metrics,
-    },
-    /// Why a job runs, or that it is up to date: decided when its turn came.
-    Reason {
-        stage: usize,
-        job: usize,
-        reason: String,
-    },
-    /// A job with inputs succeeded, or files were hashed afresh.
-    Cache(Box<CacheUpdate>),
-    RunFinished {
-        status: RunStatus,
-        at: SystemTime,
-    },
-}
-
-impl Update {
-    /// Job `job` of stage `stage` ended without starting, with `status` and why.
-    pub(crate) fn not_started(stage: usize, job: usize, status: JobStatus, why: String) -> Self {
-        Update::Finished {
-            stage,
-            job,
-            status,
-            attempts: 0,
-            exit_code: None,
-            slurm_job_id: None,
-            error: Some(why),
-            duration: Duration::ZERO,
-            at: SystemTime::now(),
-        }
-    }
-}
-
-fn apply(record: &mut RunRecord, cache: Option<&mut CacheState>, update: Update) {
-    match update {
-        Update::Reason { stage, job, reason } => {
-            record.stages[stage].jobs[job].reason = Some(reason);
-        }
-        Update::Expand { stage, jobs, note } => {
-            let s = &mut record.stages[stage];
-            s.jobs = jobs;
-            s.note = Some(note);
-        }
-        Update::Note { stage, note } => record.stages[stage].note = Some(note),
-        Update::Strategy(strategy) => record.strategy = Some(strategy),
-        Update::Output { stage, job, value } => {
-            record.stages[stage].jobs[job].output = Some(value);
-        }
-        Update::Params(values) => record.params.extend(values),
-        Update::Metrics { stage, job, values } => {
-            record.stages[stage].jobs[job].metrics = values;
-        }
-        Update::Cache(change) => {
-            if let Some(cache) = cache {
-                cache.changed.apply(*change);
-                cache.dirty = true;
-            }
-        }
-        Update::Started {
-            stage,
-            job,
-            attempt,
-            at,
-            waited,
-            resources,
-        } => started(
-            &mut record.stages[stage].jobs[job],
-            attempt,
-            at,
-            waited,
-            resources,
-        ),
-        Update::Finished {
-            stage,
-            job,
-            status,
-            attempts,
-            exit_code,
-            slurm_job_id,
-            error,
-            duration,
-            at,
-        } => {
-            let j = &mut record.stages[stage].jobs[job];
-            j.status = status;
-            j.attempts = attempts;
-            j.slurm_job_id = slurm_job_id;
-            j.exit_code = exit_code;
-            j.error = error;
-            if attempts > 0 {
-                let (s, u) = timestamp(at);
-                j.finished_at = Some(s);
-                j.finished_at_unix = Some(u);
-                j.duration_seconds = Some(duration.as_secs_f64());
-            }
-        }
-        Update::RunFinished { status, at } => {
-            record.status = status;
-            let (s, u) = timestamp(at);
-            record.finished_at = Some(s);
-            record.finished_at_unix = Some(u);
-            record.duration_seconds = Some(u - record.started_at_unix);
-        }
-    }
-}
-
-/// Attempt `attempt` of job `j` started at `at`, after waiting `waited` for `resources`.
-fn started(
-    j: &mut JobRecord,
-    attempt: u32,
-    at: SystemTime,
-    waited: Duration,
-    resources: crate::resources::Amounts,
-) {
-    j.status = JobStatus::Running;
-    j.attempts = attempt;
-    let (s, u) = timestamp(at);
-    if attempt == 1 {
-        j.started_at = Some(s);
-        j.started_at_unix = Some(u);
-        j.finished_at = None;
-        j.finished_at_unix = None;
-        j.error = None;
-        j.exit_code = None;
-        j.output = None;
-        j.tries.clear();
-        j.resource_wait_seconds = None;
-    }
-    if !waited.is_zero() {
-        *j.resource_wait_seconds.get_or_insert(0.0) += waited.as_secs_f64();
-    }
-    if resources.is_empty() && attempt == 1 {
-        return;
-    }
-    if j.tries.is_empty() && attempt > 1 {
-        // A job without resources is recorded per attempt once it retries.
-        j.tries.push(crate::store::AttemptRecord {
-            attempt: 1,
-            started_at_unix: j.started_at_unix.unwrap_or(u),
-            waited_seconds: 0.0,
-            resources: crate::resources::Amounts::new(),
-        });
-    }
-    j.tries.push(crate::store::AttemptRecord {
-        attempt,
-        started_at_unix: u,
-        waited_seconds: waited.as_secs_f64(),
-        resources,
-    });
-}
+use crate::cache::CacheFile;
+use crate::store::journal::{self, Journal, Update, apply};
+use crate::store::{RunRecord, RunStatus};
 
 /// The cache's changes made by this run, written beside the record.
 #[derive(Debug)]
@@ -249,11 +51,11 @@ impl CacheState {
 
 /// The cache first: a crash between the two leaves a job recorded as running whose success is
 /// in the cache, never the reverse.
-fn write_both(record: &RunRecord, cache: Option<&mut CacheState>, path: &Path) -> Result<()> {
+fn write_both(journal: &mut Journal, cache: Option<&mut CacheState>) -> Result<()> {
     if let Some(c) = cache {
         c.write()?;
     }
-    write(record, path)
+    journal.write()
 }
 
 fn write(record: &RunRecord, path: &Path) -> Result<()> {
@@ -273,19 +75,21 @@ pub(crate) struct RecordWriter {
 }
 
 impl RecordWriter {
-    /// Write `record` now (so a valid file exists before any job starts), then own it on a
-    /// thread of its own.
-    /// Cache updates go to `cache`, written with the record (not at all without it).
+    /// Write `record` now, whole (so a valid file exists before any job starts; a resumed
+    /// run's journal is compacted into it), start its journal, then own it on a thread of its
+    /// own. Cache updates go to `cache`, written with the record (not at all without it).
     pub(crate) fn start(
-        record: RunRecord,
+        mut record: RunRecord,
         path: PathBuf,
         cache: Option<CacheState>,
     ) -> Result<Self> {
+        record.generation += 1;
         write(&record, &path)?;
+        let journal = Journal::create(&path, record.generation)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("lorchestra-record".to_owned())
-            .spawn(move || writer_loop(record, cache, &path, &rx))
+            .spawn(move || writer_loop(record, cache, journal, &path, &rx))
             .context("starting the run record's writer")?;
         Ok(RecordWriter {
             tx: Some(tx),
@@ -331,9 +135,26 @@ impl Drop for RecordWriter {
     }
 }
 
+/// One change: into the journal's next lines, into the record, a cache update into the cache.
+fn take(
+    record: &mut RunRecord,
+    cache: Option<&mut CacheState>,
+    journal: &mut Journal,
+    update: Update,
+) {
+    journal.push(&update);
+    if let Some(change) = apply(record, update)
+        && let Some(cache) = cache
+    {
+        cache.changed.apply(*change);
+        cache.dirty = true;
+    }
+}
+
 fn writer_loop(
     mut record: RunRecord,
     mut cache: Option<CacheState>,
+    mut journal: Journal,
     path: &Path,
     rx: &Receiver<Update>,
 ) -> (RunRecord, Result<()>, usize) {
@@ -344,11 +165,11 @@ fn writer_loop(
     let mut open = true;
     while open {
         match rx.recv() {
-            Ok(update) => apply(&mut record, cache.as_mut(), update),
+            Ok(update) => take(&mut record, cache.as_mut(), &mut journal, update),
             Err(_) => break,
         }
-        // Coalesce: take whatever else is queued, and if the last write was recent, keep
-        // collecting until the gap has passed.
+        // Gather: take whatever else is queued, and if the last flush was recent, keep
+        // gathering until the gap has passed.
         loop {
             let wait = (last_write + min_gap).saturating_duration_since(Instant::now());
             let next = if wait.is_zero() {
@@ -360,7 +181,7 @@ fn writer_loop(
                 rx.recv_timeout(wait)
             };
             match next {
-                Ok(update) => apply(&mut record, cache.as_mut(), update),
+                Ok(update) => take(&mut record, cache.as_mut(), &mut journal, update),
                 Err(RecvTimeoutError::Timeout) if wait.is_zero() => break,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -369,12 +190,17 @@ fn writer_loop(
                 }
             }
         }
+        if !open {
+            break;
+        }
         let started = Instant::now();
-        if let Err(e) = write_both(&record, cache.as_mut(), path) {
+        if let Err(e) = write_both(&mut journal, cache.as_mut()) {
             result = Err(e);
         }
         writes += 1;
         last_write = Instant::now();
+        // A cache write costs more than a journal line: keep gathering at least five times as
+        // long as the last write took.
         min_gap = (last_write - started)
             .saturating_mul(5)
             .max(Duration::from_millis(50));
@@ -383,12 +209,20 @@ fn writer_loop(
             min_gap = Duration::ZERO;
         }
     }
-    if open || writes == 0 {
-        if let Err(e) = write_both(&record, cache.as_mut(), path) {
-            result = Err(e);
+    // The end: the cache, then the whole record (a new generation: the journal no longer
+    // applies), then the journal goes.
+    record.generation += 1;
+    let compacted = cache
+        .as_mut()
+        .map_or(Ok(()), CacheState::write)
+        .and_then(|()| write(&record, path));
+    match compacted {
+        Ok(()) => {
+            let _ = std::fs::remove_file(journal::journal_path(path));
         }
-        writes += 1;
+        Err(e) => result = Err(e),
     }
+    writes += 1;
     (record, result, writes)
 }
 
@@ -397,7 +231,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::{StageRecord, new_run_id};
+    use std::io::Write as _;
+
+    use crate::store::{JobRecord, JobStatus, StageRecord, new_run_id, timestamp};
 
     fn record(jobs: usize) -> RunRecord {
         let (s, u) = timestamp(SystemTime::now());
@@ -417,6 +253,7 @@ mod tests {
             payload: BTreeMap::new(),
             params_set: BTreeMap::new(),
             params: BTreeMap::new(),
+            generation: 0,
             stages: vec![StageRecord {
                 note: None,
                 name: "s".into(),
@@ -427,46 +264,116 @@ mod tests {
         }
     }
 
+    fn started(job: usize) -> Update {
+        Update::Started {
+            stage: 0,
+            job,
+            attempt: 1,
+            at: SystemTime::now(),
+            waited: Duration::ZERO,
+            resources: crate::resources::Amounts::new(),
+        }
+    }
+
+    fn finished(job: usize) -> Update {
+        Update::Finished {
+            stage: 0,
+            job,
+            status: JobStatus::Succeeded,
+            attempts: 1,
+            exit_code: Some(0),
+            slurm_job_id: None,
+            error: Some("a \"quoted\" word\nand a line".to_owned()),
+            duration: Duration::from_millis(1),
+            at: SystemTime::now(),
+        }
+    }
+
     #[test]
-    fn every_update_reaches_the_file_and_writes_are_coalesced() {
+    fn every_update_reaches_the_journal_and_the_end_compacts_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.json");
         let n = 5000;
         let w = RecordWriter::start(record(n), path.clone(), None).unwrap();
         for job in 0..n {
-            w.send(Update::Started {
-                stage: 0,
-                job,
-                attempt: 1,
-                at: SystemTime::now(),
-                waited: Duration::ZERO,
-                resources: crate::resources::Amounts::new(),
-            });
-            w.send(Update::Finished {
-                stage: 0,
-                job,
-                status: JobStatus::Succeeded,
-                attempts: 1,
-                exit_code: Some(0),
-                slurm_job_id: None,
-                error: None,
-                duration: Duration::from_millis(1),
-                at: SystemTime::now(),
-            });
+            w.send(started(job));
+            w.send(finished(job));
         }
+        // While it runs, run.json is as of the start and the journal holds the rest.
+        let journal = journal::journal_path(&path);
+        fanout_wait(|| {
+            journal::read(&path)
+                .unwrap()
+                .is_some_and(|r| r.stages[0].jobs.iter().all(|j| j.attempts == 1))
+        });
+        let at_start: RunRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(at_start.stages[0].jobs.iter().all(|j| j.attempts == 0));
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap().lines().count(),
+            1 + 2 * n,
+            "a header and a line per change"
+        );
         w.send(Update::RunFinished {
             status: RunStatus::Succeeded,
             at: SystemTime::now(),
         });
         let (_, writes) = w.finish().unwrap();
         assert!(writes < 2 * n, "{writes} writes for {} transitions", 2 * n);
+        assert!(!journal.exists(), "compacted into run.json");
         let on_disk: RunRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(on_disk.status, RunStatus::Succeeded);
+        assert!(on_disk.stages[0].jobs.iter().all(|j| {
+            j.status == JobStatus::Succeeded
+                && j.error.as_deref() == Some("a \"quoted\" word\nand a line")
+        }));
+    }
+
+    /// Wait up to 20 s for `done`.
+    fn fanout_wait(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_and_a_stale_journal_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let mut r = record(3);
+        r.generation = 7;
+        std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+        let mut journal = Journal::create(&path, 7).unwrap();
+        journal.push(&started(0));
+        journal.push(&finished(0));
+        journal.push(&started(1));
+        journal.write().unwrap();
+        // A kill -9 in the middle of the next append: half a line.
+        let mut line = Vec::new();
+        serde_json::to_writer(&mut line, &finished(1)).unwrap();
+        let torn = &line[..line.len() / 2];
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(journal::journal_path(&path))
+            .unwrap()
+            .write_all(torn)
+            .unwrap();
+        let replayed = journal::read(&path).unwrap().unwrap();
+        let status: Vec<JobStatus> = replayed.stages[0].jobs.iter().map(|j| j.status).collect();
+        assert_eq!(
+            status,
+            [JobStatus::Succeeded, JobStatus::Running, JobStatus::Pending]
+        );
+        // A journal of another generation (the crash after a compaction) is not applied.
+        r.generation = 8;
+        std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+        let replayed = journal::read(&path).unwrap().unwrap();
         assert!(
-            on_disk.stages[0]
+            replayed.stages[0]
                 .jobs
                 .iter()
-                .all(|j| j.status == JobStatus::Succeeded)
+                .all(|j| j.status == JobStatus::Pending)
         );
     }
 }

@@ -14,12 +14,14 @@ fn lorchestra_modules_keep_their_layers() {
             // The flags (amounts of `--resources`); the checked model; the run record.
             "cli model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked
-            // options (plan); the up-to-date decision; the record's writer.
-            "raw waits output report plan cache store::writer",
-            // A job's definition; placeholders; what a run's jobs share.
-            "jobs placeholders context",
-            // Loading a pipeline; loops; a job to a command; segments; up to date or not.
-            "load looping job segment uptodate",
+            // options (plan); the up-to-date decision; the record's changes and journal.
+            "raw waits output report plan cache store::journal",
+            // A job's definition; placeholders; the record's writer.
+            "jobs placeholders store::writer",
+            // What a run's jobs share; loading a pipeline; loops.
+            "context load looping",
+            // A job to a command; segments; up to date or not.
+            "job segment uptodate",
             // `graph`; the dry run; one segment's batch; runs compared (params, metrics).
             "graph dryrun batch compare",
             // A run's life; the fuzz entry points.

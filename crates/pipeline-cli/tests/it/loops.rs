@@ -148,20 +148,13 @@ command = "echo b {{payload.session_id}} >> ran"
         .spawn()
         .unwrap();
     let nine_done = || {
-        let runs = p.path().join(".lorchestra/runs");
-        let Some(Ok(entry)) = std::fs::read_dir(&runs).ok().and_then(|mut d| d.next()) else {
-            return false;
-        };
-        std::fs::read(entry.path().join("run.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .is_some_and(|r| {
-                statuses(&r)
-                    .iter()
-                    .filter(|s| s.0 == "extraction" && s.2 == "succeeded")
-                    .count()
-                    == 9
-            })
+        p.only_record().is_some_and(|r| {
+            statuses(&r)
+                .iter()
+                .filter(|s| s.0 == "extraction" && s.2 == "succeeded")
+                .count()
+                == 9
+        })
     };
     wait_for("nine iterations recorded as succeeded", nine_done);
     let pid = read_pid(&p.path().join("a.pid"));

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "browser-tests")]
 mod browser;
+mod journal;
 mod layering;
 mod loops;
 mod metrics;
@@ -82,12 +83,24 @@ impl Project {
         let runs = self.path().join(".lorchestra/runs");
         let mut ids: Vec<_> = std::fs::read_dir(&runs)
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         ids.sort();
-        let text =
-            std::fs::read_to_string(runs.join(ids.last().unwrap()).join("run.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        self.record(ids.last().unwrap()).unwrap()
+    }
+
+    /// Run `run_id`'s record as `lorchestra status --json` reads it (`run.json` with its
+    /// journal replayed), if it has one yet.
+    fn record(&self, run_id: &str) -> Option<Value> {
+        let out = self.run(&["status", run_id, "--json"]);
+        (out.code == Some(0)).then(|| serde_json::from_str(&out.stdout).unwrap())
+    }
+
+    /// The record of the project's only run, while it runs.
+    fn only_record(&self) -> Option<Value> {
+        let runs = self.path().join(".lorchestra/runs");
+        let id = std::fs::read_dir(runs).ok()?.next()?.ok()?.file_name();
+        self.record(id.to_str()?)
     }
 
     /// The most jobs that were running at once, from the `+`/`-` lines jobs append to `events`.
@@ -350,17 +363,8 @@ fn kill_9_leaves_a_valid_record_and_resume_runs_exactly_the_unfinished_jobs() {
         .spawn()
         .unwrap();
     let record_says_three_succeeded = || {
-        let runs = p.path().join(".lorchestra/runs");
-        std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| {
-                let v: Value =
-                    serde_json::from_slice(&std::fs::read(e.ok()?.path().join("run.json")).ok()?)
-                        .ok()?;
-                Some(statuses(&v).iter().filter(|s| s.2 == "succeeded").count() == 3)
-            })
-            == Some(true)
+        p.only_record()
+            .is_some_and(|v| statuses(&v).iter().filter(|s| s.2 == "succeeded").count() == 3)
     };
     wait_for(
         "three jobs recorded as succeeded",
@@ -457,10 +461,7 @@ fn resuming_a_run_resumes_its_nested_pipeline() {
     let outer = std::fs::read_dir(p.path().join(".lorchestra/runs"))
         .unwrap()
         .flatten()
-        .map(|e| {
-            serde_json::from_slice::<Value>(&std::fs::read(e.path().join("run.json")).unwrap())
-                .unwrap()
-        })
+        .map(|e| p.record(e.file_name().to_str().unwrap()).unwrap())
         .find(|r| r["pipeline"] == "outer")
         .unwrap();
     std::fs::write(p.path().join("ran"), "").unwrap();
