@@ -116,10 +116,14 @@ pub enum Commands {
         #[command(subcommand)]
         action: MetricsAction,
     },
-    /// Write a run's timeline as a self-contained HTML page
+    /// Write a run's timeline as a self-contained HTML page, or (--compare) runs compared
     Report {
-        #[arg(value_name = "RUN_ID")]
-        run_id: String,
+        #[arg(value_name = "RUN_ID", required_unless_present = "compare")]
+        run_id: Option<String>,
+        /// Compare these runs on one page instead: the parameters that differ and a chart of
+        /// each metric across them [default: the recent runs of the newest run's pipeline]
+        #[arg(long, value_name = "RUN_ID", num_args = 0.., conflicts_with = "run_id")]
+        compare: Option<Vec<String>>,
         /// Where to write the page
         #[arg(short, long, value_name = "FILE.html")]
         output: PathBuf,

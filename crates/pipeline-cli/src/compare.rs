@@ -51,6 +51,37 @@ fn two_runs(dir: &Path, a: Option<&str>, b: Option<&str>) -> Result<(RunRecord, 
     })
 }
 
+/// The runs `lorchestra report --compare` draws, oldest first: as named (at least two), else
+/// the recent runs of the newest run's pipeline (up to [`COMPARED`]).
+pub(crate) fn compared_runs(dir: &Path, ids: &[String]) -> Result<Vec<RunRecord>> {
+    let mut runs = if ids.is_empty() {
+        let all = store::list(dir);
+        let newest = all
+            .first()
+            .ok_or_else(|| anyhow!("no runs yet in {}", dir.join(store::RUNS_DIR).display()))?;
+        let pipeline = newest.pipeline.clone();
+        all.into_iter()
+            .filter(|r| r.pipeline == pipeline)
+            .take(COMPARED)
+            .collect()
+    } else {
+        ids.iter()
+            .map(|id| store::load(dir, id))
+            .collect::<Result<Vec<_>>>()?
+    };
+    if runs.len() < 2 {
+        return Err(anyhow!(
+            "--compare needs two runs or more (`lorchestra runs` lists them); for one run's \
+             timeline, `lorchestra report RUN_ID -o FILE`"
+        ));
+    }
+    runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    Ok(runs)
+}
+
+/// The most runs `report --compare` draws when none are named.
+const COMPARED: usize = 20;
+
 /// One run: as named, else the newest.
 fn one_run(dir: &Path, id: Option<&str>) -> Result<RunRecord> {
     match id {

@@ -15,6 +15,7 @@ mod batch;
 mod cache;
 pub mod cli;
 mod compare;
+mod comparepage;
 mod context;
 mod dryrun;
 #[cfg(feature = "fuzzing")]
@@ -120,12 +121,27 @@ fn dispatch(cli: Cli) -> Result<ExitStatus> {
             }
             cli::MetricsAction::Diff(d) => compare::metrics_diff(&project.at(""), &d),
         },
-        Commands::Report { run_id, output } => {
+        Commands::Report {
+            compare: Some(ids),
+            output,
+            ..
+        } => {
+            let runs = compare::compared_runs(&project.at(""), &ids).usage()?;
+            comparepage::write(&runs, &output)?;
+            println!("wrote {} ({} runs compared)", output.display(), runs.len());
+            Ok(ExitStatus::Success)
+        }
+        Commands::Report {
+            run_id: Some(run_id),
+            output,
+            ..
+        } => {
             let r = store::load(&project.at(""), &run_id).usage()?;
             report::write(&r, &output)?;
             println!("wrote {}", output.display());
             Ok(ExitStatus::Success)
         }
+        Commands::Report { .. } => unreachable!("clap requires RUN_ID or --compare"),
         Commands::Completions(c) => Ok(fanout_cli::print_completions(Cli::command(), c.shell)),
     }
 }

@@ -132,3 +132,84 @@ fn jobs_of(record: &Value, by_start: bool) -> Vec<(String, String, String)> {
     }
     jobs
 }
+
+/// A training pipeline run four times with another learning rate each time.
+const TRAIN: &str = r#"
+[jobs.train]
+command = "mkdir -p out; lr=$(grep lr params.yaml | cut -d: -f2); printf '{\"acc\": %s, \"eval\": {\"loss\": %s}}' $(cat acc.txt) $(cat loss.txt) > out/metrics.json"
+params = ["params.yaml:train.lr"]
+metrics = ["out/metrics.json"]
+"#;
+
+#[test]
+fn the_compare_page_draws_each_metric_across_runs_at_desktop_and_phone_widths() {
+    let p = Project::create(&[("pipelines/train.toml", TRAIN)]);
+    let runs = [
+        ("0.1", "0.71", "0.62"),
+        ("0.05", "0.78", "0.51"),
+        ("0.02", "0.83", "0.44"),
+        ("0.01", "0.81", "0.47"),
+    ];
+    let mut ids = Vec::new();
+    for (lr, acc, loss) in runs {
+        p.write("params.yaml", &format!("train:\n  lr: {lr}\n"));
+        p.write("acc.txt", acc);
+        p.write("loss.txt", loss);
+        let out = p.run(&["pipeline", "train", "-q"]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        ids.push(p.last_record()["run_id"].as_str().unwrap().to_owned());
+        // Run ids sort by the millisecond they started.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // No runs named: the recent runs of the newest run's pipeline, oldest first.
+    let out = p.run(&["report", "--compare", "-o", "compare.html"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("4 runs compared"), "{}", out.stdout);
+
+    let browser = Browser::launch();
+    let shots = screenshot_dir("lorchestra");
+    for (width, name) in [(1280, "desktop"), (390, "phone")] {
+        let page = browser.open(&p.path().join("compare.html"), width);
+        // A chart per metric, named job / metric, each with a point per run whose value and
+        // title are the numbers the job wrote, in the order the runs started.
+        let charts: Vec<(String, Vec<String>, Vec<String>, f64)> = page.eval(
+            "[...document.querySelectorAll('figure.metric')].map(f => [
+               f.querySelector('figcaption').firstChild.textContent.trim(),
+               [...f.querySelectorAll('g.point text')].map(t => t.textContent),
+               [...f.querySelectorAll('g.point title')].map(t => t.textContent),
+               f.querySelector('polyline').getBoundingClientRect().width])",
+        );
+        let names: Vec<&str> = charts.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(names, ["train / acc", "train / eval.loss"]);
+        let acc: Vec<&str> = runs.iter().map(|r| r.1).collect();
+        let loss: Vec<&str> = runs.iter().map(|r| r.2).collect();
+        assert_eq!(charts[0].1, acc);
+        assert_eq!(charts[1].1, loss);
+        for (i, id) in ids.iter().enumerate() {
+            let title = &charts[0].2[i];
+            assert!(title.contains(id) && title.contains(acc[i]), "{title}");
+        }
+        assert!(charts[0].3 > 100.0, "the line is drawn: {charts:?}");
+        // Higher values sit higher: 0.83 (run C) above 0.71 (run A).
+        let ys: Vec<f64> = page.eval(
+            "[...document.querySelector('figure.metric').querySelectorAll('circle')]
+               .map(c => c.getBoundingClientRect().top)",
+        );
+        assert!(ys[2] < ys[0], "{ys:?}");
+        // The change from the first run to the last, in words.
+        let change: String =
+            page.eval("document.querySelector('figure.metric .change').textContent");
+        assert_eq!(change, "0.71 \u{2192} 0.81 (+0.1, +14.1%)");
+        // The runs table names each run with the learning rate it used.
+        let rows: Vec<Vec<String>> = page.eval(
+            "[...document.querySelectorAll('tbody tr')].map(r => [...r.cells].map(c => c.textContent))",
+        );
+        assert_eq!(rows.len(), 4);
+        for (row, (id, (lr, _, _))) in rows.iter().zip(ids.iter().zip(runs)) {
+            assert_eq!(row[1], *id);
+            assert_eq!(row.last().unwrap(), lr);
+        }
+        page.assert_sound();
+        page.screenshot(&shots.join(format!("lorchestra-compare-{name}.png")));
+    }
+}

@@ -15,7 +15,7 @@ fn lorchestra_modules_keep_their_layers() {
             "cli model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked
             // options (plan); the up-to-date decision; the record's changes and journal.
-            "raw waits output report plan cache store::journal",
+            "raw waits output report comparepage plan cache store::journal",
             // A job's definition; placeholders; the record's writer.
             "jobs placeholders store::writer",
             // What a run's jobs share; loading a pipeline; loops.

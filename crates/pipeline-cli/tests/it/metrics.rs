@@ -129,3 +129,40 @@ fn a_metrics_file_the_job_did_not_write_fails_it() {
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("no runs yet"), "{}", out.stderr);
 }
+
+#[test]
+fn the_compare_page_needs_two_runs_and_draws_what_they_recorded() {
+    let p = Project::create(&[
+        ("pipelines/p.toml", PIPELINE),
+        ("params.yaml", "train:\n  lr: 0.01\n"),
+        ("acc.txt", "0.8"),
+    ]);
+    let out = p.run(&["report", "--compare", "-o", "c.html"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("no runs yet"), "{}", out.stderr);
+    run(&p);
+    let out = p.run(&["report", "--compare", "-o", "c.html"]);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("--compare needs two runs or more"),
+        "{}",
+        out.stderr
+    );
+    let first = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    p.write("params.yaml", "train:\n  lr: 0.02\n");
+    p.write("acc.txt", "0.9");
+    run(&p);
+    let second = p.last_record()["run_id"].as_str().unwrap().to_owned();
+    let out = p.run(&["report", "--compare", &second, &first, "-o", "c.html"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let html = p.read("c.html");
+    // Oldest first whatever the order named; the change is the files' numbers.
+    assert!(html.find(&first).unwrap() < html.find(&second).unwrap());
+    assert!(html.contains("train &#x2f; acc"), "{html}");
+    assert!(html.contains("0.8 \u{2192} 0.9 (+0.1, +12.5%)"), "{html}");
+    assert!(html.contains("params.yaml:train.lr"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    // A run id and --compare together is a usage error.
+    let out = p.run(&["report", &first, "--compare", &second, "-o", "c.html"]);
+    assert_eq!(out.code, Some(2));
+}
