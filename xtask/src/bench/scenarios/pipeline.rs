@@ -80,7 +80,81 @@ impl Bench {
             &format!("seq {n} | parallel --will-cite --joblog many.log -j 2 true"),
             &project,
         )?;
+        self.pipeline_large_stage()?;
         self.pipeline_up_to_date()
+    }
+
+    /// 3a. A stage of 30,000 `true` jobs (a matrix over a file of items, as such a stage is
+    ///     written) at -j2 with its record, side by side with bare `xargs -P 2`: the record's
+    ///     cost per job must not grow with the stage (issue 33: within 1.15x, at most 64 MiB).
+    fn pipeline_large_stage(&mut self) -> Result<()> {
+        let n = self.sizes.large_stage_jobs;
+        let project = self.dir("large-stage")?;
+        std::fs::create_dir_all(project.join("pipelines"))?;
+        let mut items = String::new();
+        for i in 0..n {
+            let _ = writeln!(items, "{i}");
+        }
+        std::fs::write(project.join("items.txt"), items)?;
+        std::fs::write(
+            project.join("pipelines/large.toml"),
+            "[[stages]]\nname = \"all\"\njobs = [\"t\"]\n\n[jobs.t]\ncommand = [\"true\"]\n\
+             matrix_from = { file = \"items.txt\" }\n",
+        )?;
+        let lorchestra = self.bin.join("lorchestra");
+        let f = measure(
+            &format!("lorchestra: {n} x true (matrix), -j2"),
+            self.plan(false),
+            || {
+                peak_rss(
+                    Command::new(&lorchestra)
+                        .args(["pipeline", "large", "-q", "-j", "2"])
+                        .current_dir(&project)
+                        .env_remove("LORCHESTRA_MAX_WORKERS"),
+                )
+            },
+        )?;
+        let mut base = Self::row(
+            "pipeline",
+            format!("pipeline stage {n} x true -j2 (record)"),
+            "lorchestra pipeline large -j 2 (matrix_from a file of items)".to_owned(),
+            &f,
+            (n, 2),
+        );
+        base.per_job_us = Some(f.seconds * 1e6 / n as f64);
+        base.note = Some("a log per job, the record's journal, the report".to_owned());
+        let xargs = self.anchors.xargs.clone();
+        let script = format!("seq {n} | xargs -P 2 -n 1 true");
+        if xargs.is_err() {
+            return self.with_anchor(
+                &base,
+                "xargs -P 2",
+                &xargs,
+                self.plan(false),
+                &script,
+                &project,
+            );
+        }
+        let anchor = measure(&format!("xargs -P 2: {n} x true"), self.plan(false), || {
+            shell(&script, &project)
+        })?;
+        let ratio = f.seconds / anchor.seconds;
+        let mib = f.peak_rss_kib.map(|k| k as f64 / 1024.0);
+        self.checks.push(Check {
+            name: format!(
+                "lorchestra runs a {n}-job stage within 1.15x of xargs -P 2, in at most 64 MiB"
+            ),
+            passed: ratio <= 1.15 && mib.is_none_or(|m| m <= 64.0),
+            detail: format!(
+                "{ratio:.2}x ({:.2} s vs {:.2} s), peak {}",
+                f.seconds,
+                anchor.seconds,
+                mib.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.0} MiB"))
+            ),
+        });
+        base.set_anchor("xargs -P 2", anchor.seconds, anchor.runs);
+        self.scenarios.push(base);
+        Ok(())
     }
 
     /// 3b. lorchestra deciding that 1,000 jobs, each with an input file and an output, are up
@@ -162,6 +236,34 @@ impl Bench {
             &project,
         )
     }
+}
+
+/// A command's wall time and peak resident set, through GNU time (`/usr/bin/time -f %M`) when
+/// the machine has it.
+fn peak_rss(cmd: &mut Command) -> Result<Sample> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        return wall(cmd);
+    }
+    let out = tempfile::NamedTempFile::new()?;
+    let mut timed = Command::new(time);
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(out.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let mut sample = wall(&mut timed)?;
+    sample.peak_rss_kib = std::fs::read_to_string(out.path())?.trim().parse().ok();
+    Ok(sample)
 }
 
 /// `pipelines/NAME.toml`: one stage of `n` jobs running `command` directly.
