@@ -51,6 +51,10 @@ struct State {
     free: Vec<u64>,
     held: Vec<u32>,
     refused: Vec<Option<Instant>>,
+    /// Retries waiting for their next attempt's amounts: while there are, no new task that
+    /// takes something starts, so a retry (whose amounts may have grown) is not overtaken
+    /// for the rest of the batch.
+    retries_waiting: usize,
 }
 
 impl Graph {
@@ -120,6 +124,7 @@ impl Graph {
                     .map_or_else(Vec::new, |a| a.capacity.clone()),
                 held: vec![0; budgeted],
                 refused: vec![None; budgeted],
+                retries_waiting: 0,
             }),
             changed: Condvar::new(),
             admission,
@@ -185,6 +190,10 @@ impl Graph {
                 chosen = Some((i, None));
                 break;
             };
+            if state.retries_waiting > 0 {
+                skipped.push(i);
+                continue;
+            }
             let amounts = demand.at(1, &admission.capacity);
             if refused_amounts.as_ref() != Some(&amounts) && fits(&amounts, &state.free) {
                 chosen = Some((i, Some(amounts)));
@@ -247,8 +256,12 @@ impl Graph {
         let amounts = demand.at(attempt, &admission.capacity);
         let since = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.retries_waiting += 1;
         while !fits(&amounts, &state.free) {
             if cancel.is_cancelled() {
+                state.retries_waiting -= 1;
+                drop(state);
+                self.changed.notify_all();
                 return None;
             }
             state = self
@@ -257,8 +270,12 @@ impl Graph {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        state.retries_waiting -= 1;
         take(&amounts, &mut state.free);
         state.held[index] = attempt;
+        drop(state);
+        // Tasks held back for this retry may start beside it.
+        self.changed.notify_all();
         Some(since.elapsed())
     }
 

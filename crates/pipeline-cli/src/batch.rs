@@ -81,7 +81,7 @@ fn batch_budget(
     if names.is_empty() {
         return None;
     }
-    let has = crate::plan::budget(ctx.pipeline, ctx.opts);
+    let has = &ctx.opts.budget;
     Some(names.into_iter().fold(Budget::new(), |b, name| {
         // `plan::check_resources` made sure the run has every resource a job needs.
         b.with(name.clone(), has.get(name).copied().unwrap_or(0))
@@ -246,11 +246,16 @@ impl Work<'_> {
                 .collect(),
             None => crate::resources::Amounts::new(),
         };
+        // What the pool did not hand out (on Slurm: cpus, memory, GPUs) is what Slurm is asked.
+        let local: std::collections::BTreeSet<&String> = crate::plan::local_needs(job)
+            .map(|(name, _)| name)
+            .collect();
         job.resources
             .iter()
             .map(|(name, amount)| {
                 let value = handed
                     .get(name)
+                    .filter(|_| local.contains(name))
                     .copied()
                     .unwrap_or_else(|| amount.at(tctx.attempt()));
                 (name.clone(), value)

@@ -26,6 +26,10 @@ fn options() -> RunOptions {
         payload: crate::payload::Payload::new(),
         set: crate::params::Overrides::new(),
         resources: crate::resources::Amounts::new(),
+        budget: crate::resources::budget(
+            &crate::resources::Amounts::new(),
+            &crate::resources::Amounts::new(),
+        ),
     }
 }
 

@@ -204,6 +204,7 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
     let mut pipeline = project.load(&pipeline).usage()?;
     placeholders::apply(&mut pipeline, &opts.payload).usage()?;
     opts.resources = resources.unwrap_or_default();
+    opts.settle_budget(&pipeline);
     plan::settle(&mut pipeline, &opts);
     plan::check_resources(&pipeline, &opts).usage()?;
     if reads_only {

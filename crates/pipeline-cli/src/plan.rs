@@ -47,6 +47,9 @@ pub(crate) struct RunOptions {
     pub(crate) set: crate::params::Overrides,
     /// `--resources`: what the run has, over the pipeline's and the machine's.
     pub(crate) resources: crate::resources::Amounts,
+    /// What the run has of each resource: the machine's (measured once, when the run starts),
+    /// the pipeline's `resources`, then `--resources` (see [`RunOptions::settle_budget`]).
+    pub(crate) budget: crate::resources::Amounts,
 }
 
 /// `--force`: which jobs run even if they are up to date.
@@ -145,7 +148,14 @@ impl RunOptions {
             payload: Payload::new(),
             set: crate::params::Overrides::new(),
             resources: crate::resources::Amounts::new(),
+            budget: crate::resources::Amounts::new(),
         })
+    }
+
+    /// Measure what the run has, once, for `pipeline`: every batch admits jobs by these
+    /// numbers, as they were checked before anything ran.
+    pub(crate) fn settle_budget(&mut self, pipeline: &Pipeline) {
+        self.budget = crate::resources::budget(&pipeline.resources, &self.resources);
     }
 }
 
@@ -187,8 +197,9 @@ pub(crate) fn launcher(job: &crate::model::Job, opts: &RunOptions, attempt: u32)
 }
 
 /// `slurm` with a job's needs of attempt `attempt` as `srun` options: `cpus` as
-/// `--cpus-per-task`, `mem` as `--mem` (unless the job's `slurm` table sets them), `gpus` as
-/// `--gres=gpu:N`.
+/// `--cpus-per-task` and `mem` as `--mem` (over the `slurm` tables' `cpus` and `mem`: what the
+/// job declares wins, and grows per attempt), `gpus` as `--gres=gpu:N` (unless the tables'
+/// `args` have a `--gres` of their own, e.g. `--gres=gpu:a100:2`).
 pub(crate) fn slurm_needs(
     mut slurm: fanout::Slurm,
     needs: &crate::resources::Needs,
@@ -196,23 +207,16 @@ pub(crate) fn slurm_needs(
 ) -> fanout::Slurm {
     use crate::resources::{CPUS, GPUS, MEM};
     if let Some(cpus) = needs.get(CPUS) {
-        slurm.cpus = slurm
-            .cpus
-            .or(Some(u32::try_from(cpus.at(attempt)).unwrap_or(u32::MAX)));
+        slurm.cpus = Some(u32::try_from(cpus.at(attempt)).unwrap_or(u32::MAX));
     }
     if let Some(mem) = needs.get(MEM) {
-        slurm.mem = slurm.mem.or(Some(format!("{}M", mem.at(attempt))));
+        slurm.mem = Some(format!("{}M", mem.at(attempt)));
     }
-    if let Some(gpus) = needs.get(GPUS) {
+    let has_gres = slurm.args.iter().any(|a| a.starts_with("--gres"));
+    if let Some(gpus) = needs.get(GPUS).filter(|_| !has_gres) {
         slurm.args.push(format!("--gres=gpu:{}", gpus.at(attempt)));
     }
     slurm
-}
-
-/// What the run has of each resource: the machine's, the pipeline's `resources`, then
-/// `--resources`.
-pub(crate) fn budget(pipeline: &Pipeline, opts: &RunOptions) -> crate::resources::Amounts {
-    crate::resources::budget(&pipeline.resources, &opts.resources)
 }
 
 /// What job `job` takes of the run's resources: all its needs here, only the named ones on
@@ -229,7 +233,7 @@ pub(crate) fn local_needs(
 /// Before anything runs: every job (loop templates included) fits in the run's resources on
 /// its own; the error names the job, what it needs and what the run has.
 pub(crate) fn check_resources(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
-    let budget = budget(pipeline, opts);
+    let budget = &opts.budget;
     let templates = pipeline
         .stages
         .iter()
@@ -393,6 +397,8 @@ pub(crate) fn resumed_record(
     record.started_at.clone_from(&old.started_at);
     record.started_at_unix = old.started_at_unix;
     record.resumes = old.resumes + 1;
+    // The journal beside it is of this generation: the writer starts the next one.
+    record.generation = old.generation;
     let mut done = Vec::new();
     for (si, stage) in record.stages.iter_mut().enumerate() {
         let Some(old_stage) = old.stages.iter().find(|s| s.name == stage.name) else {

@@ -297,7 +297,12 @@ fn chart_rows(record: &RunRecord, t0: f64, end: f64, x_of: &dyn Fn(f64) -> f64) 
                 w: round((x_of(finish.max(start)) - x_of(start)).max(2.0)),
             });
             let status = g.status();
-            let wait = match (&g.summary, g.jobs[0].resource_wait_seconds) {
+            // The wait before its first attempt (a retry's wait is within its bar).
+            let first_wait = g.jobs[0]
+                .tries
+                .first()
+                .map_or(g.jobs[0].resource_wait_seconds, |t| Some(t.waited_seconds));
+            let wait = match (&g.summary, first_wait) {
                 (None, Some(w)) if start.is_finite() && w > 0.0 => {
                     let from = x_of((start - w).max(t0));
                     Some(Bar {

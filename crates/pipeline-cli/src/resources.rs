@@ -94,17 +94,16 @@ pub(crate) fn quantity(name: &str, text: &str) -> Result<u64, String> {
         return text.parse().map_err(|_| bad());
     }
     let upper = text.to_ascii_uppercase();
-    let digits = upper
-        .trim_end_matches('B')
-        .trim_end_matches('I')
-        .trim_end_matches(['K', 'M', 'G', 'T']);
-    let unit = &upper[digits.len()..];
-    let scale_kib: u64 = match unit.chars().next() {
-        Some('K') => 1,
-        None | Some('M') => 1024,
-        Some('G') => 1024 * 1024,
-        Some('T') => 1024 * 1024 * 1024,
-        Some(_) => return Err(bad()),
+    // NUMBER, then at most one of K M G T, then an optional B or IB (4G, 4GB, 4GiB).
+    let without_b = upper.strip_suffix("IB").or_else(|| upper.strip_suffix('B'));
+    let rest = without_b.unwrap_or(&upper);
+    let (digits, scale_kib): (&str, u64) = match rest.chars().last() {
+        Some('K') => (&rest[..rest.len() - 1], 1),
+        Some('M') => (&rest[..rest.len() - 1], 1024),
+        Some('G') => (&rest[..rest.len() - 1], 1024 * 1024),
+        Some('T') => (&rest[..rest.len() - 1], 1024 * 1024 * 1024),
+        _ if without_b.is_some() => return Err(bad()),
+        _ => (rest, 1024),
     };
     let value: f64 = digits.trim().parse().map_err(|_| bad())?;
     if !value.is_finite() || value < 0.0 {
@@ -254,6 +253,9 @@ mod tests {
         assert_eq!(amount(CPUS, &t("attempt * 2")).unwrap().at(3), 6);
         assert!(amount(CPUS, &t("2G")).is_err());
         assert!(amount(MEM, &t("4X")).is_err());
+        assert!(amount(MEM, &t("4MK")).is_err());
+        assert!(amount(MEM, &t("4B")).is_err());
+        assert_eq!(amount(MEM, &t("4GB")).unwrap().base, 4096);
         assert!(
             amount(MEM, &t("4G * 2"))
                 .unwrap_err()

@@ -188,3 +188,33 @@ fn a_retry_gives_back_what_it_held_and_takes_more_when_it_grows() {
     // 4, 8, then 12 capped at the budget's 10.
     assert_eq!(*seen.lock().unwrap(), vec![vec![4], vec![8], vec![10]]);
 }
+
+#[test]
+fn a_retry_that_needs_more_goes_before_new_tasks() {
+    let budget = Budget::new().with("mem", 10);
+    let mut grows = budget.nothing();
+    grows.set(0, 4, true);
+    let mut tasks = vec![Task::new("oom", 'A').uses(grows).with_retry(
+        fanout::RetryPolicy::retries(1).with_initial_backoff(Duration::from_millis(1)),
+    )];
+    for name in ['b', 'c', 'd', 'e', 'f', 'g'] {
+        tasks.push(Task::new(name.to_string(), name).uses(demand(&budget, &[("mem", 4)])));
+    }
+    let starts = Mutex::new(Vec::new());
+    let result = budgeted(3, Strategy::Threads, budget)
+        .run(&tasks, &CancelToken::new(), &mut Silent, |&name, ctx| {
+            starts.lock().unwrap().push((name, ctx.attempt()));
+            if name == 'A' && ctx.attempt() == 1 {
+                return Err(TaskError::retryable("out of memory"));
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(())
+        })
+        .unwrap();
+    assert!(result.all_ok());
+    let starts = starts.lock().unwrap();
+    let retry = starts.iter().position(|s| *s == ('A', 2)).unwrap();
+    // Without priority the small tasks would keep taking the memory the retry waits for, and
+    // it would start last.
+    assert!(retry < starts.len() - 2, "{starts:?}");
+}

@@ -10,7 +10,7 @@
 //! at the first line that does not parse.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -287,14 +287,20 @@ impl Journal {
         self.held.push(b'\n');
     }
 
-    /// Append the held lines and flush them to the disk.
+    /// Append the held lines and flush them to the disk. An append that fails halfway is cut
+    /// off again, so the journal never holds half a line before a whole one.
     pub(crate) fn write(&mut self) -> Result<()> {
         if self.held.is_empty() {
             return Ok(());
         }
-        self.file
-            .write_all(&self.held)
-            .context("appending to the run's journal")?;
+        let before = self.file.metadata().map(|m| m.len());
+        if let Err(e) = self.file.write_all(&self.held) {
+            if let Ok(len) = before {
+                let _ = self.file.set_len(len);
+                let _ = self.file.seek(std::io::SeekFrom::Start(len));
+            }
+            return Err(e).context("appending to the run's journal");
+        }
         self.held.clear();
         self.file
             .sync_data()
@@ -303,10 +309,10 @@ impl Journal {
     }
 }
 
-/// `record` with the changes of the journal beside `path` applied, if it belongs to it; stops
-/// at a line that does not parse (the torn last line of a killed run).
-fn replay(record: &mut RunRecord, path: &Path) {
-    let Ok(file) = std::fs::File::open(journal_path(path)) else {
+/// `record` with the changes of `journal` applied, if it belongs to it; stops at a line that
+/// does not parse (the torn last line of a killed run).
+fn replay(record: &mut RunRecord, journal: Option<std::fs::File>) {
+    let Some(file) = journal else {
         return;
     };
     let mut lines = BufReader::new(file).split(b'\n');
@@ -328,6 +334,10 @@ fn replay(record: &mut RunRecord, path: &Path) {
 
 /// Read `run.json` at `path`, with its journal replayed.
 pub(crate) fn read(path: &Path) -> Result<Option<RunRecord>> {
+    // The journal first: a run that ends (compaction, then the journal removed) or resumes
+    // (a new journal) between the two reads leaves this one readable through the open file,
+    // and its generation says whether it still applies to the run.json read next.
+    let journal = std::fs::File::open(journal_path(path)).ok();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -335,7 +345,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<RunRecord>> {
     };
     let mut record: RunRecord = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a run record", path.display()))?;
-    replay(&mut record, path);
+    replay(&mut record, journal);
     Ok(Some(record))
 }
 

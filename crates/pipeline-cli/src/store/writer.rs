@@ -209,8 +209,12 @@ fn writer_loop(
             min_gap = Duration::ZERO;
         }
     }
-    // The end: the cache, then the whole record (a new generation: the journal no longer
-    // applies), then the journal goes.
+    // The end: what is held to the journal (if what follows fails, the journal still has it),
+    // the cache, then the whole record (a new generation: the journal no longer applies), then
+    // the journal goes.
+    if let Err(e) = journal.write() {
+        result = Err(e);
+    }
     record.generation += 1;
     let compacted = cache
         .as_mut()

@@ -108,4 +108,7 @@ fn kill_9_at_random_instants_then_resume_continues_exactly() {
         serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(on_disk["status"], "succeeded");
     assert_eq!(on_disk["resumes"], 8);
+    // Each start and end of the run moved the record to a new generation, across resumes
+    // (a resume that began again from the first would let a journal of its own number apply).
+    assert!(on_disk["generation"].as_u64().unwrap() >= 3, "{on_disk}");
 }

@@ -275,4 +275,24 @@ resources = { db = 1 }
         "{}",
         out.stderr
     );
+    // What the job declares wins over the pipeline's slurm table; a --gres there is kept.
+    let p = Project::create(&[(
+        "pipelines/p.toml",
+        r#"
+slurm = { mem = "1G", cpus = 1, args = ["--gres=gpu:a100:2"] }
+[jobs.t]
+command = "true"
+cpus = 4
+mem = "4G"
+gpus = 2
+"#,
+    )]);
+    let out = p.run(&["pipeline", "p", "--backend", "slurm", "--dry-run"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("--cpus-per-task=4 --mem=4096M --gres=gpu:a100:2]"),
+        "{}",
+        out.stdout
+    );
 }
