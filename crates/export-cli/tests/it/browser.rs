@@ -423,8 +423,11 @@ fn gallery_screenshots(browser: &Browser, site: &testkit::site_server::SiteServe
         let page = browser.open_url(&site.url_of("index.html"), width);
         page.type_into("#search", "tables");
         // The cards' pictures load lazily, as a reader scrolls; a screenshot wants them all.
+        // Headless Chromium decides what is near the viewport only when it draws a frame, which
+        // it may not do until the screenshot: a lazy picture below the fold then never starts
+        // loading. Making it eager and setting its source again starts the load now.
         page.eval::<usize>(
-            "[...document.images].map(i => { i.loading = 'eager'; i.scrollIntoView(); return 1; }).length",
+            "[...document.images].map(i => { i.loading = 'eager'; i.src = i.src; i.scrollIntoView(); return 1; }).length",
         );
         // Up to a minute: on the loaded CI machine (real marimo exports beside it) the last
         // picture once took longer than 20 s to come.
