@@ -162,7 +162,10 @@ fn a_big_task_that_does_not_fit_lets_smaller_ones_behind_it_start() {
         })
         .unwrap();
     assert!(result.all_ok());
-    assert_eq!(*order.lock().unwrap(), vec!['a', 'c', 'B']);
+    // a and c start on two workers at once (either may tell first); big only after both.
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 3);
+    assert_eq!(order[2], 'B', "{order:?}");
 }
 
 #[test]
