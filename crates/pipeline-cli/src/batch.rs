@@ -32,7 +32,7 @@ pub(crate) fn run_jobs(
 ) -> Result<()> {
     let flat: Vec<(usize, usize, &Job)> = ctx.pipeline.jobs().collect();
     let todo = segment_todo(ctx, &flat, stages, ran, so_far);
-    let budget = batch_budget(ctx, &flat, &todo);
+    let budget = crate::admission::batch_budget(ctx.opts, &flat, &todo);
     let tasks = batch_tasks(ctx, &flat, &todo, budget.as_ref());
     let mut config = PoolConfig::new(ctx.opts.max_workers)
         .noun("job", "jobs")
@@ -67,38 +67,6 @@ pub(crate) fn run_jobs(
     Ok(())
 }
 
-/// The batch's budget: what the run has of each resource one of its jobs takes (see
-/// `plan::local_needs`); `None` when none takes anything, so only `-j` limits them.
-fn batch_budget(
-    ctx: &RunContext<'_>,
-    flat: &[(usize, usize, &Job)],
-    todo: &[usize],
-) -> Option<Budget> {
-    let names: std::collections::BTreeSet<&String> = todo
-        .iter()
-        .flat_map(|&fi| crate::plan::local_needs(flat[fi].2).map(|(name, _)| name))
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    let has = &ctx.opts.budget;
-    Some(names.into_iter().fold(Budget::new(), |b, name| {
-        // `plan::check_resources` made sure the run has every resource a job needs.
-        b.with(name.clone(), has.get(name).copied().unwrap_or(0))
-    }))
-}
-
-/// What `job` takes of `budget` (per attempt: an amount may grow with it).
-fn demand(budget: &Budget, job: &Job) -> fanout::Demand {
-    let mut demand = budget.nothing();
-    for (name, amount) in crate::plan::local_needs(job) {
-        if let Some(i) = budget.index(name) {
-            demand.set(i, amount.base, amount.grows);
-        }
-    }
-    demand
-}
-
 /// The batch's tasks: each job with its retries, its stage's failure policy, what it waits
 /// for (in batch positions) and what it takes of the budget.
 fn batch_tasks(
@@ -125,7 +93,7 @@ fn batch_tasks(
             let w = &ctx.pipeline.waits[fi];
             let task = match budget {
                 Some(budget) if crate::plan::local_needs(job).next().is_some() => {
-                    Task::new(job.id.clone(), fi).uses(demand(budget, job))
+                    Task::new(job.id.clone(), fi).uses(crate::admission::demand(budget, job))
                 }
                 _ => Task::new(job.id.clone(), fi),
             };
@@ -216,7 +184,8 @@ impl Work<'_> {
         } else {
             None
         };
-        let resources = self.attempt_resources(self.flat[fi].2, tctx);
+        let resources =
+            crate::admission::attempt_resources(self.budget.as_ref(), self.flat[fi].2, tctx);
         tctx.note(JobNote::Starting {
             attempt: tctx.attempt(),
             at: SystemTime::now(),
@@ -225,42 +194,6 @@ impl Work<'_> {
             resources: resources.clone(),
         });
         self.run(fi, tctx, &resources)
-    }
-
-    /// What this attempt of `job` has of each resource it needs: what the pool handed it
-    /// (capped at the run's), else (on Slurm) what it asks Slurm for.
-    fn attempt_resources(
-        &self,
-        job: &Job,
-        tctx: &fanout::TaskContext<'_>,
-    ) -> crate::resources::Amounts {
-        if job.resources.is_empty() {
-            return crate::resources::Amounts::new();
-        }
-        let handed: crate::resources::Amounts = match &self.budget {
-            Some(budget) => budget
-                .names()
-                .iter()
-                .cloned()
-                .zip(tctx.resources().iter().copied())
-                .collect(),
-            None => crate::resources::Amounts::new(),
-        };
-        // What the pool did not hand out (on Slurm: cpus, memory, GPUs) is what Slurm is asked.
-        let local: std::collections::BTreeSet<&String> = crate::plan::local_needs(job)
-            .map(|(name, _)| name)
-            .collect();
-        job.resources
-            .iter()
-            .map(|(name, amount)| {
-                let value = handed
-                    .get(name)
-                    .filter(|_| local.contains(name))
-                    .copied()
-                    .unwrap_or_else(|| amount.at(tctx.attempt()));
-                (name.clone(), value)
-            })
-            .collect()
     }
 
     /// Run job `fi`'s process; its value and, on success, its cache entry go with the facts.

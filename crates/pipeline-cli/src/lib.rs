@@ -11,6 +11,7 @@
     reason = "the tool's own messages and tables; progress goes through fanout's reporters"
 )]
 
+mod admission;
 mod batch;
 mod cache;
 pub mod cli;

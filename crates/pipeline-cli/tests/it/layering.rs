@@ -17,7 +17,7 @@ fn lorchestra_modules_keep_their_layers() {
             // options (plan); the up-to-date decision; the record's changes and journal.
             "raw waits output report comparepage plan cache store::journal",
             // A job's definition; placeholders; the record's writer.
-            "jobs placeholders store::writer",
+            "jobs placeholders store::writer admission",
             // What a run's jobs share; loading a pipeline; loops.
             "context load looping",
             // A job to a command; segments; up to date or not.
