@@ -27,6 +27,30 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AtomicWriteError
     file.commit()
 }
 
+/// Write `value` to `path` atomically as JSON (pretty-printed when `pretty`), followed by a
+/// newline. The JSON streams to the file through a buffer, so a record of 30,000 jobs costs a
+/// buffer's worth of memory, not the size of the file.
+pub fn write_json_atomic<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+    pretty: bool,
+) -> Result<(), AtomicWriteError> {
+    let mut file = AtomicFile::create(path)?;
+    let written = {
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut file);
+        let json = if pretty {
+            serde_json::to_writer_pretty(&mut out, value)
+        } else {
+            serde_json::to_writer(&mut out, value)
+        };
+        json.map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+    };
+    written.map_err(|e| file.error(e))?;
+    file.commit()
+}
+
 /// A file being written atomically: write to it like any file, then [`commit`](Self::commit).
 /// Dropping it without committing leaves the target as it was and removes the temporary file.
 #[derive(Debug)]
@@ -214,6 +238,43 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("report.json")]);
+    }
+
+    /// Fails after part of the JSON is written, as a map with a non-string key does.
+    struct Half;
+    impl serde::Serialize for Half {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = s.serialize_seq(None)?;
+            seq.serialize_element("written")?;
+            seq.serialize_element(&std::collections::BTreeMap::from([(vec![1], 2)]))?;
+            seq.end()
+        }
+    }
+
+    #[test]
+    fn json_streams_to_the_file_and_a_failure_leaves_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let value = serde_json::json!({"jobs": [1, 2], "name": "a"});
+        write_json_atomic(&path, &value, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"jobs\":[1,2],\"name\":\"a\"}\n"
+        );
+        write_json_atomic(&path, &value, true).unwrap();
+        let pretty = std::fs::read_to_string(&path).unwrap();
+        assert!(pretty.starts_with("{\n  \"jobs\": [\n"), "{pretty}");
+        assert!(pretty.ends_with("}\n"));
+
+        let err = write_json_atomic(&path, &Half, false).unwrap_err();
+        assert_eq!(err.path, path, "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), pretty);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file is left"
+        );
     }
 
     #[test]

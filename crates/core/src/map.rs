@@ -80,16 +80,6 @@ impl ChunkTime {
     }
 }
 
-fn status_slot(status: Status) -> usize {
-    match status {
-        Status::Succeeded => 0,
-        Status::Failed => 1,
-        Status::TimedOut => 2,
-        Status::Cancelled => 3,
-        Status::Skipped => 4,
-    }
-}
-
 /// The results of [`Pool::map`]: one per item, in input order, and the batch's summary.
 #[derive(Debug)]
 pub struct MapResult<T> {
@@ -263,7 +253,7 @@ impl<I, F> Shared<'_, I, F> {
                 Ok(_) => Status::Succeeded,
                 Err(e) => e.status(),
             };
-            counts[status_slot(status)] += 1;
+            counts[Summary::slot(status)] += 1;
             if tries != 1 {
                 attempts.push((index, tries));
             }

@@ -20,29 +20,14 @@ use crate::strategy::{Strategy, TaskKind};
 use crate::task::{Note, Task, TaskContext};
 use crate::worker::{StopOnUnwind, panic_message};
 
+mod owner;
+use owner::{Msg, Owner};
+
 /// A bounded worker pool. Reuse one across batches (a rayon pool, once built, is kept).
 #[derive(Debug)]
 pub struct Pool {
     config: PoolConfig,
     rayon: OnceLock<Result<rayon::ThreadPool, PoolError>>,
-}
-
-enum Msg<T, M> {
-    Started {
-        index: usize,
-        attempt: u32,
-    },
-    Note {
-        index: usize,
-        note: Note,
-    },
-    Retrying {
-        index: usize,
-        attempt: u32,
-        delay: Duration,
-        error: TaskError,
-    },
-    Finished(Outcome<T, M>),
 }
 
 /// State shared by the workers of one batch.
@@ -406,66 +391,6 @@ fn handed(index: usize) -> Handed {
     }
 }
 
-/// The single owner of the batch's state: turns messages into events and outcomes.
-struct Owner<'r, T, M> {
-    reporter: &'r mut dyn Reporter<T, M>,
-    names: Vec<&'r str>,
-    outcomes: Vec<Option<Outcome<T, M>>>,
-    finished: usize,
-}
-
-impl<T, M> Owner<'_, T, M> {
-    /// Every task's outcome, in task order, with the batch's summary (told to the reporter).
-    fn finish(self, summarize: impl FnOnce(&[Outcome<T, M>]) -> Summary) -> BatchResult<T, M> {
-        let outcomes: Vec<Outcome<T, M>> = self
-            .outcomes
-            .into_iter()
-            .map(|o| o.expect("every task reports an outcome"))
-            .collect();
-        let summary = summarize(&outcomes);
-        self.reporter
-            .report(&Event::BatchFinished { summary: &summary });
-        BatchResult { outcomes, summary }
-    }
-
-    fn handle(&mut self, msg: Msg<T, M>) {
-        match msg {
-            Msg::Started { index, attempt } => self.reporter.report(&Event::TaskStarted {
-                index,
-                name: self.names[index],
-                attempt,
-            }),
-            Msg::Note { index, note } => self.reporter.report(&Event::TaskNote {
-                index,
-                name: self.names[index],
-                note: &*note,
-            }),
-            Msg::Retrying {
-                index,
-                attempt,
-                delay,
-                error,
-            } => self.reporter.report(&Event::TaskRetrying {
-                index,
-                name: self.names[index],
-                attempt,
-                delay,
-                error: &error,
-            }),
-            Msg::Finished(outcome) => {
-                self.finished += 1;
-                self.reporter.report(&Event::TaskFinished {
-                    outcome: &outcome,
-                    finished: self.finished,
-                    total: self.outcomes.len(),
-                });
-                let index = outcome.index;
-                self.outcomes[index] = Some(outcome);
-            }
-        }
-    }
-}
-
 impl Pool {
     pub fn new(config: PoolConfig) -> Self {
         Pool {
@@ -522,6 +447,44 @@ impl Pool {
         M: Default + Send,
         F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
     {
+        self.run_batch(tasks, cancel, reporter, work, true)
+    }
+
+    /// [`Pool::run_with_meta`] for a caller that reads each outcome from the reporter's
+    /// [`Event::TaskFinished`] and needs no table of them after: no outcome is kept, so a batch
+    /// of 30,000 tasks holds what its running tasks hold, not 30,000 outcomes. Returns the
+    /// batch's summary.
+    pub fn run_reporting<I, T, M, F>(
+        &self,
+        tasks: &[Task<I>],
+        cancel: &CancelToken,
+        reporter: &mut dyn Reporter<T, M>,
+        work: F,
+    ) -> Result<Summary, PoolError>
+    where
+        I: Sync,
+        T: Send,
+        M: Default + Send,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
+    {
+        self.run_batch(tasks, cancel, reporter, work, false)
+            .map(|r| r.summary)
+    }
+
+    fn run_batch<I, T, M, F>(
+        &self,
+        tasks: &[Task<I>],
+        cancel: &CancelToken,
+        reporter: &mut dyn Reporter<T, M>,
+        work: F,
+        keep: bool,
+    ) -> Result<BatchResult<T, M>, PoolError>
+    where
+        I: Sync,
+        T: Send,
+        M: Default + Send,
+        F: Fn(&I, &TaskContext<'_>) -> (Result<T, TaskError>, M) + Sync,
+    {
         let max_workers = self.config.max_workers;
         let budget = self.config.budget.as_ref();
         let graph = if budget.is_some() || tasks.iter().any(Task::waits) {
@@ -558,12 +521,11 @@ impl Pool {
             max_workers: max_workers.get(),
             strategy,
         });
-        let mut owner = Owner {
+        let mut owner = Owner::new(
             reporter,
-            names: tasks.iter().map(|t| t.name.as_str()).collect(),
-            outcomes: std::iter::repeat_with(|| None).take(total).collect(),
-            finished: 0,
-        };
+            tasks.iter().map(|t| t.name.as_str()).collect(),
+            keep,
+        );
         let (first, ran) = self.run_here(&shared, &mut owner, graph.as_ref(), strategy);
         if first < total && strategy != Strategy::Serial {
             let workers = Workers {
@@ -575,9 +537,10 @@ impl Pool {
             workers.run(&shared, &mut owner);
         }
 
-        Ok(owner.finish(|outcomes| {
-            let mut summary = Summary::compute(
-                outcomes,
+        Ok(owner.finish(|counts, busy| {
+            let mut summary = Summary::from_counts(
+                counts,
+                busy,
                 shared.start.elapsed(),
                 max_workers.get(),
                 ran,

@@ -272,23 +272,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub(crate) fn compute<T, M>(
-        outcomes: &[Outcome<T, M>],
-        wall: Duration,
-        max_workers: usize,
-        strategy: Strategy,
-        started_at: SystemTime,
-    ) -> Self {
-        let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
-        let counts = [
-            count(Status::Succeeded),
-            count(Status::Failed),
-            count(Status::TimedOut),
-            count(Status::Cancelled),
-            count(Status::Skipped),
-        ];
-        let busy: Duration = outcomes.iter().map(|o| o.duration).sum();
-        Self::from_counts(counts, busy, wall, max_workers, strategy, started_at)
+    /// Where a status is counted in [`Summary::from_counts`]'s `counts`.
+    pub(crate) fn slot(status: Status) -> usize {
+        match status {
+            Status::Succeeded => 0,
+            Status::Failed => 1,
+            Status::TimedOut => 2,
+            Status::Cancelled => 3,
+            Status::Skipped => 4,
+        }
     }
 
     /// From counts by status (succeeded, failed, timed out, cancelled, skipped) and the sum
@@ -442,9 +434,7 @@ pub struct Report<'a, X> {
 impl<X: Serialize> Report<'_, X> {
     /// Write as pretty JSON, atomically (a reader never sees half a report).
     pub fn write_json(&self, path: &Path) -> Result<(), AtomicWriteError> {
-        let mut json = serde_json::to_vec_pretty(self).expect("reports serialize to JSON");
-        json.push(b'\n');
-        fsutil::write_atomic(path, &json)
+        fsutil::write_json_atomic(path, self, true)
     }
 }
 

@@ -61,7 +61,7 @@ pub(crate) fn run_jobs(
         combined: Mutex::new(HashMap::new()),
         budget,
     };
-    pool.run_with_meta(&tasks, ctx.interrupt, &mut recorder, |&fi, tctx| {
+    pool.run_reporting(&tasks, ctx.interrupt, &mut recorder, |&fi, tctx| {
         work.job(fi, tctx)
     })?;
     Ok(())
@@ -97,8 +97,12 @@ fn batch_tasks(
                 }
                 _ => Task::new(job.id.clone(), fi),
             };
-            task.with_retry(retry_policy(job))
-                .with_failure_policy(policy)
+            // No retries: the pool's own policy (none), not a policy per job.
+            let task = match job.retries {
+                0 => task,
+                _ => task.with_retry(retry_policy(job)),
+            };
+            task.with_failure_policy(policy)
                 .needs(w.needs.iter().filter_map(|&d| batch_index[d]))
                 .after_shared(
                     after_in_batch

@@ -73,6 +73,9 @@ pub(crate) struct RunContext<'a> {
     pub(crate) cache: &'a Cache,
     /// Per job, in job order: `--force` names it.
     pub(crate) forced: &'a [bool],
+    /// Some job tracks inputs or params ([`Pipeline::tracks_any`]): the others' states are
+    /// kept for it. 30,000 jobs that track nothing keep none.
+    pub(crate) tracks_any: bool,
 }
 
 /// How the jobs of a run went, for its last lines.

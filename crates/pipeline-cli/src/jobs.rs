@@ -86,7 +86,7 @@ impl Project {
         let item = |v: Value| -> Payload {
             match v {
                 Value::Object(map) => map.into_iter().collect(),
-                other => [("item".to_owned(), other)].into(),
+                other => std::iter::once(("item".to_owned(), other)).collect(),
             }
         };
         match (&from.file, &from.json) {
@@ -190,7 +190,7 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         id: id.to_owned(),
         run,
         backend: raw.backend,
-        slurm: raw.slurm.unwrap_or_default().into(),
+        slurm: std::sync::Arc::new(raw.slurm.unwrap_or_default().into()),
         launcher: fanout::Launcher::Local,
         timeout,
         retries: raw.retries,
@@ -199,7 +199,7 @@ fn checked(id: &str, raw: RawJob, defined_in: PathBuf, matrix: Vec<Payload>) -> 
         env: raw.env,
         cwd: raw.cwd,
         outside_project: raw.outside_project,
-        defined_in,
+        defined_in: defined_in.into(),
         needs: raw.needs,
         inputs: raw.inputs,
         outputs: raw.outputs,

@@ -280,7 +280,7 @@ impl<'a> Checking<'a> {
         };
         if !matches!(job.run, Run::Pipeline(_)) {
             job.backend = job.backend.or(self.raw.backend);
-            job.slurm = self.pipeline_slurm.merged_with(&job.slurm);
+            job.slurm = self.pipeline_slurm.merged_with(&job.slurm).into();
         }
         Ok(job)
     }

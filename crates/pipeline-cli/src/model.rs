@@ -51,6 +51,15 @@ impl Pipeline {
             .flat_map(|(si, s)| s.jobs.iter().enumerate().map(move |(ji, j)| (si, ji, j)))
     }
 
+    /// Whether any job (loop templates included) tracks inputs or params: only then does a
+    /// job's state matter to those that wait for it (see `uptodate.rs`).
+    pub(crate) fn tracks_any(&self) -> bool {
+        self.stages
+            .iter()
+            .flat_map(|s| s.jobs.iter().chain(s.looping.iter().flat_map(|l| &l.jobs)))
+            .any(Job::tracked)
+    }
+
     pub(crate) fn job_count(&self) -> usize {
         self.stages.iter().map(|s| s.jobs.len()).sum()
     }
@@ -89,7 +98,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         run: Run::Pipeline(nested.to_owned()),
         // The nested lorchestra runs here; its own jobs say where they run.
         backend: Some(Backend::Local),
-        slurm: fanout::Slurm::default(),
+        slurm: Arc::default(),
         launcher: fanout::Launcher::Local,
         timeout: None,
         retries: 0,
@@ -98,7 +107,7 @@ pub(crate) fn nested_job(id: &str, nested: &str, file: &Path) -> Job {
         env: BTreeMap::new(),
         cwd: None,
         outside_project: false,
-        defined_in: file.to_path_buf(),
+        defined_in: file.into(),
         needs: Vec::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
@@ -163,7 +172,7 @@ pub(crate) struct Job {
     /// The job's `backend`, else its pipeline's; `None`: the command line decides.
     pub(crate) backend: Option<Backend>,
     /// The pipeline's `slurm` table with the job's over it.
-    pub(crate) slurm: fanout::Slurm,
+    pub(crate) slurm: Arc<fanout::Slurm>,
     /// Where it runs, settled with the command line by `run::settle` before anything runs
     /// (local until then).
     pub(crate) launcher: fanout::Launcher,
@@ -182,7 +191,7 @@ pub(crate) struct Job {
     /// `outside_project = true`: a payload value may make `cwd` a folder outside the project.
     pub(crate) outside_project: bool,
     /// Where it was defined, for `lorchestra jobs`.
-    pub(crate) defined_in: PathBuf,
+    pub(crate) defined_in: Arc<Path>,
     /// The jobs it needs, as written.
     pub(crate) needs: Vec<String>,
     /// Globs of the files it reads, relative to its folder: with them, a job whose inputs,

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-/// Key -> value.
-pub(crate) type Payload = BTreeMap<String, Value>;
+/// Key -> value, in key order. A sorted `Vec`: a matrix's 30,000 iterations each carry one.
+pub(crate) type Payload = litemap::LiteMap<String, Value>;
 
 /// The whole payload, as JSON, in every job's environment.
 pub(crate) const ENV_ALL: &str = "LORCHESTRA_PAYLOAD";
@@ -152,8 +152,8 @@ mod tests {
         let f = d.path().join("p.json");
         std::fs::write(&f, r#"{"model": "a", "n": 3}"#).unwrap();
         let p = from_args(&["model=b".to_owned()], Some(&f)).unwrap();
-        assert_eq!(p["model"], "b");
-        assert_eq!(p["n"], 3);
+        assert_eq!(p.get("model").unwrap(), "b");
+        assert_eq!(p.get("n").unwrap(), 3);
         let err = |pairs: &[&str], file: Option<&Path>| {
             let pairs: Vec<String> = pairs.iter().map(|s| (*s).to_owned()).collect();
             format!("{:#}", from_args(&pairs, file).unwrap_err())

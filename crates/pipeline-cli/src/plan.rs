@@ -188,10 +188,12 @@ pub(crate) fn launcher(job: &crate::model::Job, opts: &RunOptions, attempt: u32)
     match job.backend.unwrap_or(opts.backend) {
         Backend::Local => Launcher::Local,
         Backend::Slurm => Launcher::Slurm(
-            slurm_needs(job.slurm.clone(), &job.resources, attempt).merged_with(&fanout::Slurm {
-                args: opts.slurm_args.clone(),
-                ..fanout::Slurm::default()
-            }),
+            slurm_needs((*job.slurm).clone(), &job.resources, attempt)
+                .merged_with(&fanout::Slurm {
+                    args: opts.slurm_args.clone(),
+                    ..fanout::Slurm::default()
+                })
+                .into(),
         ),
     }
 }
@@ -275,7 +277,7 @@ fn check_backends(pipeline: &Pipeline) -> Result<()> {
     let mut checked: Vec<&fanout::Slurm> = Vec::new();
     for job in pipeline.stages.iter().flat_map(|s| &s.jobs) {
         if let Launcher::Slurm(slurm) = &job.launcher {
-            if checked.contains(&slurm) {
+            if checked.contains(&&**slurm) {
                 continue;
             }
             slurm

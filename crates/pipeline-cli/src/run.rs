@@ -209,6 +209,7 @@ impl Life<'_> {
                 writer: self.writer,
                 cache: self.cache,
                 forced: &forced,
+                tracks_any: pipeline.tracks_any(),
             };
             run_jobs(&ctx, from..until, ran, self.state)?;
             if until == pipeline.stages.len() {

@@ -96,7 +96,7 @@ pub(crate) struct RunRecord {
     #[serde(default)]
     pub(crate) resumes: u32,
     /// The invocation payload (`--payload`, `--payload-file`); a resumed run reuses it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::payload::Payload::is_empty")]
     pub(crate) payload: crate::payload::Payload,
     /// `--set`: the parameter overrides of the run; a resumed run reuses them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

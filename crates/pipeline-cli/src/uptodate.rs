@@ -83,7 +83,9 @@ pub(crate) fn decide(
         Verdict::Run(why) => (Some("ran"), why),
     };
     let up_to_date = runs.is_none();
-    lock(&so_far.deps).insert(job.id.clone(), DepState::new(&job.id, decision.key, runs));
+    if ctx.tracks_any {
+        lock(&so_far.deps).insert(job.id.clone(), DepState::new(&job.id, decision.key, runs));
+    }
     let output = ctx
         .cache
         .last_output(&job.id)

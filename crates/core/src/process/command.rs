@@ -42,8 +42,9 @@ pub enum Launcher {
     /// Here, as a child process of this program.
     #[default]
     Local,
-    /// On a Slurm cluster, as a job step started with `srun` (see [`Slurm`]).
-    Slurm(Slurm),
+    /// On a Slurm cluster, as a job step started with `srun` (see [`Slurm`]). Shared: the tasks of
+    /// a batch carry one setting, not a copy each.
+    Slurm(std::sync::Arc<Slurm>),
 }
 
 impl Launcher {
@@ -66,7 +67,7 @@ impl Launcher {
                     ..Slurm::default()
                 };
                 slurm.check()?;
-                Ok(Launcher::Slurm(slurm))
+                Ok(Launcher::Slurm(slurm.into()))
             }
             other => Err(SlurmError::UnknownBackend(other.to_owned())),
         }

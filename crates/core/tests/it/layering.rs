@@ -20,7 +20,7 @@ fn the_core_modules_keep_their_layers() {
             "config reporters process::pipes process::spawn",
             "task process::runner",
             // The ready queue; the fork server; Ctrl-C (which kills every job).
-            "graph process::forkserver interrupt",
+            "graph process::forkserver interrupt pool::owner",
             "pool",
             "map",
         ],

@@ -541,6 +541,62 @@ fn summary_counts_statuses_and_measures_utilization() {
     assert_eq!(result.failures().count(), 2);
 }
 
+/// `run_reporting`: every outcome reaches the reporter, and the summary it returns is the one
+/// `run` computes from the outcomes it keeps, on every strategy and with a graph.
+#[test]
+fn run_reporting_tells_every_outcome_and_the_same_summary() {
+    let work = |&i: &usize, _: &fanout::TaskContext<'_>| match i % 3 {
+        0 => (Ok(i), i),
+        1 => (Err(TaskError::failed("no")), i),
+        _ => (Err(TaskError::skipped("up to date")), i),
+    };
+    for strategy in [Strategy::Serial, Strategy::Threads, Strategy::Rayon] {
+        for graph in [false, true] {
+            let batch: Vec<Task<usize>> = (0..9)
+                .map(|i| {
+                    let t = Task::new(format!("t{i}"), i);
+                    if graph && i > 0 { t.after([i - 1]) } else { t }
+                })
+                .collect();
+            let kept = pool(2, strategy)
+                .run_with_meta(&batch, &CancelToken::new(), &mut Silent, work)
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut last_total = 0;
+            let mut reporter = |e: &Event<'_, usize, usize>| {
+                if let Event::TaskFinished { outcome, total, .. } = e {
+                    seen.push((outcome.index, outcome.status, outcome.meta));
+                    last_total = *total;
+                }
+            };
+            let summary = pool(2, strategy)
+                .run_reporting(&batch, &CancelToken::new(), &mut reporter, work)
+                .unwrap();
+            seen.sort_unstable_by_key(|s| s.0);
+            let expected: Vec<_> = kept
+                .outcomes
+                .iter()
+                .map(|o| (o.index, o.status, o.meta))
+                .collect();
+            assert_eq!(seen, expected, "{strategy:?}, graph {graph}");
+            assert_eq!(last_total, 9);
+            let counts = |s: &fanout::Summary| {
+                (
+                    s.total,
+                    s.succeeded,
+                    s.failed,
+                    s.skipped,
+                    s.cancelled,
+                    s.timed_out,
+                )
+            };
+            assert_eq!(counts(&summary), counts(&kept.summary), "{strategy:?}");
+            assert_eq!(counts(&summary), (9, 3, 3, 3, 0, 0));
+            assert!(summary.busy <= summary.wall * 2 + Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn an_empty_batch_is_fine() {
     let result = pool(4, Strategy::Auto)

@@ -9,7 +9,7 @@ use fanout::{
 };
 
 fn slurm() -> Launcher {
-    Launcher::Slurm(Slurm::default())
+    Launcher::Slurm(Slurm::default().into())
 }
 
 use testkit::slurm::{job, processes_running, processes_with, settled};
@@ -130,10 +130,13 @@ fn a_timeout_counts_the_time_in_the_queue_and_cancels_the_waiting_job() {
         .run(
             &Command::shell("exec sleep 63.75")
                 .job_name(name)
-                .launcher(Launcher::Slurm(Slurm {
-                    args: vec!["--begin=now+600".to_owned()],
-                    ..Slurm::default()
-                }))
+                .launcher(Launcher::Slurm(
+                    Slurm {
+                        args: vec!["--begin=now+600".to_owned()],
+                        ..Slurm::default()
+                    }
+                    .into(),
+                ))
                 .timeout(Some(Duration::from_secs(2))),
             &CancelToken::new(),
         )
@@ -216,7 +219,7 @@ fn a_job_the_scheduler_rejects_fails_with_its_reason() {
     };
     let e = ProcessRunner::new()
         .run(
-            &Command::new("true").launcher(Launcher::Slurm(slurm)),
+            &Command::new("true").launcher(Launcher::Slurm(slurm.into())),
             &CancelToken::new(),
         )
         .unwrap()

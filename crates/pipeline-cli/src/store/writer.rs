@@ -61,9 +61,7 @@ fn write_both(journal: &mut Journal, cache: Option<&mut CacheState>) -> Result<(
 fn write(record: &RunRecord, path: &Path) -> Result<()> {
     // Compact: a third smaller than pretty-printed, and faster to write; `lorchestra status` is
     // the human view.
-    let mut json = serde_json::to_vec(record).expect("records serialize");
-    json.push(b'\n');
-    fanout::fsutil::write_atomic(path, &json)?;
+    fanout::fsutil::write_json_atomic(path, record, false)?;
     Ok(())
 }
 
@@ -254,7 +252,7 @@ mod tests {
             max_workers: 2,
             strategy: None,
             resumes: 0,
-            payload: BTreeMap::new(),
+            payload: crate::payload::Payload::new(),
             params_set: BTreeMap::new(),
             params: BTreeMap::new(),
             generation: 0,
