@@ -1,5 +1,5 @@
 //! Looking at the test cluster from outside: Slurm's view of a job, and the node's processes.
-//! The cluster is the single-node Slurm `cargo xtask slurm-up` starts (CI runs it first).
+//! The cluster is the three-node Slurm `cargo xtask slurm-up` starts (CI runs it first).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,24 @@ pub fn require_test_cluster() {
          test` (it starts the cluster and sets SLURM_CONF), or start it with `cargo xtask \
          slurm-up` and set SLURM_CONF={PROJECT_CONF}; SLURM_CONF is {conf:?}"
     );
+}
+
+/// The names of the cluster's nodes (`sinfo`).
+///
+/// # Panics
+/// When sinfo does not run.
+pub fn nodes() -> Vec<String> {
+    let out = std::process::Command::new("sinfo")
+        .args(["--noheader", "--Node", "--format=%N"])
+        .output()
+        .expect("sinfo runs (is the test cluster up? cargo xtask slurm-up)");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    names.dedup();
+    names
 }
 
 /// `(name, state)` of Slurm job `id`, from `squeue --states=all`.

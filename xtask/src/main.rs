@@ -7,8 +7,8 @@
 //! - `cargo xtask fuzz`: every fuzz target (a parser of user input each) for a while.
 //! - `cargo xtask man`: man pages of the tools, generated from their command-line definitions.
 //! - `cargo xtask screenshots`: the generated pages as a browser shows them, into docs/.
-//! - `cargo xtask slurm-up` / `slurm-down`: the project's own single-node Slurm on this machine,
-//!   for the Slurm tests.
+//! - `cargo xtask slurm-up` / `slurm-down`: the project's own Slurm of three nodes on this
+//!   machine (each in a network namespace), for the Slurm tests.
 #![expect(
     clippy::disallowed_methods,
     reason = "xtask drives cargo, pip and the built tools directly; it is not part of the product"
@@ -47,13 +47,16 @@ Tasks:
           into target/man (--out DIR for another folder)
   screenshots  the pages export-nb, lorchestra and parallamr write, in headless Chromium, into
           docs/screenshots
-  slurm-up  install, configure and start the project's single-node Slurm here (root or
-          sudo), for the Slurm tests; its own name, ports and folders (/var/lib/fanout-test-slurm),
-          so it runs beside any other Slurm; cargo xtask test runs it. To run the tests on
-          an existing cluster instead: FANOUT_TEST_SLURM_CONF=/path/to/its/slurm.conf
-  slurm-down  stop the project's Slurm daemons (other Slurm installations are left alone)
+  slurm-up [--nodes N]  install, configure and start the project's Slurm here (root or sudo),
+          for the Slurm tests: N nodes (default 3), each slurmd in a network namespace of
+          its own on a bridge (10.231.0.0/24), or with --nodes 1 this machine at 127.0.0.1;
+          its own name, ports and folders (/var/lib/fanout-test-slurm), so it runs beside
+          any other Slurm; cargo xtask test runs it. To run the tests on an existing
+          cluster instead: FANOUT_TEST_SLURM_CONF=/path/to/its/slurm.conf
+  slurm-down  stop the project's Slurm daemons, remove its namespaces and bridge (other Slurm
+          installations are left alone)
   slurm-check  check slurm-up itself: down/up, idempotence, a stale state, a failing daemon,
-          clients reaching only this cluster; ends with the cluster up (.ci/run runs it)";
+          clients reaching only this cluster, a step on every node; ends with the cluster up (.ci/run runs it)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,5 +1,5 @@
-//! `cargo xtask slurm-up` / `slurm-down`: the project's own single-node Slurm, for the Slurm
-//! tests.
+//! `cargo xtask slurm-up` / `slurm-down`: the project's own Slurm, for the Slurm tests: three
+//! nodes by default (see `slurm/nodes.rs`), or one (`--nodes 1`).
 //!
 //! The cluster is the project's and nobody else's: its own name (`fanout-test`), its own ports
 //! (6917/6918, not Slurm's 6817/6818), and everything else under [`HOME`]: the config file
@@ -8,13 +8,14 @@
 //! Slurm on the same machine (a distribution's default one, a site's), never reuses it and
 //! never sends the tests' jobs to it. Debian's packages (slurmctld, slurmd, slurm-client,
 //! munge), no systemd and no cgroups: munged runs as the munge user (shared with any other
-//! cluster here: it only vouches for users), slurmctld and slurmd as root, one node at
-//! 127.0.0.1 with more CPUs than the machine has (so tests can run several steps at once) and a
-//! scheduler that starts jobs at once. Idempotent: an idle node of ours means nothing to do.
+//! cluster here: it only vouches for users), slurmctld and the slurmds as root, nodes with more
+//! CPUs than the machine has (so tests can run several steps at once) and a scheduler that
+//! starts jobs at once. Idempotent: idle nodes of ours mean nothing to do.
 //!
 //! `FANOUT_TEST_SLURM_CONF=/path/to/slurm.conf` points the tests at an existing cluster
 //! instead, on purpose; its shape is checked first (a default partition, enough CPUs).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,17 +24,25 @@ use anyhow::{Context, Result, bail};
 
 use crate::tasks;
 
+mod check;
+mod nodes;
+
+pub(crate) use check::check;
+use nodes::Node;
+
 /// Everything of the project's test cluster lives here.
 pub(crate) const HOME: &str = "/var/lib/fanout-test-slurm";
-const CLUSTER: &str = "fanout-test";
+pub(crate) const CLUSTER: &str = "fanout-test";
 const CTLD_PORT: u16 = 6917;
 const SLURMD_PORT: u16 = 6918;
 /// Names an existing cluster's config to run the tests on instead of the project's.
 pub(crate) const EXISTING_ENV: &str = "FANOUT_TEST_SLURM_CONF";
 /// How many steps the tests run at once, at most (the cancel test runs three, a stage four).
 const CPUS_NEEDED: u32 = 4;
+/// The nodes of the cluster the tests run on: work must be seen to spread over machines.
+pub(crate) const TEST_NODES: usize = 3;
 
-fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     PathBuf::from(HOME)
 }
 
@@ -42,19 +51,35 @@ pub(crate) fn conf_path() -> PathBuf {
     home().join("slurm.conf")
 }
 
-fn log_path(daemon: &str) -> PathBuf {
-    home().join("log").join(format!("{daemon}.log"))
+/// A daemon's log; `key` is `slurmctld` or `slurmd-NODE`.
+fn log_path(key: &str) -> PathBuf {
+    home().join("log").join(format!("{key}.log"))
 }
 
-fn pid_path(daemon: &str) -> PathBuf {
-    home().join("run").join(format!("{daemon}.pid"))
+fn pid_path(key: &str) -> PathBuf {
+    home().join("run").join(format!("{key}.pid"))
+}
+
+fn slurmd_key(node: &Node) -> String {
+    format!("slurmd-{}", node.name)
 }
 
 pub(crate) fn up(extra: &[String]) -> Result<()> {
-    if !extra.is_empty() {
-        bail!("`cargo xtask slurm-up` takes no arguments");
-    }
-    let conf = ensure()?;
+    let count = match extra {
+        [] => TEST_NODES,
+        [flag, n] if flag == "--nodes" => n
+            .parse()
+            .ok()
+            .filter(|n| (1..=nodes::MAX_NODES).contains(n))
+            .with_context(|| {
+                format!(
+                    "--nodes {n}: give a number of nodes from 1 to {}",
+                    nodes::MAX_NODES
+                )
+            })?,
+        _ => bail!("`cargo xtask slurm-up` takes only --nodes N (default {TEST_NODES})"),
+    };
+    let conf = ensure_nodes(count)?;
     eprintln!("xtask: the tests use SLURM_CONF={}", conf.display());
     Ok(())
 }
@@ -63,31 +88,43 @@ pub(crate) fn down(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         bail!("`cargo xtask slurm-down` takes no arguments");
     }
-    for daemon in ["slurmd", "slurmctld"] {
-        stop(daemon)?;
-    }
-    eprintln!("xtask: the test cluster is stopped (other Slurm installations were left alone)");
+    stop_all()?;
+    nodes::down()?;
+    eprintln!(
+        "xtask: the test cluster is stopped and its network namespaces removed (other Slurm \
+         installations were left alone)"
+    );
     Ok(())
 }
 
-/// Make sure a cluster for the tests is up; returns the config the tests must use (their
-/// `SLURM_CONF`).
+/// Make sure a cluster for the tests is up ([`TEST_NODES`] nodes); returns the config the tests
+/// must use (their `SLURM_CONF`).
 pub(crate) fn ensure() -> Result<PathBuf> {
     if let Some(existing) = std::env::var_os(EXISTING_ENV) {
         let conf = PathBuf::from(existing);
         check_existing(&conf)?;
         return Ok(conf);
     }
+    ensure_nodes(TEST_NODES)
+}
+
+/// Make sure the project's cluster of `count` nodes is up.
+pub(crate) fn ensure_nodes(count: usize) -> Result<PathBuf> {
+    let (nodes, controller) = nodes::layout(count);
     let conf = conf_path();
-    let text = config();
+    let text = config(&nodes, &controller);
+    let all_usable = |conf: &Path| {
+        let states = node_states(conf);
+        states.len() == nodes.len() && states.iter().all(|(_, s)| usable(s))
+    };
     if std::fs::read_to_string(&conf).is_ok_and(|t| t == text)
         && running("slurmctld")
-        && running("slurmd")
-        && node_state(&conf).is_some_and(|s| usable(&s))
+        && nodes.iter().all(|n| running(&slurmd_key(n)))
+        && all_usable(&conf)
     {
         return Ok(conf);
     }
-    eprintln!("xtask: starting the project's single-node Slurm ({HOME})");
+    eprintln!("xtask: starting the project's Slurm of {count} node(s) ({HOME})");
     for (program, package) in [
         ("munged", "munge"),
         ("slurmctld", "slurmctld"),
@@ -106,30 +143,45 @@ pub(crate) fn ensure() -> Result<PathBuf> {
     privileged(&mkdir)?;
     if std::fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
         // Daemons started with another configuration must read this one.
-        for daemon in ["slurmd", "slurmctld"] {
-            stop(daemon)?;
+        stop_all()?;
+        if count == 1 {
+            nodes::down()?;
         }
         write_as_root(&conf, &text)?;
     }
+    nodes::up(&nodes, &controller)?;
     forget_other_clusters_state()?;
-    for daemon in ["slurmctld", "slurmd"] {
-        if !running(daemon) {
-            start(daemon, &conf)?;
+    if !running("slurmctld") {
+        start("slurmctld", None, &conf)?;
+    }
+    for node in &nodes {
+        if !running(&slurmd_key(node)) {
+            start(&slurmd_key(node), Some(node), &conf)?;
         }
     }
-    let node = hostname();
-    wait_until("the Slurm node to register", || node_state(&conf).is_some())?;
-    if node_state(&conf).is_some_and(|s| s.starts_with("down") || s.starts_with("drain")) {
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    wait_until("the Slurm nodes to register", || {
+        node_states(&conf).len() == nodes.len()
+    })?;
+    if node_states(&conf)
+        .iter()
+        .any(|(_, s)| s.starts_with("down") || s.starts_with("drain"))
+    {
         run_slurm(
             &conf,
             "scontrol",
-            &["update", &format!("nodename={node}"), "state=resume"],
+            &[
+                "update",
+                &format!("nodename={}", names.join(",")),
+                "state=resume",
+            ],
         )?;
     }
-    wait_until("the Slurm node to be idle", || {
-        node_state(&conf).is_some_and(|s| usable(&s))
-    })?;
-    eprintln!("xtask: Slurm is up: cluster {CLUSTER}, node {node}, partition debug");
+    wait_until("the Slurm nodes to be idle", || all_usable(&conf))?;
+    eprintln!(
+        "xtask: Slurm is up: cluster {CLUSTER}, nodes {}, partition debug",
+        names.join(" ")
+    );
     Ok(conf)
 }
 
@@ -189,24 +241,41 @@ fn forget_other_clusters_state() -> Result<()> {
     Ok(())
 }
 
-/// Start a daemon with our config, and say why if it does not come up.
-fn start(daemon: &str, conf: &Path) -> Result<()> {
-    let port = if daemon == "slurmctld" {
-        CTLD_PORT
+/// Start a daemon with our config (a slurmd: on `node`, in its network), and say why if it
+/// does not come up. `key` is `slurmctld` or `slurmd-NODE`.
+pub(crate) fn start(key: &str, node: Option<&Node>, conf: &Path) -> Result<()> {
+    let daemon = if node.is_some() {
+        "slurmd"
     } else {
-        SLURMD_PORT
+        "slurmctld"
     };
-    if let Some(holder) = port_holder(port) {
+    let port = if node.is_some() {
+        SLURMD_PORT
+    } else {
+        CTLD_PORT
+    };
+    // A node in a namespace of its own has its own ports.
+    if node.is_none_or(|n| n.netns.is_none())
+        && let Some(holder) = port_holder(port)
+    {
         bail!(
             "{daemon} cannot start: port {port} is taken by {holder}. Another Slurm with this \
              project's ports? Stop it (cargo xtask slurm-down stops only the project's), or run \
              the tests on a cluster of your choice with {EXISTING_ENV}=/path/to/its/slurm.conf"
         );
     }
-    let log = log_path(daemon);
+    let log = log_path(key);
     let log_len = std::fs::metadata(&log).map_or(0, |m| m.len());
     let binary = format!("/usr/sbin/{daemon}");
-    let status = tasks::as_root(&binary)
+    let mut cmd = match node {
+        Some(node) => {
+            let mut cmd = nodes::command_on(node, &binary);
+            cmd.args(["-N", &node.name]);
+            cmd
+        }
+        None => tasks::as_root(&binary),
+    };
+    let status = cmd
         .arg("-f")
         .arg(conf)
         .stdout(Stdio::null())
@@ -216,7 +285,7 @@ fn start(daemon: &str, conf: &Path) -> Result<()> {
     let failed = |what: String| {
         let said = String::from_utf8_lossy(&status.stderr).trim().to_owned();
         anyhow::anyhow!(
-            "{daemon} did not start: {what}\n{}{}\n(its log: {})",
+            "{key} did not start: {what}\n{}{}\n(its log: {})",
             if said.is_empty() {
                 String::new()
             } else {
@@ -235,10 +304,9 @@ fn start(daemon: &str, conf: &Path) -> Result<()> {
     let launched = Instant::now();
     let mut up_since: Option<Instant> = None;
     while launched.elapsed() < Duration::from_secs(20) {
-        if running(daemon) {
+        if running(key) {
             let since = *up_since.get_or_insert_with(Instant::now);
-            let answers =
-                daemon != "slurmctld" || slurm_output(conf, "scontrol", &["ping"]).is_ok();
+            let answers = node.is_some() || slurm_output(conf, "scontrol", &["ping"]).is_ok();
             if answers && since.elapsed() >= Duration::from_secs(1) {
                 return Ok(());
             }
@@ -281,14 +349,50 @@ fn port_holder(port: u16) -> Option<String> {
     })
 }
 
+/// Stop every daemon of ours: the slurmds of whatever layout ran last, then slurmctld.
+fn stop_all() -> Result<()> {
+    let mut keys: Vec<String> = daemon_keys()
+        .into_iter()
+        .filter(|k| k != "slurmctld")
+        .collect();
+    keys.push("slurmctld".to_owned());
+    for key in keys {
+        stop(&key)?;
+    }
+    Ok(())
+}
+
+/// The daemons with a pid file in our run folder: `slurmctld`, `slurmd-NODE`.
+fn daemon_keys() -> Vec<String> {
+    std::fs::read_dir(home().join("run"))
+        .map(|d| {
+            d.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".pid").map(str::to_owned)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pids of our running daemons, by key (to tell whether they were restarted).
+pub(crate) fn daemon_pids() -> Vec<(String, i32)> {
+    let mut pids: Vec<(String, i32)> = daemon_keys()
+        .into_iter()
+        .filter_map(|k| our_pid(&k).map(|p| (k, p)))
+        .collect();
+    pids.sort();
+    pids
+}
+
 /// Stop one of our daemons (found by its pid file and its command line naming our config).
-fn stop(daemon: &str) -> Result<()> {
-    let Some(pid) = our_pid(daemon) else {
+fn stop(key: &str) -> Result<()> {
+    let Some(pid) = our_pid(key) else {
         return Ok(());
     };
     privileged(&["kill", "-TERM", &pid.to_string()])?;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while our_pid(daemon).is_some() {
+    while our_pid(key).is_some() {
         if Instant::now() > deadline {
             privileged(&["kill", "-KILL", &pid.to_string()])?;
             break;
@@ -298,22 +402,27 @@ fn stop(daemon: &str) -> Result<()> {
     Ok(())
 }
 
-/// The pid of our `daemon`, when it runs: the pid file's process, if its command line is the
-/// daemon's with our config.
-fn our_pid(daemon: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_path(daemon))
+/// The pid of our daemon `key`, when it runs: the pid file's process, if its command line is
+/// the daemon's with our config.
+fn our_pid(key: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_path(key))
         .ok()?
         .trim()
         .parse()
         .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let daemon = if key == "slurmctld" {
+        "slurmctld"
+    } else {
+        "slurmd"
+    };
     let conf = conf_path();
     (line.contains(daemon) && line.contains(conf.to_str()?)).then_some(pid)
 }
 
-fn running(daemon: &str) -> bool {
-    our_pid(daemon).is_some()
+fn running(key: &str) -> bool {
+    our_pid(key).is_some()
 }
 
 /// A node state in which jobs start.
@@ -323,15 +432,24 @@ fn usable(state: &str) -> bool {
         .any(|s| state.trim_end_matches(['*', '~', '#', '$', '@', '+', '-', '^', '!', '%']) == *s)
 }
 
-/// The first node's state as the cluster of `conf` shows it (`idle`, `down*`, ...).
-fn node_state(conf: &Path) -> Option<String> {
-    let text = slurm_output(conf, "sinfo", &["--noheader", "--Node", "--format=%T"]).ok()?;
-    let state = text.lines().next()?.trim().to_owned();
-    (!state.is_empty()).then_some(state)
+/// Each node's name and state as the cluster of `conf` shows them (`idle`, `down*`, ...).
+pub(crate) fn node_states(conf: &Path) -> Vec<(String, String)> {
+    let Ok(text) = slurm_output(conf, "sinfo", &["--noheader", "--Node", "--format=%N %T"]) else {
+        return Vec::new();
+    };
+    let mut states: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, state) = l.trim().split_once(' ')?;
+            Some((name.to_owned(), state.trim().to_owned()))
+        })
+        .collect();
+    states.dedup();
+    states
 }
 
 /// What a Slurm client command printed, run against the cluster of `conf`.
-fn slurm_output(conf: &Path, program: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn slurm_output(conf: &Path, program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
         .args(args)
         .env("SLURM_CONF", conf)
@@ -380,10 +498,11 @@ fn start_munge() -> Result<()> {
     wait_until("munged to answer", answers)
 }
 
-/// The slurm.conf of the test cluster: this machine as its only node, everything under HOME.
-fn config() -> String {
-    let node = hostname();
+/// The slurm.conf of the test cluster: its nodes, the controller at `controller`, everything
+/// under HOME.
+fn config(nodes: &[Node], controller: &str) -> String {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cpus = cores.max(16);
     let mem_mib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -392,11 +511,20 @@ fn config() -> String {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(4096, |kib| kib / 1024 / 2);
+    let node_lines = nodes.iter().fold(String::new(), |mut lines, n| {
+        let _ = writeln!(
+            lines,
+            "NodeName={} NodeAddr={} CPUs={cpus} RealMemory={mem_mib} State=UNKNOWN",
+            n.name, n.addr
+        );
+        lines
+    });
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     format!(
-        "# Written by `cargo xtask slurm-up`: the project's single-node test cluster, no systemd,
-# no cgroups, its own ports and folders so that it runs beside any other Slurm here.
+        "# Written by `cargo xtask slurm-up`: the project's test cluster of {count} node(s), no
+# systemd, no cgroups, its own ports and folders so that it runs beside any other Slurm here.
 ClusterName={CLUSTER}
-SlurmctldHost={node}(127.0.0.1)
+SlurmctldHost={host}({controller})
 SlurmctldPort={CTLD_PORT}
 SlurmdPort={SLURMD_PORT}
 AuthType=auth/munge
@@ -413,23 +541,24 @@ SchedulerParameters=bf_interval=1,sched_min_interval=0,batch_sched_delay=0
 # More CPUs than the machine has, so tests can run several steps at once.
 SlurmdParameters=config_overrides
 StateSaveLocation={HOME}/state
-SlurmdSpoolDir={HOME}/spool
+SlurmdSpoolDir={HOME}/spool/%n
 SlurmctldPidFile={HOME}/run/slurmctld.pid
-SlurmdPidFile={HOME}/run/slurmd.pid
+SlurmdPidFile={HOME}/run/slurmd-%n.pid
 SlurmctldLogFile={HOME}/log/slurmctld.log
-SlurmdLogFile={HOME}/log/slurmd.log
+SlurmdLogFile={HOME}/log/slurmd-%n.log
 ReturnToService=2
 MpiDefault=none
 KillWait=5
 MinJobAge=300
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mib} State=UNKNOWN
-PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+{node_lines}PartitionName=debug Nodes={list} Default=YES MaxTime=INFINITE State=UP
 ",
-        cpus = cores.max(16)
+        count = nodes.len(),
+        host = hostname(),
+        list = names.join(","),
     )
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(
         |_| "localhost".to_owned(),
         |h| h.trim().split('.').next().unwrap_or("localhost").to_owned(),
@@ -455,7 +584,7 @@ fn privileged(argv: &[&str]) -> Result<()> {
     })
 }
 
-fn write_as_root(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_as_root(path: &Path, text: &str) -> Result<()> {
     if rustix::process::geteuid().is_root() {
         return std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
     }
@@ -472,110 +601,13 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ready() {
         if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}\n{}\n{}",
-                log_problems(&log_path("slurmctld"), 0),
-                log_problems(&log_path("slurmd"), 0)
-            );
+            let logs: Vec<String> = daemon_keys()
+                .iter()
+                .map(|k| log_problems(&log_path(k), 0))
+                .collect();
+            bail!("timed out waiting for {what}\n{}", logs.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     Ok(())
-}
-
-/// `cargo xtask slurm-check`: the test cluster's own checks, run by `.ci/run` before the test
-/// suite (they stop and start the cluster, so they cannot run among the tests). Ends with the
-/// cluster up.
-pub(crate) fn check(extra: &[String]) -> Result<()> {
-    if !extra.is_empty() {
-        bail!("`cargo xtask slurm-check` takes no arguments");
-    }
-    if std::env::var_os(EXISTING_ENV).is_some() {
-        bail!("slurm-check checks the project's own cluster: unset {EXISTING_ENV}");
-    }
-    let conf = conf_path();
-    let step = |what: &str| eprintln!("xtask: slurm-check: {what}");
-
-    step("down, then up");
-    down(&[])?;
-    ensure_up_and_ours(&conf)?;
-
-    step("up again changes nothing (same daemons)");
-    let pids = (our_pid("slurmctld"), our_pid("slurmd"));
-    let began = Instant::now();
-    ensure()?;
-    if (our_pid("slurmctld"), our_pid("slurmd")) != pids {
-        bail!("a second slurm-up restarted the daemons");
-    }
-    eprintln!("xtask: slurm-check:   took {:?}", began.elapsed());
-
-    step("a daemon that fails says why (its log's fatal line)");
-    down(&[])?;
-    write_clustername("another-cluster")?;
-    let err = match start("slurmctld", &conf) {
-        Ok(()) => bail!("slurmctld started on another cluster's state"),
-        Err(e) => format!("{e:#}"),
-    };
-    if !err.contains("fatal:") || !err.to_ascii_uppercase().contains("CLUSTER NAME MISMATCH") {
-        bail!("the failure did not name the daemon's fatal line:\n{err}");
-    }
-    eprintln!(
-        "xtask: slurm-check:   said: {}",
-        err.lines().find(|l| l.contains("fatal:")).unwrap_or("")
-    );
-
-    step("a stale state folder of another cluster does not stop a start");
-    down(&[])?;
-    write_clustername("local")?;
-    ensure_up_and_ours(&conf)?;
-
-    step("the clients reach this cluster through SLURM_CONF, whatever else runs here");
-    let name = slurm_output(&conf, "scontrol", &["show", "config"])?
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            (k.trim() == "ClusterName").then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    if name != CLUSTER {
-        bail!("SLURM_CONF={} reaches cluster {name:?}", conf.display());
-    }
-    let out = Command::new("srun")
-        .args([
-            "--ntasks=1",
-            "--job-name=slurm-check",
-            "printenv",
-            "SLURM_CLUSTER_NAME",
-        ])
-        .env("SLURM_CONF", &conf)
-        .output()
-        .context("running srun")?;
-    let ran_on = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || ran_on != CLUSTER {
-        bail!(
-            "a step ran on {ran_on:?}, not {CLUSTER}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    eprintln!("xtask: slurm-check: all good; the cluster is up");
-    Ok(())
-}
-
-fn ensure_up_and_ours(conf: &Path) -> Result<()> {
-    ensure()?;
-    if !(running("slurmctld") && running("slurmd")) {
-        bail!("slurm-up returned, but the daemons are not running");
-    }
-    let name = std::fs::read_to_string(home().join("state/clustername")).unwrap_or_default();
-    if name.trim() != CLUSTER {
-        bail!("the state folder belongs to {name:?}, not {CLUSTER}");
-    }
-    node_state(conf)
-        .map(|_| ())
-        .context("sinfo does not answer")
-}
-
-fn write_clustername(name: &str) -> Result<()> {
-    let path = home().join("state/clustername");
-    write_as_root(&path, &format!("{name}\n"))
 }

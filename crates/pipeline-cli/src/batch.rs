@@ -223,6 +223,7 @@ impl Work<'_> {
                 _ => None,
             },
             slurm_job_id: out.slurm_job_id,
+            slurm_node: out.slurm_nodes.clone(),
             ended_at: Some(SystemTime::now()),
             ..JobFacts::default()
         };
@@ -450,6 +451,7 @@ impl Recorder<'_, '_> {
             },
             exit_code: facts.exit_code,
             slurm_job_id: facts.slurm_job_id,
+            slurm_node: facts.slurm_node.clone(),
             error,
             duration: outcome.duration,
             at: facts.ended_at.unwrap_or_else(SystemTime::now),

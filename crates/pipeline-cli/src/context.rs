@@ -21,6 +21,7 @@ use crate::store::{JobStatus, RecordWriter};
 pub(crate) struct JobFacts {
     pub(crate) exit_code: Option<i32>,
     pub(crate) slurm_job_id: Option<u64>,
+    pub(crate) slurm_node: Option<String>,
     /// Not run: up to date.
     pub(crate) up_to_date: bool,
     /// When its process ended (the record's `finished_at`; the owner hears of it later).

@@ -82,6 +82,8 @@ pub(crate) fn write_json(record: &RunRecord, path: &Path) -> Result<()> {
         stage: &'a str,
         exit_code: Option<i32>,
         slurm_job_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slurm_node: Option<&'a str>,
         backend: &'a str,
         log: &'a str,
     }
@@ -144,6 +146,7 @@ pub(crate) fn write_json(record: &RunRecord, path: &Path) -> Result<()> {
                     stage,
                     exit_code: j.exit_code,
                     slurm_job_id: j.slurm_job_id,
+                    slurm_node: j.slurm_node.as_deref(),
                     backend: &j.backend,
                     log: &j.log,
                 },
@@ -463,6 +466,9 @@ fn tooltip(job: &crate::store::JobRecord, stage: &str, t0: f64) -> String {
     }
     if let Some(id) = job.slurm_job_id {
         let _ = write!(title, ", Slurm job {id}");
+    }
+    if let Some(node) = &job.slurm_node {
+        let _ = write!(title, " on {node}");
     }
     if let Some(e) = &job.error {
         let _ = write!(title, ": {e}");

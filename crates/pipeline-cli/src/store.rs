@@ -140,6 +140,9 @@ pub(crate) struct JobRecord {
     /// The Slurm job of its last attempt, when it ran on Slurm.
     #[serde(default)]
     pub(crate) slurm_job_id: Option<u64>,
+    /// The node(s) that Slurm job ran on (`node2`), when Slurm said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slurm_node: Option<String>,
     /// A hash of the job's definition when it ran (`Job::definition_hash`): `--resume` runs a
     /// succeeded job again when it changed. Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +194,7 @@ impl JobRecord {
         JobRecord {
             backend: backend.to_owned(),
             slurm_job_id: None,
+            slurm_node: None,
             definition: None,
             reason: None,
             output: None,

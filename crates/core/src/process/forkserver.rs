@@ -364,6 +364,7 @@ impl ForkServer {
                 .collect::<Vec<_>>()
                 .join(" "),
             slurm_job_id: None,
+            slurm_nodes: None,
             slurm_failure: None,
         })
     }

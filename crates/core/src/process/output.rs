@@ -60,6 +60,8 @@ pub struct ProcessOutput {
     /// The Slurm job the command ran as, when it ran on a cluster and Slurm still knew it at
     /// the end.
     pub slurm_job_id: Option<u64>,
+    /// The node(s) that job ran on, as Slurm names them (`node2`, `node[1-3]`).
+    pub slurm_nodes: Option<String>,
     /// Why `srun` itself failed (the scheduler refused the job, a node failed), read from its
     /// stderr wherever that went; the task's error then says so instead of "exited with code 1".
     pub slurm_failure: Option<String>,

@@ -91,12 +91,15 @@ impl ProcessRunner {
         }
         let duration = start.elapsed();
         let (stdout, stderr) = streams.collect();
-        let (slurm_job_id, slurm_failure) = match on_slurm {
+        let (slurm_job, slurm_failure) = match on_slurm {
             Some(step) => slurm_facts(step, status, forced.is_some(), || {
                 stderr_text(cmd, &stderr, log_start)
             }),
             None => (None, None),
         };
+        let (slurm_job_id, slurm_nodes) = slurm_job.map_or((None, None), |(id, nodes)| {
+            (Some(id), Some(nodes).filter(|n| !n.is_empty()))
+        });
         let ending = forced.unwrap_or_else(|| ending_of(status));
         Ok(ProcessOutput {
             pid: pid.cast_unsigned(),
@@ -107,6 +110,7 @@ impl ProcessRunner {
             killed_processes,
             command: cmd.display(),
             slurm_job_id,
+            slurm_nodes,
             slurm_failure,
         })
     }
@@ -165,23 +169,23 @@ fn slurm_facts(
     status: Option<std::process::ExitStatus>,
     forced: bool,
     stderr: impl FnOnce() -> String,
-) -> (Option<u64>, Option<String>) {
+) -> (Option<(u64, String)>, Option<String>) {
     let failure = if status.is_some_and(|s| !s.success()) {
         slurm::failure(&stderr())
     } else {
         None
     };
-    let job_id = if failure.as_deref().is_some_and(slurm::refused) {
+    let job = if failure.as_deref().is_some_and(slurm::refused) {
         None
     } else {
-        slurm::job_id(&name, &marker)
+        slurm::job(&name, &marker)
     };
-    if let (Some(id), true) = (job_id, forced) {
+    if let (Some((id, _)), true) = (&job, forced) {
         // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job was
         // still waiting for resources, make sure the cluster lets go of it too.
-        slurm::cancel(id);
+        slurm::cancel(*id);
     }
-    (job_id, failure)
+    (job, failure)
 }
 
 /// How a process that exited by itself ended.

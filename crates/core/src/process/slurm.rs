@@ -176,18 +176,19 @@ fn partitions() -> Result<(BTreeSet<String>, Option<String>), SlurmError> {
     Ok((all, default))
 }
 
-/// The id of our job named `name` whose comment is `marker`, if Slurm knows it. The query is
+/// The id of our job named `name` whose comment is `marker`, and the node(s) it ran on (`%N`,
+/// e.g. `node2` or `node[1-3]`), if Slurm knows it. The query is
 /// narrowed to our own jobs of that name: on a shared cluster `--states=all` alone would list
 /// everyone's recent jobs. Asked up to 5 times, 100 ms apart: under load squeue sometimes
 /// answers without a job that has just ended (seen on the test cluster with 4 steps ending at
 /// once).
-pub(crate) fn job_id(name: &str, marker: &str) -> Option<u64> {
+pub(crate) fn job(name: &str, marker: &str) -> Option<(u64, String)> {
     for attempt in 0..5 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if let Some(id) = query_job_id(name, marker) {
-            return Some(id);
+        if let Some(job) = query_job(name, marker) {
+            return Some(job);
         }
     }
     None
@@ -197,18 +198,22 @@ pub(crate) fn job_id(name: &str, marker: &str) -> Option<u64> {
     clippy::disallowed_methods,
     reason = "the process module runs Slurm's own commands"
 )]
-fn query_job_id(name: &str, marker: &str) -> Option<u64> {
+fn query_job(name: &str, marker: &str) -> Option<(u64, String)> {
     // `--name` takes a comma-separated list: a name with a comma would never match. Names
     // without one narrow the query; the comment (our cookie) decides either way.
     let mut cmd = std::process::Command::new("squeue");
-    cmd.args(["--noheader", "--states=all", "--me", "--format=%i|%k"]);
+    cmd.args(["--noheader", "--states=all", "--me", "--format=%i|%k|%N"]);
     if !name.contains(',') {
         cmd.arg(format!("--name={name}"));
     }
     let listing = output_within(&mut cmd, HELPER_LIMIT)?;
     listing.lines().find_map(|l| {
-        let (id, comment) = l.trim().split_once('|')?;
-        (comment == marker).then(|| id.parse().ok()).flatten()
+        let mut fields = l.trim().splitn(3, '|');
+        let (id, comment) = (fields.next()?, fields.next()?);
+        let nodes = fields.next().unwrap_or_default().trim().to_owned();
+        (comment == marker)
+            .then(|| Some((id.parse().ok()?, nodes)))
+            .flatten()
     })
 }
 

@@ -1,4 +1,4 @@
-//! The Slurm launcher against a real single-node Slurm (`cargo xtask slurm-up` starts it; CI
+//! The Slurm launcher against a real Slurm of three nodes (`cargo xtask slurm-up` starts it; CI
 //! runs it first). These tests need the cluster: without `srun` they fail, never skip.
 
 use std::time::{Duration, Instant};
@@ -26,6 +26,15 @@ fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
         )
         .unwrap();
     let id = out.slurm_job_id.expect("the job id is recorded");
+    let node = out
+        .slurm_nodes
+        .clone()
+        .expect("the node it ran on is known");
+    assert!(
+        testkit::slurm::nodes().contains(&node),
+        "{node:?} is one of the cluster's nodes {:?}",
+        testkit::slurm::nodes()
+    );
     let stdout = out.stdout.text().into_owned();
     assert_eq!(
         stdout,

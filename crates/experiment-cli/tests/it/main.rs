@@ -401,7 +401,7 @@ fn the_command_provider_runs_a_program_per_row() {
     );
 }
 
-/// A command sweep through a real single-node Slurm (`cargo xtask slurm-up`): each row a job
+/// A command sweep through a real Slurm of three nodes (`cargo xtask slurm-up`): each row a job
 /// step, its output and exit code back in the results.
 #[test]
 fn a_results_write_that_fails_stops_the_sweep_and_exits_1() {

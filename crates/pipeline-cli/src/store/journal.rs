@@ -57,6 +57,9 @@ pub(crate) enum Update {
         attempts: u32,
         exit_code: Option<i32>,
         slurm_job_id: Option<u64>,
+        /// The node(s) its Slurm job ran on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slurm_node: Option<String>,
         error: Option<String>,
         #[serde(with = "seconds")]
         duration: Duration,
@@ -115,6 +118,7 @@ impl Update {
             attempts: 0,
             exit_code: None,
             slurm_job_id: None,
+            slurm_node: None,
             error: Some(why),
             duration: Duration::ZERO,
             at: SystemTime::now(),
@@ -175,6 +179,7 @@ pub(crate) fn apply(record: &mut RunRecord, update: Update) -> Option<Box<CacheU
             attempts,
             exit_code,
             slurm_job_id,
+            slurm_node,
             error,
             duration,
             at,
@@ -183,6 +188,7 @@ pub(crate) fn apply(record: &mut RunRecord, update: Update) -> Option<Box<CacheU
                 j.status = status;
                 j.attempts = attempts;
                 j.slurm_job_id = slurm_job_id;
+                j.slurm_node = slurm_node;
                 j.exit_code = exit_code;
                 j.error = error;
                 if attempts > 0 {

@@ -285,6 +285,7 @@ mod tests {
             attempts: 1,
             exit_code: Some(0),
             slurm_job_id: None,
+            slurm_node: None,
             error: Some("a \"quoted\" word\nand a line".to_owned()),
             duration: Duration::from_millis(1),
             at: SystemTime::now(),

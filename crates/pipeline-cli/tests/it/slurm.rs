@@ -1,4 +1,4 @@
-//! lorchestra on a real single-node Slurm (`cargo xtask slurm-up`; CI starts it first).
+//! lorchestra on a real Slurm of three nodes (`cargo xtask slurm-up`; CI starts it first).
 
 use serde_json::Value;
 use testkit::slurm::{job, job_named, processes_running, processes_with, settled};
@@ -25,7 +25,8 @@ command = "sleep 1; echo ran in ${SLURM_JOB_ID:-no job}"
 /// and the record's field names.
 type JobShape = (String, String, u64, Option<i64>, Option<String>, String);
 
-/// The parts of a run record that do not depend on time or on where jobs ran.
+/// The parts of a run record that do not depend on time or on where jobs ran (the node a Slurm
+/// job ran on is the one field a Slurm record has more).
 fn shape(record: &Value) -> Vec<JobShape> {
     record["stages"]
         .as_array()
@@ -33,7 +34,13 @@ fn shape(record: &Value) -> Vec<JobShape> {
         .iter()
         .flat_map(|s| s["jobs"].as_array().unwrap())
         .map(|j| {
-            let mut keys: Vec<&String> = j.as_object().unwrap().keys().collect();
+            // Plus, on Slurm, the node it ran on.
+            let mut keys: Vec<&String> = j
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "slurm_node")
+                .collect();
             keys.sort();
             (
                 j["job_id"].as_str().unwrap().to_owned(),
@@ -85,6 +92,10 @@ fn a_stage_runs_on_slurm_with_the_same_run_record_as_a_local_run() {
         .join(record["run_id"].as_str().unwrap());
     for j in record["stages"][0]["jobs"].as_array().unwrap() {
         assert_eq!(j["backend"], "slurm");
+        assert!(
+            j["slurm_node"].as_str().is_some_and(|n| !n.is_empty()),
+            "the node is recorded: {j}"
+        );
         let id = j["slurm_job_id"]
             .as_u64()
             .expect("the Slurm job id is recorded");
@@ -296,4 +307,49 @@ fn slurm_problems_are_clear_errors_before_anything_runs() {
     let record = p.last_record();
     let error = record["stages"][0]["jobs"][0]["error"].as_str().unwrap();
     assert!(error.starts_with("Slurm rejected the job: "), "{error}");
+}
+
+/// Three jobs that each take a whole node (`--exclusive`) run at once on the three nodes of the
+/// test cluster: each says where it ran, and the record names the same node.
+#[test]
+fn jobs_spread_over_the_clusters_nodes_and_the_record_names_each_node() {
+    testkit::slurm::require_test_cluster();
+    let job =
+        "command = \"sleep 2; echo on $SLURMD_NODENAME\"\nslurm = { args = [\"--exclusive\"] }\n";
+    let p = Project::create(&[(
+        "pipelines/spread.toml",
+        &format!(
+            "[[stages]]\nname = \"fan\"\njobs = [\"a\", \"b\", \"c\"]\n\n[jobs.a]\n{job}\n\
+             [jobs.b]\n{job}\n[jobs.c]\n{job}"
+        ),
+    )]);
+    let out = p.run(&["pipeline", "spread", "-j", "3", "-q", "--backend", "slurm"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let record = p.last_record();
+    let run_dir = p
+        .path()
+        .join(".lorchestra/runs")
+        .join(record["run_id"].as_str().unwrap());
+    let jobs = record["stages"][0]["jobs"].as_array().unwrap();
+    let mut nodes: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            let node = j["slurm_node"].as_str().expect("the record names the node");
+            let log = std::fs::read_to_string(run_dir.join(j["log"].as_str().unwrap())).unwrap();
+            assert!(
+                log.contains(&format!("on {node}\n")),
+                "the job says it ran on another node than its record: {log:?} vs {node}"
+            );
+            node.to_owned()
+        })
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(
+        nodes,
+        testkit::slurm::nodes(),
+        "three whole-node jobs at once take the cluster's three nodes: {jobs:?}"
+    );
+    let report = std::fs::read_to_string(run_dir.join("report.json")).unwrap();
+    assert!(report.contains("\"slurm_node\": \"fanout-n"), "{report}");
 }
