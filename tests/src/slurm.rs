@@ -79,6 +79,25 @@ pub fn job_named(name: &str) -> Option<u64> {
         .max()
 }
 
+/// The id of the job of ours whose comment starts with `prefix` (any state), if Slurm knows
+/// one: the jobs a fanout program submits carry its session's mark (`FANOUT_JOB_<pid>_...=N`).
+///
+/// # Panics
+/// When squeue does not run.
+pub fn job_with_comment(prefix: &str) -> Option<u64> {
+    let out = std::process::Command::new("squeue")
+        .args(["--noheader", "--me", "--states=all", "--format=%i|%k"])
+        .output()
+        .expect("squeue runs (is the test cluster up? cargo xtask slurm-up)");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (id, comment) = l.trim().split_once('|')?;
+        comment
+            .starts_with(prefix)
+            .then(|| id.parse().ok())
+            .flatten()
+    })
+}
+
 /// Wait until job `id` has ended on the cluster (not pending, running or completing); returns
 /// its final state.
 ///

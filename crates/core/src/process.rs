@@ -16,10 +16,12 @@
 //! run, where), `output` (how it ended), `sys`/`spawn`/`pipes` (starting it, wiring its
 //! streams), `runner` and `forkserver` (running it).
 
+mod allocation;
 mod command;
 mod forkserver;
 mod guardian;
 mod output;
+mod packed;
 mod pipes;
 mod procs;
 mod runner;
@@ -27,11 +29,14 @@ mod slurm;
 mod spawn;
 mod sys;
 mod tree;
+mod wire;
 
+pub use allocation::Allocation;
 pub use command::{Command, Launcher, Sink, shell_quote};
 pub use forkserver::{FORK_SERVER_PY, ForkJob, ForkServer, ForkServerError};
 pub use guardian::{GUARDIAN_ENV, init};
 pub use output::{Captured, Ending, ProcessError, ProcessOutput};
-pub use runner::{ProcessRunner, kill_all_jobs};
+pub use packed::WORKER_ENV;
+pub use runner::{ProcessRunner, kill_all_jobs, serve_worker_if_asked};
 pub use slurm::{Slurm, SlurmError};
 pub use tree::JOB_ENV_PREFIX;

@@ -30,6 +30,7 @@ fn options() -> RunOptions {
             &crate::resources::Amounts::new(),
             &crate::resources::Amounts::new(),
         ),
+        allocation: None,
     }
 }
 

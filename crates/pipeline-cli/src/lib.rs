@@ -162,6 +162,8 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         set,
         resources,
         wait,
+        slurm_mode,
+        slurm_nodes,
     } = args;
     let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
     // One run at a time per project: the lock is taken before the run to resume is read, else
@@ -211,6 +213,16 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
     if reads_only {
         dryrun::print_plan(project, &pipeline, &opts, explain)?;
         return Ok(ExitStatus::Success);
+    }
+    if slurm_nodes.is_some() && slurm_mode != cli::SlurmMode::Packed {
+        return Err(anyhow::anyhow!(
+            "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
+        ))
+        .usage();
+    }
+    if slurm_mode == cli::SlurmMode::Packed {
+        opts.pack(&pipeline, slurm_nodes)?;
+        plan::settle(&mut pipeline, &opts);
     }
     run::run(project, pipeline, &opts, plan::Lock { held: lock, wait })
 }

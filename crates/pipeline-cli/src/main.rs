@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Before anything else: in the guardian process this never returns (see fanout::process).
+    // Before anything else: in a Slurm worker step or the guardian process these never return
+    // (see fanout::process).
+    fanout::process::serve_worker_if_asked();
     fanout::process::init(&["--fanout-guardian"]);
     lorchestra::run(lorchestra::cli::Cli::parse()).into()
 }

@@ -50,6 +50,8 @@ pub(crate) struct RunOptions {
     /// What the run has of each resource: the machine's (measured once, when the run starts),
     /// the pipeline's `resources`, then `--resources` (see [`RunOptions::settle_budget`]).
     pub(crate) budget: crate::resources::Amounts,
+    /// `--slurm-mode packed`: the run's allocation, once asked for (see [`RunOptions::pack`]).
+    pub(crate) allocation: Option<std::sync::Arc<fanout::process::Allocation>>,
 }
 
 /// `--force`: which jobs run even if they are up to date.
@@ -149,7 +151,36 @@ impl RunOptions {
             set: crate::params::Overrides::new(),
             resources: crate::resources::Amounts::new(),
             budget: crate::resources::Amounts::new(),
+            allocation: None,
         })
+    }
+
+    /// `--slurm-mode packed`: ask Slurm for one allocation of a slot per worker (`nodes` nodes
+    /// if given), with the settings of the first job bound for Slurm and the `--slurm-arg`s,
+    /// for every job bound for Slurm to run in. Nothing to do when none is.
+    pub(crate) fn pack(&mut self, pipeline: &Pipeline, nodes: Option<u32>) -> Result<()> {
+        let Some(first) = pipeline
+            .stages
+            .iter()
+            .flat_map(|s| s.jobs.iter().chain(s.looping.iter().flat_map(|l| &l.jobs)))
+            .find(|j| j.backend.unwrap_or(self.backend) == Backend::Slurm)
+        else {
+            return Ok(());
+        };
+        let slurm = first.slurm.merged_with(&fanout::Slurm {
+            args: self.slurm_args.clone(),
+            ..fanout::Slurm::default()
+        });
+        let allocation = fanout::process::Allocation::acquire(
+            self.max_workers.get(),
+            slurm.cpus.unwrap_or(1),
+            nodes,
+            &slurm,
+            &["--fanout-guardian"],
+        )
+        .context("--slurm-mode packed: asking Slurm for the run's allocation")?;
+        self.allocation = Some(std::sync::Arc::new(allocation));
+        Ok(())
     }
 
     /// Measure what the run has, once, for `pipeline`: every batch admits jobs by these
@@ -187,6 +218,9 @@ fn settle_job(job: &mut crate::model::Job, opts: &RunOptions) {
 pub(crate) fn launcher(job: &crate::model::Job, opts: &RunOptions, attempt: u32) -> Launcher {
     match job.backend.unwrap_or(opts.backend) {
         Backend::Local => Launcher::Local,
+        Backend::Slurm if opts.allocation.is_some() => {
+            Launcher::Packed(opts.allocation.clone().expect("checked"))
+        }
         Backend::Slurm => Launcher::Slurm(
             slurm_needs((*job.slurm).clone(), &job.resources, attempt)
                 .merged_with(&fanout::Slurm {

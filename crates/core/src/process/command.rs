@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::allocation::Allocation;
 use super::slurm::{Slurm, SlurmError};
 
 /// Where a stream of the child goes.
@@ -45,6 +46,8 @@ pub enum Launcher {
     /// On a Slurm cluster, as a job step started with `srun` (see [`Slurm`]). Shared: the tasks of
     /// a batch carry one setting, not a copy each.
     Slurm(std::sync::Arc<Slurm>),
+    /// On a worker of a Slurm allocation (see [`Allocation`]): many tasks, one scheduler job.
+    Packed(std::sync::Arc<Allocation>),
 }
 
 impl Launcher {
@@ -76,7 +79,7 @@ impl Launcher {
     pub fn name(&self) -> &'static str {
         match self {
             Launcher::Local => "local",
-            Launcher::Slurm(_) => "slurm",
+            Launcher::Slurm(_) | Launcher::Packed(_) => "slurm",
         }
     }
 }

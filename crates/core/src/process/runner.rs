@@ -1,5 +1,6 @@
 //! [`ProcessRunner`]: runs a [`Command`] as a job whose whole process tree it owns.
 
+use std::io::{BufRead, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +16,37 @@ use crate::cancel::CancelToken;
 /// SIGKILL every process of every job this program started. For the second Ctrl-C.
 pub fn kill_all_jobs() {
     tree::session().kill_all();
+}
+
+/// In a worker step of a Slurm [`Allocation`](super::Allocation) (its environment says so): serve
+/// the tasks its stdin sends, one JSON line each, answering each on stdout, until stdin closes;
+/// then exit. Otherwise return at once. Call first thing in `main`, before [`init`](super::init).
+pub fn serve_worker_if_asked() {
+    if std::env::var_os(super::packed::WORKER_ENV).is_none() {
+        return;
+    }
+    let runner = ProcessRunner::new();
+    let mut stdout = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let result = match serde_json::from_str(&line) {
+            Ok(request) => runner.run(&super::wire::command_of(request), &CancelToken::new()),
+            Err(e) => Err(ProcessError::Spawn {
+                program: "the worker".to_owned(),
+                source: std::io::Error::other(format!("an unreadable task: {e}")),
+            }),
+        };
+        let answer =
+            serde_json::to_string(&super::wire::response_of(result)).expect("an answer serializes");
+        if writeln!(stdout, "{answer}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    // A worker is a process of its own making: ending it here is its whole purpose.
+    std::process::exit(0);
 }
 
 /// Runs commands as jobs whose whole process tree it owns (the local launcher).
@@ -40,6 +72,7 @@ impl ProcessRunner {
         let mut on_slurm: Option<(String, String)> = None;
         let slurm_cmd;
         let cmd = match &cmd.launcher {
+            Launcher::Packed(allocation) => return allocation.run(cmd, cancel),
             Launcher::Local => cmd,
             Launcher::Slurm(slurm) => {
                 session.note_slurm();

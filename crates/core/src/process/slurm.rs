@@ -38,6 +38,9 @@ pub enum SlurmError {
     NoSrun,
     #[error("could not ask Slurm for its partitions (sinfo): {0}")]
     Sinfo(String),
+    /// `--slurm-mode packed`: Slurm did not grant the run's allocation, or did not say where.
+    #[error("Slurm did not give the allocation: {0}")]
+    Allocation(String),
     #[error(
         "no partition given and the cluster has no default partition; name one, e.g. \
          partition = \"{example}\" (partitions here: {known})"

@@ -13,12 +13,13 @@ fn the_core_modules_keep_their_layers() {
             "time text fsutil mem cancel strategy process process::procs process::slurm shell resources",
             // What a task's end is; what a worker shares; locks; a command, the guardian; the
             // words of a shell command.
-            "result worker runlock process::command process::guardian shell::code",
+            "result worker runlock process::allocation process::guardian shell::code",
             // Events; exit codes; retries; a process's output, its group, its tree; the lexer.
-            "events exit retry process::output process::sys process::tree shell::lex",
+            "events exit retry process::command process::output process::sys process::tree shell::lex",
             // Pool settings; the reporters; how a process is wired and spawned.
-            "config reporters process::pipes process::spawn",
-            "task process::runner",
+            "config reporters process::pipes process::spawn process::wire",
+            "task process::packed",
+            "process::runner",
             // The ready queue; the fork server; Ctrl-C (which kills every job).
             "graph process::forkserver interrupt pool::owner",
             "pool",

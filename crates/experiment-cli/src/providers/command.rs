@@ -57,6 +57,7 @@ impl Provider for CommandProvider {
             match &self.launcher {
                 Launcher::Local => "here".to_owned(),
                 Launcher::Slurm(_) => "on Slurm, with srun".to_owned(),
+                Launcher::Packed(a) => format!("on Slurm, in allocation {}", a.job_id()),
             }
         )
     }

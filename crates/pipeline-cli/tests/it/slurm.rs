@@ -86,10 +86,7 @@ fn a_stage_runs_on_slurm_with_the_same_run_record_as_a_local_run() {
         "same record either way"
     );
 
-    let run_dir = p
-        .path()
-        .join(".lorchestra/runs")
-        .join(record["run_id"].as_str().unwrap());
+    let run_dir = run_dir(&p, &record);
     for j in record["stages"][0]["jobs"].as_array().unwrap() {
         assert_eq!(j["backend"], "slurm");
         assert!(
@@ -111,6 +108,28 @@ fn a_stage_runs_on_slurm_with_the_same_run_record_as_a_local_run() {
         assert_eq!(j["backend"], "local");
         assert_eq!(j["slurm_job_id"], Value::Null);
     }
+}
+
+/// The folder of the run `record` describes.
+fn run_dir(p: &Project, record: &Value) -> std::path::PathBuf {
+    p.path()
+        .join(".lorchestra/runs")
+        .join(record["run_id"].as_str().unwrap())
+}
+
+/// Slurm job `id` ended in one of `states`, and no process running `line` is left on a node.
+fn ended_leaving_nothing(id: u64, states: &[&str], line: &str) {
+    let state = settled(id);
+    assert!(states.contains(&state.as_str()), "job {id} ended {state}");
+    assert_eq!(processes_with(line), Vec::<i32>::new(), "left on a node");
+}
+
+/// `fails` (exit 7) failed with its exit code, `hangs` (past its timeout) timed out.
+fn failed_with_7_and_timed_out(fails: &Value, hangs: &Value) {
+    assert_eq!(fails["status"], "failed", "{fails}");
+    assert_eq!(fails["exit_code"], 7);
+    assert_eq!(fails["error"], "exited with code 7");
+    assert_eq!(hangs["status"], "timed_out", "{hangs}");
 }
 
 #[test]
@@ -142,40 +161,23 @@ timeout = 1
     );
     let record = p.last_record();
     let jobs = record["stages"][0]["jobs"].as_array().unwrap();
-    assert_eq!(jobs[0]["status"], "failed");
-    assert_eq!(jobs[0]["exit_code"], 7);
-    assert_eq!(jobs[0]["error"], "exited with code 7");
-    assert_eq!(jobs[1]["status"], "timed_out");
+    failed_with_7_and_timed_out(&jobs[0], &jobs[1]);
     let id = jobs[1]["slurm_job_id"].as_u64().unwrap();
-    let state = settled(id);
-    assert!(
-        ["CANCELLED", "FAILED"].contains(&state.as_str()),
-        "job {id} ended {state}"
-    );
-    assert_eq!(
-        processes_with("sleep 63.75"),
-        Vec::<i32>::new(),
-        "left on the node"
-    );
+    ended_leaving_nothing(id, &["CANCELLED", "FAILED"], "sleep 63.75");
 }
 
-#[test]
-fn ctrl_c_cancels_the_steps_in_flight() {
-    testkit::slurm::require_test_cluster();
+/// Three jobs of `sleep SECONDS` on Slurm with `extra` options, interrupted (Ctrl-C) once all
+/// three run; `before` sees lorchestra's pid first. Checks that lorchestra exits 130, that the
+/// record says cancelled, and that nothing is left on the nodes; returns the record and what
+/// `before` returned.
+fn interrupted<T>(extra: &[&str], seconds: &str, before: impl FnOnce(u32) -> T) -> (Value, T) {
     let p = Project::create(&[(
         "pipelines/long.toml",
-        r#"
-[[stages]]
-name = "s"
-jobs = ["x", "y", "z"]
-
-[jobs.x]
-command = "exec sleep 64.5"
-[jobs.y]
-command = "exec sleep 64.5"
-[jobs.z]
-command = "exec sleep 64.5"
-"#,
+        &format!(
+            "[[stages]]\nname = \"s\"\njobs = [\"x\", \"y\", \"z\"]\n\n[jobs.x]\n\
+             command = \"exec sleep {seconds}\"\n[jobs.y]\ncommand = \"exec sleep {seconds}\"\n\
+             [jobs.z]\ncommand = \"exec sleep {seconds}\"\n"
+        ),
     )]);
     let child = testkit::command(super::BIN)
         .args([
@@ -187,13 +189,16 @@ command = "exec sleep 64.5"
             "slurm",
             "--no-progress",
         ])
+        .args(extra)
         .current_dir(p.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    testkit::wait_for("three steps running on the node", || {
-        processes_running("sleep 64.5").len() >= 3
+    let line = format!("sleep {seconds}");
+    testkit::wait_for("three jobs running on the nodes", || {
+        processes_running(&line).len() >= 3
     });
+    let seen = before(child.id());
     testkit::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -206,6 +211,18 @@ command = "exec sleep 64.5"
     assert_eq!(record["status"], "cancelled");
     for j in record["stages"][0]["jobs"].as_array().unwrap() {
         assert_eq!(j["status"], "cancelled", "{j}");
+    }
+    testkit::wait_for("nothing left on the nodes", || {
+        processes_with(&line).is_empty()
+    });
+    (record, seen)
+}
+
+#[test]
+fn ctrl_c_cancels_the_steps_in_flight() {
+    testkit::slurm::require_test_cluster();
+    let (record, ()) = interrupted(&[], "64.5", |_| ());
+    for j in record["stages"][0]["jobs"].as_array().unwrap() {
         let id = j["slurm_job_id"].as_u64().expect("the job id is recorded");
         let state = settled(id);
         assert!(
@@ -213,11 +230,6 @@ command = "exec sleep 64.5"
             "job {id} ended {state}"
         );
     }
-    assert_eq!(
-        processes_with("sleep 64.5"),
-        Vec::<i32>::new(),
-        "left on the node"
-    );
 }
 
 #[test]
@@ -326,10 +338,7 @@ fn jobs_spread_over_the_clusters_nodes_and_the_record_names_each_node() {
     let out = p.run(&["pipeline", "spread", "-j", "3", "-q", "--backend", "slurm"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let record = p.last_record();
-    let run_dir = p
-        .path()
-        .join(".lorchestra/runs")
-        .join(record["run_id"].as_str().unwrap());
+    let run_dir = run_dir(&p, &record);
     let jobs = record["stages"][0]["jobs"].as_array().unwrap();
     let mut nodes: Vec<String> = jobs
         .iter()
@@ -352,4 +361,92 @@ fn jobs_spread_over_the_clusters_nodes_and_the_record_names_each_node() {
     );
     let report = std::fs::read_to_string(run_dir.join("report.json")).unwrap();
     assert!(report.contains("\"slurm_node\": \"fanout-n"), "{report}");
+}
+
+/// `--slurm-mode packed`: one allocation for the whole run (3 nodes, a slot per worker); every
+/// job runs on a worker in it, the jobs spread over its nodes, exit codes and timeouts come
+/// back as with a Slurm job per job, and the allocation is let go at the end.
+#[test]
+fn packed_jobs_run_in_one_allocation_over_its_nodes_which_is_let_go() {
+    testkit::slurm::require_test_cluster();
+    let items = (1..=24)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let p = Project::create(&[
+        ("items.txt", items.as_str()),
+        (
+            "pipelines/packed.toml",
+            r#"
+stop_on_failure = false
+
+[[stages]]
+name = "s"
+jobs = ["many", "fails", "hangs"]
+
+[jobs.many]
+command = "sleep 0.3; echo on $SLURMD_NODENAME"
+matrix_from = { file = "items.txt" }
+[jobs.fails]
+command = "echo 'bad input' >&2; exit 7"
+[jobs.hangs]
+command = "exec sleep 62.25"
+timeout = 1
+"#,
+        ),
+    ]);
+    let out = p.run(&[
+        "pipeline",
+        "packed",
+        "-j",
+        "6",
+        "--backend",
+        "slurm",
+        "--slurm-mode",
+        "packed",
+        "--slurm-nodes",
+        "3",
+        "--no-progress",
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("bad input"), "{}", out.stderr);
+    let record = p.last_record();
+    let run_dir = run_dir(&p, &record);
+    let jobs = record["stages"][0]["jobs"].as_array().unwrap();
+    let allocation = jobs[0]["slurm_job_id"].as_u64().expect("the allocation");
+    let mut nodes = Vec::new();
+    for j in jobs {
+        assert_eq!(j["slurm_job_id"], allocation, "one allocation for all: {j}");
+        assert_eq!(j["backend"], "slurm");
+        let id = j["job_id"].as_str().unwrap();
+        if id.starts_with("many[") {
+            assert_eq!(j["status"], "succeeded", "{j}");
+            let node = j["slurm_node"].as_str().expect("the node is recorded");
+            let log = std::fs::read_to_string(run_dir.join(j["log"].as_str().unwrap())).unwrap();
+            assert!(log.contains(&format!("on {node}\n")), "{log} vs {node}");
+            nodes.push(node.to_owned());
+        }
+    }
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, testkit::slurm::nodes(), "six workers on three nodes");
+    let by_id = |id: &str| jobs.iter().find(|j| j["job_id"] == id).unwrap();
+    failed_with_7_and_timed_out(by_id("fails"), by_id("hangs"));
+    ended_leaving_nothing(allocation, &["CANCELLED", "COMPLETED"], "sleep 62.25");
+}
+
+/// Ctrl-C in packed mode: the jobs in flight are cancelled, nothing is left on the nodes, and
+/// the allocation is let go.
+#[test]
+fn ctrl_c_in_packed_mode_cancels_the_jobs_and_lets_the_allocation_go() {
+    testkit::slurm::require_test_cluster();
+    let (_, allocation) = interrupted(&["--slurm-mode", "packed"], "61.5", |pid| {
+        let mark = format!("{}{pid}_", fanout::process::JOB_ENV_PREFIX);
+        testkit::slurm::job_with_comment(&mark).expect("the run's allocation carries its mark")
+    });
+    assert_eq!(
+        settled(allocation),
+        "CANCELLED",
+        "the allocation {allocation}"
+    );
 }
