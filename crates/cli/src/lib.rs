@@ -3,7 +3,8 @@
 //!
 //! - [`RunArgs`]: the flags of every command that runs a batch: `-j/--max-workers` (with
 //!   `--jobs` as a hidden alias), `--sequential`, `--timeout`, `--dry-run`, `-q/--quiet`,
-//!   `-v/--verbose`, `--no-progress`, `--report`, `--backend`, `--slurm-arg`. Their help text is
+//!   `-v/--verbose`, `--no-progress`, `--report`, `--backend`, `--slurm-arg`, `--slurm-mode`,
+//!   `--slurm-nodes`. Their help text is
 //!   written here, with each tool's name for its tasks ([`Tool`]).
 //! - [`UsageResult::usage`] marks an error as the user's (exit 2); [`finish`] prints an error
 //!   and maps it to its exit status through [`ExitStatus::of_error`].
@@ -24,9 +25,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, value_parser};
-use fanout::{ExitStatus, Launcher, MaxWorkers, ProgressMode, SlurmError, UsageError};
+use fanout::{ExitStatus, Launcher, MaxWorkers, ProgressMode, UsageError};
 
+pub use backend::{SlurmMode, launcher, launcher_in};
 pub use clap_complete::Shell;
+
+mod backend;
 
 /// What `--version` prints after the tool's name: the version, the git commit and its date, and
 /// the target (`0.1.0 (abc123456 2026-12-03, x86_64-unknown-linux-gnu)`), so a bug report says
@@ -90,6 +94,10 @@ pub struct RunArgs<T> {
     pub report: Option<PathBuf>,
     pub backend: Option<String>,
     pub slurm_args: Vec<String>,
+    /// `--slurm-mode`: a Slurm job per task, or one allocation for the batch.
+    pub slurm_mode: SlurmMode,
+    /// `--slurm-nodes N`: the allocation of `--slurm-mode packed` spread over N nodes.
+    pub slurm_nodes: Option<u32>,
     pub tool: PhantomData<T>,
 }
 
@@ -103,6 +111,8 @@ const NO_PROGRESS: &str = "no_progress";
 const REPORT: &str = "report";
 const BACKEND: &str = "backend";
 const SLURM_ARG: &str = "slurm_arg";
+const SLURM_MODE: &str = "slurm_mode";
+const SLURM_NODES: &str = "slurm_nodes";
 
 fn capitalized(word: &str) -> String {
     let mut chars = word.chars();
@@ -211,20 +221,9 @@ impl<T: Tool> RunArgs<T> {
         } else {
             &self.slurm_args
         };
-        launcher(backend, args)
+        let slots = self.max_workers_or(None)?.get();
+        launcher_in(backend, args, self.slurm_mode, self.slurm_nodes, slots)
     }
-}
-
-/// The launcher named `backend` with `slurm_args`, its errors in the flags' words.
-pub fn launcher(backend: &str, slurm_args: &[String]) -> Result<Launcher> {
-    Launcher::select(backend, slurm_args)
-        .map_err(|e| match e {
-            SlurmError::ArgsWithoutSlurm(args) => {
-                anyhow::anyhow!("--slurm-arg {args}: Slurm options need --backend slurm")
-            }
-            other => anyhow::Error::new(other).context(format!("--backend {backend}")),
-        })
-        .usage()
 }
 
 impl<T: Tool> RunArgs<T> {
@@ -330,6 +329,26 @@ impl<T: Tool> RunArgs<T> {
                 .action(ArgAction::Append)
                 .help("An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=cpu"),
         )
+        .arg(
+            Arg::new(SLURM_MODE)
+                .long("slurm-mode")
+                .value_name("MODE")
+                .value_parser(value_parser!(SlurmMode))
+                .default_value("jobs")
+                .help(format!(
+                    "With --backend slurm: each of the {many} a Slurm job of its own (jobs: for \
+                     long {many} that want their own scheduling), or packed: one allocation of \
+                     -j slots for the whole run (or the one this runs in), each of the {many} on \
+                     a worker in it, at about a millisecond each (for many short {many})"
+                )),
+        )
+        .arg(
+            Arg::new(SLURM_NODES)
+                .long("slurm-nodes")
+                .value_name("N")
+                .value_parser(value_parser!(u32).range(1..))
+                .help("With --slurm-mode packed: spread the allocation over N nodes"),
+        )
     }
 }
 
@@ -359,6 +378,11 @@ impl<T> FromArgMatches for RunArgs<T> {
                 .get_many::<String>(SLURM_ARG)
                 .map(|v| v.cloned().collect())
                 .unwrap_or_default(),
+            slurm_mode: m
+                .get_one::<SlurmMode>(SLURM_MODE)
+                .copied()
+                .unwrap_or_default(),
+            slurm_nodes: m.get_one::<u32>(SLURM_NODES).copied(),
             tool: PhantomData,
         })
     }

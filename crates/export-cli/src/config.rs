@@ -112,6 +112,9 @@ pub(crate) struct Settings {
     /// `local` or `slurm`, with the Slurm options; checked only when an export will run.
     pub(crate) backend: String,
     pub(crate) slurm_args: Vec<String>,
+    /// `--slurm-mode`, `--slurm-nodes`: a Slurm job per export, or one allocation for the run.
+    pub(crate) slurm_mode: fanout_cli::SlurmMode,
+    pub(crate) slurm_nodes: Option<u32>,
     /// Run by `export-nb watch`: one round of many, so say once what is said once.
     pub(crate) watching: bool,
 }
@@ -267,13 +270,21 @@ impl Settings {
                 .or(file.backend)
                 .unwrap_or_else(|| "local".to_owned()),
             slurm_args: flag_or_file(cli.run.slurm_args, file.slurm_args),
+            slurm_mode: cli.run.slurm_mode,
+            slurm_nodes: cli.run.slurm_nodes,
             watching: false,
         })
     }
 
     /// Where exports run, checked (srun here, the partition known) before any export starts.
     pub(crate) fn launcher(&self) -> Result<fanout::Launcher> {
-        fanout_cli::launcher(&self.backend, &self.slurm_args)
+        fanout_cli::launcher_in(
+            &self.backend,
+            &self.slurm_args,
+            self.slurm_mode,
+            self.slurm_nodes,
+            self.max_workers.get(),
+        )
     }
 
     /// Where environments are kept: `--env-dir` (made absolute), else `export-nb/envs` in the

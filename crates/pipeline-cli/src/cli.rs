@@ -220,24 +220,6 @@ pub struct PipelineArgs {
     /// refuse, naming its pid)
     #[arg(long)]
     pub wait: bool,
-    /// How jobs bound for Slurm run: each a Slurm job of its own (jobs: for long jobs that want
-    /// their own scheduling), or packed: one allocation of -j slots for the whole run (or the
-    /// one lorchestra runs in), each job on a worker in it, at about a millisecond a job (for
-    /// many short jobs)
-    #[arg(long, value_enum, default_value_t = SlurmMode::Jobs)]
-    pub slurm_mode: SlurmMode,
-    /// With --slurm-mode packed: spread the allocation over this many nodes
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub slurm_nodes: Option<u32>,
-}
-
-/// `--slurm-mode`: a Slurm job per job, or one allocation for the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SlurmMode {
-    /// Each job a Slurm job of its own (`srun`).
-    Jobs,
-    /// One allocation for the run; each job on a worker in it.
-    Packed,
 }
 
 fn parse_resources(text: &str) -> Result<crate::resources::Amounts, String> {

@@ -162,9 +162,8 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         set,
         resources,
         wait,
-        slurm_mode,
-        slurm_nodes,
     } = args;
+    let (slurm_mode, slurm_nodes) = (run.slurm_mode, run.slurm_nodes);
     let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
     // One run at a time per project: the lock is taken before the run to resume is read, else
     // once the input is judged (bad input leaves nothing behind).
@@ -214,13 +213,13 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         dryrun::print_plan(project, &pipeline, &opts, explain)?;
         return Ok(ExitStatus::Success);
     }
-    if slurm_nodes.is_some() && slurm_mode != cli::SlurmMode::Packed {
+    if slurm_nodes.is_some() && slurm_mode != fanout_cli::SlurmMode::Packed {
         return Err(anyhow::anyhow!(
             "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
         ))
         .usage();
     }
-    if slurm_mode == cli::SlurmMode::Packed {
+    if slurm_mode == fanout_cli::SlurmMode::Packed {
         opts.pack(&pipeline, slurm_nodes)?;
         plan::settle(&mut pipeline, &opts);
     }

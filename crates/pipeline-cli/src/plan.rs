@@ -176,7 +176,6 @@ impl RunOptions {
             slurm.cpus.unwrap_or(1),
             nodes,
             &slurm,
-            &["--fanout-guardian"],
         )
         .context("--slurm-mode packed: asking Slurm for the run's allocation")?;
         self.allocation = Some(std::sync::Arc::new(allocation));

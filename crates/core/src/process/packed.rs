@@ -34,8 +34,8 @@ pub const WORKER_ENV: &str = "FANOUT_SLURM_WORKER";
 impl Allocation {
     /// An allocation of `slots` tasks of `cpus_per_task` CPUs: the one this program runs in
     /// (`SLURM_JOB_ID`), else a new one asked of Slurm with `slurm`'s settings and `nodes`
-    /// nodes if given. `worker_args`: the arguments this program's `init` takes, so that a
-    /// worker starts as this program does.
+    /// nodes if given. A worker is this program re-run with the arguments [`init`](super::init)
+    /// was given (it serves tasks before it looks at them).
     ///
     /// # Errors
     /// Slurm refused the allocation, or cannot be asked.
@@ -44,7 +44,6 @@ impl Allocation {
         cpus_per_task: u32,
         nodes: Option<u32>,
         slurm: &Slurm,
-        worker_args: &[&str],
     ) -> Result<Self, SlurmError> {
         let program = std::env::current_exe().map_err(|e| {
             SlurmError::Allocation(format!("cannot find this program to run as a worker: {e}"))
@@ -62,7 +61,7 @@ impl Allocation {
             nodes: Vec::new(),
             cpus_per_task,
             program,
-            args: worker_args.iter().map(|a| (*a).to_owned()).collect(),
+            args: super::guardian::reexec_args(),
             idle: Mutex::new(Vec::new()),
         };
         allocation.nodes = allocation_nodes(job_id);

@@ -401,8 +401,8 @@ fn the_command_provider_runs_a_program_per_row() {
     );
 }
 
-/// A command sweep through a real Slurm of three nodes (`cargo xtask slurm-up`): each row a job
-/// step, its output and exit code back in the results.
+/// A results file that cannot be written (stdout closed by its reader) stops the sweep: exit 1,
+/// and few requests are still sent.
 #[test]
 fn a_results_write_that_fails_stops_the_sweep_and_exits_1() {
     use std::io::BufRead;
@@ -795,9 +795,78 @@ mod vendors;
 /// cluster and turns the feature on).
 #[cfg(feature = "slurm-tests")]
 mod slurm {
+    use std::collections::BTreeSet;
     use std::fmt::Write as _;
 
     use super::*;
+
+    /// `--slurm-mode packed`: the rows run on workers of one allocation (the same job id for
+    /// all, one step per worker), over the cluster's nodes, with their output and exit codes
+    /// back; the allocation is let go at the end.
+    #[test]
+    fn a_command_sweep_runs_packed_in_one_allocation() {
+        testkit::slurm::require_test_cluster();
+        let mut csv = String::from("provider,model\n");
+        for i in 0..12 {
+            let _ = writeln!(csv, "command,m{i}");
+        }
+        csv.push_str("command,broken\n");
+        let p = Project::create("unused", &csv);
+        let template = "[ {{ model }} = broken ] && exit 4; sleep 0.2; \
+                        echo model={{ model }} job=$SLURM_JOB_ID on=$SLURMD_NODENAME";
+        let args = [
+            "--command",
+            template,
+            "-j",
+            "6",
+            "--backend",
+            "slurm",
+            "--slurm-mode",
+            "packed",
+            "--slurm-nodes",
+            "3",
+        ];
+        let out = run_run(&p, &args, None);
+        assert_eq!(out.code, Some(1), "one row fails: {}", out.stderr);
+        let rows = p.results();
+        assert_eq!(rows.len(), 13);
+        let (mut jobs, mut nodes) = (BTreeSet::new(), BTreeSet::new());
+        for r in &rows {
+            if &r[1] == "broken" {
+                assert_eq!(&r[2], "error");
+                assert_eq!(&r[8], "exited with code 4", "{r:?}");
+                continue;
+            }
+            assert_eq!(&r[2], "ok", "{r:?}");
+            let out = &r[7];
+            let field = |name: &str| {
+                out.split(&format!("{name}="))
+                    .nth(1)
+                    .and_then(|v| v.split(' ').next())
+                    .unwrap_or_else(|| panic!("{name} in {out}"))
+                    .to_owned()
+            };
+            assert_eq!(field("model"), r[1]);
+            jobs.insert(field("job"));
+            nodes.insert(field("on"));
+        }
+        assert_eq!(jobs.len(), 1, "one allocation for the sweep: {jobs:?}");
+        assert_eq!(
+            nodes.into_iter().collect::<Vec<_>>(),
+            testkit::slurm::nodes(),
+            "six workers over three nodes"
+        );
+        let id: u64 = jobs.into_iter().next().unwrap().parse().unwrap();
+        let state = testkit::slurm::settled(id);
+        assert!(
+            ["CANCELLED", "COMPLETED"].contains(&state.as_str()),
+            "the allocation {id} ended {state}"
+        );
+        // Packed without the Slurm backend is the user's error.
+        let out = run_run(&p, &["--command", "true", "--slurm-mode", "packed"], None);
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains("add --backend slurm"), "{}", out.stderr);
+    }
 
     #[test]
     fn a_command_sweep_runs_on_slurm() {

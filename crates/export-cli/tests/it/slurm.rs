@@ -65,3 +65,40 @@ fn exports_run_as_slurm_job_steps_with_backend_slurm() {
         out.stderr
     );
 }
+
+/// `--slurm-mode packed`: the exports run on the workers of one allocation (the same Slurm job
+/// for every notebook), the site is the same, and the allocation is let go at the end.
+#[test]
+fn exports_run_packed_in_one_allocation() {
+    testkit::slurm::require_test_cluster();
+    let p = Project::with_fake_uvx();
+    for name in ["a", "b", "c", "d"] {
+        p.write(&format!("notebooks/{name}.py"), &notebook("ok"));
+    }
+    let out = p.run(&[
+        "--backend",
+        "slurm",
+        "--slurm-mode",
+        "packed",
+        "-j",
+        "2",
+        "--report",
+        "report.json",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for name in ["a", "b", "c", "d"] {
+        assert!(p.exists(&format!("_site/notebooks/{name}.html")), "{name}");
+    }
+    let jobs: std::collections::BTreeSet<String> = p
+        .read("slurm_jobs")
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().0.to_owned())
+        .collect();
+    assert_eq!(jobs.len(), 1, "one allocation for every export: {jobs:?}");
+    let id: u64 = jobs.into_iter().next().unwrap().parse().unwrap();
+    let state = testkit::slurm::settled(id);
+    assert!(
+        ["CANCELLED", "COMPLETED"].contains(&state.as_str()),
+        "the allocation {id} ended {state}"
+    );
+}

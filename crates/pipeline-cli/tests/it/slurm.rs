@@ -232,32 +232,49 @@ fn ctrl_c_cancels_the_steps_in_flight() {
     }
 }
 
-#[test]
-fn a_killed_lorchestra_cancels_its_slurm_jobs() {
-    // SIGKILL: no handler runs; the guardian must cancel the job on the cluster, since the
-    // SIGKILLed srun cannot. The step drops its environment, so nothing but Slurm can end it.
-    testkit::slurm::require_test_cluster();
+/// lorchestra killed (SIGKILL) while its one job runs on Slurm with `extra` options: no handler
+/// runs; the guardian must cancel what it submitted (`find` names it from lorchestra's pid),
+/// since the killed srun cannot. The job drops its environment, so nothing but Slurm can end it.
+fn killed(extra: &[&str], seconds: &str, find: impl FnOnce(u32) -> Option<u64>) {
     let p = Project::create(&[(
         "pipelines/long.toml",
-        "[[stages]]\nname = \"s\"\njobs = [\"orphan_candidate\"]\n\
-         [jobs.orphan_candidate]\ncommand = \"exec env -i sleep 63.5\"\n",
+        &format!(
+            "[[stages]]\nname = \"s\"\njobs = [\"orphan_candidate\"]\n\
+             [jobs.orphan_candidate]\ncommand = \"exec env -i sleep {seconds}\"\n"
+        ),
     )]);
     let mut child = testkit::command(super::BIN)
         .args(["pipeline", "long", "--backend", "slurm", "--no-progress"])
+        .args(extra)
         .current_dir(p.path())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    testkit::wait_for("the step running on the node", || {
-        !processes_running("sleep 63.5").is_empty()
+    let line = format!("sleep {seconds}");
+    testkit::wait_for("the job running on a node", || {
+        !processes_running(&line).is_empty()
     });
-    let id = job_named("orphan_candidate").expect("Slurm knows the job");
+    let id = find(child.id()).expect("Slurm knows what lorchestra submitted");
     child.kill().unwrap();
     child.wait().unwrap();
     let state = settled(id);
     assert_eq!(state, "CANCELLED", "job {id}");
-    testkit::wait_for("the step's process to end", || {
-        processes_running("sleep 63.5").is_empty()
+    testkit::wait_for("the job's process to end", || {
+        processes_running(&line).is_empty()
+    });
+}
+
+#[test]
+fn a_killed_lorchestra_cancels_its_slurm_jobs() {
+    testkit::slurm::require_test_cluster();
+    killed(&[], "63.5", |_| job_named("orphan_candidate"));
+}
+
+#[test]
+fn a_killed_lorchestra_lets_its_allocation_go() {
+    testkit::slurm::require_test_cluster();
+    killed(&["--slurm-mode", "packed"], "63.25", |pid| {
+        testkit::slurm::job_with_comment(&format!("{}{pid}_", fanout::process::JOB_ENV_PREFIX))
     });
 }
 

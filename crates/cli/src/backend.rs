@@ -1,0 +1,59 @@
+//! Where tasks run: `--backend`, `--slurm-arg`, `--slurm-mode`, `--slurm-nodes` turned into a
+//! [`Launcher`], their errors in the flags' words.
+
+use anyhow::{Context, Result};
+use fanout::{Launcher, SlurmError};
+
+use crate::UsageResult;
+
+/// `--slurm-mode`: how tasks bound for Slurm run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlurmMode {
+    /// Each task a Slurm job of its own (`srun`).
+    #[default]
+    Jobs,
+    /// One allocation for the batch; each task on a worker in it.
+    Packed,
+}
+
+/// [`launcher`], and with `--slurm-mode packed` on Slurm: one allocation of `slots` workers
+/// (over `nodes` nodes if given) for the batch, asked for now.
+pub fn launcher_in(
+    backend: &str,
+    slurm_args: &[String],
+    mode: SlurmMode,
+    nodes: Option<u32>,
+    slots: usize,
+) -> Result<Launcher> {
+    if nodes.is_some() && mode != SlurmMode::Packed {
+        return Err(anyhow::anyhow!(
+            "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
+        ))
+        .usage();
+    }
+    let chosen = launcher(backend, slurm_args)?;
+    match (mode, &chosen) {
+        (SlurmMode::Jobs, _) => Ok(chosen),
+        (SlurmMode::Packed, Launcher::Slurm(slurm)) => {
+            let allocation = fanout::process::Allocation::acquire(slots, 1, nodes, slurm)
+                .context("--slurm-mode packed: asking Slurm for the allocation")?;
+            Ok(Launcher::Packed(std::sync::Arc::new(allocation)))
+        }
+        (SlurmMode::Packed, _) => Err(anyhow::anyhow!(
+            "--slurm-mode packed runs tasks in a Slurm allocation; add --backend slurm"
+        ))
+        .usage(),
+    }
+}
+
+/// The launcher named `backend` with `slurm_args`, its errors in the flags' words.
+pub fn launcher(backend: &str, slurm_args: &[String]) -> Result<Launcher> {
+    Launcher::select(backend, slurm_args)
+        .map_err(|e| match e {
+            SlurmError::ArgsWithoutSlurm(args) => {
+                anyhow::anyhow!("--slurm-arg {args}: Slurm options need --backend slurm")
+            }
+            other => anyhow::Error::new(other).context(format!("--backend {backend}")),
+        })
+        .usage()
+}
