@@ -550,6 +550,8 @@ ReturnToService=2
 MpiDefault=none
 KillWait=5
 MinJobAge=300
+# The bench's job arrays (sbatch --array) have 2,000 tasks.
+MaxArraySize=10001
 {node_lines}PartitionName=debug Nodes={list} Default=YES MaxTime=INFINITE State=UP
 ",
         count = nodes.len(),

@@ -27,7 +27,8 @@ median of 3 runs (5 for in-process work) after a warm-up run.
 Options:
   --quick                every scenario except notebook export, at smaller sizes (< 2 min)
   --only GROUP[,GROUP]   only these scenarios: dispatch, io, pipeline, sweep, export,
-                         in-process, memory
+                         in-process, memory, slurm (on the project's three-node test
+                         cluster, which it starts)
   --json FILE            where the JSON report goes [default: target/bench/latest.json];
                          the table (.md) and the speedup chart (speedup.svg) go beside it
   --baseline FILE        compare with a saved report: exit 1 if a scenario is more than 10%
@@ -42,7 +43,7 @@ Options:
 Anchors missing from the machine are installed where a package exists (GNU parallel from
 Debian, uv and marimushka from PyPI) or reported as skipped with the reason.";
 
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "dispatch",
     "io",
     "pipeline",
@@ -50,6 +51,7 @@ const GROUPS: [&str; 7] = [
     "export",
     "in-process",
     "memory",
+    "slurm",
 ];
 
 #[derive(Debug, Default)]
@@ -156,6 +158,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "sweep" => bench.sweep(),
             "export" => bench.export(),
             "in-process" => bench.in_process(),
+            "slurm" => bench.slurm(),
             _ => bench.memory(),
         }
         .with_context(|| format!("scenario {group}"))?;

@@ -11,6 +11,7 @@ use super::report::{Check, Scenario};
 
 mod export;
 mod pipeline;
+mod slurm;
 mod sweep;
 
 /// Sizes: the issue's, or smaller for `--quick`.
