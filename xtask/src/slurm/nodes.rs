@@ -65,8 +65,11 @@ pub(crate) fn up(nodes: &[Node], controller: &str) -> Result<()> {
         let (host_end, node_end) = (format!("fanout-v{}", i + 1), format!("fanout-e{}", i + 1));
         if !Path::new("/run/netns").join(ns).exists() {
             // A host end left from a namespace removed without it would wire nothing.
-            if exists_link(&host_end) {
-                ip(&["link", "del", &host_end])?;
+            if exists_link(&host_end)
+                && let Err(e) = ip(&["link", "del", &host_end])
+                && exists_link(&host_end)
+            {
+                return Err(e);
             }
             ip(&["netns", "add", ns])?;
         }
@@ -104,9 +107,14 @@ pub(crate) fn down() -> Result<()> {
         }
         ip(&["netns", "del", &ns])?;
     }
-    // Removing a namespace does not always remove the host end of its veth pair (gVisor).
+    // Removing a namespace does not always remove the host end of its veth pair (gVisor), or
+    // removes it a moment later: one that vanished meanwhile is gone, as wanted.
     for link in links_named("fanout-v") {
-        ip(&["link", "del", &link])?;
+        if let Err(e) = ip(&["link", "del", &link])
+            && exists_link(&link)
+        {
+            return Err(e);
+        }
     }
     if exists_link(BRIDGE) {
         ip(&["link", "del", BRIDGE])?;
