@@ -36,7 +36,7 @@ pub use command::{Command, Launcher, Sink, shell_quote};
 pub use forkserver::{FORK_SERVER_PY, ForkJob, ForkServer, ForkServerError};
 pub use guardian::{GUARDIAN_ENV, init};
 pub use output::{Captured, Ending, ProcessError, ProcessOutput};
-pub use packed::WORKER_ENV;
 pub use runner::{ProcessRunner, kill_all_jobs, serve_worker_if_asked};
 pub use slurm::{Slurm, SlurmError};
 pub use tree::JOB_ENV_PREFIX;
+pub use wire::WORKER_ENV;

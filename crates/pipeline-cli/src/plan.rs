@@ -259,7 +259,7 @@ pub(crate) fn slurm_needs(
 pub(crate) fn local_needs(
     job: &crate::model::Job,
 ) -> impl Iterator<Item = (&String, &crate::resources::Amount)> {
-    let on_slurm = matches!(job.launcher, Launcher::Slurm(_));
+    let on_slurm = matches!(job.launcher, Launcher::Slurm(_) | Launcher::Packed(_));
     job.resources
         .iter()
         .filter(move |(name, _)| !(on_slurm && crate::resources::is_builtin(name)))

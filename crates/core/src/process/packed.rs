@@ -25,11 +25,8 @@ use super::allocation::{Allocation, Worker};
 use super::command::Command;
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 use super::slurm::{Slurm, SlurmError};
-use super::wire::{Response, request, response_output};
+use super::wire::{Response, WORKER_ENV, request, response_output};
 use crate::cancel::CancelToken;
-
-/// Set in a worker's environment: this program serves tasks on stdin instead of starting.
-pub const WORKER_ENV: &str = "FANOUT_SLURM_WORKER";
 
 impl Allocation {
     /// An allocation of `slots` tasks of `cpus_per_task` CPUs: the one this program runs in

@@ -22,7 +22,7 @@ pub fn kill_all_jobs() {
 /// the tasks its stdin sends, one JSON line each, answering each on stdout, until stdin closes;
 /// then exit. Otherwise return at once. Call first thing in `main`, before [`init`](super::init).
 pub fn serve_worker_if_asked() {
-    if std::env::var_os(super::packed::WORKER_ENV).is_none() {
+    if std::env::var_os(super::wire::WORKER_ENV).is_none() {
         return;
     }
     let runner = ProcessRunner::new();

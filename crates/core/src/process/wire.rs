@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::command::{Command, Sink, Stderr};
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 
+/// Set in a worker's environment: this program serves tasks on stdin instead of starting.
+pub const WORKER_ENV: &str = "FANOUT_SLURM_WORKER";
+
 /// A task, as sent to a worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Request {
@@ -124,6 +127,9 @@ pub(super) fn command_of(r: Request) -> Command {
     for k in r.env_remove {
         cmd = cmd.env_remove(k);
     }
+    // The worker's own mark is not the task's: a task that runs one of the tools must run it,
+    // not serve as a worker of nothing.
+    cmd = cmd.env_remove(WORKER_ENV);
     if let Some(cwd) = r.cwd {
         cmd = cmd.current_dir(cwd);
     }
@@ -196,7 +202,9 @@ mod tests {
         assert_eq!(back.program, cmd.program);
         assert_eq!(back.args, cmd.args);
         assert_eq!(back.env, cmd.env);
-        assert_eq!(back.env_remove, cmd.env_remove);
+        let mut removed = cmd.env_remove.clone();
+        removed.push(WORKER_ENV.into());
+        assert_eq!(back.env_remove, removed, "and never the worker's own mark");
         assert_eq!(back.cwd, cmd.cwd);
         assert_eq!(back.stdout, cmd.stdout);
         assert_eq!(back.stderr, cmd.stderr);

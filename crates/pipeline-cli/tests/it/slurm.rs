@@ -402,7 +402,7 @@ name = "s"
 jobs = ["many", "fails", "hangs"]
 
 [jobs.many]
-command = "sleep 0.3; echo on $SLURMD_NODENAME"
+command = "sleep 0.3; echo on $SLURMD_NODENAME; echo worker=${FANOUT_SLURM_WORKER:-none}"
 matrix_from = { file = "items.txt" }
 [jobs.fails]
 command = "echo 'bad input' >&2; exit 7"
@@ -441,6 +441,8 @@ timeout = 1
             let node = j["slurm_node"].as_str().expect("the node is recorded");
             let log = std::fs::read_to_string(run_dir.join(j["log"].as_str().unwrap())).unwrap();
             assert!(log.contains(&format!("on {node}\n")), "{log} vs {node}");
+            // A job that runs one of the tools runs it, not a worker.
+            assert!(log.contains("worker=none\n"), "{log}");
             nodes.push(node.to_owned());
         }
     }
