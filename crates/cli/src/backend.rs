@@ -25,6 +25,25 @@ pub fn launcher_in(
     nodes: Option<u32>,
     slots: usize,
 ) -> Result<Launcher> {
+    let chosen = checked_launcher(backend, slurm_args, mode, nodes)?;
+    match (mode, &chosen) {
+        (SlurmMode::Packed, Launcher::Slurm(slurm)) => {
+            let allocation = packed_allocation(slots, 1, nodes, slurm)
+                .context("--slurm-mode packed: asking Slurm for the allocation")?;
+            Ok(Launcher::Packed(allocation))
+        }
+        _ => Ok(chosen),
+    }
+}
+
+/// [`launcher`], with `--slurm-mode` and `--slurm-nodes` checked; no allocation is asked for
+/// (for `--dry-run`: nothing runs).
+pub fn checked_launcher(
+    backend: &str,
+    slurm_args: &[String],
+    mode: SlurmMode,
+    nodes: Option<u32>,
+) -> Result<Launcher> {
     if nodes.is_some() && mode != SlurmMode::Packed {
         return Err(anyhow::anyhow!(
             "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
@@ -32,18 +51,13 @@ pub fn launcher_in(
         .usage();
     }
     let chosen = launcher(backend, slurm_args)?;
-    match (mode, &chosen) {
-        (SlurmMode::Jobs, _) => Ok(chosen),
-        (SlurmMode::Packed, Launcher::Slurm(slurm)) => {
-            let allocation = fanout::process::Allocation::acquire(slots, 1, nodes, slurm)
-                .context("--slurm-mode packed: asking Slurm for the allocation")?;
-            Ok(Launcher::Packed(std::sync::Arc::new(allocation)))
-        }
-        (SlurmMode::Packed, _) => Err(anyhow::anyhow!(
+    if mode == SlurmMode::Packed && !matches!(chosen, Launcher::Slurm(_)) {
+        return Err(anyhow::anyhow!(
             "--slurm-mode packed runs tasks in a Slurm allocation; add --backend slurm"
         ))
-        .usage(),
+        .usage();
     }
+    Ok(chosen)
 }
 
 /// The launcher named `backend` with `slurm_args`, its errors in the flags' words.
@@ -56,4 +70,28 @@ pub fn launcher(backend: &str, slurm_args: &[String]) -> Result<Launcher> {
             other => anyhow::Error::new(other).context(format!("--backend {backend}")),
         })
         .usage()
+}
+
+/// The allocation of `--slurm-mode packed`: `slots` slots of `cpus` CPUs (over `nodes` nodes if
+/// given), asked of Slurm, or the allocation this program runs in. When that one has room for
+/// fewer tasks at once than `-j`, says so: the others wait for a slot.
+///
+/// # Errors
+/// Slurm did not give the allocation.
+pub fn packed_allocation(
+    slots: usize,
+    cpus: u32,
+    nodes: Option<u32>,
+    slurm: &fanout::Slurm,
+) -> Result<std::sync::Arc<fanout::process::Allocation>, SlurmError> {
+    let allocation = fanout::process::Allocation::acquire(slots, cpus, nodes, slurm)?;
+    if allocation.slots() < slots {
+        eprintln!(
+            "note: Slurm allocation {} has room for {} task(s) of {cpus} CPU(s) at once; the \
+             other workers of -j {slots} wait for a slot",
+            allocation.job_id(),
+            allocation.slots()
+        );
+    }
+    Ok(std::sync::Arc::new(allocation))
 }

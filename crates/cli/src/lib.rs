@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, value_parser};
 use fanout::{ExitStatus, Launcher, MaxWorkers, ProgressMode, UsageError};
 
-pub use backend::{SlurmMode, launcher, launcher_in};
+pub use backend::{SlurmMode, checked_launcher, launcher, launcher_in, packed_allocation};
 pub use clap_complete::Shell;
 
 mod backend;
@@ -221,6 +221,10 @@ impl<T: Tool> RunArgs<T> {
         } else {
             &self.slurm_args
         };
+        if self.dry_run {
+            // Nothing runs: no allocation.
+            return checked_launcher(backend, args, self.slurm_mode, self.slurm_nodes);
+        }
         let slots = self.max_workers_or(None)?.get();
         launcher_in(backend, args, self.slurm_mode, self.slurm_nodes, slots)
     }

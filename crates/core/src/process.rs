@@ -25,6 +25,7 @@ mod packed;
 mod pipes;
 mod procs;
 mod runner;
+mod salloc;
 mod slurm;
 mod spawn;
 mod sys;

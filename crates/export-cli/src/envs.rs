@@ -127,6 +127,9 @@ pub(crate) struct EnvPool {
     /// could be made. Notebooks with other packages but the same Python then fail at once with
     /// the same reason, instead of each waiting for uv's download retries.
     pythons: Mutex<HashMap<String, Arc<PythonSlot>>>,
+    /// Where exports run, made once: `--slurm-mode packed`'s allocation serves every round of
+    /// a watch, not one each.
+    launcher: std::sync::OnceLock<fanout::Launcher>,
 }
 
 /// Why no interpreter could be had for a `requires-python`, once it is known.
@@ -142,7 +145,20 @@ impl EnvPool {
             runner: ProcessRunner::new(),
             envs: Mutex::new(HashMap::new()),
             pythons: Mutex::new(HashMap::new()),
+            launcher: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where exports run: made by `make` the first time, the same after.
+    pub(crate) fn launcher(
+        &self,
+        make: impl FnOnce() -> anyhow::Result<fanout::Launcher>,
+    ) -> anyhow::Result<fanout::Launcher> {
+        if let Some(launcher) = self.launcher.get() {
+            return Ok(launcher.clone());
+        }
+        let launcher = make()?;
+        Ok(self.launcher.get_or_init(|| launcher).clone())
     }
 
     /// The folder of the environment for `spec`.

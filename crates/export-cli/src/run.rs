@@ -27,14 +27,16 @@ impl Plan {
         kept: &mut Option<EnvPool>,
     ) -> Result<ExitStatus> {
         let (envs, launcher) = if self.exports().next().is_some() {
-            let launcher = self.settings.launcher()?;
             if kept.is_none() {
                 let uv = self.settings.resolve_uv().usage()?;
                 let root = self.settings.env_root().usage()?;
-                let workers = self.settings.workers && launcher == fanout::Launcher::Local;
-                *kept = Some(EnvPool::new(uv, root, workers));
+                // Warm workers serve exports on this machine only.
+                let local = self.settings.backend == "local";
+                *kept = Some(EnvPool::new(uv, root, self.settings.workers && local));
             }
-            (kept.as_ref(), launcher)
+            let pool = kept.as_ref().expect("made above");
+            let launcher = pool.launcher(|| self.settings.launcher())?;
+            (Some(pool), launcher)
         } else {
             (None, fanout::Launcher::Local)
         };

@@ -30,6 +30,8 @@ fn options() -> RunOptions {
             &crate::resources::Amounts::new(),
             &crate::resources::Amounts::new(),
         ),
+        slurm_mode: fanout_cli::SlurmMode::Jobs,
+        slurm_nodes: None,
         allocation: None,
     }
 }

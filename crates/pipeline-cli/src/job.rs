@@ -133,6 +133,15 @@ fn nested(ctx: &RunContext<'_>, job: &Job, name: &str) -> Result<Command, TaskEr
     if ctx.opts.backend == Backend::Slurm {
         nested = nested.args(["--backend", "slurm"]);
     }
+    if ctx.opts.slurm_mode == fanout_cli::SlurmMode::Packed {
+        // Packed too, in an allocation of its own: this run's slots are this run's.
+        nested = nested
+            .args(["--slurm-mode", "packed"])
+            .env_remove("SLURM_JOB_ID");
+        if let Some(n) = ctx.opts.slurm_nodes {
+            nested = nested.arg(format!("--slurm-nodes={n}"));
+        }
+    }
     // The nested run writes its id here; a later attempt, or a resumed outer run, resumes that
     // run instead of starting the nested pipeline from scratch.
     let id_file = crate::layout::nested_run_file(ctx.run_dir, &job.id);

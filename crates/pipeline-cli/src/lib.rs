@@ -163,7 +163,6 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         resources,
         wait,
     } = args;
-    let (slurm_mode, slurm_nodes) = (run.slurm_mode, run.slurm_nodes);
     let mut opts = plan::RunOptions::from_args(&run, halt, plan::Force::from_arg(force))?;
     // One run at a time per project: the lock is taken before the run to resume is read, else
     // once the input is judged (bad input leaves nothing behind).
@@ -213,6 +212,7 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         dryrun::print_plan(project, &pipeline, &opts, explain)?;
         return Ok(ExitStatus::Success);
     }
+    let (slurm_mode, slurm_nodes) = (opts.slurm_mode, opts.slurm_nodes);
     if slurm_nodes.is_some() && slurm_mode != fanout_cli::SlurmMode::Packed {
         return Err(anyhow::anyhow!(
             "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
@@ -220,6 +220,10 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         .usage();
     }
     if slurm_mode == fanout_cli::SlurmMode::Packed {
+        // The allocation is the run's: asked for once no other run holds the project.
+        if lock.is_none() {
+            lock = plan::lock_project(project, wait).usage()?;
+        }
         opts.pack(&pipeline, slurm_nodes)?;
         plan::settle(&mut pipeline, &opts);
     }

@@ -50,6 +50,9 @@ pub(crate) struct RunOptions {
     /// What the run has of each resource: the machine's (measured once, when the run starts),
     /// the pipeline's `resources`, then `--resources` (see [`RunOptions::settle_budget`]).
     pub(crate) budget: crate::resources::Amounts,
+    /// `--slurm-mode` and `--slurm-nodes`: a nested pipeline's run is given them too.
+    pub(crate) slurm_mode: fanout_cli::SlurmMode,
+    pub(crate) slurm_nodes: Option<u32>,
     /// `--slurm-mode packed`: the run's allocation, once asked for (see [`RunOptions::pack`]).
     pub(crate) allocation: Option<std::sync::Arc<fanout::process::Allocation>>,
 }
@@ -151,34 +154,56 @@ impl RunOptions {
             set: crate::params::Overrides::new(),
             resources: crate::resources::Amounts::new(),
             budget: crate::resources::Amounts::new(),
+            slurm_mode: args.slurm_mode,
+            slurm_nodes: args.slurm_nodes,
             allocation: None,
         })
     }
 
     /// `--slurm-mode packed`: ask Slurm for one allocation of a slot per worker (`nodes` nodes
-    /// if given), with the settings of the first job bound for Slurm and the `--slurm-arg`s,
-    /// for every job bound for Slurm to run in. Nothing to do when none is.
+    /// if given), for every job bound for Slurm to run in. A slot is as large as the largest
+    /// of those jobs (cpus and mem of a first attempt), so that any of them fits any slot; the
+    /// other settings are the first such job's, and the `--slurm-arg`s. Nothing to do when no
+    /// job is bound for Slurm.
     pub(crate) fn pack(&mut self, pipeline: &Pipeline, nodes: Option<u32>) -> Result<()> {
-        let Some(first) = pipeline
-            .stages
-            .iter()
+        let on_slurm: Vec<&crate::model::Job> = (pipeline.stages.iter())
             .flat_map(|s| s.jobs.iter().chain(s.looping.iter().flat_map(|l| &l.jobs)))
-            .find(|j| j.backend.unwrap_or(self.backend) == Backend::Slurm)
-        else {
+            .filter(|j| j.backend.unwrap_or(self.backend) == Backend::Slurm)
+            .collect();
+        let Some(first) = on_slurm.first() else {
             return Ok(());
         };
-        let slurm = first.slurm.merged_with(&fanout::Slurm {
+        let sized: Vec<fanout::Slurm> = (on_slurm.iter())
+            .map(|j| slurm_needs((*j.slurm).clone(), &j.resources, 1))
+            .collect();
+        let mut slurm = first.slurm.merged_with(&fanout::Slurm {
             args: self.slurm_args.clone(),
             ..fanout::Slurm::default()
         });
-        let allocation = fanout::process::Allocation::acquire(
+        slurm.cpus = sized.iter().filter_map(|s| s.cpus).max();
+        let mem_of = |m: &str| crate::resources::quantity(crate::resources::MEM, m).ok();
+        slurm.mem = (sized.iter())
+            .filter_map(|s| s.mem.as_deref().and_then(mem_of))
+            .max()
+            .map(|m| format!("{m}M"));
+        if let Some(grows) = on_slurm
+            .iter()
+            .find(|j| j.resources.values().any(|a| a.grows))
+        {
+            eprintln!(
+                "lorchestra: note: --slurm-mode packed gives every slot the same size; job {} \
+                 gets no more on a retry than on its first attempt (--slurm-mode jobs would)",
+                grows.id
+            );
+        }
+        let allocation = fanout_cli::packed_allocation(
             self.max_workers.get(),
             slurm.cpus.unwrap_or(1),
             nodes,
             &slurm,
         )
         .context("--slurm-mode packed: asking Slurm for the run's allocation")?;
-        self.allocation = Some(std::sync::Arc::new(allocation));
+        self.allocation = Some(allocation);
         Ok(())
     }
 

@@ -1,12 +1,16 @@
-//! A Slurm allocation that runs many tasks (the state; how tasks run in it is `packed.rs`): its
-//! job, its nodes, its idle workers. Dropping it ends the workers (their stdin closes) and
-//! cancels the allocation if this program asked for it.
+//! A Slurm allocation that runs many tasks (the state; how it is asked for is `salloc.rs`, how
+//! tasks run in it `packed.rs`): its job, its nodes, its slots and their workers. Dropping it
+//! ends the workers (their stdin closes) and cancels the allocation if this program asked for
+//! it.
 
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
-/// One Slurm allocation whose slots run a batch's tasks (see the module's notes).
+use super::slurm;
+
+/// One Slurm allocation whose slots run a batch's tasks (see `packed.rs`).
 pub struct Allocation {
     pub(super) job_id: u64,
     /// Asked for by this program (cancelled when dropped), not inherited.
@@ -14,10 +18,42 @@ pub struct Allocation {
     /// The allocation's nodes.
     pub(super) nodes: Vec<String>,
     pub(super) cpus_per_task: u32,
+    /// How many workers at most: the slots asked for, or what an inherited allocation holds.
+    pub(super) slots: usize,
+    /// `--slurm-arg`s that are not the allocation's: each worker step's.
+    pub(super) step_args: Vec<String>,
     /// How to start this program as a worker: its path and the arguments `init` was given.
     pub(super) program: PathBuf,
     pub(super) args: Vec<String>,
-    pub(super) idle: Mutex<Vec<Worker>>,
+    pub(super) state: Mutex<Slots>,
+    /// Told when a slot frees.
+    pub(super) freed: Condvar,
+}
+
+/// The slots' state.
+#[derive(Default)]
+pub(super) struct Slots {
+    /// Workers waiting for a task (each holds its slot).
+    pub(super) idle: Vec<Worker>,
+    /// Slots taken by a task: its worker runs it, or is starting.
+    pub(super) in_use: usize,
+    /// Nodes where a worker could not start: later workers avoid them.
+    pub(super) bad_nodes: Vec<String>,
+    /// The allocation is over (its time limit, cancelled): why, for every later task.
+    pub(super) ended: Option<String>,
+}
+
+/// A worker step, the thread that reads its answers, and what srun said.
+pub(super) struct Worker {
+    pub(super) srun: Child,
+    pub(super) stdin: ChildStdin,
+    /// Its answers, a line each; `None` once its stdout closed.
+    pub(super) answers: mpsc::Receiver<Option<String>>,
+    /// The node it runs on and its step (`JOB.STEP`), as its first line said.
+    pub(super) node: String,
+    pub(super) step: String,
+    /// The last of srun's stderr: why a step failed, in Slurm's words.
+    pub(super) said: Arc<Mutex<String>>,
 }
 
 impl std::fmt::Debug for Allocation {
@@ -39,16 +75,6 @@ impl PartialEq for Allocation {
 
 impl Eq for Allocation {}
 
-/// A worker step and the thread that reads its answers.
-pub(super) struct Worker {
-    pub(super) srun: Child,
-    pub(super) stdin: ChildStdin,
-    /// Its answers, a line each; `None` once its stdout closed.
-    pub(super) answers: mpsc::Receiver<Option<String>>,
-    /// The node it runs on, once its first answer said (Slurm places the step).
-    pub(super) node: Option<String>,
-}
-
 impl Allocation {
     /// The allocation's Slurm job id.
     pub fn job_id(&self) -> u64 {
@@ -59,20 +85,51 @@ impl Allocation {
     pub fn nodes(&self) -> &[String] {
         &self.nodes
     }
+
+    /// How many tasks run at once in it: the slots asked for, or fewer when the allocation
+    /// this program runs in has fewer CPUs.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Whether this program asked for it (and cancels it when done), or runs inside it.
+    pub fn is_owned(&self) -> bool {
+        self.owned
+    }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        for worker in self.idle.lock().expect("allocation lock").drain(..) {
-            let Worker {
-                mut srun, stdin, ..
-            } = worker;
-            // Its stdin closed, a worker ends after its task.
-            drop(stdin);
-            let _ = srun.wait();
+        let idle = std::mem::take(&mut self.state.lock().expect("allocation lock").idle);
+        // Their stdin closed, the workers all end at once; then each is waited for.
+        let ending: Vec<(Child, String)> = idle
+            .into_iter()
+            .map(|w| {
+                drop(w.stdin);
+                (w.srun, w.step)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (mut srun, step) in ending {
+            wait_until(&mut srun, deadline, &step);
         }
         if self.owned {
-            super::slurm::cancel(self.job_id);
+            slurm::cancel(&self.job_id.to_string());
         }
+    }
+}
+
+/// Wait for a worker's srun until `deadline`; past it, kill srun and cancel its step.
+pub(super) fn wait_until(srun: &mut Child, deadline: Instant, step: &str) {
+    while Instant::now() < deadline {
+        if matches!(srun.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = srun.kill();
+    let _ = srun.wait();
+    if !step.is_empty() {
+        slurm::cancel(step);
     }
 }

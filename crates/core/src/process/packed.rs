@@ -1,101 +1,57 @@
 //! Many tasks in one Slurm allocation ([`Allocation`]): one scheduler job for a whole batch,
 //! and a task costs what a local task costs.
 //!
-//! The allocation is asked for once (`salloc --no-shell`, sized to the pool's slots), or is
-//! the one this program already runs in (`SLURM_JOB_ID`). In it, each slot is a *worker*: a job
-//! step (`srun --exact`, one task, on a node of the allocation chosen in turn) that runs this
-//! same program as a worker (see [`serve_worker_if_asked`]). A task is one JSON line to a
-//! worker's stdin ([`Request`]: the [`Command`] as data); the worker runs it there with its own
-//! [`ProcessRunner`](super::ProcessRunner), which owns the task's whole tree and enforces its
-//! time limit, and answers with one JSON line ([`Response`]: how it ended, its captured output,
-//! the node). Output sent to files goes to the files directly: the nodes share the file system.
+//! Each slot of the allocation is a *worker*: a job step (`srun --exact`, one task, where
+//! Slurm finds room) that runs this same program as a worker (see [`serve_worker_if_asked`]).
+//! A worker's first line says where it runs; until then no task has started, so a worker that
+//! cannot start (its node is down) is started again elsewhere, and that node avoided. A task is
+//! one JSON line to a worker's stdin ([`Request`]: the [`Command`] as data); the worker runs it
+//! there with its own [`ProcessRunner`](super::ProcessRunner), which owns the task's whole tree
+//! and enforces its time limit, and answers with one JSON line ([`Response`]: how it ended, its
+//! captured output). Output sent to files goes to the files directly: the nodes share the file
+//! system.
 //!
-//! A worker whose step ends without an answer (its node failed, someone cancelled it) fails the
-//! task it had, saying so, and the slot starts a new worker for the next task. Cancelling a
-//! task kills its worker's step. Dropping the allocation ends the workers (their stdin closes)
-//! and cancels the allocation if this program asked for it.
+//! At most [`Allocation::slots`] workers live at once; a task waits for a free one. A worker
+//! whose step ends without an answer (its node failed, the allocation ended) fails the task it
+//! had, in srun's words, and the slot starts a new worker for the next task; an allocation that
+//! ended fails every later task at once, saying why. Cancelling a task kills its worker's step.
+//!
+//! [`serve_worker_if_asked`]: super::serve_worker_if_asked
+//! [`Request`]: super::wire::Request
+//! [`Response`]: super::wire::Response
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use super::allocation::{Allocation, Worker};
+use super::allocation::{Allocation, Worker, wait_until};
 use super::command::Command;
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
-use super::slurm::{Slurm, SlurmError};
-use super::wire::{Response, WORKER_ENV, request, response_output};
+use super::slurm;
+use super::wire::{Hello, SILENCE, WORKER_ENV, request, response_output};
 use crate::cancel::CancelToken;
 
-impl Allocation {
-    /// An allocation of `slots` tasks of `cpus_per_task` CPUs: the one this program runs in
-    /// (`SLURM_JOB_ID`), else a new one asked of Slurm with `slurm`'s settings and `nodes`
-    /// nodes if given. A worker is this program re-run with the arguments [`init`](super::init)
-    /// was given (it serves tasks before it looks at them).
-    ///
-    /// # Errors
-    /// Slurm refused the allocation, or cannot be asked.
-    pub fn acquire(
-        slots: usize,
-        cpus_per_task: u32,
-        nodes: Option<u32>,
-        slurm: &Slurm,
-    ) -> Result<Self, SlurmError> {
-        let program = std::env::current_exe().map_err(|e| {
-            SlurmError::Allocation(format!("cannot find this program to run as a worker: {e}"))
-        })?;
-        let (job_id, owned) = match std::env::var("SLURM_JOB_ID")
-            .ok()
-            .and_then(|j| j.parse().ok())
-        {
-            Some(id) => (id, false),
-            None => (salloc(slots, cpus_per_task, nodes, slurm)?, true),
-        };
-        let mut allocation = Allocation {
-            job_id,
-            owned,
-            nodes: Vec::new(),
-            cpus_per_task,
-            program,
-            args: super::guardian::reexec_args(),
-            idle: Mutex::new(Vec::new()),
-        };
-        allocation.nodes = allocation_nodes(job_id);
-        if allocation.nodes.is_empty() {
-            // Dropped: cancelled if ours.
-            return Err(SlurmError::Allocation(format!(
-                "Slurm does not say which nodes allocation {job_id} has"
-            )));
-        }
-        Ok(allocation)
-    }
+/// How long a worker step may take to start before the task fails, saying what srun said
+/// (a busy allocation, a node that does not answer).
+const STEP_START_LIMIT: Duration = Duration::from_secs(120);
 
+/// Why a task did not get a worker.
+enum NoWorker {
+    Cancelled,
+    Failed(String),
+}
+
+impl Allocation {
     /// Run `cmd` on a worker of the allocation, to completion, its time limit, or `cancel`.
     pub(crate) fn run(
         &self,
         cmd: &Command,
         cancel: &CancelToken,
     ) -> Result<ProcessOutput, ProcessError> {
-        let program = cmd.program.to_string_lossy().into_owned();
         let start = Instant::now();
-        let taken = self.idle.lock().expect("allocation lock").pop();
-        let mut worker = match taken {
-            Some(w) => w,
-            None => self.start_worker().map_err(|source| ProcessError::Spawn {
-                program: "srun".to_owned(),
-                source,
-            })?,
-        };
-        let line = serde_json::to_string(&request(cmd)).expect("a request serializes");
-        let sent = writeln!(worker.stdin, "{line}").and_then(|()| worker.stdin.flush());
-        let answer = if sent.is_ok() {
-            wait_answer(&worker, cancel)
-        } else {
-            Answer::Gone
-        };
-        let node = worker.node.clone();
-        let output = |ending, failure: Option<String>| ProcessOutput {
+        let ended = |ending, node: Option<String>, failure: Option<String>| ProcessOutput {
             pid: 0,
             ending,
             stdout: Captured::default(),
@@ -104,64 +60,241 @@ impl Allocation {
             killed_processes: 0,
             command: cmd.display(),
             slurm_job_id: Some(self.job_id),
-            slurm_nodes: node.clone(),
+            slurm_nodes: node,
             slurm_failure: failure,
         };
-        match answer {
-            Answer::Done(r) => {
-                worker.node = Some(r.node.clone());
-                self.idle.lock().expect("allocation lock").push(worker);
-                if let Some(error) = r.error {
-                    return Err(ProcessError::Spawn {
-                        program,
-                        source: std::io::Error::other(error),
-                    });
+        let (worker, answer) = match self.hand_over(cmd, cancel) {
+            Ok(taken) => taken,
+            Err(NoWorker::Cancelled) => return Ok(ended(Ending::Cancelled, None, None)),
+            Err(NoWorker::Failed(why)) => return Ok(ended(Ending::Exited(1), None, Some(why))),
+        };
+        let node = Some(worker.node.clone());
+        let why = match answer {
+            Line::Text(text) => match serde_json::from_str::<super::wire::Response>(&text) {
+                Ok(r) => {
+                    self.give_back(worker);
+                    if let Some(error) = r.error {
+                        return Err(ProcessError::Spawn {
+                            program: cmd.program.to_string_lossy().into_owned(),
+                            source: std::io::Error::other(error),
+                        });
+                    }
+                    return Ok(response_output(r, cmd, self.job_id));
                 }
-                Ok(response_output(r, cmd, self.job_id))
+                Err(e) => format!("its worker answered what is not an answer: {e}"),
+            },
+            Line::Cancelled => {
+                self.end(worker);
+                return Ok(ended(Ending::Cancelled, node, None));
             }
-            Answer::Cancelled => {
+            Line::Late => format!(
+                "node {} of allocation {} stopped answering: no word from the worker running \
+                 it for {} s (the node died, or its network did)",
+                worker.node,
+                self.job_id,
+                SILENCE.as_secs()
+            ),
+            Line::Gone => self.why_gone(&worker),
+        };
+        self.end(worker);
+        Ok(ended(Ending::Exited(1), node, Some(why)))
+    }
+
+    /// Give `cmd` to a worker that takes it (says so at once), and wait for its answer. A
+    /// worker that does not take it (its step is gone, its node silent) never ran it: the next
+    /// worker gets it.
+    fn hand_over(&self, cmd: &Command, cancel: &CancelToken) -> Result<(Worker, Line), NoWorker> {
+        let line = serde_json::to_string(&request(cmd)).expect("a request serializes");
+        let mut why = String::new();
+        for _ in 0..3 {
+            let mut worker = self.take_worker(cancel)?;
+            let sent = writeln!(worker.stdin, "{line}").and_then(|()| worker.stdin.flush());
+            let taken = match sent {
+                Ok(()) => wait_line(&worker, cancel, Some(Instant::now() + SILENCE)),
+                Err(_) => Line::Gone,
+            };
+            match taken {
+                Line::Text(beat) if beat.is_empty() => {
+                    let answer = wait_answer(&worker, cancel);
+                    return Ok((worker, answer));
+                }
+                Line::Text(_) | Line::Cancelled => return Ok((worker, taken)),
+                Line::Late | Line::Gone => {
+                    why = format!(
+                        "its worker on node {} did not take it ({})",
+                        worker.node,
+                        if matches!(taken, Line::Late) {
+                            "silent"
+                        } else {
+                            "its step ended"
+                        }
+                    );
+                    self.end(worker);
+                }
+            }
+        }
+        Err(NoWorker::Failed(format!(
+            "no worker of allocation {} took it in 3 tries; the last: {why}",
+            self.job_id
+        )))
+    }
+
+    /// A worker for one task: an idle one, else a new one once a slot is free.
+    fn take_worker(&self, cancel: &CancelToken) -> Result<Worker, NoWorker> {
+        let mut slots = self.state.lock().expect("allocation lock");
+        loop {
+            if let Some(why) = &slots.ended {
+                return Err(NoWorker::Failed(why.clone()));
+            }
+            while let Some(mut worker) = slots.idle.pop() {
+                if alive(&mut worker) {
+                    slots.in_use += 1;
+                    return Ok(worker);
+                }
+                // Its step ended while idle (its node failed): no task was lost.
+                drop(slots);
                 end_worker(worker);
-                Ok(output(Ending::Cancelled, None))
+                slots = self.state.lock().expect("allocation lock");
             }
-            Answer::Gone => {
-                end_worker(worker);
-                Ok(output(
-                    Ending::Exited(1),
-                    Some(format!(
-                        "the Slurm step running it (allocation {}{}) ended without an answer \
-                         (its node failed, or the step was cancelled)",
-                        self.job_id,
-                        node.as_deref()
-                            .map(|n| format!(", node {n}"))
-                            .unwrap_or_default()
-                    )),
-                ))
+            if slots.in_use < self.slots {
+                slots.in_use += 1;
+                drop(slots);
+                let started = self.start_worker(cancel);
+                if started.is_err() {
+                    self.free_slot();
+                }
+                return started;
             }
+            if cancel.is_cancelled() {
+                return Err(NoWorker::Cancelled);
+            }
+            slots = (self.freed)
+                .wait_timeout(slots, Duration::from_millis(50))
+                .expect("allocation lock")
+                .0;
         }
     }
 
-    /// A new worker step, where Slurm finds a free slot of the allocation.
-    fn start_worker(&self) -> std::io::Result<Worker> {
+    /// A worker back to the idle ones, its slot free for the next task.
+    fn give_back(&self, worker: Worker) {
+        let mut slots = self.state.lock().expect("allocation lock");
+        slots.idle.push(worker);
+        slots.in_use -= 1;
+        self.freed.notify_one();
+    }
+
+    /// End a task's worker; its slot is free.
+    fn end(&self, worker: Worker) {
+        end_worker(worker);
+        self.free_slot();
+    }
+
+    fn free_slot(&self) {
+        self.state.lock().expect("allocation lock").in_use -= 1;
+        self.freed.notify_one();
+    }
+
+    /// A new worker step, started where Slurm finds room; a node where it cannot start is
+    /// avoided by the next try, until no node is left.
+    fn start_worker(&self, cancel: &CancelToken) -> Result<Worker, NoWorker> {
+        let mut said = String::new();
+        for _ in 0..=self.nodes.len() {
+            let avoid = self
+                .state
+                .lock()
+                .expect("allocation lock")
+                .bad_nodes
+                .clone();
+            if avoid.len() >= self.nodes.len() {
+                break;
+            }
+            let mut worker = self.spawn_step(&avoid).map_err(|e| {
+                NoWorker::Failed(format!("could not run srun for a worker step: {e}"))
+            })?;
+            let deadline = Instant::now() + STEP_START_LIMIT;
+            match wait_line(&worker, cancel, Some(deadline)) {
+                Line::Text(text) => {
+                    if let Ok(hello) = serde_json::from_str::<Hello>(&text) {
+                        (worker.node, worker.step) = (hello.node, hello.step);
+                        return Ok(worker);
+                    }
+                    end_worker(worker);
+                    return Err(NoWorker::Failed(format!(
+                        "a worker step of allocation {} did not start as one; it said: {text}",
+                        self.job_id
+                    )));
+                }
+                Line::Cancelled => {
+                    end_worker(worker);
+                    return Err(NoWorker::Cancelled);
+                }
+                Line::Late => {
+                    let said = last_said(&worker);
+                    end_worker(worker);
+                    return Err(NoWorker::Failed(format!(
+                        "no worker step started within {} s in allocation {} (are its CPUs \
+                         taken by other steps?); srun said: {said}",
+                        STEP_START_LIMIT.as_secs(),
+                        self.job_id
+                    )));
+                }
+                Line::Gone => {
+                    said = last_said(&worker);
+                    end_worker(worker);
+                    if let Some(why) = self.ended_why() {
+                        return Err(NoWorker::Failed(why));
+                    }
+                    match failed_node(&said) {
+                        Some(node) => self.avoid(node),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Err(NoWorker::Failed(format!(
+            "no worker step could start in allocation {}; srun said: {said}",
+            self.job_id
+        )))
+    }
+
+    fn avoid(&self, node: String) {
+        let mut slots = self.state.lock().expect("allocation lock");
+        if !slots.bad_nodes.contains(&node) {
+            slots.bad_nodes.push(node);
+        }
+    }
+
+    /// srun for a worker step (not on the `avoid` nodes), its stdout read by a thread of its
+    /// own, its stderr kept.
+    fn spawn_step(&self, avoid: &[String]) -> std::io::Result<Worker> {
         #[expect(
             clippy::disallowed_methods,
             reason = "the process module starts the worker steps, like every other process"
         )]
-        let mut srun = std::process::Command::new("srun")
-            .arg(format!("--jobid={}", self.job_id))
+        let mut cmd = std::process::Command::new("srun");
+        cmd.arg(format!("--jobid={}", self.job_id))
             .args(["--exact", "--nodes=1", "--ntasks=1", "--quiet"])
             .arg(format!("--cpus-per-task={}", self.cpus_per_task))
-            .arg("--job-name=fanout-worker")
+            .arg("--job-name=fanout-worker");
+        if !avoid.is_empty() {
+            cmd.arg(format!("--exclude={}", avoid.join(",")));
+        }
+        let mut srun = cmd
+            .args(&self.step_args)
             .arg(&self.program)
             .args(&self.args)
             .env(WORKER_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()?;
         let stdin = srun.stdin.take().expect("piped stdin");
         let stdout = srun.stdout.take().expect("piped stdout");
+        let stderr = srun.stderr.take().expect("piped stderr");
         let (tx, answers) = mpsc::channel();
+        let said = Arc::new(Mutex::new(String::new()));
+        let keep = Arc::clone(&said);
         std::thread::Builder::new()
             .name("fanout-worker-reader".to_owned())
             .spawn(move || {
@@ -171,133 +304,177 @@ impl Allocation {
                         return;
                     }
                 }
+                // Its stdout closed; what srun said about it is read to the end first.
+                keep_tail(stderr, &keep);
                 let _ = tx.send(None);
             })?;
         Ok(Worker {
             srun,
             stdin,
             answers,
-            node: None,
+            node: String::new(),
+            step: String::new(),
+            said,
         })
+    }
+
+    /// Why a worker's step ended without an answer: the allocation is over, else srun's words.
+    fn why_gone(&self, worker: &Worker) -> String {
+        if let Some(why) = self.ended_why() {
+            return why;
+        }
+        let said = last_said(worker);
+        format!(
+            "the Slurm step running it (allocation {}, node {}) ended without an answer: its \
+             node failed, or the step was cancelled{}",
+            self.job_id,
+            worker.node,
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!("; srun said: {said}")
+            }
+        )
+    }
+
+    /// If the allocation is over (Slurm says so): why, remembered for every later task.
+    fn ended_why(&self) -> Option<String> {
+        let state = slurm::query(&[
+            "squeue",
+            "--noheader",
+            "--states=all",
+            "--format=%T",
+            "--jobs",
+            &self.job_id.to_string(),
+        ])?;
+        let state = state.trim();
+        if matches!(state, "RUNNING" | "CONFIGURING" | "SUSPENDED") {
+            return None;
+        }
+        let hint = match state {
+            "TIMEOUT" => {
+                ": it reached its time limit; ask for a longer one with --slurm-arg=--time=..."
+            }
+            "" => ": Slurm no longer knows it",
+            _ => "",
+        };
+        let why = format!("Slurm ended allocation {} ({state}){hint}", self.job_id);
+        self.state.lock().expect("allocation lock").ended = Some(why.clone());
+        Some(why)
     }
 }
 
-enum Answer {
-    Done(Response),
-    Cancelled,
+/// What a worker's stdout gave next.
+enum Line {
+    Text(String),
+    /// Its stdout closed.
     Gone,
+    Cancelled,
+    /// The deadline passed first.
+    Late,
 }
 
-fn wait_answer(worker: &Worker, cancel: &CancelToken) -> Answer {
+fn wait_line(worker: &Worker, cancel: &CancelToken, deadline: Option<Instant>) -> Line {
     loop {
         if cancel.is_cancelled() {
-            return Answer::Cancelled;
+            return Line::Cancelled;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Line::Late;
         }
         match worker.answers.recv_timeout(Duration::from_millis(50)) {
-            Ok(Some(line)) => match serde_json::from_str(&line) {
-                Ok(r) => return Answer::Done(r),
-                Err(_) => return Answer::Gone,
-            },
-            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => return Answer::Gone,
+            Ok(Some(line)) => return Line::Text(line),
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => return Line::Gone,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
 }
 
-/// Kill a worker's step (srun cancels the step on SIGTERM... and on SIGKILL, scancel would be
-/// needed: SIGTERM first, SIGKILL if it lingers).
-fn end_worker(mut worker: Worker) {
-    let pid = rustix::process::Pid::from_raw(worker.srun.id().cast_signed());
-    if let Some(pid) = pid {
+/// The answer of a worker that took a task: its line, or why there is none. Its beats keep it
+/// waiting; [`SILENCE`] without one is [`Line::Late`].
+fn wait_answer(worker: &Worker, cancel: &CancelToken) -> Line {
+    loop {
+        match wait_line(worker, cancel, Some(Instant::now() + SILENCE)) {
+            Line::Text(beat) if beat.is_empty() => {}
+            other => return other,
+        }
+    }
+}
+
+/// Whether an idle worker's step still runs and has said nothing since its last answer.
+fn alive(worker: &mut Worker) -> bool {
+    matches!(worker.srun.try_wait(), Ok(None))
+        && matches!(worker.answers.try_recv(), Err(mpsc::TryRecvError::Empty))
+}
+
+/// The last lines srun wrote to its stderr, on one line.
+fn last_said(worker: &Worker) -> String {
+    let said = worker.said.lock().expect("said lock");
+    said.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Read `stderr` to its end, keeping its last 2 KB in `keep`.
+fn keep_tail(mut stderr: impl std::io::Read, keep: &Mutex<String>) {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        if all.len() > 4096 {
+            all.drain(..all.len() - 2048);
+        }
+    }
+    let tail = &all[all.len().saturating_sub(2048)..];
+    *keep.lock().expect("said lock") = String::from_utf8_lossy(tail).into_owned();
+}
+
+/// The node srun names as the one where a step could not start (`... on node NAME: ...`).
+fn failed_node(said: &str) -> Option<String> {
+    let (_, rest) = said.split_once(" on node ")?;
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Kill a worker's step: SIGTERM to srun (which cancels the step), then, if it lingers,
+/// SIGKILL and `scancel` of the step.
+fn end_worker(worker: Worker) {
+    let Worker { mut srun, step, .. } = worker;
+    if let Some(pid) = rustix::process::Pid::from_raw(srun.id().cast_signed()) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if matches!(worker.srun.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = worker.srun.kill();
-    let _ = worker.srun.wait();
+    wait_until(&mut srun, Instant::now() + Duration::from_secs(5), &step);
 }
 
-/// `salloc --no-shell`: a new allocation; returns its job id.
-fn salloc(
-    slots: usize,
-    cpus_per_task: u32,
-    nodes: Option<u32>,
-    slurm: &Slurm,
-) -> Result<u64, SlurmError> {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the process module runs Slurm's own commands"
-    )]
-    let mut cmd = std::process::Command::new("salloc");
-    // The session's mark: the second Ctrl-C and the guardian cancel what carries it.
-    let session = super::tree::session();
-    session.note_slurm();
-    let cookie = session.next_cookie();
-    cmd.args(["--no-shell", "--job-name=fanout-alloc"])
-        .arg(format!("--comment={}={}", cookie.name, cookie.value))
-        .arg(format!("--ntasks={slots}"))
-        .arg(format!("--cpus-per-task={cpus_per_task}"));
-    if let Some(n) = nodes {
-        cmd.arg(format!("--nodes={n}"));
-    }
-    if let Some(p) = &slurm.partition {
-        cmd.arg(format!("--partition={p}"));
-    }
-    if let Some(a) = &slurm.account {
-        cmd.arg(format!("--account={a}"));
-    }
-    if let Some(m) = &slurm.mem {
-        cmd.arg(format!("--mem-per-cpu={m}"));
-    }
-    cmd.args(&slurm.args);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|_| SlurmError::NoSrun)?;
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    let id = said
-        .split_whitespace()
-        .filter_map(|w| w.parse::<u64>().ok())
-        .next_back();
-    match (out.status.success(), id) {
-        (true, Some(id)) => Ok(id),
-        _ => Err(SlurmError::Allocation(format!(
-            "salloc said: {}",
-            said.trim()
-        ))),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The nodes of allocation `job_id`, one name each (`scontrol show hostnames`).
-fn allocation_nodes(job_id: u64) -> Vec<String> {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the process module runs Slurm's own commands"
-    )]
-    let list = std::process::Command::new("squeue")
-        .args(["--noheader", "--format=%N", "--jobs"])
-        .arg(job_id.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    if list.is_empty() {
-        return Vec::new();
+    /// The node srun says a step failed on, from its words.
+    #[test]
+    fn the_failed_node_is_read_from_srun() {
+        let said = "srun: error: Task launch for StepId=12.3 failed on node fanout-n2: \
+                    Communication connection failure";
+        assert_eq!(failed_node(said).as_deref(), Some("fanout-n2"));
+        assert_eq!(failed_node("srun: error: something else"), None);
     }
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the process module runs Slurm's own commands"
-    )]
-    let names = std::process::Command::new("scontrol")
-        .args(["show", "hostnames", &list])
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    names.split_whitespace().map(str::to_owned).collect()
+
+    /// The tail of a long stderr is kept, whole lines at the end.
+    #[test]
+    fn the_end_of_what_srun_said_is_kept() {
+        let keep = Mutex::new(String::new());
+        let text = format!("{}\nsrun: error: the reason\n", "x".repeat(10_000));
+        keep_tail(text.as_bytes(), &keep);
+        let kept = keep.lock().unwrap().clone();
+        assert!(kept.len() <= 2048);
+        assert!(kept.ends_with("srun: error: the reason\n"), "{kept}");
+    }
 }

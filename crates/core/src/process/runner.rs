@@ -21,14 +21,41 @@ pub fn kill_all_jobs() {
 /// In a worker step of a Slurm [`Allocation`](super::Allocation) (its environment says so): serve
 /// the tasks its stdin sends, one JSON line each, answering each on stdout, until stdin closes;
 /// then exit. Otherwise return at once. Call first thing in `main`, before [`init`](super::init).
+///
+/// While a task runs, the worker says so with an empty line every [`BEAT`](super::wire::BEAT)
+/// (the first as soon as the task arrives): a node that dies cannot say that it did, and its
+/// silence is how the tool knows.
 pub fn serve_worker_if_asked() {
     if std::env::var_os(super::wire::WORKER_ENV).is_none() {
         return;
     }
     let runner = ProcessRunner::new();
-    let mut stdout = std::io::stdout().lock();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let say = |line: &str| {
+        let mut out = out.lock().expect("stdout lock");
+        writeln!(out, "{line}").and_then(|()| out.flush())
+    };
+    let hello = serde_json::to_string(&super::wire::Hello::here()).expect("a hello serializes");
+    if say(&hello).is_err() {
+        std::process::exit(0);
+    }
+    let (beat_out, beat_busy) = (std::sync::Arc::clone(&out), std::sync::Arc::clone(&busy));
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(super::wire::BEAT);
+            let mut out = beat_out.lock().expect("stdout lock");
+            if beat_busy.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = writeln!(out).and_then(|()| out.flush());
+            }
+        }
+    });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        busy.store(true, std::sync::atomic::Ordering::SeqCst);
+        if say("").is_err() {
+            break;
+        }
         let result = match serde_json::from_str(&line) {
             Ok(request) => runner.run(&super::wire::command_of(request), &CancelToken::new()),
             Err(e) => Err(ProcessError::Spawn {
@@ -38,6 +65,9 @@ pub fn serve_worker_if_asked() {
         };
         let answer =
             serde_json::to_string(&super::wire::response_of(result)).expect("an answer serializes");
+        // Not busy before the answer, under the same lock: no beat follows an answer.
+        let mut stdout = out.lock().expect("stdout lock");
+        busy.store(false, std::sync::atomic::Ordering::SeqCst);
         if writeln!(stdout, "{answer}")
             .and_then(|()| stdout.flush())
             .is_err()
@@ -216,7 +246,7 @@ fn slurm_facts(
     if let (Some((id, _)), true) = (&job, forced) {
         // srun cancels its step when it gets SIGTERM; if it had to be SIGKILLed, or the job was
         // still waiting for resources, make sure the cluster lets go of it too.
-        slurm::cancel(*id);
+        slurm::cancel(&id.to_string());
     }
     (job, failure)
 }

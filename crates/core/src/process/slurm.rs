@@ -297,16 +297,26 @@ pub(crate) fn refused(message: &str) -> bool {
     message.starts_with("Slurm rejected the job")
 }
 
-/// Cancel job `id` on the cluster (quietly: it may have ended already).
+/// Cancel job (or step, `JOB.STEP`) `id` on the cluster (quietly: it may have ended already).
 #[expect(
     clippy::disallowed_methods,
     reason = "the process module runs Slurm's own commands"
 )]
-pub(crate) fn cancel(id: u64) {
+pub(crate) fn cancel(id: &str) {
     let _ = output_within(
-        std::process::Command::new("scancel").args(["--quiet", &id.to_string()]),
+        std::process::Command::new("scancel").args(["--quiet", id]),
         HELPER_LIMIT,
     );
+}
+
+/// What Slurm command `command_line` prints (within the helpers' time limit), if it runs.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the process module runs Slurm's own commands"
+)]
+pub(crate) fn query(command_line: &[&str]) -> Option<String> {
+    let (program, args) = command_line.split_first()?;
+    output_within(std::process::Command::new(program).args(args), HELPER_LIMIT)
 }
 
 /// Why srun itself failed, from its stderr: the scheduler's refusal or a node failure, as a

@@ -14,6 +14,32 @@ use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 /// Set in a worker's environment: this program serves tasks on stdin instead of starting.
 pub const WORKER_ENV: &str = "FANOUT_SLURM_WORKER";
 
+/// How often a worker running a task says it still does (an empty line).
+pub(super) const BEAT: Duration = Duration::from_secs(1);
+
+/// How long the tool waits for a word from a worker running a task before it takes the
+/// worker's node for dead.
+pub(super) const SILENCE: Duration = Duration::from_secs(10);
+
+/// A worker's first line: where it runs. Until it comes, no task has started.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Hello {
+    pub(super) node: String,
+    /// Its step, `JOB.STEP`: cancelled if the step outlives its srun.
+    pub(super) step: String,
+}
+
+impl Hello {
+    /// This worker's, from the environment Slurm gives a step.
+    pub(super) fn here() -> Self {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        Hello {
+            node: var("SLURMD_NODENAME"),
+            step: format!("{}.{}", var("SLURM_JOB_ID"), var("SLURM_STEP_ID")),
+        }
+    }
+}
+
 /// A task, as sent to a worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Request {

@@ -18,7 +18,7 @@ fn the_core_modules_keep_their_layers() {
             "events exit retry process::command process::output process::sys process::tree shell::lex",
             // Pool settings; the reporters; how a process is wired and spawned.
             "config reporters process::pipes process::spawn process::wire",
-            "task process::packed",
+            "task process::packed process::salloc",
             "process::runner",
             // The ready queue; the fork server; Ctrl-C (which kills every job).
             "graph process::forkserver interrupt pool::owner",

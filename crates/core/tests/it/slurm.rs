@@ -16,7 +16,7 @@ use testkit::slurm::{job, processes_running, processes_with, settled};
 
 #[test]
 fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let out = ProcessRunner::new()
         .run(
             &Command::shell("echo out; echo err >&2; echo $SLURM_JOB_ID; exit 3")
@@ -70,7 +70,7 @@ fn a_step_runs_with_its_name_output_and_exit_code_and_its_job_id_is_known() {
 
 #[test]
 fn a_refusal_is_read_from_this_attempts_lines_of_an_appended_log() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("job.log");
     // An earlier attempt was refused; this one runs and fails on its own.
@@ -100,7 +100,7 @@ fn a_refusal_is_read_from_this_attempts_lines_of_an_appended_log() {
 
 #[test]
 fn a_timeout_cancels_the_step_on_the_cluster() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let token = "fanout-slurm-timeout-61.25";
     let out = ProcessRunner::new()
         .run(
@@ -132,7 +132,7 @@ fn a_timeout_counts_the_time_in_the_queue_and_cancels_the_waiting_job() {
     // The documented choice (README, "Running on a Slurm cluster"): a job's timeout counts
     // from the moment srun starts, queue included. A job held in the queue (--begin) for
     // longer than its timeout times out there, and its queued job is cancelled.
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let name = "fanout-slurm-queued-63.75";
     let start = Instant::now();
     let out = ProcessRunner::new()
@@ -172,7 +172,7 @@ fn a_timeout_counts_the_time_in_the_queue_and_cancels_the_waiting_job() {
 
 #[test]
 fn cancelling_the_batch_cancels_steps_in_flight() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let pool = Pool::new(PoolConfig::new(MaxWorkers::new(3, 8).unwrap()));
     let tasks: Vec<_> = (0..3).map(|i| Task::new(format!("t{i}"), i)).collect();
     let cancel = CancelToken::new();
@@ -221,7 +221,7 @@ fn cancelling_the_batch_cancels_steps_in_flight() {
 
 #[test]
 fn a_job_the_scheduler_rejects_fails_with_its_reason() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let slurm = Slurm {
         mem: Some("100000000G".into()),
         ..Slurm::default()
@@ -239,7 +239,7 @@ fn a_job_the_scheduler_rejects_fails_with_its_reason() {
 
 #[test]
 fn the_check_finds_srun_and_names_the_partitions() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     Slurm::default()
         .check()
         .expect("the test cluster has srun and a default partition");

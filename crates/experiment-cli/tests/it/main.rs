@@ -805,7 +805,7 @@ mod slurm {
     /// back; the allocation is let go at the end.
     #[test]
     fn a_command_sweep_runs_packed_in_one_allocation() {
-        testkit::slurm::require_test_cluster();
+        let _cluster = testkit::slurm::require_test_cluster();
         let mut csv = String::from("provider,model\n");
         for i in 0..12 {
             let _ = writeln!(csv, "command,m{i}");
@@ -866,11 +866,18 @@ mod slurm {
         let out = run_run(&p, &["--command", "true", "--slurm-mode", "packed"], None);
         assert_eq!(out.code, Some(2), "{}", out.stderr);
         assert!(out.stderr.contains("add --backend slurm"), "{}", out.stderr);
+        // A dry run runs nothing: it asks Slurm for no allocation.
+        let before = testkit::slurm::job_named("fanout-alloc");
+        let mut dry = args.to_vec();
+        dry.push("--dry-run");
+        let out = run_run(&p, &dry, None);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(testkit::slurm::job_named("fanout-alloc"), before);
     }
 
     #[test]
     fn a_command_sweep_runs_on_slurm() {
-        testkit::slurm::require_test_cluster();
+        let _cluster = testkit::slurm::require_test_cluster();
         let mut csv = String::from("provider,model,lr\n");
         for i in 0..6 {
             let _ = writeln!(csv, "command,m{i},0.{i}");

@@ -9,7 +9,7 @@ use crate::notebook;
 /// export a job named after its notebook, a refusal by the scheduler reported per notebook.
 #[test]
 fn exports_run_as_slurm_job_steps_with_backend_slurm() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let p = Project::with_fake_uvx();
     p.write("notebooks/a.py", &notebook("ok"));
     p.write("notebooks/sub/b.py", &notebook("ok"));
@@ -70,7 +70,7 @@ fn exports_run_as_slurm_job_steps_with_backend_slurm() {
 /// for every notebook), the site is the same, and the allocation is let go at the end.
 #[test]
 fn exports_run_packed_in_one_allocation() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let p = Project::with_fake_uvx();
     for name in ["a", "b", "c", "d"] {
         p.write(&format!("notebooks/{name}.py"), &notebook("ok"));

@@ -7,6 +7,8 @@ mod layering;
 mod loops;
 mod metrics;
 mod outputs;
+#[cfg(feature = "slurm-tests")]
+mod packed_faults;
 mod params;
 mod payload;
 mod promises;

@@ -56,7 +56,7 @@ fn shape(record: &Value) -> Vec<JobShape> {
 
 #[test]
 fn a_stage_runs_on_slurm_with_the_same_run_record_as_a_local_run() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let p = Project::create(&[("pipelines/four.toml", FOUR)]);
     let local = p.run(&["pipeline", "four", "-j", "4", "-q"]);
     assert_eq!(local.code, Some(0), "{}", local.stderr);
@@ -134,7 +134,7 @@ fn failed_with_7_and_timed_out(fails: &Value, hangs: &Value) {
 
 #[test]
 fn exit_codes_and_timeouts_come_back_from_the_cluster() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let p = Project::create(&[(
         "pipelines/mixed.toml",
         r#"
@@ -220,7 +220,7 @@ fn interrupted<T>(extra: &[&str], seconds: &str, before: impl FnOnce(u32) -> T) 
 
 #[test]
 fn ctrl_c_cancels_the_steps_in_flight() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let (record, ()) = interrupted(&[], "64.5", |_| ());
     for j in record["stages"][0]["jobs"].as_array().unwrap() {
         let id = j["slurm_job_id"].as_u64().expect("the job id is recorded");
@@ -266,13 +266,13 @@ fn killed(extra: &[&str], seconds: &str, find: impl FnOnce(u32) -> Option<u64>) 
 
 #[test]
 fn a_killed_lorchestra_cancels_its_slurm_jobs() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     killed(&[], "63.5", |_| job_named("orphan_candidate"));
 }
 
 #[test]
 fn a_killed_lorchestra_lets_its_allocation_go() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     killed(&["--slurm-mode", "packed"], "63.25", |pid| {
         testkit::slurm::job_with_comment(&format!("{}{pid}_", fanout::process::JOB_ENV_PREFIX))
     });
@@ -280,7 +280,7 @@ fn a_killed_lorchestra_lets_its_allocation_go() {
 
 #[test]
 fn slurm_problems_are_clear_errors_before_anything_runs() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let p = Project::create(&[
         (
             "pipelines/nopart.toml",
@@ -342,7 +342,7 @@ fn slurm_problems_are_clear_errors_before_anything_runs() {
 /// test cluster: each says where it ran, and the record names the same node.
 #[test]
 fn jobs_spread_over_the_clusters_nodes_and_the_record_names_each_node() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let job =
         "command = \"sleep 2; echo on $SLURMD_NODENAME\"\nslurm = { args = [\"--exclusive\"] }\n";
     let p = Project::create(&[(
@@ -385,7 +385,7 @@ fn jobs_spread_over_the_clusters_nodes_and_the_record_names_each_node() {
 /// back as with a Slurm job per job, and the allocation is let go at the end.
 #[test]
 fn packed_jobs_run_in_one_allocation_over_its_nodes_which_is_let_go() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let items = (1..=24)
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
@@ -458,7 +458,7 @@ timeout = 1
 /// the allocation is let go.
 #[test]
 fn ctrl_c_in_packed_mode_cancels_the_jobs_and_lets_the_allocation_go() {
-    testkit::slurm::require_test_cluster();
+    let _cluster = testkit::slurm::require_test_cluster();
     let (_, allocation) = interrupted(&["--slurm-mode", "packed"], "61.5", |pid| {
         let mark = format!("{}{pid}_", fanout::process::JOB_ENV_PREFIX);
         testkit::slurm::job_with_comment(&mark).expect("the run's allocation carries its mark")
