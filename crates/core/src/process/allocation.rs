@@ -54,6 +54,8 @@ pub(super) struct Worker {
     pub(super) step: String,
     /// The last of srun's stderr: why a step failed, in Slurm's words.
     pub(super) said: Arc<Mutex<String>>,
+    /// Since when it has had no task.
+    pub(super) idle_since: Instant,
 }
 
 impl std::fmt::Debug for Allocation {

@@ -30,7 +30,7 @@ use super::allocation::{Allocation, Worker, wait_until};
 use super::command::Command;
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 use super::slurm;
-use super::wire::{Hello, SILENCE, WORKER_ENV, request, response_output};
+use super::wire::{BEAT, Hello, SILENCE, WORKER_ENV, request, response_output};
 use crate::cancel::CancelToken;
 
 /// How long a worker step may take to start before the task fails, saying what srun said
@@ -100,38 +100,43 @@ impl Allocation {
         Ok(ended(Ending::Exited(1), node, Some(why)))
     }
 
-    /// Give `cmd` to a worker that takes it (says so at once), and wait for its answer. A
-    /// worker that does not take it (its step is gone, its node silent) never ran it: the next
-    /// worker gets it.
+    /// Give `cmd` to a worker, and wait for its answer. A worker idle for a while is asked
+    /// first whether it is still there (an empty line, answered at once): one whose node died
+    /// meanwhile never gets the task, and the next worker does.
     fn hand_over(&self, cmd: &Command, cancel: &CancelToken) -> Result<(Worker, Line), NoWorker> {
         let line = serde_json::to_string(&request(cmd)).expect("a request serializes");
         let mut why = String::new();
         for _ in 0..3 {
             let mut worker = self.take_worker(cancel)?;
-            let sent = writeln!(worker.stdin, "{line}").and_then(|()| worker.stdin.flush());
-            let taken = match sent {
-                Ok(()) => wait_line(&worker, cancel, Some(Instant::now() + SILENCE)),
-                Err(_) => Line::Gone,
-            };
-            match taken {
-                Line::Text(beat) if beat.is_empty() => {
-                    let answer = wait_answer(&worker, cancel);
-                    return Ok((worker, answer));
-                }
-                Line::Text(_) | Line::Cancelled => return Ok((worker, taken)),
-                Line::Late | Line::Gone => {
-                    why = format!(
-                        "its worker on node {} did not take it ({})",
-                        worker.node,
-                        if matches!(taken, Line::Late) {
-                            "silent"
-                        } else {
-                            "its step ended"
-                        }
-                    );
-                    self.end(worker);
+            if worker.idle_since.elapsed() >= BEAT {
+                let pinged = writeln!(worker.stdin).and_then(|()| worker.stdin.flush());
+                let pong = match pinged {
+                    Ok(()) => wait_line(&worker, cancel, Some(Instant::now() + SILENCE)),
+                    Err(_) => Line::Gone,
+                };
+                match pong {
+                    Line::Text(_) => {}
+                    Line::Cancelled => {
+                        self.give_back(worker);
+                        return Err(NoWorker::Cancelled);
+                    }
+                    Line::Late | Line::Gone => {
+                        why = format!("its worker on node {} no longer answers", worker.node);
+                        self.end(worker);
+                        continue;
+                    }
                 }
             }
+            if writeln!(worker.stdin, "{line}")
+                .and_then(|()| worker.stdin.flush())
+                .is_err()
+            {
+                why = format!("its worker on node {} has ended", worker.node);
+                self.end(worker);
+                continue;
+            }
+            let answer = wait_answer(&worker, cancel);
+            return Ok((worker, answer));
         }
         Err(NoWorker::Failed(format!(
             "no worker of allocation {} took it in 3 tries; the last: {why}",
@@ -176,7 +181,8 @@ impl Allocation {
     }
 
     /// A worker back to the idle ones, its slot free for the next task.
-    fn give_back(&self, worker: Worker) {
+    fn give_back(&self, mut worker: Worker) {
+        worker.idle_since = Instant::now();
         let mut slots = self.state.lock().expect("allocation lock");
         slots.idle.push(worker);
         slots.in_use -= 1;
@@ -216,6 +222,7 @@ impl Allocation {
                 Line::Text(text) => {
                     if let Ok(hello) = serde_json::from_str::<Hello>(&text) {
                         (worker.node, worker.step) = (hello.node, hello.step);
+                        worker.idle_since = Instant::now();
                         return Ok(worker);
                     }
                     end_worker(worker);
@@ -315,6 +322,7 @@ impl Allocation {
             node: String::new(),
             step: String::new(),
             said,
+            idle_since: Instant::now(),
         })
     }
 

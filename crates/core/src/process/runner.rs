@@ -22,9 +22,10 @@ pub fn kill_all_jobs() {
 /// the tasks its stdin sends, one JSON line each, answering each on stdout, until stdin closes;
 /// then exit. Otherwise return at once. Call first thing in `main`, before [`init`](super::init).
 ///
-/// While a task runs, the worker says so with an empty line every [`BEAT`](super::wire::BEAT)
-/// (the first as soon as the task arrives): a node that dies cannot say that it did, and its
-/// silence is how the tool knows.
+/// While a task runs, the worker says so with an empty line every [`BEAT`](super::wire::BEAT),
+/// and it answers an empty line with one: a node that dies cannot say that it did, and its
+/// silence is how the tool knows. (No line is sent just before an answer: srun's connection
+/// would hold the answer back for the first one's acknowledgement, 40 ms.)
 pub fn serve_worker_if_asked() {
     if std::env::var_os(super::wire::WORKER_ENV).is_none() {
         return;
@@ -52,10 +53,14 @@ pub fn serve_worker_if_asked() {
     });
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        busy.store(true, std::sync::atomic::Ordering::SeqCst);
-        if say("").is_err() {
-            break;
+        // An empty line asks whether the worker is still there.
+        if line.is_empty() {
+            if say("").is_err() {
+                break;
+            }
+            continue;
         }
+        busy.store(true, std::sync::atomic::Ordering::SeqCst);
         let result = match serde_json::from_str(&line) {
             Ok(request) => runner.run(&super::wire::command_of(request), &CancelToken::new()),
             Err(e) => Err(ProcessError::Spawn {

@@ -20,7 +20,7 @@ fn parallamr_modules_keep_their_layers() {
             // grader's rubric and verdicts; the results page.
             "cache sink shell_template providers::mock providers::ollama providers::openai \
              providers::anthropic providers::gemini grade \
-             view",
+             view view::results",
             // The flags; every results destination; the command provider.
             "cli writer providers::command",
             // -o path templates; the checks of the answers; `parallamr batch status|cancel`.
@@ -31,8 +31,8 @@ fn parallamr_modules_keep_their_layers() {
             "limit tally",
             // One experiment: cache, budget, call.
             "call",
-            // --batch: the batches of a run; the dry run.
-            "batch dryrun",
+            // --batch: the batches of a run; the dry run; where the rows of a run go.
+            "batch dryrun run::output",
             // Its batches polled.
             "batch::poll",
             // Its batches sent.
