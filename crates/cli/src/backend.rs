@@ -51,11 +51,14 @@ pub fn checked_launcher(
         .usage();
     }
     let chosen = launcher(backend, slurm_args)?;
-    if mode == SlurmMode::Packed && !matches!(chosen, Launcher::Slurm(_)) {
-        return Err(anyhow::anyhow!(
-            "--slurm-mode packed runs tasks in a Slurm allocation; add --backend slurm"
-        ))
-        .usage();
+    if mode == SlurmMode::Packed {
+        if !matches!(chosen, Launcher::Slurm(_)) {
+            return Err(anyhow::anyhow!(
+                "--slurm-mode packed runs tasks in a Slurm allocation; add --backend slurm"
+            ))
+            .usage();
+        }
+        fanout::process::Allocation::check_options(slurm_args).usage()?;
     }
     Ok(chosen)
 }

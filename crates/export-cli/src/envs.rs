@@ -128,8 +128,8 @@ pub(crate) struct EnvPool {
     /// the same reason, instead of each waiting for uv's download retries.
     pythons: Mutex<HashMap<String, Arc<PythonSlot>>>,
     /// Where exports run, made once: `--slurm-mode packed`'s allocation serves every round of
-    /// a watch, not one each.
-    launcher: std::sync::OnceLock<fanout::Launcher>,
+    /// a watch, not one each (until Slurm ends it).
+    launcher: Mutex<Option<fanout::Launcher>>,
 }
 
 /// Why no interpreter could be had for a `requires-python`, once it is known.
@@ -145,20 +145,25 @@ impl EnvPool {
             runner: ProcessRunner::new(),
             envs: Mutex::new(HashMap::new()),
             pythons: Mutex::new(HashMap::new()),
-            launcher: std::sync::OnceLock::new(),
+            launcher: Mutex::new(None),
         }
     }
 
-    /// Where exports run: made by `make` the first time, the same after.
+    /// Where exports run: made by `make` the first time, the same after (made again if it is
+    /// an allocation Slurm has ended since).
     pub(crate) fn launcher(
         &self,
         make: impl FnOnce() -> anyhow::Result<fanout::Launcher>,
     ) -> anyhow::Result<fanout::Launcher> {
-        if let Some(launcher) = self.launcher.get() {
-            return Ok(launcher.clone());
+        let mut kept = self.launcher.lock().expect("launcher lock");
+        match &*kept {
+            Some(fanout::Launcher::Packed(a)) if a.has_ended() => {}
+            Some(launcher) => return Ok(launcher.clone()),
+            None => {}
         }
         let launcher = make()?;
-        Ok(self.launcher.get_or_init(|| launcher).clone())
+        *kept = Some(launcher.clone());
+        Ok(launcher)
     }
 
     /// The folder of the environment for `spec`.

@@ -137,7 +137,8 @@ fn nested(ctx: &RunContext<'_>, job: &Job, name: &str) -> Result<Command, TaskEr
         // Packed too, in an allocation of its own: this run's slots are this run's.
         nested = nested
             .args(["--slurm-mode", "packed"])
-            .env_remove("SLURM_JOB_ID");
+            .env_remove("SLURM_JOB_ID")
+            .env_remove("SLURM_JOBID");
         if let Some(n) = ctx.opts.slurm_nodes {
             nested = nested.arg(format!("--slurm-nodes={n}"));
         }

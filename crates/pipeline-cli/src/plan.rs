@@ -176,10 +176,23 @@ impl RunOptions {
         let sized: Vec<fanout::Slurm> = (on_slurm.iter())
             .map(|j| slurm_needs((*j.slurm).clone(), &j.resources, 1))
             .collect();
+        if let Some((job, _)) = (on_slurm.iter().zip(&sized)).find(|(_, s)| {
+            s.args
+                .iter()
+                .any(|a| a.starts_with("--gres") || a.starts_with("--gpus"))
+        }) {
+            return Err(anyhow::anyhow!(
+                "job {} asks for GPUs: --slurm-mode packed does not share GPUs out between its \
+                 slots yet; run it with --slurm-mode jobs",
+                job.id
+            ))
+            .usage();
+        }
         let mut slurm = first.slurm.merged_with(&fanout::Slurm {
             args: self.slurm_args.clone(),
             ..fanout::Slurm::default()
         });
+        fanout::process::Allocation::check_options(&slurm.args).usage()?;
         slurm.cpus = sized.iter().filter_map(|s| s.cpus).max();
         let mem_of = |m: &str| crate::resources::quantity(crate::resources::MEM, m).ok();
         slurm.mem = (sized.iter())

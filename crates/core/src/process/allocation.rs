@@ -22,9 +22,8 @@ pub struct Allocation {
     pub(super) slots: usize,
     /// `--slurm-arg`s that are not the allocation's: each worker step's.
     pub(super) step_args: Vec<String>,
-    /// How to start this program as a worker: its path and the arguments `init` was given.
+    /// This program, started as a worker (see `WORKER_ARG`).
     pub(super) program: PathBuf,
-    pub(super) args: Vec<String>,
     pub(super) state: Mutex<Slots>,
     /// Told when a slot frees.
     pub(super) freed: Condvar,
@@ -92,6 +91,11 @@ impl Allocation {
     /// this program runs in has fewer CPUs.
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// Whether Slurm ended it (its time limit, scancel) while tasks ran in it.
+    pub fn has_ended(&self) -> bool {
+        self.state.lock().expect("allocation lock").ended.is_some()
     }
 
     /// Whether this program asked for it (and cancels it when done), or runs inside it.

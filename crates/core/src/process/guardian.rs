@@ -114,16 +114,6 @@ pub fn init(args: &[&str]) {
     *ENABLED.lock().expect("guardian lock") = Some(args.iter().map(|a| (*a).to_owned()).collect());
 }
 
-/// The arguments `init` was given: how this program is re-run as one of its own helpers (the
-/// guardian, a Slurm worker) without starting its real work. Empty before `init`.
-pub(crate) fn reexec_args() -> Vec<String> {
-    ENABLED
-        .lock()
-        .expect("guardian lock")
-        .clone()
-        .unwrap_or_default()
-}
-
 /// Start the guardian for the session whose cookie variable is `var`, if `init` enabled it.
 /// Returns its pid.
 pub(crate) fn start(var: &str) -> Option<i32> {

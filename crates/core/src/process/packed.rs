@@ -30,7 +30,7 @@ use super::allocation::{Allocation, Worker, wait_until};
 use super::command::Command;
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 use super::slurm;
-use super::wire::{BEAT, Hello, SILENCE, WORKER_ENV, request, response_output};
+use super::wire::{BEAT, Hello, SILENCE, WORKER_ARG, WORKER_ENV, request, response_output};
 use crate::cancel::CancelToken;
 
 /// How long a worker step may take to start before the task fails, saying what srun said
@@ -87,13 +87,16 @@ impl Allocation {
                 self.end(worker);
                 return Ok(ended(Ending::Cancelled, node, None));
             }
-            Line::Late => format!(
-                "node {} of allocation {} stopped answering: no word from the worker running \
-                 it for {} s (the node died, or its network did)",
-                worker.node,
-                self.job_id,
-                SILENCE.as_secs()
-            ),
+            Line::Late => {
+                self.avoid(worker.node.clone());
+                format!(
+                    "node {} of allocation {} stopped answering: no word from the worker \
+                     running it for {} s (the node died, or its network did)",
+                    worker.node,
+                    self.job_id,
+                    SILENCE.as_secs()
+                )
+            }
             Line::Gone => self.why_gone(&worker),
         };
         self.end(worker);
@@ -102,11 +105,11 @@ impl Allocation {
 
     /// Give `cmd` to a worker, and wait for its answer. A worker idle for a while is asked
     /// first whether it is still there (an empty line, answered at once): one whose node died
-    /// meanwhile never gets the task, and the next worker does.
+    /// meanwhile never gets the task (and its node is avoided), and the next worker does.
     fn hand_over(&self, cmd: &Command, cancel: &CancelToken) -> Result<(Worker, Line), NoWorker> {
         let line = serde_json::to_string(&request(cmd)).expect("a request serializes");
-        let mut why = String::new();
-        for _ in 0..3 {
+        // Each try ends a worker that did not answer: at most every slot's, and a few new ones.
+        for _ in 0..self.slots + 3 {
             let mut worker = self.take_worker(cancel)?;
             if worker.idle_since.elapsed() >= BEAT {
                 let pinged = writeln!(worker.stdin).and_then(|()| worker.stdin.flush());
@@ -117,11 +120,14 @@ impl Allocation {
                 match pong {
                     Line::Text(_) => {}
                     Line::Cancelled => {
-                        self.give_back(worker);
+                        // Its answer still to come: not a worker to hand out again.
+                        self.end(worker);
                         return Err(NoWorker::Cancelled);
                     }
                     Line::Late | Line::Gone => {
-                        why = format!("its worker on node {} no longer answers", worker.node);
+                        if matches!(pong, Line::Late) {
+                            self.avoid(worker.node.clone());
+                        }
                         self.end(worker);
                         continue;
                     }
@@ -131,7 +137,6 @@ impl Allocation {
                 .and_then(|()| worker.stdin.flush())
                 .is_err()
             {
-                why = format!("its worker on node {} has ended", worker.node);
                 self.end(worker);
                 continue;
             }
@@ -139,7 +144,7 @@ impl Allocation {
             return Ok((worker, answer));
         }
         Err(NoWorker::Failed(format!(
-            "no worker of allocation {} took it in 3 tries; the last: {why}",
+            "no worker of allocation {} answered: each one tried had ended or was silent",
             self.job_id
         )))
     }
@@ -265,6 +270,9 @@ impl Allocation {
     }
 
     fn avoid(&self, node: String) {
+        if node.is_empty() {
+            return;
+        }
         let mut slots = self.state.lock().expect("allocation lock");
         if !slots.bad_nodes.contains(&node) {
             slots.bad_nodes.push(node);
@@ -280,7 +288,7 @@ impl Allocation {
         )]
         let mut cmd = std::process::Command::new("srun");
         cmd.arg(format!("--jobid={}", self.job_id))
-            .args(["--exact", "--nodes=1", "--ntasks=1", "--quiet"])
+            .args(["--exact", "--nodes=1", "--ntasks=1"])
             .arg(format!("--cpus-per-task={}", self.cpus_per_task))
             .arg("--job-name=fanout-worker");
         if !avoid.is_empty() {
@@ -289,7 +297,9 @@ impl Allocation {
         let mut srun = cmd
             .args(&self.step_args)
             .arg(&self.program)
-            .args(&self.args)
+            // Marked on its command line, which `--export` cannot take away, and in its
+            // environment, which its tasks do not inherit.
+            .arg(WORKER_ARG)
             .env(WORKER_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -302,6 +312,9 @@ impl Allocation {
         let (tx, answers) = mpsc::channel();
         let said = Arc::new(Mutex::new(String::new()));
         let keep = Arc::clone(&said);
+        let stderr_read = std::thread::Builder::new()
+            .name("fanout-worker-stderr".to_owned())
+            .spawn(move || keep_tail(stderr, &keep))?;
         std::thread::Builder::new()
             .name("fanout-worker-reader".to_owned())
             .spawn(move || {
@@ -311,8 +324,8 @@ impl Allocation {
                         return;
                     }
                 }
-                // Its stdout closed; what srun said about it is read to the end first.
-                keep_tail(stderr, &keep);
+                // Its stdout closed: what srun said about it is read to the end first.
+                let _ = stderr_read.join();
                 let _ = tx.send(None);
             })?;
         Ok(Worker {
@@ -356,14 +369,25 @@ impl Allocation {
             &self.job_id.to_string(),
         ])?;
         let state = state.trim();
-        if matches!(state, "RUNNING" | "CONFIGURING" | "SUSPENDED") {
+        let over = [
+            "COMPLETING",
+            "COMPLETED",
+            "CANCELLED",
+            "TIMEOUT",
+            "FAILED",
+            "NODE_FAIL",
+            "PREEMPTED",
+            "BOOT_FAIL",
+            "DEADLINE",
+            "OUT_OF_MEMORY",
+        ];
+        if !over.contains(&state) {
             return None;
         }
         let hint = match state {
             "TIMEOUT" => {
                 ": it reached its time limit; ask for a longer one with --slurm-arg=--time=..."
             }
-            "" => ": Slurm no longer knows it",
             _ => "",
         };
         let why = format!("Slurm ended allocation {} ({state}){hint}", self.job_id);
@@ -425,7 +449,7 @@ fn last_said(worker: &Worker) -> String {
         .join(" / ")
 }
 
-/// Read `stderr` to its end, keeping its last 2 KB in `keep`.
+/// Read `stderr` to its end, keeping its last 2 KB in `keep` as it comes.
 fn keep_tail(mut stderr: impl std::io::Read, keep: &Mutex<String>) {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
@@ -437,9 +461,9 @@ fn keep_tail(mut stderr: impl std::io::Read, keep: &Mutex<String>) {
         if all.len() > 4096 {
             all.drain(..all.len() - 2048);
         }
+        let tail = &all[all.len().saturating_sub(2048)..];
+        *keep.lock().expect("said lock") = String::from_utf8_lossy(tail).into_owned();
     }
-    let tail = &all[all.len().saturating_sub(2048)..];
-    *keep.lock().expect("said lock") = String::from_utf8_lossy(tail).into_owned();
 }
 
 /// The node srun names as the one where a step could not start (`... on node NAME: ...`).

@@ -1,6 +1,5 @@
 //! [`ProcessRunner`]: runs a [`Command`] as a job whose whole process tree it owns.
 
-use std::io::{BufRead, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,72 +15,6 @@ use crate::cancel::CancelToken;
 /// SIGKILL every process of every job this program started. For the second Ctrl-C.
 pub fn kill_all_jobs() {
     tree::session().kill_all();
-}
-
-/// In a worker step of a Slurm [`Allocation`](super::Allocation) (its environment says so): serve
-/// the tasks its stdin sends, one JSON line each, answering each on stdout, until stdin closes;
-/// then exit. Otherwise return at once. Call first thing in `main`, before [`init`](super::init).
-///
-/// While a task runs, the worker says so with an empty line every [`BEAT`](super::wire::BEAT),
-/// and it answers an empty line with one: a node that dies cannot say that it did, and its
-/// silence is how the tool knows. (No line is sent just before an answer: srun's connection
-/// would hold the answer back for the first one's acknowledgement, 40 ms.)
-pub fn serve_worker_if_asked() {
-    if std::env::var_os(super::wire::WORKER_ENV).is_none() {
-        return;
-    }
-    let runner = ProcessRunner::new();
-    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let say = |line: &str| {
-        let mut out = out.lock().expect("stdout lock");
-        writeln!(out, "{line}").and_then(|()| out.flush())
-    };
-    let hello = serde_json::to_string(&super::wire::Hello::here()).expect("a hello serializes");
-    if say(&hello).is_err() {
-        std::process::exit(0);
-    }
-    let (beat_out, beat_busy) = (std::sync::Arc::clone(&out), std::sync::Arc::clone(&busy));
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(super::wire::BEAT);
-            let mut out = beat_out.lock().expect("stdout lock");
-            if beat_busy.load(std::sync::atomic::Ordering::SeqCst) {
-                let _ = writeln!(out).and_then(|()| out.flush());
-            }
-        }
-    });
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        // An empty line asks whether the worker is still there.
-        if line.is_empty() {
-            if say("").is_err() {
-                break;
-            }
-            continue;
-        }
-        busy.store(true, std::sync::atomic::Ordering::SeqCst);
-        let result = match serde_json::from_str(&line) {
-            Ok(request) => runner.run(&super::wire::command_of(request), &CancelToken::new()),
-            Err(e) => Err(ProcessError::Spawn {
-                program: "the worker".to_owned(),
-                source: std::io::Error::other(format!("an unreadable task: {e}")),
-            }),
-        };
-        let answer =
-            serde_json::to_string(&super::wire::response_of(result)).expect("an answer serializes");
-        // Not busy before the answer, under the same lock: no beat follows an answer.
-        let mut stdout = out.lock().expect("stdout lock");
-        busy.store(false, std::sync::atomic::Ordering::SeqCst);
-        if writeln!(stdout, "{answer}")
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            break;
-        }
-    }
-    // A worker is a process of its own making: ending it here is its whole purpose.
-    std::process::exit(0);
 }
 
 /// Runs commands as jobs whose whole process tree it owns (the local launcher).

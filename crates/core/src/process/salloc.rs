@@ -9,6 +9,16 @@ use super::allocation::{Allocation, Slots};
 use super::slurm::{self, Slurm, SlurmError};
 
 impl Allocation {
+    /// Whether `args` (`--slurm-arg`s) can shape an allocation of packed mode: not `-n` (the
+    /// slots are the pool's), no GPUs (not shared out between slots yet). For the user's
+    /// error before anything runs.
+    ///
+    /// # Errors
+    /// The option that cannot, and why.
+    pub fn check_options(args: &[String]) -> Result<(), SlurmError> {
+        split_args(args).map(|_| ())
+    }
+
     /// An allocation of `slots` tasks of `cpus_per_task` CPUs: the one this program runs in
     /// (`SLURM_JOB_ID`; at most as many slots as it has CPUs for), else a new one asked of
     /// Slurm with `slurm`'s settings and `nodes` nodes if given. `slurm.mem` is each slot's
@@ -27,17 +37,20 @@ impl Allocation {
         let program = std::env::current_exe().map_err(|e| {
             SlurmError::Allocation(format!("cannot find this program to run as a worker: {e}"))
         })?;
-        let cpus_per_task = cpus_per_task.max(1);
-        let (alloc_args, step_args) = split_args(&slurm.args);
+        let split = split_args(&slurm.args)?;
+        // `-c N` among the options sizes the slots too.
+        let cpus_per_task = cpus_per_task.max(split.cpus.unwrap_or(1)).max(1);
         let inherited = std::env::var("SLURM_JOB_ID")
             .ok()
             .and_then(|j| j.parse().ok());
         let ask = Ask {
             slots,
             cpus_per_task,
-            nodes,
-            args: alloc_args,
+            nodes: nodes.or(split.nodes),
+            mem: slurm.mem.clone().or(split.mem),
+            args: split.allocation,
         };
+        let step_args = split.step;
         let (job_id, owned) = if let Some(id) = inherited {
             (id, false)
         } else {
@@ -51,7 +64,6 @@ impl Allocation {
             slots,
             step_args,
             program,
-            args: super::guardian::reexec_args(),
             state: Mutex::new(Slots::default()),
             freed: Condvar::new(),
         };
@@ -76,6 +88,8 @@ struct Ask {
     slots: usize,
     cpus_per_task: u32,
     nodes: Option<u32>,
+    /// A slot's memory.
+    mem: Option<String>,
     args: Vec<String>,
 }
 
@@ -104,11 +118,8 @@ fn salloc(ask: &Ask, slurm: &Slurm) -> Result<u64, SlurmError> {
     if let Some(a) = &slurm.account {
         cmd.arg(format!("--account={a}"));
     }
-    if let Some(m) = &slurm.mem {
-        cmd.arg(format!(
-            "--mem-per-cpu={}",
-            mem_per_cpu(m, ask.cpus_per_task)?
-        ));
+    if let Some(m) = &ask.mem {
+        cmd.arg(mem_per_cpu(m, ask.cpus_per_task)?);
     }
     cmd.args(&ask.args);
     let out = cmd
@@ -116,10 +127,10 @@ fn salloc(ask: &Ask, slurm: &Slurm) -> Result<u64, SlurmError> {
         .output()
         .map_err(|_| SlurmError::NoSrun)?;
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    let id = said
-        .split_whitespace()
-        .filter_map(|w| w.parse::<u64>().ok())
-        .next_back();
+    let id = said.lines().find_map(|l| {
+        let (_, id) = l.split_once("Granted job allocation ")?;
+        id.trim().parse::<u64>().ok()
+    });
     match (out.status.success(), id) {
         (true, Some(id)) => Ok(id),
         _ => Err(SlurmError::Allocation(format!(
@@ -130,8 +141,7 @@ fn salloc(ask: &Ask, slurm: &Slurm) -> Result<u64, SlurmError> {
 }
 
 /// The options that shape the allocation as a whole, given to `salloc`; every other
-/// `--slurm-arg` is a step's, given to each worker's `srun`. `-n`/`--ntasks` and
-/// `-c`/`--cpus-per-task` would change the slots `-j` asked for, and are not passed on.
+/// `--slurm-arg` is a step's, given to each worker's `srun` (see [`split_args`]).
 const ALLOCATION_OPTIONS: &[&str] = &[
     "--time",
     "-t",
@@ -155,12 +165,7 @@ const ALLOCATION_OPTIONS: &[&str] = &[
     "--wckey",
     "--switches",
     "--tmp",
-    "--gres",
-    "--gpus",
-    "-G",
-    "--gpus-per-node",
-    "--gpus-per-task",
-    "--mem-per-gpu",
+    "--mem-per-cpu",
     "--partition",
     "-p",
     "--account",
@@ -170,38 +175,107 @@ const ALLOCATION_OPTIONS: &[&str] = &[
     "--priority",
 ];
 
-const SLOT_OPTIONS: &[&str] = &[
-    "--ntasks",
-    "-n",
-    "--cpus-per-task",
-    "-c",
-    "--ntasks-per-node",
+/// Options without a value.
+const FLAGS: &[&str] = &["--exclusive", "--overcommit", "-O", "--contiguous"];
+
+/// Options that would change the slots `-j` asks for.
+const SLOT_OPTIONS: &[&str] = &["--ntasks", "-n", "--ntasks-per-node"];
+
+/// Options that give GPUs: the slots of packed mode do not share them out.
+const GPU_OPTIONS: &[&str] = &[
+    "--gres",
+    "--gpus",
+    "-G",
+    "--gpus-per-node",
+    "--gpus-per-task",
+    "--gpus-per-socket",
+    "--mem-per-gpu",
+    "--cpus-per-gpu",
 ];
 
-/// `args` (each `--opt=value`, `--opt value` or `-o value`) as (the allocation's, the steps').
-fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
-    let (mut alloc, mut step) = (Vec::new(), Vec::new());
+/// `--slurm-arg`s sorted for packed mode (see [`split_args`]).
+#[derive(Debug, Default, PartialEq)]
+struct Split {
+    /// For `salloc`.
+    allocation: Vec<String>,
+    /// For each worker's `srun`.
+    step: Vec<String>,
+    /// `-c N`: a slot's CPUs.
+    cpus: Option<u32>,
+    /// `--mem X`: a slot's memory.
+    mem: Option<String>,
+    /// `-N N`: the allocation's nodes.
+    nodes: Option<u32>,
+}
+
+/// `args` (each `--opt=value`, `--opt value`, `-o value` or `-ovalue`) sorted: the
+/// allocation's options go to `salloc`, every other one to each worker's `srun`; `-c`, `--mem`
+/// and `-N` size the slots and the allocation.
+///
+/// # Errors
+/// `-n`/`--ntasks` (the slots are `-j`'s), and GPU options (not shared out between slots).
+fn split_args(args: &[String]) -> Result<Split, SlurmError> {
+    let mut split = Split::default();
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
-        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
-        // `--opt value` and `-o value`: the value is the next argument.
-        let takes_next = !arg.contains('=')
-            && args.get(i + 1).is_some_and(|v| !v.starts_with('-'))
-            && name != "--exclusive";
-        let group = &args[i..=if takes_next { i + 1 } else { i }];
-        if ALLOCATION_OPTIONS.contains(&name) {
-            alloc.extend_from_slice(group);
-        } else if !SLOT_OPTIONS.contains(&name) {
-            step.extend_from_slice(group);
-        }
+        let (name, attached) = if let Some((n, v)) = arg.split_once('=') {
+            (n, Some(v))
+        } else if !arg.starts_with("--") && arg.starts_with('-') && arg.len() > 2 {
+            (&arg[..2], Some(&arg[2..]))
+        } else {
+            (arg.as_str(), None)
+        };
+        let next = args.get(i + 1).filter(|v| !v.starts_with('-'));
+        let value = match attached {
+            Some(v) => Some(v),
+            None if !FLAGS.contains(&name) => next.map(String::as_str),
+            None => None,
+        };
+        let group = &args[i..=if attached.is_none() && value.is_some() {
+            i + 1
+        } else {
+            i
+        }];
         i += group.len();
+        let bad = |why: &str| {
+            Err(SlurmError::Allocation(format!(
+                "--slurm-arg {}: {why}",
+                group.join(" ")
+            )))
+        };
+        let number = |v: Option<&str>| v.and_then(|v| v.parse::<u32>().ok());
+        match name {
+            _ if SLOT_OPTIONS.contains(&name) => {
+                return bad(
+                    "in --slurm-mode packed the tasks at once are -j (and --slurm-nodes \
+                     spreads them)",
+                );
+            }
+            _ if GPU_OPTIONS.contains(&name) => {
+                return bad(
+                    "--slurm-mode packed does not share GPUs out between its slots yet; run \
+                     GPU tasks with --slurm-mode jobs",
+                );
+            }
+            "-c" | "--cpus-per-task" => match number(value) {
+                Some(n) => split.cpus = Some(n),
+                None => return bad("not a number of CPUs"),
+            },
+            "-N" | "--nodes" => match number(value) {
+                Some(n) => split.nodes = Some(n),
+                None => return bad("not a number of nodes (give --slurm-nodes N)"),
+            },
+            "--mem" => split.mem = value.map(str::to_owned),
+            _ if ALLOCATION_OPTIONS.contains(&name) => split.allocation.extend_from_slice(group),
+            _ => split.step.extend_from_slice(group),
+        }
     }
-    (alloc, step)
+    Ok(split)
 }
 
-/// A slot's memory (`8G`, `512M`, `1T`, `4096`: megabytes) as `--mem-per-cpu` for
-/// `cpus` CPUs, in megabytes, rounded up.
+/// A slot's memory (`8G`, `512M`, `1T`, `4096`: megabytes) as the salloc option for a slot of
+/// `cpus` CPUs: `--mem-per-cpu` in megabytes, rounded up; `0` (all of it) as `--mem=0`.
 fn mem_per_cpu(mem: &str, cpus: u32) -> Result<String, SlurmError> {
     let text = mem.trim();
     let digits = text
@@ -226,9 +300,12 @@ fn mem_per_cpu(mem: &str, cpus: u32) -> Result<String, SlurmError> {
     } else {
         n.saturating_mul(scale)
     };
+    if megabytes == 0 {
+        return Ok("--mem=0".to_owned());
+    }
     Ok(format!(
-        "{}M",
-        megabytes.div_ceil(u64::from(cpus.max(1))).max(1)
+        "--mem-per-cpu={}M",
+        megabytes.div_ceil(u64::from(cpus.max(1)))
     ))
 }
 
@@ -262,46 +339,84 @@ mod tests {
         s.iter().map(|a| (*a).to_owned()).collect()
     }
 
-    /// The allocation's options go to salloc, the rest to the steps, each with its value;
-    /// the slot-shaping ones to neither.
+    /// The allocation's options go to salloc, the rest to the steps, each with its value
+    /// (separate or attached); `-c`, `--mem` and `-N` size the slots.
     #[test]
     fn slurm_args_split_between_the_allocation_and_its_steps() {
-        let (alloc, step) = split_args(&strings(&[
+        let split = split_args(&strings(&[
             "--time=1:00:00",
             "--qos",
             "short",
             "--cpu-bind=cores",
             "--exclusive",
-            "-n",
-            "8",
             "--export",
             "ALL",
-            "-C",
-            "skylake",
-            "--ntasks=4",
-        ]));
+            "-Cskylake",
+            "-t",
+            "60",
+            "-c4",
+            "--mem",
+            "8G",
+            "-N",
+            "2",
+        ]))
+        .unwrap();
         assert_eq!(
-            alloc,
+            split.allocation,
             strings(&[
                 "--time=1:00:00",
                 "--qos",
                 "short",
                 "--exclusive",
-                "-C",
-                "skylake"
+                "-Cskylake",
+                "-t",
+                "60"
             ])
         );
-        assert_eq!(step, strings(&["--cpu-bind=cores", "--export", "ALL"]));
+        assert_eq!(
+            split.step,
+            strings(&["--cpu-bind=cores", "--export", "ALL"])
+        );
+        assert_eq!(
+            (split.cpus, split.mem.as_deref(), split.nodes),
+            (Some(4), Some("8G"), Some(2))
+        );
+    }
+
+    /// What packed mode cannot honour is refused, naming the option.
+    #[test]
+    fn slot_counts_and_gpus_are_refused() {
+        for (args, says) in [
+            (
+                &["-n", "8"][..],
+                "--slurm-arg -n 8: in --slurm-mode packed the tasks at once are -j",
+            ),
+            (&["--ntasks=8"][..], "--slurm-arg --ntasks=8"),
+            (&["--gres=gpu:1"][..], "does not share GPUs out"),
+            (
+                &["-G2"][..],
+                "--slurm-arg -G2: --slurm-mode packed does not share GPUs",
+            ),
+            (&["-c", "x"][..], "not a number of CPUs"),
+        ] {
+            let err = split_args(&strings(args)).unwrap_err().to_string();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
     }
 
     /// A slot's memory is shared by its CPUs, in megabytes rounded up; a bad size says so.
     #[test]
     fn a_slots_memory_becomes_memory_per_cpu() {
-        assert_eq!(mem_per_cpu("8G", 4).unwrap(), "2048M");
-        assert_eq!(mem_per_cpu("1000", 3).unwrap(), "334M");
-        assert_eq!(mem_per_cpu("512M", 1).unwrap(), "512M");
-        assert_eq!(mem_per_cpu("1T", 2).unwrap(), "524288M");
-        assert_eq!(mem_per_cpu("2048K", 1).unwrap(), "2M");
+        assert_eq!(mem_per_cpu("8G", 4).unwrap(), "--mem-per-cpu=2048M");
+        assert_eq!(mem_per_cpu("1000", 3).unwrap(), "--mem-per-cpu=334M");
+        assert_eq!(mem_per_cpu("512M", 1).unwrap(), "--mem-per-cpu=512M");
+        assert_eq!(mem_per_cpu("1T", 2).unwrap(), "--mem-per-cpu=524288M");
+        assert_eq!(mem_per_cpu("2048K", 1).unwrap(), "--mem-per-cpu=2M");
+        assert_eq!(
+            mem_per_cpu("0", 4).unwrap(),
+            "--mem=0",
+            "all of each node's"
+        );
         let err = mem_per_cpu("lots", 1).unwrap_err().to_string();
         assert!(err.contains("`lots` is not a size"), "{err}");
     }

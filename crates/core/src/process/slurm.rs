@@ -263,6 +263,14 @@ pub(crate) fn cancel_session(var: &str) {
 
 /// Run `cmd` (stdin and stderr closed) and return its stdout, killing it past `limit`.
 fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<String> {
+    run_within(cmd, limit).map(|(_, out)| out)
+}
+
+/// [`output_within`], with how the command exited.
+fn run_within(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+) -> Option<(std::process::ExitStatus, String)> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     // Its own process group: the terminal's Ctrl-C is ours to handle, not the helper's.
@@ -274,9 +282,9 @@ fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<Str
         .spawn()
         .ok()?;
     let deadline = std::time::Instant::now() + limit;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -286,10 +294,10 @@ fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<Str
                 return None;
             }
         }
-    }
+    };
     let mut out = String::new();
     child.stdout.take()?.read_to_string(&mut out).ok()?;
-    Some(out)
+    Some((status, out))
 }
 
 /// Whether a [`failure`] message says the job was refused (so it never had an id).
@@ -309,14 +317,17 @@ pub(crate) fn cancel(id: &str) {
     );
 }
 
-/// What Slurm command `command_line` prints (within the helpers' time limit), if it runs.
+/// What Slurm command `command_line` prints (within the helpers' time limit), if it runs and
+/// succeeds.
 #[expect(
     clippy::disallowed_methods,
     reason = "the process module runs Slurm's own commands"
 )]
 pub(crate) fn query(command_line: &[&str]) -> Option<String> {
     let (program, args) = command_line.split_first()?;
-    output_within(std::process::Command::new(program).args(args), HELPER_LIMIT)
+    run_within(std::process::Command::new(program).args(args), HELPER_LIMIT)
+        .filter(|(status, _)| status.success())
+        .map(|(_, out)| out)
 }
 
 /// Why srun itself failed, from its stderr: the scheduler's refusal or a node failure, as a

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::command::{Command, Sink, Stderr};
 use super::output::{Captured, Ending, ProcessError, ProcessOutput};
 
-/// Set in a worker's environment: this program serves tasks on stdin instead of starting.
+/// Set in a worker's environment (never in its tasks'): a task can tell it runs in a worker.
 pub const WORKER_ENV: &str = "FANOUT_SLURM_WORKER";
+
+/// A worker's only argument: this program serves tasks on stdin instead of starting.
+pub(super) const WORKER_ARG: &str = "--fanout-slurm-worker";
 
 /// How often a worker running a task says it still does (an empty line).
 pub(super) const BEAT: Duration = Duration::from_secs(1);

@@ -21,8 +21,8 @@ fn the_core_modules_keep_their_layers() {
             "task process::packed process::salloc",
             "process::runner",
             // The ready queue; the fork server; Ctrl-C (which kills every job).
-            "graph process::forkserver interrupt pool::owner",
-            "pool",
+            "graph process::forkserver process::serve interrupt pool::owner",
+            "pool pool::workers",
             "map",
         ],
     );

@@ -8,8 +8,8 @@ fn export_nb_modules_keep_their_layers() {
     testkit::layering::assert_layers(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
         &[
-            // The flags; the output folder's layout; a notebook's inline metadata.
-            "cli site pep723",
+            // The flags; the output folder's layout; a notebook's inline metadata; what to export.
+            "cli site pep723 config::sources",
             // What to do about the failures people meet, in one line each.
             "hints meta",
             // The checked settings; environments; marimo's frontend; local imports; the server.

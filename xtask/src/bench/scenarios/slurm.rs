@@ -58,8 +58,8 @@ const PACKED: [&str; 6] = [
 
 impl Bench {
     /// 8. lorchestra on Slurm: `n` x `true` packed and (a tenth of them) a Slurm job each, and
-    ///    200 x `sleep 1` packed over three nodes, against the local backend and
-    ///    `sbatch --array`.
+    ///    200 x `sleep 1` packed and a Slurm job each over three nodes, against the local
+    ///    backend, the ideal and `sbatch --array`.
     pub(crate) fn slurm(&mut self) -> Result<()> {
         eprintln!("slurm (lorchestra on the three-node test cluster)");
         let conf = crate::slurm::ensure()?;
@@ -185,7 +185,25 @@ impl Bench {
             passed: ours.seconds <= ideal * 1.15,
             detail: format!("{:.2} s vs {ideal:.0} s", ours.seconds),
         });
-        self.against_array(&row, cluster, (long, LONG_SLOTS), "sleep 1")
+        self.against_array(&row, cluster, (long, LONG_SLOTS), "sleep 1")?;
+        let jobs = measure(
+            &format!("lorchestra jobs mode: {long} x sleep 1, -j{LONG_SLOTS}"),
+            self.plan(false),
+            || cluster.run("long", LONG_SLOTS, &["--backend", "slurm"]),
+        )?;
+        let mut row = Self::row(
+            "slurm",
+            format!("slurm {long} x sleep 1 a job each -j{LONG_SLOTS} (3 nodes)"),
+            format!("lorchestra --backend slurm (--slurm-mode jobs) -j {LONG_SLOTS}"),
+            &jobs,
+            (long, LONG_SLOTS),
+        );
+        row.ideal_seconds = Some(ideal);
+        row.note = Some(format!(
+            "ideal = {long} / {LONG_SLOTS} slots x 1 s; one scheduler job per task"
+        ));
+        self.scenarios.push(row);
+        Ok(())
     }
 }
 
