@@ -198,6 +198,35 @@ fn inside_an_allocation_smaller_than_j_the_jobs_share_its_slots() {
     assert!(ends[5] - ends[0] > 0.9, "{ends:?}");
 }
 
+/// lorchestra killed (SIGKILL: no cleanup of its own) in an allocation it runs in: the
+/// allocation is not its to cancel, but its workers see their stdin close and kill the jobs
+/// they run, so nothing is left running in the user's allocation.
+#[test]
+fn a_killed_lorchestra_leaves_nothing_running_in_the_allocation_it_ran_in() {
+    let _cluster = testkit::slurm::require_test_cluster();
+    let outer = testkit::slurm::allocate(2, "test-outer");
+    let p = matrix("killed", 2, "exec sleep 61.75");
+    let mut child = testkit::command(super::BIN)
+        .args(["pipeline", "killed", "-j", "2"])
+        .args(PACKED)
+        .env("SLURM_JOB_ID", outer.to_string())
+        .current_dir(p.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_for("both jobs running on the nodes", || {
+        testkit::slurm::processes_running("sleep 61.75").len() == 2
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    testkit::wait_for("the jobs killed by their workers", || {
+        testkit::slurm::processes_with("sleep 61.75").is_empty()
+    });
+    let state = testkit::slurm::job(outer).1;
+    testkit::slurm::cancel(outer);
+    assert_eq!(state, "RUNNING", "the allocation is the user's");
+}
+
 /// A nested pipeline of a packed run is packed too, in an allocation of its own.
 #[test]
 fn a_nested_pipeline_of_a_packed_run_is_packed_too() {
