@@ -333,11 +333,24 @@ fn give_up(why: &str) {
     eprintln!("{why}");
 }
 
-/// A new allocation of `ntasks` one-CPU tasks (`salloc --no-shell`), named `name`: its id.
+/// An allocation a test asked for (as a user's `sbatch` would hold one): cancelled when
+/// dropped, whatever the test's outcome.
+#[derive(Debug)]
+pub struct TestAllocation(pub u64);
+
+impl Drop for TestAllocation {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scancel")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+/// A new allocation of `ntasks` one-CPU tasks (`salloc --no-shell`), named `name`.
 ///
 /// # Panics
 /// When Slurm does not give it.
-pub fn allocate(ntasks: u32, name: &str) -> u64 {
+pub fn allocate(ntasks: u32, name: &str) -> TestAllocation {
     let out = std::process::Command::new("salloc")
         .args([
             "--no-shell",
@@ -347,10 +360,12 @@ pub fn allocate(ntasks: u32, name: &str) -> u64 {
         .output()
         .expect("salloc runs");
     let said = String::from_utf8_lossy(&out.stderr);
-    said.split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .next_back()
-        .unwrap_or_else(|| panic!("salloc gave no allocation: {said}"))
+    TestAllocation(
+        said.split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .next_back()
+            .unwrap_or_else(|| panic!("salloc gave no allocation: {said}")),
+    )
 }
 
 /// `scancel` job `id`.

@@ -165,13 +165,14 @@ fn an_allocation_that_ends_fails_the_rest_saying_why() {
 #[test]
 fn inside_an_allocation_smaller_than_j_the_jobs_share_its_slots() {
     let _cluster = testkit::slurm::require_test_cluster();
-    let outer = testkit::slurm::allocate(2, "test-outer");
+    let held = testkit::slurm::allocate(2, "test-outer");
+    let outer = held.0;
     let p = matrix("inside", 6, "sleep 0.5; echo $SLURM_JOB_ID");
     let mut args = vec!["pipeline", "inside", "-j", "6"];
     args.extend(PACKED);
     let out = p.run_env(&args, &[("SLURM_JOB_ID", &outer.to_string())]);
     let state = testkit::slurm::job(outer).1;
-    testkit::slurm::cancel(outer);
+    drop(held);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stderr.contains(&format!(
@@ -204,7 +205,8 @@ fn inside_an_allocation_smaller_than_j_the_jobs_share_its_slots() {
 #[test]
 fn a_killed_lorchestra_leaves_nothing_running_in_the_allocation_it_ran_in() {
     let _cluster = testkit::slurm::require_test_cluster();
-    let outer = testkit::slurm::allocate(2, "test-outer");
+    let held = testkit::slurm::allocate(2, "test-outer");
+    let outer = held.0;
     let p = matrix("killed", 2, "exec sleep 61.75");
     let mut child = testkit::command(super::BIN)
         .args(["pipeline", "killed", "-j", "2"])
@@ -223,7 +225,7 @@ fn a_killed_lorchestra_leaves_nothing_running_in_the_allocation_it_ran_in() {
         testkit::slurm::processes_with("sleep 61.75").is_empty()
     });
     let state = testkit::slurm::job(outer).1;
-    testkit::slurm::cancel(outer);
+    drop(held);
     assert_eq!(state, "RUNNING", "the allocation is the user's");
 }
 
