@@ -131,7 +131,12 @@ impl<T: Tool> RunArgs<T> {
                 .value_name("ARG")
                 .allow_hyphen_values(true)
                 .action(ArgAction::Append)
-                .help("An option for `srun` (with --backend slurm); repeatable: --slurm-arg=--partition=cpu"),
+                .help(
+                    "An option for Slurm (with --backend slurm); repeatable: \
+                     --slurm-arg=--partition=cpu. Given to each task's `srun`; with \
+                     --slurm-mode packed the allocation's (--time, --qos, --constraint...) go to \
+                     `salloc`, the others to each worker's `srun`",
+                ),
         )
         .arg(
             Arg::new(SLURM_MODE)

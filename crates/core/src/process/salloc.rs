@@ -239,7 +239,7 @@ fn split_args(args: &[String]) -> Result<Split, SlurmError> {
         }];
         i += group.len();
         let bad = |why: &str| {
-            Err(SlurmError::Allocation(format!(
+            Err(SlurmError::PackedOption(format!(
                 "--slurm-arg {}: {why}",
                 group.join(" ")
             )))
@@ -291,7 +291,7 @@ fn mem_per_cpu(mem: &str, cpus: u32) -> Result<String, SlurmError> {
     };
     let megabytes = number.parse::<u64>().ok().filter(|_| scale != u64::MAX);
     let Some(n) = megabytes else {
-        return Err(SlurmError::Allocation(format!(
+        return Err(SlurmError::PackedOption(format!(
             "memory `{mem}` is not a size (e.g. 8G, 512M)"
         )));
     };

@@ -41,6 +41,9 @@ pub enum SlurmError {
     /// `--slurm-mode packed`: Slurm did not grant the run's allocation, or did not say where.
     #[error("Slurm did not give the allocation: {0}")]
     Allocation(String),
+    /// `--slurm-mode packed`: an option it cannot honour, or a size that is not one.
+    #[error("{0}")]
+    PackedOption(String),
     #[error(
         "no partition given and the cluster has no default partition; name one, e.g. \
          partition = \"{example}\" (partitions here: {known})"
