@@ -325,7 +325,11 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         providers::tells_rate_limits,
     )));
     let command = command_provider(args, &experiments, &exp_name)?;
-    if matches!(args.launcher, fanout::Launcher::Slurm(_)) && !used.contains(&"command") {
+    let on_slurm = matches!(
+        args.launcher,
+        fanout::Launcher::Slurm(_) | fanout::Launcher::Packed(_)
+    );
+    if on_slurm && !used.contains(&"command") {
         bail!(
             "--backend slurm runs the command provider's experiments on Slurm, and these \
              experiments use none (providers: {}); HTTP requests are sent from here",

@@ -946,14 +946,18 @@ mod slurm {
             "About {{ topic }}",
             "provider,model,topic\nmock,mock,cats\n",
         );
-        let out = run_run(&http, &["--backend", "slurm"], None);
-        assert_eq!(out.code, Some(2));
-        assert!(
-            out.stderr
-                .contains("these experiments use none (providers: mock)"),
-            "{}",
-            out.stderr
-        );
+        for packed in [&[][..], &["--slurm-mode", "packed"][..]] {
+            let mut args = vec!["--backend", "slurm"];
+            args.extend(packed);
+            let out = run_run(&http, &args, None);
+            assert_eq!(out.code, Some(2), "{args:?}");
+            assert!(
+                out.stderr
+                    .contains("these experiments use none (providers: mock)"),
+                "{}",
+                out.stderr
+            );
+        }
     }
 }
 
