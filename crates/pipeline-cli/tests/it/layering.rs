@@ -14,12 +14,13 @@ fn lorchestra_modules_keep_their_layers() {
             // The flags (amounts of `--resources`); the checked model; the run record.
             "cli model store",
             // The raw file types; what jobs wait for; a job's value; the report; the checked
-            // options (plan); the up-to-date decision; the record's changes and journal.
-            "raw waits output report comparepage plan cache store::journal",
-            // A job's definition; placeholders; the record's writer.
-            "jobs placeholders store::writer admission",
-            // What a run's jobs share; loading a pipeline; loops.
-            "context load looping",
+            // options (plan); the up-to-date decision; the record's
+            // changes and journal.
+            "raw waits output report comparepage plan plan::options cache store::journal",
+            // A job's definition; placeholders; the record's writer; where each job runs.
+            "jobs placeholders store::writer plan::placement",
+            // What a run's jobs share; loading a pipeline; loops; admission by resources.
+            "context load looping admission",
             // A job to a command; segments; up to date or not.
             "job segment uptodate",
             // `graph`; the dry run; one segment's batch; runs compared (params, metrics).
