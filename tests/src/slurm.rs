@@ -212,13 +212,37 @@ pub struct KilledNode {
 }
 
 /// The network namespace of node `name` of the test cluster and its slurmd's command line.
+/// slurmd forks a child per request, with the same command line, that may be gone by the time
+/// its namespace is asked: the first process that still answers counts.
 fn node_daemon(name: &str) -> (String, Vec<String>) {
-    let (pid, argv) = std::fs::read_dir("/proc")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = slurmd_processes(name).into_iter().find_map(|(pid, argv)| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "identify", &pid.to_string()])
+                .output()
+                .expect("ip runs");
+            let netns = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            (!netns.is_empty()).then_some((netns, argv))
+        }) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slurmd of node {name} runs in a named namespace (cargo xtask slurm-up)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The processes running node `name`'s slurmd, with their command lines.
+fn slurmd_processes(name: &str) -> Vec<(i32, Vec<String>)> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find_map(|pid| {
+        .filter_map(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let argv: Vec<String> = String::from_utf8_lossy(&raw)
                 .split('\0')
@@ -229,17 +253,7 @@ fn node_daemon(name: &str) -> (String, Vec<String>) {
             let names = argv.windows(2).any(|w| w[0] == "-N" && w[1] == name);
             (is_slurmd && names).then_some((pid, argv))
         })
-        .unwrap_or_else(|| panic!("no slurmd of node {name} runs (cargo xtask slurm-up)"));
-    let out = std::process::Command::new("ip")
-        .args(["netns", "identify", &pid.to_string()])
-        .output()
-        .expect("ip runs");
-    let netns = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        !netns.is_empty(),
-        "node {name}'s slurmd is in no named namespace"
-    );
-    (netns, argv)
+        .collect()
 }
 
 /// The pids of the processes in network namespace `netns`.
