@@ -28,7 +28,7 @@ pub fn launcher_in(
     let chosen = checked_launcher(backend, slurm_args, mode, nodes)?;
     match (mode, &chosen) {
         (SlurmMode::Packed, Launcher::Slurm(slurm)) => {
-            let allocation = packed_allocation(slots, 1, nodes, slurm)
+            let allocation = packed_allocation(slots, nodes, slurm)
                 .context("--slurm-mode packed: asking Slurm for the allocation")?;
             Ok(Launcher::Packed(allocation))
         }
@@ -44,12 +44,7 @@ pub fn checked_launcher(
     mode: SlurmMode,
     nodes: Option<u32>,
 ) -> Result<Launcher> {
-    if nodes.is_some() && mode != SlurmMode::Packed {
-        return Err(anyhow::anyhow!(
-            "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
-        ))
-        .usage();
-    }
+    check_slurm_nodes(mode, nodes)?;
     let chosen = launcher(backend, slurm_args)?;
     if mode == SlurmMode::Packed {
         if !matches!(chosen, Launcher::Slurm(_)) {
@@ -75,26 +70,40 @@ pub fn launcher(backend: &str, slurm_args: &[String]) -> Result<Launcher> {
         .usage()
 }
 
-/// The allocation of `--slurm-mode packed`: `slots` slots of `cpus` CPUs (over `nodes` nodes if
-/// given), asked of Slurm, or the allocation this program runs in. When that one has room for
-/// fewer tasks at once than `-j`, says so: the others wait for a slot.
+/// The allocation of `--slurm-mode packed`: `slots` slots of `slurm.cpus` CPUs (over `nodes`
+/// nodes if given), asked of Slurm, or the allocation this program runs in. When that one has
+/// room for fewer tasks at once than `-j`, says so: the others wait for a slot.
 ///
 /// # Errors
 /// Slurm did not give the allocation.
 pub fn packed_allocation(
     slots: usize,
-    cpus: u32,
     nodes: Option<u32>,
     slurm: &fanout::Slurm,
 ) -> Result<std::sync::Arc<fanout::process::Allocation>, SlurmError> {
-    let allocation = fanout::process::Allocation::acquire(slots, cpus, nodes, slurm)?;
+    let allocation = fanout::process::Allocation::acquire(slots, nodes, slurm)?;
     if allocation.slots() < slots {
         eprintln!(
-            "note: Slurm allocation {} has room for {} task(s) of {cpus} CPU(s) at once; the \
+            "note: Slurm allocation {} has room for {} task(s) of {} CPU(s) at once; the \
              other workers of -j {slots} wait for a slot",
             allocation.job_id(),
-            allocation.slots()
+            allocation.slots(),
+            allocation.cpus_per_task()
         );
     }
     Ok(std::sync::Arc::new(allocation))
+}
+
+/// `--slurm-nodes` without `--slurm-mode packed` is the user's error.
+///
+/// # Errors
+/// Saying which flag to add.
+pub fn check_slurm_nodes(mode: SlurmMode, nodes: Option<u32>) -> Result<()> {
+    if nodes.is_some() && mode != SlurmMode::Packed {
+        return Err(anyhow::anyhow!(
+            "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
+        ))
+        .usage();
+    }
+    Ok(())
 }

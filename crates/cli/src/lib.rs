@@ -27,7 +27,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fanout::{ExitStatus, Launcher, MaxWorkers, ProgressMode, UsageError};
 
-pub use backend::{SlurmMode, checked_launcher, launcher, launcher_in, packed_allocation};
+pub use backend::{
+    SlurmMode, check_slurm_nodes, checked_launcher, launcher, launcher_in, packed_allocation,
+};
 pub use clap_complete::Shell;
 
 mod backend;

@@ -212,19 +212,13 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         dryrun::print_plan(project, &pipeline, &opts, explain)?;
         return Ok(ExitStatus::Success);
     }
-    let (slurm_mode, slurm_nodes) = (opts.slurm_mode, opts.slurm_nodes);
-    if slurm_nodes.is_some() && slurm_mode != fanout_cli::SlurmMode::Packed {
-        return Err(anyhow::anyhow!(
-            "--slurm-nodes spreads the allocation of --slurm-mode packed; add --slurm-mode packed"
-        ))
-        .usage();
-    }
-    if slurm_mode == fanout_cli::SlurmMode::Packed {
+    fanout_cli::check_slurm_nodes(opts.slurm_mode, opts.slurm_nodes)?;
+    if opts.slurm_mode == fanout_cli::SlurmMode::Packed {
         // The allocation is the run's: asked for once no other run holds the project.
         if lock.is_none() {
             lock = plan::lock_project(project, wait).usage()?;
         }
-        opts.pack(&pipeline, slurm_nodes)?;
+        opts.pack(&pipeline)?;
         plan::settle(&mut pipeline, &opts);
     }
     run::run(project, pipeline, &opts, plan::Lock { held: lock, wait })

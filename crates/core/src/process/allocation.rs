@@ -93,14 +93,14 @@ impl Allocation {
         self.slots
     }
 
+    /// Each slot's CPUs.
+    pub fn cpus_per_task(&self) -> u32 {
+        self.cpus_per_task
+    }
+
     /// Whether Slurm ended it (its time limit, scancel) while tasks ran in it.
     pub fn has_ended(&self) -> bool {
         self.state.lock().expect("allocation lock").ended.is_some()
-    }
-
-    /// Whether this program asked for it (and cancels it when done), or runs inside it.
-    pub fn is_owned(&self) -> bool {
-        self.owned
     }
 }
 

@@ -124,10 +124,12 @@ impl Allocation {
                         self.end(worker);
                         return Err(NoWorker::Cancelled);
                     }
-                    Line::Late | Line::Gone => {
-                        if matches!(pong, Line::Late) {
-                            self.avoid(worker.node.clone());
-                        }
+                    Line::Late => {
+                        self.avoid(worker.node.clone());
+                        self.end(worker);
+                        continue;
+                    }
+                    Line::Gone => {
                         self.end(worker);
                         continue;
                     }
@@ -360,6 +362,9 @@ impl Allocation {
 
     /// If the allocation is over (Slurm says so): why, remembered for every later task.
     fn ended_why(&self) -> Option<String> {
+        if let Some(why) = &self.state.lock().expect("allocation lock").ended {
+            return Some(why.clone());
+        }
         let state = slurm::query(&[
             "squeue",
             "--noheader",

@@ -19,27 +19,22 @@ impl Allocation {
         split_args(args).map(|_| ())
     }
 
-    /// An allocation of `slots` tasks of `cpus_per_task` CPUs: the one this program runs in
-    /// (`SLURM_JOB_ID`; at most as many slots as it has CPUs for), else a new one asked of
-    /// Slurm with `slurm`'s settings and `nodes` nodes if given. `slurm.mem` is each slot's
-    /// memory. Of `slurm.args`, the allocation's options (`--time`, `--qos`, `--constraint`...)
-    /// go to `salloc`, the others to each worker's `srun`. A worker is this program re-run with
-    /// the arguments [`init`](super::init) was given (it serves tasks before it looks at them).
+    /// An allocation of `slots` tasks of `slurm.cpus` CPUs (one if not given): the one this
+    /// program runs in (`SLURM_JOB_ID`; at most as many slots as it has CPUs for), else a new
+    /// one asked of Slurm with `slurm`'s settings and `nodes` nodes if given. `slurm.mem` is
+    /// each slot's memory. Of `slurm.args`, the allocation's options (`--time`, `--qos`,
+    /// `--constraint`...) go to `salloc`, the others to each worker's `srun`. A worker is this
+    /// program started with `--fanout-slurm-worker` (see `serve.rs`).
     ///
     /// # Errors
     /// Slurm refused the allocation, or cannot be asked; a memory size is not one.
-    pub fn acquire(
-        slots: usize,
-        cpus_per_task: u32,
-        nodes: Option<u32>,
-        slurm: &Slurm,
-    ) -> Result<Self, SlurmError> {
+    pub fn acquire(slots: usize, nodes: Option<u32>, slurm: &Slurm) -> Result<Self, SlurmError> {
         let program = std::env::current_exe().map_err(|e| {
             SlurmError::Allocation(format!("cannot find this program to run as a worker: {e}"))
         })?;
         let split = split_args(&slurm.args)?;
         // `-c N` among the options sizes the slots too.
-        let cpus_per_task = cpus_per_task.max(split.cpus.unwrap_or(1)).max(1);
+        let cpus_per_task = slurm.cpus.unwrap_or(1).max(split.cpus.unwrap_or(1)).max(1);
         let inherited = std::env::var("SLURM_JOB_ID")
             .ok()
             .and_then(|j| j.parse().ok());

@@ -11,12 +11,12 @@ use super::options::RunOptions;
 use crate::model::{Backend, Job, Pipeline};
 
 impl RunOptions {
-    /// `--slurm-mode packed`: ask Slurm for one allocation of a slot per worker (`nodes` nodes
-    /// if given), for every job bound for Slurm to run in. A slot is as large as the largest
-    /// of those jobs (cpus and mem of a first attempt), so that any of them fits any slot; the
-    /// other settings are the first such job's, and the `--slurm-arg`s. Nothing to do when no
-    /// job is bound for Slurm.
-    pub(crate) fn pack(&mut self, pipeline: &Pipeline, nodes: Option<u32>) -> Result<()> {
+    /// `--slurm-mode packed`: ask Slurm for one allocation of a slot per worker (over
+    /// `--slurm-nodes` nodes if given), for every job bound for Slurm to run in. A slot is as
+    /// large as the largest of those jobs (cpus and mem of a first attempt), so that any of
+    /// them fits any slot; the other settings are the first such job's, and the
+    /// `--slurm-arg`s. Nothing to do when no job is bound for Slurm.
+    pub(crate) fn pack(&mut self, pipeline: &Pipeline) -> Result<()> {
         let on_slurm: Vec<&Job> = (pipeline.stages.iter())
             .flat_map(|s| s.jobs.iter().chain(s.looping.iter().flat_map(|l| &l.jobs)))
             .filter(|j| j.backend.unwrap_or(self.backend) == Backend::Slurm)
@@ -54,13 +54,9 @@ impl RunOptions {
                 grows.id
             );
         }
-        let allocation = fanout_cli::packed_allocation(
-            self.max_workers.get(),
-            slurm.cpus.unwrap_or(1),
-            nodes,
-            &slurm,
-        )
-        .context("--slurm-mode packed: asking Slurm for the run's allocation")?;
+        let allocation =
+            fanout_cli::packed_allocation(self.max_workers.get(), self.slurm_nodes, &slurm)
+                .context("--slurm-mode packed: asking Slurm for the run's allocation")?;
         self.allocation = Some(allocation);
         Ok(())
     }
