@@ -37,6 +37,9 @@ use crate::cancel::CancelToken;
 /// (a busy allocation, a node that does not answer).
 const STEP_START_LIMIT: Duration = Duration::from_secs(120);
 
+/// Lines a worker step may print before its first (a task prolog's), skipped.
+const PREAMBLE_LINES: usize = 64;
+
 /// Why a task did not get a worker.
 enum NoWorker {
     Cancelled,
@@ -225,7 +228,7 @@ impl Allocation {
                 NoWorker::Failed(format!("could not run srun for a worker step: {e}"))
             })?;
             let deadline = Instant::now() + STEP_START_LIMIT;
-            match wait_line(&worker, cancel, Some(deadline)) {
+            match hello_line(&worker, cancel, deadline) {
                 Line::Text(text) => {
                     if let Ok(hello) = serde_json::from_str::<Hello>(&text) {
                         (worker.node, worker.step) = (hello.node, hello.step);
@@ -445,6 +448,19 @@ fn alive(worker: &mut Worker) -> bool {
 }
 
 /// The last lines srun wrote to its stderr, on one line.
+/// A new worker's first line of ours, past up to [`PREAMBLE_LINES`] lines that are not (a
+/// site's `TaskProlog`, or `srun --task-prolog`, may `print` lines into every task's output
+/// before the task starts); else the last line read.
+fn hello_line(worker: &Worker, cancel: &CancelToken, deadline: Instant) -> Line {
+    for _ in 0..PREAMBLE_LINES {
+        match wait_line(worker, cancel, Some(deadline)) {
+            Line::Text(text) if serde_json::from_str::<Hello>(&text).is_err() => {}
+            other => return other,
+        }
+    }
+    wait_line(worker, cancel, Some(deadline))
+}
+
 fn last_said(worker: &Worker) -> String {
     let said = worker.said.lock().expect("said lock");
     said.lines()

@@ -412,6 +412,11 @@ timeout = 1
 "#,
         ),
     ]);
+    // A site's task prolog may print into every task's output before it starts (here through
+    // srun's own option, which goes to the workers' steps, not to salloc).
+    let prolog = p.path().join("prolog.sh");
+    std::fs::write(&prolog, "#!/bin/sh\necho 'print Welcome to the cluster.'\n").unwrap();
+    std::fs::set_permissions(&prolog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = p.run(&[
         "pipeline",
         "packed",
@@ -423,6 +428,7 @@ timeout = 1
         "packed",
         "--slurm-nodes",
         "3",
+        &format!("--slurm-arg=--task-prolog={}", prolog.display()),
         "--no-progress",
     ]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
