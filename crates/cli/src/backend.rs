@@ -26,6 +26,18 @@ pub fn launcher_in(
     slots: usize,
 ) -> Result<Launcher> {
     let chosen = checked_launcher(backend, slurm_args, mode, nodes)?;
+    placed(chosen, mode, nodes, slots)
+}
+
+/// `chosen` (from [`checked_launcher`]) made ready to run tasks: with `--slurm-mode packed` on
+/// Slurm, one allocation of `slots` workers (over `nodes` nodes if given), asked for now. A tool
+/// calls it once its inputs are read and checked: a typo should not wait in Slurm's queue.
+pub fn placed(
+    chosen: Launcher,
+    mode: SlurmMode,
+    nodes: Option<u32>,
+    slots: usize,
+) -> Result<Launcher> {
     match (mode, &chosen) {
         (SlurmMode::Packed, Launcher::Slurm(slurm)) => {
             let allocation = packed_allocation(slots, nodes, slurm)

@@ -29,6 +29,7 @@ use fanout::{ExitStatus, Launcher, MaxWorkers, ProgressMode, UsageError};
 
 pub use backend::{
     SlurmMode, check_slurm_nodes, checked_launcher, launcher, launcher_in, packed_allocation,
+    placed,
 };
 pub use clap_complete::Shell;
 
@@ -192,7 +193,9 @@ impl<T: Tool> RunArgs<T> {
     }
 
     /// The backend named by `--backend` (else `fallback`, else local) with the `--slurm-arg`s
-    /// (else `fallback_args`), checked before anything runs: Slurm must be usable here.
+    /// (else `fallback_args`), checked before anything runs: Slurm must be usable here. No
+    /// allocation is asked for yet: [`placed`] does that, with `--slurm-mode`,
+    /// `--slurm-nodes` and `-j`, once the tool's inputs are read.
     pub fn launcher_or(
         &self,
         fallback: Option<&str>,
@@ -204,12 +207,7 @@ impl<T: Tool> RunArgs<T> {
         } else {
             &self.slurm_args
         };
-        if self.dry_run {
-            // Nothing runs: no allocation.
-            return checked_launcher(backend, args, self.slurm_mode, self.slurm_nodes);
-        }
-        let slots = self.max_workers_or(None)?.get();
-        launcher_in(backend, args, self.slurm_mode, self.slurm_nodes, slots)
+        checked_launcher(backend, args, self.slurm_mode, self.slurm_nodes)
     }
 }
 

@@ -49,9 +49,13 @@ pub(crate) struct RunArgs {
     pub(crate) cache_limits: cache::Limits,
     /// `--param-columns`: the columns sent as request parameters (else the usual names).
     pub(crate) param_columns: Option<Vec<String>>,
-    /// `--backend`: where the command provider's experiments run.
-    /// Where the command provider's experiments run, checked.
+    /// `--backend`: where the command provider's experiments run, checked; with
+    /// `--slurm-mode packed` the allocation is asked for by [`place_commands`].
     pub(crate) launcher: fanout::Launcher,
+    /// `--slurm-mode`.
+    pub(crate) slurm_mode: fanout_cli::SlurmMode,
+    /// `--slurm-nodes`.
+    pub(crate) slurm_nodes: Option<u32>,
     pub(crate) dry_run: bool,
     pub(crate) resume: bool,
     /// `--wait`: for another run writing the same results file.
@@ -100,6 +104,8 @@ pub(crate) struct Inputs {
     /// The template of each experiment, by its index.
     pub(crate) template_of: Vec<usize>,
     pub(crate) providers: HashMap<String, Box<dyn Provider>>,
+    /// `--command`'s provider (its copy in `providers` shares where it runs).
+    pub(crate) command: Option<CommandProvider>,
     /// The providers the experiments use, sorted.
     pub(crate) used: Vec<String>,
     /// The price of each model that has one.
@@ -225,6 +231,8 @@ impl RunArgs {
             retries: r.retries,
             limits: r.provider_limits,
             launcher: shared.launcher_or(None, &[])?,
+            slurm_mode: shared.slurm_mode,
+            slurm_nodes: shared.slurm_nodes,
             progress: shared.progress(),
             detail_lines: shared.detail_lines(0),
             prompt: r.prompt,
@@ -355,6 +363,7 @@ pub(crate) fn prepare(args: &RunArgs) -> Result<Inputs> {
         templates,
         template_of,
         providers,
+        command,
         used,
         prices,
         http,
@@ -407,6 +416,27 @@ fn command_provider(
             .map_err(|why| anyhow!("{why} (rendering {} line {})", exp_name, e.line))?;
     }
     Ok(Some(command))
+}
+
+/// With `--slurm-mode packed`: the command provider's allocation, asked of Slurm now, once
+/// every input is read and checked and the results file is open (a typo should not wait in
+/// Slurm's queue); the run calls it only when some row is left to run.
+///
+/// # Errors
+/// Slurm did not give the allocation.
+pub(crate) fn place_commands(args: &RunArgs, inputs: &Inputs) -> Result<()> {
+    let Some(command) = &inputs.command else {
+        return Ok(());
+    };
+    if args.slurm_mode == fanout_cli::SlurmMode::Packed {
+        command.place(fanout_cli::placed(
+            args.launcher.clone(),
+            args.slurm_mode,
+            args.slurm_nodes,
+            args.max_workers.get(),
+        )?);
+    }
+    Ok(())
 }
 
 /// The price of each model used: `--prices`, else what the provider reports (OpenRouter), else

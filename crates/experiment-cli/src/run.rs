@@ -17,7 +17,7 @@ use crate::dryrun::dry_run;
 use crate::experiments::{Experiment, Experiments};
 use crate::judge::Judge;
 use crate::limit::limits;
-use crate::plan::{Flatten, Inputs, RunArgs, prepare};
+use crate::plan::{Flatten, Inputs, RunArgs, place_commands, prepare};
 use crate::row::Row;
 use crate::tally::{Tally, say_budget};
 use crate::writer::Outputs;
@@ -41,6 +41,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         unplaced,
         files,
     } = open_output(args, &inputs).usage()?;
+    if !todo.is_empty() {
+        place_commands(args, &inputs)?;
+    }
     tell_settings(args);
     let mut tally = Tally::new(unplaced.len(), inputs.shape);
     let placed = write_unplaced(args, inputs.shape.judged, &unplaced, &to, &mut out);

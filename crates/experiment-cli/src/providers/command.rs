@@ -1,7 +1,7 @@
 //! `command`: each row runs a command template through the core's subprocess runner; stdout is
 //! the output. The same sweep machinery for experiments that are programs, not prompts.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fanout::{CancelToken, Command, Launcher, ProcessRunner, Sink, TaskError};
@@ -13,7 +13,10 @@ use crate::shell_template::{Script, ShellTemplate};
 pub(crate) struct CommandProvider {
     template: Arc<ShellTemplate>,
     timeout: Duration,
+    /// Where rows run, checked; until [`CommandProvider::place`] gives the allocation of
+    /// `--slurm-mode packed`.
     launcher: Launcher,
+    placed: Arc<OnceLock<Launcher>>,
     runner: ProcessRunner,
     /// What a `.env` file sets and the environment does not: the command sees it too.
     env: Arc<Vec<(String, String)>>,
@@ -30,6 +33,7 @@ impl CommandProvider {
             template: Arc::new(template),
             timeout,
             launcher,
+            placed: Arc::default(),
             runner: ProcessRunner::new(),
             env: Arc::new(env),
         }
@@ -37,11 +41,31 @@ impl CommandProvider {
 }
 
 impl CommandProvider {
-    /// The command of a row: the script and the variables holding its values.
+    /// Rows run on `launcher` from now on (this provider and its copies): the allocation of
+    /// `--slurm-mode packed`, asked for once the inputs are checked. Only the first call counts.
+    pub(crate) fn place(&self, launcher: Launcher) {
+        let _ = self.placed.set(launcher);
+    }
+
+    fn launcher(&self) -> &Launcher {
+        self.placed.get().unwrap_or(&self.launcher)
+    }
+
+    /// The command of a row: the script and the variables holding its values. A placeholder
+    /// naming no column is an error, not an empty value: a typo must not run as `rm -r dir/`.
     pub(crate) fn script(&self, vars: &[(String, String)], model: &str) -> Result<Script, String> {
-        self.template
-            .render(vars, &[("model", model)])
-            .map(|(script, _)| script)
+        let (script, missing) = self.template.render(vars, &[("model", model)])?;
+        if !missing.is_empty() {
+            let columns: Vec<&str> = (vars.iter().map(|(k, _)| k.as_str()))
+                .chain(["model"])
+                .collect();
+            return Err(format!(
+                "--command uses {}, which names no column of the experiments (they have: {})",
+                missing.join(", "),
+                columns.join(", ")
+            ));
+        }
+        Ok(script)
     }
 }
 
@@ -54,7 +78,7 @@ impl Provider for CommandProvider {
         format!(
             "--command TEMPLATE, rendered per row with its variables and {{{{model}}}}, run with \
              sh -c ({})",
-            match &self.launcher {
+            match self.launcher() {
                 Launcher::Local => "here".to_owned(),
                 Launcher::Slurm(_) => "on Slurm, with srun".to_owned(),
                 Launcher::Packed(a) => format!("on Slurm, in allocation {}", a.job_id()),
@@ -75,7 +99,7 @@ impl Provider for CommandProvider {
             cmd = cmd.env(k, v);
         }
         let cmd = cmd
-            .launcher(self.launcher.clone())
+            .launcher(self.launcher().clone())
             .job_name(format!("parallamr {}", req.model))
             .timeout(Some(self.timeout))
             .stdout(Sink::Capture {

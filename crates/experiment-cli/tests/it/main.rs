@@ -589,6 +589,17 @@ fn command_values_stay_data_inside_quotes_and_through_filters() {
         out.stderr
     );
     assert!(!p.path().join("out.csv").exists(), "nothing ran");
+    // So is a placeholder naming no column: a typo would run with an empty value.
+    let out = run_run(&p, &["--command", "touch ran; echo {{ tt }}"], None);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--command uses tt, which names no column of the experiments"),
+        "{}",
+        out.stderr
+    );
+    assert!(!p.path().join("ran").exists(), "nothing ran");
+    assert!(!p.path().join("out.csv").exists(), "nothing written");
 }
 
 #[test]
@@ -873,6 +884,27 @@ mod slurm {
         let out = run_run(&p, &dry, None);
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert_eq!(testkit::slurm::job_named("fanout-alloc"), before);
+        // Slurm is asked only once the inputs are read and checked: a template naming a column
+        // the rows lack is exit 2 with no allocation asked for (or waited for in the queue).
+        let done = Project::create("unused", "provider,model\ncommand,a\ncommand,b\n");
+        let mut typo = args.to_vec();
+        typo[1] = "echo {{ modle }}";
+        let out = run_run(&done, &typo, None);
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains("modle"), "{}", out.stderr);
+        assert_eq!(testkit::slurm::job_named("fanout-alloc"), before);
+        // Nor is it asked when --resume finds every row done.
+        let mut ok = args.to_vec();
+        ok[1] = "echo {{ model }}";
+        let out = run_run(&done, &ok, None);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let first = testkit::slurm::job_named("fanout-alloc");
+        assert_ne!(first, before, "the first run had an allocation");
+        ok.push("--resume");
+        let out = run_run(&done, &ok, None);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(done.results().len(), 2);
+        assert_eq!(testkit::slurm::job_named("fanout-alloc"), first);
     }
 
     #[test]
