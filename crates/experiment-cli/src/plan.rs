@@ -418,9 +418,8 @@ fn command_provider(
     Ok(Some(command))
 }
 
-/// With `--slurm-mode packed`: the command provider's allocation, asked of Slurm now, once
-/// every input is read and checked and the results file is open (a typo should not wait in
-/// Slurm's queue); the run calls it only when some row is left to run.
+/// With `--slurm-mode packed`: the command provider's allocation, asked of Slurm now. The run
+/// calls it once every input is read and checked (a typo should not wait in Slurm's queue).
 ///
 /// # Errors
 /// Slurm did not give the allocation.

@@ -34,6 +34,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     }
     let experiments = &inputs.experiments;
     let budget = args.max_cost.map(Budget::new);
+    // Slurm is asked for the packed allocation once the inputs are checked, and before the
+    // results file is made: a refused allocation leaves no file that a new run would have to
+    // --resume. A --resume has its file: it asks only when some row is left to run.
+    if !args.resume {
+        place_commands(args, &inputs)?;
+    }
     let Opened {
         mut out,
         to,
@@ -41,7 +47,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         unplaced,
         files,
     } = open_output(args, &inputs).usage()?;
-    if !todo.is_empty() {
+    if args.resume && !todo.is_empty() {
         place_commands(args, &inputs)?;
     }
     tell_settings(args);
@@ -212,6 +218,13 @@ fn closing(
         );
     }
     if reason == Some(CancelReason::Interrupted) {
+        if let Some(output) = &args.output {
+            eprintln!(
+                "parallamr: interrupted; the rows written are kept: add --resume to the same \
+                 command to run the rest into {}",
+                output.display()
+            );
+        }
         ExitStatus::Interrupted
     } else if tally.error_rows > 0 || stopped || failed_checks || page_failed {
         ExitStatus::TaskFailed

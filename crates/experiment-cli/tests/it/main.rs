@@ -117,7 +117,7 @@ fn topics(n: usize, provider: &str, model: &str) -> String {
 fn start_sweep(p: &Project, server: &LlmServer, lines: usize) -> std::process::Child {
     let child = p
         .command(&RUN, Some(server))
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     testkit::wait_for("rows to stream", || {
@@ -363,6 +363,11 @@ fn ctrl_c_stops_the_sweep_writes_no_rows_for_unrun_experiments_and_exits_130() {
     testkit::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("add --resume to the same command to run the rest into out.csv"),
+        "{stderr}"
+    );
     let rows = p.results();
     assert!(rows.len() < 30, "the sweep stopped early");
     assert!(
@@ -893,6 +898,18 @@ mod slurm {
         assert_eq!(out.code, Some(2), "{}", out.stderr);
         assert!(out.stderr.contains("modle"), "{}", out.stderr);
         assert_eq!(testkit::slurm::job_named("fanout-alloc"), before);
+        // An allocation Slurm refuses leaves no results file behind (a new run would have to
+        // --resume it).
+        let mut refused = args.to_vec();
+        refused.push("--slurm-arg=--time=abc");
+        let out = run_run(&done, &refused, None);
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("Invalid --time specification"),
+            "{}",
+            out.stderr
+        );
+        assert!(!done.path().join("out.csv").exists(), "{}", out.stderr);
         // Nor is it asked when --resume finds every row done.
         let mut ok = args.to_vec();
         ok[1] = "echo {{ model }}";
