@@ -213,7 +213,7 @@ impl Allocation {
     /// A new worker step, started where Slurm finds room; a node where it cannot start is
     /// avoided by the next try, until no node is left.
     fn start_worker(&self, cancel: &CancelToken) -> Result<Worker, NoWorker> {
-        let mut said = String::new();
+        let (mut said, mut before) = (String::new(), String::new());
         for _ in 0..=self.nodes.len() {
             let avoid = self
                 .state
@@ -228,7 +228,8 @@ impl Allocation {
                 NoWorker::Failed(format!("could not run srun for a worker step: {e}"))
             })?;
             let deadline = Instant::now() + STEP_START_LIMIT;
-            match hello_line(&worker, cancel, deadline) {
+            let (first, printed) = hello_line(&worker, cancel, deadline);
+            match first {
                 Line::Text(text) => {
                     if let Ok(hello) = serde_json::from_str::<Hello>(&text) {
                         (worker.node, worker.step) = (hello.node, hello.step);
@@ -250,13 +251,14 @@ impl Allocation {
                     end_worker(worker);
                     return Err(NoWorker::Failed(format!(
                         "no worker step started within {} s in allocation {} (are its CPUs \
-                         taken by other steps?); srun said: {said}",
+                         taken by other steps?); srun said: {said}{printed}",
                         STEP_START_LIMIT.as_secs(),
                         self.job_id
                     )));
                 }
                 Line::Gone => {
                     said = last_said(&worker);
+                    before = printed;
                     end_worker(worker);
                     if let Some(why) = self.ended_why() {
                         return Err(NoWorker::Failed(why));
@@ -269,7 +271,7 @@ impl Allocation {
             }
         }
         Err(NoWorker::Failed(format!(
-            "no worker step could start in allocation {}; srun said: {said}",
+            "no worker step could start in allocation {}; srun said: {said}{before}",
             self.job_id
         )))
     }
@@ -447,20 +449,40 @@ fn alive(worker: &mut Worker) -> bool {
         && matches!(worker.answers.try_recv(), Err(mpsc::TryRecvError::Empty))
 }
 
-/// The last lines srun wrote to its stderr, on one line.
 /// A new worker's first line of ours, past up to [`PREAMBLE_LINES`] lines that are not (a
 /// site's `TaskProlog`, or `srun --task-prolog`, may `print` lines into every task's output
-/// before the task starts); else the last line read.
-fn hello_line(worker: &Worker, cancel: &CancelToken, deadline: Instant) -> Line {
+/// before the task starts), else the last line read; and the lines skipped, for the error when
+/// no first line comes.
+fn hello_line(worker: &Worker, cancel: &CancelToken, deadline: Instant) -> (Line, String) {
+    let mut skipped = Vec::new();
     for _ in 0..PREAMBLE_LINES {
         match wait_line(worker, cancel, Some(deadline)) {
-            Line::Text(text) if serde_json::from_str::<Hello>(&text).is_err() => {}
-            other => return other,
+            Line::Text(text) if serde_json::from_str::<Hello>(&text).is_err() => {
+                skipped.push(text);
+            }
+            other => return (other, printed(&skipped)),
         }
     }
-    wait_line(worker, cancel, Some(deadline))
+    let last = wait_line(worker, cancel, Some(deadline));
+    (last, printed(&skipped))
 }
 
+/// What a worker printed before its first line, for an error: `; before that it printed: ...`.
+fn printed(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<&str> = lines
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    format!("; it printed: {}", shown.join(" / "))
+}
+
+/// The last lines srun wrote to its stderr, on one line.
 fn last_said(worker: &Worker) -> String {
     let said = worker.said.lock().expect("said lock");
     said.lines()

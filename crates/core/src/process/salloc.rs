@@ -171,7 +171,18 @@ const ALLOCATION_OPTIONS: &[&str] = &[
 ];
 
 /// Options without a value.
-const FLAGS: &[&str] = &["--exclusive", "--overcommit", "-O", "--contiguous"];
+const FLAGS: &[&str] = &[
+    "--exclusive",
+    "--overcommit",
+    "-O",
+    "--contiguous",
+    "--label",
+    "-l",
+    "--pty",
+];
+
+/// Options that change the workers' standard input or output, which carry the tasks.
+const WIRE_OPTIONS: &[&str] = &["--label", "-l", "--output", "-o", "--input", "-i", "--pty"];
 
 /// Options that would change the slots `-j` asks for.
 const SLOT_OPTIONS: &[&str] = &["--ntasks", "-n", "--ntasks-per-node"];
@@ -251,6 +262,12 @@ fn split_args(args: &[String]) -> Result<Split, SlurmError> {
                 return bad(
                     "--slurm-mode packed does not share GPUs out between its slots yet; run \
                      GPU tasks with --slurm-mode jobs",
+                );
+            }
+            _ if WIRE_OPTIONS.contains(&name) => {
+                return bad(
+                    "in --slurm-mode packed the workers take their tasks over srun's standard \
+                     input and output; each task's output is captured on its own already",
                 );
             }
             "-c" | "--cpus-per-task" => match number(value) {
@@ -380,7 +397,7 @@ mod tests {
 
     /// What packed mode cannot honour is refused, naming the option.
     #[test]
-    fn slot_counts_and_gpus_are_refused() {
+    fn slot_counts_gpus_and_the_workers_stdio_are_refused() {
         for (args, says) in [
             (
                 &["-n", "8"][..],
@@ -393,6 +410,13 @@ mod tests {
                 "--slurm-arg -G2: --slurm-mode packed does not share GPUs",
             ),
             (&["-c", "x"][..], "not a number of CPUs"),
+            (
+                &["--label"][..],
+                "--slurm-arg --label: in --slurm-mode packed the workers take their tasks \
+                 over srun's standard input and output",
+            ),
+            (&["-o", "out.txt"][..], "--slurm-arg -o out.txt: in"),
+            (&["--input=none"][..], "--slurm-arg --input=none: in"),
         ] {
             let err = split_args(&strings(args)).unwrap_err().to_string();
             assert!(err.contains(says), "{args:?}: {err}");
