@@ -34,12 +34,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
     }
     let experiments = &inputs.experiments;
     let budget = args.max_cost.map(Budget::new);
-    // Slurm is asked for the packed allocation once the inputs are checked, and before the
-    // results file is made: a refused allocation leaves no file that a new run would have to
-    // --resume. A --resume has its file: it asks only when some row is left to run.
-    if !args.resume {
-        place_commands(args, &inputs)?;
-    }
     let Opened {
         mut out,
         to,
@@ -47,8 +41,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitStatus> {
         unplaced,
         files,
     } = open_output(args, &inputs).usage()?;
-    if args.resume && !todo.is_empty() {
-        place_commands(args, &inputs)?;
+    // Slurm is asked for the packed allocation once the inputs are checked and the results
+    // file is taken, and only when some command row is left to run; a refusal leaves no file
+    // made for this run.
+    if todo.iter().any(|e| e.provider == "command")
+        && let Err(e) = place_commands(args, &inputs)
+    {
+        out.discard_created();
+        return Err(e);
     }
     tell_settings(args);
     let mut tally = Tally::new(unplaced.len(), inputs.shape);

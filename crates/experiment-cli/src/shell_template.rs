@@ -21,6 +21,9 @@ use crate::experiments::Template;
 /// Values are named `PARALLAMR_V1`, `PARALLAMR_V2`... in the order they appear.
 const VAR_PREFIX: &str = "PARALLAMR_V";
 
+/// What an undefined value prints as: a marker that is not hex.
+const UNDEFINED: &str = "\0?\0";
+
 /// What `{{ x | safe }}` returns: text that goes into the command as code.
 #[derive(Debug)]
 struct Raw(String);
@@ -62,7 +65,11 @@ impl ShellTemplate {
             if let Some(raw) = value.downcast_object_ref::<Raw>() {
                 return out.write_str(&raw.0).map_err(minijinja::Error::from);
             }
-            let text = if value.is_undefined() || value.is_none() {
+            if value.is_undefined() {
+                // A name no row gives, printed: marked, and refused by `render`.
+                return out.write_str(UNDEFINED).map_err(minijinja::Error::from);
+            }
+            let text = if value.is_none() {
                 String::new()
             } else {
                 value.to_string()
@@ -83,6 +90,9 @@ impl ShellTemplate {
     }
 
     /// Render with `vars` (and `extra`): the script, and the used variables the row lacked.
+    /// A placeholder printing a name that neither gives is an error, not an empty value: a
+    /// typo must not run as `rm -r data/` (a name only tested, `{% if x is defined %}`, or
+    /// one of Jinja's own, `range`, is no error).
     pub(crate) fn render(
         &self,
         vars: &[(String, String)],
@@ -94,6 +104,8 @@ impl ShellTemplate {
         for (i, part) in marked.split('\0').enumerate() {
             if i % 2 == 0 {
                 script.code(part);
+            } else if part == "?" {
+                return Err(self.undefined(&missing, vars, extra));
             } else {
                 let value = unhex(part);
                 if value.contains('\0') {
@@ -111,6 +123,41 @@ impl ShellTemplate {
             Ok(text) => Ok((Script { text, env }, missing)),
             Err(e) => Err(self.explain(&e, env.len())),
         }
+    }
+
+    /// A placeholder printed a name that no column gives: name the likely ones (those the
+    /// template uses and the row lacks, but Jinja's own) and the columns there are.
+    fn undefined(
+        &self,
+        missing: &[String],
+        vars: &[(String, String)],
+        extra: &[(&str, &str)],
+    ) -> String {
+        const JINJA: &[&str] = &[
+            "range",
+            "dict",
+            "namespace",
+            "debug",
+            "loop",
+            "self",
+            "super",
+        ];
+        let names: Vec<&str> = (missing.iter().map(String::as_str))
+            .filter(|m| !JINJA.contains(m))
+            .collect();
+        let columns: Vec<&str> = (vars.iter().map(|(k, _)| k.as_str()))
+            .chain(extra.iter().map(|(k, _)| *k))
+            .collect();
+        let what = if names.is_empty() {
+            "prints a value that".to_owned()
+        } else {
+            format!("prints {}, which", names.join(", "))
+        };
+        format!(
+            "{} {what} no column of the experiments gives (they have: {})",
+            self.name,
+            columns.join(", ")
+        )
     }
 
     /// A refused placeholder, named by where it is in the template when that can be told: in
@@ -151,4 +198,59 @@ fn unhex(hex: &str) -> String {
         .collect();
     // The bytes of a value that was a `String`: valid UTF-8.
     String::from_utf8(bytes).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(template: &str, vars: &[(&str, &str)]) -> Result<Script, String> {
+        let vars: Vec<(String, String)> = (vars.iter())
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ShellTemplate::new("--command", template.to_owned())
+            .unwrap()
+            .render(&vars, &[("model", "m")])
+            .map(|(script, _)| script)
+    }
+
+    /// A placeholder printing a name no column gives is refused, naming it and the columns;
+    /// a name only tested, Jinja's own names, and set or loop variables are not.
+    #[test]
+    fn a_name_no_column_gives_is_refused_only_when_printed() {
+        let err = render("rm -r data/{{ dri }}", &[("dir", "x")]).unwrap_err();
+        assert_eq!(
+            err,
+            "--command prints dri, which no column of the experiments gives (they have: dir, \
+             model)"
+        );
+        for (template, text) in [
+            (
+                "run{% if seed is defined %} --seed {{ seed }}{% endif %}",
+                "run",
+            ),
+            (
+                "echo{% for i in range(2) %} {{ i }}{% endfor %}",
+                "echo \"${PARALLAMR_V1}\" \"${PARALLAMR_V2}\"",
+            ),
+            (
+                "{% set n = dir ~ '.txt' %}cat {{ n }}",
+                "cat \"${PARALLAMR_V1}\"",
+            ),
+            (
+                "echo {{ seed | default('1') }} {{ model }}",
+                "echo \"${PARALLAMR_V1}\" \"${PARALLAMR_V2}\"",
+            ),
+        ] {
+            let script =
+                render(template, &[("dir", "x")]).unwrap_or_else(|e| panic!("{template}: {e}"));
+            assert_eq!(script.text, text, "{template}");
+        }
+        // Without a likely name (a key of a value), the message still says what happened.
+        let err = render("echo {{ dir.nope }}", &[("dir", "x")]).unwrap_err();
+        assert!(
+            err.starts_with("--command prints a value that no column"),
+            "{err}"
+        );
+    }
 }

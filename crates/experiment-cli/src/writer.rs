@@ -70,6 +70,8 @@ pub(crate) struct Outputs {
     sinks: Vec<Sink>,
     /// One run at a time per results file: held until the run ends.
     _locks: Vec<RunLock>,
+    /// The files this run made (not those it resumes).
+    created: Vec<PathBuf>,
     /// With `--flatten`: the answer's columns, and the rows waiting for them.
     flat: Option<Flat>,
 }
@@ -98,6 +100,7 @@ impl Outputs {
             header,
             sinks: vec![sink],
             _locks: Vec::new(),
+            created: Vec::new(),
             flat,
         };
         out.head_all()?;
@@ -126,6 +129,7 @@ impl Outputs {
         let mut flat = flatten.start();
         let mut sinks = Vec::with_capacity(paths.len());
         let mut done = Vec::with_capacity(paths.len());
+        let mut created = Vec::new();
         for p in paths {
             if resume && p.exists() {
                 let (sink, d, found) = Sink::resume(p, &header, flat.is_some())?;
@@ -150,6 +154,7 @@ impl Outputs {
                 done.push(d);
             } else {
                 sinks.push(Sink::create(p, None)?);
+                created.push(p.clone());
                 done.push(Done::new());
             }
         }
@@ -157,6 +162,7 @@ impl Outputs {
             header,
             sinks,
             _locks: locks,
+            created,
             flat,
         };
         out.head_all()?;
@@ -294,6 +300,16 @@ impl Outputs {
 
     /// Write what still waits: with `--flatten` and no answer with JSON, the header (with no
     /// answer's columns) and the rows.
+    /// Before any row is written: the files this run made are removed, so a run that stops
+    /// before it starts leaves none that a new run would have to `--resume`.
+    pub(crate) fn discard_created(self) {
+        let Outputs { sinks, created, .. } = self;
+        drop(sinks);
+        for p in created {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
     pub(crate) fn finish(&mut self) -> Result<()> {
         if self.flat.as_ref().is_some_and(|f| f.columns.is_none()) {
             self.fix_columns(Vec::new())?;

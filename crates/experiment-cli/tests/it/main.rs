@@ -599,7 +599,7 @@ fn command_values_stay_data_inside_quotes_and_through_filters() {
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("--command uses tt, which names no column of the experiments"),
+            .contains("--command prints tt, which no column of the experiments gives"),
         "{}",
         out.stderr
     );
