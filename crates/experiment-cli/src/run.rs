@@ -220,8 +220,12 @@ fn closing(
     if reason == Some(CancelReason::Interrupted) {
         if let Some(output) = &args.output {
             eprintln!(
-                "parallamr: interrupted; the rows written are kept: add --resume to the same \
-                 command to run the rest into {}",
+                "parallamr: interrupted; the rows written are kept: {} to run the rest into {}",
+                if args.resume {
+                    "run the same command again"
+                } else {
+                    "add --resume to the same command"
+                },
                 output.display()
             );
         }
