@@ -122,6 +122,26 @@ pub fn job_named(name: &str) -> Option<u64> {
         .max()
 }
 
+/// The packed allocations asked for from `dir` (each allocation's working folder is where the
+/// tool ran), by their ids, in any state.
+///
+/// # Panics
+/// When squeue does not run.
+pub fn allocations_from(dir: &std::path::Path) -> Vec<u64> {
+    let out = std::process::Command::new("squeue")
+        .args(["--noheader", "--me", "--states=all", "--name=fanout-alloc"])
+        .arg("--format=%i %Z")
+        .output()
+        .expect("squeue runs");
+    let dir = dir.canonicalize().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .filter(|(_, at)| std::path::Path::new(at.trim()) == dir)
+        .filter_map(|(id, _)| id.parse().ok())
+        .collect()
+}
+
 /// The id of the job of ours whose comment starts with `prefix` (any state), if Slurm knows
 /// one: the jobs a fanout program submits carry its session's mark (`FANOUT_JOB_<pid>_...=N`).
 ///

@@ -150,6 +150,24 @@ fn print_job(job: &Job, opts: &RunOptions) {
     }
 }
 
+/// Whether some job would run now, as `--explain` decides it: `--slurm-mode packed` asks for
+/// no allocation when none would. A pipeline with loops (their items are known only as the run
+/// goes), one that tracks nothing (every job runs), or a `--resume`: yes, without looking.
+pub(crate) fn any_would_run(
+    project: &Project,
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+) -> Result<bool> {
+    if opts.resumed.is_some()
+        || !pipeline.tracks_any()
+        || pipeline.stages.iter().any(|s| s.looping.is_some())
+    {
+        return Ok(true);
+    }
+    let verdicts = explain_all(project, pipeline, opts)?;
+    Ok(verdicts.iter().any(|v| *v != Verdict::UpToDate))
+}
+
 /// `--explain`: whether each job (in job order) would run now, and why, as the run would
 /// decide it, without running or writing anything.
 fn explain_all(project: &Project, pipeline: &Pipeline, opts: &RunOptions) -> Result<Vec<Verdict>> {

@@ -218,8 +218,13 @@ fn run_pipeline(project: &Project, args: PipelineArgs) -> Result<ExitStatus> {
         if lock.is_none() {
             lock = plan::lock_project(project, wait).usage()?;
         }
-        opts.pack(&pipeline)?;
-        plan::settle(&mut pipeline, &opts);
+        if let Some(slurm) = opts.packed_slurm(&pipeline)?
+            // A run with every job up to date asks Slurm for nothing (nor waits in its queue).
+            && dryrun::any_would_run(project, &pipeline, &opts)?
+        {
+            opts.pack(&slurm)?;
+            plan::settle(&mut pipeline, &opts);
+        }
     }
     run::run(project, pipeline, &opts, plan::Lock { held: lock, wait })
 }

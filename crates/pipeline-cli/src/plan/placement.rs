@@ -11,18 +11,18 @@ use super::options::RunOptions;
 use crate::model::{Backend, Job, Pipeline};
 
 impl RunOptions {
-    /// `--slurm-mode packed`: ask Slurm for one allocation of a slot per worker (over
-    /// `--slurm-nodes` nodes if given), for every job bound for Slurm to run in. A slot is as
-    /// large as the largest of those jobs (cpus and mem of a first attempt), so that any of
-    /// them fits any slot; the other settings are the first such job's, and the
-    /// `--slurm-arg`s. Nothing to do when no job is bound for Slurm.
-    pub(crate) fn pack(&mut self, pipeline: &Pipeline) -> Result<()> {
+    /// `--slurm-mode packed`: the settings of the one allocation every job bound for Slurm
+    /// runs in (see [`RunOptions::pack`]), checked. A slot is as large as the largest of those
+    /// jobs (cpus and mem of a first attempt), so that any of them fits any slot; the other
+    /// settings are the first such job's, and the `--slurm-arg`s. `None` when no job is bound
+    /// for Slurm.
+    pub(crate) fn packed_slurm(&self, pipeline: &Pipeline) -> Result<Option<fanout::Slurm>> {
         let on_slurm: Vec<&Job> = (pipeline.stages.iter())
             .flat_map(|s| s.jobs.iter().chain(s.looping.iter().flat_map(|l| &l.jobs)))
             .filter(|j| j.backend.unwrap_or(self.backend) == Backend::Slurm)
             .collect();
         let Some(first) = on_slurm.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let sized: Vec<fanout::Slurm> = (on_slurm.iter())
             .map(|j| slurm_needs((*j.slurm).clone(), &j.resources, 1))
@@ -54,8 +54,14 @@ impl RunOptions {
                 grows.id
             );
         }
+        Ok(Some(slurm))
+    }
+
+    /// Ask Slurm for the run's allocation with `slurm` (from [`RunOptions::packed_slurm`]): a
+    /// slot per worker, over `--slurm-nodes` nodes if given.
+    pub(crate) fn pack(&mut self, slurm: &fanout::Slurm) -> Result<()> {
         let allocation =
-            fanout_cli::packed_allocation(self.max_workers.get(), self.slurm_nodes, &slurm)
+            fanout_cli::packed_allocation(self.max_workers.get(), self.slurm_nodes, slurm)
                 .context("--slurm-mode packed: asking Slurm for the run's allocation")?;
         self.allocation = Some(allocation);
         Ok(())

@@ -475,3 +475,63 @@ fn ctrl_c_in_packed_mode_cancels_the_jobs_and_lets_the_allocation_go() {
         "the allocation {allocation}"
     );
 }
+
+/// `--slurm-mode packed` asks Slurm for an allocation only when some job would run: a rerun
+/// with every job up to date asks for none (nor waits in the queue); a changed input asks again.
+#[test]
+fn packed_asks_for_no_allocation_when_every_job_is_up_to_date() {
+    let _cluster = testkit::slurm::require_test_cluster();
+    let p = Project::create(&[
+        (
+            "pipelines/up.toml",
+            r#"
+[[stages]]
+name = "s"
+jobs = ["copy"]
+
+[jobs.copy]
+command = "echo ran >> ran; cp in.txt out.txt"
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+"#,
+        ),
+        ("in.txt", "1\n"),
+    ]);
+    let args = [
+        "pipeline",
+        "up",
+        "--backend",
+        "slurm",
+        "--slurm-mode",
+        "packed",
+        "--no-progress",
+    ];
+    let ran = || std::fs::read_to_string(p.path().join("ran")).unwrap_or_default();
+    let out = p.run(&args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(ran(), "ran\n");
+    assert_eq!(
+        testkit::slurm::allocations_from(p.path()).len(),
+        1,
+        "the first run's"
+    );
+
+    let out = p.run(&args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(ran(), "ran\n", "up to date: {}", out.stderr);
+    assert_eq!(
+        testkit::slurm::allocations_from(p.path()).len(),
+        1,
+        "none for an up-to-date run"
+    );
+
+    std::fs::write(p.path().join("in.txt"), "2\n").unwrap();
+    let out = p.run(&args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(ran(), "ran\nran\n");
+    assert_eq!(
+        testkit::slurm::allocations_from(p.path()).len(),
+        2,
+        "a job runs: an allocation"
+    );
+}
