@@ -25,6 +25,8 @@ fn parallamr_modules_keep_their_layers() {
             "cli writer providers::command",
             // -o path templates; the checks of the answers; `parallamr batch status|cancel`.
             "paths judge batch::command",
+            // The command line's settings of a run.
+            "plan::args",
             // Every input judged before anything runs.
             "plan",
             // Per-provider limits; the tally of a sweep.
