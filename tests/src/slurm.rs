@@ -88,17 +88,25 @@ pub fn nodes() -> Vec<String> {
     names
 }
 
+/// What `squeue --noheader ARGS` prints.
+///
+/// # Panics
+/// When squeue does not run.
+fn squeue(args: &[&str]) -> String {
+    let out = std::process::Command::new("squeue")
+        .arg("--noheader")
+        .args(args)
+        .output()
+        .expect("squeue runs (is the test cluster up? cargo xtask slurm-up)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `(name, state)` of Slurm job `id`, from `squeue --states=all`.
 ///
 /// # Panics
 /// When squeue does not run or does not know the job.
 pub fn job(id: u64) -> (String, String) {
-    let out = std::process::Command::new("squeue")
-        .args(["--noheader", "--states=all", "--format=%j|%T", "--jobs"])
-        .arg(id.to_string())
-        .output()
-        .expect("squeue runs (is the test cluster up? cargo xtask slurm-up)");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = squeue(&["--states=all", "--format=%j|%T", "--jobs", &id.to_string()]);
     let (name, state) = text
         .trim()
         .split_once('|')
@@ -111,15 +119,15 @@ pub fn job(id: u64) -> (String, String) {
 /// # Panics
 /// When squeue does not run.
 pub fn job_named(name: &str) -> Option<u64> {
-    let out = std::process::Command::new("squeue")
-        .args(["--noheader", "--me", "--states=all", "--format=%i"])
-        .arg(format!("--name={name}"))
-        .output()
-        .expect("squeue runs (is the test cluster up? cargo xtask slurm-up)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .max()
+    squeue(&[
+        "--me",
+        "--states=all",
+        "--format=%i",
+        &format!("--name={name}"),
+    ])
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .max()
 }
 
 /// The packed allocations asked for from `dir` (each allocation's working folder is where the
@@ -128,18 +136,18 @@ pub fn job_named(name: &str) -> Option<u64> {
 /// # Panics
 /// When squeue does not run.
 pub fn allocations_from(dir: &std::path::Path) -> Vec<u64> {
-    let out = std::process::Command::new("squeue")
-        .args(["--noheader", "--me", "--states=all", "--name=fanout-alloc"])
-        .arg("--format=%i %Z")
-        .output()
-        .expect("squeue runs");
     let dir = dir.canonicalize().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().split_once(' '))
-        .filter(|(_, at)| std::path::Path::new(at.trim()) == dir)
-        .filter_map(|(id, _)| id.parse().ok())
-        .collect()
+    squeue(&[
+        "--me",
+        "--states=all",
+        "--name=fanout-alloc",
+        "--format=%i %Z",
+    ])
+    .lines()
+    .filter_map(|l| l.trim().split_once(' '))
+    .filter(|(_, at)| std::path::Path::new(at.trim()) == dir)
+    .filter_map(|(id, _)| id.parse().ok())
+    .collect()
 }
 
 /// The id of the job of ours whose comment starts with `prefix` (any state), if Slurm knows
@@ -148,17 +156,15 @@ pub fn allocations_from(dir: &std::path::Path) -> Vec<u64> {
 /// # Panics
 /// When squeue does not run.
 pub fn job_with_comment(prefix: &str) -> Option<u64> {
-    let out = std::process::Command::new("squeue")
-        .args(["--noheader", "--me", "--states=all", "--format=%i|%k"])
-        .output()
-        .expect("squeue runs (is the test cluster up? cargo xtask slurm-up)");
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        let (id, comment) = l.trim().split_once('|')?;
-        comment
-            .starts_with(prefix)
-            .then(|| id.parse().ok())
-            .flatten()
-    })
+    squeue(&["--me", "--states=all", "--format=%i|%k"])
+        .lines()
+        .find_map(|l| {
+            let (id, comment) = l.trim().split_once('|')?;
+            comment
+                .starts_with(prefix)
+                .then(|| id.parse().ok())
+                .flatten()
+        })
 }
 
 /// Wait until job `id` has ended on the cluster (not pending, running or completing); returns
