@@ -270,10 +270,7 @@ fn command_provider(
 /// # Errors
 /// Slurm did not give the allocation.
 pub(crate) fn place_commands(args: &RunArgs, inputs: &Inputs) -> Result<()> {
-    let Some(command) = &inputs.command else {
-        return Ok(());
-    };
-    if args.slurm_mode == fanout_cli::SlurmMode::Packed {
+    if let Some(command) = &inputs.command {
         command.place(fanout_cli::placed(
             args.launcher.clone(),
             args.slurm_mode,
